@@ -1,0 +1,37 @@
+# afdps: the two commands of the README, plus benchmarks.
+# `make demo` and `make test` each create .venv (if missing) and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# This machine keeps a CPU build of torch 2.13.0 on disk; elsewhere set TORCH_SPEC (e.g. "torch>=2.3").
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test test-fast bench gpu-check clean
+
+$(VENV)/.base: pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+demo: $(VENV)/.base
+	$(VENV)/bin/afdps demo --out demo_out
+
+# The whole suite; Triton kernels run under TRITON_INTERPRET=1 when there is no GPU (tests/conftest.py).
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.test
+	$(PY) -m pytest -q -m "not slow"
+
+bench: $(VENV)/.test
+	$(PY) -m bench.run --all
+
+clean:
+	rm -rf $(VENV) demo_out build *.egg-info

@@ -1,0 +1,2 @@
+"""afdps: approximation-free diffusion posterior sampling."""
+__version__ = "0.1.0"

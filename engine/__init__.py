@@ -1,0 +1,1 @@
+"""The algorithm: schedules, priors, operators, samplers, results."""
