@@ -1,2 +1,12 @@
-"""afdps: approximation-free diffusion posterior sampling."""
+"""afdps: approximation-free diffusion posterior sampling (weighted particle ensembles).
+
+The public API: :func:`sample`, the schedules, :mod:`afdps.priors` and :mod:`afdps.ops`.
+"""
+from afdps.engine.sampler import Result, sample, sample_prior, tempering_schedule
+from afdps.engine.schedules import VESchedule, VPSchedule
+
+from . import ops, priors
+
 __version__ = "0.1.0"
+
+__all__ = ["sample", "sample_prior", "Result", "VPSchedule", "VESchedule", "priors", "ops", "tempering_schedule"]

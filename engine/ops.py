@@ -1,0 +1,475 @@
+"""Linear measurement operators ``y = A x + sigma_y n`` on images ``(..., C, H, W)`` (or vectors).
+
+Every operator can diagonalise ``A^T A`` cheaply (Fourier basis for circular blur, pixels for masks,
+block mean / in-block residual for block averaging, an eigendecomposition for dense matrices). That
+one capability, :meth:`LinearOperator.spectral_apply` (``fn(A^T A) v``), gives both the exact Stage-I
+sampler of ``N(0, rho^2 I) exp(-lam mu)`` and the exact guidance step of the spec (section 4).
+
+Shapes: ``x`` is ``(*batch, *input_shape)``, ``y`` is ``(*batch, *output_shape)`` with batch dims
+that broadcast against ``x``'s (the sampler passes ``x`` as ``(B, N, ...)`` and ``y`` as ``(B, 1, ...)``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from afdps.kernels import fourier
+
+__all__ = [
+    "LinearOperator",
+    "Blur",
+    "BlockDownsample",
+    "Inpaint",
+    "Identity",
+    "Dense",
+    "gaussian_kernel",
+    "motion_kernel",
+    "box_mask",
+    "random_mask",
+    "phi",
+]
+
+phi = fourier.phi
+
+
+def _shape(shape, what: str) -> tuple:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of ints, got {shape!r}") from None
+    if any(s < 1 for s in shape):
+        raise ValueError(f"{what} must have positive sizes, got {shape}")
+    return shape
+
+
+class LinearOperator:
+    """Base class. Subclasses set ``input_shape``/``output_shape`` and implement ``A``, ``A_adjoint``
+    and ``spectral_apply``."""
+
+    input_shape: tuple
+    output_shape: tuple
+
+    def __init__(self):
+        self._cache: dict = {}
+
+    # -- buffers, moved lazily to the device and dtype of the data ---------------------------
+    def _buf(self, name: str, like: torch.Tensor, complex_: bool = False) -> torch.Tensor:
+        dtype = like.dtype
+        if complex_ and not dtype.is_complex:
+            dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        key = (name, like.device, dtype)
+        if key not in self._cache:
+            self._cache[key] = getattr(self, name).to(device=like.device, dtype=dtype)
+        return self._cache[key]
+
+    # -- the operator -------------------------------------------------------------------------
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.A(x)
+
+    def AtA(self, x: torch.Tensor) -> torch.Tensor:
+        return self.A_adjoint(self.A(x))
+
+    def frobenius_sq(self) -> float:
+        """``||A||_F^2 = trace(A^T A)``."""
+        raise NotImplementedError
+
+    def spectral_apply(self, v: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``fn(A^T A) v``: ``fn`` maps a tensor of eigenvalues of ``A^T A`` to multipliers."""
+        raise NotImplementedError(f"{type(self).__name__} cannot diagonalise A^T A")
+
+    @property
+    def supports_exact(self) -> bool:
+        return type(self).spectral_apply is not LinearOperator.spectral_apply
+
+    def to_matrix(self, dtype=torch.float64) -> torch.Tensor:
+        """Dense matrix ``(prod(output_shape), prod(input_shape))`` (for small problems and tests)."""
+        d = math.prod(self.input_shape)
+        eye = torch.eye(d, dtype=dtype).reshape(d, *self.input_shape)
+        return self.A(eye).reshape(d, -1).T.contiguous()
+
+    # -- what the sampler needs ------------------------------------------------------------
+    def normal_residual(self, x: torch.Tensor, y: torch.Tensor, with_norm: bool = False):
+        """``A^T (A x - y)`` (shape of ``x``) and, if ``with_norm``, ``||A x - y||^2`` over the event
+        dims (float64, shape of the batch dims)."""
+        r = self.A(x) - y
+        out = self.A_adjoint(r)
+        if not with_norm:
+            return out, None
+        dims = tuple(range(-len(self.output_shape), 0))
+        return out, r.square().sum(dim=dims, dtype=torch.float64)
+
+    def exact_guidance_step(self, x: torch.Tensor, y: torch.Tensor, h: float, kappa: float) -> torch.Tensor:
+        """``x - h phi(h kappa A^T A) kappa (A^T A x - A^T y)``: the guidance flow ``dx/dt = -kappa
+        A^T (A x - y)`` integrated exactly over a step of length ``h``."""
+        r, _ = self.normal_residual(x, y)
+        c = float(h) * float(kappa)
+        return x - self.spectral_apply(r, lambda e: c * phi(c * e))
+
+    def stage1_sample(self, y: torch.Tensor, sigma_y: float, lam: float, rho: float, noise: torch.Tensor) -> torch.Tensor:
+        """Exact sample of ``N(0, rho^2 I) exp(-lam ||y - A x||^2 / (2 sigma_y^2))``.
+
+        The Gaussian has precision ``I / rho^2 + lam A^T A / sigma_y^2`` and mean ``Cov lam A^T y /
+        sigma_y^2``; ``noise`` is white, of the output's shape (e.g. ``(B, N, *input_shape)``), and ``y``
+        broadcasts against it (``(B, 1, *output_shape)``).
+        """
+        a, b = 1.0 / float(rho) ** 2, float(lam) / float(sigma_y) ** 2
+        out = self.spectral_apply(noise, lambda e: torch.rsqrt(a + b * e))
+        if b > 0:
+            out = out + self.spectral_apply(self.A_adjoint(y), lambda e: b / (a + b * e))
+        return out
+
+    def measure(self, x: torch.Tensor, sigma_y: float, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``A x + sigma_y n`` with ``n ~ N(0, I)`` drawn from ``generator`` on ``x``'s device."""
+        ax = self.A(x)
+        return ax + float(sigma_y) * torch.randn(ax.shape, generator=generator, device=ax.device, dtype=ax.dtype)
+
+    def _check_input(self, x: torch.Tensor, shape=None):
+        shape = self.input_shape if shape is None else shape
+        if tuple(x.shape[x.dim() - len(shape):]) != tuple(shape) or x.dim() < len(shape):
+            raise ValueError(f"{type(self).__name__} expects trailing shape {tuple(shape)}, got {tuple(x.shape)}")
+
+
+def _image_shape(image_shape) -> tuple:
+    shape = _shape(image_shape, "image_shape")
+    if len(shape) != 3:
+        raise ValueError(f"image_shape must be (C, H, W), got {shape}")
+    return shape
+
+
+class Blur(LinearOperator):
+    """Circular blur: ``A x = conv2d(circular_pad(x), kernel)`` per channel (cross-correlation, as
+    ``torch.nn.functional.conv2d`` computes it), applied as a product in the Fourier domain.
+
+    ``A^T A`` is diagonal in the 2-D Fourier basis with eigenvalues ``|H|^2``, so ``A``, ``A^T``,
+    ``A^T A``, the exact guidance step and the Stage-I sampler each cost one ``rfft2``/``irfft2`` pair.
+
+    Parameters
+    ----------
+    kernel : (kh, kw) array, odd sizes, at most the image size.
+    image_shape : (C, H, W).
+    """
+
+    def __init__(self, kernel, image_shape):
+        super().__init__()
+        k = torch.as_tensor(np.asarray(kernel), dtype=torch.float64)
+        if k.dim() != 2:
+            raise ValueError(f"Blur kernel must be 2-D (kh, kw), got shape {tuple(k.shape)}")
+        C, Hh, Ww = _image_shape(image_shape)
+        kh, kw = k.shape
+        if kh % 2 == 0 or kw % 2 == 0:
+            raise ValueError(f"Blur kernel sizes must be odd, got {tuple(k.shape)}")
+        if kh > Hh or kw > Ww:
+            raise ValueError(f"Blur kernel {tuple(k.shape)} is larger than the image {(Hh, Ww)}")
+        if not torch.isfinite(k).all():
+            raise ValueError("Blur kernel has non-finite entries")
+        self.kernel = k
+        self.input_shape = self.output_shape = (C, Hh, Ww)
+        # Correlation with k equals multiplication by conj(fft2(k placed with its centre at (0, 0))).
+        full = torch.zeros(Hh, Ww, dtype=torch.float64)
+        full[:kh, :kw] = k
+        full = torch.roll(full, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
+        self.transfer = torch.conj(torch.fft.rfft2(full))
+        self.eigenvalues = self.transfer.real.square() + self.transfer.imag.square()
+
+    def _fft(self, x):
+        return torch.fft.rfft2(x, norm="ortho")
+
+    def _ifft(self, X):
+        return torch.fft.irfft2(X, s=self.input_shape[-2:], norm="ortho")
+
+    def A(self, x):
+        self._check_input(x)
+        return self._ifft(self._buf("transfer", x, True) * self._fft(x))
+
+    def A_adjoint(self, y):
+        self._check_input(y)
+        return self._ifft(torch.conj(self._buf("transfer", y, True)) * self._fft(y))
+
+    def AtA(self, x):
+        self._check_input(x)
+        return self._ifft(self._buf("eigenvalues", x) * self._fft(x))
+
+    def frobenius_sq(self):
+        C, Hh, Ww = self.input_shape
+        return float(C * Hh * Ww * self.kernel.square().sum())
+
+    def spectral_apply(self, v, fn):
+        e = self.eigenvalues.to(v.device)
+        return self._ifft(fn(e).to(v.dtype) * self._fft(v))
+
+    def normal_residual(self, x, y, with_norm=False):
+        self._check_input(x)
+        R, norm = fourier.blur_residual_ref(self._fft(x), self._buf("transfer", x, True), self._fft(y),
+                                            self.input_shape[-1], with_norm)
+        return self._ifft(R), norm
+
+    def exact_guidance_step(self, x, y, h, kappa):
+        self._check_input(x)
+        X = fourier.blur_guidance_ref(self._fft(x), self._buf("transfer", x, True), self._fft(y), float(h) * float(kappa))
+        return self._ifft(X)
+
+    def __repr__(self):
+        return f"Blur(kernel={tuple(self.kernel.shape)}, image_shape={self.input_shape})"
+
+
+class BlockDownsample(LinearOperator):
+    """Super-resolution operator: average over non-overlapping ``factor x factor`` blocks.
+
+    ``A^T A = P / factor^2`` with ``P`` the projection onto block-constant images, so its eigenvalues
+    are ``1 / factor^2`` (block means) and ``0`` (in-block residuals).
+    """
+
+    def __init__(self, factor: int, image_shape):
+        super().__init__()
+        if int(factor) != factor or factor < 1:
+            raise ValueError(f"BlockDownsample factor must be a positive integer, got {factor!r}")
+        C, Hh, Ww = _image_shape(image_shape)
+        self.factor = f = int(factor)
+        if Hh % f or Ww % f:
+            raise ValueError(f"image size {(Hh, Ww)} is not divisible by the factor {f}")
+        self.input_shape = (C, Hh, Ww)
+        self.output_shape = (C, Hh // f, Ww // f)
+
+    def _pool(self, x):
+        lead = x.shape[:-3]
+        out = F.avg_pool2d(x.reshape(-1, *x.shape[-3:]), self.factor)
+        return out.reshape(*lead, *out.shape[-3:])
+
+    def _up(self, y):
+        f = self.factor
+        return y.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
+
+    def A(self, x):
+        self._check_input(x)
+        return self._pool(x)
+
+    def A_adjoint(self, y):
+        self._check_input(y, self.output_shape)
+        return self._up(y) / self.factor**2
+
+    def frobenius_sq(self):
+        C, Hh, Ww = self.input_shape
+        return C * Hh * Ww / self.factor**4
+
+    def spectral_apply(self, v, fn):
+        one = torch.tensor(1.0 / self.factor**2, dtype=torch.float64)
+        f1, f0 = (float(fn(one)), float(fn(torch.zeros_like(one))))
+        mean = self._up(self._pool(v))
+        return f1 * mean + f0 * (v - mean)
+
+    def __repr__(self):
+        return f"BlockDownsample(factor={self.factor}, image_shape={self.input_shape})"
+
+
+class Inpaint(LinearOperator):
+    """Masking: ``A x = mask * x`` with a 0/1 mask of shape ``(H, W)`` or ``(C, H, W)``.
+
+    The measurement keeps the image's shape; missing pixels of ``y`` are zero and carry no noise
+    (:meth:`measure`), so ``||y - A x||^2`` counts observed pixels only.
+    """
+
+    def __init__(self, mask, image_shape=None):
+        super().__init__()
+        m = torch.as_tensor(np.asarray(mask), dtype=torch.float64)
+        if m.dim() not in (2, 3):
+            raise ValueError(f"Inpaint mask must be (H, W) or (C, H, W), got shape {tuple(m.shape)}")
+        if not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError("Inpaint mask must contain only 0 and 1")
+        if image_shape is None:
+            if m.dim() == 2:
+                raise ValueError("Inpaint needs image_shape=(C, H, W) when the mask is 2-D")
+            image_shape = tuple(m.shape)
+        shape = _image_shape(image_shape)
+        try:
+            self.mask = torch.broadcast_to(m, shape).clone()
+        except RuntimeError:
+            raise ValueError(f"mask of shape {tuple(m.shape)} does not fit image_shape {shape}") from None
+        self.input_shape = self.output_shape = shape
+
+    def A(self, x):
+        self._check_input(x)
+        return self._buf("mask", x) * x
+
+    A_adjoint = A
+
+    def AtA(self, x):
+        return self.A(x)
+
+    def frobenius_sq(self):
+        return float(self.mask.sum())
+
+    def spectral_apply(self, v, fn):
+        m = self.mask.to(v.device)
+        return fn(m).to(v.dtype) * v
+
+    def measure(self, x, sigma_y, generator=None):
+        return self.A(x + float(sigma_y) * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
+
+    def __repr__(self):
+        return f"Inpaint(observed={int(self.mask.sum())}/{self.mask.numel()}, image_shape={self.input_shape})"
+
+
+class Identity(LinearOperator):
+    """Denoising: ``A = I`` on events of shape ``shape``."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.input_shape = self.output_shape = _shape(shape, "shape")
+
+    def A(self, x):
+        self._check_input(x)
+        return x
+
+    A_adjoint = A
+
+    def AtA(self, x):
+        return x
+
+    def frobenius_sq(self):
+        return float(math.prod(self.input_shape))
+
+    def spectral_apply(self, v, fn):
+        return fn(torch.tensor(1.0, dtype=torch.float64)).to(v.dtype) * v
+
+    def __repr__(self):
+        return f"Identity(shape={self.input_shape})"
+
+
+class Dense(LinearOperator):
+    """A dense matrix ``(m, d)`` acting on vectors ``(..., d)``; ``A^T A`` is diagonalised once (float64)."""
+
+    def __init__(self, matrix):
+        super().__init__()
+        M = torch.as_tensor(np.asarray(matrix), dtype=torch.float64)
+        if M.dim() != 2:
+            raise ValueError(f"Dense matrix must be 2-D, got shape {tuple(M.shape)}")
+        if not torch.isfinite(M).all():
+            raise ValueError("Dense matrix has non-finite entries")
+        self.matrix = M
+        self.output_shape, self.input_shape = (M.shape[0],), (M.shape[1],)
+        evals, self.eigenvectors = torch.linalg.eigh(M.T @ M)
+        self.eigenvalues = evals.clamp_min(0.0)
+
+    def A(self, x):
+        self._check_input(x)
+        return x @ self._buf("matrix", x).T
+
+    def A_adjoint(self, y):
+        self._check_input(y, self.output_shape)
+        return y @ self._buf("matrix", y)
+
+    def frobenius_sq(self):
+        return float(self.matrix.square().sum())
+
+    def spectral_apply(self, v, fn):
+        V = self.eigenvectors.to(v.device)
+        mult = fn(self.eigenvalues.to(v.device))
+        return (((v.to(torch.float64) @ V) * mult) @ V.T).to(v.dtype)
+
+    def to_matrix(self, dtype=torch.float64):
+        return self.matrix.to(dtype)
+
+    def __repr__(self):
+        return f"Dense({self.output_shape[0]}x{self.input_shape[0]})"
+
+
+# -- kernels and masks --------------------------------------------------------------------------
+
+def gaussian_kernel(size: int, std: float) -> torch.Tensor:
+    """``(size, size)`` isotropic Gaussian sampled on the integer grid centred on the middle pixel,
+    normalised to sum 1 (the paper's deblurring kernel is ``gaussian_kernel(61, 3.0)``)."""
+    if int(size) != size or size < 1 or size % 2 == 0:
+        raise ValueError(f"kernel size must be a positive odd integer, got {size!r}")
+    if not (std > 0 and math.isfinite(std)):
+        raise ValueError(f"kernel std must be positive and finite, got {std!r}")
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-0.5 * (r / std) ** 2)
+    k = g[:, None] * g[None, :]
+    return k / k.sum()
+
+
+def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int | None = 0, steps: int = 2000) -> torch.Tensor:
+    """Random camera-shake kernel ``(size, size)``, seeded, non-negative, summing to 1.
+
+    A point moves for ``steps`` sub-steps with a velocity that turns by Gaussian angles (standard
+    deviation growing with ``intensity``) and occasionally jerks (probability ``intensity / 10`` per
+    sub-step); the path is scaled to fill about ``0.4 + 0.5 * intensity`` of the kernel, centred on its
+    centre of mass, and splatted bilinearly. ``intensity`` in ``[0, 1]``: 0 gives a straight streak,
+    1 a tangled trajectory, as in the random-trajectory kernels of the DPS benchmark.
+    """
+    if int(size) != size or size < 3 or size % 2 == 0:
+        raise ValueError(f"motion kernel size must be an odd integer >= 3, got {size!r}")
+    if not (0.0 <= intensity <= 1.0):
+        raise ValueError(f"motion kernel intensity must be in [0, 1], got {intensity!r}")
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(0, 2 * np.pi)
+    turn_std = 0.005 + 0.25 * intensity
+    jerk_p = intensity / 10.0
+    pos = np.zeros((steps, 2))
+    p = np.zeros(2)
+    for s in range(steps):
+        angle += rng.normal(0.0, turn_std)
+        if rng.uniform() < jerk_p:
+            angle += rng.normal(0.0, np.pi / 2)
+        p = p + np.array([np.cos(angle), np.sin(angle)])
+        pos[s] = p
+    pos -= pos.mean(axis=0)
+    extent = np.abs(pos).max()
+    half = (size - 1) / 2
+    pos *= (0.4 + 0.5 * intensity) * half / max(extent, 1e-12)
+    pos += half
+    k = np.zeros((size, size))
+    i0 = np.clip(np.floor(pos).astype(int), 0, size - 2)
+    fr = np.clip(pos - i0, 0.0, 1.0)
+    for (a, b), (fa, fb) in zip(i0, fr):
+        k[a, b] += (1 - fa) * (1 - fb)
+        k[a + 1, b] += fa * (1 - fb)
+        k[a, b + 1] += (1 - fa) * fb
+        k[a + 1, b + 1] += fa * fb
+    return torch.from_numpy(k / k.sum())
+
+
+def box_mask(image_size: Sequence[int], box_size: int | Sequence[int], top_left: Sequence[int] | None = None,
+             seed: int | None = None) -> torch.Tensor:
+    """``(H, W)`` mask, 0 inside a box (missing), 1 elsewhere. The box is centred unless ``top_left``
+    is given, or drawn uniformly inside the image when ``seed`` is given."""
+    Hh, Ww = _shape(image_size, "image_size")[-2:]
+    bh, bw = (box_size, box_size) if np.isscalar(box_size) else tuple(box_size)
+    if not (0 < bh <= Hh and 0 < bw <= Ww):
+        raise ValueError(f"box {(bh, bw)} does not fit in the image {(Hh, Ww)}")
+    if top_left is not None and seed is not None:
+        raise ValueError("give top_left or seed, not both")
+    if top_left is None:
+        if seed is None:
+            top_left = ((Hh - bh) // 2, (Ww - bw) // 2)
+        else:
+            rng = np.random.default_rng(seed)
+            top_left = (int(rng.integers(0, Hh - bh + 1)), int(rng.integers(0, Ww - bw + 1)))
+    r, c = top_left
+    if not (0 <= r <= Hh - bh and 0 <= c <= Ww - bw):
+        raise ValueError(f"box at {tuple(top_left)} of size {(bh, bw)} leaves the image {(Hh, Ww)}")
+    m = torch.ones(Hh, Ww, dtype=torch.float64)
+    m[r:r + bh, c:c + bw] = 0.0
+    return m
+
+
+def random_mask(image_size: Sequence[int], fraction_missing: float, seed: int | None = 0) -> torch.Tensor:
+    """``(H, W)`` mask with exactly ``round(fraction_missing * H * W)`` missing pixels (0), seeded."""
+    Hh, Ww = _shape(image_size, "image_size")[-2:]
+    if not (0.0 <= fraction_missing < 1.0):
+        raise ValueError(f"fraction_missing must be in [0, 1), got {fraction_missing!r}")
+    rng = np.random.default_rng(seed)
+    n_missing = int(round(fraction_missing * Hh * Ww))
+    m = np.ones(Hh * Ww)
+    m[rng.permutation(Hh * Ww)[:n_missing]] = 0.0
+    return torch.from_numpy(m.reshape(Hh, Ww))

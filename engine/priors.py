@@ -1,0 +1,342 @@
+"""Priors: anything with ``score(x, t)`` (``x`` of shape ``(..., *event_shape)``) and ``schedule``.
+
+- :class:`GaussianMixture`: exact diffused score and exact posteriors under dense linear operators
+  (the test oracle of the spec, section 8).
+- :class:`SpectralGaussian`: a stationary Gaussian image prior, diagonal in the Fourier basis, fitted
+  to real photos; exact diffused score and exact circular-blur posterior at full image size.
+- :class:`EpsilonModel`: wraps a noise-prediction network into a score, ``s = -eps_hat / sigma``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .schedules import Schedule, VPSchedule
+
+__all__ = ["Prior", "GaussianMixture", "SpectralGaussian", "EpsilonModel"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class Prior:
+    """Interface of a diffusion prior."""
+
+    event_shape: tuple
+    schedule: Schedule
+
+    def score(self, x: torch.Tensor, t) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _gauss_logpdf_chol(diff: torch.Tensor, L: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-density of ``N(0, L L^T)`` at ``diff (M, K, d)`` and ``-Cov^{-1} diff``; ``L (K, d, d)``."""
+    z = torch.linalg.solve_triangular(L, diff.unsqueeze(-1), upper=False).squeeze(-1)  # (M, K, d)
+    logdet = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)  # (K,)
+    d = diff.shape[-1]
+    logp = -0.5 * z.square().sum(-1) - 0.5 * logdet - 0.5 * d * LOG_2PI
+    grad = -torch.linalg.solve_triangular(L.transpose(-1, -2), z.unsqueeze(-1), upper=True).squeeze(-1)
+    return logp, grad
+
+
+class GaussianMixture(Prior):
+    """``sum_k w_k N(m_k, S_k)`` in ``R^d``, diffused exactly: ``N(alpha m_k, alpha^2 S_k + sigma^2 I)``.
+
+    Parameters
+    ----------
+    means : (K, d); covs : (K, d, d) symmetric positive definite; weights : (K,) positive (normalised
+    here); schedule : the noising SDE (default :class:`VPSchedule`).
+    All arithmetic is float64; :meth:`score` returns the input's dtype.
+    """
+
+    def __init__(self, means, covs, weights, schedule: Schedule | None = None):
+        self.means = torch.as_tensor(np.asarray(means), dtype=torch.float64)
+        self.covs = torch.as_tensor(np.asarray(covs), dtype=torch.float64)
+        w = torch.as_tensor(np.asarray(weights), dtype=torch.float64)
+        if self.means.dim() != 2:
+            raise ValueError(f"means must be (K, d), got shape {tuple(self.means.shape)}")
+        K, d = self.means.shape
+        if tuple(self.covs.shape) != (K, d, d):
+            raise ValueError(f"covs must be (K, d, d) = {(K, d, d)}, got {tuple(self.covs.shape)}")
+        if tuple(w.shape) != (K,) or not bool((w > 0).all()):
+            raise ValueError(f"weights must be {K} positive numbers, got {w.tolist()}")
+        self.weights = w / w.sum()
+        self.schedule = schedule if schedule is not None else VPSchedule()
+        self.event_shape = (d,)
+        self._chol = {}
+
+    @property
+    def dim(self) -> int:
+        return self.event_shape[0]
+
+    def _factor(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        key = None if t is None else float(t)
+        if key not in self._chol:
+            if t is None:
+                a, s2 = 1.0, 0.0
+            else:
+                a, s2 = float(self.schedule.alpha(t)), float(self.schedule.sigma(t)) ** 2
+            C = a * a * self.covs + s2 * torch.eye(self.dim, dtype=torch.float64)
+            self._chol[key] = (a * self.means, torch.linalg.cholesky(C))
+        return self._chol[key]
+
+    def _log_components(self, x: torch.Tensor, t):
+        m, L = self._factor(t)
+        flat = x.reshape(-1, self.dim).to(torch.float64)
+        logp, grad = _gauss_logpdf_chol(flat[:, None, :] - m[None], L)
+        return logp + torch.log(self.weights), grad
+
+    def log_prob(self, x: torch.Tensor, t=None) -> torch.Tensor:
+        """Log-density of the mixture (diffused to time ``t``; ``None`` = clean) at ``x (..., d)``."""
+        lw, _ = self._log_components(x, t)
+        return torch.logsumexp(lw, dim=-1).reshape(x.shape[:-1])
+
+    def score(self, x: torch.Tensor, t) -> torch.Tensor:
+        """``grad_x log p_t(x)``: responsibilities times component scores."""
+        lw, grad = self._log_components(x, t)
+        r = torch.softmax(lw, dim=-1)
+        return (r.unsqueeze(-1) * grad).sum(1).reshape(x.shape).to(x.dtype)
+
+    def component_probabilities(self, x: torch.Tensor, t=None) -> torch.Tensor:
+        """Responsibilities ``(..., K)`` of the components at ``x``."""
+        lw, _ = self._log_components(x, t)
+        return torch.softmax(lw, dim=-1).reshape(*x.shape[:-1], -1)
+
+    def diffused(self, t) -> "GaussianMixture":
+        """The marginal at time ``t`` as a (clean) mixture."""
+        a, s = float(self.schedule.alpha(t)), float(self.schedule.sigma(t))
+        covs = a * a * self.covs + s * s * torch.eye(self.dim, dtype=torch.float64)
+        return GaussianMixture(a * self.means, covs, self.weights, self.schedule)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` exact draws, ``(n, d)`` float64."""
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        _, L = self._factor(None)
+        z = torch.randn(n, self.dim, dtype=torch.float64, generator=generator)
+        return self.means[comp] + (L[comp] @ z.unsqueeze(-1)).squeeze(-1)
+
+    def mean(self) -> torch.Tensor:
+        return (self.weights[:, None] * self.means).sum(0)
+
+    def covariance(self) -> torch.Tensor:
+        mu = self.mean()
+        dm = self.means - mu
+        return (self.weights[:, None, None] * (self.covs + dm[:, :, None] * dm[:, None, :])).sum(0)
+
+    def posterior(self, op, y, sigma_y: float) -> "GaussianMixture":
+        """Exact posterior given ``y = A x + sigma_y n`` (``op`` linear; its matrix is formed densely).
+
+        Component ``k``: covariance ``(S^-1 + A^T A / sigma_y^2)^-1``, mean ``m + S A^T (A S A^T +
+        sigma_y^2 I)^-1 (y - A m)``, weight ``w_k N(y; A m_k, A S_k A^T + sigma_y^2 I)``.
+        """
+        A = op.to_matrix(torch.float64) if hasattr(op, "to_matrix") else torch.as_tensor(op, dtype=torch.float64)
+        y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
+        if A.shape != (y.shape[0], self.dim):
+            raise ValueError(f"operator matrix {tuple(A.shape)} does not map R^{self.dim} to the {y.shape[0]} entries of y")
+        s2 = float(sigma_y) ** 2
+        Ik = torch.eye(A.shape[0], dtype=torch.float64)
+        means, covs, logw = [], [], []
+        for k in range(self.means.shape[0]):
+            S, m = self.covs[k], self.means[k]
+            Sy = A @ S @ A.T + s2 * Ik
+            Ly = torch.linalg.cholesky(Sy)
+            gain = torch.cholesky_solve(A @ S, Ly).T  # S A^T Sy^-1
+            resid = y - A @ m
+            means.append(m + gain @ resid)
+            cov = S - gain @ A @ S
+            covs.append(0.5 * (cov + cov.T))
+            z = torch.linalg.solve_triangular(Ly, resid[:, None], upper=False).squeeze(-1)
+            logw.append(torch.log(self.weights[k]) - 0.5 * z.square().sum() - torch.log(torch.diagonal(Ly)).sum())
+        logw = torch.stack(logw)
+        return GaussianMixture(torch.stack(means), torch.stack(covs), torch.softmax(logw, 0), self.schedule)
+
+
+class SpectralGaussian(Prior):
+    """Stationary Gaussian image prior: per channel ``c``, ``x_c = m_c + z_c`` with ``z_c`` a circular
+    stationary field whose orthonormal 2-D Fourier coefficients have variance ``P_c(k)``.
+
+    Diffused to time ``t`` the spectrum becomes ``alpha^2 P + sigma^2`` and the mean ``alpha m``, so the
+    score is one filter between an ``rfft2`` and an ``irfft2``.
+
+    Parameters
+    ----------
+    mean : (C,) per-channel mean, on the [-1, 1] image scale.
+    power : (C, H, W // 2 + 1) positive per-frequency variances (orthonormal ``rfft2``).
+    width : W (the ``rfft`` half spectrum cannot tell an even W from W + 1).
+    """
+
+    def __init__(self, mean, power, width: int, schedule: Schedule | None = None):
+        self.mean_c = torch.as_tensor(np.asarray(mean), dtype=torch.float64).reshape(-1)
+        self.power = torch.as_tensor(np.asarray(power), dtype=torch.float64)
+        C, Hh, Wr = self.power.shape
+        if Wr != int(width) // 2 + 1 or self.mean_c.shape[0] != C:
+            raise ValueError(f"power {tuple(self.power.shape)} does not match width {width} and {self.mean_c.shape[0]} channel means")
+        if not bool((self.power > 0).all()):
+            raise ValueError("power must be positive at every frequency")
+        self.event_shape = (C, Hh, int(width))
+        self.schedule = schedule if schedule is not None else VPSchedule()
+        mean_spec = torch.zeros(C, Hh, Wr, dtype=torch.complex128)
+        mean_spec[:, 0, 0] = self.mean_c * math.sqrt(Hh * width)
+        self.mean_spectrum = mean_spec
+        self._cache = {}
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, images, size: Sequence[int], num_crops: int = 64, seed: int = 0, floor: float = 1e-6,
+            schedule: Schedule | None = None) -> "SpectralGaussian":
+        """Fit to photos: per-channel mean, and the periodogram of random ``size`` crops averaged over
+        crops and over rings of equal spatial frequency (an isotropic spectrum).
+
+        Parameters
+        ----------
+        images : sequence of (C, H_i, W_i) arrays on the [-1, 1] scale (each at least ``size``).
+        size : (H, W) of the prior's images.
+        """
+        Hh, Ww = (int(s) for s in size)
+        imgs = [torch.as_tensor(np.asarray(im), dtype=torch.float64) for im in images]
+        if not imgs:
+            raise ValueError("fit needs at least one image")
+        C = imgs[0].shape[0]
+        for im in imgs:
+            if im.dim() != 3 or im.shape[0] != C or im.shape[1] < Hh or im.shape[2] < Ww:
+                raise ValueError(f"every image must be (C={C}, >= {Hh}, >= {Ww}), got {tuple(im.shape)}")
+        rng = np.random.default_rng(seed)
+        mean = torch.stack([im.mean(dim=(1, 2)) for im in imgs]).mean(0)
+        acc = torch.zeros(C, Hh, Ww // 2 + 1, dtype=torch.float64)
+        for n in range(num_crops):
+            im = imgs[n % len(imgs)]
+            r = int(rng.integers(0, im.shape[1] - Hh + 1))
+            c = int(rng.integers(0, im.shape[2] - Ww + 1))
+            crop = im[:, r:r + Hh, c:c + Ww] - mean[:, None, None]
+            X = torch.fft.rfft2(crop, norm="ortho")
+            acc += X.real.square() + X.imag.square()
+        acc /= num_crops
+        # Average over rings of equal |k| (in cycles per image side scaled to a unit square).
+        ky = torch.fft.fftfreq(Hh, dtype=torch.float64)[:, None]
+        kx = torch.fft.rfftfreq(Ww, dtype=torch.float64)[None, :]
+        radius = torch.sqrt(ky.square() + kx.square())
+        ring = torch.round(radius * max(Hh, Ww)).long()
+        nr = int(ring.max()) + 1
+        counts = torch.zeros(nr, dtype=torch.float64).index_add_(0, ring.reshape(-1), torch.ones(ring.numel(), dtype=torch.float64))
+        power = torch.empty_like(acc)
+        for ch in range(C):
+            sums = torch.zeros(nr, dtype=torch.float64).index_add_(0, ring.reshape(-1), acc[ch].reshape(-1))
+            power[ch] = (sums / counts)[ring]
+        # The DC term of a crop is dominated by crop-to-crop brightness; keep its own estimate.
+        power[:, 0, 0] = acc[:, 0, 0]
+        return cls(mean, power.clamp_min(floor), Ww, schedule)
+
+    # -- the prior ---------------------------------------------------------------------------------
+    def _fft(self, x):
+        return torch.fft.rfft2(x, norm="ortho")
+
+    def _ifft(self, X):
+        return torch.fft.irfft2(X, s=self.event_shape[-2:], norm="ortho")
+
+    def _filters(self, t, device, dtype):
+        key = (float(t), device, dtype)
+        if key not in self._cache:
+            a, s = float(self.schedule.alpha(t)), float(self.schedule.sigma(t))
+            inv = 1.0 / (a * a * self.power + s * s)
+            cdt = torch.complex128 if dtype == torch.float64 else torch.complex64
+            self._cache[key] = (inv.to(device=device, dtype=dtype), (a * self.mean_spectrum * inv).to(device=device, dtype=cdt))
+            if len(self._cache) > 4096:
+                self._cache.clear()
+        return self._cache[key]
+
+    def score(self, x, t):
+        """``-F^*[(X - alpha M) / (alpha^2 P + sigma^2)]``."""
+        inv, m = self._filters(t, x.device, x.dtype)
+        return self._ifft(self._fft(x) * inv - m)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` exact draws ``(n, C, H, W)`` float64."""
+        z = torch.randn(n, *self.event_shape, dtype=torch.float64, generator=generator)
+        return self._ifft(self._fft(z) * self.power.sqrt() + self.mean_spectrum)
+
+    def posterior_blur(self, op, y, sigma_y: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact posterior for a circular :class:`~afdps.ops.Blur` (or :class:`~afdps.ops.Identity`).
+
+        Per frequency: variance ``V = 1 / (1/P + |H|^2 / sigma_y^2)`` and mean ``V (M / P + conj(H) Y /
+        sigma_y^2)``. Returns the mean image ``(C, H, W)`` and ``V`` ``(C, H, W // 2 + 1)``, both float64.
+        """
+        y = torch.as_tensor(y, dtype=torch.float64)
+        if tuple(y.shape) != self.event_shape:
+            raise ValueError(f"y must have the prior's shape {self.event_shape}, got {tuple(y.shape)}")
+        if hasattr(op, "transfer"):
+            Hf = op.transfer.to(torch.complex128)
+        elif type(op).__name__ == "Identity":
+            Hf = torch.ones(self.power.shape[-2:], dtype=torch.complex128)
+        else:
+            raise TypeError(f"posterior_blur needs a Blur or Identity operator, got {type(op).__name__}")
+        s2 = float(sigma_y) ** 2
+        V = 1.0 / (1.0 / self.power + (Hf.real.square() + Hf.imag.square()) / s2)
+        Mpost = V * (self.mean_spectrum / self.power + torch.conj(Hf) * self._fft(y) / s2)
+        return self._ifft(Mpost), V
+
+
+class EpsilonModel(Prior):
+    """Score of a noise-prediction network: ``s(x, tau) = -eps_hat(x, k(tau)) / sigma(tau)``.
+
+    Parameters
+    ----------
+    net : ``torch.nn.Module`` called as ``net(x, timesteps)`` with ``timesteps`` a float tensor of
+        shape ``(batch,)``.
+    schedule : the continuous schedule the network's discrete one maps onto (VP by default).
+    event_shape : (C, H, W) of the network's images.
+    num_train_steps : DDPM steps the network was trained with; ``k = num_train_steps * tau - 1`` is fed
+        as a float (never rounded: ADM networks embed fractional steps).
+    learned_sigma : the network also outputs variances in its second half of channels (ADM's
+        ``learn_sigma``): keep the first ``C`` channels. ``None``: decide from the output's channels
+        (``2C`` means learned sigma, ``C`` means plain; anything else raises).
+    batch_size : at most this many images per network call (memory bound for large ensembles).
+    """
+
+    def __init__(self, net: torch.nn.Module, schedule: Schedule | None = None, event_shape=None,
+                 num_train_steps: int = 1000, learned_sigma: bool | None = None, batch_size: int | None = None,
+                 autocast_dtype: torch.dtype | None = None):
+        if event_shape is None:
+            raise ValueError("EpsilonModel needs event_shape=(C, H, W)")
+        self.net = net
+        self.schedule = schedule if schedule is not None else VPSchedule()
+        self.event_shape = tuple(int(s) for s in event_shape)
+        self.num_train_steps = int(num_train_steps)
+        self.learned_sigma = learned_sigma
+        self.batch_size = batch_size
+        self.autocast_dtype = autocast_dtype
+        self.calls = 0
+
+    def timestep(self, t) -> float:
+        """Network input for continuous time ``t``: ``num_train_steps * t - 1``."""
+        return self.num_train_steps * float(t) - 1.0
+
+    @torch.no_grad()
+    def epsilon(self, x: torch.Tensor, t) -> torch.Tensor:
+        lead = x.shape[: x.dim() - len(self.event_shape)]
+        flat = x.reshape(-1, *self.event_shape)
+        C = self.event_shape[0]
+        chunk = self.batch_size or flat.shape[0]
+        outs = []
+        for i in range(0, flat.shape[0], chunk):
+            xb = flat[i:i + chunk]
+            ts = torch.full((xb.shape[0],), self.timestep(t), device=xb.device, dtype=torch.float32)
+            if self.autocast_dtype is not None:
+                with torch.autocast(device_type=xb.device.type, dtype=self.autocast_dtype):
+                    out = self.net(xb, ts)
+            else:
+                out = self.net(xb, ts)
+            self.calls += 1
+            if out.shape[1] == C and self.learned_sigma is not True:
+                eps = out
+            elif out.shape[1] == 2 * C and self.learned_sigma is not False:
+                eps = out[:, :C]
+            else:
+                raise ValueError(f"network returned {out.shape[1]} channels for {C}-channel images "
+                                 f"(learned_sigma={self.learned_sigma})")
+            outs.append(eps.to(x.dtype))
+        return torch.cat(outs).reshape(*lead, *self.event_shape)
+
+    def score(self, x, t):
+        return -self.epsilon(x, t) / float(self.schedule.sigma(t))

@@ -1,0 +1,109 @@
+"""Noising SDEs ``dX = f(tau) X dtau + g(tau) dW`` and their marginals ``X_tau = alpha X_0 + sigma Z``.
+
+Every method takes and returns tensors (python floats are accepted and returned as 0-d float64
+tensors), so the same formulas serve scalar step coefficients and per-sample times.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["Schedule", "VPSchedule", "VESchedule"]
+
+
+def _t(t) -> torch.Tensor:
+    return t if torch.is_tensor(t) else torch.tensor(float(t), dtype=torch.float64)
+
+
+class Schedule:
+    """Interface: ``alpha``, ``sigma``, ``f``, ``g2`` on tensors; ``T``, ``tau_min``, ``rho``."""
+
+    T: float
+    tau_min: float
+    rho: float  # standard deviation of the (Gaussian) marginal at tau = T
+
+    def alpha(self, t):
+        raise NotImplementedError
+
+    def sigma(self, t):
+        raise NotImplementedError
+
+    def f(self, t):
+        raise NotImplementedError
+
+    def g2(self, t):
+        raise NotImplementedError
+
+    def timesteps(self, num_steps: int) -> torch.Tensor:
+        """``num_steps + 1`` times from ``T`` down to ``tau_min`` (float64)."""
+        return torch.linspace(self.T, self.tau_min, num_steps + 1, dtype=torch.float64)
+
+
+class VPSchedule(Schedule):
+    """Variance preserving: ``beta(tau) = beta_min + tau (beta_max - beta_min)`` on ``[0, 1]``.
+
+    ``f = -beta / 2``, ``g^2 = beta``, ``alpha = exp(-int_0^tau beta / 2)``, ``sigma^2 = 1 - alpha^2``.
+    The defaults are the continuous limit of the 1000-step DDPM linear schedule (beta 1e-4 to 0.02).
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, tau_min: float = 1e-3):
+        if not (0 < beta_min <= beta_max) or not math.isfinite(beta_max):
+            raise ValueError(f"VPSchedule needs 0 < beta_min <= beta_max < inf, got beta_min={beta_min}, beta_max={beta_max}")
+        if not (0 < tau_min < 1):
+            raise ValueError(f"VPSchedule tau_min must be in (0, 1), got {tau_min}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+        self.T, self.tau_min, self.rho = 1.0, float(tau_min), 1.0
+
+    def beta(self, t):
+        return self.beta_min + _t(t) * (self.beta_max - self.beta_min)
+
+    def _log_alpha(self, t):
+        t = _t(t)
+        return -0.5 * (self.beta_min * t + 0.5 * t * t * (self.beta_max - self.beta_min))
+
+    def alpha(self, t):
+        return torch.exp(self._log_alpha(t))
+
+    def sigma(self, t):
+        return torch.sqrt(-torch.expm1(2.0 * self._log_alpha(t)))
+
+    def f(self, t):
+        return -0.5 * self.beta(t)
+
+    def g2(self, t):
+        return self.beta(t)
+
+    def __repr__(self):
+        return f"VPSchedule(beta_min={self.beta_min}, beta_max={self.beta_max})"
+
+
+class VESchedule(Schedule):
+    """Variance exploding (EDM): ``f = 0``, ``sigma(tau) = tau``, ``g^2 = 2 tau``, ``tau`` in ``[tau_min, sigma_max]``.
+
+    Time steps are geometric in ``sigma`` (``timesteps``), which is how such models are sampled.
+    """
+
+    def __init__(self, sigma_max: float = 80.0, tau_min: float = 2e-3):
+        if not (0 < tau_min < sigma_max < math.inf):
+            raise ValueError(f"VESchedule needs 0 < tau_min < sigma_max < inf, got tau_min={tau_min}, sigma_max={sigma_max}")
+        self.sigma_max = float(sigma_max)
+        self.T, self.tau_min, self.rho = float(sigma_max), float(tau_min), float(sigma_max)
+
+    def alpha(self, t):
+        return torch.ones_like(_t(t))
+
+    def sigma(self, t):
+        return _t(t).clone()
+
+    def f(self, t):
+        return torch.zeros_like(_t(t))
+
+    def g2(self, t):
+        return 2.0 * _t(t)
+
+    def timesteps(self, num_steps: int) -> torch.Tensor:
+        return torch.logspace(math.log10(self.T), math.log10(self.tau_min), num_steps + 1, dtype=torch.float64)
+
+    def __repr__(self):
+        return f"VESchedule(sigma_max={self.sigma_max})"
