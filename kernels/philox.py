@@ -122,7 +122,7 @@ def philox4x32(key: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor):
     k1 = (key >> 32) & M32
     if c0.device.type == "cpu":
         out = _philox_numpy(k0.numpy(), k1.numpy(), c0.numpy(), c1.numpy())
-        return tuple(torch.from_numpy(o.astype(np.int64)) for o in out)
+        return tuple(torch.from_numpy(np.asarray(o, dtype=np.int64).reshape(c0.shape)) for o in out)
     return _philox_torch(k0, k1, c0, c1)
 
 

@@ -1,0 +1,201 @@
+"""Operators: forward against direct implementations, adjoints in float64, exact Stage I, exact guidance."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from afdps import ops
+
+SHAPE = (3, 16, 20)
+SMALL = (2, 4, 6)  # for tests that form dense matrices of the operator
+
+
+def _ops(shape, k=5, box=6, factor=4):
+    g = torch.Generator().manual_seed(0)
+    return {
+        "blur_gauss": ops.Blur(ops.gaussian_kernel(k, 1.2), shape),
+        "blur_motion": ops.Blur(ops.motion_kernel(max(k, 3), 0.6, seed=3), shape),
+        "block": ops.BlockDownsample(factor, shape),
+        "inpaint_box": ops.Inpaint(ops.box_mask(shape[1:], box), shape),
+        "inpaint_random": ops.Inpaint(ops.random_mask(shape[1:], 0.7, seed=1), shape),
+        "identity": ops.Identity(shape),
+        "dense": ops.Dense(torch.randn(5, 7, generator=g, dtype=torch.float64)),
+    }
+
+
+ALL = _ops(SHAPE)
+SMALL_OPS = _ops(SMALL, k=3, box=2, factor=2)
+
+
+def _x(op, *lead, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*lead, *op.input_shape, generator=g, dtype=torch.float64)
+
+
+def _y(op, *lead, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*lead, *op.output_shape, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kernel", [ops.gaussian_kernel(5, 1.2), ops.motion_kernel(7, 0.6, seed=3)])
+def test_blur_matches_circular_conv2d(kernel):
+    op = ops.Blur(kernel, SHAPE)
+    x = _x(op, 2)
+    k = kernel.to(torch.float64)
+    ph, pw = k.shape[0] // 2, k.shape[1] // 2
+    xp = F.pad(x, (pw, pw, ph, ph), mode="circular")
+    direct = F.conv2d(xp.reshape(-1, 1, *xp.shape[-2:]), k[None, None]).reshape(x.shape)
+    torch.testing.assert_close(op.A(x), direct, rtol=0, atol=1e-12)
+
+
+def test_block_and_mask_forward():
+    x = _x(ALL["block"], 2)
+    direct = x.reshape(2, 3, 4, 4, 5, 4).mean(dim=(3, 5))
+    torch.testing.assert_close(ALL["block"].A(x), direct, rtol=0, atol=1e-14)
+    m = ALL["inpaint_box"].mask
+    torch.testing.assert_close(ALL["inpaint_box"].A(x), m * x)
+    assert m.sum() == 3 * (16 * 20 - 36)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_adjoint_float64(name):
+    op = ALL[name]
+    x, z = _x(op, 3), _y(op, 3)
+    lhs = (op.A(x) * z).sum()
+    rhs = (x * op.A_adjoint(z)).sum()
+    assert abs(float(lhs - rhs)) < 1e-10 * max(1.0, abs(float(lhs)))
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_frobenius_and_AtA(name):
+    op = ALL[name]
+    M = op.to_matrix()
+    assert math.isclose(op.frobenius_sq(), float(M.square().sum()), rel_tol=1e-10)
+    x = _x(op, 2)
+    torch.testing.assert_close(op.AtA(x), op.A_adjoint(op.A(x)), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_spectral_apply_is_a_function_of_AtA(name):
+    """fn(A^T A) v computed by the operator's diagonalisation equals the dense eigendecomposition."""
+    op = ALL[name]
+    M = op.to_matrix()
+    evals, V = torch.linalg.eigh(M.T @ M)
+    fn = lambda e: 1.0 / (0.7 + 2.5 * e)  # noqa: E731
+    v = _x(op, 2)
+    dense = ((v.reshape(2, -1) @ V) * fn(evals.clamp_min(0))) @ V.T
+    torch.testing.assert_close(op.spectral_apply(v, fn).reshape(2, -1), dense, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["blur_gauss", "block", "inpaint_random", "dense"])
+def test_normal_residual_and_norm(name):
+    op = ALL[name]
+    x, y = _x(op, 2, 3), _y(op, 2, 1)
+    r, nrm = op.normal_residual(x, y, with_norm=True)
+    torch.testing.assert_close(r, op.A_adjoint(op.A(x) - y), rtol=0, atol=1e-10)
+    dims = tuple(range(-len(op.output_shape), 0))
+    torch.testing.assert_close(nrm, (op.A(x) - y).square().sum(dims), rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_exact_guidance_matches_many_small_euler_steps(name):
+    """The exact step integrates dx/dt = -kappa A^T (A x - y) over h. In each eigendirection n Euler
+    steps give (1 - z/n)^n instead of exp(-z) (z = h kappa lam), an error of at most
+    max_z z^2 exp(-z) / (2n) = 2 exp(-2) / n = 0.27 / n = 1.4e-4 of the initial residual for n = 2000;
+    the tolerance is 1e-3 of the size of the move."""
+    op = SMALL_OPS[name]
+    x, y = _x(op, 2), _y(op, 2)
+    h, kappa = 0.3, 2.0
+    exact = op.exact_guidance_step(x, y, h, kappa)
+    z = x.clone()
+    n = 2000
+    for _ in range(n):
+        z = z - (h / n) * kappa * op.A_adjoint(op.A(z) - y)
+    scale = float((x - exact).abs().max()) + 1e-12
+    assert float((exact - z).abs().max()) < 1e-3 * scale + 1e-9
+
+
+@pytest.mark.parametrize("name", ["blur_gauss", "block", "inpaint_box", "dense"])
+def test_exact_guidance_is_stable_for_huge_steps(name):
+    """h kappa lam_max >> 2 would blow up an Euler step; the exact step converges to the least-squares
+    solution in the range of A^T A and leaves the null space alone."""
+    op = ALL[name]
+    x, y = _x(op, 1), _y(op, 1)
+    out = op.exact_guidance_step(x, y, 1e6, 1e6)
+    assert torch.isfinite(out).all()
+    r = op.normal_residual(out, y)[0]
+    assert float(r.abs().max()) < 1e-6 * (1 + float(y.abs().max()))
+
+
+@pytest.mark.parametrize("name", ["blur_gauss", "block", "inpaint_random", "dense"])
+def test_stage1_moments(name):
+    """Stage-I draws of N(0, rho^2 I) exp(-lam mu): mean and covariance against the dense Gaussian.
+
+    n = 40000 draws on 48-pixel images. Mean entries have standard error sqrt(var / n), covariance
+    entries sqrt((S_ii S_jj + S_ij^2) / n) (Gaussian fourth moments). The bound is 5 standard errors
+    entrywise: over the ~1200 entries compared the chance of a false alarm is about 1200 * 5.7e-7 < 1e-3."""
+    op = SMALL_OPS[name]
+    rho, lam, sy = 1.3, 0.8, 0.4
+    y = _y(op, 1)
+    M = op.to_matrix()
+    d = M.shape[1]
+    prec = torch.eye(d, dtype=torch.float64) / rho**2 + lam * M.T @ M / sy**2
+    cov = torch.linalg.inv(prec)
+    mean = cov @ (lam * M.T @ y.reshape(-1) / sy**2)
+    n = 40000
+    g = torch.Generator().manual_seed(5)
+    noise = torch.randn(1, n, *op.input_shape, generator=g, dtype=torch.float64)
+    xs = op.stage1_sample(y.unsqueeze(1), sy, lam, rho, noise).reshape(n, d)
+    var = torch.diagonal(cov)
+    assert bool(((xs.mean(0) - mean).abs() <= 5 * torch.sqrt(var / n)).all())
+    emp = torch.cov(xs.T)
+    se = torch.sqrt((var[:, None] * var[None, :] + cov.square()) / n)
+    assert bool(((emp - cov).abs() <= 5 * se + 1e-12).all())
+
+
+def test_inpaint_measure_has_no_noise_in_missing_pixels():
+    op = ALL["inpaint_box"]
+    y = op.measure(torch.zeros(1, *SHAPE), 0.5, torch.Generator().manual_seed(0))
+    assert bool((y[0][op.mask == 0] == 0).all())
+    assert float(y[0][op.mask == 1].std()) == pytest.approx(0.5, rel=0.1)
+
+
+def test_kernels_are_normalised_and_seeded():
+    k = ops.gaussian_kernel(61, 3.0)
+    assert k.shape == (61, 61) and float(k.sum()) == pytest.approx(1.0, abs=1e-12)
+    assert torch.allclose(k, k.T) and torch.allclose(k, k.flip(0))
+    m1, m2, m3 = ops.motion_kernel(61, 0.5, seed=7), ops.motion_kernel(61, 0.5, seed=7), ops.motion_kernel(61, 0.5, seed=8)
+    assert torch.equal(m1, m2) and not torch.equal(m1, m3)
+    assert float(m1.sum()) == pytest.approx(1.0, abs=1e-12) and bool((m1 >= 0).all())
+    # a straight streak at intensity 0 spreads over a line: many more pixels than a point
+    assert int((ops.motion_kernel(31, 0.0, seed=1) > 0).sum()) > 20
+
+
+def test_masks():
+    bm = ops.box_mask((64, 64), 16)
+    assert int((bm == 0).sum()) == 256 and bool((bm[24:40, 24:40] == 0).all())
+    rm = ops.random_mask((28, 28), 0.7, seed=0)
+    assert int((rm == 0).sum()) == round(0.7 * 784)
+    assert torch.equal(rm, ops.random_mask((28, 28), 0.7, seed=0))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: ops.Blur(torch.ones(4, 4), SHAPE), "odd"),
+    (lambda: ops.Blur(torch.ones(31, 31), SHAPE), "larger than the image"),
+    (lambda: ops.BlockDownsample(3, SHAPE), "not divisible"),
+    (lambda: ops.Inpaint(torch.full((16, 20), 0.5), SHAPE), "only 0 and 1"),
+    (lambda: ops.Inpaint(torch.ones(5, 5), SHAPE), "does not fit"),
+    (lambda: ops.gaussian_kernel(4, 1.0), "odd"),
+    (lambda: ops.motion_kernel(61, 1.5), r"intensity must be in \[0, 1\]"),
+    (lambda: ops.random_mask((8, 8), 1.0), "fraction_missing"),
+    (lambda: ops.box_mask((8, 8), 9), "does not fit"),
+])
+def test_bad_construction(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_wrong_input_shape_raises():
+    with pytest.raises(ValueError, match="trailing shape"):
+        ALL["blur_gauss"].A(torch.zeros(2, 3, 16, 21))
