@@ -249,7 +249,7 @@ class SpectralGaussian(Prior):
     def score(self, x, t):
         """``-F^*[(X - alpha M) / (alpha^2 P + sigma^2)]``."""
         inv, m = self._filters(t, x.device, x.dtype)
-        return self._ifft(self._fft(x) * inv - m)
+        return self._ifft(m - self._fft(x) * inv)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` exact draws ``(n, C, H, W)`` float64."""

@@ -1,0 +1,161 @@
+"""Schedules and priors: closed forms against autograd and direct formulas."""
+import math
+
+import pytest
+import torch
+
+import afdps
+from afdps import ops
+from afdps.priors import EpsilonModel, GaussianMixture, SpectralGaussian
+
+
+def test_vp_schedule_closed_forms():
+    s = afdps.VPSchedule()
+    t = torch.tensor([1e-3, 0.3, 1.0], dtype=torch.float64)
+    integral = 0.1 * t + 0.5 * t**2 * 19.9
+    torch.testing.assert_close(s.alpha(t), torch.exp(-0.5 * integral))
+    torch.testing.assert_close(s.alpha(t) ** 2 + s.sigma(t) ** 2, torch.ones(3, dtype=torch.float64))
+    # d/dt log alpha = f
+    tt = t.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(torch.log(s.alpha(tt)).sum(), tt)
+    torch.testing.assert_close(g, s.f(t))
+    torch.testing.assert_close(s.g2(t), 0.1 + 19.9 * t)
+    # d sigma^2/dt = 2 f sigma^2 + g^2 (the variance ODE of the noising SDE)
+    (v,) = torch.autograd.grad((s.sigma(tt) ** 2).sum(), tt)
+    torch.testing.assert_close(v, 2 * s.f(t) * s.sigma(t) ** 2 + s.g2(t))
+    ts = s.timesteps(10)
+    assert ts[0] == 1.0 and ts[-1] == pytest.approx(1e-3) and len(ts) == 11
+
+
+def test_ve_schedule():
+    s = afdps.VESchedule(sigma_max=80.0)
+    t = torch.tensor([0.5, 10.0], dtype=torch.float64)
+    torch.testing.assert_close(s.sigma(t), t)
+    torch.testing.assert_close(s.g2(t), 2 * t)  # d sigma^2 / dt
+    ts = s.timesteps(5)
+    assert ts[0] == pytest.approx(80.0) and ts[-1] == pytest.approx(2e-3)
+    with pytest.raises(ValueError, match="sigma_max"):
+        afdps.VESchedule(sigma_max=-1)
+
+
+def _mixture(d=3, K=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    means = 2 * torch.randn(K, d, generator=g, dtype=torch.float64)
+    L = 0.5 * torch.randn(K, d, d, generator=g, dtype=torch.float64)
+    covs = L @ L.transpose(-1, -2) + 0.2 * torch.eye(d, dtype=torch.float64)
+    return GaussianMixture(means, covs, torch.tensor([0.2, 0.5, 0.3][:K]))
+
+
+def test_mixture_score_is_gradient_of_log_density():
+    gm = _mixture()
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    for t in (1e-3, 0.2, 0.9):
+        (grad,) = torch.autograd.grad(gm.log_prob(x, t).sum(), x)
+        torch.testing.assert_close(gm.score(x.detach(), t), grad, rtol=1e-9, atol=1e-10)
+    # the diffused mixture is the clean mixture of diffused components
+    torch.testing.assert_close(gm.diffused(0.4).log_prob(x.detach()), gm.log_prob(x.detach(), 0.4))
+
+
+def test_mixture_posterior_against_bayes_rule_on_a_grid():
+    """In 1-D the posterior density is prior x likelihood normalised on a fine grid."""
+    gm = GaussianMixture(torch.tensor([[-1.0], [2.0]]), torch.tensor([[[0.3]], [[0.8]]]), torch.tensor([0.6, 0.4]))
+    A = ops.Dense(torch.tensor([[0.7]]))
+    y, sy = torch.tensor([0.9]), 0.4
+    post = gm.posterior(A, y, sy)
+    grid = torch.linspace(-8, 8, 200001, dtype=torch.float64)[:, None]
+    logp = gm.log_prob(grid) - 0.5 * ((0.7 * grid[:, 0] - 0.9) / sy) ** 2
+    p = torch.softmax(logp, 0)
+    mean = (p * grid[:, 0]).sum()
+    var = (p * (grid[:, 0] - mean) ** 2).sum()
+    # Riemann sums with spacing dx = 8e-5 of smooth integrands: error of order dx^2 = 6.4e-9 times the
+    # second derivative of the integrand (a few units here); tolerance 1e-6.
+    assert float(post.mean()[0]) == pytest.approx(float(mean), abs=1e-6)
+    assert float(post.covariance()[0, 0]) == pytest.approx(float(var), abs=1e-6)
+
+
+def test_mixture_sample_moments():
+    gm = _mixture()
+    xs = gm.sample(200000, torch.Generator().manual_seed(1))
+    se = torch.sqrt(torch.diagonal(gm.covariance()) / xs.shape[0])
+    assert bool(((xs.mean(0) - gm.mean()).abs() < 5 * se).all())
+
+
+def _spectral():
+    g = torch.Generator().manual_seed(0)
+    imgs = [torch.rand(3, 40, 44, generator=g, dtype=torch.float64) * 2 - 1 for _ in range(3)]
+    return SpectralGaussian.fit(imgs, (16, 12), num_crops=20)
+
+
+def test_spectral_score_matches_dense_gaussian():
+    """The diffused prior is N(alpha m, alpha^2 S + sigma^2 I) with S = F^* diag(P) F: build S densely
+    from the prior's own samples' generator (its covariance applied to the identity) and compare."""
+    pr = _spectral()
+    C, H, W = pr.event_shape
+    d = C * H * W
+    eye = torch.eye(d, dtype=torch.float64).reshape(d, C, H, W)
+    S = torch.fft.irfft2(torch.fft.rfft2(eye, norm="ortho") * pr.power, s=(H, W), norm="ortho").reshape(d, d)
+    torch.testing.assert_close(S, S.T, rtol=0, atol=1e-12)
+    t = 0.3
+    a, s = float(pr.schedule.alpha(t)), float(pr.schedule.sigma(t))
+    cov = a * a * S + s * s * torch.eye(d, dtype=torch.float64)
+    mean = (a * pr.mean_c[:, None, None].expand(C, H, W)).reshape(d)
+    x = torch.randn(2, C, H, W, dtype=torch.float64)
+    expect = -torch.linalg.solve(cov, (x.reshape(2, d) - mean).T).T
+    torch.testing.assert_close(pr.score(x, t).reshape(2, d), expect, rtol=1e-8, atol=1e-8)
+
+
+def test_spectral_posterior_blur_matches_dense():
+    pr = _spectral()
+    C, H, W = pr.event_shape
+    d = C * H * W
+    op = ops.Blur(ops.gaussian_kernel(5, 1.0), pr.event_shape)
+    eye = torch.eye(d, dtype=torch.float64).reshape(d, C, H, W)
+    S = torch.fft.irfft2(torch.fft.rfft2(eye, norm="ortho") * pr.power, s=(H, W), norm="ortho").reshape(d, d)
+    A = op.to_matrix()
+    y = torch.randn(C, H, W, dtype=torch.float64)
+    sy = 0.1
+    m0 = pr.mean_c[:, None, None].expand(C, H, W).reshape(d)
+    Sy = A @ S @ A.T + sy**2 * torch.eye(d, dtype=torch.float64)
+    gain = S @ A.T @ torch.linalg.inv(Sy)
+    mean = m0 + gain @ (y.reshape(d) - A @ m0)
+    cov = S - gain @ A @ S
+    pm, pv = pr.posterior_blur(op, y, sy)
+    torch.testing.assert_close(pm.reshape(d), mean, rtol=1e-7, atol=1e-8)
+    # the posterior covariance is F^* diag(V) F
+    Vd = torch.fft.irfft2(torch.fft.rfft2(eye, norm="ortho") * pv, s=(H, W), norm="ortho").reshape(d, d)
+    torch.testing.assert_close(Vd, cov, rtol=1e-7, atol=1e-8)
+
+
+def test_spectral_fit_on_real_photos_is_smooth_and_positive():
+    from afdps.engine.data import prior_photos
+
+    pr = SpectralGaussian.fit(prior_photos(), (32, 32), num_crops=32)
+    assert bool((pr.power > 0).all())
+    # natural images: power falls with frequency (low frequencies dominate)
+    assert float(pr.power[:, 1, 1].mean()) > 10 * float(pr.power[:, 16, 16].mean())
+    assert -1 < float(pr.mean_c.min()) and float(pr.mean_c.max()) < 1
+
+
+class _Eps(torch.nn.Module):
+    def __init__(self, out_channels):
+        super().__init__()
+        self.out_channels = out_channels
+        self.seen = []
+
+    def forward(self, x, t):
+        self.seen.append(t.clone())
+        return torch.cat([x * 0.5] * (self.out_channels // x.shape[1]), 1)
+
+
+def test_epsilon_model_score_and_timestep_mapping():
+    net = _Eps(2)
+    m = EpsilonModel(net, afdps.VPSchedule(), event_shape=(1, 4, 4), batch_size=3)
+    x = torch.randn(2, 4, 1, 4, 4)
+    s = m.score(x, 0.25)
+    torch.testing.assert_close(s, -0.5 * x / float(m.schedule.sigma(0.25)))
+    assert len(net.seen) == 3  # 8 images in chunks of 3
+    assert float(net.seen[0][0]) == pytest.approx(249.0)  # k = 1000 t - 1, not rounded
+    with pytest.raises(ValueError, match="3 channels"):
+        EpsilonModel(_Eps(3), event_shape=(1, 4, 4)).score(x, 0.5)
+    with pytest.raises(ValueError, match="event_shape"):
+        EpsilonModel(net)
