@@ -35,3 +35,7 @@ bench: $(VENV)/.test
 
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info
+
+# Kernel tests on the GPU (TRITON_INTERPRET unset) and the kernel benchmarks at full size, < 6 minutes.
+gpu-check:
+	PYTHON=$(PYTHON) bash bench/gpu_check.sh

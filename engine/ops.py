@@ -209,13 +209,14 @@ class Blur(LinearOperator):
 
     def normal_residual(self, x, y, with_norm=False):
         self._check_input(x)
-        R, norm = fourier.blur_residual_ref(self._fft(x), self._buf("transfer", x, True), self._fft(y),
-                                            self.input_shape[-1], with_norm)
+        R, norm = fourier.blur_residual(self._fft(x), self._buf("transfer", x, True), self._fft(y),
+                                        self.input_shape[-1], with_norm, use_triton=fourier.use_triton_for(x.device))
         return self._ifft(R), norm
 
     def exact_guidance_step(self, x, y, h, kappa):
         self._check_input(x)
-        X = fourier.blur_guidance_ref(self._fft(x), self._buf("transfer", x, True), self._fft(y), float(h) * float(kappa))
+        X = fourier.blur_guidance(self._fft(x), self._buf("transfer", x, True), self._fft(y), float(h) * float(kappa),
+                                  use_triton=fourier.use_triton_for(x.device))
         return self._ifft(X)
 
     def __repr__(self):

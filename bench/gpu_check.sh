@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# make gpu-check: on a CUDA machine without network, in under 6 minutes:
+#   1. pip install --no-deps --no-build-isolation -e .
+#   2. pytest -m "gpu or interpreter" with TRITON_INTERPRET unset (the interpreter-marked kernel tests
+#      then run the real kernels on the GPU: tests/tolerances.py picks the CUDA device);
+#   3. the kernel benchmarks at full size (particle_step, resample, fourier), markdown tables in
+#      bench/results/gpu_check-<time>.md and CSV rows appended to bench/results/<name>.csv.
+# Each stage has its own time limit, so one that hangs cannot eat the others' time.
+#
+#   bash bench/gpu_check.sh             # the real thing (needs CUDA)
+#   bash bench/gpu_check.sh --dry-run   # print the commands only
+#   bash bench/gpu_check.sh --smoke     # CPU: no install, no pytest, benchmarks in --smoke mode into a temp dir
+# Environment: PYTHON (default python3), GPU_CHECK_PYTEST_ARGS (extra pytest arguments).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=full
+case "${1:-}" in
+  --dry-run) MODE=dry ;;
+  --smoke) MODE=smoke ;;
+  "") ;;
+  *) echo "usage: bash bench/gpu_check.sh [--dry-run | --smoke]" >&2; exit 2 ;;
+esac
+PY=${PYTHON:-python3}
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+RESULTS=bench/results
+if [ "$MODE" = smoke ]; then
+  RESULTS=$(mktemp -d)
+  export AFDPS_BENCH_RESULTS=$RESULTS TRITON_INTERPRET=1
+else
+  unset TRITON_INTERPRET
+fi
+REPORT=$RESULTS/gpu_check-$STAMP.md
+STATUS=0
+
+run() {  # run LIMIT_SECONDS CMD...: echo, then run under a time limit (not in --dry-run)
+  local limit=$1; shift
+  echo "+ timeout $limit $*"
+  [ "$MODE" = dry ] && return 0
+  timeout --kill-after=10 "$limit" "$@"
+  local rc=$?
+  if [ $rc -ne 0 ]; then echo "!! exit $rc: $*"; STATUS=1; fi
+  return 0
+}
+
+if [ "$MODE" = full ]; then
+  if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu-check needs a CUDA device ($PY sees none); try --smoke or --dry-run" >&2
+    exit 2
+  fi
+fi
+
+mkdir -p "$RESULTS"
+if [ "$MODE" != dry ]; then
+  {
+    echo "# gpu-check $STAMP"
+    echo
+    "$PY" - <<'PYEOF'
+import subprocess, torch
+try:
+    import triton; tv = triton.__version__
+except ImportError:
+    tv = "none"
+dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+try:
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+except OSError:
+    git = ""
+print(f"device: {dev}; torch {torch.__version__}; triton {tv}; git {git or 'unknown'}")
+PYEOF
+  } > "$REPORT"
+fi
+
+T0=$(date +%s)
+# Time limits (seconds) add up to 345 s. The torch.compile baseline of the particle step compiles for
+# a minute or so, so it gets its own run (B*N = 256, the target case) after the guaranteed one.
+if [ "$MODE" != smoke ]; then
+  run 20 "$PY" -m pip install --no-deps --no-build-isolation -q -e .
+  if [ "$MODE" = full ] && ! "$PY" -c "import afdps.kernels" 2>/dev/null; then
+    # No setuptools to build with (no network): lay the package out by links instead (afdps -> bindings/,
+    # afdps/engine -> engine/, afdps/kernels -> kernels/), as setup.py maps them.
+    SHIM=$(mktemp -d)
+    mkdir -p "$SHIM/afdps"
+    for f in bindings/*; do ln -s "$PWD/$f" "$SHIM/afdps/"; done
+    ln -s "$PWD/engine" "$SHIM/afdps/engine"
+    ln -s "$PWD/kernels" "$SHIM/afdps/kernels"
+    export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+    echo "pip install failed; using the package through links in $SHIM"
+  fi
+  run 140 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider ${GPU_CHECK_PYTEST_ARGS:-}
+fi
+SMOKE=""
+ROWS256="--rows 256"
+[ "$MODE" = smoke ] && SMOKE="--smoke" && ROWS256=""
+run 35 "$PY" -m bench.bench_particle_step $SMOKE --no-compile --markdown "$REPORT"
+run 35 "$PY" -m bench.bench_resample $SMOKE --markdown "$REPORT"
+run 50 "$PY" -m bench.bench_fourier $SMOKE --markdown "$REPORT"
+run 65 "$PY" -m bench.bench_particle_step $SMOKE $ROWS256 --variants torch_unfused torch_compile triton_fused --markdown "$REPORT"
+T1=$(date +%s)
+
+if [ "$MODE" != dry ]; then
+  echo
+  echo "gpu-check finished in $((T1 - T0)) s (status $STATUS); tables: $REPORT; CSV rows: $RESULTS/*.csv"
+fi
+exit $STATUS

@@ -1,0 +1,308 @@
+"""Shared benchmark runner: timing, bandwidth, GitHub-markdown tables and CSV rows.
+
+A benchmark script builds, for each case (shape, dtype, bytes it must move), a dict of variants
+``{name: fn}`` and calls :func:`run_case`; the runner times every variant, derives GB/s, the percentage
+of the measured device-to-device copy bandwidth and the speedups over ``torch_unfused`` and
+``torch_compile``, prints a markdown table (:func:`markdown_table`) and appends the rows to
+``bench/results/<name>.csv`` (:func:`append_csv`), each stamped with the device name, the torch and
+triton versions and the git revision.
+
+Timing: ``triton.testing.do_bench`` on CUDA (median and 20/80 % quantiles, L2 flushed between runs;
+``do_bench_cudagraph`` for variants marked to run as a CUDA graph); a plain ``perf_counter`` loop on the
+CPU (for the smoke runs: those numbers mean nothing).
+
+``AFDPS_BENCH_RESULTS`` overrides the results folder (the smoke test writes to a temporary one).
+Other benchmark scripts (bench_sampler.py, bench_adm.py) can use :func:`time_fn`, :func:`environment`,
+:func:`markdown_table` and :func:`append_csv` directly.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from afdps.kernels._triton import HAS_TRITON, triton
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_ENV = "AFDPS_BENCH_RESULTS"
+
+COLUMNS = ("case", "shape", "dtype", "variant", "ms", "ms_q20", "ms_q80", "GB/s", "% copy", "x unfused",
+           "x compile", "rel err")
+CSV_FIELDS = ("bench", "case", "shape", "dtype", "variant", "bytes", "ms", "ms_q20", "ms_q80", "GB/s", "% copy",
+              "x unfused", "x compile", "rel err", "note", "device", "torch", "triton", "git", "time")
+
+
+# ---- environment ---------------------------------------------------------------------------------
+def results_dir() -> Path:
+    return Path(os.environ.get(RESULTS_ENV) or ROOT / "bench" / "results")
+
+
+def git_revision() -> str:
+    """``git rev-parse --short HEAD`` of the checkout, or ``"unknown"``."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} threads)"
+
+
+def environment(device) -> dict:
+    return {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": getattr(triton, "__version__", "none") if HAS_TRITON else "none",
+        "git": git_revision(),
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---- timing --------------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    ms: float
+    q20: float
+    q80: float
+
+
+def _quantile(sorted_values, q):
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def time_fn(fn: Callable[[], object], device, *, warmup_ms: float = 25, rep_ms: float = 100,
+            cuda_graph: bool = False, min_reps: int = 3, max_reps: int = 10_000) -> Timing:
+    """Median and 20/80 % quantiles of ``fn()`` in milliseconds."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        from triton.testing import do_bench, do_bench_cudagraph
+
+        if cuda_graph:
+            m, lo, hi = do_bench_cudagraph(fn, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+        else:
+            m, lo, hi = do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+        return Timing(float(m), float(lo), float(hi))
+    fn()  # compile / warm up
+    times = []
+    deadline = time.perf_counter() + rep_ms / 1e3
+    while len(times) < min_reps or (time.perf_counter() < deadline and len(times) < max_reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return Timing(_quantile(times, 0.5), _quantile(times, 0.2), _quantile(times, 0.8))
+
+
+_COPY_GBPS: dict = {}
+
+
+def copy_bandwidth(device, nbytes: int | None = None) -> float:
+    """Measured device-to-device copy bandwidth in GB/s (a clone of a large buffer: reads + writes)."""
+    device = torch.device(device)
+    key = (str(device), nbytes)
+    if key not in _COPY_GBPS:
+        if nbytes is None:
+            nbytes = (1 << 30) if device.type == "cuda" else (1 << 25)
+        buf = torch.empty(nbytes // 4, dtype=torch.float32, device=device).fill_(1.0)
+        out = torch.empty_like(buf)
+        t = time_fn(lambda: out.copy_(buf), device)
+        _COPY_GBPS[key] = 2 * nbytes / (t.ms * 1e6)
+        del buf, out
+    return _COPY_GBPS[key]
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """``max|out - ref| / max|ref|`` in float64."""
+    ref = ref.to(torch.float64)
+    num = (out.to(device=ref.device, dtype=torch.float64) - ref).abs().max().item()
+    den = ref.abs().max().item()
+    return num / den if den > 0 else num
+
+
+# ---- cases ---------------------------------------------------------------------------------------
+@dataclass
+class Variant:
+    """One way of computing a case: ``fn`` to time, optionally its own byte count, a CUDA-graph flag and
+    a relative error against the float64 reference."""
+
+    fn: Callable[[], object] | None  # None: not run (``note`` says why)
+    bytes: int | None = None
+    cuda_graph: bool = False
+    error: float | None = None
+    note: str = ""
+
+
+def run_case(bench: str, case: str, shape: str, dtype: str, nbytes: int, variants: dict, device, *,
+             rep_ms: float = 100, env: dict | None = None, baseline: str = "torch_unfused",
+             compiled: str = "torch_compile", relative_to: str | None = None,
+             speedup_over: str | None = None, only: Iterable[str] | None = None) -> list[dict]:
+    """Time each variant of one case; return one row per variant (see ``CSV_FIELDS``).
+
+    ``relative_to``: a variant whose time divides every other in a ``/ <name>`` column (e.g. the cost
+    of copying only the moved rows); ``speedup_over``: a variant whose time is divided by every other
+    in an ``x <name>`` column (e.g. the direct convolution); ``only``: time just these variants.
+    """
+    device = torch.device(device)
+    if only:
+        variants = {k: v for k, v in variants.items() if k in set(only)}
+    env = env or environment(device)
+    copy = copy_bandwidth(device)
+    rows = []
+    for name, v in variants.items():
+        if not isinstance(v, Variant):
+            v = Variant(v)
+        if v.fn is None:
+            rows.append({"bench": bench, "case": case, "shape": shape, "dtype": dtype, "variant": name,
+                         "note": v.note or "not run", **env})
+            continue
+        try:
+            t = time_fn(v.fn, device, rep_ms=rep_ms, cuda_graph=v.cuda_graph and device.type == "cuda")
+        except Exception as exc:  # a variant that cannot run (e.g. compile failure) is reported, not fatal
+            rows.append({"bench": bench, "case": case, "shape": shape, "dtype": dtype, "variant": name,
+                         "note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}", **env})
+            continue
+        b = v.bytes if v.bytes is not None else nbytes
+        gbps = b / (t.ms * 1e6) if t.ms > 0 else float("nan")
+        rows.append({"bench": bench, "case": case, "shape": shape, "dtype": dtype, "variant": name, "bytes": b,
+                     "ms": t.ms, "ms_q20": t.q20, "ms_q80": t.q80, "GB/s": gbps, "% copy": 100 * gbps / copy,
+                     "rel err": v.error, "note": v.note, **env})
+    times = {r["variant"]: r.get("ms") for r in rows}
+    for r in rows:
+        if r.get("ms") is None:
+            continue
+        for col, ref in (("x unfused", baseline), ("x compile", compiled)):
+            r[col] = times[ref] / r["ms"] if times.get(ref) else None
+        if relative_to is not None and times.get(relative_to):
+            r[f"/ {relative_to}"] = r["ms"] / times[relative_to]
+        if speedup_over is not None and times.get(speedup_over):
+            r[f"x {speedup_over}"] = times[speedup_over] / r["ms"]
+    return rows
+
+
+# ---- output --------------------------------------------------------------------------------------
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if v == 0:
+            return "0"
+        if abs(v) >= 1000 or abs(v) < 0.01:
+            return f"{v:.3g}"
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def markdown_table(rows: Iterable[dict], columns: Iterable[str] | None = None) -> str:
+    """GitHub-markdown table of ``rows`` (columns default to ``COLUMNS`` plus any ``/ name`` or ``x name``
+    ratio and a ``note`` column when some row has one)."""
+    rows = list(rows)
+    cols = list(columns or COLUMNS)
+    if columns is None:
+        for r in rows:
+            for k in r:
+                if (k.startswith("/ ") or k.startswith("x ")) and k not in cols:
+                    cols.append(k)
+        if any(r.get("note") for r in rows):
+            cols.append("note")
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        out.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    return "\n".join(out)
+
+
+def append_csv(name: str, rows: Iterable[dict]) -> Path:
+    """Append ``rows`` to ``<results>/<name>.csv`` (header written when the file is new)."""
+    rows = list(rows)
+    path = results_dir() / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(CSV_FIELDS)
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with path.open(newline="") as fh:
+            header = next(csv.reader(fh), None)
+        if header:
+            fields = header + [f for f in fields if f not in header and any(f in r for r in rows)]
+            if fields != header:  # a new column: rewrite the header line, keep the old rows
+                old = path.read_text().splitlines()[1:]
+                path.write_text(",".join(fields) + "\n" + ("\n".join(old) + "\n" if old else ""))
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return path
+
+
+def emit(name: str, title: str, rows: list[dict], args) -> None:
+    """Print the table, append the CSV rows (unless ``--no-csv``) and the table to ``--markdown``."""
+    table = markdown_table(rows)
+    print(f"\n### {title}\n\n{table}\n", flush=True)
+    if not getattr(args, "no_csv", False) and rows:
+        append_csv(name, rows)
+    md = getattr(args, "markdown", None)
+    if md:
+        Path(md).parent.mkdir(parents=True, exist_ok=True)
+        with open(md, "a") as fh:
+            fh.write(f"\n### {title}\n\n{table}\n")
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (checks that the script runs)")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--rep", type=float, default=100.0, help="milliseconds of timed repetitions per variant")
+    parser.add_argument("--no-csv", action="store_true", help="do not append rows to bench/results/<name>.csv")
+    parser.add_argument("--markdown", default=None, help="also append the tables to this markdown file")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch_compile variants")
+    parser.add_argument("--variants", nargs="*", default=None, help="time only these variants")
+    return parser
+
+
+def resolve_device(args) -> torch.device:
+    if args.smoke:
+        return torch.device("cpu")
+    dev = torch.device(args.device) if args.device else default_device()
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device} asked for but CUDA is not available")
+    return dev
+
+
+def release(device) -> None:
+    """Free cached memory between cases."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()

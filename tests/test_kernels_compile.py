@@ -1,0 +1,80 @@
+"""Every Triton kernel compiles for a Hopper GPU (sm_90), on a machine without one.
+
+The interpreter that runs the kernel tests on the CPU is lenient about types that the compiler is not
+(a specialised constant argument, a loop-carried variable changing dtype, ...). Triton compiles to a
+cubin with its bundled ptxas without a GPU, so this catches such errors before the GPU does. Runs in a
+subprocess: this process has TRITON_INTERPRET=1 set, under which the kernels are interpreter functions.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent('''
+    import sys
+    import triton, triton.language as tl
+    from triton.compiler import ASTSource
+    from triton.backends.compiler import GPUTarget
+    from afdps.kernels import fourier as fo, particle_step as ps, resample as rs
+
+    target = GPUTarget("cuda", 90, 32)
+    failed = []
+
+    def check(fn, types, consts, num_warps=4):
+        sig = {n: ("constexpr" if n in consts else types[n]) for n in fn.arg_names}
+        try:
+            triton.compile(ASTSource(fn, sig, constexprs=consts), target=target, options={"num_warps": num_warps})
+        except Exception as exc:
+            failed.append(f"{fn.__name__} {consts}: {type(exc).__name__}: {str(exc)[:2000]}")
+
+    rows = dict(R="i32", D="i32", N="i32", NB="i32")
+    for st, cdt in (("*fp32", tl.float32), ("*bf16", tl.float32), ("*fp64", tl.float64)):
+        check(ps._particle_step_kernel, dict(x_ptr=st, s_ptr=st, g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
+              out_ptr=st, part_ptr="*fp64" if cdt == tl.float64 else "*fp32", **rows),
+              dict(EULER=True, NOISE=True, CDT=cdt, BLOCK=2048), 8)
+    check(ps._particle_step_kernel, dict(x_ptr="*fp32", s_ptr="*fp32", g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
+          out_ptr="*fp32", part_ptr="*fp32", **rows),
+          dict(EULER=False, NOISE=False, CDT=tl.float32, BLOCK=128, D=1, N=1))
+    check(ps._particle_step_finish_kernel, dict(part_ptr="*fp32", p_ptr="*fp64", out_ptr="*fp64", R="i32", NB="i32"),
+          dict(BLOCK_R=16, BLOCK_K=64))
+    check(ps._langevin_norms_kernel, dict(s_ptr="*bf16", g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
+          part_ptr="*fp32", **rows), dict(CDT=tl.float32, BLOCK=2048), 8)
+    check(ps._langevin_size_kernel, dict(part_ptr="*fp32", p_ptr="*fp64", e_ptr="*fp64", R="i32", N="i32", NB="i32"),
+          dict(BLOCK_N=64, BLOCK_K=64, N=1))
+    check(ps._langevin_update_kernel, dict(x_ptr="*bf16", s_ptr="*bf16", g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
+          e_ptr="*fp64", out_ptr="*bf16", D="i32", N="i32", NB="i32"), dict(CDT=tl.float32, BLOCK=2048), 8)
+    res = dict(lw_ptr="*fp64", keys_ptr="*i64", thr_ptr="*fp64", anc_ptr="*i64", nlw_ptr="*fp64", ess_ptr="*fp64",
+               res_ptr="*u8", cdf_ptr="*fp64", cnt_ptr="*i32", end_ptr="*i32", mvd_ptr="*i32", mvs_ptr="*i32",
+               mvn_ptr="*i32", N="i32")
+    for scheme in range(4):
+        check(rs._resample_kernel, res, dict(SCHEME=scheme, BLOCK=1024, LOG_N=11))
+    check(rs._resample_kernel, dict(res, lw_ptr="*fp32"), dict(SCHEME=0, BLOCK=16, LOG_N=1, N=1))
+    check(rs._moved_list_kernel, dict(anc_ptr="*i64", mvd_ptr="*i32", mvs_ptr="*i32", mvn_ptr="*i32", N="i32"),
+          dict(BLOCK=1024))
+    check(rs._gather_moved_kernel, dict(x_ptr="*bf16", mvd_ptr="*i32", mvs_ptr="*i32", mvn_ptr="*i32", B="i32",
+          N="i32", D="i32", NC="i32"), dict(BLOCK=4096, BLOCK_B=16))
+    for st in ("*fp32", "*fp64"):
+        check(fo._blur_residual_kernel, dict(x_ptr=st, h_ptr=st, y_ptr=st, r_ptr=st, part_ptr=st, M="i32", HW="i32",
+              WR="i32", LASTW="i32", YDIV="i32", NB="i32"), dict(WITH_NORM=True, BLOCK=1024, YDIV=1))
+        check(fo._blur_guidance_kernel, dict(x_ptr=st, h_ptr=st, y_ptr=st, o_ptr=st, c_ptr="*fp64", M="i32",
+              HW="i32", YDIV="i32", NB="i32"), dict(BLOCK=1024))
+    print("\\n".join(failed))
+    sys.exit(1 if failed else 0)
+''')
+
+
+def test_kernels_compile_for_sm90():
+    pytest.importorskip("triton")
+    try:
+        from triton.backends.compiler import GPUTarget  # noqa: F401
+        from triton.compiler import ASTSource  # noqa: F401
+    except ImportError:
+        pytest.skip("this triton has no ASTSource/GPUTarget API")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0 and "ptxas" in out.stderr and "not found" in out.stderr:
+        pytest.skip("no ptxas bundled with this triton")
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
