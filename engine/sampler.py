@@ -155,7 +155,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
            num_steps: int = 100, tempering: str = "none", guidance: str = "exact", resample: str = "systematic",
            ess_threshold: float = 0.5, corrector_steps: int = 1, corrector_snr: float = 0.1, weights: bool = True,
            seed=None, progress=None, backend: str | None = None, dtype: torch.dtype = torch.float32,
-           denoise: bool = False, profile: bool = False) -> Result:
+           time_power: float = 1.0, denoise: bool = False, profile: bool = False) -> Result:
     """Sample the posterior ``p(x | y) ∝ p(x) exp(-||y - A x||^2 / (2 sigma_y^2))`` with AFDPS
     (Chen et al. 2025, arXiv 2506.03979).
 
@@ -182,6 +182,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
     progress : show a progress bar (``None``: when stderr is a terminal).
     backend : ``"auto"``, ``"torch"`` or ``"triton"`` (default: ``AFDPS_BACKEND`` or ``auto``).
     dtype : particle dtype (float32 or float64).
+    time_power : time grid ``tau_k = tau_min + (T - tau_min) (1 - k / K)^time_power`` (VP); 1 is uniform,
+        2 puts shorter steps near the data end.
     denoise : finish with a Tweedie denoising step ``x0 = (x + sigma^2 s) / alpha`` at ``tau_min``.
     profile : time score, operator, update and resampling separately (synchronises; slower).
 
@@ -232,7 +234,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
     eta = float(eta)
 
     sched = prior.schedule
-    times = sched.timesteps(K)
+    times = sched.timesteps(K, float(time_power))
     t_list = times.tolist()
     lam = tempering_schedule(tempering, sched, times)
     lap_mu = op.frobenius_sq() / sigma_y**2
