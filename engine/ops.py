@@ -98,9 +98,10 @@ class LinearOperator:
         return self.A(eye).reshape(d, -1).T.contiguous()
 
     # -- what the sampler needs ------------------------------------------------------------
-    def normal_residual(self, x: torch.Tensor, y: torch.Tensor, with_norm: bool = False):
+    def normal_residual(self, x: torch.Tensor, y: torch.Tensor, with_norm: bool = False, use_triton=None):
         """``A^T (A x - y)`` (shape of ``x``) and, if ``with_norm``, ``||A x - y||^2`` over the event
-        dims (float64, shape of the batch dims)."""
+        dims (float64, shape of the batch dims). ``use_triton`` selects fused kernels where the operator
+        has them (``None``: the backend rule of :mod:`afdps.kernels.backend`)."""
         r = self.A(x) - y
         out = self.A_adjoint(r)
         if not with_norm:
@@ -108,7 +109,7 @@ class LinearOperator:
         dims = tuple(range(-len(self.output_shape), 0))
         return out, r.square().sum(dim=dims, dtype=torch.float64)
 
-    def exact_guidance_step(self, x: torch.Tensor, y: torch.Tensor, h: float, kappa: float) -> torch.Tensor:
+    def exact_guidance_step(self, x: torch.Tensor, y: torch.Tensor, h: float, kappa: float, use_triton=None) -> torch.Tensor:
         """``x - h phi(h kappa A^T A) kappa (A^T A x - A^T y)``: the guidance flow ``dx/dt = -kappa
         A^T (A x - y)`` integrated exactly over a step of length ``h``."""
         r, _ = self.normal_residual(x, y)
@@ -207,16 +208,18 @@ class Blur(LinearOperator):
         e = self.eigenvalues.to(v.device)
         return self._ifft(fn(e).to(v.dtype) * self._fft(v))
 
-    def normal_residual(self, x, y, with_norm=False):
+    def normal_residual(self, x, y, with_norm=False, use_triton=None):
         self._check_input(x)
+        use = fourier.use_triton_for(x.device) if use_triton is None else use_triton
         R, norm = fourier.blur_residual(self._fft(x), self._buf("transfer", x, True), self._fft(y),
-                                        self.input_shape[-1], with_norm, use_triton=fourier.use_triton_for(x.device))
+                                        self.input_shape[-1], with_norm, use_triton=use)
         return self._ifft(R), norm
 
-    def exact_guidance_step(self, x, y, h, kappa):
+    def exact_guidance_step(self, x, y, h, kappa, use_triton=None):
         self._check_input(x)
+        use = fourier.use_triton_for(x.device) if use_triton is None else use_triton
         X = fourier.blur_guidance(self._fft(x), self._buf("transfer", x, True), self._fft(y), float(h) * float(kappa),
-                                  use_triton=fourier.use_triton_for(x.device))
+                                  use_triton=use)
         return self._ifft(X)
 
     def __repr__(self):

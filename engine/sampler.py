@@ -18,8 +18,7 @@ import torch
 from afdps.kernels import backend as _backend
 from afdps.kernels.particle_step import langevin_step, particle_step
 from afdps.kernels.philox import PURPOSE, randn_rows, stream_keys
-from afdps.kernels.resample import SCHEMES, gather_rows, normalize_log_weights
-from afdps.kernels.resample import resample as resample_ensemble
+from afdps.kernels.resample import SCHEMES, normalize_log_weights, resample_and_gather
 
 __all__ = ["sample", "sample_prior", "Result", "tempering_schedule"]
 
@@ -241,13 +240,32 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
     yb = y.unsqueeze(1)  # (B, 1, *out) broadcasts over particles
     timer = _Timer(profile, device)
 
+    # Every key of the run, made once: no host-to-device traffic inside the loop.
+    def keys(purpose):
+        return torch.stack([stream_keys(seeds, k + 1, purpose, device) for k in range(K)])
+
+    step_keys, resample_keys = keys(PURPOSE["step"]), keys(PURPOSE["resample"])
+    corrector_keys = [keys(PURPOSE["corrector"] + m) for m in range(M if not sde else 0)]
+    check_every = 1 if device.type == "cpu" else 16  # host checks for dead ensembles (a sync) on GPUs
+    first_dead = torch.full((B,), -1, dtype=torch.long, device=device)
+
+    def raise_if_dead(upto):
+        dead = first_dead >= 0
+        if bool(dead.any()):
+            b = int(dead.nonzero()[0])
+            k_dead = int(first_dead[b])
+            raise FloatingPointError(
+                f"every particle of image {b} has a non-finite log-weight after step {k_dead} "
+                f"(tau={t_list[k_dead]:.4g} -> {t_list[k_dead + 1]:.4g}); the ensemble is dead (try more steps, "
+                "guidance='exact', or tempering='linear')")
+
     # ---- Stage I: exact sample of N(0, rho^2 I) exp(-lam(T) mu) -----------------------------------
-    with timer("operator"):
+    with timer("stage1"):
         noise = randn_rows(stream_keys(seeds, 0, PURPOSE["stage1"], device), N, D).to(dtype).reshape(B, N, *event)
         x = op.stage1_sample(yb, sigma_y, lam[0], sched.rho, noise)
     logw = torch.zeros(B, N, dtype=torch.float64, device=device)
-    ess_trace = torch.ones(K, B, dtype=torch.float64)
-    resampled = torch.zeros(K, B, dtype=torch.bool)
+    ess_trace = torch.ones(K, B, dtype=torch.float64, device=device)
+    resampled = torch.zeros(K, B, dtype=torch.bool, device=device)
     bar = _progress(progress, K, f"afdps-{method}")
     try:
         for k in range(K):
@@ -260,17 +278,17 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
                 s = prior.score(x, t)
             need_mu = weights and lam_n != lam_k
             with timer("operator"):
-                r, rnorm = op.normal_residual(x, yb, with_norm=need_mu)
+                r, rnorm = op.normal_residual(x, yb, with_norm=need_mu, use_triton=use_triton)
             kappa = eta * v2 * lam_k / sigma_y**2
             with timer("update"):
                 x_new, dlw = particle_step(
                     x.reshape(B * N, D), s.reshape(B * N, D), (r / sigma_y**2).reshape(B * N, D),
-                    stream_keys(seeds, k + 1, PURPOSE["step"], device), num_particles=N, f=f, g2=g2, v2=v2,
+                    step_keys[k], num_particles=N, f=f, g2=g2, v2=v2,
                     eta=eta, h=h, lam=lam_k, lap_mu=lap_mu, euler=guidance == "euler", use_triton=use_triton)
                 x = x_new.reshape(B, N, *event)
             if guidance == "exact" and kappa != 0.0:
                 with timer("operator"):
-                    x = op.exact_guidance_step(x, yb, h, kappa)
+                    x = op.exact_guidance_step(x, yb, h, kappa, use_triton=use_triton)
             if weights:
                 logw = logw + dlw.view(B, N)
                 if need_mu:
@@ -279,34 +297,28 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
                 with timer("score"):
                     s = prior.score(x, tn)
                 with timer("operator"):
-                    r, _ = op.normal_residual(x, yb)
+                    r, _ = op.normal_residual(x, yb, use_triton=use_triton)
                 with timer("update"):
                     x_new, _ = langevin_step(
                         x.reshape(B * N, D), s.reshape(B * N, D), (r / sigma_y**2).reshape(B * N, D),
-                        stream_keys(seeds, k + 1, PURPOSE["corrector"] + m, device), num_particles=N,
+                        corrector_keys[m][k], num_particles=N,
                         lam=lam_n, snr=float(corrector_snr), use_triton=use_triton)
                     x = x_new.reshape(B, N, *event)
             if weights:
                 with timer("resample"):
                     threshold = ess_threshold if (resample != "none" and k < K - 1) else -1.0
-                    anc, logw, ess, did = resample_ensemble(
-                        logw, stream_keys(seeds, k + 1, PURPOSE["resample"], device),
-                        scheme="systematic" if resample == "none" else resample, threshold=threshold,
-                        use_triton=use_triton)
-                    dead = torch.isnan(ess)
-                    if bool(dead.any()):
-                        b = int(dead.nonzero()[0])
-                        raise FloatingPointError(
-                            f"every particle of image {b} has a non-finite log-weight after step {k} "
-                            f"(tau={t:.4g} -> {tn:.4g}); the ensemble is dead (try more steps, "
-                            "guidance='exact', or tempering='linear')")
-                    if bool(did.any()):
-                        x = gather_rows(x, anc)
-                    ess_trace[k] = ess.cpu()
-                    resampled[k] = did.cpu()
+                    x, logw, ess, did = resample_and_gather(
+                        x, logw, resample_keys[k], scheme="systematic" if resample == "none" else resample,
+                        threshold=threshold, use_triton=use_triton)
+                    first_dead = torch.where(torch.isnan(ess) & (first_dead < 0), k, first_dead)
+                    ess_trace[k] = ess
+                    resampled[k] = did
+                    if (k + 1) % check_every == 0 or k == K - 1:
+                        raise_if_dead(k)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(ess=f"{float(ess_trace[k].min()):.2f}")
+                if (k + 1) % check_every == 0:
+                    bar.set_postfix(ess=f"{float(ess_trace[k].min()):.2f}")
     finally:
         if bar is not None:
             bar.close()
@@ -316,8 +328,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
             s = prior.score(x, tmin)
         x = (x + float(sched.sigma(tmin)) ** 2 * s) / float(sched.alpha(tmin))
     nfe = K * (1 + (0 if sde else M)) + int(denoise)
-    return Result(particles=x, log_weights=logw, ess=ess_trace, resampled=resampled, seeds=seeds, nfe=nfe,
-                  timings=timer.t)
+    return Result(particles=x, log_weights=logw, ess=ess_trace.cpu(), resampled=resampled.cpu(), seeds=seeds,
+                  nfe=nfe, timings=timer.t)
 
 
 def sample_prior(prior, num_samples: int, *, num_steps: int = 100, method: str = "sde", seed=None,

@@ -60,3 +60,15 @@ def test_uniform_rows_range_and_mean():
     u = philox.uniform_rows(philox.stream_keys([9], 1, 3), 10, 1000).double()
     assert float(u.min()) >= 0.0 and float(u.max()) < 1.0
     assert abs(float(u.mean()) - 0.5) < 5 * math.sqrt(1 / 12 / u.numel())
+
+
+def test_cpu_uniform_path_matches_the_tensor_path():
+    keys = philox.stream_keys([3, 4], 2, 2)
+    fast = philox._uniforms(keys, 5, 33)
+    j = torch.arange(33).view(1, 1, 33)
+    i = torch.arange(5).view(1, 5, 1)
+    k = keys.view(-1, 1, 1)
+    c0, c1, kk = torch.broadcast_tensors(j, i, k)
+    words = philox._philox_torch(kk & philox.M32, (kk >> 32) & philox.M32, c0, c1)
+    for a, w in zip(fast, words):
+        assert torch.equal(a, philox.uniform_from_bits(w))

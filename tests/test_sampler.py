@@ -156,7 +156,7 @@ def test_dead_ensemble_raises_naming_image_and_step():
 
 def test_profile_timings_and_progress(capsys):
     r = afdps.sample(_gm(), A2, Y2, 0.5, num_particles=8, num_steps=3, seed=0, profile=True, progress=True)
-    assert set(r.timings) == {"score", "operator", "update", "resample"}
+    assert set(r.timings) == {"stage1", "score", "operator", "update", "resample"}
     assert all(v >= 0 for v in r.timings.values())
 
 

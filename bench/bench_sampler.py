@@ -1,0 +1,79 @@
+"""One whole AFDPS step: time per step split into score, operator, update and resampling.
+
+Stationary Gaussian prior (its score is one FFT pair, like a cheap network) and the paper's Gaussian
+blur (61x61, std 3; here 3x64x64 images use a 31x31 kernel of std 3 so the kernel fits), sigma_y 0.05,
+AFDPS-SDE eta = 1 with systematic resampling. ``--backend`` chooses the reference (``torch``) or the
+kernels (``triton``); times come from ``afdps.sample(..., profile=True)``, which synchronises around
+each part, averaged over ``--steps`` steps after one warm-up run.
+
+    python -m bench.bench_sampler                 # N in 16, 64, 256 x 3x64x64 on this machine
+    python -m bench.bench_sampler --size 256 --particles 64 256 1024 --device cuda --backend triton
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import afdps
+from afdps import ops
+from afdps.priors import SpectralGaussian
+
+from bench import runner
+
+
+def one(N: int, size: int, steps: int, device, backend: str) -> dict:
+    C = 3
+    g = torch.Generator().manual_seed(0)
+    power = (1.0 / (1.0 + torch.arange(size // 2 + 1, dtype=torch.float64))) ** 2
+    power = power[None, None, :] * torch.ones(C, size, 1, dtype=torch.float64) + 1e-4
+    prior = SpectralGaussian(torch.zeros(C), power, size)
+    k = min(61, size // 2 - 1 if (size // 2) % 2 == 0 else size // 2)
+    op = ops.Blur(ops.gaussian_kernel(k, 3.0), (C, size, size))
+    x = torch.rand(1, C, size, size, generator=g, dtype=torch.float64) * 2 - 1
+    y = op.measure(x.float(), 0.05, g).to(device)
+    kw = dict(num_particles=N, num_steps=steps, seed=0, backend=backend, progress=False)
+    afdps.sample(prior, op, y, 0.05, **{**kw, "num_steps": 2})  # warm-up (kernel compilation, caches)
+    t0 = time.perf_counter()
+    r = afdps.sample(prior, op, y, 0.05, profile=True, **kw)
+    wall = time.perf_counter() - t0
+    ms = {k: 1e3 * v / steps for k, v in r.timings.items()}
+    total = sum(ms.values())
+    return {
+        "bench": "sampler", "case": f"N={N}", "shape": f"{N}x{C}x{size}x{size}", "backend": backend,
+        "kernel": f"{k}x{k}", "steps": steps, "score_ms": ms.get("score", 0.0), "operator_ms": ms.get("operator", 0.0),
+        "update_ms": ms.get("update", 0.0), "resample_ms": ms.get("resample", 0.0), "step_ms": total,
+        "outside_score_ms": total - ms.get("score", 0.0), "wall_ms_per_step": 1e3 * wall / steps,
+        "resampled_steps": int(r.resampled.sum()),
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    runner.add_common_args(p)
+    p.add_argument("--particles", type=int, nargs="*", default=[16, 64, 256])
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--backend", default="torch", choices=("torch", "triton", "auto"))
+    args = p.parse_args(argv)
+    device = runner.resolve_device(args)
+    if args.smoke:
+        args.particles, args.size, args.steps = [2], 16, 2
+    env = runner.environment(device)
+    rows = []
+    for N in args.particles:
+        row = one(N, args.size, args.steps, device, args.backend)
+        rows.append({**env, **row})
+        runner.release(device)
+    cols = ["shape", "backend", "kernel", "score_ms", "operator_ms", "update_ms", "resample_ms", "step_ms",
+            "outside_score_ms", "resampled_steps"]
+    print(f"\n### AFDPS step, ms per step, {env['device']}, torch {env['torch']}\n")
+    print(runner.markdown_table(rows, cols), flush=True)
+    if not args.no_csv:
+        runner.append_csv("sampler", rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
