@@ -10,7 +10,6 @@ import math
 import secrets
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -28,9 +27,10 @@ GUIDANCES = ("exact", "euler")
 RESAMPLINGS = SCHEMES + ("none",)
 
 
-@dataclass
 class Result:
     """A weighted ensemble per image.
+
+    Arrays come back as the kind of ``y`` that was passed in (torch tensor, NumPy array or CuPy array).
 
     Attributes
     ----------
@@ -40,49 +40,78 @@ class Result:
     resampled : (num_steps, B) bool, where an image's ensemble was resampled.
     seeds : the per-image seeds used (pass them back to reproduce the run).
     nfe : score evaluations per particle.
-    timings : seconds spent in ``score``, ``operator``, ``update``, ``resample`` (when ``profile=True``).
+    timings : seconds spent in ``stage1``, ``score``, ``operator``, ``update``, ``resample``
+        (when ``profile=True``).
     """
 
-    particles: torch.Tensor
-    log_weights: torch.Tensor
-    ess: torch.Tensor
-    resampled: torch.Tensor
-    seeds: list
-    nfe: int
-    timings: dict = field(default_factory=dict)
+    def __init__(self, particles, log_weights, ess, resampled, seeds, nfe, timings=None, kind="torch"):
+        self._particles, self._log_weights = particles, log_weights
+        self._ess, self._resampled = ess, resampled
+        self.seeds, self.nfe, self.timings, self.kind = seeds, nfe, dict(timings or {}), kind
+
+    def _out(self, t):
+        if self.kind == "torch":
+            return t
+        from afdps.interop import from_torch
+
+        return from_torch(t, self.kind)
+
+    @property
+    def particles(self):
+        return self._out(self._particles)
+
+    @property
+    def log_weights(self):
+        return self._out(self._log_weights)
+
+    @property
+    def ess(self):
+        return self._out(self._ess)
+
+    @property
+    def resampled(self):
+        return self._out(self._resampled)
 
     @property
     def resample_steps(self) -> list[list[int]]:
         """For each image, the steps after which it was resampled."""
-        return [torch.nonzero(self.resampled[:, b]).flatten().tolist() for b in range(self.resampled.shape[1])]
+        return [torch.nonzero(self._resampled[:, b]).flatten().tolist() for b in range(self._resampled.shape[1])]
+
+    def _weights(self) -> torch.Tensor:
+        return normalize_log_weights(self._log_weights)[0]
 
     @property
-    def weights(self) -> torch.Tensor:
+    def weights(self):
         """(B, N) normalised weights (float64)."""
-        return normalize_log_weights(self.log_weights)[0]
+        return self._out(self._weights())
 
     def _w(self) -> torch.Tensor:
-        w = self.weights.to(self.particles.device)
-        return w.reshape(*w.shape, *([1] * (self.particles.dim() - 2)))
+        w = self._weights().to(self._particles.device)
+        return w.reshape(*w.shape, *([1] * (self._particles.dim() - 2)))
 
     @property
-    def best(self) -> torch.Tensor:
+    def best(self):
         """(B, *event) the highest-weight particle of each image."""
-        idx = torch.argmax(self.log_weights, dim=1).to(self.particles.device)
-        return self.particles[torch.arange(self.particles.shape[0], device=idx.device), idx]
+        p = self._particles
+        idx = torch.argmax(self._log_weights, dim=1).to(p.device)
+        return self._out(p[torch.arange(p.shape[0], device=idx.device), idx])
 
     @property
-    def mean(self) -> torch.Tensor:
+    def mean(self):
         """(B, *event) weighted mean (the MMSE estimate)."""
-        return (self._w() * self.particles.to(torch.float64)).sum(1).to(self.particles.dtype)
+        return self._out((self._w() * self._particles.to(torch.float64)).sum(1).to(self._particles.dtype))
 
     @property
-    def std(self) -> torch.Tensor:
+    def std(self):
         """(B, *event) weighted per-pixel standard deviation (an uncertainty map)."""
-        p = self.particles.to(torch.float64)
+        p = self._particles.to(torch.float64)
         w = self._w()
         m = (w * p).sum(1, keepdim=True)
-        return (w * (p - m).square()).sum(1).sqrt().to(self.particles.dtype)
+        return self._out((w * (p - m).square()).sum(1).sqrt().to(self._particles.dtype))
+
+    def __repr__(self):
+        B, N = self._log_weights.shape
+        return f"Result(images={B}, particles={N}, event={tuple(self._particles.shape[2:])}, nfe={self.nfe}, kind={self.kind!r})"
 
 
 def tempering_schedule(kind: str, schedule, times: torch.Tensor) -> list[float]:
@@ -162,7 +191,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
     ----------
     prior : a diffusion prior (``score(x, t)``, ``event_shape``, ``schedule``).
     op : a linear operator of :mod:`afdps.ops` with ``input_shape == prior.event_shape``.
-    y : (B, *op.output_shape) measurements, one per image.
+    y : (B, *op.output_shape) measurements, one per image: a torch tensor, NumPy array or CuPy array
+        (shared without a copy); the result's arrays are of the same kind.
     sigma_y : measurement noise standard deviation (> 0).
     method : ``"sde"`` (``V = g``; ``eta = 1`` is AFDPS-SDE, ``eta = 0.5`` the FK-corrector baseline) or
         ``"ode"`` (probability-flow predictor plus ``corrector_steps`` Langevin steps, AFDPS-ODE).
@@ -212,7 +242,9 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
     event = tuple(prior.event_shape)
     if tuple(op.input_shape) != event:
         raise ValueError(f"operator input shape {tuple(op.input_shape)} does not match the prior's event shape {event}")
-    y = torch.as_tensor(y)
+    from afdps.interop import to_torch
+
+    y, kind = to_torch(y)
     out_shape = tuple(op.output_shape)
     if y.dim() != len(out_shape) + 1 or tuple(y.shape[1:]) != out_shape:
         raise ValueError(f"y must have shape (B, *{out_shape}) with a leading batch dimension, got {tuple(y.shape)}"
@@ -329,7 +361,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
         x = (x + float(sched.sigma(tmin)) ** 2 * s) / float(sched.alpha(tmin))
     nfe = K * (1 + (0 if sde else M)) + int(denoise)
     return Result(particles=x, log_weights=logw, ess=ess_trace.cpu(), resampled=resampled.cpu(), seeds=seeds,
-                  nfe=nfe, timings=timer.t)
+                  nfe=nfe, timings=timer.t, kind=kind)
 
 
 def sample_prior(prior, num_samples: int, *, num_steps: int = 100, method: str = "sde", seed=None,

@@ -168,3 +168,17 @@ def test_sample_prior_matches_a_gaussian():
     se = 0.3 / math.sqrt(20000)
     assert abs(float(x.mean()) - 0.5) < 5 * se + 0.01
     assert abs(float(x.std()) - 0.3) < 5 * se + 0.01
+
+
+def test_numpy_measurements_give_numpy_results():
+    import numpy as np
+
+    y = Y2.numpy()
+    r = afdps.sample(_gm(), A2, y, 0.5, num_particles=8, num_steps=4, seed=0)
+    t = afdps.sample(_gm(), A2, Y2, 0.5, num_particles=8, num_steps=4, seed=0)
+    for name in ("particles", "log_weights", "weights", "best", "mean", "std", "ess", "resampled"):
+        got = getattr(r, name)
+        assert isinstance(got, np.ndarray), name
+        np.testing.assert_array_equal(got, getattr(t, name).numpy())
+    with pytest.raises(TypeError, match="NumPy"):
+        afdps.sample(_gm(), A2, [[0.3]], 0.5)
