@@ -45,7 +45,7 @@ def one(N: int, size: int, steps: int, device, backend: str) -> dict:
         "kernel": f"{k}x{k}", "steps": steps, "score_ms": ms.get("score", 0.0), "operator_ms": ms.get("operator", 0.0),
         "update_ms": ms.get("update", 0.0), "resample_ms": ms.get("resample", 0.0), "step_ms": total,
         "outside_score_ms": total - ms.get("score", 0.0), "wall_ms_per_step": 1e3 * wall / steps,
-        "resampled_steps": int(r.resampled.sum()),
+        "resampled_steps": int(r.resampled.sum()), "threads": torch.get_num_threads(),
     }
 
 
@@ -56,7 +56,10 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--backend", default="torch", choices=("torch", "triton", "auto"))
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = runner.resolve_device(args)
     if args.smoke:
         args.particles, args.size, args.steps = [2], 16, 2
@@ -66,7 +69,7 @@ def main(argv=None) -> int:
         row = one(N, args.size, args.steps, device, args.backend)
         rows.append({**env, **row})
         runner.release(device)
-    cols = ["shape", "backend", "kernel", "score_ms", "operator_ms", "update_ms", "resample_ms", "step_ms",
+    cols = ["shape", "backend", "threads", "kernel", "score_ms", "operator_ms", "update_ms", "resample_ms", "step_ms",
             "outside_score_ms", "resampled_steps"]
     print(f"\n### AFDPS step, ms per step, {env['device']}, torch {env['torch']}\n")
     print(runner.markdown_table(rows, cols), flush=True)
