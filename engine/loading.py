@@ -1,0 +1,355 @@
+"""Load learned priors (noise-prediction networks) and helper classifiers from checkpoints.
+
+:func:`load_prior` turns a checkpoint into an :class:`~afdps.engine.priors.EpsilonModel` on the
+1000-step DDPM linear schedule (``VPSchedule(0.1, 20.0)``):
+
+- ADM / guided-diffusion UNets (:class:`~afdps.engine.models.ADMUNet`): a raw ``state_dict`` file
+  (the public ``ffhq_10m.pt``, ``256x256_diffusion_uncond.pt``) with ``arch=`` a preset name, a
+  ``create_model`` config dict or a JSON file of one; or afdps's own format
+  ``{"format", "config", "state_dict", "meta"}``, which carries its config.
+- diffusers ``UNet2DModel`` folders (``config.json`` + weights), with the optional ``diffusers``
+  package.
+- ``"mnist"``: the small prior shipped with afdps (``afdps/data/mnist_prior.pt``).
+
+Checkpoints are untrusted input: they are read with ``torch.load(weights_only=True)`` only, keys
+must match the network exactly, and every failure is an exception naming the problem (no network is
+ever returned with weights left at their random initialisation).
+"""
+from __future__ import annotations
+
+import importlib.resources
+import inspect
+import json
+import pickle
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .priors import EpsilonModel
+from .schedules import VPSchedule
+
+__all__ = ["load_prior", "load_classifier", "load_checkpoint", "SHIPPED_PRIORS", "ARCHS"]
+
+SHIPPED_PRIORS = {"mnist": "mnist_prior.pt"}
+SHIPPED_CLASSIFIERS = {"mnist": "mnist_classifier.pt"}
+DIFFUSERS = "diffusers"
+_LIST_AT_MOST = 5
+
+
+def _adm_presets() -> dict:
+    from .models import ADM_PRESETS
+    return ADM_PRESETS
+
+
+ARCHS = ("adm-ffhq256", "adm-imagenet256", DIFFUSERS)
+
+
+def _shipped(name: str) -> Path:
+    return Path(str(importlib.resources.files("afdps"))) / "data" / name
+
+
+def _allowed_archs() -> str:
+    return ", ".join(sorted(_adm_presets())) + f", {DIFFUSERS}, a config dict or a path to a JSON config file"
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a checkpoint file
+# ----------------------------------------------------------------------------------------------
+
+
+def load_checkpoint(path) -> object:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that say what is wrong.
+
+    Raises
+    ------
+    FileNotFoundError : no such file.
+    ValueError : a directory, not a PyTorch file, or a pickle that needs more than tensors and plain
+        containers (refused: unpickling arbitrary objects can run code).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory, not a checkpoint file (diffusers folders need a "
+                         f"config.json with _class_name UNet2DModel, or arch='diffusers')")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text:
+            m = re.search(r"WeightsUnpickler error: ([^\n]*?)(\. Please|\.?\n|$)", text)
+            detail = f" ({m.group(1).strip()})" if m else ""
+            raise ValueError(
+                f"refusing to load {str(path)!r}: it contains objects other than tensors and plain "
+                f"containers{detail}; afdps loads checkpoints with weights_only=True only, because "
+                f"unpickling arbitrary objects can run code"
+            ) from None
+        raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint ({text.splitlines()[0] if text else 'unreadable pickle'})") from None
+    except Exception as exc:  # noqa: BLE001  (a malformed file can fail anywhere in the unpickler)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint ({type(exc).__name__}: {reason[:200]})") from None
+
+
+def _split_checkpoint(obj, path) -> tuple[dict, dict | None, dict]:
+    """``(state_dict, config or None, meta)`` from a raw state_dict or a ``{"state_dict": ...}`` dict."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict or a checkpoint dict")
+    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        sd, config, meta = obj["state_dict"], obj.get("config"), obj.get("meta") or {}
+        if config is not None and not isinstance(config, dict):
+            raise ValueError(f"{str(path)!r}: 'config' must be a dict of network arguments, got {type(config).__name__}")
+    else:
+        sd, config, meta = obj, None, {}
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise ValueError(f"{str(path)!r} is not a state_dict: {len(bad)} entries are not named tensors "
+                         f"(e.g. {bad[:_LIST_AT_MOST]!r})")
+    if not sd:
+        raise ValueError(f"{str(path)!r} holds an empty state_dict")
+    return sd, config, meta
+
+
+def _few(names) -> str:
+    names = sorted(names)
+    head = ", ".join(names[:_LIST_AT_MOST])
+    return head + (f", ... ({len(names) - _LIST_AT_MOST} more)" if len(names) > _LIST_AT_MOST else "")
+
+
+def _check_keys(module: nn.Module, sd: dict, what: str) -> None:
+    """Raise ``ValueError`` listing missing keys, unexpected keys and shape mismatches."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = expected.keys() - sd.keys()
+    unexpected = sd.keys() - expected.keys()
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs network {expected[k]}"
+              for k in sorted(expected.keys() & sd.keys()) if tuple(sd[k].shape) != expected[k]]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys ({_few(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({_few(unexpected)})")
+    if shapes:
+        more = f", ... ({len(shapes) - _LIST_AT_MOST} more)" if len(shapes) > _LIST_AT_MOST else ""
+        parts.append(f"{len(shapes)} shape mismatches ({'; '.join(shapes[:_LIST_AT_MOST])}{more})")
+    raise ValueError(f"{what} does not match the network: " + "; ".join(parts))
+
+
+def _load_strict(build, sd: dict, what: str, device) -> nn.Module:
+    """Build the module on the meta device (no random initialisation), check keys and shapes, then
+    adopt the checkpoint's tensors (floating ones cast to float32), move it to ``device``, and
+    return it in eval mode with its parameters frozen (gradients still flow to the input)."""
+    with torch.device("meta"):
+        module = build()
+    _check_keys(module, sd, what)
+    sd = {k: (v.to(torch.float32) if v.is_floating_point() else v) for k, v in sd.items()}
+    module.load_state_dict(sd, strict=True, assign=True)
+    left = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
+    if left:  # a non-persistent buffer would be left uninitialised
+        raise ValueError(f"{what}: the network has tensors a checkpoint cannot set: {_few(left)}")
+    return module.to(device).eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------
+# ADM configs
+# ----------------------------------------------------------------------------------------------
+
+
+def _resolve_config(arch, ckpt_config, path) -> dict:
+    if arch is None:
+        if ckpt_config is None:
+            raise ValueError(f"{str(path)!r} is a raw state_dict without a config: pass arch= one of {_allowed_archs()}")
+        return dict(ckpt_config)
+    if isinstance(arch, dict):
+        return dict(arch)
+    if isinstance(arch, (str, Path)):
+        presets = _adm_presets()
+        if str(arch) in presets:
+            return dict(presets[str(arch)])
+        p = Path(arch)
+        if p.suffix.lower() == ".json" or p.is_file():
+            if not p.is_file():
+                raise FileNotFoundError(f"no JSON config file at {str(p)!r}")
+            try:
+                config = json.loads(p.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise ValueError(f"config file {str(p)!r} is not valid JSON ({exc})") from None
+            if not isinstance(config, dict):
+                raise ValueError(f"config file {str(p)!r} must hold a JSON object of ADMUNet arguments")
+            return config
+    raise ValueError(f"unknown arch {arch!r}: expected one of {_allowed_archs()}")
+
+
+def _build_adm(config: dict, what: str):
+    from .models import ADMUNet, adm_config
+    allowed = set(inspect.signature(ADMUNet.__init__).parameters) - {"self"}
+    extra = sorted(set(config) - allowed)
+    if extra:
+        raise ValueError(f"{what}: config has arguments ADMUNet does not take: {extra} (allowed: {sorted(allowed)})")
+    if config.get("class_cond"):
+        raise ValueError(f"{what}: class-conditional models cannot serve as unconditional priors")
+    try:
+        adm_config(**config)  # validate before building: a bad value is a ValueError naming it
+    except TypeError as exc:
+        raise ValueError(f"{what}: bad config ({exc})") from None
+    return lambda: ADMUNet(**config)
+
+
+# ----------------------------------------------------------------------------------------------
+# diffusers
+# ----------------------------------------------------------------------------------------------
+
+
+class DiffusersEpsilon(nn.Module):
+    """Calls a diffusers ``UNet2DModel`` as ``net(x, t)`` and returns the tensor (``.sample``)."""
+
+    def __init__(self, unet: nn.Module):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, timesteps).sample
+
+
+def _is_diffusers_folder(path: Path) -> bool:
+    cfg = path / "config.json"
+    if not (path.is_dir() and cfg.is_file()):
+        return False
+    try:
+        return json.loads(cfg.read_text()).get("_class_name") == "UNet2DModel"
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False
+
+
+def _load_diffusers(folder: Path, device, batch_size, autocast_dtype, num_train_steps, schedule) -> EpsilonModel:
+    if not folder.exists():
+        raise FileNotFoundError(f"no diffusers model folder at {str(folder)!r}")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{str(folder)!r} is not a diffusers model folder (no config.json)")
+    try:
+        from diffusers import UNet2DModel
+    except ImportError as exc:
+        raise ImportError(
+            "loading a diffusers UNet2DModel folder needs the optional dependency diffusers: "
+            "pip install 'afdps[diffusers]' (or pip install diffusers)"
+        ) from exc
+    cls_name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    if cls_name not in (None, "UNet2DModel"):
+        raise ValueError(f"{str(folder)!r} holds a diffusers {cls_name}; only UNet2DModel is supported")
+    try:
+        unet, info = UNet2DModel.from_pretrained(str(folder), local_files_only=True, low_cpu_mem_usage=False,
+                                                 output_loading_info=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"could not load the UNet2DModel in {str(folder)!r}: {exc}") from None
+    # diffusers only warns about keys it could not fill (and leaves them at random values): refuse.
+    parts = []
+    for label, keys in (("missing", info.get("missing_keys")), ("unexpected", info.get("unexpected_keys")),
+                        ("shape-mismatched", [k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys") or []])):
+        if keys:
+            parts.append(f"{len(keys)} {label} keys ({_few(keys)})")
+    if parts:
+        raise ValueError(f"the weights in {str(folder)!r} do not match its config.json: " + "; ".join(parts))
+    cfg = unet.config
+    if getattr(cfg, "num_class_embeds", None) or getattr(cfg, "class_embed_type", None):
+        raise ValueError(f"{str(folder)!r}: class-conditional UNet2DModels cannot serve as unconditional priors")
+    size = cfg.sample_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    cin, cout = int(cfg.in_channels), int(cfg.out_channels)
+    if cout not in (cin, 2 * cin):
+        raise ValueError(f"{str(folder)!r}: out_channels {cout} is neither in_channels {cin} (epsilon) nor "
+                         f"{2 * cin} (epsilon and learned variance)")
+    net = DiffusersEpsilon(unet).to(device).eval()
+    return EpsilonModel(net, schedule or VPSchedule(0.1, 20.0), event_shape=(cin, h, w),
+                        num_train_steps=num_train_steps, learned_sigma=cout == 2 * cin,
+                        batch_size=batch_size, autocast_dtype=autocast_dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public entry points
+# ----------------------------------------------------------------------------------------------
+
+
+def load_prior(path_or_name, arch=None, *, device="cpu", batch_size: int | None = None,
+               autocast_dtype: torch.dtype | None = None, num_train_steps: int = 1000,
+               schedule=None) -> EpsilonModel:
+    """A diffusion prior from a checkpoint: an :class:`EpsilonModel` with the network in eval mode.
+
+    Parameters
+    ----------
+    path_or_name : a checkpoint file, a diffusers ``UNet2DModel`` folder, or a shipped prior name
+        (``"mnist"``).
+    arch : for ADM checkpoints: ``"adm-ffhq256"``, ``"adm-imagenet256"``, a ``create_model``
+        config dict (guided-diffusion spelling, plus ``in_channels``) or a path to a JSON file of
+        one; may be omitted for afdps's own format, which stores its config. ``"diffusers"`` for a
+        diffusers folder (detected from ``config.json`` when omitted).
+    device : where the network lives.
+    batch_size, autocast_dtype : passed to :class:`EpsilonModel`.
+    num_train_steps : DDPM steps of the network's discrete schedule (timestep ``k = N tau - 1``).
+        1000 for ADM; diffusers folders do not record the scheduler's ``num_train_timesteps``, so
+        1000 is assumed there too.
+    schedule : the continuous schedule (default ``VPSchedule(0.1, 20.0)``: the limit of the DDPM
+        linear betas 1e-4 to 0.02 over 1000 steps).
+
+    Returns
+    -------
+    EpsilonModel with ``event_shape = (in_channels, image_size, image_size)`` and ``learned_sigma``
+    as the config says (the first half of the output channels is epsilon).
+
+    Raises
+    ------
+    FileNotFoundError : no such file or folder (and not a shipped name).
+    ValueError : unknown arch; not a checkpoint; a pickle that needs arbitrary objects; keys or shapes
+        that do not match the network (the message lists the first few and the counts).
+    ImportError : a diffusers folder without the ``diffusers`` package.
+    """
+    schedule = schedule if schedule is not None else VPSchedule(0.1, 20.0)
+    if isinstance(path_or_name, str) and path_or_name in SHIPPED_PRIORS and not Path(path_or_name).exists():
+        path = _shipped(SHIPPED_PRIORS[path_or_name])
+        if not path.is_file():
+            raise FileNotFoundError(f"the shipped prior {path_or_name!r} is missing from this installation ({path})")
+        if arch is not None:
+            raise ValueError(f"the shipped prior {path_or_name!r} carries its own config; do not pass arch={arch!r}")
+    else:
+        path = Path(path_or_name)
+    if arch == DIFFUSERS or (arch is None and _is_diffusers_folder(path)):
+        return _load_diffusers(path, device, batch_size, autocast_dtype, num_train_steps, schedule)
+    if isinstance(arch, str) and arch not in _adm_presets() and not (arch.lower().endswith(".json") or Path(arch).is_file()):
+        raise ValueError(f"unknown arch {arch!r}: expected one of {_allowed_archs()}")
+    if not path.exists():
+        names = ", ".join(sorted(SHIPPED_PRIORS))
+        raise FileNotFoundError(f"no checkpoint file at {str(path)!r} (shipped priors by name: {names})")
+
+    sd, ckpt_config, _ = _split_checkpoint(load_checkpoint(path), path)
+    config = _resolve_config(arch, ckpt_config, path)
+    what = f"checkpoint {str(path)!r}"
+    net = _load_strict(_build_adm(config, what), sd, what, device)
+    image_size = int(config["image_size"])
+    return EpsilonModel(net, schedule, event_shape=(net.in_channels, image_size, image_size),
+                        num_train_steps=num_train_steps, learned_sigma=bool(config.get("learn_sigma", False)),
+                        batch_size=batch_size, autocast_dtype=autocast_dtype)
+
+
+def load_classifier(name_or_path="mnist", *, device="cpu") -> nn.Module:
+    """A digit classifier in eval mode: logits ``(B, 10)`` for ``(B, 1, 28, 28)`` images on [-1, 1].
+
+    ``name_or_path``: ``"mnist"`` (shipped) or a file written by
+    :func:`afdps.engine.mnist.train_classifier`.
+    """
+    from .mnist import MNISTClassifier
+    if isinstance(name_or_path, str) and name_or_path in SHIPPED_CLASSIFIERS and not Path(name_or_path).exists():
+        path = _shipped(SHIPPED_CLASSIFIERS[name_or_path])
+    else:
+        path = Path(name_or_path)
+    if not path.exists():
+        names = ", ".join(sorted(SHIPPED_CLASSIFIERS))
+        raise FileNotFoundError(f"no classifier file at {str(path)!r} (shipped classifiers by name: {names})")
+    sd, config, _ = _split_checkpoint(load_checkpoint(path), path)
+    config = dict(config or {})
+    what = f"classifier {str(path)!r}"
+    try:
+        MNISTClassifier(**config)
+    except TypeError as exc:
+        raise ValueError(f"{what}: bad config ({exc})") from None
+    return _load_strict(lambda: MNISTClassifier(**config), sd, what, device)

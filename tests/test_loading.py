@@ -1,0 +1,213 @@
+"""Checkpoint loading: round trips, strictness, weights_only, diffusers folders, shipped weights."""
+import json
+import pickle
+
+import pytest
+import torch
+
+from afdps.engine.loading import load_checkpoint, load_classifier, load_prior
+from afdps.engine.models import ADMUNet
+from afdps.engine.priors import EpsilonModel
+from afdps.engine.schedules import VPSchedule
+
+# Smallest ADM layout that still has every block type: scale-shift ResBlocks, an up/down ResBlock
+# pair, attention at 4x4, learned sigma (2 output channels for 1 input channel).
+TINY = {
+    "image_size": 8, "in_channels": 1, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1",
+    "attention_resolutions": "4", "num_head_channels": 32, "use_scale_shift_norm": True,
+    "resblock_updown": True, "learn_sigma": True,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    torch.manual_seed(0)
+    net = ADMUNet(**TINY)
+    with torch.no_grad():
+        for p in net.parameters():  # overwrite the zero-initialised output conv too
+            p.normal_(0.0, 0.05)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def files(tiny_net, tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    sd = tiny_net.state_dict()
+    torch.save({"config": TINY, "state_dict": sd, "meta": {"note": "test"}}, d / "own.pt")
+    torch.save(sd, d / "raw.pt")
+    (d / "tiny.json").write_text(json.dumps(TINY))
+    return d
+
+
+def _expected_score(net, x, tau):
+    sched = VPSchedule(0.1, 20.0)
+    with torch.no_grad():
+        eps = net(x, torch.full((x.shape[0],), 1000 * tau - 1.0))[:, :1]
+    return -eps / float(sched.sigma(tau))
+
+
+@pytest.mark.parametrize("how", ["own", "raw-dict", "raw-json"])
+def test_round_trip(tiny_net, files, how):
+    if how == "own":
+        prior = load_prior(files / "own.pt")
+    elif how == "raw-dict":
+        prior = load_prior(files / "raw.pt", arch=TINY)
+    else:
+        prior = load_prior(str(files / "raw.pt"), arch=str(files / "tiny.json"))
+    assert isinstance(prior, EpsilonModel)
+    assert prior.event_shape == (1, 8, 8)
+    assert prior.learned_sigma is True and prior.num_train_steps == 1000
+    assert isinstance(prior.schedule, VPSchedule) and prior.schedule.beta_max == 20.0
+    assert not prior.net.training
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    for tau in (0.05, 0.5, 1.0):
+        torch.testing.assert_close(prior.score(x, tau), _expected_score(tiny_net, x, tau), rtol=0, atol=0)
+
+
+def test_float16_checkpoint_loads_as_float32(tiny_net, tmp_path):
+    sd = {k: v.half() for k, v in tiny_net.state_dict().items()}
+    torch.save({"config": TINY, "state_dict": sd}, tmp_path / "half.pt")
+    prior = load_prior(tmp_path / "half.pt")
+    assert all(p.dtype == torch.float32 for p in prior.net.parameters())
+
+
+def _raises(match, *args, exc=ValueError, **kwargs):
+    with pytest.raises(exc, match=match) as info:
+        load_prior(*args, **kwargs)
+    return str(info.value)
+
+
+def test_missing_key_named(tiny_net, tmp_path):
+    sd = dict(tiny_net.state_dict())
+    del sd["out.2.bias"]
+    torch.save(sd, tmp_path / "m.pt")
+    msg = _raises("1 missing keys", tmp_path / "m.pt", arch=TINY)
+    assert "out.2.bias" in msg and "unexpected" not in msg
+
+
+def test_unexpected_key_named(tiny_net, tmp_path):
+    sd = dict(tiny_net.state_dict(), **{"extra.weight": torch.zeros(2)})
+    torch.save({"config": TINY, "state_dict": sd}, tmp_path / "u.pt")
+    msg = _raises("1 unexpected keys", tmp_path / "u.pt")
+    assert "extra.weight" in msg
+
+
+def test_wrong_shape_named(tiny_net, tmp_path):
+    sd = dict(tiny_net.state_dict())
+    sd["input_blocks.0.0.weight"] = torch.zeros(32, 3, 3, 3)
+    torch.save(sd, tmp_path / "s.pt")
+    msg = _raises("shape mismatch", tmp_path / "s.pt", arch=TINY)
+    assert "input_blocks.0.0.weight" in msg and "(32, 3, 3, 3)" in msg and "(32, 1, 3, 3)" in msg
+
+
+def test_wrong_architecture_lists_counts(files):
+    # the tiny weights against the FFHQ layout: hundreds of differences, summarised with counts
+    msg = _raises("does not match the network", files / "raw.pt", arch="adm-ffhq256")
+    assert "missing keys" in msg and "more)" in msg and len(msg) < 2000
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "text.pt").write_text("this is not a checkpoint")
+    _raises("not a PyTorch checkpoint", tmp_path / "text.pt", arch=TINY)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    _raises("not a PyTorch checkpoint", tmp_path / "empty.pt", arch=TINY)
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    _raises("holds a list", tmp_path / "list.pt", arch=TINY)
+    torch.save({"a": 1}, tmp_path / "nontensor.pt")
+    _raises("not a state_dict", tmp_path / "nontensor.pt", arch=TINY)
+
+
+def test_unknown_arch_lists_allowed(files):
+    msg = _raises("unknown arch 'adm-lsun'", files / "raw.pt", arch="adm-lsun")
+    assert "adm-ffhq256" in msg and "adm-imagenet256" in msg and "diffusers" in msg
+
+
+def test_raw_state_dict_needs_arch(files):
+    _raises("pass arch=", files / "raw.pt")
+
+
+def test_missing_file_named(tmp_path):
+    msg = _raises("no checkpoint file", tmp_path / "nowhere.pt", arch="adm-ffhq256", exc=FileNotFoundError)
+    assert "nowhere.pt" in msg
+
+
+def test_bad_config_value_named(files):
+    _raises("num_channels", files / "raw.pt", arch=dict(TINY, num_channels=48))
+    _raises("does not take", files / "raw.pt", arch=dict(TINY, not_an_argument=1))
+
+
+class _Payload:
+    """Unpickling this would call ``print``: stands for any code a pickle could run."""
+
+    def __reduce__(self):
+        return (print, ("a checkpoint ran code",))
+
+
+def test_weights_only_refuses_custom_objects(tiny_net, tmp_path, capsys):
+    torch.save({"config": TINY, "state_dict": tiny_net.state_dict(), "meta": _Payload()}, tmp_path / "evil.pt")
+    with open(tmp_path / "evil.pkl", "wb") as f:
+        pickle.dump({"state_dict": _Payload()}, f)
+    for name in ("evil.pt", "evil.pkl"):
+        msg = _raises("refusing to load", tmp_path / name)
+        assert "weights_only" in msg
+    assert "ran code" not in capsys.readouterr().out
+    with pytest.raises(ValueError, match="refusing"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_diffusers_round_trip(tmp_path):
+    diffusers = pytest.importorskip("diffusers", reason="diffusers is an optional extra (pip install diffusers)")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(32, 32), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).eval()
+    unet.save_pretrained(tmp_path / "unet")
+    prior = load_prior(tmp_path / "unet")  # detected from config.json
+    assert prior.event_shape == (1, 8, 8) and prior.learned_sigma is False
+    assert not prior.net.training
+    x = torch.randn(2, 1, 8, 8)
+    s = prior.score(x, 0.3)
+    assert s.shape == x.shape and torch.isfinite(s).all()
+    with torch.no_grad():
+        ref = -unet(x, torch.full((2,), 299.0)).sample / float(prior.schedule.sigma(0.3))
+    torch.testing.assert_close(s, ref)
+    assert load_prior(tmp_path / "unet", arch="diffusers", num_train_steps=2000).timestep(0.5) == 999.0
+
+
+def test_diffusers_learned_sigma_and_incomplete_weights(tmp_path):
+    diffusers = pytest.importorskip("diffusers", reason="diffusers is an optional extra (pip install diffusers)")
+    from safetensors.torch import load_file, save_file
+    unet = diffusers.UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=2, block_out_channels=(32, 32), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
+    unet.save_pretrained(tmp_path / "unet")
+    prior = load_prior(tmp_path / "unet", arch="diffusers")
+    assert prior.learned_sigma is True and prior.score(torch.randn(1, 1, 8, 8), 0.5).shape == (1, 1, 8, 8)
+    # diffusers itself only warns and initialises a missing tensor randomly; load_prior refuses
+    weights = tmp_path / "unet" / "diffusion_pytorch_model.safetensors"
+    sd = load_file(weights)
+    del sd["conv_out.bias"]
+    save_file(sd, weights)
+    msg = _raises("do not match", tmp_path / "unet")
+    assert "conv_out.bias" in msg
+
+
+def test_diffusers_folder_missing(tmp_path):
+    _raises("no diffusers model folder", tmp_path / "absent", arch="diffusers", exc=FileNotFoundError)
+
+
+def test_shipped_prior_and_classifier_load():
+    prior = load_prior("mnist")
+    assert prior.event_shape == (1, 28, 28) and prior.learned_sigma is False
+    assert all(p.dtype == torch.float32 for p in prior.net.parameters())
+    s = prior.score(torch.randn(2, 1, 28, 28), 0.5)
+    assert s.shape == (2, 1, 28, 28) and torch.isfinite(s).all()
+    clf = load_classifier("mnist")
+    assert not clf.training
+    assert clf(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    with pytest.raises(ValueError, match="carries its own config"):
+        load_prior("mnist", arch="adm-ffhq256")
