@@ -12,10 +12,12 @@ Variants:
 - ``torch_multinomial``: ``torch.multinomial`` + ``x[:, idx]`` (copies every row);
 - ``torch_moved_rows``: ``index_copy_`` of only the moved rows, with their indices known in advance;
 - ``copy_moved``: a plain copy of as many bytes as the moved rows hold (the bound);
-- ``triton_fused``: :func:`resample_and_gather_triton` (in place).
+- ``triton_fused``: :func:`resample_and_gather_triton` (in place);
+- on CUDA, ``triton_graph`` and ``copy_moved_graph``: the same two replayed as CUDA graphs (GPU time
+  without Python launch overhead, as inside ``sample(..., cuda_graph=True)``).
 
 Bytes: 2 x (rows copied) x D x 4 for each variant. ``/ copy_moved`` is the time relative to the
-bound; target (H100/H200, to be measured): ``triton_fused`` within 1.5x of it. ``rel err``: fraction
+bound; target: ``triton_fused`` within 1.5x of it (measured on an H200 in bench/results/). ``rel err``: fraction
 of rows that differ from :func:`resample_ref` + :func:`gather_rows` (0 for exact; the two textbook
 baselines produce a different, sorted arrangement and have no error entry).
 
@@ -137,10 +139,17 @@ def main(argv=None) -> list[dict]:
                 a_buf = torch.empty(n_moved, D, device=device)
                 b_buf = torch.empty(n_moved, D, device=device)
                 variants["copy_moved"] = runner.Variant(lambda: b_buf.copy_(a_buf), bytes=2 * n_moved * row_bytes)
+                if device.type == "cuda":  # GPU time without Python launch overhead, as inside a captured sampler
+                    variants["copy_moved_graph"] = runner.Variant(lambda: b_buf.copy_(a_buf),
+                                                                  bytes=2 * n_moved * row_bytes, cuda_graph=True)
             if triton_ok:
                 variants["triton_fused"] = runner.Variant(
                     lambda: rs.resample_and_gather_triton(x, lw, keys, threshold=thr), bytes=2 * n_moved * row_bytes,
                     error=err_fused)
+                if device.type == "cuda":
+                    variants["triton_graph"] = runner.Variant(
+                        lambda: rs.resample_and_gather_triton(x, lw, keys, threshold=thr),
+                        bytes=2 * n_moved * row_bytes, error=err_fused, cuda_graph=True)
             rows = runner.run_case(NAME, f"{kind} N={N} moved={n_moved}", f"1x{N}x{'x'.join(map(str, event))}",
                                    "float32", 2 * n_moved * row_bytes, variants, device, rep_ms=args.rep, env=env,
                                    only=args.variants,

@@ -8,6 +8,7 @@ each part, averaged over ``--steps`` steps after one warm-up run.
 
     python -m bench.bench_sampler                 # N in 16, 64, 256 x 3x64x64 on this machine
     python -m bench.bench_sampler --size 256 --particles 64 256 1024 --device cuda --backend triton
+    python -m bench.bench_sampler --size 256 --particles 64 256 --device cuda --backend triton --cuda-graph
 """
 from __future__ import annotations
 
@@ -23,7 +24,17 @@ from afdps.priors import SpectralGaussian
 from bench import runner
 
 
-def one(N: int, size: int, steps: int, device, backend: str) -> dict:
+def _wall_per_step(fn, steps: int, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 1e3 * (time.perf_counter() - t0) / steps
+
+
+def one(N: int, size: int, steps: int, device, backend: str, cuda_graph: bool = False) -> dict:
     C = 3
     g = torch.Generator().manual_seed(0)
     power = (1.0 / (1.0 + torch.arange(size // 2 + 1, dtype=torch.float64))) ** 2
@@ -40,12 +51,19 @@ def one(N: int, size: int, steps: int, device, backend: str) -> dict:
     wall = time.perf_counter() - t0
     ms = {k: 1e3 * v / steps for k, v in r.timings.items()}
     total = sum(ms.values())
+    graph = {}
+    if cuda_graph:  # whole run without profiling: eager vs CUDA-graph replay (first graph call captures)
+        eager_ms = _wall_per_step(lambda: afdps.sample(prior, op, y, 0.05, **kw), steps, device)
+        afdps.sample(prior, op, y, 0.05, cuda_graph=True, **kw)
+        graph_ms = _wall_per_step(lambda: afdps.sample(prior, op, y, 0.05, cuda_graph=True, **kw), steps, device)
+        afdps.clear_graph_cache()
+        graph = {"eager_ms_per_step": eager_ms, "graph_ms_per_step": graph_ms, "graph_speedup": eager_ms / graph_ms}
     return {
         "bench": "sampler", "case": f"N={N}", "shape": f"{N}x{C}x{size}x{size}", "backend": backend,
         "kernel": f"{k}x{k}", "steps": steps, "score_ms": ms.get("score", 0.0), "operator_ms": ms.get("operator", 0.0),
         "update_ms": ms.get("update", 0.0), "resample_ms": ms.get("resample", 0.0), "step_ms": total,
         "outside_score_ms": total - ms.get("score", 0.0), "wall_ms_per_step": 1e3 * wall / steps,
-        "resampled_steps": int(r.resampled.sum()), "threads": torch.get_num_threads(),
+        "resampled_steps": int(r.resampled.sum()), "threads": torch.get_num_threads(), **graph,
     }
 
 
@@ -56,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--backend", default="torch", choices=("torch", "triton", "auto"))
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="also time whole runs eagerly and as CUDA-graph replays (CUDA and the triton backend)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
     if args.threads:
@@ -66,13 +86,18 @@ def main(argv=None) -> int:
     env = runner.environment(device)
     rows = []
     for N in args.particles:
-        row = one(N, args.size, args.steps, device, args.backend)
+        row = one(N, args.size, args.steps, device, args.backend, args.cuda_graph)
         rows.append({**env, **row})
         runner.release(device)
     cols = ["shape", "backend", "threads", "kernel", "score_ms", "operator_ms", "update_ms", "resample_ms", "step_ms",
-            "outside_score_ms", "resampled_steps"]
-    print(f"\n### AFDPS step, ms per step, {env['device']}, torch {env['torch']}\n")
-    print(runner.markdown_table(rows, cols), flush=True)
+            "outside_score_ms", "resampled_steps"] + (["eager_ms_per_step", "graph_ms_per_step", "graph_speedup"]
+                                                      if args.cuda_graph else [])
+    title = f"AFDPS step, ms per step, {env['device']}, torch {env['torch']}"
+    table = runner.markdown_table(rows, cols)
+    print(f"\n### {title}\n\n{table}", flush=True)
+    if args.markdown:
+        with open(args.markdown, "a") as fh:
+            fh.write(f"\n### {title}\n\n{table}\n")
     if not args.no_csv:
         runner.append_csv("sampler", rows)
     return 0

@@ -3,7 +3,8 @@
 #   1. pip install --no-deps --no-build-isolation -e .
 #   2. pytest -m "gpu or interpreter" with TRITON_INTERPRET unset (the interpreter-marked kernel tests
 #      then run the real kernels on the GPU: tests/tolerances.py picks the CUDA device);
-#   3. the kernel benchmarks at full size (particle_step, resample, fourier), markdown tables in
+#   3. the kernel benchmarks at full size (particle_step, resample, fourier) and a whole sampler step
+#      (eager vs CUDA graph), markdown tables in
 #      bench/results/gpu_check-<time>.md and CSV rows appended to bench/results/<name>.csv.
 # Each stage has its own time limit, so one that hangs cannot eat the others' time.
 #
@@ -72,7 +73,7 @@ PYEOF
 fi
 
 T0=$(date +%s)
-# Time limits (seconds) add up to 345 s. The torch.compile baseline of the particle step compiles for
+# Time limits (seconds) add up to 405 s; the stages took 190 s on an H200 (2026-11-28, before the sampler stage). The torch.compile baseline of the particle step compiles for
 # a minute or so, so it gets its own run (B*N = 256, the target case) after the guaranteed one.
 if [ "$MODE" != smoke ]; then
   run 20 "$PY" -m pip install --no-deps --no-build-isolation -q -e .
@@ -96,6 +97,11 @@ run 35 "$PY" -m bench.bench_particle_step $SMOKE --no-compile --markdown "$REPOR
 run 35 "$PY" -m bench.bench_resample $SMOKE --markdown "$REPORT"
 run 50 "$PY" -m bench.bench_fourier $SMOKE --markdown "$REPORT"
 run 65 "$PY" -m bench.bench_particle_step $SMOKE $ROWS256 --variants torch_unfused torch_compile triton_fused --markdown "$REPORT"
+if [ "$MODE" = smoke ]; then
+  run 30 "$PY" -m bench.bench_sampler --smoke --markdown "$REPORT"
+else  # a whole AFDPS step at 256x256, eager vs CUDA-graph replay
+  run 60 "$PY" -m bench.bench_sampler --size 256 --particles 64 256 --backend triton --cuda-graph --markdown "$REPORT"
+fi
 T1=$(date +%s)
 
 if [ "$MODE" != dry ]; then

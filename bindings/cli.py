@@ -13,6 +13,8 @@ COMMANDS = {
     "demo": ("afdps.demo:add_arguments", "afdps.demo:run", "restore a bundled photo with the bundled prior"),
     "train-prior": ("afdps.engine.mnist:add_train_prior_arguments", "afdps.engine.mnist:run_train_prior",
                     "train the small MNIST diffusion prior (DDPM epsilon objective, ADM UNet)"),
+    "eval": ("afdps.engine.evaluate:add_arguments", "afdps.engine.evaluate:run",
+             "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"),
     "train-classifier": ("afdps.engine.mnist:add_train_classifier_arguments",
                          "afdps.engine.mnist:run_train_classifier",
                          "train the MNIST digit classifier used to check the prior"),

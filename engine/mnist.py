@@ -296,6 +296,7 @@ def train_prior(
     device="cpu",
     progress=None,
     command: str | None = None,
+    init_from=None,
 ) -> dict:
     """Train an MNIST ADMUNet prior with the DDPM epsilon objective (Ho et al., 2020).
 
@@ -315,6 +316,9 @@ def train_prior(
         default ``<out without suffix>_loss.csv``.
     resume : continue from ``<out>.state`` when it exists (same seed and settings).
     threads : ``torch.set_num_threads`` for the run (default: leave as is).
+    init_from : continue from the weights of an afdps prior checkpoint (its EMA weights start both
+        the trained and the averaged network; the optimizer starts afresh). Its config is used, and
+        its ``meta`` is kept under ``meta["init_from"]``; ``meta["total_steps"]`` adds the steps.
 
     Returns
     -------
@@ -323,6 +327,15 @@ def train_prior(
     out = Path(out)
     log_path = Path(log_path) if log_path is not None else out.with_name(out.stem + "_loss.csv")
     state_path = out.with_name(out.name + ".state")
+    init_sd, init_meta = None, None
+    if init_from is not None:
+        from .loading import _split_checkpoint, load_checkpoint
+        init_sd, init_config, init_meta = _split_checkpoint(load_checkpoint(init_from), init_from)
+        if init_config is None:
+            raise ValueError(f"{str(init_from)!r} is a raw state_dict; init_from needs an afdps checkpoint with a config")
+        if config is not None and dict(config) != dict(init_config):
+            raise ValueError(f"config differs from the one stored in {str(init_from)!r}; leave config out")
+        config = init_config
     config = dict(PRIOR_CONFIG if config is None else config)
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got steps={steps}, batch_size={batch_size}")
@@ -339,6 +352,8 @@ def train_prior(
     torch.manual_seed(seed)
     net = _build_prior_net(config).to(device)
     ema = _build_prior_net(config).to(device)
+    if init_sd is not None:
+        net.load_state_dict({k: v.to(torch.float32) for k, v in init_sd.items()})
     ema.load_state_dict(net.state_dict())
     ema.eval().requires_grad_(False)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
@@ -348,7 +363,8 @@ def train_prior(
 
     step, perm, pos, elapsed_before, rows = 0, torch.randperm(n_data, generator=gen), 0, 0.0, []
     settings = {"steps": steps, "batch_size": batch_size, "seed": seed, "lr": lr, "warmup": warmup,
-                "weight_decay": weight_decay, "ema_decay": ema_decay, "grad_clip": grad_clip, "config": config}
+                "weight_decay": weight_decay, "ema_decay": ema_decay, "grad_clip": grad_clip, "config": config,
+                "init_from": None if init_from is None else str(init_from)}
     if resume and state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=True)
         if st["settings"] != json.loads(json.dumps(settings)):
@@ -426,6 +442,10 @@ def train_prior(
         "command": command,
         **_environment(device),
     }
+    if init_meta is not None:
+        meta["init_from"] = {"path": str(init_from), **init_meta}
+        meta["total_steps"] = steps + int(init_meta.get("total_steps", init_meta.get("steps", 0)))
+        meta["total_wall_time_s"] = round(wall + float(init_meta.get("total_wall_time_s", init_meta.get("wall_time_s", 0.0))), 1)
     ckpt = {
         "format": PRIOR_FORMAT,
         "config": config,
@@ -677,6 +697,8 @@ def add_train_prior_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from <out>.state if it exists")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--init-from", default=None,
+                        help="continue from this afdps prior checkpoint (its config; fresh optimizer)")
     parser.add_argument("--sanity-samples", type=int, default=0,
                         help="after training, draw this many samples and report the fraction the shipped "
                              "classifier labels with confidence >= 0.9 (default: 0, skip)")
@@ -684,11 +706,13 @@ def add_train_prior_arguments(parser) -> None:
 
 def run_train_prior(args) -> int:
     config = dict(PRIOR_CONFIG, num_channels=args.num_channels, num_res_blocks=args.num_res_blocks)
+    if args.init_from is not None:
+        config = None  # taken from the checkpoint
     meta = train_prior(
         args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
         warmup=args.warmup, ema_decay=args.ema_decay, config=config, log_every=args.log_every,
         log_path=args.log, checkpoint_every=args.checkpoint_every, resume=args.resume,
-        threads=args.threads, device=args.device, command=_command_line(),
+        threads=args.threads, device=args.device, command=_command_line(), init_from=args.init_from,
     )
     print(f"wrote {args.out}: {meta['steps']} steps, final loss {meta['final_loss']:.4f}, "
           f"{meta['wall_time_s'] / 60:.1f} min")

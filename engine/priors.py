@@ -321,8 +321,16 @@ class EpsilonModel(Prior):
         """Network input for continuous time ``t``: ``num_train_steps * t - 1``."""
         return self.num_train_steps * float(t) - 1.0
 
-    @torch.no_grad()
-    def epsilon(self, x: torch.Tensor, t) -> torch.Tensor:
+    def epsilon(self, x: torch.Tensor, t, *, grad: bool = False) -> torch.Tensor:
+        """The network's noise prediction for ``x`` at continuous time ``t``.
+
+        ``grad=True`` keeps the autograd graph through the network (for DPS-style guidance, which
+        differentiates through the denoiser); by default no graph is built.
+        """
+        with torch.set_grad_enabled(grad):
+            return self._epsilon(x, t)
+
+    def _epsilon(self, x: torch.Tensor, t) -> torch.Tensor:
         lead = x.shape[: x.dim() - len(self.event_shape)]
         flat = x.reshape(-1, *self.event_shape)
         C = self.event_shape[0]
@@ -347,5 +355,5 @@ class EpsilonModel(Prior):
             outs.append(eps.to(x.dtype))
         return torch.cat(outs).reshape(*lead, *self.event_shape)
 
-    def score(self, x, t):
-        return -self.epsilon(x, t) / float(self.schedule.sigma(t))
+    def score(self, x, t, *, grad: bool = False):
+        return -self.epsilon(x, t, grad=grad) / float(self.schedule.sigma(t))

@@ -10,6 +10,8 @@ import math
 import secrets
 import sys
 import time
+import weakref
+from collections import OrderedDict
 from typing import Sequence
 
 import torch
@@ -19,7 +21,7 @@ from afdps.kernels.particle_step import langevin_step, particle_step
 from afdps.kernels.philox import PURPOSE, randn_rows, stream_keys
 from afdps.kernels.resample import SCHEMES, normalize_log_weights, resample_and_gather
 
-__all__ = ["sample", "sample_prior", "Result", "tempering_schedule"]
+__all__ = ["sample", "sample_prior", "Result", "tempering_schedule", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
 
 METHODS = ("sde", "ode")
 TEMPERINGS = ("none", "linear")
@@ -179,11 +181,50 @@ def _progress(progress, total, desc):
     return tqdm(total=total, desc=desc, leave=False)
 
 
+GRAPH_CACHE_SIZE = 4
+_GRAPHS: "OrderedDict[tuple, _Graphed]" = OrderedDict()
+
+
+class _Graphed:
+    """A captured run: its input buffers, output tensors, and weak references to the prior and operator."""
+
+    def __init__(self, refs, inputs, outputs, graph):
+        self.refs, self.inputs, self.outputs, self.graph = refs, inputs, outputs, graph
+
+
+def clear_graph_cache() -> None:
+    """Free every CUDA graph captured by ``sample(..., cuda_graph=True)``."""
+    _GRAPHS.clear()
+
+
+def _graphed_call(key, owners, run, inputs):
+    """Replay the graph of ``key`` on ``inputs``; on a miss, run eagerly (which also warms up kernels,
+    FFT plans and caches) and capture ``run`` on copies of the inputs for the next call."""
+    entry = _GRAPHS.get(key)
+    if entry is not None and all(r() is o for r, o in zip(entry.refs, owners)):
+        _GRAPHS.move_to_end(key)
+        for buf, value in zip(entry.inputs, inputs):
+            buf.copy_(value)
+        entry.graph.replay()
+        return tuple(t.clone() for t in entry.outputs)
+    out = run(*inputs)
+    static = [t.clone() for t in inputs]
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = run(*static, eager=False)
+    _GRAPHS[key] = _Graphed([weakref.ref(o) for o in owners], static, static_out, graph)
+    while len(_GRAPHS) > GRAPH_CACHE_SIZE:
+        _GRAPHS.popitem(last=False)
+    return out
+
+
 def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_particles: int = 64,
            num_steps: int = 100, tempering: str = "none", guidance: str = "exact", resample: str = "systematic",
            ess_threshold: float = 0.5, corrector_steps: int = 1, corrector_snr: float = 0.1, weights: bool = True,
            seed=None, progress=None, backend: str | None = None, dtype: torch.dtype = torch.float32,
-           time_power: float = 1.0, denoise: bool = False, profile: bool = False) -> Result:
+           time_power: float = 1.0, denoise: bool = False, profile: bool = False,
+           cuda_graph: bool = False) -> Result:
     """Sample the posterior ``p(x | y) ∝ p(x) exp(-||y - A x||^2 / (2 sigma_y^2))`` with AFDPS
     (Chen et al. 2025, arXiv 2506.03979).
 
@@ -215,6 +256,12 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
         2 puts shorter steps near the data end.
     denoise : finish with a Tweedie denoising step ``x0 = (x + sigma^2 s) / alpha`` at ``tau_min``.
     profile : time score, operator, update and resampling separately (synchronises; slower).
+    cuda_graph : capture the whole run (Stage I and every step) in a CUDA graph and replay it in later
+        calls with the same prior, operator, shapes and options (new ``y`` and seeds are copied into the
+        graph's buffers). The first call runs eagerly and then captures; later calls launch one graph
+        instead of thousands of kernels. Needs a CUDA device and the Triton backend; no progress bar
+        or ``profile`` in replays; dead ensembles are reported after the run. Graphs are kept for the
+        last :data:`GRAPH_CACHE_SIZE` configurations; :func:`clear_graph_cache` frees them.
 
     Returns
     -------
@@ -257,6 +304,14 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
                          "(use guidance='euler')")
     device = y.device
     use_triton = _backend.use_triton_for(device, backend)
+    if cuda_graph:
+        if device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs y on a CUDA device, got {device}")
+        if not use_triton:
+            raise ValueError("cuda_graph=True needs the Triton backend (the PyTorch reference resampling synchronises "
+                             f"with the host); got backend={_backend.requested_backend(backend)!r}")
+        if profile:
+            raise ValueError("profile=True times each part with host synchronisations; it cannot run in a CUDA graph")
     y = y.to(dtype)
     B = y.shape[0]
     D = math.prod(event)
@@ -269,19 +324,17 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
     t_list = times.tolist()
     lam = tempering_schedule(tempering, sched, times)
     lap_mu = op.frobenius_sq() / sigma_y**2
-    yb = y.unsqueeze(1)  # (B, 1, *out) broadcasts over particles
     timer = _Timer(profile, device)
 
     # Every key of the run, made once: no host-to-device traffic inside the loop.
     def keys(purpose):
         return torch.stack([stream_keys(seeds, k + 1, purpose, device) for k in range(K)])
 
-    step_keys, resample_keys = keys(PURPOSE["step"]), keys(PURPOSE["resample"])
-    corrector_keys = [keys(PURPOSE["corrector"] + m) for m in range(M if not sde else 0)]
+    inputs = (y, stream_keys(seeds, 0, PURPOSE["stage1"], device), keys(PURPOSE["step"]), keys(PURPOSE["resample"]),
+              *[keys(PURPOSE["corrector"] + m) for m in range(M if not sde else 0)])
     check_every = 1 if device.type == "cpu" else 16  # host checks for dead ensembles (a sync) on GPUs
-    first_dead = torch.full((B,), -1, dtype=torch.long, device=device)
 
-    def raise_if_dead(upto):
+    def raise_if_dead(first_dead):
         dead = first_dead >= 0
         if bool(dead.any()):
             b = int(dead.nonzero()[0])
@@ -291,74 +344,88 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
                 f"(tau={t_list[k_dead]:.4g} -> {t_list[k_dead + 1]:.4g}); the ensemble is dead (try more steps, "
                 "guidance='exact', or tempering='linear')")
 
-    # ---- Stage I: exact sample of N(0, rho^2 I) exp(-lam(T) mu) -----------------------------------
-    with timer("stage1"):
-        noise = randn_rows(stream_keys(seeds, 0, PURPOSE["stage1"], device), N, D).to(dtype).reshape(B, N, *event)
-        x = op.stage1_sample(yb, sigma_y, lam[0], sched.rho, noise)
-    logw = torch.zeros(B, N, dtype=torch.float64, device=device)
-    ess_trace = torch.ones(K, B, dtype=torch.float64, device=device)
-    resampled = torch.zeros(K, B, dtype=torch.bool, device=device)
-    bar = _progress(progress, K, f"afdps-{method}")
-    try:
-        for k in range(K):
-            t, tn = t_list[k], t_list[k + 1]
-            h = t - tn
-            lam_k, lam_n = lam[k], lam[k + 1]
-            f, g2 = float(sched.f(t)), float(sched.g2(t))
-            v2 = g2 if sde else 0.0
-            with timer("score"):
-                s = prior.score(x, t)
-            need_mu = weights and lam_n != lam_k
-            with timer("operator"):
-                r, rnorm = op.normal_residual(x, yb, with_norm=need_mu, use_triton=use_triton)
-            kappa = eta * v2 * lam_k / sigma_y**2
-            with timer("update"):
-                x_new, dlw = particle_step(
-                    x.reshape(B * N, D), s.reshape(B * N, D), (r / sigma_y**2).reshape(B * N, D),
-                    step_keys[k], num_particles=N, f=f, g2=g2, v2=v2,
-                    eta=eta, h=h, lam=lam_k, lap_mu=lap_mu, euler=guidance == "euler", use_triton=use_triton)
-                x = x_new.reshape(B, N, *event)
-            if guidance == "exact" and kappa != 0.0:
-                with timer("operator"):
-                    x = op.exact_guidance_step(x, yb, h, kappa, use_triton=use_triton)
-            if weights:
-                logw = logw + dlw.view(B, N)
-                if need_mu:
-                    logw = logw - (lam_n - lam_k) * rnorm / (2.0 * sigma_y**2)
-            for m in range(M if not sde else 0):
+    def run(y, stage1_keys, step_keys, resample_keys, *corrector_keys, eager=True):
+        """Stage I and the K steps; ``eager=False`` (CUDA-graph capture): no host checks, no progress bar."""
+        yb = y.unsqueeze(1)  # (B, 1, *out) broadcasts over particles
+        first_dead = torch.full((B,), -1, dtype=torch.long, device=device)
+        # ---- Stage I: exact sample of N(0, rho^2 I) exp(-lam(T) mu) -------------------------------
+        with timer("stage1"):
+            noise = randn_rows(stage1_keys, N, D).to(dtype).reshape(B, N, *event)
+            x = op.stage1_sample(yb, sigma_y, lam[0], sched.rho, noise)
+        logw = torch.zeros(B, N, dtype=torch.float64, device=device)
+        ess_trace = torch.ones(K, B, dtype=torch.float64, device=device)
+        resampled = torch.zeros(K, B, dtype=torch.bool, device=device)
+        bar = _progress(progress, K, f"afdps-{method}") if eager else None
+        try:
+            for k in range(K):
+                t, tn = t_list[k], t_list[k + 1]
+                h = t - tn
+                lam_k, lam_n = lam[k], lam[k + 1]
+                f, g2 = float(sched.f(t)), float(sched.g2(t))
+                v2 = g2 if sde else 0.0
                 with timer("score"):
-                    s = prior.score(x, tn)
+                    s = prior.score(x, t)
+                need_mu = weights and lam_n != lam_k
                 with timer("operator"):
-                    r, _ = op.normal_residual(x, yb, use_triton=use_triton)
+                    r, rnorm = op.normal_residual(x, yb, with_norm=need_mu, use_triton=use_triton)
+                kappa = eta * v2 * lam_k / sigma_y**2
                 with timer("update"):
-                    x_new, _ = langevin_step(
+                    x_new, dlw = particle_step(
                         x.reshape(B * N, D), s.reshape(B * N, D), (r / sigma_y**2).reshape(B * N, D),
-                        corrector_keys[m][k], num_particles=N,
-                        lam=lam_n, snr=float(corrector_snr), use_triton=use_triton)
+                        step_keys[k], num_particles=N, f=f, g2=g2, v2=v2,
+                        eta=eta, h=h, lam=lam_k, lap_mu=lap_mu, euler=guidance == "euler", use_triton=use_triton)
                     x = x_new.reshape(B, N, *event)
-            if weights:
-                with timer("resample"):
-                    threshold = ess_threshold if (resample != "none" and k < K - 1) else -1.0
-                    x, logw, ess, did = resample_and_gather(
-                        x, logw, resample_keys[k], scheme="systematic" if resample == "none" else resample,
-                        threshold=threshold, use_triton=use_triton)
-                    first_dead = torch.where(torch.isnan(ess) & (first_dead < 0), k, first_dead)
-                    ess_trace[k] = ess
-                    resampled[k] = did
-                    if (k + 1) % check_every == 0 or k == K - 1:
-                        raise_if_dead(k)
+                if guidance == "exact" and kappa != 0.0:
+                    with timer("operator"):
+                        x = op.exact_guidance_step(x, yb, h, kappa, use_triton=use_triton)
+                if weights:
+                    logw = logw + dlw.view(B, N)
+                    if need_mu:
+                        logw = logw - (lam_n - lam_k) * rnorm / (2.0 * sigma_y**2)
+                for m in range(len(corrector_keys)):
+                    with timer("score"):
+                        s = prior.score(x, tn)
+                    with timer("operator"):
+                        r, _ = op.normal_residual(x, yb, use_triton=use_triton)
+                    with timer("update"):
+                        x_new, _ = langevin_step(
+                            x.reshape(B * N, D), s.reshape(B * N, D), (r / sigma_y**2).reshape(B * N, D),
+                            corrector_keys[m][k], num_particles=N,
+                            lam=lam_n, snr=float(corrector_snr), use_triton=use_triton)
+                        x = x_new.reshape(B, N, *event)
+                if weights:
+                    with timer("resample"):
+                        threshold = ess_threshold if (resample != "none" and k < K - 1) else -1.0
+                        x, logw, ess, did = resample_and_gather(
+                            x, logw, resample_keys[k], scheme="systematic" if resample == "none" else resample,
+                            threshold=threshold, use_triton=use_triton)
+                        first_dead = torch.where(torch.isnan(ess) & (first_dead < 0), k, first_dead)
+                        ess_trace[k] = ess
+                        resampled[k] = did
+                        if eager and ((k + 1) % check_every == 0 or k == K - 1):
+                            raise_if_dead(first_dead)
+                if bar is not None:
+                    bar.update(1)
+                    if (k + 1) % check_every == 0:
+                        bar.set_postfix(ess=f"{float(ess_trace[k].min()):.2f}")
+        finally:
             if bar is not None:
-                bar.update(1)
-                if (k + 1) % check_every == 0:
-                    bar.set_postfix(ess=f"{float(ess_trace[k].min()):.2f}")
-    finally:
-        if bar is not None:
-            bar.close()
-    if denoise:
-        tmin = t_list[-1]
-        with timer("score"):
-            s = prior.score(x, tmin)
-        x = (x + float(sched.sigma(tmin)) ** 2 * s) / float(sched.alpha(tmin))
+                bar.close()
+        if denoise:
+            tmin = t_list[-1]
+            with timer("score"):
+                s = prior.score(x, tmin)
+            x = (x + float(sched.sigma(tmin)) ** 2 * s) / float(sched.alpha(tmin))
+        return x, logw, ess_trace, resampled, first_dead
+
+    if cuda_graph:
+        key = (id(prior), id(op), tuple(y.shape), str(device), dtype, method, eta, N, K, tempering, guidance, resample,
+               float(ess_threshold), M, float(corrector_snr), weights, float(time_power), denoise, sigma_y,
+               use_triton)
+        x, logw, ess_trace, resampled, first_dead = _graphed_call(key, (prior, op), run, inputs)
+        raise_if_dead(first_dead)
+    else:
+        x, logw, ess_trace, resampled, first_dead = run(*inputs)
     nfe = K * (1 + (0 if sde else M)) + int(denoise)
     return Result(particles=x, log_weights=logw, ess=ess_trace.cpu(), resampled=resampled.cpu(), seeds=seeds,
                   nfe=nfe, timings=timer.t, kind=kind)

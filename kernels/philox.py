@@ -43,7 +43,7 @@ UNIFORM_SCALE = 4.6566127342e-10  # triton's uint_to_uniform_float for 32-bit in
 TWO_PI = 6.283185307179586
 
 # Purpose codes separate the streams of one (seed, step).
-PURPOSE = {"stage1": 1, "step": 2, "resample": 3, "corrector": 16}
+PURPOSE = {"stage1": 1, "step": 2, "resample": 3, "corrector": 16, "dps": 64}
 
 
 def _splitmix64(z: int) -> int:

@@ -146,7 +146,7 @@ class _Payload:
 def test_weights_only_refuses_custom_objects(tiny_net, tmp_path, capsys):
     torch.save({"config": TINY, "state_dict": tiny_net.state_dict(), "meta": _Payload()}, tmp_path / "evil.pt")
     with open(tmp_path / "evil.pkl", "wb") as f:
-        pickle.dump({"state_dict": _Payload()}, f)
+        pickle.dump({"state_dict": _Payload()}, f, protocol=2)
     for name in ("evil.pt", "evil.pkl"):
         msg = _raises("refusing to load", tmp_path / name)
         assert "weights_only" in msg

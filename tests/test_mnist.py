@@ -127,3 +127,24 @@ def test_train_prior_smoke(tmp_path):
     assert all(v.dtype == torch.float16 for v in ckpt["state_dict"].values())
     prior = load_prior(out)
     assert prior.event_shape == (1, 28, 28)
+
+
+@needs_hub
+def test_train_prior_init_from(tmp_path):
+    """Continuing from a checkpoint starts from its weights (not at random) and records both runs."""
+    config = dict(mnist.PRIOR_CONFIG, num_channels=32, channel_mult="1,1,1", attention_resolutions="")
+    first = tmp_path / "a.pt"
+    mnist.train_prior(first, steps=2, batch_size=4, config=config, log_every=1, checkpoint_every=0, seed=1)
+    second = tmp_path / "b.pt"
+    meta = mnist.train_prior(second, steps=1, batch_size=4, init_from=first, log_every=1, checkpoint_every=0,
+                             seed=2, lr=1e-12, warmup=1)
+    a = torch.load(first, weights_only=True)
+    b = torch.load(second, weights_only=True)
+    assert b["config"] == a["config"]
+    # with a vanishing learning rate the EMA of the continued run stays at the starting weights
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][k].float(), v.float(), rtol=0, atol=2e-3)
+    assert meta["init_from"]["steps"] == 2 and meta["total_steps"] == 3
+    with pytest.raises(ValueError, match="config differs"):
+        mnist.train_prior(tmp_path / "c.pt", steps=1, batch_size=4, init_from=first,
+                          config=dict(config, num_channels=64))
