@@ -124,12 +124,13 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
              labels: torch.Tensor | None = None, classifier=None, seed: int = 0, batch_size: int = 10,
              tempering: str = "linear", time_power: float = 2.0, dps_zeta: float = 1.0, dps_steps: int | None = None,
              corrector_steps: int = 1, corrector_snr: float = 0.1, device=None, backend=None,
-             progress=None) -> tuple[list[dict], list[dict]]:
+             progress=None, on_result=None) -> tuple[list[dict], list[dict]]:
     """Run every method on every task; returns ``(summary_rows, per_image_rows)``.
 
     Image ``i`` uses seed ``seed + i`` for its measurement noise and its sampler, so a row does not
     depend on ``batch_size``. ``images (n, C, H, W)`` on [-1, 1]; ``labels`` and ``classifier`` enable
-    the accuracy columns.
+    the accuracy columns. ``on_result(summary, per_image)`` is called after each task x method (the
+    command line rewrites its files then, so an interrupted run keeps what it finished).
     """
     from afdps.demo import psnr, ssim
     from afdps.engine.mnist import classify
@@ -186,6 +187,8 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                 per_image += rows
                 summary.append(_summarise(task, method, rows, wall=wall, nfe=nfe, particles=1 if method == "dps"
                                           else particles, steps=(dps_steps or steps) if method == "dps" else steps))
+                if on_result is not None:
+                    on_result(summary, per_image)
     finally:
         if bar is not None:
             bar.close()
@@ -318,29 +321,35 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    planned = len(tasks) * len(methods)
+
+    def write(summary, per_image):
+        for r in summary:
+            r.update({"device": name, "sigma_y": args.sigma_y, "tempering": args.tempering,
+                      "time_power": args.time_power, "seed": args.seed, "prior": args.prior})
+            if r["method"] == "dps":
+                r["dps_zeta"] = args.dps_zeta
+            if r["method"] == "afdps-ode":
+                r.update(corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr)
+        done = "" if len(summary) == planned else f" (partial: {len(summary)} of {planned} task x method rows)"
+        header = (f"# afdps eval: prior {args.prior}, {len(images)} images, sigma_y {args.sigma_y}, device {name}, "
+                  f"{time.perf_counter() - t0:.0f} s{done}\n\nParticle methods: tempering {args.tempering}, time grid "
+                  f"power {args.time_power:g}; afdps-ode: {args.corrector_steps} Langevin step(s) with r = "
+                  f"{args.corrector_snr:g}; dps: zeta = {args.dps_zeta:g}, one sample per image, no weights (best = "
+                  "mean). Means ± standard errors over images; accuracy: fraction classified as the true digit; NFE: "
+                  "score evaluations per particle (DPS: each with a backward pass).\n\n")
+        _write_atomic(out / "results.csv", _csv_text(summary))
+        _write_atomic(out / "per_image.csv", _csv_text(per_image))
+        _write_atomic(out / "results.md", header + markdown_table(summary))
+        return header
+
     summary, per_image = evaluate(
         prior, images, tasks=tasks, methods=methods, particles=args.particles, steps=args.steps,
         sigma_y=args.sigma_y, labels=labels, classifier=classifier, seed=args.seed, batch_size=args.batch_size,
         tempering=args.tempering, time_power=args.time_power, dps_zeta=args.dps_zeta, dps_steps=args.dps_steps,
-        corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, device=device, backend=args.backend, progress=False if args.no_progress else None)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    for r in summary:
-        r.update({"device": name, "sigma_y": args.sigma_y, "tempering": args.tempering, "time_power": args.time_power,
-                  "seed": args.seed, "prior": args.prior})
-        if r["method"] == "dps":
-            r["dps_zeta"] = args.dps_zeta
-        if r["method"] == "afdps-ode":
-            r.update(corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr)
-    table = markdown_table(summary)
-    header = (f"# afdps eval: prior {args.prior}, {len(images)} images, sigma_y {args.sigma_y}, device {name}, "
-              f"{time.perf_counter() - t0:.0f} s\n\nParticle methods: tempering {args.tempering}, time grid power "
-              f"{args.time_power:g}; afdps-ode: {args.corrector_steps} Langevin step(s) with r = {args.corrector_snr:g}; "
-              f"dps: zeta = {args.dps_zeta:g}, one sample per image, no weights (best = mean). Means ± standard errors "
-              "over images; accuracy: fraction classified as the true digit; NFE: score evaluations per particle "
-              "(DPS: each with a backward pass).\n\n")
-    _write_atomic(out / "results.csv", _csv_text(summary))
-    _write_atomic(out / "per_image.csv", _csv_text(per_image))
-    _write_atomic(out / "results.md", header + table)
-    print(header + table)
+        corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, device=device, backend=args.backend,
+        progress=False if args.no_progress else None, on_result=write)
+    print(write(summary, per_image) + markdown_table(summary))
     print(f"wrote results.md, results.csv, per_image.csv to {out}/")
     return 0

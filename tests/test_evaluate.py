@@ -77,3 +77,21 @@ def test_eval_usage_errors(tmp_path, capsys):
     assert cli.main(["eval", "--prior", str(tmp_path / "none.pt"), "--arch", "adm-ffhq256",
                      "--out", str(tmp_path)]) == 2
     assert cli.main(["eval", "--num-images", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_interrupted_run_keeps_finished_rows(tmp_path, monkeypatch):
+    """A failure in the second method leaves the first one's rows on disk, marked partial."""
+    real = ev.run_method
+
+    def flaky(method, *a, **k):
+        if method == "dps":
+            raise RuntimeError("simulated failure")
+        return real(method, *a, **k)
+
+    monkeypatch.setattr(ev, "run_method", flaky)
+    rc = cli.main(["eval", "--num-images", "1", "--particles", "2", "--steps", "2", "--task", "box",
+                   "--methods", "fk,dps", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 1
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [r["method"] for r in rows] == ["fk"]
+    assert "partial: 1 of 2" in (tmp_path / "results.md").read_text()
