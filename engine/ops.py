@@ -66,6 +66,14 @@ class LinearOperator:
             self._cache[key] = getattr(self, name).to(device=like.device, dtype=dtype)
         return self._cache[key]
 
+    def _on(self, name: str, device: torch.device) -> torch.Tensor:
+        """Buffer ``name`` on ``device`` in its own dtype, copied once (no host-to-device copy per
+        call: the sampler's steps can then be captured in a CUDA graph)."""
+        key = (name, device, None)
+        if key not in self._cache:
+            self._cache[key] = getattr(self, name).to(device)
+        return self._cache[key]
+
     # -- the operator -------------------------------------------------------------------------
     def A(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -205,7 +213,7 @@ class Blur(LinearOperator):
         return float(C * Hh * Ww * self.kernel.square().sum())
 
     def spectral_apply(self, v, fn):
-        e = self.eigenvalues.to(v.device)
+        e = self._on("eigenvalues", v.device)
         return self._ifft(fn(e).to(v.dtype) * self._fft(v))
 
     def normal_residual(self, x, y, with_norm=False, use_triton=None):
@@ -313,7 +321,7 @@ class Inpaint(LinearOperator):
         return float(self.mask.sum())
 
     def spectral_apply(self, v, fn):
-        m = self.mask.to(v.device)
+        m = self._on("mask", v.device)
         return fn(m).to(v.dtype) * v
 
     def measure(self, x, sigma_y, generator=None):
@@ -376,8 +384,8 @@ class Dense(LinearOperator):
         return float(self.matrix.square().sum())
 
     def spectral_apply(self, v, fn):
-        V = self.eigenvectors.to(v.device)
-        mult = fn(self.eigenvalues.to(v.device))
+        V = self._on("eigenvectors", v.device)
+        mult = fn(self._on("eigenvalues", v.device))
         return (((v.to(torch.float64) @ V) * mult) @ V.T).to(v.dtype)
 
     def to_matrix(self, dtype=torch.float64):

@@ -69,10 +69,19 @@ def f64_scalars(values, device) -> torch.Tensor:
 
     On CUDA the copy is ``non_blocking`` from pageable memory: the driver stages the 8-byte words at
     once and the host does not wait for the stream. Kernels load these instead of taking Python floats,
-    which Triton would pass as float32 (and a CUDA graph would freeze).
+    which Triton would pass as float32 (and a CUDA graph would freeze). While a CUDA graph is being
+    captured the values are written by fill kernels instead (a host copy cannot be captured).
     """
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    values = [float(v) for v in values]
     device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        # A host-to-device copy cannot be captured; fill kernels carry the values as launch arguments
+        # (float64, exact), which a graph replays unchanged (the scalars of a captured step are fixed).
+        out = torch.empty(len(values), dtype=torch.float64, device=device)
+        for i, v in enumerate(values):
+            out[i].fill_(v)
+        return out
+    t = torch.tensor(values, dtype=torch.float64)
     if device.type == "cpu":
         return t
     return t.to(device, non_blocking=True)

@@ -95,3 +95,29 @@ def test_interrupted_run_keeps_finished_rows(tmp_path, monkeypatch):
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert [r["method"] for r in rows] == ["fk"]
     assert "partial: 1 of 2" in (tmp_path / "results.md").read_text()
+
+
+def test_image_folder(tmp_path):
+    """Users' own images: resized/cropped to the prior's shape; no classifier, so no accuracy columns."""
+    import numpy as np
+    from PIL import Image
+
+    from afdps.engine.mnist import load_mnist_test
+
+    digits, _ = load_mnist_test(2)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, d in enumerate(digits):
+        a = ((d[0].numpy() + 1) * 127.5).round().astype(np.uint8)
+        Image.fromarray(a).resize((56, 70)).save(folder / f"{i}.png")  # other size and aspect: resized + cropped
+    (folder / "notes.txt").write_text("not an image")
+    loaded = ev.load_image_folder(folder, (1, 28, 28), 2)
+    assert loaded.shape == (2, 1, 28, 28) and float(loaded.min()) >= -1 and float(loaded.max()) <= 1
+    with pytest.raises(ValueError, match="holds 2 images"):
+        ev.load_image_folder(folder, (1, 28, 28), 3)
+    rc = cli.main(["eval", "--images", str(folder), "--num-images", "2", "--particles", "2", "--steps", "2",
+                   "--task", "sr4", "--methods", "afdps-sde", "--out", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 0
+    row = next(csv.DictReader(open(tmp_path / "o" / "results.csv")))
+    assert row["accuracy_best"] == "" and float(row["psnr_best"]) > 0
+    assert "acc. best" not in (tmp_path / "o" / "results.md").read_text()
