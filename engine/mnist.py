@@ -647,7 +647,7 @@ def train_classifier(out, *, epochs: int = 4, batch_size: int = 128, seed: int =
 
 
 def prior_sanity_check(prior=None, classifier=None, num_samples: int = 1000, num_steps: int = 100,
-                       seed: int = 0, confidence: float = 0.9, progress=None) -> dict:
+                       seed: int = 0, confidence: float = 0.9, progress=None, batch_size: int | None = 250) -> dict:
     """Fraction of prior samples that the classifier labels with probability >= ``confidence``.
 
     A prior that makes digits scores near 1; blobs and mixtures of digits score low. Defaults: the
@@ -658,7 +658,7 @@ def prior_sanity_check(prior=None, classifier=None, num_samples: int = 1000, num
     prior = load_prior("mnist") if prior is None else prior
     classifier = load_classifier("mnist") if classifier is None else classifier
     t0 = time.time()
-    x = sample_prior(prior, num_samples, num_steps=num_steps, seed=seed, progress=progress)
+    x = sample_prior(prior, num_samples, num_steps=num_steps, seed=seed, progress=progress, batch_size=batch_size)
     labels, conf = classify(classifier, x.cpu())
     return {
         "fraction_confident": float((conf >= confidence).float().mean()),
