@@ -12,7 +12,7 @@ import torch
 
 from afdps.kernels.philox import PURPOSE, randn_rows, stream_keys
 
-from .sampler import Result, _check_int, _progress, _seeds
+from .sampler import Result, _check_int, _check_problem, _progress, _seeds
 
 __all__ = ["dps"]
 
@@ -58,30 +58,17 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
     :class:`afdps.Result` with ``particles`` (B, num_samples, *event), equal log-weights, ``nfe =
     num_steps`` (each with a backward pass through the network) and ``timings["total"]``.
     """
-    from afdps.interop import to_torch
-
     K = _check_int("num_steps", num_steps, 1)
     S = _check_int("num_samples", num_samples, 1)
     zeta = float(zeta)
     if not (zeta >= 0 and math.isfinite(zeta)):
         raise ValueError(f"zeta must be finite and >= 0, got {zeta!r}")
-    sigma_y = float(sigma_y)
-    if not (sigma_y > 0 and math.isfinite(sigma_y)):
-        raise ValueError(f"sigma_y must be positive and finite, got {sigma_y!r}")
     if batch_size is not None:
         batch_size = _check_int("batch_size", batch_size, 1)
-    event = tuple(prior.event_shape)
-    if tuple(op.input_shape) != event:
-        raise ValueError(f"operator input shape {tuple(op.input_shape)} does not match the prior's event shape {event}")
     sched = prior.schedule
     if not hasattr(sched, "alpha") or float(sched.alpha(sched.T)) >= 1.0:
         raise ValueError(f"DPS here needs a variance-preserving schedule, got {sched!r}")
-    y, kind = to_torch(y)
-    out_shape = tuple(op.output_shape)
-    if y.dim() != len(out_shape) + 1 or tuple(y.shape[1:]) != out_shape:
-        raise ValueError(f"y must have shape (B, *{out_shape}), got {tuple(y.shape)}")
-    if not torch.isfinite(y).all():
-        raise ValueError("y has non-finite values")
+    y, kind, sigma_y, event = _check_problem(prior, op, y, sigma_y)
     device = y.device
     y = y.float()
     B = y.shape[0]

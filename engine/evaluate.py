@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import time
 from pathlib import Path
 
@@ -238,9 +237,9 @@ def markdown_table(summary: list[dict]) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from afdps.engine.mnist import _atomic_write
+
+    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _csv_text(rows: list[dict]) -> str:

@@ -61,17 +61,14 @@ class LinearOperator:
         dtype = like.dtype
         if complex_ and not dtype.is_complex:
             dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-        key = (name, like.device, dtype)
-        if key not in self._cache:
-            self._cache[key] = getattr(self, name).to(device=like.device, dtype=dtype)
-        return self._cache[key]
+        return self._on(name, like.device, dtype)
 
-    def _on(self, name: str, device: torch.device) -> torch.Tensor:
-        """Buffer ``name`` on ``device`` in its own dtype, copied once (no host-to-device copy per
-        call: the sampler's steps can then be captured in a CUDA graph)."""
-        key = (name, device, None)
+    def _on(self, name: str, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Buffer ``name`` on ``device`` (in ``dtype``, default its own), copied once (no host-to-device
+        copy per call: the sampler's steps can then be captured in a CUDA graph)."""
+        key = (name, device, dtype)
         if key not in self._cache:
-            self._cache[key] = getattr(self, name).to(device)
+            self._cache[key] = getattr(self, name).to(device=device, dtype=dtype)
         return self._cache[key]
 
     # -- the operator -------------------------------------------------------------------------

@@ -181,6 +181,27 @@ def _progress(progress, total, desc):
     return tqdm(total=total, desc=desc, leave=False)
 
 
+def _check_problem(prior, op, y, sigma_y):
+    """Validate a posterior problem shared by the samplers: ``(y as torch, its kind, sigma_y, event shape)``."""
+    sigma_y = float(sigma_y)
+    if not (sigma_y > 0 and math.isfinite(sigma_y)):
+        raise ValueError(f"sigma_y must be positive and finite, got {sigma_y!r}")
+    event = tuple(prior.event_shape)
+    if tuple(op.input_shape) != event:
+        raise ValueError(f"operator input shape {tuple(op.input_shape)} does not match the prior's event shape {event}")
+    from afdps.interop import to_torch
+
+    y, kind = to_torch(y)
+    out_shape = tuple(op.output_shape)
+    if y.dim() != len(out_shape) + 1 or tuple(y.shape[1:]) != out_shape:
+        raise ValueError(f"y must have shape (B, *{out_shape}) with a leading batch dimension, got {tuple(y.shape)}"
+                         + (" (use y[None] for one image)" if tuple(y.shape) == out_shape else ""))
+    if not torch.isfinite(y).all():
+        bad = (~torch.isfinite(y)).reshape(y.shape[0], -1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"y has non-finite values (images {bad})")
+    return y, kind, sigma_y, event
+
+
 GRAPH_CACHE_SIZE = 4
 _GRAPHS: "OrderedDict[tuple, _Graphed]" = OrderedDict()
 
@@ -283,22 +304,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
         raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}")
     if not (float(corrector_snr) > 0 and math.isfinite(float(corrector_snr))):
         raise ValueError(f"corrector_snr must be positive and finite, got {corrector_snr!r}")
-    sigma_y = float(sigma_y)
-    if not (sigma_y > 0 and math.isfinite(sigma_y)):
-        raise ValueError(f"sigma_y must be positive and finite, got {sigma_y!r}")
-    event = tuple(prior.event_shape)
-    if tuple(op.input_shape) != event:
-        raise ValueError(f"operator input shape {tuple(op.input_shape)} does not match the prior's event shape {event}")
-    from afdps.interop import to_torch
-
-    y, kind = to_torch(y)
-    out_shape = tuple(op.output_shape)
-    if y.dim() != len(out_shape) + 1 or tuple(y.shape[1:]) != out_shape:
-        raise ValueError(f"y must have shape (B, *{out_shape}) with a leading batch dimension, got {tuple(y.shape)}"
-                         + (" (use y[None] for one image)" if tuple(y.shape) == out_shape else ""))
-    if not torch.isfinite(y).all():
-        bad = (~torch.isfinite(y)).reshape(y.shape[0], -1).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"y has non-finite values (images {bad})")
+    y, kind, sigma_y, event = _check_problem(prior, op, y, sigma_y)
     if guidance == "exact" and not getattr(op, "supports_exact", False):
         raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
                          "(use guidance='euler')")
