@@ -69,15 +69,12 @@ def _log_weights(kind: str, N: int, device) -> torch.Tensor:
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     from afdps.kernels import resample as rs
-    from afdps.kernels._triton import resolve
     from afdps.kernels.philox import uniform_rows
 
-    device = runner.resolve_device(args)
+    device, env, triton_ok = runner.prepare(args)
     Ns = args.particles or ((8,) if args.smoke else PARTICLES_FULL)
     event = (3, 8, 8) if args.smoke else EVENT_FULL
     D = event[0] * event[1] * event[2]
-    env = runner.environment(device)
-    triton_ok = resolve(None, device, "bench")
     keys = torch.tensor([20240607], dtype=torch.int64, device=device)
     thr = torch.full((1,), 1.0, dtype=torch.float64, device=device)
     all_rows = []

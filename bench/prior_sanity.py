@@ -17,18 +17,18 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--steps", type=int, nargs="+", default=[100], help="ancestral steps (one check per value)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=250, help="samples per network call (the noise stream depends on it: reproducible for a given value)")
+    p.add_argument("--batch-size", type=int, default=250, help="samples per network call (memory bound; the Philox noise does not depend on it)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default=None, help="also write the results as JSON here")
     args = p.parse_args(argv)
-    from afdps.engine.loading import load_prior
-    from afdps.engine.mnist import prior_sanity_check
+    from afdps import load_classifier, load_prior
+    from afdps.engine.training import prior_sanity_check
 
     results = []
     for path in args.prior:
         prior = load_prior(path, device=args.device)
         for steps in args.steps:
-            r = prior_sanity_check(prior=prior, num_samples=args.samples, num_steps=steps, seed=args.seed,
+            r = prior_sanity_check(prior, load_classifier("mnist"), num_samples=args.samples, num_steps=steps, seed=args.seed,
                                    batch_size=args.batch_size)
             r.update(prior=path, device=torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu")
             print(json.dumps(r), flush=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RUNNER_BASED = ("particle_step", "resample", "fourier")
+RUNNER_BASED = ("particle_step", "langevin", "resample", "fourier")
 
 
 def discover() -> list[str]:

@@ -31,7 +31,9 @@ from typing import Callable, Iterable
 
 import torch
 
+from afdps.engine.io import markdown_table as io_table
 from afdps.kernels._triton import HAS_TRITON, triton
+from afdps.kernels.backend import triton_available
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_ENV = "AFDPS_BENCH_RESULTS"
@@ -236,10 +238,7 @@ def markdown_table(rows: Iterable[dict], columns: Iterable[str] | None = None) -
                     cols.append(k)
         if any(r.get("note") for r in rows):
             cols.append("note")
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
-    return "\n".join(out)
+    return io_table(cols, [[_fmt(r.get(c)) for c in cols] for r in rows])
 
 
 def append_csv(name: str, rows: Iterable[dict]) -> Path:
@@ -290,6 +289,27 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch_compile variants")
     parser.add_argument("--variants", nargs="*", default=None, help="time only these variants")
     return parser
+
+
+def run_rows_case(name: str, rows: int, event, dtype: str, nbytes: int, variants: dict, device, args, env) -> list:
+    """:func:`run_case` and :func:`emit` for a per-particle case of ``rows`` rows of ``event`` pixels."""
+    out = run_case(name, f"B*N={rows}", f"{rows}x{'x'.join(map(str, event))}", dtype, nbytes, variants, device,
+                   rep_ms=args.rep, env=env, only=args.variants)
+    emit(name, f"{name} B*N={rows} {dtype} ({env['device']})", out, args)
+    return out
+
+
+def prepare(args) -> tuple[torch.device, dict, bool]:
+    """``(device, environment stamp, whether the Triton kernels can run there)`` for a benchmark's ``args``."""
+    device = resolve_device(args)
+    return device, environment(device), triton_available(device)[0]
+
+
+def row_shapes(args, rows_full, event_full) -> tuple[tuple, tuple, int]:
+    """``(B*N values, event shape, pixels per row)`` of a per-particle benchmark: ``--rows`` or the full
+    sizes, and 4 rows of 3x8x8 for ``--smoke``."""
+    event = (3, 8, 8) if args.smoke else tuple(event_full)
+    return tuple(args.rows or ((4,) if args.smoke else rows_full)), event, event[0] * event[1] * event[2]
 
 
 def resolve_device(args) -> torch.device:

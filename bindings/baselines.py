@@ -1,3 +1,4 @@
-"""Baselines (re-exported from :mod:`afdps.engine.baselines`)."""
-from afdps.engine.baselines import *  # noqa: F401,F403
-from afdps.engine.baselines import __all__  # noqa: F401
+"""Baselines (:mod:`afdps.engine.baselines`) with NumPy/CuPy measurements accepted: :func:`dps`."""
+from .api import dps
+
+__all__ = ["dps"]

@@ -1,8 +1,9 @@
 """The fused kernels as ``torch.library`` custom ops (namespace ``afdps``), for ``torch.compile`` and CUDA graphs.
 
 Each op has a fake (meta) implementation, so ``torch.compile(fullgraph=True)`` traces through it and
-Inductor keeps the kernel as one opaque call; the real implementation launches the Triton kernel where
-it can run (CUDA, or the CPU under ``TRITON_INTERPRET=1``) and the PyTorch reference otherwise.
+Inductor keeps the kernel as one opaque call; the real implementation chooses between the Triton kernel
+and the PyTorch reference by the one rule of :func:`afdps.kernels.backend.use_triton` (the kernel on
+CUDA; on the CPU under ``TRITON_INTERPRET=1`` only with ``AFDPS_BACKEND=triton``).
 
 Per-step scalars enter as float64 tensors, not Python floats: a compiled graph then does not recompile
 when they change, and a captured CUDA graph reads their current values at each replay (update them in
@@ -29,10 +30,11 @@ kernel is specialised on them; the reference fallback derives them from ``params
 import torch
 from torch import Tensor
 
-from afdps.kernels import fourier as _fourier
-from afdps.kernels import particle_step as _ps
-from afdps.kernels import resample as _rs
-from afdps.kernels._triton import resolve as _resolve
+from .kernels import fourier as _fourier
+from .kernels import langevin as _lv
+from .kernels import particle_step as _ps
+from .kernels import resample as _rs
+from .kernels.backend import use_triton as _use_triton
 
 __all__ = [
     "particle_step",
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 particle_step_params = _ps.particle_step_params
-langevin_step_params = _ps.langevin_step_params
+langevin_step_params = _lv.langevin_step_params
 
 
 def threshold_tensor(threshold: float, device="cpu") -> Tensor:
@@ -56,7 +58,7 @@ def threshold_tensor(threshold: float, device="cpu") -> Tensor:
 
 
 def _kernel(device) -> bool:
-    return _resolve(None, device, "afdps custom op")
+    return _use_triton(None, device, "afdps custom op")
 
 
 # ---- particle step ---------------------------------------------------------------------------------
@@ -79,9 +81,9 @@ def _(x, score, grad_mu, keys, params, num_particles, euler, noise):
 def langevin_step(x: Tensor, score: Tensor, grad_mu: Tensor, keys: Tensor, params: Tensor,
                   num_particles: int) -> tuple[Tensor, Tensor]:
     if _kernel(x.device):
-        return _ps.langevin_step_launch(x, score, grad_mu, keys, params, num_particles=num_particles)
-    kw = dict(zip(_ps.LANGEVIN_PARAM_NAMES, params.tolist()))
-    return _ps.langevin_step_ref(x, score, grad_mu, keys, num_particles=num_particles, **kw)
+        return _lv.langevin_step_launch(x, score, grad_mu, keys, params, num_particles=num_particles)
+    kw = dict(zip(_lv.LANGEVIN_PARAM_NAMES, params.tolist()))
+    return _lv.langevin_step_ref(x, score, grad_mu, keys, num_particles=num_particles, **kw)
 
 
 @langevin_step.register_fake

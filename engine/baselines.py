@@ -10,9 +10,11 @@ import time
 
 import torch
 
-from afdps.kernels.philox import PURPOSE, randn_rows, stream_keys
-
-from .sampler import Result, _check_int, _check_problem, _progress, _seeds
+from ..kernels.philox import PURPOSE, randn_rows, stream_keys
+from .io import progress_bar
+from .sampler import Result
+from .schedules import ancestral_step
+from .validation import check_int, check_problem, per_image_seeds
 
 __all__ = ["dps"]
 
@@ -47,7 +49,8 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
     prior : a diffusion prior; :class:`afdps.priors.EpsilonModel` (gradients through the network) or
         any prior whose ``score`` is differentiable with autograd. VP schedules only.
     op : a linear operator of :mod:`afdps.ops` with ``input_shape == prior.event_shape``.
-    y : (B, *op.output_shape) measurements (torch, NumPy or CuPy; the result comes back as the same kind).
+    y : (B, *op.output_shape) measurements (a torch tensor; the public ``afdps.baselines.dps`` also takes
+        NumPy and CuPy arrays and returns the result as the same kind).
     num_samples : independent DPS runs per image (the result's "particles", all of equal weight).
     seed : int, one int per image, or ``None`` (fresh); noise is Philox keyed per image, so an image's
         result does not depend on the rest of the batch.
@@ -58,22 +61,22 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
     :class:`afdps.Result` with ``particles`` (B, num_samples, *event), equal log-weights, ``nfe =
     num_steps`` (each with a backward pass through the network) and ``timings["total"]``.
     """
-    K = _check_int("num_steps", num_steps, 1)
-    S = _check_int("num_samples", num_samples, 1)
+    K = check_int("num_steps", num_steps, 1)
+    S = check_int("num_samples", num_samples, 1)
     zeta = float(zeta)
     if not (zeta >= 0 and math.isfinite(zeta)):
         raise ValueError(f"zeta must be finite and >= 0, got {zeta!r}")
     if batch_size is not None:
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
     sched = prior.schedule
     if not hasattr(sched, "alpha") or float(sched.alpha(sched.T)) >= 1.0:
         raise ValueError(f"DPS here needs a variance-preserving schedule, got {sched!r}")
-    y, kind, sigma_y, event = _check_problem(prior, op, y, sigma_y)
+    sigma_y, event = check_problem(prior, op, y, sigma_y)
     device = y.device
     y = y.float()
     B = y.shape[0]
     D = math.prod(event)
-    seeds = _seeds(seed, B)
+    seeds = per_image_seeds(seed, B)
     taus = sched.timesteps(K, float(time_power)).tolist()
 
     t0 = time.perf_counter()
@@ -82,12 +85,11 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
     yr = y.repeat_interleave(S, dim=0)
     rows = B * S
     chunk = batch_size or rows
-    bar = _progress(progress, K, "dps")
+    bar = progress_bar(K, "dps", progress)
     try:
         for j in range(K):
             t, s = taus[j], taus[j + 1]
             a_t, s_t = float(sched.alpha(t)), float(sched.sigma(t))
-            a_s, s_s = float(sched.alpha(s)), float(sched.sigma(s))
             last = j == K - 1
             noise = None
             if not last:
@@ -103,24 +105,16 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
                 norm = (yr[i:i + chunk] - op.A(x0)).flatten(1).norm(dim=1)
                 (g,) = torch.autograd.grad(norm.sum(), xi)
                 with torch.no_grad():
-                    if last:
-                        step = x0
-                    else:
-                        a = a_t / a_s
-                        var_ts = s_t**2 - a**2 * s_s**2
-                        mean = (a * s_s**2 * xi + a_s * var_ts * x0) / s_t**2
-                        step = mean + math.sqrt(max(var_ts * s_s**2 / s_t**2, 0.0)) * noise[i:i + chunk]
+                    step = x0 if last else ancestral_step(sched, xi, x0, t, s, noise[i:i + chunk])
                     new[i:i + chunk] = step - zeta * g
             x = new
             if not torch.isfinite(x).all():
                 raise FloatingPointError(f"DPS diverged at step {j} (tau={t:.4g}); try a smaller zeta (got {zeta})")
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     wall = time.perf_counter() - t0
     particles = x.detach().reshape(B, S, *event)
     return Result(particles=particles, log_weights=torch.zeros(B, S, dtype=torch.float64, device=device),
                   ess=torch.ones(K, B, dtype=torch.float64), resampled=torch.zeros(K, B, dtype=torch.bool),
-                  seeds=seeds, nfe=K, timings={"total": wall}, kind=kind)
+                  seeds=seeds, nfe=K, timings={"total": wall})

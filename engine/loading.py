@@ -9,7 +9,6 @@
   ``{"format", "config", "state_dict", "meta"}``, which carries its config.
 - diffusers ``UNet2DModel`` folders (``config.json`` + weights), with the optional ``diffusers``
   package.
-- ``"mnist"``: the small prior shipped with afdps (``afdps/data/mnist_prior.pt``).
 
 Checkpoints are untrusted input: they are read with ``torch.load(weights_only=True)`` only, keys
 must match the network exactly, and every failure is an exception naming the problem (no network is
@@ -17,98 +16,26 @@ ever returned with weights left at their random initialisation).
 """
 from __future__ import annotations
 
-import importlib.resources
 import inspect
 import json
-import pickle
-import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .models import ADM_PRESETS, ADMUNet, MNISTClassifier, adm_config
 from .priors import EpsilonModel
 from .schedules import VPSchedule
+from .training import load_checkpoint, read_checkpoint
 
-__all__ = ["load_prior", "load_classifier", "load_checkpoint", "SHIPPED_PRIORS", "ARCHS"]
+__all__ = ["load_prior", "load_classifier", "load_checkpoint", "DIFFUSERS"]
 
-SHIPPED_PRIORS = {"mnist": "mnist_prior.pt"}
-SHIPPED_CLASSIFIERS = {"mnist": "mnist_classifier.pt"}
 DIFFUSERS = "diffusers"
 _LIST_AT_MOST = 5
 
 
-def _adm_presets() -> dict:
-    from .models import ADM_PRESETS
-    return ADM_PRESETS
-
-
-ARCHS = ("adm-ffhq256", "adm-imagenet256", DIFFUSERS)
-
-
-def _shipped(name: str) -> Path:
-    return Path(str(importlib.resources.files("afdps"))) / "data" / name
-
-
 def _allowed_archs() -> str:
-    return ", ".join(sorted(_adm_presets())) + f", {DIFFUSERS}, a config dict or a path to a JSON config file"
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading a checkpoint file
-# ----------------------------------------------------------------------------------------------
-
-
-def load_checkpoint(path) -> object:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` with errors that say what is wrong.
-
-    Raises
-    ------
-    FileNotFoundError : no such file.
-    ValueError : a directory, not a PyTorch file, or a pickle that needs more than tensors and plain
-        containers (refused: unpickling arbitrary objects can run code).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
-    if path.is_dir():
-        raise ValueError(f"{str(path)!r} is a directory, not a checkpoint file (diffusers folders need a "
-                         f"config.json with _class_name UNet2DModel, or arch='diffusers')")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Weights only load failed" in text:
-            m = re.search(r"WeightsUnpickler error: ([^\n]*?)(\. Please|\.?\n|$)", text)
-            detail = f" ({m.group(1).strip()})" if m else ""
-            raise ValueError(
-                f"refusing to load {str(path)!r}: it contains objects other than tensors and plain "
-                f"containers{detail}; afdps loads checkpoints with weights_only=True only, because "
-                f"unpickling arbitrary objects can run code"
-            ) from None
-        raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint ({text.splitlines()[0] if text else 'unreadable pickle'})") from None
-    except Exception as exc:  # noqa: BLE001  (a malformed file can fail anywhere in the unpickler)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint ({type(exc).__name__}: {reason[:200]})") from None
-
-
-def _split_checkpoint(obj, path) -> tuple[dict, dict | None, dict]:
-    """``(state_dict, config or None, meta)`` from a raw state_dict or a ``{"state_dict": ...}`` dict."""
-    if not isinstance(obj, dict):
-        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict or a checkpoint dict")
-    if "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        sd, config, meta = obj["state_dict"], obj.get("config"), obj.get("meta") or {}
-        if config is not None and not isinstance(config, dict):
-            raise ValueError(f"{str(path)!r}: 'config' must be a dict of network arguments, got {type(config).__name__}")
-    else:
-        sd, config, meta = obj, None, {}
-    bad = [k for k, v in sd.items() if not isinstance(k, str) or not torch.is_tensor(v)]
-    if bad:
-        raise ValueError(f"{str(path)!r} is not a state_dict: {len(bad)} entries are not named tensors "
-                         f"(e.g. {bad[:_LIST_AT_MOST]!r})")
-    if not sd:
-        raise ValueError(f"{str(path)!r} holds an empty state_dict")
-    return sd, config, meta
+    return ", ".join(sorted(ADM_PRESETS)) + f", {DIFFUSERS}, a config dict or a path to a JSON config file"
 
 
 def _few(names) -> str:
@@ -165,9 +92,8 @@ def _resolve_config(arch, ckpt_config, path) -> dict:
     if isinstance(arch, dict):
         return dict(arch)
     if isinstance(arch, (str, Path)):
-        presets = _adm_presets()
-        if str(arch) in presets:
-            return dict(presets[str(arch)])
+        if str(arch) in ADM_PRESETS:
+            return dict(ADM_PRESETS[str(arch)])
         p = Path(arch)
         if p.suffix.lower() == ".json" or p.is_file():
             if not p.is_file():
@@ -183,7 +109,6 @@ def _resolve_config(arch, ckpt_config, path) -> dict:
 
 
 def _build_adm(config: dict, what: str):
-    from .models import ADMUNet, adm_config
     allowed = set(inspect.signature(ADMUNet.__init__).parameters) - {"self"}
     extra = sorted(set(config) - allowed)
     if extra:
@@ -271,15 +196,15 @@ def _load_diffusers(folder: Path, device, batch_size, autocast_dtype, num_train_
 # ----------------------------------------------------------------------------------------------
 
 
-def load_prior(path_or_name, arch=None, *, device="cpu", batch_size: int | None = None,
+def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
                autocast_dtype: torch.dtype | None = None, num_train_steps: int = 1000,
                schedule=None) -> EpsilonModel:
     """A diffusion prior from a checkpoint: an :class:`EpsilonModel` with the network in eval mode.
 
     Parameters
     ----------
-    path_or_name : a checkpoint file, a diffusers ``UNet2DModel`` folder, or a shipped prior name
-        (``"mnist"``).
+    path : a checkpoint file or a diffusers ``UNet2DModel`` folder (the public ``afdps.load_prior`` also
+        takes the names of the priors shipped with afdps).
     arch : for ADM checkpoints: ``"adm-ffhq256"``, ``"adm-imagenet256"``, a ``create_model``
         config dict (guided-diffusion spelling, plus ``in_channels``) or a path to a JSON file of
         one; may be omitted for afdps's own format, which stores its config. ``"diffusers"`` for a
@@ -299,29 +224,21 @@ def load_prior(path_or_name, arch=None, *, device="cpu", batch_size: int | None 
 
     Raises
     ------
-    FileNotFoundError : no such file or folder (and not a shipped name).
+    FileNotFoundError : no such file or folder.
     ValueError : unknown arch; not a checkpoint; a pickle that needs arbitrary objects; keys or shapes
         that do not match the network (the message lists the first few and the counts).
     ImportError : a diffusers folder without the ``diffusers`` package.
     """
     schedule = schedule if schedule is not None else VPSchedule(0.1, 20.0)
-    if isinstance(path_or_name, str) and path_or_name in SHIPPED_PRIORS and not Path(path_or_name).exists():
-        path = _shipped(SHIPPED_PRIORS[path_or_name])
-        if not path.is_file():
-            raise FileNotFoundError(f"the shipped prior {path_or_name!r} is missing from this installation ({path})")
-        if arch is not None:
-            raise ValueError(f"the shipped prior {path_or_name!r} carries its own config; do not pass arch={arch!r}")
-    else:
-        path = Path(path_or_name)
+    path = Path(path)
     if arch == DIFFUSERS or (arch is None and _is_diffusers_folder(path)):
         return _load_diffusers(path, device, batch_size, autocast_dtype, num_train_steps, schedule)
-    if isinstance(arch, str) and arch not in _adm_presets() and not (arch.lower().endswith(".json") or Path(arch).is_file()):
+    if isinstance(arch, str) and arch not in ADM_PRESETS and not (arch.lower().endswith(".json") or Path(arch).is_file()):
         raise ValueError(f"unknown arch {arch!r}: expected one of {_allowed_archs()}")
     if not path.exists():
-        names = ", ".join(sorted(SHIPPED_PRIORS))
-        raise FileNotFoundError(f"no checkpoint file at {str(path)!r} (shipped priors by name: {names})")
+        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
 
-    sd, ckpt_config, _ = _split_checkpoint(load_checkpoint(path), path)
+    sd, ckpt_config, _ = read_checkpoint(load_checkpoint(path), path)
     config = _resolve_config(arch, ckpt_config, path)
     what = f"checkpoint {str(path)!r}"
     net = _load_strict(_build_adm(config, what), sd, what, device)
@@ -331,21 +248,16 @@ def load_prior(path_or_name, arch=None, *, device="cpu", batch_size: int | None 
                         batch_size=batch_size, autocast_dtype=autocast_dtype)
 
 
-def load_classifier(name_or_path="mnist", *, device="cpu") -> nn.Module:
+def load_classifier(path, *, device="cpu") -> nn.Module:
     """A digit classifier in eval mode: logits ``(B, 10)`` for ``(B, 1, 28, 28)`` images on [-1, 1].
 
-    ``name_or_path``: ``"mnist"`` (shipped) or a file written by
-    :func:`afdps.engine.mnist.train_classifier`.
+    ``path``: a file written by :func:`afdps.engine.training.train_classifier` (the public
+    ``afdps.load_classifier`` also takes the name ``"mnist"`` of the shipped one).
     """
-    from .mnist import MNISTClassifier
-    if isinstance(name_or_path, str) and name_or_path in SHIPPED_CLASSIFIERS and not Path(name_or_path).exists():
-        path = _shipped(SHIPPED_CLASSIFIERS[name_or_path])
-    else:
-        path = Path(name_or_path)
+    path = Path(path)
     if not path.exists():
-        names = ", ".join(sorted(SHIPPED_CLASSIFIERS))
-        raise FileNotFoundError(f"no classifier file at {str(path)!r} (shipped classifiers by name: {names})")
-    sd, config, _ = _split_checkpoint(load_checkpoint(path), path)
+        raise FileNotFoundError(f"no classifier file at {str(path)!r}")
+    sd, config, _ = read_checkpoint(load_checkpoint(path), path)
     config = dict(config or {})
     what = f"classifier {str(path)!r}"
     try:

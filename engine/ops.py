@@ -17,7 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from afdps.kernels import fourier
+from ..kernels import fourier
+from .motion import motion_kernel
 
 __all__ = [
     "LinearOperator",
@@ -215,16 +216,14 @@ class Blur(LinearOperator):
 
     def normal_residual(self, x, y, with_norm=False, use_triton=None):
         self._check_input(x)
-        use = fourier.use_triton_for(x.device) if use_triton is None else use_triton
         R, norm = fourier.blur_residual(self._fft(x), self._buf("transfer", x, True), self._fft(y),
-                                        self.input_shape[-1], with_norm, use_triton=use)
+                                        self.input_shape[-1], with_norm, use_triton=use_triton)
         return self._ifft(R), norm
 
     def exact_guidance_step(self, x, y, h, kappa, use_triton=None):
         self._check_input(x)
-        use = fourier.use_triton_for(x.device) if use_triton is None else use_triton
         X = fourier.blur_guidance(self._fft(x), self._buf("transfer", x, True), self._fft(y), float(h) * float(kappa),
-                                  use_triton=use)
+                                  use_triton=use_triton)
         return self._ifft(X)
 
     def __repr__(self):
@@ -405,47 +404,6 @@ def gaussian_kernel(size: int, std: float) -> torch.Tensor:
     g = torch.exp(-0.5 * (r / std) ** 2)
     k = g[:, None] * g[None, :]
     return k / k.sum()
-
-
-def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int | None = 0, steps: int = 2000) -> torch.Tensor:
-    """Random camera-shake kernel ``(size, size)``, seeded, non-negative, summing to 1.
-
-    A point moves for ``steps`` sub-steps with a velocity that turns by Gaussian angles (standard
-    deviation growing with ``intensity``) and occasionally jerks (probability ``intensity / 10`` per
-    sub-step); the path is scaled to fill about ``0.4 + 0.5 * intensity`` of the kernel, centred on its
-    centre of mass, and splatted bilinearly. ``intensity`` in ``[0, 1]``: 0 gives a straight streak,
-    1 a tangled trajectory, as in the random-trajectory kernels of the DPS benchmark.
-    """
-    if int(size) != size or size < 3 or size % 2 == 0:
-        raise ValueError(f"motion kernel size must be an odd integer >= 3, got {size!r}")
-    if not (0.0 <= intensity <= 1.0):
-        raise ValueError(f"motion kernel intensity must be in [0, 1], got {intensity!r}")
-    rng = np.random.default_rng(seed)
-    angle = rng.uniform(0, 2 * np.pi)
-    turn_std = 0.005 + 0.25 * intensity
-    jerk_p = intensity / 10.0
-    pos = np.zeros((steps, 2))
-    p = np.zeros(2)
-    for s in range(steps):
-        angle += rng.normal(0.0, turn_std)
-        if rng.uniform() < jerk_p:
-            angle += rng.normal(0.0, np.pi / 2)
-        p = p + np.array([np.cos(angle), np.sin(angle)])
-        pos[s] = p
-    pos -= pos.mean(axis=0)
-    extent = np.abs(pos).max()
-    half = (size - 1) / 2
-    pos *= (0.4 + 0.5 * intensity) * half / max(extent, 1e-12)
-    pos += half
-    k = np.zeros((size, size))
-    i0 = np.clip(np.floor(pos).astype(int), 0, size - 2)
-    fr = np.clip(pos - i0, 0.0, 1.0)
-    for (a, b), (fa, fb) in zip(i0, fr):
-        k[a, b] += (1 - fa) * (1 - fb)
-        k[a + 1, b] += fa * (1 - fb)
-        k[a, b + 1] += (1 - fa) * fb
-        k[a + 1, b + 1] += fa * fb
-    return torch.from_numpy(k / k.sum())
 
 
 def box_mask(image_size: Sequence[int], box_size: int | Sequence[int], top_left: Sequence[int] | None = None,

@@ -3,27 +3,36 @@
 :func:`sample` runs, for each image of a batch, ``N`` particles from an exact Stage-I start through
 ``num_steps`` steps of the guided reverse SDE (or the probability-flow ODE with a Langevin corrector),
 updating log-weights and resampling when the effective sample size drops (spec sections 2 to 6).
+
+The sampler is steppable, as blackjax's SMC and k-diffusion's samplers are: :func:`prepare` fixes a
+run's constants (:class:`Plan`), :func:`init` draws the Stage-I ensemble (:class:`ParticleState`),
+:func:`step` advances it by one timestep and reports a :class:`StepInfo`, and :func:`finish` applies
+the optional final denoising. :func:`sample` is validation, :func:`prepare`, and that loop.
 """
 from __future__ import annotations
 
 import math
-import secrets
-import sys
 import time
 import weakref
 from collections import OrderedDict
-from typing import Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from afdps.kernels import backend as _backend
-from afdps.kernels.particle_step import langevin_step, particle_step
-from afdps.kernels.philox import PURPOSE, randn_rows, stream_keys
-from afdps.kernels.resample import SCHEMES, normalize_log_weights, resample_and_gather
+from ..kernels import backend as _backend
+from ..kernels.langevin import langevin_step
+from ..kernels.particle_step import particle_step
+from ..kernels.philox import PURPOSE, randn_rows, stream_keys
+from ..kernels.resample import SCHEMES, normalize_log_weights, resample_and_gather
+from .io import progress_bar
+from .schedules import ancestral_step
+from .validation import check_choice, check_int, check_problem, per_image_seeds
 
-__all__ = ["sample", "sample_prior", "Result", "tempering_schedule", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
+__all__ = ["sample", "sample_prior", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
+           "finish", "tempering_schedule", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
 
 METHODS = ("sde", "ode")
+PRIOR_METHODS = ("sde", "ode", "ddpm")
 TEMPERINGS = ("none", "linear")
 GUIDANCES = ("exact", "euler")
 RESAMPLINGS = SCHEMES + ("none",)
@@ -32,7 +41,8 @@ RESAMPLINGS = SCHEMES + ("none",)
 class Result:
     """A weighted ensemble per image.
 
-    Arrays come back as the kind of ``y`` that was passed in (torch tensor, NumPy array or CuPy array).
+    The engine's results hold torch tensors; the public ``afdps.sample`` hands them back as the kind of
+    ``y`` that was passed in (torch tensor, NumPy array or CuPy array) through :meth:`as_kind`.
 
     Attributes
     ----------
@@ -46,17 +56,19 @@ class Result:
         (when ``profile=True``).
     """
 
-    def __init__(self, particles, log_weights, ess, resampled, seeds, nfe, timings=None, kind="torch"):
+    def __init__(self, particles, log_weights, ess, resampled, seeds, nfe, timings=None):
         self._particles, self._log_weights = particles, log_weights
         self._ess, self._resampled = ess, resampled
-        self.seeds, self.nfe, self.timings, self.kind = seeds, nfe, dict(timings or {}), kind
+        self.seeds, self.nfe, self.timings = seeds, nfe, dict(timings or {})
+        self.kind, self._convert = "torch", None
+
+    def as_kind(self, kind: str, convert) -> "Result":
+        """This result with every array property passed through ``convert(tensor)`` (named ``kind``)."""
+        self.kind, self._convert = kind, convert
+        return self
 
     def _out(self, t):
-        if self.kind == "torch":
-            return t
-        from afdps.interop import from_torch
-
-        return from_torch(t, self.kind)
+        return t if self._convert is None else self._convert(t)
 
     @property
     def particles(self):
@@ -116,6 +128,76 @@ class Result:
         return f"Result(images={B}, particles={N}, event={tuple(self._particles.shape[2:])}, nfe={self.nfe}, kind={self.kind!r})"
 
 
+@dataclass
+class ParticleState:
+    """The ensemble between steps: particles ``x (B, N, *event)``, log-weights ``logw (B, N)`` float64
+    (``-inf`` for dead particles) and ``k``, the number of steps taken."""
+
+    x: torch.Tensor
+    logw: torch.Tensor
+    k: int = 0
+
+
+@dataclass
+class StepInfo:
+    """What one step did: ``ess (B,)`` normalised ESS after the step (before any resampling; NaN where
+    every weight is zero), ``resampled (B,)`` bool, and ``timings`` (seconds per part when profiling)."""
+
+    ess: torch.Tensor
+    resampled: torch.Tensor
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """A run's constants, fixed by :func:`prepare`: the problem, the options, the time grid, the tempering
+    schedule and every Philox key of the run (made once: no host-to-device traffic inside the loop)."""
+
+    prior: object
+    op: object
+    y: torch.Tensor  # (B, 1, *out): broadcasts over particles
+    sigma_y: float
+    method: str
+    eta: float
+    num_particles: int
+    num_steps: int
+    guidance: str
+    resample: str
+    ess_threshold: float
+    corrector_steps: int
+    corrector_snr: float
+    weights: bool
+    use_triton: bool
+    dtype: torch.dtype
+    denoise: bool
+    seeds: list
+    times: list
+    lam: list
+    lap_mu: float
+    stage1_keys: torch.Tensor
+    step_keys: torch.Tensor
+    resample_keys: torch.Tensor
+    corrector_keys: tuple
+    timer: "_Timer"
+
+    @property
+    def batch(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def event(self) -> tuple:
+        return tuple(self.prior.event_shape)
+
+    @property
+    def keys(self) -> tuple:
+        """The tensors a CUDA-graph replay copies new values into: ``y`` and the keys."""
+        return (self.y, self.stage1_keys, self.step_keys, self.resample_keys, *self.corrector_keys)
+
+    def with_keys(self, y, stage1_keys, step_keys, resample_keys, *corrector_keys) -> "Plan":
+        return replace(self, y=y, stage1_keys=stage1_keys, step_keys=step_keys, resample_keys=resample_keys,
+                       corrector_keys=tuple(corrector_keys))
+
+
 def tempering_schedule(kind: str, schedule, times: torch.Tensor) -> list[float]:
     """``lam`` at each grid time: ``none`` -> 1 everywhere; ``linear`` -> linear in the noise level
     ``sigma``, 0 at the first (noisiest) time and 1 at the last, so the final target is the posterior."""
@@ -126,29 +208,10 @@ def tempering_schedule(kind: str, schedule, times: torch.Tensor) -> list[float]:
     return lam.clamp(0.0, 1.0).tolist()
 
 
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or int(value) != value or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _seeds(seed, B: int) -> list[int]:
-    if seed is None:
-        return [secrets.randbits(63)] * B
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return [seed] * B
-    seeds = [int(s) for s in seed]
-    if len(seeds) != B:
-        raise ValueError(f"seed must be an int or one int per image ({B}), got {len(seeds)} seeds")
-    return seeds
-
-
 class _Timer:
+    """Seconds per part of a step (``score``, ``operator``, ``update``, ``resample``), synchronising CUDA
+    around each part; a no-op unless enabled."""
+
     def __init__(self, enabled: bool, device: torch.device):
         self.enabled, self.device, self.t = enabled, device, {}
 
@@ -171,35 +234,128 @@ class _Timer:
         return _Ctx()
 
 
-def _progress(progress, total, desc):
-    if progress is None:
-        progress = sys.stderr.isatty()
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
+def prepare(prior, op, y, sigma_y: float, *, method="sde", eta=1.0, num_particles=64, num_steps=100,
+            tempering="none", guidance="exact", resample="systematic", ess_threshold=0.5, corrector_steps=1,
+            corrector_snr=0.1, weights=True, seed=None, backend=None, dtype=torch.float32, time_power=1.0,
+            denoise=False, profile=False) -> Plan:
+    """Validate a run and fix its constants: the :class:`Plan` that :func:`init`, :func:`step` and
+    :func:`finish` take. ``y (B, *op.output_shape)`` is a torch tensor; the options are those of
+    :func:`sample` (which calls this), with ``seed`` and ``backend`` resolved here."""
+    check_choice("method", method, METHODS)
+    check_choice("tempering", tempering, TEMPERINGS)
+    check_choice("guidance", guidance, GUIDANCES)
+    check_choice("resample", resample, RESAMPLINGS)
+    N = check_int("num_particles", num_particles, 1)
+    K = check_int("num_steps", num_steps, 1)
+    check_int("corrector_steps", corrector_steps, 0)
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    if not math.isfinite(float(eta)):
+        raise ValueError(f"eta must be finite, got {eta!r}")
+    if not (0.0 <= float(ess_threshold) <= 1.0):
+        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}")
+    if not (float(corrector_snr) > 0 and math.isfinite(float(corrector_snr))):
+        raise ValueError(f"corrector_snr must be positive and finite, got {corrector_snr!r}")
+    sigma_y, event = check_problem(prior, op, y, sigma_y)
+    if guidance == "exact" and not getattr(op, "supports_exact", False):
+        raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
+                         "(use guidance='euler')")
+    device = y.device
+    use_triton = _backend.use_triton(backend, device, "afdps.sample")
+    seeds = per_image_seeds(seed, y.shape[0])
+    sched = prior.schedule
+    times = sched.timesteps(K, float(time_power))
+    M = int(corrector_steps) if method == "ode" else 0
 
-    return tqdm(total=total, desc=desc, leave=False)
+    def keys(purpose):
+        return torch.stack([stream_keys(seeds, k + 1, purpose, device) for k in range(K)])
+
+    return Plan(prior=prior, op=op, y=y.to(dtype).unsqueeze(1), sigma_y=sigma_y, method=method, eta=float(eta),
+                num_particles=N, num_steps=K, guidance=guidance, resample=resample,
+                ess_threshold=float(ess_threshold), corrector_steps=M, corrector_snr=float(corrector_snr),
+                weights=bool(weights), use_triton=use_triton, dtype=dtype, denoise=bool(denoise), seeds=seeds,
+                times=times.tolist(), lam=tempering_schedule(tempering, sched, times), lap_mu=op.frobenius_sq() / sigma_y ** 2,
+                stage1_keys=stream_keys(seeds, 0, PURPOSE["stage1"], device), step_keys=keys(PURPOSE["step"]),
+                resample_keys=keys(PURPOSE["resample"]),
+                corrector_keys=tuple(keys(PURPOSE["corrector"] + m) for m in range(M)),
+                timer=_Timer(profile, device))
 
 
-def _check_problem(prior, op, y, sigma_y):
-    """Validate a posterior problem shared by the samplers: ``(y as torch, its kind, sigma_y, event shape)``."""
-    sigma_y = float(sigma_y)
-    if not (sigma_y > 0 and math.isfinite(sigma_y)):
-        raise ValueError(f"sigma_y must be positive and finite, got {sigma_y!r}")
-    event = tuple(prior.event_shape)
-    if tuple(op.input_shape) != event:
-        raise ValueError(f"operator input shape {tuple(op.input_shape)} does not match the prior's event shape {event}")
-    from afdps.interop import to_torch
+def init(plan: Plan) -> ParticleState:
+    """Stage I (spec section 3): an exact sample of ``N(0, rho^2 I) exp(-lam(T) mu)``, uniform weights."""
+    B, N, event = plan.batch, plan.num_particles, plan.event
+    with plan.timer("stage1"):
+        noise = randn_rows(plan.stage1_keys, N, math.prod(event)).to(plan.dtype).reshape(B, N, *event)
+        x = plan.op.stage1_sample(plan.y, plan.sigma_y, plan.lam[0], plan.prior.schedule.rho, noise)
+    return ParticleState(x=x, logw=torch.zeros(B, N, dtype=torch.float64, device=x.device), k=0)
 
-    y, kind = to_torch(y)
-    out_shape = tuple(op.output_shape)
-    if y.dim() != len(out_shape) + 1 or tuple(y.shape[1:]) != out_shape:
-        raise ValueError(f"y must have shape (B, *{out_shape}) with a leading batch dimension, got {tuple(y.shape)}"
-                         + (" (use y[None] for one image)" if tuple(y.shape) == out_shape else ""))
-    if not torch.isfinite(y).all():
-        bad = (~torch.isfinite(y)).reshape(y.shape[0], -1).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"y has non-finite values (images {bad})")
-    return y, kind, sigma_y, event
+
+def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
+    """One AFDPS timestep ``tau_k -> tau_{k+1}`` (spec sections 2, 4, 5): the fused particle update, the
+    exact guidance flow, the log-weight increment, the Langevin corrector (ODE) and ESS-triggered
+    resampling (never after the last step)."""
+    k, x, logw = state.k, state.x, state.logw
+    prior, op, sched, timer, yb, sy2 = plan.prior, plan.op, plan.prior.schedule, plan.timer, plan.y, plan.sigma_y ** 2
+    B, N, event = plan.batch, plan.num_particles, plan.event
+    D = math.prod(event)
+    t, tn = plan.times[k], plan.times[k + 1]
+    h = t - tn
+    lam_k, lam_n = plan.lam[k], plan.lam[k + 1]
+    f, g2 = float(sched.f(t)), float(sched.g2(t))
+    v2 = g2 if plan.method == "sde" else 0.0
+    before = dict(timer.t)
+    with timer("score"):
+        s = prior.score(x, t)
+    need_mu = plan.weights and lam_n != lam_k
+    with timer("operator"):
+        r, rnorm = op.normal_residual(x, yb, with_norm=need_mu, use_triton=plan.use_triton)
+    kappa = plan.eta * v2 * lam_k / sy2
+    with timer("update"):
+        x_new, dlw = particle_step(
+            x.reshape(B * N, D), s.reshape(B * N, D), (r / sy2).reshape(B * N, D), plan.step_keys[k],
+            num_particles=N, f=f, g2=g2, v2=v2, eta=plan.eta, h=h, lam=lam_k, lap_mu=plan.lap_mu,
+            euler=plan.guidance == "euler", use_triton=plan.use_triton)
+        x = x_new.reshape(B, N, *event)
+    if plan.guidance == "exact" and kappa != 0.0:
+        with timer("operator"):
+            x = op.exact_guidance_step(x, yb, h, kappa, use_triton=plan.use_triton)
+    if plan.weights:
+        logw = logw + dlw.view(B, N)
+        if need_mu:
+            logw = logw - (lam_n - lam_k) * rnorm / (2.0 * sy2)
+    for m in range(plan.corrector_steps):
+        with timer("score"):
+            s = prior.score(x, tn)
+        with timer("operator"):
+            r, _ = op.normal_residual(x, yb, use_triton=plan.use_triton)
+        with timer("update"):
+            x_new, _ = langevin_step(x.reshape(B * N, D), s.reshape(B * N, D), (r / sy2).reshape(B * N, D),
+                                     plan.corrector_keys[m][k], num_particles=N, lam=lam_n, snr=plan.corrector_snr,
+                                     use_triton=plan.use_triton)
+            x = x_new.reshape(B, N, *event)
+    if plan.weights:
+        with timer("resample"):
+            last = k == plan.num_steps - 1
+            threshold = plan.ess_threshold if (plan.resample != "none" and not last) else -1.0
+            x, logw, ess, did = resample_and_gather(
+                x, logw, plan.resample_keys[k], scheme="systematic" if plan.resample == "none" else plan.resample,
+                threshold=threshold, use_triton=plan.use_triton)
+    else:
+        ess = torch.ones(B, dtype=torch.float64, device=x.device)
+        did = torch.zeros(B, dtype=torch.bool, device=x.device)
+    timings = {name: v - before.get(name, 0.0) for name, v in timer.t.items()} if timer.enabled else {}
+    return ParticleState(x=x, logw=logw, k=k + 1), StepInfo(ess=ess, resampled=did, timings=timings)
+
+
+def finish(state: ParticleState, plan: Plan) -> torch.Tensor:
+    """The final particles: ``state.x``, or with ``denoise`` the Tweedie estimate
+    ``x0 = (x + sigma^2 s) / alpha`` at ``tau_min``."""
+    if not plan.denoise:
+        return state.x
+    sched, tmin = plan.prior.schedule, plan.times[-1]
+    with plan.timer("score"):
+        s = plan.prior.score(state.x, tmin)
+    return (state.x + float(sched.sigma(tmin)) ** 2 * s) / float(sched.alpha(tmin))
 
 
 GRAPH_CACHE_SIZE = 4
@@ -245,7 +401,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
            ess_threshold: float = 0.5, corrector_steps: int = 1, corrector_snr: float = 0.1, weights: bool = True,
            seed=None, progress=None, backend: str | None = None, dtype: torch.dtype = torch.float32,
            time_power: float = 1.0, denoise: bool = False, profile: bool = False,
-           cuda_graph: bool = False) -> Result:
+           cuda_graph: bool = False, callback=None) -> Result:
     """Sample the posterior ``p(x | y) ∝ p(x) exp(-||y - A x||^2 / (2 sigma_y^2))`` with AFDPS
     (Chen et al. 2025, arXiv 2506.03979).
 
@@ -253,8 +409,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
     ----------
     prior : a diffusion prior (``score(x, t)``, ``event_shape``, ``schedule``).
     op : a linear operator of :mod:`afdps.ops` with ``input_shape == prior.event_shape``.
-    y : (B, *op.output_shape) measurements, one per image: a torch tensor, NumPy array or CuPy array
-        (shared without a copy); the result's arrays are of the same kind.
+    y : (B, *op.output_shape) measurements, one per image (a torch tensor; the public ``afdps.sample``
+        also takes NumPy and CuPy arrays and returns results of the same kind).
     sigma_y : measurement noise standard deviation (> 0).
     method : ``"sde"`` (``V = g``; ``eta = 1`` is AFDPS-SDE, ``eta = 0.5`` the FK-corrector baseline) or
         ``"ode"`` (probability-flow predictor plus ``corrector_steps`` Langevin steps, AFDPS-ODE).
@@ -283,62 +439,34 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
         instead of thousands of kernels. Needs a CUDA device and the Triton backend; no progress bar
         or ``profile`` in replays; dead ensembles are reported after the run. Graphs are kept for the
         last :data:`GRAPH_CACHE_SIZE` configurations; :func:`clear_graph_cache` frees them.
+    callback : ``fn(k, state, info)`` called after step ``k`` (0-based) with the :class:`ParticleState`
+        after the step (and after any resampling) and its :class:`StepInfo`: trajectories, live plots,
+        custom stopping (raise to stop). Not with ``cuda_graph=True``.
 
     Returns
     -------
     :class:`Result`.
     """
-    # ---- validation -------------------------------------------------------------------------
-    _check_choice("method", method, METHODS)
-    _check_choice("tempering", tempering, TEMPERINGS)
-    _check_choice("guidance", guidance, GUIDANCES)
-    _check_choice("resample", resample, RESAMPLINGS)
-    N = _check_int("num_particles", num_particles, 1)
-    K = _check_int("num_steps", num_steps, 1)
-    M = _check_int("corrector_steps", corrector_steps, 0)
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    if not math.isfinite(float(eta)):
-        raise ValueError(f"eta must be finite, got {eta!r}")
-    if not (0.0 <= float(ess_threshold) <= 1.0):
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}")
-    if not (float(corrector_snr) > 0 and math.isfinite(float(corrector_snr))):
-        raise ValueError(f"corrector_snr must be positive and finite, got {corrector_snr!r}")
-    y, kind, sigma_y, event = _check_problem(prior, op, y, sigma_y)
-    if guidance == "exact" and not getattr(op, "supports_exact", False):
-        raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
-                         "(use guidance='euler')")
-    device = y.device
-    use_triton = _backend.use_triton_for(device, backend)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable as callback(k, state, info), got {type(callback).__name__}")
+    plan = prepare(prior, op, y, sigma_y, method=method, eta=eta, num_particles=num_particles, num_steps=num_steps,
+                   tempering=tempering, guidance=guidance, resample=resample, ess_threshold=ess_threshold,
+                   corrector_steps=corrector_steps, corrector_snr=corrector_snr, weights=weights, seed=seed,
+                   backend=backend, dtype=dtype, time_power=time_power, denoise=denoise, profile=profile)
+    device, B, K, N = y.device, plan.batch, plan.num_steps, plan.num_particles
     if cuda_graph:
         if device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs y on a CUDA device, got {device}")
-        if not use_triton:
+        if not plan.use_triton:
             raise ValueError("cuda_graph=True needs the Triton backend (the PyTorch reference resampling synchronises "
                              f"with the host); got backend={_backend.requested_backend(backend)!r}")
         if profile:
             raise ValueError("profile=True times each part with host synchronisations; it cannot run in a CUDA graph")
-    y = y.to(dtype)
-    B = y.shape[0]
-    D = math.prod(event)
-    seeds = _seeds(seed, B)
-    sde = method == "sde"
-    eta = float(eta)
-
-    sched = prior.schedule
-    times = sched.timesteps(K, float(time_power))
-    t_list = times.tolist()
-    lam = tempering_schedule(tempering, sched, times)
-    lap_mu = op.frobenius_sq() / sigma_y**2
-    timer = _Timer(profile, device)
-
-    # Every key of the run, made once: no host-to-device traffic inside the loop.
-    def keys(purpose):
-        return torch.stack([stream_keys(seeds, k + 1, purpose, device) for k in range(K)])
-
-    inputs = (y, stream_keys(seeds, 0, PURPOSE["stage1"], device), keys(PURPOSE["step"]), keys(PURPOSE["resample"]),
-              *[keys(PURPOSE["corrector"] + m) for m in range(M if not sde else 0)])
+        if callback is not None:
+            raise ValueError("callback= runs Python after each step, which a CUDA-graph replay cannot; use one or "
+                             "the other")
     check_every = 1 if device.type == "cpu" else 16  # host checks for dead ensembles (a sync) on GPUs
+    t_list = plan.times
 
     def raise_if_dead(first_dead):
         dead = first_dead >= 0
@@ -350,120 +478,103 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
                 f"(tau={t_list[k_dead]:.4g} -> {t_list[k_dead + 1]:.4g}); the ensemble is dead (try more steps, "
                 "guidance='exact', or tempering='linear')")
 
-    def run(y, stage1_keys, step_keys, resample_keys, *corrector_keys, eager=True):
+    def run(*inputs, eager=True):
         """Stage I and the K steps; ``eager=False`` (CUDA-graph capture): no host checks, no progress bar."""
-        yb = y.unsqueeze(1)  # (B, 1, *out) broadcasts over particles
+        run_plan = plan.with_keys(*inputs)
         first_dead = torch.full((B,), -1, dtype=torch.long, device=device)
-        # ---- Stage I: exact sample of N(0, rho^2 I) exp(-lam(T) mu) -------------------------------
-        with timer("stage1"):
-            noise = randn_rows(stage1_keys, N, D).to(dtype).reshape(B, N, *event)
-            x = op.stage1_sample(yb, sigma_y, lam[0], sched.rho, noise)
-        logw = torch.zeros(B, N, dtype=torch.float64, device=device)
         ess_trace = torch.ones(K, B, dtype=torch.float64, device=device)
         resampled = torch.zeros(K, B, dtype=torch.bool, device=device)
-        bar = _progress(progress, K, f"afdps-{method}") if eager else None
+        state = init(run_plan)
+        bar = progress_bar(K, f"afdps-{method}", progress if eager else False)
         try:
             for k in range(K):
-                t, tn = t_list[k], t_list[k + 1]
-                h = t - tn
-                lam_k, lam_n = lam[k], lam[k + 1]
-                f, g2 = float(sched.f(t)), float(sched.g2(t))
-                v2 = g2 if sde else 0.0
-                with timer("score"):
-                    s = prior.score(x, t)
-                need_mu = weights and lam_n != lam_k
-                with timer("operator"):
-                    r, rnorm = op.normal_residual(x, yb, with_norm=need_mu, use_triton=use_triton)
-                kappa = eta * v2 * lam_k / sigma_y**2
-                with timer("update"):
-                    x_new, dlw = particle_step(
-                        x.reshape(B * N, D), s.reshape(B * N, D), (r / sigma_y**2).reshape(B * N, D),
-                        step_keys[k], num_particles=N, f=f, g2=g2, v2=v2,
-                        eta=eta, h=h, lam=lam_k, lap_mu=lap_mu, euler=guidance == "euler", use_triton=use_triton)
-                    x = x_new.reshape(B, N, *event)
-                if guidance == "exact" and kappa != 0.0:
-                    with timer("operator"):
-                        x = op.exact_guidance_step(x, yb, h, kappa, use_triton=use_triton)
+                state, info = step(state, run_plan)
+                ess_trace[k] = info.ess
+                resampled[k] = info.resampled
                 if weights:
-                    logw = logw + dlw.view(B, N)
-                    if need_mu:
-                        logw = logw - (lam_n - lam_k) * rnorm / (2.0 * sigma_y**2)
-                for m in range(len(corrector_keys)):
-                    with timer("score"):
-                        s = prior.score(x, tn)
-                    with timer("operator"):
-                        r, _ = op.normal_residual(x, yb, use_triton=use_triton)
-                    with timer("update"):
-                        x_new, _ = langevin_step(
-                            x.reshape(B * N, D), s.reshape(B * N, D), (r / sigma_y**2).reshape(B * N, D),
-                            corrector_keys[m][k], num_particles=N,
-                            lam=lam_n, snr=float(corrector_snr), use_triton=use_triton)
-                        x = x_new.reshape(B, N, *event)
-                if weights:
-                    with timer("resample"):
-                        threshold = ess_threshold if (resample != "none" and k < K - 1) else -1.0
-                        x, logw, ess, did = resample_and_gather(
-                            x, logw, resample_keys[k], scheme="systematic" if resample == "none" else resample,
-                            threshold=threshold, use_triton=use_triton)
-                        first_dead = torch.where(torch.isnan(ess) & (first_dead < 0), k, first_dead)
-                        ess_trace[k] = ess
-                        resampled[k] = did
-                        if eager and ((k + 1) % check_every == 0 or k == K - 1):
-                            raise_if_dead(first_dead)
-                if bar is not None:
-                    bar.update(1)
-                    if (k + 1) % check_every == 0:
-                        bar.set_postfix(ess=f"{float(ess_trace[k].min()):.2f}")
+                    first_dead = torch.where(torch.isnan(info.ess) & (first_dead < 0), k, first_dead)
+                    if eager and ((k + 1) % check_every == 0 or k == K - 1):
+                        raise_if_dead(first_dead)
+                if callback is not None:
+                    callback(k, state, info)
+                bar.update(1)
+                if eager and (k + 1) % check_every == 0:
+                    bar.set_postfix(ess=f"{float(ess_trace[k].min()):.2f}")
         finally:
-            if bar is not None:
-                bar.close()
-        if denoise:
-            tmin = t_list[-1]
-            with timer("score"):
-                s = prior.score(x, tmin)
-            x = (x + float(sched.sigma(tmin)) ** 2 * s) / float(sched.alpha(tmin))
-        return x, logw, ess_trace, resampled, first_dead
+            bar.close()
+        return finish(state, run_plan), state.logw, ess_trace, resampled, first_dead
 
     if cuda_graph:
-        key = (id(prior), id(op), tuple(y.shape), str(device), dtype, method, eta, N, K, tempering, guidance, resample,
-               float(ess_threshold), M, float(corrector_snr), weights, float(time_power), denoise, sigma_y,
-               use_triton)
-        x, logw, ess_trace, resampled, first_dead = _graphed_call(key, (prior, op), run, inputs)
+        key = (id(prior), id(op), tuple(y.shape), str(device), dtype, method, float(eta), N, K, tempering, guidance,
+               resample, float(ess_threshold), plan.corrector_steps, float(corrector_snr), weights, float(time_power),
+               denoise, plan.sigma_y, plan.use_triton)
+        x, logw, ess_trace, resampled, first_dead = _graphed_call(key, (prior, op), run, plan.keys)
         raise_if_dead(first_dead)
     else:
-        x, logw, ess_trace, resampled, first_dead = run(*inputs)
-    nfe = K * (1 + (0 if sde else M)) + int(denoise)
-    return Result(particles=x, log_weights=logw, ess=ess_trace.cpu(), resampled=resampled.cpu(), seeds=seeds,
-                  nfe=nfe, timings=timer.t, kind=kind)
+        x, logw, ess_trace, resampled, first_dead = run(*plan.keys)
+    nfe = K * (1 + plan.corrector_steps) + int(denoise)
+    return Result(particles=x, log_weights=logw, ess=ess_trace.cpu(), resampled=resampled.cpu(), seeds=plan.seeds,
+                  nfe=nfe, timings=plan.timer.t)
 
 
-def sample_prior(prior, num_samples: int, *, num_steps: int = 100, method: str = "sde", seed=None,
-                 progress=None, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
-    """Unconditional samples ``(num_samples, *event)`` by the reverse SDE (Euler-Maruyama) or the
-    probability-flow ODE (Euler) from ``N(0, rho^2 I)``, with the same Philox streams as :func:`sample`."""
-    _check_choice("method", method, METHODS)
-    n = _check_int("num_samples", num_samples, 1)
-    K = _check_int("num_steps", num_steps, 1)
+@torch.no_grad()
+def sample_prior(prior, num_samples: int, *, num_steps: int = 100, method: str = "sde", seed=None, progress=None,
+                 dtype: torch.dtype = torch.float32, device=None, batch_size: int | None = None,
+                 clip_denoised: bool = True, timesteps=None) -> torch.Tensor:
+    """Unconditional samples ``(num_samples, *event)`` from ``N(0, rho^2 I)`` on ``prior.schedule``'s grid,
+    with the Philox streams of :func:`sample` (an int ``seed`` gives the same draws every time).
+
+    ``method``: ``"sde"`` (reverse SDE, Euler-Maruyama), ``"ode"`` (probability flow, Euler) or ``"ddpm"``
+    (ancestral sampling, Ho et al. 2020: each step estimates ``x0 = (x + sigma^2 s) / alpha``, clipped to
+    [-1, 1] if ``clip_denoised``, and draws :func:`afdps.engine.schedules.ancestral_step`; the last step
+    returns ``x0``). The point estimate of ``x0`` leaves out its posterior spread, so coarse DDPM grids
+    under-disperse (a Gaussian of standard deviation 0.5 comes out near 0.47 with 100 steps).
+    ``timesteps`` (a decreasing sequence of times) replaces the grid ``schedule.timesteps(num_steps)``;
+    ``batch_size`` bounds the rows per score call; ``device`` defaults to the network's (else the CPU).
+    """
+    check_choice("method", method, PRIOR_METHODS)
+    n = check_int("num_samples", num_samples, 1)
+    sched = prior.schedule
+    if timesteps is None:
+        t_list = sched.timesteps(check_int("num_steps", num_steps, 1)).tolist()
+    else:
+        t_list = [float(t) for t in timesteps]
+        if len(t_list) < 2 or any(b >= a for a, b in zip(t_list, t_list[1:])):
+            raise ValueError(f"timesteps must be at least two decreasing times, got {t_list[:5]}")
+    K = len(t_list) - 1
+    chunk = check_int("batch_size", batch_size, 1) if batch_size is not None else n
     event = tuple(prior.event_shape)
     D = math.prod(event)
-    seeds = _seeds(seed, 1)
-    sched = prior.schedule
-    t_list = sched.timesteps(K).tolist()
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    seeds = per_image_seeds(seed, 1)
+    if device is None:
+        params = list(prior.net.parameters()) if isinstance(getattr(prior, "net", None), torch.nn.Module) else []
+        device = params[0].device if params else torch.device("cpu")
+    device = torch.device(device)
+
+    def score(x, t):
+        return torch.cat([prior.score(x[i:i + chunk], t) for i in range(0, n, chunk)])
+
+    def noise(k):
+        return randn_rows(stream_keys(seeds, k, PURPOSE["step"], device), n, D).to(dtype).reshape(n, *event)
+
     x = sched.rho * randn_rows(stream_keys(seeds, 0, PURPOSE["stage1"], device), n, D).to(dtype).reshape(n, *event)
-    bar = _progress(progress, K, "prior")
-    for k in range(K):
-        t, tn = t_list[k], t_list[k + 1]
-        h = t - tn
-        f, g2 = float(sched.f(t)), float(sched.g2(t))
-        s = prior.score(x, t)
-        if method == "sde":
-            z = randn_rows(stream_keys(seeds, k + 1, PURPOSE["step"], device), n, D).to(dtype).reshape(x.shape)
-            x = x + h * (-f * x + g2 * s) + math.sqrt(g2 * h) * z
-        else:
-            x = x + h * (-f * x + 0.5 * g2 * s)
-        if bar is not None:
+    bar = progress_bar(K, f"prior-{method}", progress)
+    try:
+        for k in range(K):
+            t, tn = t_list[k], t_list[k + 1]
+            h = t - tn
+            f, g2 = float(sched.f(t)), float(sched.g2(t))
+            s = score(x, t)
+            if method == "sde":
+                x = x + h * (-f * x + g2 * s) + math.sqrt(g2 * h) * noise(k + 1)
+            elif method == "ode":
+                x = x + h * (-f * x + 0.5 * g2 * s)
+            else:
+                x0 = (x + float(sched.sigma(t)) ** 2 * s) / float(sched.alpha(t))
+                if clip_denoised:
+                    x0 = x0.clamp(-1.0, 1.0)
+                x = x0 if k == K - 1 else ancestral_step(sched, x, x0, t, tn, noise(k + 1))
             bar.update(1)
-    if bar is not None:
+    finally:
         bar.close()
     return x

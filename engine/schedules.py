@@ -9,7 +9,7 @@ import math
 
 import torch
 
-__all__ = ["Schedule", "VPSchedule", "VESchedule"]
+__all__ = ["Schedule", "VPSchedule", "VESchedule", "ancestral_step"]
 
 
 def _t(t) -> torch.Tensor:
@@ -113,3 +113,22 @@ class VESchedule(Schedule):
 
     def __repr__(self):
         return f"VESchedule(sigma_max={self.sigma_max})"
+
+
+def ancestral_step(schedule: Schedule, x: torch.Tensor, x0: torch.Tensor, t: float, s: float,
+                   noise: torch.Tensor | None) -> torch.Tensor:
+    """One DDPM ancestral step (Ho et al., 2020) from time ``t`` to ``s < t`` given the estimate ``x0``.
+
+    Draws ``x_s ~ q(x_s | x_t, x0)``: mean ``(a sigma_s^2 x_t + alpha_s sigma_{t|s}^2 x0) / sigma_t^2`` and
+    variance ``sigma_{t|s}^2 sigma_s^2 / sigma_t^2``, with ``a = alpha_t / alpha_s`` and
+    ``sigma_{t|s}^2 = sigma_t^2 - a^2 sigma_s^2``. ``noise`` (standard normal, the shape of ``x``) may be
+    ``None`` for the posterior mean.
+    """
+    a_t, s_t = float(schedule.alpha(t)), float(schedule.sigma(t))
+    a_s, s_s = float(schedule.alpha(s)), float(schedule.sigma(s))
+    a = a_t / a_s
+    var_ts = s_t ** 2 - a ** 2 * s_s ** 2
+    mean = (a * s_s ** 2 * x + a_s * var_ts * x0) / s_t ** 2
+    if noise is None:
+        return mean
+    return mean + math.sqrt(max(var_ts * s_s ** 2 / s_t ** 2, 0.0)) * noise

@@ -2,19 +2,18 @@
 
 Kernel modules import ``triton``, ``tl`` and ``HAS_TRITON`` from here. Without Triton, ``triton.jit``
 is a stand-in decorator that leaves the Python function in place (never launched: the dispatchers
-check :func:`resolve` first), so the modules still import and their references still run.
+ask :func:`afdps.kernels.backend.use_triton` first), so the modules still import and their references still run.
 
-Shared helpers for the launchers live here too: :func:`resolve` (the ``use_triton=None/False/True``
-rule of the house style), :func:`f64_scalars` (per-step scalars as a float64 device tensor, so a kernel
-compiles once and a CUDA graph can replay it with new values), and :func:`num_sms`.
+Shared helpers for the launchers live here too: :func:`requires_triton` (the guard of every launcher),
+:func:`f64_scalars` (per-step scalars as a float64 device tensor, so a kernel compiles once and a CUDA
+graph can replay it with new values), :func:`num_sms` and the Philox tile helpers. The choice between a
+kernel and its reference is made in :mod:`afdps.kernels.backend`.
 """
 from __future__ import annotations
 
 import functools
 
 import torch
-
-from . import backend as _backend
 
 try:  # pragma: no cover - exercised by whichever environment runs the tests
     import triton
@@ -45,23 +44,19 @@ except ImportError:  # pragma: no cover
     triton = _Stub()
     tl = _Stub()
 
-__all__ = ["triton", "tl", "HAS_TRITON", "interpreting", "resolve", "f64_scalars", "num_sms", "tl_dtype",
-           "philox_uniform4", "philox_normal_tile", "to_storage"]
-
-interpreting = _backend.interpreting
+__all__ = ["triton", "tl", "HAS_TRITON", "requires_triton", "f64_scalars", "num_sms", "tl_dtype",
+           "philox_uniform4", "philox_normal_tile", "to_storage", "row_tile"]
 
 
-def resolve(use_triton, device, what: str) -> bool:
-    """The dispatch rule: ``None`` -> Triton when it can run on ``device`` (CUDA, or CPU under
-    ``TRITON_INTERPRET=1``), else the reference; ``False`` -> reference; ``True`` -> Triton or raise."""
-    if use_triton is False:
-        return False
-    ok, why = _backend.triton_available(device)
-    if use_triton is None:
-        return ok
-    if not ok:
-        raise RuntimeError(f"{what}: use_triton=True but the Triton kernel cannot run: {why}")
-    return True
+def requires_triton(fn):
+    """Decorate a launcher: calling it without Triton installed raises ``RuntimeError`` naming it."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not HAS_TRITON:
+            raise RuntimeError(f"{fn.__name__} needs triton (pip install 'afdps[triton]')")
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def f64_scalars(values, device) -> torch.Tensor:
@@ -140,3 +135,19 @@ def to_storage(x, dtype: tl.constexpr):
         return (r >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
     else:
         return x.to(dtype)
+
+
+@triton.jit
+def row_tile(NB, D, BLOCK: tl.constexpr):
+    """The tile of this program in the per-particle layout (kernels/_rows.py): program ``pid`` owns block
+    ``blk = pid % NB`` of row ``row = pid // NB``, as a ``(BLOCK // 4, 4)`` tile of pixel indices ``d``
+    (Philox group ``j = d // 4``, ``lane = d % 4``). Returns ``(row, blk, lane, j, d, mask, base)`` with
+    ``mask = d < D`` and ``base`` the int64 offset of the row."""
+    pid = tl.program_id(0)
+    row = pid // NB
+    blk = pid % NB
+    G: tl.constexpr = BLOCK // 4
+    lane = tl.arange(0, 4)
+    j = blk * G + tl.arange(0, G)
+    d = j[:, None] * 4 + lane[None, :]
+    return row, blk, lane, j, d, d < D, row.to(tl.int64) * D

@@ -1,8 +1,16 @@
-"""Backend choice: the one place that reads ``AFDPS_BACKEND`` (``torch`` | ``triton`` | ``auto``).
+"""The one dispatch rule between a Triton kernel and its PyTorch reference.
 
-``auto`` runs the Triton kernels on CUDA tensors (or everywhere under ``TRITON_INTERPRET=1``) and the
-PyTorch references otherwise; ``torch`` always runs the references; ``triton`` runs the kernels or
-raises. An explicit argument wins over the environment variable.
+Every op of :mod:`afdps.kernels` (and the sampler, the operators and the custom ops above them) asks
+:func:`use_triton` with a request, which is one of
+
+- ``None`` or ``"auto"``: the environment variable ``AFDPS_BACKEND`` if set (the one place it is read),
+  else the kernel on CUDA tensors when Triton is installed and the reference everywhere else;
+- ``False`` or ``"torch"``: the reference;
+- ``True`` or ``"triton"``: the kernel, or ``RuntimeError`` saying why it cannot run.
+
+Under ``TRITON_INTERPRET=1`` the kernels can run on CPU tensors, but ``auto`` still picks the reference
+there: the interpreter is a test tool (milliseconds of Python per program), so a test that wants the
+kernel asks for it (``use_triton=True`` or ``AFDPS_BACKEND=triton``).
 """
 from __future__ import annotations
 
@@ -10,46 +18,55 @@ import os
 
 import torch
 
-__all__ = ["BACKENDS", "requested_backend", "triton_available", "use_triton_for"]
+from ._triton import HAS_TRITON
+
+__all__ = ["BACKENDS", "requested_backend", "interpreting", "triton_available", "use_triton"]
 
 BACKENDS = ("auto", "torch", "triton")
+ENV = "AFDPS_BACKEND"
 
 
-def requested_backend(backend: str | None = None) -> str:
-    name = backend if backend is not None else os.environ.get("AFDPS_BACKEND", "auto")
+def requested_backend(request=None) -> str:
+    """``"auto"``, ``"torch"`` or ``"triton"`` for a request (``None`` reads ``AFDPS_BACKEND``)."""
+    if request is True:
+        return "triton"
+    if request is False:
+        return "torch"
+    from_env = request is None or (isinstance(request, str) and request.strip().lower() == "auto")
+    name = os.environ.get(ENV, "auto") if from_env else request
     name = str(name).strip().lower()
     if name not in BACKENDS:
-        source = "backend" if backend is not None else "AFDPS_BACKEND"
+        source = ENV if from_env else "backend"
         raise ValueError(f"{source}={name!r} is not one of {', '.join(BACKENDS)}")
     return name
 
 
 def interpreting() -> bool:
+    """Whether ``TRITON_INTERPRET=1`` is set (kernels then run on CPU tensors, in Python)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def triton_available(device: torch.device | str) -> tuple[bool, str]:
-    """Whether Triton kernels can run on ``device``, and if not, why."""
-    try:
-        import triton  # noqa: F401  (import probe only; kernels import it through kernels._triton)
-    except ImportError:
+    """Whether the Triton kernels can run on tensors on ``device``, and if not, why."""
+    if not HAS_TRITON:
         return False, "triton is not installed (pip install 'afdps[triton]')"
     device = torch.device(device)
     if interpreting():
         return (True, "") if device.type == "cpu" else (False, "TRITON_INTERPRET=1 runs kernels on CPU tensors only")
     if device.type != "cuda":
-        return False, f"Triton kernels need CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 to interpret them on the CPU"
+        return False, (f"Triton kernels need CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 to interpret "
+                       "them on the CPU")
     return True, ""
 
 
-def use_triton_for(device: torch.device | str, backend: str | None = None) -> bool:
-    """Resolve a backend request for tensors on ``device``; raise if ``triton`` was asked for and cannot run."""
-    name = requested_backend(backend)
+def use_triton(request, device: torch.device | str, what: str = "afdps") -> bool:
+    """The rule of the module docstring: ``True`` to run the kernel on ``device``, ``False`` for the reference."""
+    name = requested_backend(request)
     if name == "torch":
         return False
     ok, why = triton_available(device)
-    if name == "triton" and not ok:
-        raise RuntimeError(f"backend 'triton' was requested but cannot run: {why}")
-    if name == "auto":
-        return ok and torch.device(device).type == "cuda"
-    return True
+    if name == "triton":
+        if not ok:
+            raise RuntimeError(f"{what}: the Triton backend was requested but cannot run: {why}")
+        return True
+    return ok and torch.device(device).type == "cuda"

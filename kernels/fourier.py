@@ -21,8 +21,9 @@ import math
 
 import torch
 
-from ._triton import HAS_TRITON, f64_scalars, interpreting, resolve, tl, triton
-from .backend import use_triton_for
+from ._triton import f64_scalars, requires_triton, tl, triton
+from .backend import interpreting
+from .backend import use_triton as use_triton_rule
 
 __all__ = [
     "phi",
@@ -33,7 +34,6 @@ __all__ = [
     "blur_guidance_triton",
     "blur_residual",
     "blur_guidance",
-    "use_triton_for",
 ]
 
 
@@ -73,6 +73,9 @@ def blur_guidance_ref(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, c: floa
     """Exact guidance step on the spectrum: ``X - c phi(c |H|^2) (|H|^2 X - conj(H) Y)``.
 
     ``c = h kappa`` (step length times guidance stiffness). Same shapes as :func:`blur_residual_ref`.
+
+    Bytes moved: reads ``X`` and writes the new spectrum, ``2 * numel(X) * itemsize`` (16 bytes per
+    complex64 element in all), plus ``H`` and ``Y`` once per image.
     """
     e = H.real.square() + H.imag.square()
     filt = c * phi(c * e)
@@ -214,10 +217,9 @@ def _spectral_block(M: int) -> int:
     return max(16, min(triton.next_power_of_2(M), 1024))
 
 
+@requires_triton
 def blur_residual_triton(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, width: int, with_norm: bool):
     """:func:`blur_residual_ref` in one launch (plus a float64 sum of the block partials for the norm)."""
-    if not HAS_TRITON:
-        raise RuntimeError("blur_residual_triton needs triton (pip install 'afdps[triton]')")
     Xr, Hr, Yr, L, M, ydiv = _spectral_rows(X, H, Y)
     Wr = X.shape[-1]
     out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
@@ -233,11 +235,10 @@ def blur_residual_triton(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, widt
     return out, part.sum(-1, dtype=torch.float64).view(X.shape[:-3])
 
 
+@requires_triton
 def blur_guidance_triton(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, c) -> torch.Tensor:
     """:func:`blur_guidance_ref` in one launch; ``c`` (a float, or a (1,) float64 tensor on ``X``'s
     device) is read at run time, so one compilation serves every step."""
-    if not HAS_TRITON:
-        raise RuntimeError("blur_guidance_triton needs triton (pip install 'afdps[triton]')")
     Xr, Hr, Yr, L, M, ydiv = _spectral_rows(X, H, Y)
     out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
     c_t = c if isinstance(c, torch.Tensor) else f64_scalars([c], X.device)
@@ -249,16 +250,15 @@ def blur_guidance_triton(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, c) -
     return out
 
 
-def blur_residual(X, H, Y, width: int, with_norm: bool, use_triton: bool | None = None):
-    """Dispatch: ``None`` -> :func:`blur_residual_triton` when Triton can run on ``X``'s device (CUDA, or
-    the CPU under ``TRITON_INTERPRET=1``), else :func:`blur_residual_ref`; ``False`` -> reference;
-    ``True`` -> kernel or raise."""
-    fn = blur_residual_triton if resolve(use_triton, X.device, "blur_residual") else blur_residual_ref
+def blur_residual(X, H, Y, width: int, with_norm: bool, use_triton=None):
+    """Dispatch between :func:`blur_residual_triton` and :func:`blur_residual_ref` by the rule of
+    :func:`afdps.kernels.backend.use_triton`."""
+    fn = blur_residual_triton if use_triton_rule(use_triton, X.device, "blur_residual") else blur_residual_ref
     return fn(X, H, Y, width, with_norm)
 
 
-def blur_guidance(X, H, Y, c: float, use_triton: bool | None = None):
-    """Dispatch between :func:`blur_guidance_triton` and :func:`blur_guidance_ref` (rule of
-    :func:`blur_residual`)."""
-    fn = blur_guidance_triton if resolve(use_triton, X.device, "blur_guidance") else blur_guidance_ref
+def blur_guidance(X, H, Y, c: float, use_triton=None):
+    """Dispatch between :func:`blur_guidance_triton` and :func:`blur_guidance_ref` by the rule of
+    :func:`afdps.kernels.backend.use_triton`."""
+    fn = blur_guidance_triton if use_triton_rule(use_triton, X.device, "blur_guidance") else blur_guidance_ref
     return fn(X, H, Y, c)

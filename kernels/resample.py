@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import HAS_TRITON, f64_scalars, interpreting, num_sms, philox_uniform4, resolve, tl, triton
-from .philox import PURPOSE, uniform_rows
+from ._triton import f64_scalars, num_sms, philox_uniform4, requires_triton, tl, triton
+from .backend import interpreting
+from .backend import use_triton as use_triton_rule
+from .philox import uniform_rows
 
 __all__ = [
     "SCHEMES",
@@ -182,6 +184,9 @@ def gather_rows(x: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
     """``x[b, i] <- x[b, ancestors[b, i]]`` for the rows that move, in place; ``x (B, N, ...)``.
 
     Safe in place because a stable arrangement never reads a slot it writes.
+
+    Bytes moved: ``2 * M * row_bytes`` for the ``M`` rows that move (read the ancestor, write the slot);
+    rows that keep their particle are not touched.
     """
     B, N = ancestors.shape
     slots = torch.arange(N, device=ancestors.device).expand(B, N)
@@ -190,8 +195,6 @@ def gather_rows(x: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
         x[moved] = x[moved[0], ancestors[moved]]
     return x
 
-
-PURPOSE_RESAMPLE = PURPOSE["resample"]
 
 # ==== Triton ==========================================================================================
 #
@@ -513,21 +516,19 @@ def _check_rows_layout(x: torch.Tensor, B: int, N: int):
         raise ValueError("the Triton gather updates x in place and needs it contiguous")
 
 
+@requires_triton
 def resample_triton(logw: torch.Tensor, keys: torch.Tensor, *, scheme: str = "systematic", threshold: float = 0.5):
     """:func:`resample_ref` in one launch for all images (same ancestors for the same keys).
 
     ``threshold`` may also be a (1,) float64 tensor on ``logw``'s device (graph-friendly).
     """
-    if not HAS_TRITON:
-        raise RuntimeError("resample_triton needs triton (pip install 'afdps[triton]')")
     anc, nlw, ess, res, _ = _launch_resample(logw, keys, scheme, threshold)
     return anc, nlw, ess, res
 
 
+@requires_triton
 def gather_rows_triton(x: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
     """:func:`gather_rows` by two launches (compact the moved rows, copy them), no host sync; in place."""
-    if not HAS_TRITON:
-        raise RuntimeError("gather_rows_triton needs triton (pip install 'afdps[triton]')")
     B, N = ancestors.shape
     _check_rows_layout(x, B, N)
     ancestors = ancestors.contiguous()
@@ -538,14 +539,13 @@ def gather_rows_triton(x: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor
     return _launch_gather(x, (moved[0], moved[1], mvn), B, N)
 
 
+@requires_triton
 def resample_and_gather_triton(x: torch.Tensor, logw: torch.Tensor, keys: torch.Tensor, *,
                                scheme: str = "systematic", threshold: float = 0.5):
     """Resample and move the rows of ``x (B, N, ...)`` in place: two launches, no host synchronisation.
 
     Returns ``(x, new_logw, ess, resampled)``.
     """
-    if not HAS_TRITON:
-        raise RuntimeError("resample_and_gather_triton needs triton (pip install 'afdps[triton]')")
     B, N = logw.shape
     _check_rows_layout(x, B, N)
     _, nlw, ess, res, moved = _launch_resample(logw, keys, scheme, threshold)
@@ -553,22 +553,21 @@ def resample_and_gather_triton(x: torch.Tensor, logw: torch.Tensor, keys: torch.
     return x, nlw, ess, res
 
 
-def resample(logw, keys, *, scheme="systematic", threshold=0.5, use_triton: bool | None = None):
-    """Dispatch: ``None`` -> :func:`resample_triton` when Triton can run on ``logw``'s device (CUDA, or
-    the CPU under ``TRITON_INTERPRET=1``), else :func:`resample_ref`; ``False`` -> reference; ``True`` ->
-    kernel or raise."""
-    if resolve(use_triton, logw.device, "resample"):
+def resample(logw, keys, *, scheme="systematic", threshold=0.5, use_triton=None):
+    """Dispatch between :func:`resample_triton` and :func:`resample_ref` by the rule of
+    :func:`afdps.kernels.backend.use_triton`."""
+    if use_triton_rule(use_triton, logw.device, "resample"):
         return resample_triton(logw, keys, scheme=scheme, threshold=threshold)
     return resample_ref(logw, keys, scheme=scheme, threshold=threshold)
 
 
-def resample_and_gather(x, logw, keys, *, scheme="systematic", threshold=0.5, use_triton: bool | None = None):
+def resample_and_gather(x, logw, keys, *, scheme="systematic", threshold=0.5, use_triton=None):
     """Resample each image whose ESS is below ``threshold`` and move the rows of ``x (B, N, ...)`` in place.
 
     Returns ``(x, new_logw, ess, resampled)`` as :func:`resample_ref` defines them. The Triton path
     never synchronises with the host; the reference path does (``gather_rows`` looks up the moved rows).
     """
-    if resolve(use_triton, x.device, "resample_and_gather") and x.is_contiguous():
+    if use_triton_rule(use_triton, x.device, "resample_and_gather") and x.is_contiguous():
         return resample_and_gather_triton(x, logw, keys, scheme=scheme, threshold=threshold)
     anc, nlw, ess, res = resample_ref(logw, keys, scheme=scheme, threshold=threshold)
     return gather_rows(x, anc), nlw, ess, res

@@ -9,7 +9,7 @@ import torch
 import afdps
 from afdps import ops
 from afdps.baselines import dps
-from afdps.engine.models.adm import ADMUNet
+from afdps.models import ADMUNet
 from afdps.kernels.philox import PURPOSE, randn_rows, stream_keys
 from afdps.priors import EpsilonModel, GaussianMixture
 

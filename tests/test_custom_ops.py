@@ -7,9 +7,16 @@ from tolerances import DEVICE
 from afdps import custom_ops as co
 from afdps.kernels import particle_step as ps
 from afdps.kernels import resample as rs
+from afdps.kernels._triton import HAS_TRITON
 
-pytestmark = [pytest.mark.interpreter,
+pytestmark = [pytest.mark.interpreter, pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed"),
               pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")]
+
+
+@pytest.fixture(autouse=True)
+def _kernels_under_the_interpreter(monkeypatch):
+    """The custom ops follow the one dispatch rule: on the CPU they run the kernels only when asked."""
+    monkeypatch.setenv("AFDPS_BACKEND", "triton")
 
 B, N, D = 2, 3, 10
 

@@ -55,8 +55,7 @@ def test_eval_smoke(tmp_path, capsys):
 
 
 def test_rows_do_not_depend_on_batch_size():
-    from afdps.engine.loading import load_prior
-    from afdps.engine.mnist import load_mnist_test
+    from afdps import load_mnist_test, load_prior
 
     prior = load_prior("mnist")
     images, _ = load_mnist_test(3)
@@ -102,7 +101,8 @@ def test_image_folder(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from afdps.engine.mnist import load_mnist_test
+    from afdps import load_mnist_test
+    from afdps.engine.data import load_image_folder
 
     digits, _ = load_mnist_test(2)
     folder = tmp_path / "imgs"
@@ -111,10 +111,10 @@ def test_image_folder(tmp_path):
         a = ((d[0].numpy() + 1) * 127.5).round().astype(np.uint8)
         Image.fromarray(a).resize((56, 70)).save(folder / f"{i}.png")  # other size and aspect: resized + cropped
     (folder / "notes.txt").write_text("not an image")
-    loaded = ev.load_image_folder(folder, (1, 28, 28), 2)
+    loaded = load_image_folder(folder, (1, 28, 28), 2)
     assert loaded.shape == (2, 1, 28, 28) and float(loaded.min()) >= -1 and float(loaded.max()) <= 1
     with pytest.raises(ValueError, match="holds 2 images"):
-        ev.load_image_folder(folder, (1, 28, 28), 3)
+        load_image_folder(folder, (1, 28, 28), 3)
     rc = cli.main(["eval", "--images", str(folder), "--num-images", "2", "--particles", "2", "--steps", "2",
                    "--task", "sr4", "--methods", "afdps-sde", "--out", str(tmp_path / "o"), "--no-progress"])
     assert rc == 0

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent('''
     import triton, triton.language as tl
     from triton.compiler import ASTSource
     from triton.backends.compiler import GPUTarget
-    from afdps.kernels import fourier as fo, particle_step as ps, resample as rs
+    from afdps.kernels import fourier as fo, langevin as lv, particle_step as ps, resample as rs
 
     target = GPUTarget("cuda", 90, 32)
     failed = []
@@ -39,11 +39,11 @@ SCRIPT = textwrap.dedent('''
           dict(EULER=False, NOISE=False, CDT=tl.float32, BLOCK=128, D=1, N=1))
     check(ps._particle_step_finish_kernel, dict(part_ptr="*fp32", p_ptr="*fp64", out_ptr="*fp64", R="i32", NB="i32"),
           dict(BLOCK_R=16, BLOCK_K=64))
-    check(ps._langevin_norms_kernel, dict(s_ptr="*bf16", g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
+    check(lv._langevin_norms_kernel, dict(s_ptr="*bf16", g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
           part_ptr="*fp32", **rows), dict(CDT=tl.float32, BLOCK=2048), 8)
-    check(ps._langevin_size_kernel, dict(part_ptr="*fp32", p_ptr="*fp64", e_ptr="*fp64", R="i32", N="i32", NB="i32"),
+    check(lv._langevin_size_kernel, dict(part_ptr="*fp32", p_ptr="*fp64", e_ptr="*fp64", R="i32", N="i32", NB="i32"),
           dict(BLOCK_N=64, BLOCK_K=64, N=1))
-    check(ps._langevin_update_kernel, dict(x_ptr="*bf16", s_ptr="*bf16", g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
+    check(lv._langevin_update_kernel, dict(x_ptr="*bf16", s_ptr="*bf16", g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
           e_ptr="*fp64", out_ptr="*bf16", D="i32", N="i32", NB="i32"), dict(CDT=tl.float32, BLOCK=2048), 8)
     res = dict(lw_ptr="*fp64", keys_ptr="*i64", thr_ptr="*fp64", anc_ptr="*i64", nlw_ptr="*fp64", ess_ptr="*fp64",
                res_ptr="*u8", cdf_ptr="*fp64", cnt_ptr="*i32", end_ptr="*i32", mvd_ptr="*i32", mvs_ptr="*i32",

@@ -5,7 +5,8 @@ import pickle
 import pytest
 import torch
 
-from afdps.engine.loading import load_checkpoint, load_classifier, load_prior
+from afdps import load_classifier, load_prior
+from afdps.engine.training import load_checkpoint
 from afdps.engine.models import ADMUNet
 from afdps.engine.priors import EpsilonModel
 from afdps.engine.schedules import VPSchedule

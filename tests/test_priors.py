@@ -1,5 +1,4 @@
-"""Schedules and priors: closed forms against autograd and direct formulas."""
-import math
+"""Priors: closed forms against autograd and direct formulas."""
 
 import pytest
 import torch
@@ -7,35 +6,6 @@ import torch
 import afdps
 from afdps import ops
 from afdps.priors import EpsilonModel, GaussianMixture, SpectralGaussian
-
-
-def test_vp_schedule_closed_forms():
-    s = afdps.VPSchedule()
-    t = torch.tensor([1e-3, 0.3, 1.0], dtype=torch.float64)
-    integral = 0.1 * t + 0.5 * t**2 * 19.9
-    torch.testing.assert_close(s.alpha(t), torch.exp(-0.5 * integral))
-    torch.testing.assert_close(s.alpha(t) ** 2 + s.sigma(t) ** 2, torch.ones(3, dtype=torch.float64))
-    # d/dt log alpha = f
-    tt = t.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(torch.log(s.alpha(tt)).sum(), tt)
-    torch.testing.assert_close(g, s.f(t))
-    torch.testing.assert_close(s.g2(t), 0.1 + 19.9 * t)
-    # d sigma^2/dt = 2 f sigma^2 + g^2 (the variance ODE of the noising SDE)
-    (v,) = torch.autograd.grad((s.sigma(tt) ** 2).sum(), tt)
-    torch.testing.assert_close(v, 2 * s.f(t) * s.sigma(t) ** 2 + s.g2(t))
-    ts = s.timesteps(10)
-    assert ts[0] == 1.0 and ts[-1] == pytest.approx(1e-3) and len(ts) == 11
-
-
-def test_ve_schedule():
-    s = afdps.VESchedule(sigma_max=80.0)
-    t = torch.tensor([0.5, 10.0], dtype=torch.float64)
-    torch.testing.assert_close(s.sigma(t), t)
-    torch.testing.assert_close(s.g2(t), 2 * t)  # d sigma^2 / dt
-    ts = s.timesteps(5)
-    assert ts[0] == pytest.approx(80.0) and ts[-1] == pytest.approx(2e-3)
-    with pytest.raises(ValueError, match="sigma_max"):
-        afdps.VESchedule(sigma_max=-1)
 
 
 def _mixture(d=3, K=3, seed=0):
@@ -127,7 +97,7 @@ def test_spectral_posterior_blur_matches_dense():
 
 
 def test_spectral_fit_on_real_photos_is_smooth_and_positive():
-    from afdps.engine.data import prior_photos
+    from afdps import prior_photos
 
     pr = SpectralGaussian.fit(prior_photos(), (32, 32), num_crops=32)
     assert bool((pr.power > 0).all())

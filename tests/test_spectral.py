@@ -23,7 +23,7 @@ import torch
 
 import afdps
 from afdps import ops
-from afdps.engine.data import load_photo, prior_photos
+from afdps import load_photo, prior_photos
 from afdps.priors import SpectralGaussian
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,24 @@
+"""``afdps train-classifier``: train the MNIST digit classifier (the work: :func:`afdps.engine.training.train_classifier`)."""
+from __future__ import annotations
+
+from ..engine.training import train_classifier
+from ._common import command_line
+
+HELP = "train the MNIST digit classifier used to check the prior"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", required=True, help="checkpoint to write (e.g. out/mnist_classifier.pt)")
+    parser.add_argument("--epochs", type=int, default=4, help="passes over the 50,000 training digits (default: 4)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default: 2e-3)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def run(args) -> int:
+    meta = train_classifier(args.out, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                            lr=args.lr, threads=args.threads, command=command_line())
+    print(f"wrote {args.out}: test accuracy {meta['test_accuracy']:.4f} "
+          f"(first 1000: {meta['test_accuracy_first_1000']:.4f}), {meta['wall_time_s'] / 60:.1f} min")
+    return 0

@@ -1,0 +1,101 @@
+"""Files and progress: the one atomic writer and the one progress helper of the package.
+
+Every file afdps writes (checkpoints, tables, images, JSON) goes through :func:`atomic_write`: the bytes
+go to a temporary file in the same folder, are flushed and ``fsync``-ed, and the file is renamed onto
+its name, so a reader (or a run killed half-way) sees the old file or the new one, never a part.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["atomic_write", "write_text", "write_json", "save_torch", "save_png", "progress_bar", "NullBar",
+           "markdown_table"]
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(file)`` on a binary temporary file next to ``path``, ``fsync`` it, rename it onto ``path``.
+
+    The folder is created if needed; on any failure the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_text(path, text: str) -> None:
+    """``text`` (UTF-8) to ``path``, atomically."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_json(path, obj) -> None:
+    """``obj`` as indented JSON to ``path``, atomically."""
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def save_torch(obj, path) -> None:
+    """``torch.save(obj)`` to ``path``, atomically."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def save_png(image, path) -> None:
+    """A uint8 array ``(H, W)`` or ``(H, W, 3)`` (or a PIL image) as a PNG, atomically."""
+    from PIL import Image
+
+    im = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    atomic_write(path, lambda f: im.save(f, format="PNG"))
+
+
+class NullBar:
+    """What :func:`progress_bar` returns when no bar is shown: every call does nothing."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def set_postfix_str(self, s: str = "") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str, enabled=None):
+    """A tqdm bar over ``total`` units on stderr, or a :class:`NullBar`.
+
+    ``enabled``: ``True``/``False``, or ``None`` for "when stderr is a terminal".
+    """
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return NullBar()
+    from tqdm.auto import tqdm  # a dependency; deferred because it is only needed for a visible bar
+
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+
+
+def markdown_table(head, rows) -> str:
+    """A GitHub-markdown table: ``head`` a list of column names, ``rows`` lists of cell strings."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""Files and progress (engine/io.py): the atomic writer, the progress helper, markdown tables."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from afdps.engine import io
+
+
+def test_atomic_write_replaces_whole_files_and_cleans_up(tmp_path):
+    path = tmp_path / "sub" / "f.txt"
+    io.write_text(path, "first")
+    assert path.read_text() == "first" and oct(path.stat().st_mode & 0o777) == "0o644"
+
+    def broken(f):
+        f.write(b"half")
+        raise OSError("disk full (simulated)")
+
+    with pytest.raises(OSError, match="disk full"):
+        io.atomic_write(path, broken)
+    assert path.read_text() == "first"  # the old file is intact
+    assert os.listdir(path.parent) == ["f.txt"]  # and no temporary is left
+
+
+def test_json_torch_png_writers(tmp_path):
+    io.write_json(tmp_path / "m.json", {"a": 1.5})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1.5}
+    io.save_torch({"w": torch.ones(2)}, tmp_path / "t.pt")
+    assert torch.equal(torch.load(tmp_path / "t.pt", weights_only=True)["w"], torch.ones(2))
+    img = (np.arange(12, dtype=np.uint8).reshape(2, 2, 3) * 20)
+    io.save_png(img, tmp_path / "i.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "i.png")), img)
+
+
+def test_progress_bar_off_is_a_null_bar():
+    bar = io.progress_bar(10, "x", False)
+    assert isinstance(bar, io.NullBar)
+    bar.update(3), bar.set_postfix(ess="1"), bar.set_postfix_str("s"), bar.close()
+    shown = io.progress_bar(2, "x", True)
+    shown.update(2)
+    shown.close()
+    assert not isinstance(shown, io.NullBar)
+
+
+def test_markdown_table():
+    assert io.markdown_table(["a", "b"], [["1", "2"], ["3", "4"]]) == "| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |"

@@ -1,0 +1,90 @@
+"""Langevin corrector of AFDPS-ODE (kernels/langevin.py): the Triton kernels against the PyTorch reference,
+and the reference against the equation (spec section 2).
+
+Tolerances: tests/tolerances.py. Block sizes are forced small in a few cases so that several blocks per
+row, and so the float64 combination of the block partials, are exercised under the interpreter too.
+"""
+import math
+
+import pytest
+import torch
+from kernel_inputs import particle_rows as _inputs
+from tolerances import assert_bf16_rule, assert_close_elementwise, assert_close_reduction
+
+from afdps.kernels import langevin as lv
+from afdps.kernels._triton import HAS_TRITON
+from afdps.kernels.philox import randn_rows
+
+pytestmark = [pytest.mark.interpreter, pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")]
+
+
+def _check_langevin(B, N, D, dtypes, block=None, lam=0.7, snr=0.16):
+    x, s, g, keys = _inputs(B, N, D, dtypes, seed=1)
+    if block is None:
+        out, e = lv.langevin_step_triton(x, s, g, keys, num_particles=N, lam=lam, snr=snr)
+    else:
+        out, e = lv.langevin_step_launch(x, s, g, keys, lv.langevin_step_params(lam=lam, snr=snr, device=x.device),
+                                         num_particles=N, block=block)
+    ref, eref = lv.langevin_step_ref(x, s, g, keys, num_particles=N, lam=lam, snr=snr)
+    assert e.shape == (B,) and e.dtype == torch.float64
+    if x.dtype == torch.bfloat16:
+        oracle, eoracle = lv.langevin_step_ref(x.double(), s.double(), g.double(), keys, num_particles=N, lam=lam,
+                                               snr=snr)
+        assert_bf16_rule(out, ref, oracle)
+        assert_close_reduction(e, eoracle, eoracle, torch.float32)
+    else:
+        assert_close_reduction(e, eref, eref, x.dtype if x.dtype == torch.float32 else torch.float32)
+        assert_close_elementwise(out, ref, x.dtype, noise_scale=math.sqrt(2 * float(eref.max())))
+
+
+@pytest.mark.parametrize("B,N,D", [(1, 1, 1), (3, 5, 3), (1, 7, 129), (1, 70, 3), (1, 7, 3 * 61 * 61)])
+def test_langevin_float32_shapes(B, N, D):
+    """(1, 70, 3): the per-image mean runs over two chunks of 64 particles."""
+    _check_langevin(B, N, D, torch.float32)
+
+
+@pytest.mark.parametrize("B,N,D,block", [(2, 3, 129, 16), (1, 7, 1031, 64)])
+def test_langevin_several_blocks_per_row(B, N, D, block):
+    _check_langevin(B, N, D, torch.float32, block=block)
+
+
+def test_langevin_bfloat16_and_float64():
+    _check_langevin(2, 3, 129, torch.bfloat16)
+    _check_langevin(2, 3, 129, torch.float64)
+
+
+def test_langevin_dispatch():
+    x, s, g, keys = _inputs(2, 2, 9, torch.float32)
+    ref = lv.langevin_step_ref(x, s, g, keys, num_particles=2, lam=0.5, snr=0.1)
+    off = lv.langevin_step(x, s, g, keys, num_particles=2, lam=0.5, snr=0.1, use_triton=False)
+    assert torch.equal(off[0], ref[0]) and torch.equal(off[1], ref[1])
+    on = lv.langevin_step(x, s, g, keys, num_particles=2, lam=0.5, snr=0.1, use_triton=True)
+    torch.testing.assert_close(on[1], ref[1], rtol=1e-5, atol=0)
+    auto = lv.langevin_step(x, s, g, keys, num_particles=2, lam=0.5, snr=0.1)
+    assert torch.equal(auto[0], (on if x.device.type == "cuda" else off)[0])
+
+
+def test_langevin_reference_is_the_equation():
+    """The reference against the corrector written out in float64 (spec section 2): Song's step-size rule
+    per image from the row norms of the noise and the drift, then ``x + e drift + sqrt(2 e) z``."""
+    x, s, g, keys = _inputs(2, 3, 17, torch.float64, seed=4)
+    lam, snr = 0.6, 0.2
+    out, e = lv.langevin_step_ref(x, s, g, keys, num_particles=3, lam=lam, snr=snr)
+    z = randn_rows(keys, 3, 17).double().reshape(6, 17)
+    drift = s - lam * g
+    for b in range(2):
+        rows = slice(3 * b, 3 * b + 3)
+        zbar = z[rows].norm(dim=1).mean()
+        dbar = drift[rows].norm(dim=1).mean()
+        e_b = 2 * (snr * zbar / dbar) ** 2
+        torch.testing.assert_close(e[b], e_b, rtol=1e-12, atol=0)
+        torch.testing.assert_close(out[rows], x[rows] + e_b * drift[rows] + torch.sqrt(2 * e_b) * z[rows],
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_langevin_rejects_bad_shapes():
+    x, s, g, keys = _inputs(2, 3, 10, torch.float32)
+    with pytest.raises(ValueError, match="num_particles"):
+        lv.langevin_step_triton(x, s, g, keys, num_particles=4, lam=0.5, snr=0.1)
+    with pytest.raises(ValueError, match="grad_mu"):
+        lv.langevin_step_triton(x, s, g[:, :5], keys, num_particles=3, lam=0.5, snr=0.1)
