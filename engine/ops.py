@@ -93,6 +93,15 @@ class LinearOperator:
         """``fn(A^T A) v``: ``fn`` maps a tensor of eigenvalues of ``A^T A`` to multipliers."""
         raise NotImplementedError(f"{type(self).__name__} cannot diagonalise A^T A")
 
+    def spectral_trace(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        """``trace(fn(A^T A))``: the sum of ``fn`` over the eigenvalues of ``A^T A`` with multiplicity."""
+        raise NotImplementedError(f"{type(self).__name__} cannot diagonalise A^T A")
+
+    def output_spectral_apply(self, u: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``fn(A A^T) u`` for ``u`` in the measurement space (the potentials of spec section 9 weight the
+        residual with a function of ``A A^T``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot diagonalise A A^T")
+
     @property
     def supports_exact(self) -> bool:
         return type(self).spectral_apply is not LinearOperator.spectral_apply
@@ -214,6 +223,15 @@ class Blur(LinearOperator):
         e = self._on("eigenvalues", v.device)
         return self._ifft(fn(e).to(v.dtype) * self._fft(v))
 
+    def spectral_trace(self, fn):
+        C, Hh, Ww = self.input_shape
+        w = fourier.rfft_weights(Ww, dtype=torch.float64)  # each rfft column stands for 1 or 2 frequencies
+        return float(C * (fn(self.eigenvalues).to(torch.float64) * w).sum())
+
+    def output_spectral_apply(self, u, fn):
+        # square and circulant: A A^T = A^T A, the same Fourier eigenbasis
+        return self.spectral_apply(u, fn)
+
     def normal_residual(self, x, y, with_norm=False, use_triton=None):
         self._check_input(x)
         R, norm = fourier.blur_residual(self._fft(x), self._buf("transfer", x, True), self._fft(y),
@@ -269,11 +287,25 @@ class BlockDownsample(LinearOperator):
         C, Hh, Ww = self.input_shape
         return C * Hh * Ww / self.factor**4
 
-    def spectral_apply(self, v, fn):
+    def _multipliers(self, fn) -> tuple[float, float]:
+        """``fn`` at the two eigenvalues of ``A^T A``: ``1 / factor^2`` (block means) and 0 (residuals)."""
         one = torch.tensor(1.0 / self.factor**2, dtype=torch.float64)
-        f1, f0 = (float(fn(one)), float(fn(torch.zeros_like(one))))
+        return float(fn(one)), float(fn(torch.zeros_like(one)))
+
+    def spectral_apply(self, v, fn):
+        f1, f0 = self._multipliers(fn)
         mean = self._up(self._pool(v))
         return f1 * mean + f0 * (v - mean)
+
+    def spectral_trace(self, fn):
+        f1, f0 = self._multipliers(fn)
+        d = math.prod(self.input_shape)
+        means = d // self.factor**2
+        return f1 * means + f0 * (d - means)
+
+    def output_spectral_apply(self, u, fn):
+        # A A^T = I / factor^2 on the low-resolution images
+        return self._multipliers(fn)[0] * u
 
     def __repr__(self):
         return f"BlockDownsample(factor={self.factor}, image_shape={self.input_shape})"
@@ -320,6 +352,12 @@ class Inpaint(LinearOperator):
         m = self._on("mask", v.device)
         return fn(m).to(v.dtype) * v
 
+    def spectral_trace(self, fn):
+        return float(fn(self.mask).to(torch.float64).sum())
+
+    # the measurement keeps the image's shape and A A^T = A^T A = diag(mask)
+    output_spectral_apply = spectral_apply
+
     def measure(self, x, sigma_y, generator=None):
         return self.A(x + float(sigma_y) * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
 
@@ -349,6 +387,11 @@ class Identity(LinearOperator):
     def spectral_apply(self, v, fn):
         return fn(torch.tensor(1.0, dtype=torch.float64)).to(v.dtype) * v
 
+    def spectral_trace(self, fn):
+        return float(fn(torch.tensor(1.0, dtype=torch.float64))) * math.prod(self.input_shape)
+
+    output_spectral_apply = spectral_apply
+
     def __repr__(self):
         return f"Identity(shape={self.input_shape})"
 
@@ -367,6 +410,8 @@ class Dense(LinearOperator):
         self.output_shape, self.input_shape = (M.shape[0],), (M.shape[1],)
         evals, self.eigenvectors = torch.linalg.eigh(M.T @ M)
         self.eigenvalues = evals.clamp_min(0.0)
+        out_evals, self.output_eigenvectors = torch.linalg.eigh(M @ M.T)
+        self.output_eigenvalues = out_evals.clamp_min(0.0)
 
     def A(self, x):
         self._check_input(x)
@@ -383,6 +428,14 @@ class Dense(LinearOperator):
         V = self._on("eigenvectors", v.device)
         mult = fn(self._on("eigenvalues", v.device))
         return (((v.to(torch.float64) @ V) * mult) @ V.T).to(v.dtype)
+
+    def spectral_trace(self, fn):
+        return float(fn(self.eigenvalues).to(torch.float64).sum())
+
+    def output_spectral_apply(self, u, fn):
+        V = self._on("output_eigenvectors", u.device)
+        mult = fn(self._on("output_eigenvalues", u.device))
+        return (((u.to(torch.float64) @ V) * mult) @ V.T).to(u.dtype)
 
     def to_matrix(self, dtype=torch.float64):
         return self.matrix.to(dtype)

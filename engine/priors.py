@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .schedules import Schedule, VPSchedule
+from .schedules import Schedule, VESchedule, VPSchedule
 
 __all__ = ["Prior", "GaussianMixture", "SpectralGaussian", "EpsilonModel"]
 
@@ -301,15 +301,25 @@ class EpsilonModel(Prior):
         ``learn_sigma``): keep the first ``C`` channels. ``None``: decide from the output's channels
         (``2C`` means learned sigma, ``C`` means plain; anything else raises).
     batch_size : at most this many images per network call (memory bound for large ensembles).
+    train_schedule : the VP schedule the network was trained on (default ``VPSchedule()``, the limit of the
+        1000-step DDPM linear betas). Used when ``schedule`` is a :class:`VESchedule`: the sampler then works
+        in VE (EDM) coordinates and the VP network is called as EDM does, on ``x_vp = x / sqrt(1 + sigma^2)``
+        at the VP time whose ``alpha`` is ``1 / sqrt(1 + sigma^2)``; the score is ``-eps_hat / sigma``.
     """
 
     def __init__(self, net: torch.nn.Module, schedule: Schedule | None = None, event_shape=None,
                  num_train_steps: int = 1000, learned_sigma: bool | None = None, batch_size: int | None = None,
-                 autocast_dtype: torch.dtype | None = None):
+                 autocast_dtype: torch.dtype | None = None, train_schedule: VPSchedule | None = None):
         if event_shape is None:
             raise ValueError("EpsilonModel needs event_shape=(C, H, W)")
         self.net = net
         self.schedule = schedule if schedule is not None else VPSchedule()
+        self.train_schedule = train_schedule if train_schedule is not None else VPSchedule()
+        if isinstance(self.schedule, VESchedule):
+            top = math.sqrt(1.0 / float(self.train_schedule.alpha(self.train_schedule.T)) ** 2 - 1.0)
+            if self.schedule.sigma_max > top:
+                raise ValueError(f"VESchedule(sigma_max={self.schedule.sigma_max:g}) goes beyond the noise the VP network "
+                                 f"was trained on (sigma / alpha at its T: {top:.4g})")
         self.event_shape = tuple(int(s) for s in event_shape)
         self.num_train_steps = int(num_train_steps)
         self.learned_sigma = learned_sigma
@@ -317,9 +327,20 @@ class EpsilonModel(Prior):
         self.autocast_dtype = autocast_dtype
         self.calls = 0
 
+    def _vp_time(self, t) -> float:
+        """The VP (training) time of sampler time ``t``: ``t`` itself, or for a VE schedule the time with
+        ``alpha = 1 / sqrt(1 + sigma^2)``."""
+        if isinstance(self.schedule, VESchedule):
+            return self.train_schedule.time_of_alpha(1.0 / math.sqrt(1.0 + float(t) ** 2))
+        return float(t)
+
+    def _vp_scale(self, t) -> float:
+        """``x_vp = scale * x``: 1, or ``1 / sqrt(1 + sigma^2)`` for a VE schedule."""
+        return 1.0 / math.sqrt(1.0 + float(t) ** 2) if isinstance(self.schedule, VESchedule) else 1.0
+
     def timestep(self, t) -> float:
-        """Network input for continuous time ``t``: ``num_train_steps * t - 1``."""
-        return self.num_train_steps * float(t) - 1.0
+        """Network input for continuous time ``t``: ``num_train_steps * tau - 1``, ``tau`` the VP time."""
+        return self.num_train_steps * self._vp_time(t) - 1.0
 
     def epsilon(self, x: torch.Tensor, t, *, grad: bool = False) -> torch.Tensor:
         """The network's noise prediction for ``x`` at continuous time ``t``.
@@ -333,6 +354,9 @@ class EpsilonModel(Prior):
     def _epsilon(self, x: torch.Tensor, t) -> torch.Tensor:
         lead = x.shape[: x.dim() - len(self.event_shape)]
         flat = x.reshape(-1, *self.event_shape)
+        scale = self._vp_scale(t)
+        if scale != 1.0:
+            flat = flat * scale
         C = self.event_shape[0]
         chunk = self.batch_size or flat.shape[0]
         outs = []

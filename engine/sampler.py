@@ -24,6 +24,7 @@ from ..kernels.langevin import langevin_step
 from ..kernels.particle_step import particle_step
 from ..kernels.philox import PURPOSE, randn_rows, stream_keys
 from ..kernels.resample import SCHEMES, normalize_log_weights, resample_and_gather
+from . import potentials as pot
 from .io import progress_bar
 from .schedules import ancestral_step
 from .validation import check_choice, check_int, check_problem, per_image_seeds
@@ -33,7 +34,8 @@ __all__ = ["sample", "sample_prior", "Result", "ParticleState", "StepInfo", "Pla
 
 METHODS = ("sde", "ode")
 PRIOR_METHODS = ("sde", "ode", "ddpm")
-TEMPERINGS = ("none", "linear")
+TEMPERINGS = ("none", "linear", "ve-linear")
+VE_SIGMA_MAX = 80.0  # the authors' annealing constant of "ve-linear" tempering
 GUIDANCES = ("exact", "euler")
 RESAMPLINGS = SCHEMES + ("none",)
 
@@ -158,6 +160,7 @@ class Plan:
     y: torch.Tensor  # (B, 1, *out): broadcasts over particles
     sigma_y: float
     method: str
+    potential: str
     eta: float
     num_particles: int
     num_steps: int
@@ -173,7 +176,8 @@ class Plan:
     seeds: list
     times: list
     lam: list
-    lap_mu: float
+    members: list  # the potential's member at each grid time (engine/potentials.py)
+    laps: list  # tr F of each member (before lam)
     stage1_keys: torch.Tensor
     step_keys: torch.Tensor
     resample_keys: torch.Tensor
@@ -199,11 +203,20 @@ class Plan:
 
 
 def tempering_schedule(kind: str, schedule, times: torch.Tensor) -> list[float]:
-    """``lam`` at each grid time: ``none`` -> 1 everywhere; ``linear`` -> linear in the noise level
-    ``sigma``, 0 at the first (noisiest) time and 1 at the last, so the final target is the posterior."""
+    """``lam`` at each grid time, 1 at the last (so the final target is the posterior):
+
+    - ``none``: 1 everywhere;
+    - ``linear``: linear in the noise level ``sigma``, 0 at the first (noisiest) time;
+    - ``ve-linear``: linear in the VE noise level ``sigma / alpha`` as in the authors' code,
+      ``(sigma_max - sigma / alpha) / sigma_max`` with ``sigma_max = 80``, clipped to [0, 1] (close to 1
+      over most of a VP grid: 0.98 at ``tau = 0.36``).
+    """
     if kind == "none":
         return [1.0] * len(times)
     sig = schedule.sigma(times)
+    if kind == "ve-linear":
+        lam = ((VE_SIGMA_MAX - sig / schedule.alpha(times)) / VE_SIGMA_MAX).clamp(0.0, 1.0).tolist()
+        return lam[:-1] + [1.0]
     lam = (sig[0] - sig) / (sig[0] - sig[-1])
     return lam.clamp(0.0, 1.0).tolist()
 
@@ -234,14 +247,15 @@ class _Timer:
         return _Ctx()
 
 
-def prepare(prior, op, y, sigma_y: float, *, method="sde", eta=1.0, num_particles=64, num_steps=100,
-            tempering="none", guidance="exact", resample="systematic", ess_threshold=0.5, corrector_steps=1,
+def prepare(prior, op, y, sigma_y: float, *, method="sde", potential="noisy", eta=1.0, num_particles=64,
+            num_steps=100, tempering="none", guidance="exact", resample="systematic", ess_threshold=0.5, corrector_steps=1,
             corrector_snr=0.1, weights=True, seed=None, backend=None, dtype=torch.float32, time_power=1.0,
             denoise=False, profile=False) -> Plan:
     """Validate a run and fix its constants: the :class:`Plan` that :func:`init`, :func:`step` and
     :func:`finish` take. ``y (B, *op.output_shape)`` is a torch tensor; the options are those of
     :func:`sample` (which calls this), with ``seed`` and ``backend`` resolved here."""
     check_choice("method", method, METHODS)
+    check_choice("potential", potential, pot.POTENTIALS)
     check_choice("tempering", tempering, TEMPERINGS)
     check_choice("guidance", guidance, GUIDANCES)
     check_choice("resample", resample, RESAMPLINGS)
@@ -260,21 +274,27 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", eta=1.0, num_particle
     if guidance == "exact" and not getattr(op, "supports_exact", False):
         raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
                          "(use guidance='euler')")
+    if potential == "inflated" and not getattr(op, "supports_exact", False):
+        raise ValueError(f"potential='inflated' weights the residual by a function of A A^T, which "
+                         f"{type(op).__name__} cannot diagonalise; use potential='noisy' or 'scaled'")
     device = y.device
     use_triton = _backend.use_triton(backend, device, "afdps.sample")
     seeds = per_image_seeds(seed, y.shape[0])
     sched = prior.schedule
     times = sched.timesteps(K, float(time_power))
     M = int(corrector_steps) if method == "ode" else 0
+    path = pot.members(potential, sched, times.tolist(), sigma_y)
 
     def keys(purpose):
         return torch.stack([stream_keys(seeds, k + 1, purpose, device) for k in range(K)])
 
-    return Plan(prior=prior, op=op, y=y.to(dtype).unsqueeze(1), sigma_y=sigma_y, method=method, eta=float(eta),
+    return Plan(prior=prior, op=op, y=y.to(dtype).unsqueeze(1), sigma_y=sigma_y, method=method, potential=potential,
+                eta=float(eta),
                 num_particles=N, num_steps=K, guidance=guidance, resample=resample,
                 ess_threshold=float(ess_threshold), corrector_steps=M, corrector_snr=float(corrector_snr),
                 weights=bool(weights), use_triton=use_triton, dtype=dtype, denoise=bool(denoise), seeds=seeds,
-                times=times.tolist(), lam=tempering_schedule(tempering, sched, times), lap_mu=op.frobenius_sq() / sigma_y ** 2,
+                times=times.tolist(), lam=tempering_schedule(tempering, sched, times), members=path,
+                laps=[pot.laplacian(op, m) for m in path],
                 stage1_keys=stream_keys(seeds, 0, PURPOSE["stage1"], device), step_keys=keys(PURPOSE["step"]),
                 resample_keys=keys(PURPOSE["resample"]),
                 corrector_keys=tuple(keys(PURPOSE["corrector"] + m) for m in range(M)),
@@ -282,11 +302,11 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", eta=1.0, num_particle
 
 
 def init(plan: Plan) -> ParticleState:
-    """Stage I (spec section 3): an exact sample of ``N(0, rho^2 I) exp(-lam(T) mu)``, uniform weights."""
+    """Stage I (spec sections 3, 9): an exact sample of ``N(0, rho^2 I) exp(-nu_T)``, uniform weights."""
     B, N, event = plan.batch, plan.num_particles, plan.event
     with plan.timer("stage1"):
         noise = randn_rows(plan.stage1_keys, N, math.prod(event)).to(plan.dtype).reshape(B, N, *event)
-        x = plan.op.stage1_sample(plan.y, plan.sigma_y, plan.lam[0], plan.prior.schedule.rho, noise)
+        x = pot.stage1_sample(plan.op, plan.y, plan.members[0], plan.lam[0], plan.prior.schedule.rho, noise)
     return ParticleState(x=x, logw=torch.zeros(B, N, dtype=torch.float64, device=x.device), k=0)
 
 
@@ -295,41 +315,50 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     exact guidance flow, the log-weight increment, the Langevin corrector (ODE) and ESS-triggered
     resampling (never after the last step)."""
     k, x, logw = state.k, state.x, state.logw
-    prior, op, sched, timer, yb, sy2 = plan.prior, plan.op, plan.prior.schedule, plan.timer, plan.y, plan.sigma_y ** 2
+    prior, op, sched, timer, yb = plan.prior, plan.op, plan.prior.schedule, plan.timer, plan.y
     B, N, event = plan.batch, plan.num_particles, plan.event
     D = math.prod(event)
     t, tn = plan.times[k], plan.times[k + 1]
     h = t - tn
     lam_k, lam_n = plan.lam[k], plan.lam[k + 1]
+    m_k, m_n = plan.members[k], plan.members[k + 1]
     f, g2 = float(sched.f(t)), float(sched.g2(t))
     v2 = g2 if plan.method == "sde" else 0.0
     before = dict(timer.t)
     with timer("score"):
         s = prior.score(x, t)
-    need_mu = plan.weights and lam_n != lam_k
+    # the potential's change over the step at the old state, -(nu_{k+1}(x) - nu_k(x)): for one member
+    # with a new lam it is (lam_k - lam_n) nu(x) / lam from the residual norm; across members, from A x
+    same = m_k == m_n
+    need_value = plan.weights and same and lam_n != lam_k
     with timer("operator"):
-        r, rnorm = op.normal_residual(x, yb, with_norm=need_mu, use_triton=plan.use_triton)
-    kappa = plan.eta * v2 * lam_k / sy2
+        gk, raw = pot.gradient(op, x, yb, m_k, with_value=need_value, use_triton=plan.use_triton)
+        if plan.weights and not same:
+            Ax = op.A(x)
+            change = lam_n * pot.value_from_Ax(op, Ax, yb, m_n) - lam_k * pot.value_from_Ax(op, Ax, yb, m_k)
+    kappa = plan.eta * v2 * lam_k
     with timer("update"):
         x_new, dlw = particle_step(
-            x.reshape(B * N, D), s.reshape(B * N, D), (r / sy2).reshape(B * N, D), plan.step_keys[k],
-            num_particles=N, f=f, g2=g2, v2=v2, eta=plan.eta, h=h, lam=lam_k, lap_mu=plan.lap_mu,
+            x.reshape(B * N, D), s.reshape(B * N, D), gk.reshape(B * N, D), plan.step_keys[k],
+            num_particles=N, f=f, g2=g2, v2=v2, eta=plan.eta, h=h, lam=lam_k, lap_mu=plan.laps[k],
             euler=plan.guidance == "euler", use_triton=plan.use_triton)
         x = x_new.reshape(B, N, *event)
     if plan.guidance == "exact" and kappa != 0.0:
         with timer("operator"):
-            x = op.exact_guidance_step(x, yb, h, kappa, use_triton=plan.use_triton)
+            x = pot.guidance_step(op, x, yb, m_k, h, kappa, use_triton=plan.use_triton)
     if plan.weights:
         logw = logw + dlw.view(B, N)
-        if need_mu:
-            logw = logw - (lam_n - lam_k) * rnorm / (2.0 * sy2)
+        if need_value:
+            logw = logw - pot.tempering_change(m_k, raw, lam_n - lam_k)
+        elif not same:
+            logw = logw - change
     for m in range(plan.corrector_steps):
         with timer("score"):
             s = prior.score(x, tn)
         with timer("operator"):
-            r, _ = op.normal_residual(x, yb, use_triton=plan.use_triton)
+            gn, _ = pot.gradient(op, x, yb, m_n, use_triton=plan.use_triton)
         with timer("update"):
-            x_new, _ = langevin_step(x.reshape(B * N, D), s.reshape(B * N, D), (r / sy2).reshape(B * N, D),
+            x_new, _ = langevin_step(x.reshape(B * N, D), s.reshape(B * N, D), gn.reshape(B * N, D),
                                      plan.corrector_keys[m][k], num_particles=N, lam=lam_n, snr=plan.corrector_snr,
                                      use_triton=plan.use_triton)
             x = x_new.reshape(B, N, *event)
@@ -396,7 +425,8 @@ def _graphed_call(key, owners, run, inputs):
     return out
 
 
-def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_particles: int = 64,
+def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "noisy", eta: float = 1.0,
+           num_particles: int = 64,
            num_steps: int = 100, tempering: str = "none", guidance: str = "exact", resample: str = "systematic",
            ess_threshold: float = 0.5, corrector_steps: int = 1, corrector_snr: float = 0.1, weights: bool = True,
            seed=None, progress=None, backend: str | None = None, dtype: torch.dtype = torch.float32,
@@ -414,8 +444,13 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
     sigma_y : measurement noise standard deviation (> 0).
     method : ``"sde"`` (``V = g``; ``eta = 1`` is AFDPS-SDE, ``eta = 0.5`` the FK-corrector baseline) or
         ``"ode"`` (probability-flow predictor plus ``corrector_steps`` Langevin steps, AFDPS-ODE).
+    potential : where the likelihood is evaluated along the path (spec section 9, :mod:`afdps.engine.potentials`):
+        ``"noisy"`` (``nu = lam mu(x)``, the paper's equations), ``"scaled"`` (``lam mu(x / alpha)``, the
+        authors' code) or ``"inflated"`` (the residual weighted by ``(alpha^2 sigma_y^2 + sigma^2 A A^T)^-1``).
+        Every family ends at ``mu``, so the weights stay exact.
     eta : guidance weight of the SDE (spec section 2); any real value; unused by ``"ode"``.
-    tempering : ``"none"`` (``lam = 1``) or ``"linear"`` (``lam`` linear in the noise level).
+    tempering : ``"none"`` (``lam = 1``), ``"linear"`` (``lam`` linear in the noise level) or ``"ve-linear"``
+        (linear in the VE noise level ``sigma / alpha``, the authors' annealing); see :func:`tempering_schedule`.
     guidance : ``"exact"`` (the guidance flow integrated exactly over each step; the operator must
         diagonalise ``A^T A``) or ``"euler"`` (explicit).
     resample : ``"systematic"``, ``"stratified"``, ``"multinomial"``, ``"residual"`` or ``"none"``;
@@ -449,7 +484,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
     """
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(k, state, info), got {type(callback).__name__}")
-    plan = prepare(prior, op, y, sigma_y, method=method, eta=eta, num_particles=num_particles, num_steps=num_steps,
+    plan = prepare(prior, op, y, sigma_y, method=method, potential=potential, eta=eta, num_particles=num_particles,
+                   num_steps=num_steps,
                    tempering=tempering, guidance=guidance, resample=resample, ess_threshold=ess_threshold,
                    corrector_steps=corrector_steps, corrector_snr=corrector_snr, weights=weights, seed=seed,
                    backend=backend, dtype=dtype, time_power=time_power, denoise=denoise, profile=profile)
@@ -505,7 +541,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", eta: float = 1.0, num_
         return finish(state, run_plan), state.logw, ess_trace, resampled, first_dead
 
     if cuda_graph:
-        key = (id(prior), id(op), tuple(y.shape), str(device), dtype, method, float(eta), N, K, tempering, guidance,
+        key = (id(prior), id(op), tuple(y.shape), str(device), dtype, method, potential, float(eta), N, K, tempering,
+               guidance,
                resample, float(ess_threshold), plan.corrector_steps, float(corrector_snr), weights, float(time_power),
                denoise, plan.sigma_y, plan.use_triton)
         x, logw, ess_trace, resampled, first_dead = _graphed_call(key, (prior, op), run, plan.keys)

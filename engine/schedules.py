@@ -79,6 +79,15 @@ class VPSchedule(Schedule):
     def g2(self, t):
         return self.beta(t)
 
+    def time_of_alpha(self, alpha: float) -> float:
+        """The time ``tau`` at which ``alpha(tau) = alpha`` (inverse of the closed form: ``beta_min tau +
+        (beta_max - beta_min) tau^2 / 2 = -2 log alpha``)."""
+        L = -2.0 * math.log(float(alpha))
+        db = self.beta_max - self.beta_min
+        if db == 0.0:
+            return L / self.beta_min
+        return (-self.beta_min + math.sqrt(self.beta_min ** 2 + 2.0 * db * L)) / db
+
     def __repr__(self):
         return f"VPSchedule(beta_min={self.beta_min}, beta_max={self.beta_max})"
 
@@ -86,13 +95,22 @@ class VPSchedule(Schedule):
 class VESchedule(Schedule):
     """Variance exploding (EDM): ``f = 0``, ``sigma(tau) = tau``, ``g^2 = 2 tau``, ``tau`` in ``[tau_min, sigma_max]``.
 
-    Time steps are geometric in ``sigma`` (``timesteps``), which is how such models are sampled.
+    Time grid (``timesteps``): ``grid="geometric"`` (log-uniform in ``sigma``) or ``grid="edm"`` (Karras et
+    al. 2022: ``sigma_i = (sigma_max^(1/r) + i / K (tau_min^(1/r) - sigma_max^(1/r)))^r``, ``r = grid_rho``,
+    7 by default). A VP-trained network runs in these coordinates through
+    :class:`afdps.engine.priors.EpsilonModel` (EDM's convention ``x_vp = x_ve / sqrt(1 + sigma^2)``).
     """
 
-    def __init__(self, sigma_max: float = 80.0, tau_min: float = 2e-3):
+    def __init__(self, sigma_max: float = 80.0, tau_min: float = 2e-3, grid: str = "geometric",
+                 grid_rho: float = 7.0):
         if not (0 < tau_min < sigma_max < math.inf):
             raise ValueError(f"VESchedule needs 0 < tau_min < sigma_max < inf, got tau_min={tau_min}, sigma_max={sigma_max}")
+        if grid not in ("geometric", "edm"):
+            raise ValueError(f"VESchedule grid={grid!r} is not one of 'geometric', 'edm'")
+        if not (float(grid_rho) > 0 and math.isfinite(float(grid_rho))):
+            raise ValueError(f"VESchedule grid_rho must be positive and finite, got {grid_rho!r}")
         self.sigma_max = float(sigma_max)
+        self.grid, self.grid_rho = grid, float(grid_rho)
         self.T, self.tau_min, self.rho = float(sigma_max), float(tau_min), float(sigma_max)
 
     def alpha(self, t):
@@ -108,11 +126,17 @@ class VESchedule(Schedule):
         return 2.0 * _t(t)
 
     def timesteps(self, num_steps: int, power: float = 1.0) -> torch.Tensor:
-        """Geometric in ``sigma`` (``power`` is not used: the grid is already dense near the data end)."""
+        """Geometric in ``sigma``, or the EDM grid (``power`` is not used: both are already dense near the
+        data end)."""
+        if self.grid == "edm":
+            r = self.grid_rho
+            u = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
+            return (self.T ** (1 / r) + u * (self.tau_min ** (1 / r) - self.T ** (1 / r))) ** r
         return torch.logspace(math.log10(self.T), math.log10(self.tau_min), num_steps + 1, dtype=torch.float64)
 
     def __repr__(self):
-        return f"VESchedule(sigma_max={self.sigma_max})"
+        extra = f", grid='edm', grid_rho={self.grid_rho}" if self.grid == "edm" else ""
+        return f"VESchedule(sigma_max={self.sigma_max}, tau_min={self.tau_min}{extra})"
 
 
 def ancestral_step(schedule: Schedule, x: torch.Tensor, x0: torch.Tensor, t: float, s: float,

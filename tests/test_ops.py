@@ -199,3 +199,26 @@ def test_bad_construction(make, match):
 def test_wrong_input_shape_raises():
     with pytest.raises(ValueError, match="trailing shape"):
         ALL["blur_gauss"].A(torch.zeros(2, 3, 16, 21))
+
+
+def _dense_fn(sym, fn):
+    """``fn(S)`` for a symmetric float64 matrix ``S`` by its eigendecomposition."""
+    evals, vecs = torch.linalg.eigh(sym)
+    return vecs @ torch.diag(fn(evals.clamp_min(0.0))) @ vecs.T
+
+
+@pytest.mark.parametrize("name", list(SMALL_OPS))
+def test_spectral_trace_and_output_spectral_apply_against_dense(name):
+    """trace(fn(A^T A)) and fn(A A^T) u (the potentials of spec section 9) against dense linear algebra."""
+    op = SMALL_OPS[name]
+    M = op.to_matrix()
+
+    def fn(e):
+        return 1.0 / (0.3 + 2.0 * e)
+
+    torch.testing.assert_close(op.spectral_trace(fn), float(torch.trace(_dense_fn(M.T @ M, fn))), rtol=1e-10,
+                               atol=1e-10)
+    assert op.spectral_trace(lambda e: e) == pytest.approx(op.frobenius_sq(), rel=1e-10)
+    u = _y(op, 2)
+    want = (u.reshape(2, -1) @ _dense_fn(M @ M.T, fn).T).reshape(u.shape)
+    torch.testing.assert_close(op.output_spectral_apply(u, fn), want, rtol=1e-9, atol=1e-10)

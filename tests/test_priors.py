@@ -129,3 +129,50 @@ def test_epsilon_model_score_and_timestep_mapping():
         EpsilonModel(_Eps(3), event_shape=(1, 4, 4)).score(x, 0.5)
     with pytest.raises(ValueError, match="event_shape"):
         EpsilonModel(net)
+
+
+class _MixtureEps(torch.nn.Module):
+    """A VP noise-prediction 'network' made of a Gaussian mixture's exact VP score: eps = -sigma s, at the
+    continuous time tau = (k + 1) / 1000 of DDPM step k."""
+
+    def __init__(self, gm):
+        super().__init__()
+        self.gm = gm
+
+    def forward(self, x, k):
+        tau = (float(k[0]) + 1.0) / 1000.0
+        return -float(self.gm.schedule.sigma(tau)) * self.gm.score(x.double(), tau)
+
+
+def test_ve_coordinates_for_a_vp_network_match_the_ve_score_in_closed_form():
+    """EpsilonModel(schedule=VESchedule) on a VP network is, by the EDM convention x_vp = x / sqrt(1 + s^2),
+    the score of the same data distribution diffused by the VE process, known in closed form for a mixture:
+    components N(m_k, S_k + s^2 I). The network's timestep is float32, hence rtol 1e-4."""
+    means = torch.tensor([[0.5, -1.0], [-0.7, 0.3]], dtype=torch.float64)
+    covs = torch.stack([0.2 * torch.eye(2, dtype=torch.float64), torch.tensor([[0.3, 0.1], [0.1, 0.2]],
+                                                                                dtype=torch.float64)])
+    w = torch.tensor([0.4, 0.6])
+    vp = GaussianMixture(means, covs, w, schedule=afdps.VPSchedule())
+    ve = GaussianMixture(means, covs, w, schedule=afdps.VESchedule(80.0))
+    model = EpsilonModel(_MixtureEps(vp), afdps.VESchedule(80.0), event_shape=(2,))
+    x = 3.0 * torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for sigma in (0.01, 0.3, 2.0, 20.0, 79.0):
+        torch.testing.assert_close(model.score(x * max(1.0, sigma), sigma), ve.score(x * max(1.0, sigma), sigma),
+                                   rtol=1e-4, atol=1e-8)
+    # the VP time whose alpha matches, and the guard against noise the network never saw
+    sched = afdps.VPSchedule()
+    tau = sched.time_of_alpha(float(sched.alpha(0.37)))
+    assert tau == pytest.approx(0.37, rel=1e-12)
+    with pytest.raises(ValueError, match="goes beyond the noise the VP network was trained on"):
+        EpsilonModel(_MixtureEps(vp), afdps.VESchedule(500.0), event_shape=(2,))
+
+
+def test_ve_edm_grid():
+    s = afdps.VESchedule(80.0, 0.002, grid="edm")
+    ts = s.timesteps(10)
+    assert ts[0] == pytest.approx(80.0) and ts[-1] == pytest.approx(0.002) and bool((ts[1:] < ts[:-1]).all())
+    r = 7.0
+    want = (80.0 ** (1 / r) + 0.3 * (0.002 ** (1 / r) - 80.0 ** (1 / r))) ** r
+    assert float(ts[3]) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="grid='karras' is not one of"):
+        afdps.VESchedule(grid="karras")

@@ -1,0 +1,145 @@
+"""The intermediate potentials of spec section 9: where the likelihood is evaluated along the path.
+
+The target at grid time ``tau_k`` is ``Q_k(x) ∝ p_tau(x) exp(-nu_k(x))`` with
+
+    nu_k(x) = lam_k (A x - a_k y)^T (c_k I + d_k A A^T)^-1 (A x - a_k y) / 2,
+
+one :class:`Member` ``(a, s, d)`` per grid time (``c = s^2``; ``alpha``, ``sigma`` at ``tau``, and
+``alpha = 1`` in VE coordinates):
+
+- ``"noisy"``: ``(1, sigma_y, 0)``, ``nu = lam mu(x)``: spec section 2, the paper's equations;
+- ``"scaled"``: ``(alpha, alpha sigma_y, 0)``, ``nu = lam mu(x / alpha)``: the authors' code (VE);
+- ``"inflated"``: ``(alpha, alpha sigma_y, sigma^2)``: the likelihood of ``y`` if ``x0 = x / alpha +
+  (sigma / alpha) eps``, wide at high noise and ``sigma_y`` at the data end;
+
+and the last member (``tau_min``) is ``mu`` itself, ``(1, sigma_y, 0)``, so the final target is the
+posterior whatever the family. Every quantity the sampler needs is a spectral function of ``A^T A``
+(``W = (c + d A A^T)^-1`` and ``A^T W = f(A^T A) A^T`` with ``f(e) = 1 / (c + d e)``):
+
+- gradient (before ``lam``): ``A^T W (A x - a y) = f(A^T A) A^T (A x - a y)``;
+- Laplacian (before ``lam``): ``tr F``, ``F = A^T W A = g(A^T A)``, ``g(e) = e f(e)``;
+- exact guidance over a step: ``x - h phi(h kappa g) kappa f (A^T (A x - a y))`` in the eigenbasis;
+- Stage I: precision ``I / rho^2 + lam F``, mean ``Cov lam f(A^T A) A^T (a y)``.
+
+With ``d = 0`` these are the familiar ``sigma_y``-scaled forms with ``y -> a y``, and use the operators'
+fused paths (:meth:`normal_residual`, :meth:`exact_guidance_step`, :meth:`stage1_sample`) unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels.fourier import phi
+
+__all__ = ["POTENTIALS", "Member", "members", "gradient", "laplacian", "half_value", "tempering_change", "value_from_Ax",
+           "guidance_step", "stage1_sample"]
+
+POTENTIALS = ("noisy", "scaled", "inflated")
+
+
+@dataclass(frozen=True)
+class Member:
+    """``nu = lam (A x - a y)^T (s^2 I + d A A^T)^-1 (A x - a y) / 2`` (before ``lam``: ``lam`` is the
+    tempering schedule's)."""
+
+    a: float
+    s: float
+    d: float = 0.0
+
+    @property
+    def c(self) -> float:
+        return self.s ** 2
+
+    def f(self, e: torch.Tensor) -> torch.Tensor:
+        """The weight ``1 / (c + d e)`` as a function of an eigenvalue ``e`` of ``A^T A`` (or ``A A^T``)."""
+        return 1.0 / (self.c + self.d * e)
+
+    def g(self, e: torch.Tensor) -> torch.Tensor:
+        """``e f(e)``: the eigenvalues of ``F = A^T W A``."""
+        return e / (self.c + self.d * e)
+
+
+def members(potential: str, schedule, times, sigma_y: float) -> list[Member]:
+    """The member of each grid time (``len(times)`` of them), the last one ``mu`` exactly."""
+    sigma_y = float(sigma_y)
+    mu = Member(1.0, sigma_y, 0.0)
+    if potential == "noisy":
+        return [mu] * len(times)
+    out = []
+    for t in list(times)[:-1]:
+        alpha, sigma = float(schedule.alpha(t)), float(schedule.sigma(t))
+        out.append(Member(alpha, alpha * sigma_y, sigma ** 2 if potential == "inflated" else 0.0))
+    return out + [mu]
+
+
+def _scaled(y: torch.Tensor, m: Member) -> torch.Tensor:
+    return y if m.a == 1.0 else m.a * y
+
+
+def gradient(op, x, y, m: Member, *, with_value: bool = False, use_triton=None):
+    """``(A^T W (A x - a y), raw)`` for particles ``x`` and measurements ``y`` broadcasting against them;
+    ``raw`` (float64, per particle, only ``with_value``) is what :func:`half_value` turns into
+    ``nu / lam``."""
+    r, raw = op.normal_residual(x, _scaled(y, m), with_norm=with_value and m.d == 0.0, use_triton=use_triton)
+    if m.d == 0.0:
+        return r / m.c, raw
+    g = op.spectral_apply(r, m.f)
+    if with_value:
+        raw = _weighted_norm(op, op.A(x) - _scaled(y, m), m)
+    return g, raw
+
+
+def _weighted_norm(op, u, m: Member) -> torch.Tensor:
+    """``u^T W u`` over the measurement dims, float64."""
+    dims = tuple(range(-len(op.output_shape), 0))
+    return (u.to(torch.float64) * op.output_spectral_apply(u, m.f).to(torch.float64)).sum(dim=dims)
+
+
+def half_value(m: Member, raw: torch.Tensor) -> torch.Tensor:
+    """``nu / lam`` from the ``raw`` of :func:`gradient` (``||A x - a y||^2`` when ``d = 0``)."""
+    return raw / (2.0 * m.c) if m.d == 0.0 else 0.5 * raw
+
+
+def tempering_change(m: Member, raw: torch.Tensor, dlam: float) -> torch.Tensor:
+    """``dlam * nu / lam``: the potential's change when only ``lam`` moves by ``dlam`` (``raw`` of
+    :func:`gradient`)."""
+    return dlam * raw / (2.0 * m.c) if m.d == 0.0 else 0.5 * dlam * raw
+
+
+def value_from_Ax(op, Ax, y, m: Member) -> torch.Tensor:
+    """``nu / lam`` at particles whose ``A x`` is given (float64, per particle)."""
+    u = Ax - _scaled(y, m)
+    if m.d == 0.0:
+        dims = tuple(range(-len(op.output_shape), 0))
+        return half_value(m, u.square().sum(dim=dims, dtype=torch.float64))
+    return 0.5 * _weighted_norm(op, u, m)
+
+
+def laplacian(op, m: Member) -> float:
+    """``tr F`` (before ``lam``); ``||A||_F^2 / sigma^2`` when ``d = 0``."""
+    if m.d == 0.0:
+        return op.frobenius_sq() / m.c
+    return op.spectral_trace(m.g)
+
+
+def guidance_step(op, x, y, m: Member, h: float, kappa: float, use_triton=None) -> torch.Tensor:
+    """The guidance flow ``dx/dt = -kappa grad nu`` (before ``lam``: ``kappa = eta V^2 lam``) integrated
+    exactly over a step of length ``h`` (spec sections 4 and 9)."""
+    if m.d == 0.0:
+        return op.exact_guidance_step(x, _scaled(y, m), h, kappa / m.c, use_triton=use_triton)
+    r, _ = op.normal_residual(x, _scaled(y, m), use_triton=use_triton)
+    hk = float(h) * float(kappa)
+    return x - op.spectral_apply(r, lambda e: hk * m.f(e) * phi(hk * m.g(e)))
+
+
+def stage1_sample(op, y, m: Member, lam: float, rho: float, noise: torch.Tensor) -> torch.Tensor:
+    """Exact sample of ``N(0, rho^2 I) exp(-lam nu)`` (spec sections 3 and 9); ``noise`` white of the
+    output's shape, ``y`` broadcasting against it."""
+    if m.d == 0.0:
+        return op.stage1_sample(_scaled(y, m), m.s, lam, rho, noise)
+    a, lam = 1.0 / float(rho) ** 2, float(lam)
+    out = op.spectral_apply(noise, lambda e: torch.rsqrt(a + lam * m.g(e)))
+    if lam > 0:
+        out = out + op.spectral_apply(op.A_adjoint(_scaled(y, m)), lambda e: lam * m.f(e) / (a + lam * m.g(e)))
+    return out
