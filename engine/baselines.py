@@ -14,7 +14,7 @@ from ..kernels.philox import PURPOSE, randn_rows, stream_keys
 from .io import progress_bar
 from .sampler import Result
 from .schedules import ancestral_step
-from .validation import check_int, check_problem, per_image_seeds
+from .validation import check_int, check_problem, check_real, per_image_seeds
 
 __all__ = ["dps"]
 
@@ -63,9 +63,8 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
     """
     K = check_int("num_steps", num_steps, 1)
     S = check_int("num_samples", num_samples, 1)
-    zeta = float(zeta)
-    if not (zeta >= 0 and math.isfinite(zeta)):
-        raise ValueError(f"zeta must be finite and >= 0, got {zeta!r}")
+    zeta = check_real("zeta", zeta, low=0.0)
+    check_real("time_power", time_power, low=1.0)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, 1)
     sched = prior.schedule
@@ -86,6 +85,10 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
     rows = B * S
     chunk = batch_size or rows
     bar = progress_bar(K, "dps", progress)
+    # the non-finite rule of the sampler: a sample whose network output or state is not finite dies
+    # (log-weight -inf); an image whose samples all die is an error naming the step and the cause
+    dead = torch.zeros(rows, dtype=torch.bool, device=device)
+    eps_bad = torch.zeros(rows, dtype=torch.bool, device=device)
     try:
         for j in range(K):
             t, s = taus[j], taus[j + 1]
@@ -99,6 +102,7 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
             for i in range(0, rows, chunk):
                 xi = x[i:i + chunk].detach().requires_grad_(True)
                 eps = _epsilon_with_grad(prior, xi, t, s_t)
+                eps_bad[i:i + chunk] |= ~torch.isfinite(eps.detach()).flatten(1).all(1)
                 x0 = (xi - s_t * eps) / a_t
                 if clip_denoised:
                     x0 = x0.clamp(-1.0, 1.0)
@@ -108,13 +112,19 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
                     step = x0 if last else ancestral_step(sched, xi, x0, t, s, noise[i:i + chunk])
                     new[i:i + chunk] = step - zeta * g
             x = new
-            if not torch.isfinite(x).all():
-                raise FloatingPointError(f"DPS diverged at step {j} (tau={t:.4g}); try a smaller zeta (got {zeta})")
+            dead |= ~torch.isfinite(x).flatten(1).all(1)
+            all_dead = dead.view(B, S).all(1)
+            if bool(all_dead.any()):
+                b = int(all_dead.nonzero()[0])
+                cause = ("the network returned NaN or inf for them" if bool(eps_bad.view(B, S)[b].all()) else
+                         f"their states diverged (try a smaller zeta, got {zeta:g})")
+                raise FloatingPointError(f"every DPS sample of image {b} has died at step {j} (tau={t:.4g}): {cause}")
             bar.update(1)
     finally:
         bar.close()
     wall = time.perf_counter() - t0
     particles = x.detach().reshape(B, S, *event)
-    return Result(particles=particles, log_weights=torch.zeros(B, S, dtype=torch.float64, device=device),
+    logw = torch.where(dead.view(B, S), -torch.inf, torch.zeros(B, S, dtype=torch.float64, device=device))
+    return Result(particles=particles, log_weights=logw,
                   ess=torch.ones(K, B, dtype=torch.float64), resampled=torch.zeros(K, B, dtype=torch.bool),
                   seeds=seeds, nfe=K, timings={"total": wall})

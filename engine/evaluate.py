@@ -2,8 +2,9 @@
 
 For each task and method, every image is measured (``y = A x + sigma_y n``, its own seeded noise),
 restored, and scored: PSNR and SSIM of the best particle (largest weight) and of the weighted mean,
-the classifier's accuracy on both where a classifier exists (MNIST), wall time, score evaluations per
-particle and the mean final normalised ESS. Writes ``results.csv`` (one row per task x method),
+the classifier's accuracy on both where a classifier exists (MNIST), the ensemble's diversity (distinct
+labels among an image's particles; whether any particle has the right digit), wall time, score
+evaluations per particle and the mean final normalised ESS. Writes ``results.csv`` (one row per task x method),
 ``per_image.csv`` and ``results.md`` (the command ``afdps eval`` of :mod:`afdps.cli.eval`).
 
 Tasks (``sigma_y = 0.05`` on [-1, 1] by default). For 256x256 images, the paper's protocol; for 28x28
@@ -21,7 +22,7 @@ random70           70% of pixels missing (seeded)      70% of pixels missing (se
 
 Methods: ``afdps-sde`` (SDE, eta = 1), ``afdps-ode`` (probability-flow ODE + one Langevin corrector
 step), ``fk`` (SDE, eta = 0.5: the Feynman-Kac corrector baseline), ``dps`` (Chung et al., 2023; one
-sample per image, no weights). The particle methods share ``--tempering`` and ``--time-power``.
+sample per image, no weights). The particle methods share ``--tempering``, ``--potential`` and ``--time-power``.
 """
 from __future__ import annotations
 
@@ -74,12 +75,14 @@ def make_operator(task: str, image_shape, seed: int = 0):
 
 
 def run_method(method: str, prior, op, y, sigma_y: float, *, particles: int, steps: int, seeds, tempering="linear",
+               potential: str = "noisy",
                time_power: float = 2.0, dps_zeta: float = 1.0, dps_steps: int | None = None, corrector_steps: int = 1,
                corrector_snr: float = 0.1, backend=None):
     """Restore measurements ``y (B, ...)`` with one method; returns an :class:`afdps.Result`."""
     if method == "dps":
         return dps(prior, op, y, sigma_y, num_steps=dps_steps or steps, zeta=dps_zeta, seed=seeds, progress=False)
-    kw = dict(num_particles=particles, num_steps=steps, seed=seeds, tempering=tempering, time_power=time_power,
+    kw = dict(num_particles=particles, num_steps=steps, seed=seeds, tempering=tempering, potential=potential,
+              time_power=time_power,
               backend=backend, progress=False)
     guidance = "exact" if getattr(op, "supports_exact", False) else "euler"
     if method == "afdps-sde":
@@ -99,7 +102,8 @@ def _batches(n: int, size: int):
 
 def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, steps: int, sigma_y: float = 0.05,
              labels: torch.Tensor | None = None, classifier=None, seed: int = 0, batch_size: int = 10,
-             tempering: str = "linear", time_power: float = 2.0, dps_zeta: float = 1.0, dps_steps: int | None = None,
+             tempering: str = "linear", potential: str = "noisy", time_power: float = 2.0, dps_zeta: float = 1.0,
+             dps_steps: int | None = None,
              corrector_steps: int = 1, corrector_snr: float = 0.1, device=None, backend=None,
              progress=None, on_result=None) -> tuple[list[dict], list[dict]]:
     """Run every method on every task; returns ``(summary_rows, per_image_rows)``.
@@ -135,7 +139,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                         torch.cuda.synchronize(device)
                     t0 = time.perf_counter()
                     res = run_method(method, prior, op, y, sigma_y, particles=particles, steps=steps,
-                                     seeds=[seed + i for i in range(a, b)], tempering=tempering,
+                                     seeds=[seed + i for i in range(a, b)], tempering=tempering, potential=potential,
                                      time_power=time_power, dps_zeta=dps_zeta, dps_steps=dps_steps,
                                      corrector_steps=corrector_steps, corrector_snr=corrector_snr, backend=backend)
                     best, mean = res.best.float().cpu(), res.mean.float().cpu()
@@ -145,15 +149,20 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                     if classifier is not None:
                         lab_best, _ = classify(classifier, best.clamp(-1, 1))
                         lab_mean, _ = classify(classifier, mean.clamp(-1, 1))
+                        parts = res.particles.float().cpu()
+                        lab_all = classify(classifier, parts.reshape(-1, *shape).clamp(-1, 1))[0].view(*parts.shape[:2])
                     for j, i in enumerate(range(a, b)):
                         truth = images[i].float()
                         row = {"task": task, "method": method, "image": i,
                                "psnr_best": psnr(best[j], truth), "ssim_best": ssim(best[j], truth),
                                "psnr_mean": psnr(mean[j], truth), "ssim_mean": ssim(mean[j], truth),
                                "final_ess": "" if final_ess is None else float(final_ess[j])}
+                        if classifier is not None:
+                            row["labels_distinct"] = len(set(lab_all[j].tolist()))
                         if classifier is not None and labels is not None:
                             row["correct_best"] = int(lab_best[j] == labels[i])
                             row["correct_mean"] = int(lab_mean[j] == labels[i])
+                            row["correct_any"] = int(bool((lab_all[j] == labels[i]).any()))
                         rows.append(row)
                     bar.update(1)
                 per_image += rows
@@ -174,7 +183,8 @@ def _summarise(task, method, rows, *, wall, nfe, particles, steps) -> dict:
         return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0)
 
     out = {"task": task, "method": method, "images": len(rows), "particles": particles, "steps": steps, "nfe": nfe}
-    for key in ("psnr_best", "ssim_best", "psnr_mean", "ssim_mean", "correct_best", "correct_mean", "final_ess"):
+    for key in ("psnr_best", "ssim_best", "psnr_mean", "ssim_mean", "correct_best", "correct_mean", "correct_any",
+                "labels_distinct", "final_ess"):
         m, se = mean_se(key)
         name = key.replace("correct", "accuracy")
         out[name], out[name + "_se"] = m, se
@@ -195,7 +205,7 @@ def markdown_table(summary: list[dict]) -> str:
     has_acc = any(r.get("accuracy_best", "") != "" for r in summary)
     head = ["task", "method", "N", "steps", "NFE", "PSNR best", "PSNR mean", "SSIM best", "SSIM mean"]
     if has_acc:
-        head += ["acc. best", "acc. mean"]
+        head += ["acc. best", "acc. mean", "any right", "labels / image"]
     head += ["final ESS/N", "s / image"]
     lines = []
     for r in summary:
@@ -203,7 +213,8 @@ def markdown_table(summary: list[dict]) -> str:
                  _fmt(r["psnr_best"], r["psnr_best_se"]), _fmt(r["psnr_mean"], r["psnr_mean_se"]),
                  _fmt(r["ssim_best"], r["ssim_best_se"], 3), _fmt(r["ssim_mean"], r["ssim_mean_se"], 3)]
         if has_acc:
-            cells += [_fmt(r["accuracy_best"], digits=2), _fmt(r["accuracy_mean"], digits=2)]
+            cells += [_fmt(r["accuracy_best"], digits=2), _fmt(r["accuracy_mean"], digits=2),
+                      _fmt(r.get("accuracy_any", ""), digits=2), _fmt(r.get("labels_distinct", ""), digits=1)]
         cells += [_fmt(r["final_ess"], digits=2), _fmt(r["s_per_image"], digits=3)]
         lines.append(cells)
     return io_table(head, lines) + "\n"

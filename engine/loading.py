@@ -25,7 +25,8 @@ from torch import nn
 
 from .models import ADM_PRESETS, ADMUNet, MNISTClassifier, adm_config
 from .priors import EpsilonModel
-from .schedules import VPSchedule
+from .schedules import Schedule, VPSchedule
+from .validation import check_int
 from .training import load_checkpoint, read_checkpoint
 
 __all__ = ["load_prior", "load_classifier", "load_checkpoint", "DIFFUSERS"]
@@ -160,7 +161,11 @@ def _load_diffusers(folder: Path, device, batch_size, autocast_dtype, num_train_
             "loading a diffusers UNet2DModel folder needs the optional dependency diffusers: "
             "pip install 'afdps[diffusers]' (or pip install diffusers)"
         ) from exc
-    cls_name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    try:
+        cls_name = json.loads((folder / "config.json").read_text()).get("_class_name")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise ValueError(f"{str(folder / 'config.json')!r} is not a JSON object of a diffusers config "
+                         f"({type(exc).__name__}: {str(exc)[:120]})") from None
     if cls_name not in (None, "UNet2DModel"):
         raise ValueError(f"{str(folder)!r} holds a diffusers {cls_name}; only UNet2DModel is supported")
     try:
@@ -196,6 +201,22 @@ def _load_diffusers(folder: Path, device, batch_size, autocast_dtype, num_train_
 # ----------------------------------------------------------------------------------------------
 
 
+def _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps, schedule) -> None:
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a file or folder path (str or Path), got {type(path).__name__}")
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+    if batch_size is not None:
+        check_int("batch_size", batch_size, 1)
+    check_int("num_train_steps", num_train_steps, 1)
+    if autocast_dtype not in (None, torch.float16, torch.bfloat16):
+        raise ValueError(f"autocast_dtype must be None, torch.float16 or torch.bfloat16, got {autocast_dtype!r}")
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a VPSchedule or VESchedule, got {type(schedule).__name__}")
+
+
 def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
                autocast_dtype: torch.dtype | None = None, num_train_steps: int = 1000,
                schedule=None) -> EpsilonModel:
@@ -229,6 +250,7 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
         that do not match the network (the message lists the first few and the counts).
     ImportError : a diffusers folder without the ``diffusers`` package.
     """
+    _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps, schedule)
     schedule = schedule if schedule is not None else VPSchedule(0.1, 20.0)
     path = Path(path)
     if arch == DIFFUSERS or (arch is None and _is_diffusers_folder(path)):

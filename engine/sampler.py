@@ -27,7 +27,8 @@ from ..kernels.resample import SCHEMES, normalize_log_weights, resample_and_gath
 from . import potentials as pot
 from .io import progress_bar
 from .schedules import ancestral_step
-from .validation import check_choice, check_int, check_problem, per_image_seeds
+from .validation import (PARTICLE_COPIES, check_choice, check_int, check_memory, check_problem, check_real,
+                         per_image_seeds)
 
 __all__ = ["sample", "sample_prior", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
            "finish", "tempering_schedule", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
@@ -49,7 +50,8 @@ class Result:
     Attributes
     ----------
     particles : (B, N, *event) final particles.
-    log_weights : (B, N) float64 final log-weights (unnormalised; ``-inf`` for dead particles).
+    log_weights : (B, N) float64 final log-weights (unnormalised; ``-inf`` for dead particles: a particle
+        whose state, score or log-weight increment became non-finite, see :attr:`dead`).
     ess : (num_steps, B) normalised effective sample size after each step, before any resampling.
     resampled : (num_steps, B) bool, where an image's ensemble was resampled.
     seeds : the per-image seeds used (pass them back to reproduce the run).
@@ -101,9 +103,21 @@ class Result:
         """(B, N) normalised weights (float64)."""
         return self._out(self._weights())
 
+    @property
+    def dead(self) -> torch.Tensor:
+        """(B,) int64: how many particles of each image died (log-weight ``-inf``); they never enter
+        :attr:`best`, :attr:`mean` or :attr:`std`."""
+        return (~torch.isfinite(self._log_weights)).sum(1).cpu()
+
     def _w(self) -> torch.Tensor:
         w = self._weights().to(self._particles.device)
         return w.reshape(*w.shape, *([1] * (self._particles.dim() - 2)))
+
+    def _live_particles(self) -> torch.Tensor:
+        """The particles in float64 with dead ones zeroed, so that their zero weight cannot meet a NaN."""
+        p = self._particles.to(torch.float64)
+        live = torch.isfinite(self._log_weights).to(p.device)
+        return torch.where(live.reshape(*live.shape, *([1] * (p.dim() - 2))), p, 0.0)
 
     @property
     def best(self):
@@ -115,12 +129,12 @@ class Result:
     @property
     def mean(self):
         """(B, *event) weighted mean (the MMSE estimate)."""
-        return self._out((self._w() * self._particles.to(torch.float64)).sum(1).to(self._particles.dtype))
+        return self._out((self._w() * self._live_particles()).sum(1).to(self._particles.dtype))
 
     @property
     def std(self):
         """(B, *event) weighted per-pixel standard deviation (an uncertainty map)."""
-        p = self._particles.to(torch.float64)
+        p = self._live_particles()
         w = self._w()
         m = (w * p).sum(1, keepdim=True)
         return self._out((w * (p - m).square()).sum(1).sqrt().to(self._particles.dtype))
@@ -140,13 +154,19 @@ class ParticleState:
     k: int = 0
 
 
+# Why a particle died (spec section 5 and the non-finite rule): codes of StepInfo.cause.
+CAUSES = {0: "alive", 1: "non-finite state", 2: "non-finite score", 3: "non-finite increment"}
+
+
 @dataclass
 class StepInfo:
     """What one step did: ``ess (B,)`` normalised ESS after the step (before any resampling; NaN where
-    every weight is zero), ``resampled (B,)`` bool, and ``timings`` (seconds per part when profiling)."""
+    every particle is dead), ``resampled (B,)`` bool, ``cause (B, N)`` int8 (:data:`CAUSES`: why a particle
+    died in this step, 0 if it did not), and ``timings`` (seconds per part when profiling)."""
 
     ess: torch.Tensor
     resampled: torch.Tensor
+    cause: torch.Tensor | None = None
     timings: dict = field(default_factory=dict)
 
 
@@ -264,16 +284,18 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential="noisy", et
     check_int("corrector_steps", corrector_steps, 0)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    if not math.isfinite(float(eta)):
-        raise ValueError(f"eta must be finite, got {eta!r}")
-    if not (0.0 <= float(ess_threshold) <= 1.0):
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}")
-    if not (float(corrector_snr) > 0 and math.isfinite(float(corrector_snr))):
-        raise ValueError(f"corrector_snr must be positive and finite, got {corrector_snr!r}")
+    eta = check_real("eta", eta)
+    check_real("ess_threshold", ess_threshold, low=0.0, high=1.0)
+    check_real("corrector_snr", corrector_snr, positive=True)
+    check_real("time_power", time_power, low=1.0)
     sigma_y, event = check_problem(prior, op, y, sigma_y)
     if guidance == "exact" and not getattr(op, "supports_exact", False):
         raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
                          "(use guidance='euler')")
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    check_memory(PARTICLE_COPIES * y.shape[0] * N * math.prod(event) * itemsize, y.device,
+                 f"afdps.sample with {N} particles of {'x'.join(map(str, event))} for {y.shape[0]} image(s)",
+                 "num_particles, or pass fewer images per call")
     if potential == "inflated" and not getattr(op, "supports_exact", False):
         raise ValueError(f"potential='inflated' weights the residual by a function of A A^T, which "
                          f"{type(op).__name__} cannot diagonalise; use potential='noisy' or 'scaled'")
@@ -327,6 +349,12 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     before = dict(timer.t)
     with timer("score"):
         s = prior.score(x, t)
+    if tuple(s.shape) != tuple(x.shape):
+        raise ValueError(f"the prior's score has shape {tuple(s.shape)} for particles of shape {tuple(x.shape)} "
+                         f"at step {k} (tau={t:.4g}); score(x, t) must return the shape of x")
+    # the non-finite rule: a particle whose state, score or increment is not finite dies (log-weight -inf)
+    state_bad = ~torch.isfinite(x).reshape(B, N, -1).all(-1)
+    score_bad = ~torch.isfinite(s).reshape(B, N, -1).all(-1)
     # the potential's change over the step at the old state, -(nu_{k+1}(x) - nu_k(x)): for one member
     # with a new lam it is (lam_k - lam_n) nu(x) / lam from the residual norm; across members, from A x
     same = m_k == m_n
@@ -346,12 +374,17 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     if plan.guidance == "exact" and kappa != 0.0:
         with timer("operator"):
             x = pot.guidance_step(op, x, yb, m_k, h, kappa, use_triton=plan.use_triton)
+    new_logw = logw  # weights=False, the unweighted baseline: uniform weights over the live particles
     if plan.weights:
-        logw = logw + dlw.view(B, N)
+        new_logw = logw + dlw.view(B, N)
         if need_value:
-            logw = logw - pot.tempering_change(m_k, raw, lam_n - lam_k)
+            new_logw = new_logw - pot.tempering_change(m_k, raw, lam_n - lam_k)
         elif not same:
-            logw = logw - change
+            new_logw = new_logw - change
+    inc_bad = ~torch.isfinite(dlw.view(B, N)) | ~torch.isfinite(new_logw)
+    newly = torch.isfinite(logw) & (state_bad | score_bad | inc_bad)
+    cause = torch.where(state_bad, 1, torch.where(score_bad, 2, 3)).to(torch.int8) * newly
+    logw = torch.where(newly | ~torch.isfinite(logw), -torch.inf, new_logw)
     for m in range(plan.corrector_steps):
         with timer("score"):
             s = prior.score(x, tn)
@@ -362,29 +395,44 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
                                      plan.corrector_keys[m][k], num_particles=N, lam=lam_n, snr=plan.corrector_snr,
                                      use_triton=plan.use_triton)
             x = x_new.reshape(B, N, *event)
-    if plan.weights:
-        with timer("resample"):
-            last = k == plan.num_steps - 1
-            threshold = plan.ess_threshold if (plan.resample != "none" and not last) else -1.0
-            x, logw, ess, did = resample_and_gather(
-                x, logw, plan.resample_keys[k], scheme="systematic" if plan.resample == "none" else plan.resample,
-                threshold=threshold, use_triton=plan.use_triton)
-    else:
-        ess = torch.ones(B, dtype=torch.float64, device=x.device)
-        did = torch.zeros(B, dtype=torch.bool, device=x.device)
+    with timer("resample"):
+        last = k == plan.num_steps - 1
+        resampling = plan.weights and plan.resample != "none" and not last
+        x, logw, ess, did = resample_and_gather(
+            x, logw, plan.resample_keys[k], scheme="systematic" if plan.resample == "none" else plan.resample,
+            threshold=plan.ess_threshold if resampling else -1.0, use_triton=plan.use_triton)
     timings = {name: v - before.get(name, 0.0) for name, v in timer.t.items()} if timer.enabled else {}
-    return ParticleState(x=x, logw=logw, k=k + 1), StepInfo(ess=ess, resampled=did, timings=timings)
+    return ParticleState(x=x, logw=logw, k=k + 1), StepInfo(ess=ess, resampled=did, cause=cause, timings=timings)
 
 
-def finish(state: ParticleState, plan: Plan) -> torch.Tensor:
-    """The final particles: ``state.x``, or with ``denoise`` the Tweedie estimate
-    ``x0 = (x + sigma^2 s) / alpha`` at ``tau_min``."""
-    if not plan.denoise:
-        return state.x
-    sched, tmin = plan.prior.schedule, plan.times[-1]
-    with plan.timer("score"):
-        s = plan.prior.score(state.x, tmin)
-    return (state.x + float(sched.sigma(tmin)) ** 2 * s) / float(sched.alpha(tmin))
+def finish(state: ParticleState, plan: Plan) -> tuple[ParticleState, torch.Tensor]:
+    """The final ensemble and why particles died in it (``cause (B, N)``, :data:`CAUSES`): ``state.x``, or
+    with ``denoise`` the Tweedie estimate ``x0 = (x + sigma^2 s) / alpha`` at ``tau_min``; a particle whose
+    final state (or final score) is not finite dies, as in :func:`step`."""
+    x, B, N = state.x, plan.batch, plan.num_particles
+    score_bad = torch.zeros(B, N, dtype=torch.bool, device=x.device)
+    if plan.denoise:
+        sched, tmin = plan.prior.schedule, plan.times[-1]
+        with plan.timer("score"):
+            s = plan.prior.score(x, tmin)
+        score_bad = ~torch.isfinite(s).reshape(B, N, -1).all(-1)
+        x = (x + float(sched.sigma(tmin)) ** 2 * s) / float(sched.alpha(tmin))
+    state_bad = ~torch.isfinite(x).reshape(B, N, -1).all(-1)
+    newly = torch.isfinite(state.logw) & (state_bad | score_bad)
+    cause = torch.where(score_bad, 2, 1).to(torch.int8) * newly
+    logw = torch.where(newly, -torch.inf, state.logw)
+    return ParticleState(x=x, logw=logw, k=state.k), cause
+
+
+_HINTS = {1: "the particles left the floating-point range (try more steps, guidance='exact', or tempering='linear')",
+          2: "the prior's score returned NaN or inf for them",
+          3: "their log-weight increments overflowed (try more steps, guidance='exact', or tempering='linear')"}
+
+
+def _death_cause(cause: torch.Tensor) -> torch.Tensor:
+    """Per image, the cause to report among the particles that died in one step: a non-finite score first
+    (the most telling), then a non-finite state, then an increment."""
+    return torch.where((cause == 2).any(1), 2, torch.where((cause == 1).any(1), 1, 3)).to(torch.int8)
 
 
 GRAPH_CACHE_SIZE = 4
@@ -504,22 +552,28 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "nois
     check_every = 1 if device.type == "cpu" else 16  # host checks for dead ensembles (a sync) on GPUs
     t_list = plan.times
 
-    def raise_if_dead(first_dead):
-        dead = first_dead >= 0
+    def raise_if_dead(dead_step, dead_cause):
+        dead = dead_step >= 0
         if bool(dead.any()):
             b = int(dead.nonzero()[0])
-            k_dead = int(first_dead[b])
-            raise FloatingPointError(
-                f"every particle of image {b} has a non-finite log-weight after step {k_dead} "
-                f"(tau={t_list[k_dead]:.4g} -> {t_list[k_dead + 1]:.4g}); the ensemble is dead (try more steps, "
-                "guidance='exact', or tempering='linear')")
+            k_dead, code = int(dead_step[b]), int(dead_cause[b])
+            when = (f"after step {k_dead} (tau={t_list[k_dead]:.4g} -> {t_list[k_dead + 1]:.4g})" if k_dead < K
+                    else "in the final state" + (" (the final denoising)" if denoise else ""))
+            raise FloatingPointError(f"every particle of image {b} has died {when}: {CAUSES[code]}: {_HINTS[code]}")
 
     def run(*inputs, eager=True):
         """Stage I and the K steps; ``eager=False`` (CUDA-graph capture): no host checks, no progress bar."""
         run_plan = plan.with_keys(*inputs)
-        first_dead = torch.full((B,), -1, dtype=torch.long, device=device)
+        dead_step = torch.full((B,), -1, dtype=torch.long, device=device)
+        dead_cause = torch.zeros(B, dtype=torch.int8, device=device)
         ess_trace = torch.ones(K, B, dtype=torch.float64, device=device)
         resampled = torch.zeros(K, B, dtype=torch.bool, device=device)
+
+        def record(k, logw, cause):
+            emptied = ~torch.isfinite(logw).any(1) & (dead_step < 0)
+            dead_step.copy_(torch.where(emptied, k, dead_step))
+            dead_cause.copy_(torch.where(emptied, _death_cause(cause), dead_cause))
+
         state = init(run_plan)
         bar = progress_bar(K, f"afdps-{method}", progress if eager else False)
         try:
@@ -527,10 +581,9 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "nois
                 state, info = step(state, run_plan)
                 ess_trace[k] = info.ess
                 resampled[k] = info.resampled
-                if weights:
-                    first_dead = torch.where(torch.isnan(info.ess) & (first_dead < 0), k, first_dead)
-                    if eager and ((k + 1) % check_every == 0 or k == K - 1):
-                        raise_if_dead(first_dead)
+                record(k, state.logw, info.cause)
+                if eager and ((k + 1) % check_every == 0 or k == K - 1):
+                    raise_if_dead(dead_step, dead_cause)
                 if callback is not None:
                     callback(k, state, info)
                 bar.update(1)
@@ -538,17 +591,19 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "nois
                     bar.set_postfix(ess=f"{float(ess_trace[k].min()):.2f}")
         finally:
             bar.close()
-        return finish(state, run_plan), state.logw, ess_trace, resampled, first_dead
+        state, cause = finish(state, run_plan)
+        record(K, state.logw, cause)
+        return state.x, state.logw, ess_trace, resampled, dead_step, dead_cause
 
     if cuda_graph:
         key = (id(prior), id(op), tuple(y.shape), str(device), dtype, method, potential, float(eta), N, K, tempering,
                guidance,
                resample, float(ess_threshold), plan.corrector_steps, float(corrector_snr), weights, float(time_power),
                denoise, plan.sigma_y, plan.use_triton)
-        x, logw, ess_trace, resampled, first_dead = _graphed_call(key, (prior, op), run, plan.keys)
-        raise_if_dead(first_dead)
+        x, logw, ess_trace, resampled, dead_step, dead_cause = _graphed_call(key, (prior, op), run, plan.keys)
     else:
-        x, logw, ess_trace, resampled, first_dead = run(*plan.keys)
+        x, logw, ess_trace, resampled, dead_step, dead_cause = run(*plan.keys)
+    raise_if_dead(dead_step, dead_cause)
     nfe = K * (1 + plan.corrector_steps) + int(denoise)
     return Result(particles=x, log_weights=logw, ess=ess_trace.cpu(), resampled=resampled.cpu(), seeds=plan.seeds,
                   nfe=nfe, timings=plan.timer.t)

@@ -26,7 +26,8 @@ def langevin_step_ref(x, score, grad_mu, keys, *, num_particles: int, lam: float
 
     The step size is Song et al.'s predictor-corrector rule, per image ``b``:
     ``e_b = 2 (snr * mean_i |z_i| / mean_i |s_i - lam grad_mu_i|)^2`` (``|.|`` the L2 norm of a row,
-    means over the particles of the image). Weights are unchanged.
+    means over the live particles of the image: rows whose drift is not finite, dead particles, are
+    left out, so one dead particle cannot stop the others; NaN if none is live). Weights are unchanged.
 
     Returns ``x_new (R, D)`` and the step sizes ``(B,)`` float64.
 
@@ -39,8 +40,12 @@ def langevin_step_ref(x, score, grad_mu, keys, *, num_particles: int, lam: float
     xf = x.to(cdt)
     drift = score.to(cdt) - lam * grad_mu.to(cdt)
     z = rows_noise(keys, num_particles, D, x).to(cdt)
-    znorm = z.square().sum(-1, dtype=torch.float64).sqrt().view(B, num_particles).mean(1)
-    dnorm = drift.square().sum(-1, dtype=torch.float64).sqrt().view(B, num_particles).mean(1)
+    zrow = z.square().sum(-1, dtype=torch.float64).sqrt().view(B, num_particles)
+    drow = drift.square().sum(-1, dtype=torch.float64).sqrt().view(B, num_particles)
+    live = torch.isfinite(drow)
+    count = live.sum(1)
+    znorm = torch.where(live, zrow, 0.0).sum(1) / count
+    dnorm = torch.where(live, drow, 0.0).sum(1) / count
     e = 2.0 * (snr * znorm / dnorm.clamp_min(1e-30)).square()
     e_rows = e.repeat_interleave(num_particles).to(cdt).unsqueeze(-1)
     x_new = xf + e_rows * drift + torch.sqrt(2.0 * e_rows) * z
@@ -78,11 +83,13 @@ def _langevin_size_kernel(
     R, N, NB,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
-    # e_b = 2 (snr mean_i |z_i| / max(mean_i |s_i - lam g_i|, 1e-30))^2, row norms in float64
+    # e_b = 2 (snr mean_i |z_i| / max(mean_i |s_i - lam g_i|, 1e-30))^2, row norms in float64, means over
+    # the live rows (finite drift norm; NaN fails both comparisons, inf the second)
     b = tl.program_id(0)
     RB = R * NB
     zacc = tl.zeros([BLOCK_N], dtype=tl.float64)
     dacc = tl.zeros([BLOCK_N], dtype=tl.float64)
+    cnt = tl.zeros([BLOCK_N], dtype=tl.float64)
     for n0 in range(0, N, BLOCK_N):
         n = n0 + tl.arange(0, BLOCK_N)
         rows = b * N + n
@@ -95,10 +102,13 @@ def _langevin_size_kernel(
             off = rows[:, None] * NB + k[None, :]
             zz += tl.sum(tl.load(part_ptr + off, mask=m, other=0.0).to(tl.float64), axis=1)
             dd += tl.sum(tl.load(part_ptr + RB + off, mask=m, other=0.0).to(tl.float64), axis=1)
-        zacc += tl.where(nmask, tl.sqrt(zz), 0.0)
-        dacc += tl.where(nmask, tl.sqrt(dd), 0.0)
-    zmean = tl.sum(zacc, axis=0) / N
-    dmean = tl.maximum(tl.sum(dacc, axis=0) / N, 1e-30)
+        live = nmask & (dd == dd) & (dd < float("inf"))
+        zacc += tl.where(live, tl.sqrt(zz), 0.0)
+        dacc += tl.where(live, tl.sqrt(dd), 0.0)
+        cnt += live.to(tl.float64)
+    count = tl.sum(cnt, axis=0)
+    zmean = tl.sum(zacc, axis=0) / count
+    dmean = tl.maximum(tl.sum(dacc, axis=0) / count, 1e-30)
     q = tl.load(p_ptr + 1) * zmean / dmean
     tl.store(e_ptr + b, 2.0 * q * q)
 

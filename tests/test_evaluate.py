@@ -75,7 +75,9 @@ def test_eval_usage_errors(tmp_path, capsys):
     assert "available" in capsys.readouterr().err
     assert cli.main(["eval", "--prior", str(tmp_path / "none.pt"), "--arch", "adm-ffhq256",
                      "--out", str(tmp_path)]) == 2
-    assert cli.main(["eval", "--num-images", "0", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as info:  # argparse refuses it: status 2 and the usage
+        cli.main(["eval", "--num-images", "0", "--out", str(tmp_path)])
+    assert info.value.code == 2 and "--num-images: must be an integer >= 1" in capsys.readouterr().err
 
 
 def test_interrupted_run_keeps_finished_rows(tmp_path, monkeypatch):

@@ -88,3 +88,23 @@ def test_langevin_rejects_bad_shapes():
         lv.langevin_step_triton(x, s, g, keys, num_particles=4, lam=0.5, snr=0.1)
     with pytest.raises(ValueError, match="grad_mu"):
         lv.langevin_step_triton(x, s, g[:, :5], keys, num_particles=3, lam=0.5, snr=0.1)
+
+
+@pytest.mark.parametrize("use_triton", [False, True], ids=["reference", "kernel"])
+def test_dead_rows_do_not_stop_the_live_ones(use_triton):
+    """A particle whose score is NaN or inf (dead) is left out of its image's step-size means: the other
+    rows get exactly the step of the ensemble without it, and an image with no live row gets NaN."""
+    x, s, g, keys = _inputs(2, 4, 33, torch.float32, seed=7)
+    s = s.clone()
+    s[1, 5] = float("nan")   # image 0, particle 1
+    s[2, 0] = float("inf")   # image 0, particle 2
+    out, e = lv.langevin_step(x, s, g, keys, num_particles=4, lam=0.5, snr=0.1, use_triton=use_triton)
+    live = [0, 3]
+    z = randn_rows(keys, 4, 33).reshape(8, 33).double()
+    drift = (s.double() - 0.5 * g.double())
+    want = 2 * (0.1 * z[live].norm(dim=1).mean() / drift[live].norm(dim=1).mean()) ** 2
+    torch.testing.assert_close(e[0], want, rtol=1e-5, atol=0)
+    assert torch.isfinite(out[live]).all() and torch.isfinite(out[4:]).all() and torch.isfinite(e[1])
+    s[4:] = float("nan")     # every particle of image 1
+    _, e = lv.langevin_step(x, s, g, keys, num_particles=4, lam=0.5, snr=0.1, use_triton=use_triton)
+    assert torch.isnan(e[1]) and torch.isfinite(e[0])

@@ -227,7 +227,9 @@ def test_steppable_sampler_reproduces_sample(kw):
     assert state.k == 0 and bool((state.logw == 0).all())
     while state.k < plan.num_steps:
         state, info = sm.step(state, plan)
-    assert torch.equal(sm.finish(state, plan), res.particles) and torch.equal(state.logw, res.log_weights)
+    state, cause = sm.finish(state, plan)
+    assert torch.equal(state.x, res.particles) and torch.equal(state.logw, res.log_weights)
+    assert not bool(cause.any())
 
 
 def test_callback_can_stop_a_run_and_must_be_callable():

@@ -6,28 +6,29 @@ import argparse
 import torch
 
 from ..engine.demo import run_demo
+from ._common import DEFAULT_THREADS, positive_float, positive_int, seed_int
 
 HELP = "restore a bundled photo with the bundled prior"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--particles", type=int, default=64, help="particles (default: 64)")
-    p.add_argument("--steps", type=int, default=60, help="time steps (default: 60)")
+    p.add_argument("--particles", type=positive_int, default=64, help="particles (default: 64)")
+    p.add_argument("--steps", type=positive_int, default=60, help="time steps (default: 60)")
     p.add_argument("--method", choices=("sde", "ode"), default="sde", help="sampler (default: sde)")
     p.add_argument("--eta", type=float, default=1.0, help="guidance weight of the SDE (default: 1, AFDPS-SDE)")
     p.add_argument("--tempering", choices=("none", "linear"), default="linear", help="(default: linear)")
-    p.add_argument("--size", type=int, default=256, help="image side (default: 256)")
-    p.add_argument("--sigma-y", type=float, default=0.05, help="measurement noise on [-1, 1] (default: 0.05)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all)")
+    p.add_argument("--size", type=positive_int, default=256, help="image side (default: 256)")
+    p.add_argument("--sigma-y", type=positive_float, default=0.05, help="measurement noise on [-1, 1] (default: 0.05)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                   help="CPU threads for torch (default: half the cores, at most 8; here %(default)s)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     run_demo(args.out, particles=args.particles, steps=args.steps, method=args.method, eta=args.eta,
              tempering=args.tempering, size=args.size, sigma_y=args.sigma_y, seed=args.seed, device=args.device,
              progress=False if args.no_progress else None)

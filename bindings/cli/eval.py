@@ -14,6 +14,10 @@ from ..api import load_classifier, load_mnist_test, load_prior
 from ..engine.data import load_image_folder
 from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table
 from ..engine.io import write_text
+from ..engine.potentials import POTENTIALS
+from ..engine.sampler import TEMPERINGS
+from ._common import (DEFAULT_THREADS, nonneg_float, nonneg_int, positive_float, positive_int, power_float,
+                      seed_int)
 
 HELP = "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"
 
@@ -27,44 +31,44 @@ def _split(value: str, allowed, what: str) -> list[str]:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--prior", default="mnist", help="'mnist' (shipped) or a checkpoint path (default: mnist)")
+    p.add_argument("--prior", default="mnist", help="'mnist' (shipped) or a checkpoint path")
     p.add_argument("--arch", default=None, help="architecture of a checkpoint (adm-ffhq256, adm-imagenet256, JSON)")
     p.add_argument("--images", default=None, help="folder of test images (default for 1x28x28 priors: the "
                    "shipped MNIST test digits, scored also by the shipped classifier)")
     p.add_argument("--task", default=None, help=f"comma-separated, from {', '.join(TASKS)} "
                    "(default: the four tasks of the image size)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
-    p.add_argument("--num-images", type=int, default=100)
-    p.add_argument("--particles", type=int, default=16)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--sigma-y", type=float, default=0.05)
-    p.add_argument("--tempering", choices=("none", "linear"), default="linear")
-    p.add_argument("--time-power", type=float, default=2.0)
-    p.add_argument("--dps-zeta", type=float, default=1.0, help="DPS step size (default: 1.0)")
-    p.add_argument("--dps-steps", type=int, default=None, help="DPS steps (default: --steps)")
-    p.add_argument("--corrector-steps", type=int, default=1, help="Langevin steps per step of afdps-ode (default: 1)")
-    p.add_argument("--corrector-snr", type=float, default=0.1,
-                   help="Langevin step-size rule r of afdps-ode (spec section 2; default: 0.1)")
-    p.add_argument("--batch-size", type=int, default=10, help="images per sampler call (default: 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-images", type=positive_int, default=100, help="images to restore (the first ones)")
+    p.add_argument("--particles", type=positive_int, default=16, help="particles per image")
+    p.add_argument("--steps", type=positive_int, default=100, help="time steps")
+    p.add_argument("--sigma-y", type=positive_float, default=0.05, help="measurement noise on [-1, 1]")
+    p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule of the particle methods")
+    p.add_argument("--potential", choices=POTENTIALS, default="noisy",
+                   help="where the likelihood is evaluated along the path (spec section 9)")
+    p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP; 1 = uniform)")
+    p.add_argument("--dps-zeta", type=nonneg_float, default=1.0, help="DPS step size")
+    p.add_argument("--dps-steps", type=positive_int, default=None, help="DPS steps (default: --steps)")
+    p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step of afdps-ode")
+    p.add_argument("--corrector-snr", type=positive_float, default=0.1,
+                   help="Langevin step-size rule r of afdps-ode (spec section 2)")
+    p.add_argument("--batch-size", type=positive_int, default=10, help="images per sampler call")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of image 0 (image i uses seed + i)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--backend", default=None, choices=("auto", "torch", "triton"))
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--out", default="eval_out", help="output folder (default: eval_out)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--backend", default=None, choices=("auto", "torch", "triton"),
+                   help="kernels or PyTorch references (default: AFDPS_BACKEND, else auto)")
+    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                   help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
+    p.add_argument("--out", default="eval_out", help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args) -> int:
-    if args.num_images < 1 or args.particles < 1 or args.steps < 1:
-        raise ValueError(f"--num-images, --particles and --steps must be >= 1, got {args.num_images}, "
-                         f"{args.particles}, {args.steps}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     methods = _split(args.methods, METHODS, "methods")
     prior = load_prior(args.prior, args.arch, device=device)
     shape = tuple(prior.event_shape)
-    tasks = _split(args.task, TASKS, "task") if args.task else list(DEFAULT_TASKS.get(shape[1], ()))
+    tasks = _split(args.task, TASKS, "task") if args.task is not None else list(DEFAULT_TASKS.get(shape[1], ()))
     if not tasks:
         raise ValueError(f"no default tasks for {shape} images; name them with --task")
     labels = classifier = None
@@ -72,6 +76,9 @@ def run(args) -> int:
         if shape != (1, 28, 28):
             raise ValueError(f"--images FOLDER is needed for a prior of {'x'.join(map(str, shape))} images "
                              "(without it: the shipped MNIST test digits, for 1x28x28 priors)")
+        if args.num_images > 1000:
+            raise ValueError(f"--num-images {args.num_images}: the shipped MNIST test digits are 1000; pass at most "
+                             "1000 or --images FOLDER")
         images, labels = load_mnist_test(args.num_images)
         classifier = load_classifier("mnist")
     else:
@@ -84,7 +91,7 @@ def run(args) -> int:
 
     def write(summary, per_image):
         for r in summary:
-            r.update({"device": name, "sigma_y": args.sigma_y, "tempering": args.tempering,
+            r.update({"device": name, "sigma_y": args.sigma_y, "tempering": args.tempering, "potential": args.potential,
                       "time_power": args.time_power, "seed": args.seed, "prior": args.prior})
             if r["method"] == "dps":
                 r["dps_zeta"] = args.dps_zeta
@@ -92,7 +99,7 @@ def run(args) -> int:
                 r.update(corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr)
         done = "" if len(summary) == planned else f" (partial: {len(summary)} of {planned} task x method rows)"
         header = (f"# afdps eval: prior {args.prior}, {len(images)} images, sigma_y {args.sigma_y}, device {name}, "
-                  f"{time.perf_counter() - t0:.0f} s{done}\n\nParticle methods: tempering {args.tempering}, time grid "
+                  f"{time.perf_counter() - t0:.0f} s{done}\n\nParticle methods: tempering {args.tempering}, potential {args.potential}, time grid "
                   f"power {args.time_power:g}; afdps-ode: {args.corrector_steps} Langevin step(s) with r = "
                   f"{args.corrector_snr:g}; dps: zeta = {args.dps_zeta:g}, one sample per image, no weights (best = "
                   "mean). Means ± standard errors over images; accuracy: fraction classified as the true digit; NFE: "
@@ -105,7 +112,7 @@ def run(args) -> int:
     summary, per_image = evaluate(
         prior, images, tasks=tasks, methods=methods, particles=args.particles, steps=args.steps,
         sigma_y=args.sigma_y, labels=labels, classifier=classifier, seed=args.seed, batch_size=args.batch_size,
-        tempering=args.tempering, time_power=args.time_power, dps_zeta=args.dps_zeta, dps_steps=args.dps_steps,
+        tempering=args.tempering, potential=args.potential, time_power=args.time_power, dps_zeta=args.dps_zeta, dps_steps=args.dps_steps,
         corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, device=device, backend=args.backend,
         progress=False if args.no_progress else None, on_result=write)
     print(write(summary, per_image) + markdown_table(summary))

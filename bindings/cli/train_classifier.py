@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 from ..engine.training import train_classifier
-from ._common import command_line
+from ._common import DEFAULT_THREADS, command_line, positive_float, positive_int, seed_int
 
 HELP = "train the MNIST digit classifier used to check the prior"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="checkpoint to write (e.g. out/mnist_classifier.pt)")
-    parser.add_argument("--epochs", type=int, default=4, help="passes over the 50,000 training digits (default: 4)")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default: 2e-3)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--epochs", type=positive_int, default=4, help="passes over the 50,000 training digits (default: 4)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per step (default: 128)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--lr", type=positive_float, default=2e-3, help="peak AdamW learning rate (default: 2e-3)")
+    parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                        help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
 
 
 def run(args) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..api import load_classifier, load_prior
 from ..engine.training import PRIOR_CONFIG, prior_sanity_check, train_prior
-from ._common import command_line
+from ._common import DEFAULT_THREADS, command_line, nonneg_int, positive_float, positive_int, seed_int, unit_float
 
 HELP = "train the small MNIST diffusion prior (DDPM epsilon objective, ADM UNet)"
 
@@ -11,26 +11,27 @@ HELP = "train the small MNIST diffusion prior (DDPM epsilon objective, ADM UNet)
 def add_arguments(parser) -> None:
     parser.add_argument("--dataset", default="mnist", choices=["mnist"], help="training data (default: mnist)")
     parser.add_argument("--out", required=True, help="checkpoint to write (e.g. out/mnist_prior.pt)")
-    parser.add_argument("--steps", type=int, default=3500, help="optimizer steps (default: 3500)")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default: 1e-3)")
-    parser.add_argument("--warmup", type=int, default=200, help="linear warm-up steps (default: 200)")
-    parser.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay of the saved weights (default: 0.999)")
-    parser.add_argument("--num-channels", type=int, default=PRIOR_CONFIG["num_channels"],
+    parser.add_argument("--steps", type=positive_int, default=3500, help="optimizer steps (default: 3500)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="images per step (default: 128)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="peak AdamW learning rate (default: 1e-3)")
+    parser.add_argument("--warmup", type=nonneg_int, default=200, help="linear warm-up steps (default: 200)")
+    parser.add_argument("--ema-decay", type=unit_float, default=0.999, help="EMA decay of the saved weights (default: 0.999)")
+    parser.add_argument("--num-channels", type=positive_int, default=PRIOR_CONFIG["num_channels"],
                         help=f"ADMUNet base width, a multiple of 32 (default: {PRIOR_CONFIG['num_channels']})")
-    parser.add_argument("--num-res-blocks", type=int, default=PRIOR_CONFIG["num_res_blocks"],
+    parser.add_argument("--num-res-blocks", type=positive_int, default=PRIOR_CONFIG["num_res_blocks"],
                         help=f"ResBlocks per level (default: {PRIOR_CONFIG['num_res_blocks']})")
     parser.add_argument("--log", default=None, help="loss CSV (default: <out stem>_loss.csv next to --out)")
-    parser.add_argument("--log-every", type=int, default=50, help="steps per loss row (default: 50)")
-    parser.add_argument("--checkpoint-every", type=int, default=500,
+    parser.add_argument("--log-every", type=positive_int, default=50, help="steps per loss row (default: 50)")
+    parser.add_argument("--checkpoint-every", type=nonneg_int, default=500,
                         help="steps between resumable training states <out>.state (default: 500; 0: none)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>.state if it exists")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                        help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--init-from", default=None,
                         help="continue from this afdps prior checkpoint (its config; fresh optimizer)")
-    parser.add_argument("--sanity-samples", type=int, default=0,
+    parser.add_argument("--sanity-samples", type=nonneg_int, default=0,
                         help="after training, draw this many samples and report the fraction the shipped "
                              "classifier labels with confidence >= 0.9 (default: 0, skip)")
 

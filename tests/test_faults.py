@@ -1,0 +1,153 @@
+"""Fault injection (issue 10): NaN/inf score rows at random steps and particles, for every method, both
+backends, weights on and off, with and without resampling, denoise on and off.
+
+The rule (engine/sampler.py, spec section 5): a particle whose state, score or log-weight increment is
+not finite dies (log-weight -inf) in every mode; it never enters mean, std or best; an image whose
+particles all die raises one error naming the image, the step and the cause. Each case checks what the
+rule says: outputs finite where live particles remain, the number of dead particles, the error otherwise.
+The outcome of every case is also written to docs/reliability.md (tests/test_reliability.py).
+"""
+import itertools
+import random
+
+import pytest
+import torch
+
+import afdps
+from afdps import ops
+from afdps.baselines import dps
+from afdps.kernels._triton import HAS_TRITON
+from afdps.priors import GaussianMixture
+
+B, N, K = 2, 8, 6
+A2 = ops.Dense(torch.tensor([[1.0, 0.5]]))
+Y2 = torch.tensor([[0.3], [-1.0]])
+
+
+class FaultyPrior:
+    """A 2-D Gaussian mixture whose score is replaced by ``value`` at ``faults``: ``{call: [(b, i), ...]}``
+    (``call`` counts score evaluations from 0; ``b, i`` an image and a particle)."""
+
+    def __init__(self, faults, value=float("nan")):
+        self.gm = GaussianMixture(torch.tensor([[-1.0, 0.0], [1.5, 1.0]]),
+                                  torch.stack([0.3 * torch.eye(2), 0.5 * torch.eye(2)]), torch.tensor([0.4, 0.6]))
+        self.event_shape, self.schedule = self.gm.event_shape, self.gm.schedule
+        self.faults, self.value, self.calls = faults, value, 0
+
+    def score(self, x, t):
+        s = self.gm.score(x, t)
+        for b, i in self.faults.get(self.calls, ()):
+            s[b, i] = self.value
+        self.calls += 1
+        return s
+
+
+METHODS = {"sde": dict(method="sde", eta=1.0, tempering="linear"), "fk": dict(method="sde", eta=0.5),
+           "ode": dict(method="ode", corrector_steps=1)}
+BACKENDS = ["torch"] + (["triton"] if HAS_TRITON else [])
+# Every combination on the reference backend; on the Triton kernels (under the interpreter on CPUs, seconds
+# a case) every method x weights x resampling, with denoise on in half of them.
+CASES = list(itertools.product(METHODS, ["torch"], [True, False], ["systematic", "none"], [False, True]))
+CASES += [(m, "triton", w, r, w != (r == "none")) for m, w, r in
+          itertools.product(METHODS, [True, False], ["systematic", "none"]) if "triton" in BACKENDS]
+
+
+def _calls(method, denoise):
+    return K * (2 if method == "ode" else 1) + int(denoise)
+
+
+@pytest.mark.parametrize("method,backend,weights,resample,denoise", CASES)
+def test_one_bad_row_kills_one_particle(method, backend, weights, resample, denoise):
+    """A NaN or inf score row at a random call and particle of image 0: finite best/mean/std for both
+    images; the particle is dead at the end unless a resampling after its death replaced it."""
+    rng = random.Random(str((method, backend, weights, resample, denoise)))
+    call, i = rng.randrange(_calls(method, denoise)), rng.randrange(N)
+    value = rng.choice([float("nan"), float("inf"), -float("inf")])
+    prior = FaultyPrior({call: [(0, i)]}, value)
+    r = afdps.sample(prior, A2, Y2, 0.5, num_particles=N, num_steps=K, seed=3, weights=weights, resample=resample,
+                     denoise=denoise, backend=backend, **METHODS[method])
+    for field in (r.best, r.mean, r.std):
+        assert torch.isfinite(field).all(), (call, i, value, field)
+    assert int(r.dead[1]) == 0 and torch.isfinite(r.log_weights[1]).all()
+    replaced = bool(r.resampled[min(call // (2 if method == "ode" else 1), K - 1):, 0].any())
+    if not replaced:
+        assert int(r.dead[0]) == 1 and r.log_weights[0, i] == -float("inf"), (call, i, r.log_weights[0])
+    assert int(r.dead[0]) <= 1
+    if not weights:  # the unweighted baseline: uniform weights over the live particles
+        w = r.weights[0]
+        live = torch.isfinite(r.log_weights[0])
+        torch.testing.assert_close(w[live], torch.full_like(w[live], 1.0 / int(live.sum())))
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_particle_dead_raises_naming_image_step_and_cause(method, backend):
+    step = 2
+    call = step * (2 if method == "ode" else 1)
+    prior = FaultyPrior({call: [(1, i) for i in range(N)]})
+    with pytest.raises(FloatingPointError, match=rf"every particle of image 1 has died after step {step} "
+                                                 r"\(tau=.*\): non-finite score: the prior's score returned NaN"):
+        afdps.sample(prior, A2, Y2, 0.5, num_particles=N, num_steps=K, seed=0, backend=backend, **METHODS[method])
+
+
+@pytest.mark.parametrize("weights", [True, False])
+def test_nan_final_denoising_score_is_named(weights):
+    prior = FaultyPrior({K: [(0, i) for i in range(N)]})
+    with pytest.raises(FloatingPointError, match=r"image 0 has died in the final state \(the final denoising\): "
+                                                 r"non-finite score"):
+        afdps.sample(prior, A2, Y2, 0.5, num_particles=N, num_steps=K, seed=0, denoise=True, weights=weights)
+
+
+def test_exploding_increments_are_named():
+    """eta = -1 with a stiff explicit guidance step: the log-weight increments overflow."""
+    op = ops.Dense(torch.tensor([[40.0, 20.0]]))
+    with pytest.raises(FloatingPointError, match=r"image 0 has died after step 1 .*non-finite increment"):
+        afdps.sample(FaultyPrior({}), op, Y2, 1e-6, num_particles=4, num_steps=2, seed=0, eta=-1.0, guidance="euler")
+
+
+def test_demo_with_exploding_states_fails_and_writes_nothing(tmp_path, capsys):
+    """The issue's probe `afdps demo --eta -1 --size 64 --particles 2 --steps 2`: every particle leaves the
+    floating-point range in the last step with finite log-weights; the final-state check catches it, the
+    command exits 1 with one sentence, and no image or metrics.json is written."""
+    from afdps import cli
+
+    out = tmp_path / "d"
+    rc = cli.main(["demo", "--eta", "-1", "--size", "64", "--particles", "2", "--steps", "2", "--out", str(out),
+                   "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "died in the final state: non-finite state" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
+
+
+def test_a_prior_that_raises_mid_run_propagates():
+    class Broken(FaultyPrior):
+        def score(self, x, t):
+            if self.calls == 3:
+                raise RuntimeError("the network broke (simulated)")
+            return super().score(x, t)
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        afdps.sample(Broken({}), A2, Y2, 0.5, num_particles=N, num_steps=K, seed=0)
+
+
+class FaultyEps(torch.nn.Module):
+    """A noise-prediction 'network' (the mixture's VP score) returning NaN for the rows in ``bad``."""
+
+    def __init__(self, bad):
+        super().__init__()
+        self.gm, self.bad = FaultyPrior({}).gm, bad
+
+    def forward(self, x, k):
+        tau = (float(k[0]) + 1.0) / 1000.0
+        eps = -float(self.gm.schedule.sigma(tau)) * self.gm.score(x, tau)
+        return torch.where(self.bad[: x.shape[0], None], float("nan"), eps)
+
+
+def test_dps_one_nan_row_dies_all_nan_rows_raise():
+    bad = torch.tensor([False, True, False, False])  # image 0 sample 1 (2 samples per image)
+    prior = afdps.priors.EpsilonModel(FaultyEps(bad), event_shape=(2,))
+    r = dps(prior, A2, Y2, 0.5, num_steps=5, zeta=0.5, num_samples=2, seed=0)
+    assert r.dead.tolist() == [1, 0] and torch.isfinite(r.best).all() and torch.isfinite(r.mean).all()
+    prior = afdps.priors.EpsilonModel(FaultyEps(torch.tensor([False, False, True, True])), event_shape=(2,))
+    with pytest.raises(FloatingPointError, match=r"every DPS sample of image 1 has died at step 0 .*network returned NaN"):
+        dps(prior, A2, Y2, 0.5, num_steps=5, zeta=0.5, num_samples=2, seed=0)
