@@ -12,6 +12,7 @@ import torch
 
 from ..kernels.philox import PURPOSE, randn_rows, stream_keys
 from .io import progress_bar
+from .priors import score_with_graph
 from .sampler import Result
 from .schedules import ancestral_step
 from .validation import check_int, check_problem, check_real, per_image_seeds
@@ -23,12 +24,7 @@ def _epsilon_with_grad(prior, x: torch.Tensor, t: float, sigma: float) -> torch.
     """``eps_hat(x, t)`` with the autograd graph through the network (or through the prior's score)."""
     if hasattr(prior, "epsilon"):
         return prior.epsilon(x, t, grad=True)
-    with torch.enable_grad():
-        s = prior.score(x, t)
-    if not s.requires_grad:
-        raise TypeError(f"DPS differentiates through the prior's score, but {type(prior).__name__}.score returned "
-                        "a tensor without an autograd graph")
-    return -sigma * s
+    return -sigma * score_with_graph(prior, x, t, "DPS")
 
 
 def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_samples: int = 1, seed=None,

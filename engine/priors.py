@@ -16,7 +16,7 @@ import torch
 
 from .schedules import Schedule, VESchedule, VPSchedule
 
-__all__ = ["Prior", "GaussianMixture", "SpectralGaussian", "EpsilonModel"]
+__all__ = ["score_with_graph", "Prior", "GaussianMixture", "SpectralGaussian", "EpsilonModel"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -381,3 +381,16 @@ class EpsilonModel(Prior):
 
     def score(self, x, t, *, grad: bool = False):
         return -self.epsilon(x, t, grad=grad) / float(self.schedule.sigma(t))
+
+
+def score_with_graph(prior, x: torch.Tensor, t, what: str = "this method") -> torch.Tensor:
+    """``prior.score(x, t)`` with its autograd graph to ``x`` (through the network of an
+    :class:`EpsilonModel`, or through any prior whose score is written in torch operations)."""
+    if isinstance(prior, EpsilonModel):
+        return prior.score(x, t, grad=True)
+    with torch.enable_grad():
+        s = prior.score(x, t)
+    if not s.requires_grad:
+        raise TypeError(f"{what} differentiates through the prior's score, but {type(prior).__name__}.score returned "
+                        "a tensor without an autograd graph")
+    return s

@@ -38,6 +38,7 @@ PRIOR_METHODS = ("sde", "ode", "ddpm")
 TEMPERINGS = ("none", "linear", "ve-linear")
 VE_SIGMA_MAX = 80.0  # the authors' annealing constant of "ve-linear" tempering
 GUIDANCES = ("exact", "euler")
+CORRECTORS = ("split", "song")
 RESAMPLINGS = SCHEMES + ("none",)
 
 
@@ -188,6 +189,7 @@ class Plan:
     resample: str
     ess_threshold: float
     corrector_steps: int
+    corrector: str
     corrector_snr: float
     weights: bool
     use_triton: bool
@@ -269,7 +271,7 @@ class _Timer:
 
 def prepare(prior, op, y, sigma_y: float, *, method="sde", potential="noisy", eta=1.0, num_particles=64,
             num_steps=100, tempering="none", guidance="exact", resample="systematic", ess_threshold=0.5, corrector_steps=1,
-            corrector_snr=0.1, weights=True, seed=None, backend=None, dtype=torch.float32, time_power=1.0,
+            corrector="split", corrector_snr=0.1, weights=True, seed=None, backend=None, dtype=torch.float32, time_power=1.0,
             denoise=False, profile=False) -> Plan:
     """Validate a run and fix its constants: the :class:`Plan` that :func:`init`, :func:`step` and
     :func:`finish` take. ``y (B, *op.output_shape)`` is a torch tensor; the options are those of
@@ -282,6 +284,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential="noisy", et
     N = check_int("num_particles", num_particles, 1)
     K = check_int("num_steps", num_steps, 1)
     check_int("corrector_steps", corrector_steps, 0)
+    check_choice("corrector", corrector, CORRECTORS)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     eta = check_real("eta", eta)
@@ -296,6 +299,12 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential="noisy", et
     check_memory(PARTICLE_COPIES * y.shape[0] * N * math.prod(event) * itemsize, y.device,
                  f"afdps.sample with {N} particles of {'x'.join(map(str, event))} for {y.shape[0]} image(s)",
                  "num_particles, or pass fewer images per call")
+    if potential == "tweedie" and not (method == "sde" and float(eta) == 0.5):
+        raise ValueError(f"potential='tweedie' has no closed-form Laplacian, so it runs with method='sde' and eta=0.5 "
+                         f"(where that term cancels); got method={method!r}, eta={eta!r}")
+    if potential == "tweedie" and tempering == "none":
+        raise ValueError("potential='tweedie' starts from lam = 0 (Stage I is then exact): use tempering='linear' or "
+                         "'ve-linear', not 'none'")
     if potential == "inflated" and not getattr(op, "supports_exact", False):
         raise ValueError(f"potential='inflated' weights the residual by a function of A A^T, which "
                          f"{type(op).__name__} cannot diagonalise; use potential='noisy' or 'scaled'")
@@ -313,10 +322,11 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential="noisy", et
     return Plan(prior=prior, op=op, y=y.to(dtype).unsqueeze(1), sigma_y=sigma_y, method=method, potential=potential,
                 eta=float(eta),
                 num_particles=N, num_steps=K, guidance=guidance, resample=resample,
-                ess_threshold=float(ess_threshold), corrector_steps=M, corrector_snr=float(corrector_snr),
+                ess_threshold=float(ess_threshold), corrector_steps=M, corrector=corrector,
+                corrector_snr=float(corrector_snr),
                 weights=bool(weights), use_triton=use_triton, dtype=dtype, denoise=bool(denoise), seeds=seeds,
                 times=times.tolist(), lam=tempering_schedule(tempering, sched, times), members=path,
-                laps=[pot.laplacian(op, m) for m in path],
+                laps=[0.0 if potential == "tweedie" else pot.laplacian(op, m) for m in path],
                 stage1_keys=stream_keys(seeds, 0, PURPOSE["stage1"], device), step_keys=keys(PURPOSE["step"]),
                 resample_keys=keys(PURPOSE["resample"]),
                 corrector_keys=tuple(keys(PURPOSE["corrector"] + m) for m in range(M)),
@@ -347,8 +357,13 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     f, g2 = float(sched.f(t)), float(sched.g2(t))
     v2 = g2 if plan.method == "sde" else 0.0
     before = dict(timer.t)
+    tweedie = plan.potential == "tweedie"
     with timer("score"):
-        s = prior.score(x, t)
+        if tweedie:
+            s, g_tw, half_k, half_n = pot.tweedie_terms(prior, op, x, yb, t, tn, plan.sigma_y,
+                                                        last=k + 1 == plan.num_steps)
+        else:
+            s = prior.score(x, t)
     if tuple(s.shape) != tuple(x.shape):
         raise ValueError(f"the prior's score has shape {tuple(s.shape)} for particles of shape {tuple(x.shape)} "
                          f"at step {k} (tau={t:.4g}); score(x, t) must return the shape of x")
@@ -357,13 +372,16 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     score_bad = ~torch.isfinite(s).reshape(B, N, -1).all(-1)
     # the potential's change over the step at the old state, -(nu_{k+1}(x) - nu_k(x)): for one member
     # with a new lam it is (lam_k - lam_n) nu(x) / lam from the residual norm; across members, from A x
-    same = m_k == m_n
+    same = m_k == m_n and not tweedie
     need_value = plan.weights and same and lam_n != lam_k
-    with timer("operator"):
-        gk, raw = pot.gradient(op, x, yb, m_k, with_value=need_value, use_triton=plan.use_triton)
-        if plan.weights and not same:
-            Ax = op.A(x)
-            change = lam_n * pot.value_from_Ax(op, Ax, yb, m_n) - lam_k * pot.value_from_Ax(op, Ax, yb, m_k)
+    if tweedie:
+        gk, change = g_tw, lam_n * half_n - lam_k * half_k
+    else:
+        with timer("operator"):
+            gk, raw = pot.gradient(op, x, yb, m_k, with_value=need_value, use_triton=plan.use_triton)
+            if plan.weights and not same:
+                Ax = op.A(x)
+                change = lam_n * pot.value_from_Ax(op, Ax, yb, m_n) - lam_k * pot.value_from_Ax(op, Ax, yb, m_k)
     kappa = plan.eta * v2 * lam_k
     with timer("update"):
         x_new, dlw = particle_step(
@@ -373,7 +391,10 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
         x = x_new.reshape(B, N, *event)
     if plan.guidance == "exact" and kappa != 0.0:
         with timer("operator"):
-            x = pot.guidance_step(op, x, yb, m_k, h, kappa, use_triton=plan.use_triton)
+            if tweedie:
+                x = pot.damped_guidance_step(op, x, gk, h, kappa, float(sched.alpha(t)) ** 2 * plan.sigma_y ** 2)
+            else:
+                x = pot.guidance_step(op, x, yb, m_k, h, kappa, use_triton=plan.use_triton)
     new_logw = logw  # weights=False, the unweighted baseline: uniform weights over the live particles
     if plan.weights:
         new_logw = logw + dlw.view(B, N)
@@ -388,13 +409,29 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     for m in range(plan.corrector_steps):
         with timer("score"):
             s = prior.score(x, tn)
-        with timer("operator"):
-            gn, _ = pot.gradient(op, x, yb, m_n, use_triton=plan.use_triton)
-        with timer("update"):
-            x_new, _ = langevin_step(x.reshape(B * N, D), s.reshape(B * N, D), gn.reshape(B * N, D),
-                                     plan.corrector_keys[m][k], num_particles=N, lam=lam_n, snr=plan.corrector_snr,
-                                     use_triton=plan.use_triton)
-            x = x_new.reshape(B, N, *event)
+        if plan.corrector == "song":
+            with timer("operator"):
+                gn, _ = pot.gradient(op, x, yb, m_n, use_triton=plan.use_triton)
+            with timer("update"):
+                x_new, _ = langevin_step(x.reshape(B * N, D), s.reshape(B * N, D), gn.reshape(B * N, D),
+                                         plan.corrector_keys[m][k], num_particles=N, lam=lam_n,
+                                         snr=plan.corrector_snr, use_triton=plan.use_triton)
+                x = x_new.reshape(B, N, *event)
+        else:
+            # "split": Langevin towards Q_{k+1} with the stiff likelihood part integrated exactly. The prior
+            # part x + e s + sqrt(2 e) z is the fused step with f = g2 = 0, v2 = 2, h = e (no guidance, lam 0);
+            # then the flow dx/dt = -lam_n grad nu over time e. e = 2 (snr sigma)^2: Song's rule for the
+            # prior score alone, whose norm is about |z| / sigma.
+            e = 2.0 * (plan.corrector_snr * float(sched.sigma(tn))) ** 2
+            with timer("update"):
+                flat = s.reshape(B * N, D)
+                x_new, _ = particle_step(x.reshape(B * N, D), flat, flat, plan.corrector_keys[m][k], num_particles=N,
+                                         f=0.0, g2=0.0, v2=2.0, eta=0.0, h=e, lam=0.0, lap_mu=0.0, euler=False,
+                                         use_triton=plan.use_triton)
+                x = x_new.reshape(B, N, *event)
+            if lam_n != 0.0:
+                with timer("operator"):
+                    x = pot.guidance_step(op, x, yb, m_n, e, lam_n, use_triton=plan.use_triton)
     with timer("resample"):
         last = k == plan.num_steps - 1
         resampling = plan.weights and plan.resample != "none" and not last
@@ -476,7 +513,8 @@ def _graphed_call(key, owners, run, inputs):
 def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "noisy", eta: float = 1.0,
            num_particles: int = 64,
            num_steps: int = 100, tempering: str = "none", guidance: str = "exact", resample: str = "systematic",
-           ess_threshold: float = 0.5, corrector_steps: int = 1, corrector_snr: float = 0.1, weights: bool = True,
+           ess_threshold: float = 0.5, corrector_steps: int = 1, corrector: str = "split", corrector_snr: float = 0.1,
+           weights: bool = True,
            seed=None, progress=None, backend: str | None = None, dtype: torch.dtype = torch.float32,
            time_power: float = 1.0, denoise: bool = False, profile: bool = False,
            cuda_graph: bool = False, callback=None) -> Result:
@@ -494,9 +532,16 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "nois
         ``"ode"`` (probability-flow predictor plus ``corrector_steps`` Langevin steps, AFDPS-ODE).
     potential : where the likelihood is evaluated along the path (spec section 9, :mod:`afdps.engine.potentials`):
         ``"noisy"`` (``nu = lam mu(x)``, the paper's equations), ``"scaled"`` (``lam mu(x / alpha)``, the
-        authors' code) or ``"inflated"`` (the residual weighted by ``(alpha^2 sigma_y^2 + sigma^2 A A^T)^-1``).
-        Every family ends at ``mu``, so the weights stay exact.
+        authors' code), ``"inflated"`` (the residual weighted by ``(alpha^2 sigma_y^2 + sigma^2 A A^T)^-1``)
+        or ``"tweedie"`` (``lam mu(x0_hat(x))``, DPS's guidance with exact weights; needs ``eta=0.5``,
+        tempering from 0 and a differentiable score; one network VJP and one more call per step). Every
+        family ends at ``mu``, so the weights stay exact.
     eta : guidance weight of the SDE (spec section 2); any real value; unused by ``"ode"``.
+    corrector_steps, corrector, corrector_snr : the ODE's Langevin corrector towards the target at the new
+        time: ``corrector_steps`` steps (1), by the rule ``"split"`` (the default: a prior Langevin step of
+        size ``e = 2 (corrector_snr sigma)^2`` followed by the likelihood flow integrated exactly over ``e``,
+        so the stiff likelihood does not shrink the step) or ``"song"`` (Song et al.'s rule on the whole
+        drift, ``e = 2 (snr |z| / |s - lam grad nu|)^2`` per image, means over the live particles).
     tempering : ``"none"`` (``lam = 1``), ``"linear"`` (``lam`` linear in the noise level) or ``"ve-linear"``
         (linear in the VE noise level ``sigma / alpha``, the authors' annealing); see :func:`tempering_schedule`.
     guidance : ``"exact"`` (the guidance flow integrated exactly over each step; the operator must
@@ -535,7 +580,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "nois
     plan = prepare(prior, op, y, sigma_y, method=method, potential=potential, eta=eta, num_particles=num_particles,
                    num_steps=num_steps,
                    tempering=tempering, guidance=guidance, resample=resample, ess_threshold=ess_threshold,
-                   corrector_steps=corrector_steps, corrector_snr=corrector_snr, weights=weights, seed=seed,
+                   corrector_steps=corrector_steps, corrector=corrector, corrector_snr=corrector_snr, weights=weights,
+                   seed=seed,
                    backend=backend, dtype=dtype, time_power=time_power, denoise=denoise, profile=profile)
     device, B, K, N = y.device, plan.batch, plan.num_steps, plan.num_particles
     if cuda_graph:
@@ -598,13 +644,14 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "nois
     if cuda_graph:
         key = (id(prior), id(op), tuple(y.shape), str(device), dtype, method, potential, float(eta), N, K, tempering,
                guidance,
-               resample, float(ess_threshold), plan.corrector_steps, float(corrector_snr), weights, float(time_power),
+               resample, float(ess_threshold), plan.corrector_steps, corrector, float(corrector_snr), weights,
+               float(time_power),
                denoise, plan.sigma_y, plan.use_triton)
         x, logw, ess_trace, resampled, dead_step, dead_cause = _graphed_call(key, (prior, op), run, plan.keys)
     else:
         x, logw, ess_trace, resampled, dead_step, dead_cause = run(*plan.keys)
     raise_if_dead(dead_step, dead_cause)
-    nfe = K * (1 + plan.corrector_steps) + int(denoise)
+    nfe = K * (1 + plan.corrector_steps) + int(denoise) + (K - 1 if potential == "tweedie" else 0)
     return Result(particles=x, log_weights=logw, ess=ess_trace.cpu(), resampled=resampled.cpu(), seeds=plan.seeds,
                   nfe=nfe, timings=plan.timer.t)
 

@@ -109,3 +109,32 @@ def test_potential_is_validated_and_needs_a_diagonalisable_operator():
 
     with pytest.raises(ValueError, match="potential='inflated' weights the residual by a function of A A"):
         afdps.sample(gm, Opaque(), y, 0.1, potential="inflated", guidance="euler", num_steps=2, num_particles=2)
+
+
+def test_tweedie_terms_against_autograd():
+    """g = grad(mu(x0_hat(x, t))) by autograd on a mixture prior, and the two potential values (the second
+    at the next time, or mu itself at the last step)."""
+    gm = afdps.priors.GaussianMixture(torch.zeros(1, 4, dtype=torch.float64),
+                                      (0.5 * torch.eye(4, dtype=torch.float64))[None], torch.ones(1))
+    sched = gm.schedule
+    x = torch.randn(2, 3, 4, generator=G, dtype=torch.float64)
+    y = torch.randn(2, 1, 3, generator=G, dtype=torch.float64)
+    t, tn, sy = 0.6, 0.5, 0.2
+
+    def half(z, tau):
+        x0 = (z + float(sched.sigma(tau)) ** 2 * gm.score(z, tau)) / float(sched.alpha(tau))
+        return ((x0 @ M.T - y) ** 2).sum(-1) / (2 * sy**2)
+
+    xg = x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(half(xg, t).sum(), xg)
+    s, g, hk, hn = pot.tweedie_terms(gm, OP, x, y, t, tn, sy, last=False)
+    torch.testing.assert_close(s, gm.score(x, t))
+    torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hk, half(x, t).detach())
+    torch.testing.assert_close(hn, half(x, tn).detach())
+    _, _, _, h_last = pot.tweedie_terms(gm, OP, x, y, t, tn, sy, last=True)
+    torch.testing.assert_close(h_last, ((x @ M.T - y) ** 2).sum(-1) / (2 * sy**2))
+    # the damped step is Euler for small steps and bounded for huge ones
+    step = pot.damped_guidance_step(OP, x, g, 1e-9, 1.0, sy**2)
+    torch.testing.assert_close((x - step) / 1e-9, g, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(pot.damped_guidance_step(OP, x, g, 1e9, 1.0, sy**2)).all()

@@ -101,6 +101,9 @@ def _api_cases(tmp):
         ("sample", "potential='inflated' with such an operator", _s(op=_Opaque(), guidance="euler",
                                                                      potential="inflated")),
         ("sample", "callback=3", _s(callback=3)),
+        ("sample", "corrector='metropolis'", _s(corrector="metropolis", method="ode")),
+        ("sample", "potential='tweedie' with eta=1", _s(potential="tweedie", eta=1.0, tempering="linear")),
+        ("sample", "potential='tweedie' without tempering", _s(potential="tweedie", eta=0.5)),
         ("sample", "a prior whose score has the wrong shape", _s(prior=_WrongShapeScore())),
         ("sample", "cuda_graph=True on the CPU", _s(cuda_graph=True, backend="torch")),
         ("sample", "num_particles=10**12 (memory)", _s(num_particles=10**12)),
@@ -153,6 +156,10 @@ CLI_CASES = [
     ["train-prior", "--out", "p.pt", "--steps", "0"],
     ["train-prior", "--out", "p.pt", "--ema-decay", "1.5"],
     ["train-classifier", "--out", "c.pt", "--lr", "-1"],
+    ["restore", "--task", "box", "--out", "r"],
+    ["restore", "nowhere.png", "--task", "box", "--out", "r"],
+    ["restore", "x.png", "--task", "deblur", "--out", "r"],
+    ["restore", "x.png", "--task", "box", "--sigma-y", "loud", "--out", "r"],
     [],
 ]
 

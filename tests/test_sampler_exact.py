@@ -161,3 +161,19 @@ def test_16d_mixture_posterior_each_potential(case, potential):
     post = gm.diffused(gm.schedule.tau_min).posterior(A, y[0], sy)
     r = _run(gm, A, y, sy, N=1000, K=K * STEPS_FACTOR[potential], potential=potential, **opts)
     _check(r, post, max_se, what=f"{case}, potential={potential}")
+
+
+def test_tweedie_potential_exact_posteriors():
+    """The Tweedie potential lam mu(x0_hat(x)) (spec section 9; gradient through the mixture's score by
+    autograd) with eta = 0.5 and linear tempering: the 2-D and 16-D posteriors within the same tolerances as
+    the FK case (measured passing at the FK case's 200 steps)."""
+    gm = _mixture_2d()
+    post = gm.diffused(gm.schedule.tau_min).posterior(A2, Y2[0], 0.5)
+    r = _run(gm, A2, Y2, 0.5, N=2000, K=200, potential="tweedie", method="sde", eta=0.5, tempering="linear")
+    _check(r, post, 0.05, what="tweedie 2-D")
+    gm16, M = _mixture_16d()
+    A = ops.Dense(M)
+    y = A.measure(0.5 * (gm16.means[0] + gm16.means[1])[None], 1.0, torch.Generator().manual_seed(4))
+    post = gm16.diffused(gm16.schedule.tau_min).posterior(A, y[0], 1.0)
+    r = _run(gm16, A, y, 1.0, N=1000, K=200, potential="tweedie", method="sde", eta=0.5, tempering="linear")
+    _check(r, post, 0.05, what="tweedie 16-D")

@@ -10,11 +10,12 @@ import os
 import sys
 import traceback
 
-from . import demo, eval, train_classifier, train_prior
+from . import demo, eval, restore, train_classifier, train_prior
 from ._common import HelpFormatter
 
 # name -> module with HELP, add_arguments(parser) and run(args)
-COMMANDS = {"demo": demo, "train-prior": train_prior, "eval": eval, "train-classifier": train_classifier}
+COMMANDS = {"demo": demo, "restore": restore, "eval": eval, "train-prior": train_prior,
+            "train-classifier": train_classifier}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,506 @@
+"""Restoring the user's own measurements (the work of ``afdps restore``).
+
+Each job is one measured image with its operator: a task (``gaussian-blur``, ``motion-blur``, ``sr4``,
+``box``, ``random70``, ``denoise``, or ``blur`` with the user's kernel), optional kernel and mask files,
+the noise level (a number or estimated from the image) and a seed derived from the image's name (never
+from its position in a list, so a resumed or sharded run restores every image exactly as an uninterrupted
+one). Outputs per image go to ``OUT/<name>/``, each file written atomically; a journal
+``OUT/journal.jsonl`` records finished images (one JSON line each, flushed and fsynced after the image's
+files), which ``resume=True`` skips; ``OUT/index.html`` shows every finished image.
+
+Conventions:
+
+- Images on disk (PNG, JPEG, TIFF, BMP) are 8- or 16-bit and are mapped to [-1, 1]; ``.npy`` files hold
+  float arrays already on [-1, 1], ``(H, W)``, ``(C, H, W)`` or ``(H, W, C)`` with C in {1, 3}.
+- A blur kernel file (``.npy`` or a grayscale image) is normalised to sum 1 and used as ``Blur`` uses it:
+  a cross-correlation, as ``torch.nn.functional.conv2d`` computes. deepinv's ``BlurFFT`` (and
+  ``scipy.signal.fftconvolve``) apply a true convolution: a kernel of theirs is ``kernel[::-1, ::-1]`` here
+  (``kernel_flip=True``).
+- A mask file is a binary image: non-zero (white) pixels are observed.
+- Size policy: the restored image has the prior's size (``sr4``: the measurement is a quarter of it). A
+  smaller measurement for denoising or inpainting is centred in the prior's frame with the border
+  unobserved (the mask excludes it; the outputs are cropped back); a blurred measurement must have the
+  prior's size; a larger one is an error (no silent resizing, no tiling yet).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import ops
+from .data import IMAGE_SUFFIXES
+from .evaluate import make_operator
+from .io import atomic_write, progress_bar, save_png, write_json, write_text
+from .metrics import psnr, ssim
+from .plots import ess_plot
+from .sampler import sample
+
+__all__ = ["RESTORE_TASKS", "Job", "read_image", "read_kernel", "read_mask", "jobs_from_inputs", "jobs_from_manifest",
+           "estimate_sigma", "build_operator", "restore", "Interrupted", "seed_of"]
+
+RESTORE_TASKS = ("gaussian-blur", "motion-blur", "sr4", "box", "random70", "denoise", "blur")
+JOURNAL = "journal.jsonl"
+
+
+@dataclass
+class Job:
+    """One image to restore: its measurement file, task and operator files, noise level and seed."""
+
+    path: str
+    task: str
+    name: str = ""
+    kernel: str | None = None
+    mask: str | None = None
+    factor: int = 4
+    sigma_y: float | str = 0.05
+    seed: int | None = None
+    options: dict = field(default_factory=dict)
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived; raised between images, after the current image's files are complete."""
+
+
+def seed_of(name: str, base: int = 0) -> int:
+    """A 63-bit seed from an image's name (and a base seed), stable across runs, shards and orders."""
+    digest = hashlib.sha256(f"{base}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+# ---- reading -----------------------------------------------------------------------------------------
+
+def read_image(path, channels: int) -> torch.Tensor:
+    """A measured image as ``(channels, H, W)`` float32 on [-1, 1] (see the module's conventions)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no measurement file at {str(path)!r}")
+    if path.suffix.lower() == ".npy":
+        a = np.load(path, allow_pickle=False)
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{str(path)!r} holds {a.dtype} data; expected real numbers on [-1, 1]")
+        a = a.astype(np.float32)
+        if a.ndim == 3 and a.shape[-1] in (1, 3) and a.shape[0] not in (1, 3):
+            a = a.transpose(2, 0, 1)
+        a = a[None] if a.ndim == 2 else a
+        if a.ndim != 3:
+            raise ValueError(f"{str(path)!r} has shape {a.shape}; expected (H, W), (C, H, W) or (H, W, C)")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{str(path)!r} has non-finite values")
+    else:
+        from PIL import Image, UnidentifiedImageError  # pillow is a dependency; deferred like data.py's
+
+        try:
+            im = Image.open(path)
+            im.load()
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ValueError(f"{str(path)!r} is not an image PIL can read ({exc})") from None
+        if im.mode in ("I;16", "I;16B", "I"):
+            a = np.asarray(im, dtype=np.float32) / 65535.0 * 2.0 - 1.0
+            a = a[None]
+        else:
+            im = im.convert("L" if channels == 1 else "RGB")
+            a = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+            a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    x = torch.from_numpy(np.ascontiguousarray(a))
+    if x.shape[0] != channels:
+        if x.shape[0] == 1:
+            x = x.expand(channels, -1, -1).clone()
+        elif channels == 1:
+            x = x.mean(0, keepdim=True)
+        else:
+            raise ValueError(f"{str(path)!r} has {x.shape[0]} channels; the prior takes {channels}")
+    return x
+
+
+def read_kernel(path, flip: bool = False) -> torch.Tensor:
+    """A blur kernel ``(kh, kw)`` float64 from ``.npy`` or a grayscale image, normalised to sum 1."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no kernel file at {str(path)!r}")
+    if path.suffix.lower() == ".npy":
+        k = np.load(path, allow_pickle=False).astype(np.float64)
+    else:
+        from PIL import Image
+
+        k = np.asarray(Image.open(path).convert("F"), dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
+        raise ValueError(f"kernel {str(path)!r} must be a 2-D array of odd sizes, got shape {k.shape}")
+    if not np.isfinite(k).all() or (k < 0).any() or k.sum() <= 0:
+        raise ValueError(f"kernel {str(path)!r} must be non-negative and finite with a positive sum")
+    k = k[::-1, ::-1] if flip else k
+    return torch.from_numpy(np.ascontiguousarray(k / k.sum()))
+
+
+def read_mask(path, shape) -> torch.Tensor:
+    """A 0/1 mask ``(H, W)`` from a binary image or ``.npy`` (non-zero = observed), of ``shape``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no mask file at {str(path)!r}")
+    if path.suffix.lower() == ".npy":
+        m = np.load(path, allow_pickle=False)
+    else:
+        from PIL import Image
+
+        m = np.asarray(Image.open(path).convert("L"))
+    m = (np.asarray(m) != 0).astype(np.float64)
+    if m.shape != tuple(shape):
+        raise ValueError(f"mask {str(path)!r} has shape {m.shape}; the measurement is {tuple(shape)}")
+    return torch.from_numpy(m)
+
+
+def _expand(inputs) -> list[Path]:
+    files = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES + (".npy",))
+        elif any(ch in str(item) for ch in "*?["):
+            matched = sorted(Path().glob(str(item))) if not p.is_absolute() else sorted(
+                Path(p.anchor).glob(str(p.relative_to(p.anchor))))
+            if not matched:
+                raise FileNotFoundError(f"the pattern {str(item)!r} matches no file")
+            files += matched
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"no measurement file or folder at {str(item)!r}")
+    if not files:
+        raise FileNotFoundError(f"no measurement images in {', '.join(map(str, inputs))}")
+    return files
+
+
+def _unique_names(paths) -> list[str]:
+    names, seen = [], {}
+    for p in paths:
+        stem = Path(p).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return names
+
+
+def jobs_from_inputs(inputs, *, task: str, kernel=None, mask=None, factor: int = 4, sigma_y=0.05,
+                     seed: int = 0) -> list[Job]:
+    """One job per image in ``inputs`` (files, folders, glob patterns), all with the same operator."""
+    paths = _expand(inputs)
+    return [Job(str(p), task, name, kernel, mask, factor, sigma_y, seed_of(name, seed))
+            for p, name in zip(paths, _unique_names(paths))]
+
+
+_MANIFEST_KEYS = {"path", "task", "kernel", "mask", "factor", "sigma_y", "seed", "name"}
+
+
+def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
+    """Jobs from a JSON-lines or CSV file with columns ``path, task, kernel, mask, factor, sigma_y, seed``
+    (and optionally ``name``); empty cells take ``defaults``; relative paths are relative to the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest file at {str(path)!r}")
+    text = path.read_text()
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+    else:
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"manifest {str(path)!r} line {n} is not JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"manifest {str(path)!r} line {n} must be a JSON object")
+                rows.append(row)
+    if not rows:
+        raise ValueError(f"manifest {str(path)!r} lists no images")
+    jobs = []
+    for n, row in enumerate(rows, 1):
+        extra = set(row) - _MANIFEST_KEYS
+        if extra:
+            raise ValueError(f"manifest {str(path)!r} row {n} has unknown columns {sorted(extra)}; "
+                             f"allowed: {', '.join(sorted(_MANIFEST_KEYS))}")
+        row = {k: v for k, v in row.items() if v not in (None, "")}
+        if "path" not in row:
+            raise ValueError(f"manifest {str(path)!r} row {n} has no path")
+
+        def rel(v):
+            return None if v is None else str(Path(v) if Path(v).is_absolute() else path.parent / v)
+
+        p = rel(row["path"])
+        name = row.get("name") or Path(p).stem
+        try:
+            factor = int(row.get("factor", defaults.get("factor", 4)))
+            job_seed = int(row["seed"]) if "seed" in row else seed_of(name, seed)
+        except (TypeError, ValueError):
+            raise ValueError(f"manifest {str(path)!r} row {n}: factor and seed must be integers") from None
+        sig = row.get("sigma_y", defaults.get("sigma_y", 0.05))
+        jobs.append(Job(p, row.get("task", defaults.get("task")), name, rel(row.get("kernel", defaults.get("kernel"))),
+                        rel(row.get("mask", defaults.get("mask"))), factor, sig if sig == "auto" else float(sig),
+                        job_seed))
+    names = [j.name for j in jobs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"manifest {str(path)!r} names images more than once: {dup[:5]} (add a name column)")
+    return jobs
+
+
+# ---- the operator ------------------------------------------------------------------------------------
+
+def estimate_sigma(y: torch.Tensor) -> float:
+    """The noise standard deviation of ``y (C, H, W)`` (on [-1, 1]) by Donoho's robust wavelet estimator:
+    ``median(|HH|) / 0.6745`` of the finest diagonal Haar detail coefficients, averaged over channels (the
+    estimator of scikit-image's ``estimate_sigma``, which needs PyWavelets; Haar here, so no new
+    dependency). Image structure inflates it slightly; pass a number where the noise is known."""
+    a = y.double()
+    H, W = a.shape[-2] // 2 * 2, a.shape[-1] // 2 * 2
+    a = a[:, :H, :W]
+    hh = (a[:, 0::2, 0::2] - a[:, 0::2, 1::2] - a[:, 1::2, 0::2] + a[:, 1::2, 1::2]) / 2.0
+    return float((hh.flatten(1).abs().median(dim=1).values / 0.6745).mean())
+
+
+def build_operator(job: Job, measured_shape, event_shape, *, kernel_flip: bool = False):
+    """``(op, pad)`` for a job: the operator on the prior's ``event_shape`` and the ``(top, left, h, w)``
+    window of the measurement in it (the size policy of the module docstring)."""
+    C, H, W = event_shape
+    if job.task not in RESTORE_TASKS:
+        raise ValueError(f"unknown task {job.task!r} for {job.name}; available: {', '.join(RESTORE_TASKS)}")
+    h, w = measured_shape[-2:]
+    if job.task == "sr4":
+        f = int(job.factor)
+        if f < 1 or H % f or W % f:
+            raise ValueError(f"factor {job.factor} does not divide the prior's size {H}x{W}")
+        if (h, w) != (H // f, W // f):
+            raise ValueError(f"{job.name}: a x{f} measurement for this prior must be {H // f}x{W // f}, got {h}x{w} "
+                             "(no silent resizing)")
+        return ops.BlockDownsample(f, event_shape), (0, 0, H, W)
+    if h > H or w > W:
+        raise ValueError(f"{job.name}: the measurement is {h}x{w}, larger than the prior's {H}x{W}; crop it or use "
+                         "a prior of that size (no silent resizing; tiling is not supported yet)")
+    window = ((H - h) // 2, (W - w) // 2, h, w)
+    smaller = (h, w) != (H, W)
+    if job.task in ("blur", "gaussian-blur", "motion-blur"):
+        if smaller:
+            raise ValueError(f"{job.name}: a blurred measurement must have the prior's size {H}x{W}, got {h}x{w} "
+                             "(padding would invent measured pixels; no silent resizing)")
+        if job.task == "blur":
+            if job.kernel is None:
+                raise ValueError(f"{job.name}: task 'blur' needs a kernel file (--kernel or the manifest's kernel "
+                                 "column)")
+            return ops.Blur(read_kernel(job.kernel, kernel_flip), event_shape), window
+        return make_operator(job.task, event_shape, seed=0), window
+    # denoising and inpainting: the padding around a smaller measurement is unobserved
+    observed = torch.zeros(H, W, dtype=torch.float64)
+    top, left = window[:2]
+    if job.mask is not None:
+        observed[top:top + h, left:left + w] = read_mask(job.mask, (h, w))
+    elif job.task == "denoise":
+        observed[top:top + h, left:left + w] = 1.0
+    else:
+        observed = make_operator(job.task, event_shape, seed=0).mask[0].clone()
+        if smaller:
+            keep = torch.zeros_like(observed)
+            keep[top:top + h, left:left + w] = 1.0
+            observed = observed * keep
+    if job.task == "denoise" and not smaller and job.mask is None:
+        return ops.Identity(event_shape), window
+    return ops.Inpaint(observed, event_shape), window
+
+
+def _embed(y: torch.Tensor, window, shape) -> torch.Tensor:
+    """``y (C, h, w)`` placed at ``window`` in a zero ``(C, H, W)`` frame."""
+    top, left, h, w = window
+    if (h, w) == tuple(shape[-2:]):
+        return y
+    out = torch.zeros(y.shape[0], *shape[-2:], dtype=y.dtype)
+    out[:, top:top + h, left:left + w] = y
+    return out
+
+
+def _crop(x: torch.Tensor, window) -> torch.Tensor:
+    top, left, h, w = window
+    return x[..., top:top + h, left:left + w]
+
+
+# ---- outputs -----------------------------------------------------------------------------------------
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    a = ((x.detach().double().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+    return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+
+
+def _colormap(std: torch.Tensor) -> np.ndarray:
+    """Per-pixel std (mean over channels) as an RGB picture: black -> blue -> yellow -> white, scaled to
+    the image's maximum."""
+    s = std.double().mean(0).cpu().numpy()
+    u = s / max(float(s.max()), 1e-12)
+    stops = np.array([[0, 0, 0], [40, 60, 200], [240, 220, 40], [255, 255, 255]], dtype=np.float64)
+    pos = u * (len(stops) - 1)
+    i = np.clip(pos.astype(int), 0, len(stops) - 2)
+    f = (pos - i)[..., None]
+    return ((1 - f) * stops[i] + f * stops[i + 1]).round().astype(np.uint8)
+
+
+def _write_outputs(folder: Path, y, res, window, sample_shape, save_particles: bool) -> dict:
+    best, mean, std = (_crop(t[0].cpu(), window) for t in (res.best, res.mean, res.std))
+    folder.mkdir(parents=True, exist_ok=True)
+    save_png(_to_uint8(y), folder / "measurement.png")
+    save_png(_to_uint8(best), folder / "best.png")
+    save_png(_to_uint8(mean), folder / "mean.png")
+    save_png(_colormap(std), folder / "std.png")
+    atomic_write(folder / "std.npy", lambda f: np.save(f, std.float().numpy()))
+    atomic_write(folder / "mean.npy", lambda f: np.save(f, mean.float().numpy()))
+    ess_plot(res.ess[:, 0].numpy(), res.resampled[:, 0].numpy(), folder / "ess.png")
+    if save_particles:
+        parts = _crop(res.particles[0].cpu(), window).to(torch.float16).numpy()
+        lw = res.log_weights[0].cpu().numpy()
+        atomic_write(folder / "particles.npz", lambda f: np.savez_compressed(f, particles=parts, log_weights=lw))
+    return {"best": best, "mean": mean}
+
+
+def _index_html(out: Path, records: list[dict]) -> None:
+    rows = []
+    for r in records:
+        name = html.escape(r["name"])
+        cells = "".join(f'<td><img src="{name}/{f}.png" alt="{f}"></td>' for f in ("measurement", "best", "mean", "std"))
+        nums = [f"task {html.escape(r['task'])}", f"sigma_y {r['sigma_y']:.4g}", f"NFE {r['nfe']}",
+                f"final ESS/N {r['final_ess']:.2f}", f"{r['wall_s']:.1f} s"]
+        for k in ("psnr_best", "psnr_mean", "ssim_best", "ssim_mean"):
+            if k in r:
+                nums.append(f"{k.replace('_', ' ')} {r[k]:.{2 if 'psnr' in k else 3}f}")
+        rows.append(f"<tr><th>{name}<br><small>{'<br>'.join(nums)}</small></th>{cells}</tr>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>afdps restore</title><style>"
+            "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{padding:4px;"
+            "border:1px solid #ccc;vertical-align:top;text-align:left}img{width:160px;image-rendering:pixelated}"
+            "</style></head><body>"
+            f"<h1>afdps restore: {len(records)} image(s)</h1><table><tr><th>image</th><th>measurement</th>"
+            "<th>best particle</th><th>weighted mean</th><th>per-pixel std</th></tr>" + "".join(rows) +
+            "</table></body></html>\n")
+    write_text(out / "index.html", page)
+
+
+def _read_journal(out: Path) -> dict:
+    path = out / JOURNAL
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash mid-write: that image is redone
+                done[rec["name"]] = rec
+    return done
+
+
+def _append_journal(out: Path, record: dict) -> None:
+    with open(out / JOURNAL, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# ---- the run -----------------------------------------------------------------------------------------
+
+def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None, resume: bool = False,
+            save_particles: bool = False, kernel_flip: bool = False, device=None, progress=None, log=print,
+            handle_sigterm: bool = True) -> list[dict]:
+    """Restore every job into folder ``out``; returns the journal records of all finished images.
+
+    ``sample_options`` go to :func:`afdps.engine.sampler.sample` (``seed`` comes from each job).
+    ``reference``: a folder of clean images with the same stems, for PSNR/SSIM. Raises
+    :class:`Interrupted` after the current image when SIGTERM arrives (the caller exits 143).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    probe = out / ".afdps-write-test"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"the output folder {str(out)!r} is not writable ({exc.strerror})") from None
+    done = _read_journal(out)
+    if done and not resume:
+        raise ValueError(f"{str(out)!r} holds {len(done)} restored image(s) of an earlier run; pass --resume to "
+                         "continue it, or choose another --out")
+    device = torch.device(device or "cpu")
+    event = tuple(prior.event_shape)
+    stop = {"flag": False}
+    previous = None
+    if handle_sigterm:
+        def on_term(signum, frame):
+            stop["flag"] = True
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+    todo = [j for j in jobs if j.name not in done]
+    if len(todo) < len(jobs):
+        log(f"afdps restore: {len(jobs) - len(todo)} image(s) already restored in {out}, {len(todo)} to go")
+    records = [done[j.name] for j in jobs if j.name in done]
+    bar = progress_bar(len(todo), "images", progress)
+    tty = bar.__class__.__name__ != "NullBar"
+    t_start = time.perf_counter()
+    try:
+        for n, job in enumerate(todo, 1):
+            if stop["flag"]:
+                raise Interrupted(f"stopped by SIGTERM after {n - 1} of {len(todo)} image(s); rerun with --resume")
+            t0 = time.perf_counter()
+            y = read_image(job.path, event[0])
+            op, window = build_operator(job, y.shape, event, kernel_flip=kernel_flip)
+            sigma_y = estimate_sigma(y) if job.sigma_y == "auto" else float(job.sigma_y)
+            if not (sigma_y > 0 and math.isfinite(sigma_y)):
+                raise ValueError(f"{job.name}: sigma_y must be positive, got {sigma_y!r}"
+                                 + (" (estimated: pass a number with --sigma-y)" if job.sigma_y == "auto" else ""))
+            yk = y if job.task == "sr4" else _embed(y, window, event)
+            if isinstance(op, ops.Inpaint):
+                yk = op.A(yk.double()).float()  # unobserved pixels carry nothing
+            res = sample(prior, op, yk[None].to(device), sigma_y, seed=job.seed, **sample_options)
+            outs = _write_outputs(out / job.name, y, res, window, event, save_particles)
+            record = {"name": job.name, "path": job.path, "task": job.task, "sigma_y": sigma_y,
+                      "sigma_y_estimated": job.sigma_y == "auto", "seed": job.seed, "nfe": res.nfe,
+                      "final_ess": float(res.ess[-1, 0]), "resampling_events": int(res.resampled.sum()),
+                      "dead_particles": int(res.dead[0]), "wall_s": time.perf_counter() - t0,
+                      "settings": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+                                   for k, v in sample_options.items()}}
+            if reference is not None:
+                ref = _reference(reference, job, event[0])
+                if ref is not None:
+                    if tuple(ref.shape) != tuple(outs["best"].shape):
+                        raise ValueError(f"{job.name}: the reference is {tuple(ref.shape)}, the restoration "
+                                         f"{tuple(outs['best'].shape)}")
+                    for k in ("best", "mean"):
+                        record[f"psnr_{k}"] = psnr(outs[k], ref)
+                        record[f"ssim_{k}"] = ssim(outs[k], ref)
+            write_json(out / job.name / "metrics.json", record)
+            _append_journal(out, record)
+            records.append(record)
+            _index_html(out, records)
+            bar.update(1)
+            if not tty and (n == len(todo) or n % max(1, len(todo) // 10) == 0):
+                eta = (time.perf_counter() - t_start) / n * (len(todo) - n)
+                log(f"afdps restore: {n}/{len(todo)} images ({100 * n // len(todo)}%), {job.task}, "
+                    f"ETA {eta:.0f} s")
+        if stop["flag"]:
+            raise Interrupted(f"stopped by SIGTERM after the last image; all {len(todo)} done")
+    finally:
+        bar.close()
+        if handle_sigterm and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return records
+
+
+def _reference(folder, job: Job, channels: int):
+    folder = Path(folder)
+    for f in sorted(folder.glob(Path(job.path).stem + ".*")):
+        if f.suffix.lower() in IMAGE_SUFFIXES + (".npy",):
+            return read_image(f, channels)
+    return None
+
+

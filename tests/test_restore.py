@@ -1,0 +1,197 @@
+"""`afdps restore` (engine/restore.py, bindings/cli/restore.py): the user's own measurements, every output
+file, manifests, kernel and mask files, the size policy, noise estimation, and resuming after SIGKILL and
+SIGTERM with outputs equal to an uninterrupted run."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import afdps
+from afdps import cli
+from afdps.engine import restore as rs
+from afdps.engine.evaluate import make_operator
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--prior", "mnist", "--particles", "2", "--steps", "3", "--no-progress", "--threads", "1"]
+
+
+def _png(a, path):
+    Image.fromarray(((torch.as_tensor(a).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()).save(path)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """Four box-inpainting measurements of the shipped test digits, and their clean references."""
+    root = tmp_path_factory.mktemp("digits")
+    (root / "in").mkdir()
+    (root / "ref").mkdir()
+    x, _ = afdps.load_mnist_test(4)
+    op = make_operator("box", (1, 28, 28))
+    for i in range(4):
+        y = op.measure(x[i:i + 1].double(), 0.05, torch.Generator().manual_seed(i))[0]
+        _png(y[0], root / "in" / f"d{i}.png")
+        _png(x[i, 0], root / "ref" / f"d{i}.png")
+    return root
+
+
+def test_restore_writes_every_output_and_the_index(digits, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = cli.main(["restore", str(digits / "in"), "--task", "box", "--out", str(out), "--reference",
+                   str(digits / "ref"), "--save-particles", *FAST])
+    assert rc == 0
+    text = capsys.readouterr()
+    assert "4/4 images (100%)" in text.out + text.err and "mean PSNR of the weighted mean" in text.out
+    for i in range(4):
+        folder = out / f"d{i}"
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            ["best.png", "mean.png", "std.png", "measurement.png", "ess.png", "mean.npy", "std.npy", "metrics.json",
+             "particles.npz"])
+        m = json.loads((folder / "metrics.json").read_text())
+        assert m["task"] == "box" and m["nfe"] == 3 and np.isfinite(m["psnr_mean"]) and 0 < m["ssim_best"] <= 1
+        assert m["seed"] == rs.seed_of(f"d{i}") and m["settings"]["num_particles"] == 2
+        assert np.load(folder / "std.npy").shape == (1, 28, 28)
+        with np.load(folder / "particles.npz") as z:
+            assert z["particles"].shape == (2, 1, 28, 28) and z["particles"].dtype == np.float16
+        assert np.asarray(Image.open(folder / "std.png")).shape == (28, 28, 3)
+    page = (out / "index.html").read_text()
+    assert page.count("<tr><th>d") == 4 and 'src="d3/std.png"' in page and "psnr mean" in page
+    assert len((out / "journal.jsonl").read_text().splitlines()) == 4
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+def test_seed_comes_from_the_name_not_the_position(digits, tmp_path):
+    a = rs.jobs_from_inputs([digits / "in"], task="box")
+    b = rs.jobs_from_inputs([digits / "in" / "d2.png", digits / "in" / "d0.png"], task="box")
+    assert {j.name: j.seed for j in b} == {j.name: j.seed for j in a if j.name in ("d0", "d2")}
+    assert len({j.seed for j in a}) == 4 and rs.seed_of("d0", 1) != rs.seed_of("d0", 0)
+
+
+def _run_cli(args, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "afdps.cli", "restore", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _outputs(out: Path) -> dict:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.npy"))}
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_to_the_same_outputs(digits, tmp_path):
+    """SIGKILL at three random moments, each followed by --resume: nothing half-written is left behind and
+    the final outputs equal, byte for byte, those of one uninterrupted run. Then SIGTERM: exit 143 after the
+    current image, and --resume finishes."""
+    args = [str(digits / "in"), "--task", "box", "--particles", "4", "--steps", "12", "--no-progress",
+            "--threads", "1"]
+    whole = tmp_path / "whole"
+    p = _run_cli(args + ["--out", str(whole)])
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    rng = random.Random(11)
+    out = tmp_path / "killed"
+    first = True
+    for _ in range(3):
+        p = _run_cli(args + ["--out", str(out)] + ([] if first else ["--resume"]))
+        time.sleep(rng.uniform(1.5, 4.0))
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+        first = False
+        assert not [f for f in out.rglob(".*.tmp")]  # atomic writes: no temporary left behind
+        for line in (out / "journal.jsonl").read_text().splitlines() if (out / "journal.jsonl").exists() else []:
+            name = json.loads(line)["name"]
+            assert (out / name / "metrics.json").is_file()  # journaled only after its files
+    p = _run_cli(args + ["--out", str(out), "--resume"])
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert _outputs(out) == _outputs(whole) and len(_outputs(whole)) == 8
+    term = tmp_path / "term"
+    p = _run_cli(args + ["--out", str(term)])
+    for line in p.stdout:  # SIGTERM once the run is under way (the first image done)
+        if "1/4 images" in line:
+            break
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=60) == 143
+    err = p.stderr.read()
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    p = _run_cli(args + ["--out", str(term), "--resume"])
+    assert p.wait(timeout=300) == 0
+    assert _outputs(term) == _outputs(whole)
+
+
+def test_manifest_kernels_masks_and_sizes(tmp_path):
+    x, _ = afdps.load_mnist_test(2)
+    k = np.zeros((5, 5))
+    k[2, 1:4] = [1.0, 2.0, 1.0]
+    np.save(tmp_path / "k.npy", k)
+    _png(torch.from_numpy(k / k.max() * 2 - 1), tmp_path / "k.png")
+    op = afdps.ops.Blur(torch.from_numpy(k / k.sum()), (1, 28, 28))
+    _png(op.measure(x[:1].double(), 0.05, torch.Generator().manual_seed(0))[0, 0], tmp_path / "blurred.png")
+    mask = np.ones((20, 20), dtype=np.uint8) * 255
+    mask[5:10, 5:10] = 0
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    _png(x[1, 0, 4:24, 4:24] + 0.1 * torch.randn(20, 20, generator=torch.Generator().manual_seed(2)),
+         tmp_path / "small.png")
+    (tmp_path / "jobs.jsonl").write_text(
+        json.dumps({"path": "blurred.png", "task": "blur", "kernel": "k.npy", "sigma_y": 0.05}) + "\n"
+        + json.dumps({"path": "small.png", "task": "box", "mask": "mask.png", "sigma_y": "auto", "seed": 5}) + "\n")
+    jobs = rs.jobs_from_manifest(tmp_path / "jobs.jsonl", defaults={})
+    assert [j.task for j in jobs] == ["blur", "box"] and jobs[1].seed == 5 and jobs[1].sigma_y == "auto"
+    out = tmp_path / "out"
+    assert cli.main(["restore", "--manifest", str(tmp_path / "jobs.jsonl"), "--out", str(out), *FAST]) == 0
+    small = json.loads((out / "small" / "metrics.json").read_text())
+    assert small["sigma_y_estimated"] and small["sigma_y"] > 0
+    assert np.load(out / "small" / "mean.npy").shape == (1, 20, 20)  # cropped back to the measurement
+    # the kernel from an image equals the .npy one; flipped for a convolution convention
+    torch.testing.assert_close(rs.read_kernel(tmp_path / "k.png"), rs.read_kernel(tmp_path / "k.npy"), atol=2e-3, rtol=0)
+    torch.testing.assert_close(rs.read_kernel(tmp_path / "k.npy", flip=True), rs.read_kernel(tmp_path / "k.npy").flip(0, 1))
+    # CSV manifests give the same jobs
+    (tmp_path / "jobs.csv").write_text("path,task,kernel,mask,factor,sigma_y,seed\nblurred.png,blur,k.npy,,,0.05,\n")
+    assert rs.jobs_from_manifest(tmp_path / "jobs.csv", defaults={})[0].kernel == str(tmp_path / "k.npy")
+
+
+@pytest.mark.parametrize("setup, match", [
+    (lambda d: (["--task", "gaussian-blur", str(d / "small.png")]), "must have the prior's size 28x28"),
+    (lambda d: (["--task", "denoise", str(d / "big.png")]), "larger than the prior's 28x28"),
+    (lambda d: (["--task", "blur", str(d / "small28.png")]), "needs a kernel file"),
+    (lambda d: (["--task", "sr4", str(d / "small28.png")]), "must be 7x7, got 28x28"),
+    (lambda d: ([str(d / "small28.png")]), "--task is required"),
+    (lambda d: (["--task", "box", str(d / "nothing*.png")]), "matches no file"),
+    (lambda d: (["--task", "box", str(d / "small28.png"), "--manifest", str(d / "m.jsonl")]), "not both"),
+    (lambda d: (["--manifest", str(d / "bad.jsonl")]), "line 1 is not JSON"),
+])
+def test_usage_errors(tmp_path, capsys, setup, match):
+    _png(torch.zeros(20, 20), tmp_path / "small.png")
+    _png(torch.zeros(40, 40), tmp_path / "big.png")
+    _png(torch.zeros(28, 28), tmp_path / "small28.png")
+    (tmp_path / "bad.jsonl").write_text("{nope\n")
+    (tmp_path / "m.jsonl").write_text("")
+    rc = cli.main(["restore", *setup(tmp_path), "--out", str(tmp_path / "out"), *FAST])
+    assert rc == 2 and match in capsys.readouterr().err
+
+
+def test_unwritable_output_folder_is_refused_before_work(tmp_path, capsys):
+    _png(torch.zeros(28, 28), tmp_path / "a.png")
+    blocked = tmp_path / "file"
+    blocked.write_text("a file, not a folder")
+    rc = cli.main(["restore", str(tmp_path / "a.png"), "--task", "denoise", "--out", str(blocked / "sub"), *FAST])
+    assert rc == 2 and "afdps restore: error" in capsys.readouterr().err
+
+
+def test_sigma_estimate_on_bundled_photos():
+    """The wavelet noise estimator on the bundled photos at 256x256 with known noise on [-1, 1]. It
+    over-estimates, since fine image detail leaks into the finest wavelet band: measured ratios (estimate /
+    truth) 1.06-1.23 at sigma_y 0.05 and 1.03-1.10 at 0.1 over the four photos (docs/restore.md); the
+    bounds below sit just outside them (1.3 and 1.15), and under-estimation is not allowed."""
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        x = afdps.load_photo(name, 256).float()
+        for s, high in ((0.05, 1.3), (0.1, 1.15)):
+            y = x + s * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+            ratio = rs.estimate_sigma(y) / s
+            assert 1.0 <= ratio < high, (name, s, ratio)
