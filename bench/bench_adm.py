@@ -1,7 +1,10 @@
 """Forward-pass throughput of the ADM UNet (engine/models/adm.py).
 
 Prints one GitHub-markdown table row (``--header`` adds the header): config, device, batch, dtype,
-memory format, median ms per forward and images/s. ``--dtype bfloat16``/``float16`` runs the torso
+memory format, variant, median ms per forward, images/s, TFLOP/s (from the FLOP count of
+``torch.utils.flop_counter.FlopCounterMode`` on one image) and % of the device's dense peak for the dtype
+(``PEAKS``: bf16/fp16 and TF32, by device name; ``-`` for devices not in the table). ``--fused-norm``
+runs every ResBlock's GroupNorm + scale-shift + SiLU as the fused Triton kernel (kernels/groupnorm.py). ``--dtype bfloat16``/``float16`` runs the torso
 under autocast with float32 parameters (the time embedding and the output head stay float32);
 float32 uses PyTorch's default TF32 settings on CUDA. Weights are random (N(0, 0.02)): timing does
 not depend on them.
@@ -29,8 +32,32 @@ TINY = {
 }
 CONFIGS = {**ADM_PRESETS, "tiny": TINY}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-HEADER = ("| config | device | batch | dtype | memory format | ms / forward (median) | images/s |\n"
-          "| --- | --- | --- | --- | --- | --- | --- |")
+HEADER = ("| config | device | batch | dtype | memory format | variant | ms / forward (median) | images/s | TFLOP/s "
+          "| % of peak |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+# Dense tensor-core peaks (TFLOP/s) from the vendors' data sheets, without sparsity: (bf16/fp16, tf32).
+PEAKS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0)}
+
+
+def flops_per_image(config: dict) -> float:
+    """Floating-point operations of one forward pass on one image (FlopCounterMode; a multiply-add is 2),
+    counted on fake tensors: nothing is computed or allocated."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FakeTensorMode():
+        model = ADMUNet(**config).eval()
+        size = config["image_size"]
+        x = torch.zeros(1, model.in_channels, size, size)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x, torch.zeros(1))
+    return float(counter.get_total_flops())
+
+
+def peak_tflops(device_name: str, dtype: str):
+    for key, (low, tf32) in PEAKS.items():
+        if key in device_name:
+            return low if dtype in ("bfloat16", "float16") else tf32
+    return None
 
 
 def parse_args(argv=None):
@@ -43,6 +70,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     parser.add_argument("--channels-last", action="store_true", help="NHWC activations and weights")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--fused-norm", action="store_true", help="fused GroupNorm + scale-shift + SiLU kernel")
     parser.add_argument("--header", action="store_true", help="print the table header first")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny config, batch 2, one iteration on the CPU (checks the script runs)")
@@ -70,7 +98,8 @@ def run(args) -> dict:
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(std=0.02)
-    model = model.to(device=device, memory_format=memory_format)
+    flops = flops_per_image(config)
+    model = model.to(device=device, memory_format=memory_format).set_fused_norm(args.fused_norm)
     forward = torch.compile(model) if args.compile else model
 
     size = config["image_size"]
@@ -91,14 +120,20 @@ def run(args) -> dict:
                 times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    tflops = flops * args.batch / seconds / 1e12
+    peak = peak_tflops(name, args.dtype)
     return {
-        "config": args.config + (" (compiled)" if args.compile else ""),
+        "config": args.config,
         "device": name,
         "batch": args.batch,
         "dtype": args.dtype,
         "memory format": "channels_last" if args.channels_last else "contiguous",
+        "variant": "+".join(["fused-norm"] * args.fused_norm + ["compile"] * args.compile) or "eager",
         "ms": 1e3 * seconds,
         "images/s": args.batch / seconds,
+        "gflop/image": flops / 1e9,
+        "TFLOP/s": tflops,
+        "% of peak": None if peak is None else 100 * tflops / peak,
     }
 
 
@@ -107,8 +142,9 @@ def main(argv=None) -> int:
     row = run(args)
     if args.header:
         print(HEADER)
-    print(f"| {row['config']} | {row['device']} | {row['batch']} | {row['dtype']} | "
-          f"{row['memory format']} | {row['ms']:.2f} | {row['images/s']:.1f} |")
+    pct = "-" if row["% of peak"] is None else f"{row['% of peak']:.1f}"
+    print(f"| {row['config']} | {row['device']} | {row['batch']} | {row['dtype']} | {row['memory format']} | "
+          f"{row['variant']} | {row['ms']:.2f} | {row['images/s']:.1f} | {row['TFLOP/s']:.3g} | {pct} |")
     return 0
 
 

@@ -100,8 +100,15 @@ run 50 "$PY" -m bench.bench_fourier $SMOKE --markdown "$REPORT"
 run 65 "$PY" -m bench.bench_particle_step $SMOKE $ROWS256 --variants torch_unfused torch_compile triton_fused --markdown "$REPORT"
 if [ "$MODE" = smoke ]; then
   run 30 "$PY" -m bench.bench_sampler --smoke --markdown "$REPORT"
+  run 30 "$PY" bench/bench_adm.py --smoke --fused-norm --header
 else  # a whole AFDPS step at 256x256, eager vs CUDA-graph replay
   run 60 "$PY" -m bench.bench_sampler --size 256 --particles 64 256 --backend triton --cuda-graph --markdown "$REPORT"
+  # the score network (issue 12): bf16 eager vs the fused GroupNorm + SiLU kernel, both layouts, batch 64
+  for cfg in adm-ffhq256 adm-imagenet256; do
+    run 60 "$PY" bench/bench_adm.py --config $cfg --batch 64 --dtype bfloat16 --iters 10 --header
+    run 60 "$PY" bench/bench_adm.py --config $cfg --batch 64 --dtype bfloat16 --iters 10 --fused-norm
+    run 60 "$PY" bench/bench_adm.py --config $cfg --batch 64 --dtype bfloat16 --iters 10 --fused-norm --channels-last
+  done
 fi
 T1=$(date +%s)
 

@@ -4,6 +4,7 @@ tests/data/adm/ holds copies of shared/golden/adm/: two key manifests of the pub
 checkpoints and one small randomly-weighted case with the reference output (see that README).
 """
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,59 @@ def test_bench_smoke():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("| tiny | cpu | 2 | float32 |")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_fused_norm_matches_the_modules(case_a, monkeypatch, layout):
+    """set_fused_norm wires every ResBlock's GroupNorm (+ scale-shift) + SiLU through the fused op (here its
+    reference: AFDPS_BACKEND=torch; the kernel itself is checked below and in test_groupnorm.py): the golden
+    float32 output within the float32 tolerance, in both layouts; bfloat16 autocast within twice the error of
+    the module network under the same autocast; differentiating passes keep the modules (no backward in
+    the kernel)."""
+    monkeypatch.setenv("AFDPS_BACKEND", "torch")
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    model = _model(case_a, torch.float32).to(memory_format=fmt).set_fused_norm()
+    x, t = case_a["x"].float().contiguous(memory_format=fmt), case_a["timesteps"]
+    with torch.no_grad():
+        out = model(x, t)
+        low = model(x, t, autocast_dtype=torch.bfloat16)
+        plain_low = _model(case_a, torch.float32)(case_a["x"].float(), t, autocast_dtype=torch.bfloat16)
+    ref = case_a["out_fp32_original"]
+    assert (out - ref).abs().max().item() < TOL[torch.float32]
+    assert (low - ref).abs().max().item() <= 2 * (plain_low - ref).abs().max().item() + 1e-6
+    xg = x.clone().requires_grad_(True)
+    model(xg, t).sum().backward()
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("scale_shift", [True, False])
+def test_fused_norm_kernel_in_a_resblock(monkeypatch, layout, scale_shift):
+    """One ResBlock with the Triton kernel (under the interpreter on CPUs) against its modules, float32."""
+    pytest.importorskip("triton")
+    from afdps.engine.models.adm import ResBlock
+
+    torch.manual_seed(0)
+    block = ResBlock(32, 16, 0.0, 64, use_scale_shift_norm=scale_shift).eval()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    block = block.to(memory_format=fmt)
+    x = torch.randn(2, 32, 6, 6).contiguous(memory_format=fmt)
+    emb = torch.randn(2, 16)
+    with torch.no_grad():
+        want = block(x, emb)
+        block.fused_norm = True
+        monkeypatch.setenv("AFDPS_BACKEND", "triton")
+        got = block(x, emb)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_flop_count_of_the_ffhq_configuration():
+    """bench_adm's FLOP counter (FlopCounterMode on fake tensors): 387.5 GFLOP per 256x256 image for the
+    FFHQ configuration (issue 12's count; convolutions, matmuls and attention at 2 FLOP per multiply-add)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_adm import CONFIGS, flops_per_image
+
+    assert flops_per_image(CONFIGS["adm-ffhq256"]) / 1e9 == pytest.approx(387.52, rel=1e-4)

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent('''
     import triton, triton.language as tl
     from triton.compiler import ASTSource
     from triton.backends.compiler import GPUTarget
-    from afdps.kernels import fourier as fo, langevin as lv, particle_step as ps, resample as rs
+    from afdps.kernels import fourier as fo, groupnorm as gn, langevin as lv, particle_step as ps, resample as rs
 
     target = GPUTarget("cuda", 90, 32)
     failed = []
@@ -30,6 +30,11 @@ SCRIPT = textwrap.dedent('''
             failed.append(f"{fn.__name__} {consts}: {type(exc).__name__}: {str(exc)[:2000]}")
 
     rows = dict(R="i32", D="i32", N="i32", NB="i32")
+    for st in ("*bf16", "*fp32"):
+        for cl in (False, True):
+            check(gn._groupnorm_silu_kernel, dict(x_ptr=st, w_ptr="*fp32", b_ptr="*fp32", sc_ptr=st, sh_ptr=st,
+                  y_ptr=st, C="i32", HW="i32", G="i32", eps="fp32"),
+                  dict(CL=cl, SCALE_SHIFT=True, SILU=True, CDT=tl.float32, BLOCK=2048), 8)
     for st, cdt in (("*fp32", tl.float32), ("*bf16", tl.float32), ("*fp64", tl.float64)):
         check(ps._particle_step_kernel, dict(x_ptr=st, s_ptr=st, g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
               out_ptr=st, part_ptr="*fp64" if cdt == tl.float64 else "*fp32", **rows),

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ...kernels.groupnorm import groupnorm_silu
+
 __all__ = ["ADMUNet", "adm_config", "ADM_PRESETS", "timestep_embedding"]
 
 GROUPS = 32
@@ -441,6 +443,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.use_scale_shift_norm = use_scale_shift_norm
         self.use_checkpoint = use_checkpoint
+        self.fused_norm = False  # ADMUNet.set_fused_norm: one fused GroupNorm + scale-shift + SiLU kernel
         self.resample = _upsample_nearest if up else _downsample_mean if down else None
         self.in_layers = nn.Sequential(
             _norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
@@ -465,15 +468,27 @@ class ResBlock(nn.Module):
             return checkpoint(self._forward, x, emb, use_reentrant=False)
         return self._forward(x, emb)
 
+    def _fused(self, h: torch.Tensor) -> bool:
+        # the Triton kernel has no backward: differentiating passes (DPS, training) take the modules
+        return self.fused_norm and not (torch.is_grad_enabled() and h.requires_grad)
+
     def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         norm, act, conv = self.in_layers
-        h = act(norm(x))
+        if self._fused(x):
+            h = groupnorm_silu(x, norm.weight, norm.bias, groups=norm.num_groups, eps=norm.eps)
+        else:
+            h = act(norm(x))
         if self.resample is not None:
             h = self.resample(h)
             x = self.resample(x)
         h = conv(h)
         e = self.emb_layers(emb).to(h.dtype)[:, :, None, None]
         out_norm, out_rest = self.out_layers[0], self.out_layers[1:]
+        if self._fused(h):
+            scale, shift = e.chunk(2, dim=1) if self.use_scale_shift_norm else (None, None)
+            a = groupnorm_silu(h if self.use_scale_shift_norm else h + e, out_norm.weight, out_norm.bias,
+                               groups=out_norm.num_groups, eps=out_norm.eps, scale=scale, shift=shift)
+            return self.skip_connection(x) + out_rest[1:](a)
         if self.use_scale_shift_norm:
             scale, shift = e.chunk(2, dim=1)
             h = out_rest(out_norm(h) * (1 + scale) + shift)
@@ -687,6 +702,16 @@ class ADMUNet(nn.Module):
             if y.shape != (batch,):
                 raise ValueError(f"y must have shape ({batch},), got {tuple(y.shape)}")
         return timesteps
+
+    def set_fused_norm(self, enabled: bool = True) -> "ADMUNet":
+        """Run every ResBlock's GroupNorm (+ scale-shift) + SiLU as one fused kernel
+        (:mod:`afdps.kernels.groupnorm`; the Triton kernel on CUDA, its reference elsewhere) in passes that
+        do not need gradients. Statistics in float32; the output keeps the activations' dtype and layout,
+        so a bfloat16 or channels-last network stays so. Returns the model."""
+        for m in self.modules():
+            if isinstance(m, ResBlock):
+                m.fused_norm = bool(enabled)
+        return self
 
     def forward(
         self,

@@ -1,0 +1,77 @@
+"""Fused GroupNorm + scale-shift + SiLU (kernels/groupnorm.py): the Triton kernel against the reference, the
+reference against ADM's GroupNorm32 + SiLU, in both memory layouts. Tolerances: tests/tolerances.py
+(element-wise, the output's dtype); bfloat16 by the rule of twice PyTorch's own bfloat16 error."""
+import pytest
+import torch
+from tolerances import DEVICE, assert_bf16_rule, assert_close_elementwise
+
+from afdps.engine.models.adm import GroupNorm32
+from afdps.kernels import groupnorm as gn
+from afdps.kernels._triton import HAS_TRITON
+
+pytestmark = [pytest.mark.interpreter, pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")]
+
+
+def _inputs(N, C, H, W, dtype, seed=0, scale_shift=True):
+    g = torch.Generator().manual_seed(seed)
+    x = (2.0 * torch.randn(N, C, H, W, generator=g, dtype=torch.float64) + 0.5).to(DEVICE, dtype)
+    w = (1 + 0.3 * torch.randn(C, generator=g, dtype=torch.float64)).to(DEVICE, dtype)
+    b = (0.2 * torch.randn(C, generator=g, dtype=torch.float64)).to(DEVICE, dtype)
+    sc = (0.5 * torch.randn(N, C, generator=g, dtype=torch.float64)).to(DEVICE, dtype) if scale_shift else None
+    sh = (0.5 * torch.randn(N, C, generator=g, dtype=torch.float64)).to(DEVICE, dtype) if scale_shift else None
+    return x, w, b, sc, sh
+
+
+@pytest.mark.parametrize("N,C,H,W,groups", [(1, 32, 1, 3, 32), (3, 64, 5, 7, 32), (2, 32, 8, 8, 8), (1, 96, 3, 3, 32)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("scale_shift,silu", [(True, True), (False, True), (False, False)])
+def test_kernel_matches_reference_float32(N, C, H, W, groups, layout, scale_shift, silu):
+    x, w, b, sc, sh = _inputs(N, C, H, W, torch.float32, scale_shift=scale_shift)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = gn.groupnorm_silu_triton(x, w, b, groups=groups, scale=sc, shift=sh, silu=silu)
+    ref = gn.groupnorm_silu_ref(x, w, b, groups=groups, scale=sc, shift=sh, silu=silu)
+    oracle = gn.groupnorm_silu_ref(x.double(), w.double(), b.double(), groups=groups,
+                                   scale=None if sc is None else sc.double(), shift=None if sh is None else sh.double(),
+                                   silu=silu)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last" and C > 1)
+    assert_close_elementwise(out, oracle.float(), torch.float32)
+    assert_close_elementwise(ref, oracle.float(), torch.float32)
+
+
+def test_bfloat16_and_float64():
+    x, w, b, sc, sh = _inputs(2, 64, 6, 6, torch.bfloat16)
+    out = gn.groupnorm_silu_triton(x, w, b, groups=32, scale=sc, shift=sh)
+    torch_out = gn.groupnorm_silu_ref(x, w, b, groups=32, scale=sc, shift=sh)
+    oracle = gn.groupnorm_silu_ref(x.double(), w.double(), b.double(), groups=32, scale=sc.double(), shift=sh.double())
+    assert_bf16_rule(out, torch_out, oracle)
+    x, w, b, sc, sh = _inputs(2, 32, 4, 4, torch.float64)
+    out = gn.groupnorm_silu_triton(x, w, b, groups=32, scale=sc, shift=sh)
+    assert_close_elementwise(out, gn.groupnorm_silu_ref(x, w, b, groups=32, scale=sc, shift=sh), torch.float64)
+
+
+def test_reference_is_adm_groupnorm_then_silu():
+    """The reference equals the ADM ResBlock's own composition: GroupNorm32 (float32 statistics), then
+    (1 + scale), shift, SiLU."""
+    x, w, b, sc, sh = _inputs(2, 64, 5, 5, torch.float32)
+    norm = GroupNorm32(32, 64, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.copy_(w)
+        norm.bias.copy_(b)
+        want = torch.nn.functional.silu(norm(x) * (1 + sc[:, :, None, None]) + sh[:, :, None, None])
+    torch.testing.assert_close(gn.groupnorm_silu_ref(x, w, b, groups=32, scale=sc, shift=sh), want, rtol=1e-6, atol=1e-6)
+
+
+def test_dispatch_and_errors():
+    x, w, b, sc, sh = _inputs(1, 32, 2, 2, torch.float32)
+    auto = gn.groupnorm_silu(x, w, b, groups=32, scale=sc, shift=sh)
+    picked = (gn.groupnorm_silu_triton if x.device.type == "cuda" else gn.groupnorm_silu_ref)(
+        x, w, b, groups=32, scale=sc, shift=sh)
+    assert torch.equal(auto, picked)
+    with pytest.raises(ValueError, match="groups=5 must divide the 32 channels"):
+        gn.groupnorm_silu_ref(x, w, b, groups=5)
+    with pytest.raises(ValueError, match="give both scale and shift"):
+        gn.groupnorm_silu_ref(x, w, b, groups=32, scale=sc)
+    with pytest.raises(ValueError, match=r"x must be \(N, C, H, W\)"):
+        gn.groupnorm_silu_ref(x[0], w, b, groups=32)
