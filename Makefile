@@ -44,6 +44,6 @@ gpu-check:
 
 # The 100-digit table of the README (all four methods on the four digit tasks). Minutes on a GPU, hours
 # on a CPU. Settings: see docs/design.md (DPS zeta and the ODE corrector's r were chosen on a few digits).
-EVAL_ARGS ?= --prior mnist --num-images 100 --particles 16 --steps 100 --dps-zeta 3 --corrector-snr 1.0 --batch-size 100
+EVAL_ARGS ?= --prior mnist --num-images 100 --particles 16 --steps 100 --dps-zeta 3 --batch-size 100
 eval-mnist: $(VENV)/.base
 	$(PY) -m afdps.cli eval $(EVAL_ARGS) --out bench/results/eval_mnist

@@ -45,7 +45,7 @@ def run_demo(out, *, particles: int = 64, steps: int = 60, method: str = "sde", 
         f"{particles} particles, {steps} steps, AFDPS-{method.upper()} eta={eta} "
         f"tempering={tempering}, device {device}")
     res = sample(prior, op, y, sigma_y, method=method, eta=eta, num_particles=particles, num_steps=steps,
-                 tempering=tempering, seed=seed, time_power=2.0, progress=progress)
+                 tempering=tempering, potential="noisy", seed=seed, time_power=2.0, progress=progress)
     best, mean, std = res.best[0].cpu(), res.mean[0].cpu(), res.std[0].cpu()
     exact_mean, _ = prior.posterior_blur(op, y[0].cpu().double(), sigma_y)
     wall = time.perf_counter() - t0

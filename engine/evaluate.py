@@ -43,7 +43,7 @@ from .models import classify
 from .sampler import sample
 
 __all__ = ["TASKS", "METHODS", "DEFAULT_TASKS", "make_operator", "run_method", "evaluate", "markdown_table",
-           "csv_text"]
+           "csv_text", "read_csv_rows"]
 
 TASKS = ("gaussian-blur", "motion-blur", "sr4", "box", "random70")
 DEFAULT_TASKS = {28: ("gaussian-blur", "sr4", "box", "random70"), 256: ("gaussian-blur", "motion-blur", "sr4", "box")}
@@ -75,9 +75,9 @@ def make_operator(task: str, image_shape, seed: int = 0):
 
 
 def run_method(method: str, prior, op, y, sigma_y: float, *, particles: int, steps: int, seeds, tempering="linear",
-               potential: str = "noisy",
+               potential: str = "scaled",
                time_power: float = 2.0, dps_zeta: float = 1.0, dps_steps: int | None = None, corrector_steps: int = 1,
-               corrector_snr: float = 0.1, backend=None):
+               corrector_snr: float = 0.1, corrector: str = "split", backend=None):
     """Restore measurements ``y (B, ...)`` with one method; returns an :class:`afdps.Result`."""
     if method == "dps":
         return dps(prior, op, y, sigma_y, num_steps=dps_steps or steps, zeta=dps_zeta, seed=seeds, progress=False)
@@ -90,8 +90,8 @@ def run_method(method: str, prior, op, y, sigma_y: float, *, particles: int, ste
     if method == "fk":
         return sample(prior, op, y, sigma_y, method="sde", eta=0.5, guidance=guidance, **kw)
     if method == "afdps-ode":
-        return sample(prior, op, y, sigma_y, method="ode", corrector_steps=corrector_steps,
-                            corrector_snr=corrector_snr, guidance=guidance, **kw)
+        return sample(prior, op, y, sigma_y, method="ode", corrector_steps=corrector_steps, corrector=corrector,
+                      corrector_snr=corrector_snr, guidance=guidance, **kw)
     raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
 
 
@@ -102,16 +102,18 @@ def _batches(n: int, size: int):
 
 def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, steps: int, sigma_y: float = 0.05,
              labels: torch.Tensor | None = None, classifier=None, seed: int = 0, batch_size: int = 10,
-             tempering: str = "linear", potential: str = "noisy", time_power: float = 2.0, dps_zeta: float = 1.0,
+             tempering: str = "linear", potential: str = "scaled", time_power: float = 2.0, dps_zeta: float = 1.0,
              dps_steps: int | None = None,
-             corrector_steps: int = 1, corrector_snr: float = 0.1, device=None, backend=None,
-             progress=None, on_result=None) -> tuple[list[dict], list[dict]]:
+             corrector_steps: int = 1, corrector_snr: float = 0.1, corrector: str = "split", device=None, backend=None,
+             progress=None, on_result=None, previous=None) -> tuple[list[dict], list[dict]]:
     """Run every method on every task; returns ``(summary_rows, per_image_rows)``.
 
     Image ``i`` uses seed ``seed + i`` for its measurement noise and its sampler, so a row does not
     depend on ``batch_size``. ``images (n, C, H, W)`` on [-1, 1]; ``labels`` and ``classifier`` enable
     the accuracy columns. ``on_result(summary, per_image)`` is called after each task x method (the
-    command line rewrites its files then, so an interrupted run keeps what it finished).
+    command line rewrites its files then, so an interrupted run keeps what it finished). ``previous``:
+    ``(summary_rows, per_image_rows)`` of an interrupted run with the same settings; the task x method
+    pairs it holds are kept and not run again (``afdps eval --resume``).
     """
     for m in methods:
         if m not in METHODS:
@@ -125,13 +127,17 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     n = images.shape[0]
     shape = tuple(images.shape[1:])
     bar = progress_bar(len(tasks) * len(methods) * math.ceil(n / batch_size), "eval", progress)
-    summary, per_image = [], []
+    summary, per_image = (list(previous[0]), list(previous[1])) if previous else ([], [])
+    done = {(r["task"], r["method"]) for r in summary}
     try:
         for task in tasks:
             op = make_operator(task, shape, seed=seed)
             ys = torch.stack([op.measure(images[i:i + 1].double(), sigma_y,
                                          torch.Generator().manual_seed(seed + i))[0] for i in range(n)]).float()
             for method in methods:
+                if (task, method) in done:
+                    bar.update(math.ceil(n / batch_size))
+                    continue
                 rows, wall, nfe = [], 0.0, 0
                 for a, b in _batches(n, batch_size):
                     y = ys[a:b].to(device)
@@ -141,7 +147,8 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                     res = run_method(method, prior, op, y, sigma_y, particles=particles, steps=steps,
                                      seeds=[seed + i for i in range(a, b)], tempering=tempering, potential=potential,
                                      time_power=time_power, dps_zeta=dps_zeta, dps_steps=dps_steps,
-                                     corrector_steps=corrector_steps, corrector_snr=corrector_snr, backend=backend)
+                                     corrector_steps=corrector_steps, corrector_snr=corrector_snr, corrector=corrector,
+                                     backend=backend)
                     best, mean = res.best.float().cpu(), res.mean.float().cpu()
                     wall += time.perf_counter() - t0
                     nfe = res.nfe
@@ -218,6 +225,22 @@ def markdown_table(summary: list[dict]) -> str:
         cells += [_fmt(r["final_ess"], digits=2), _fmt(r["s_per_image"], digits=3)]
         lines.append(cells)
     return io_table(head, lines) + "\n"
+
+
+def read_csv_rows(path) -> list[dict]:
+    """Rows written by :func:`csv_text`, numbers parsed back (empty cells stay ``""``)."""
+    def parse(v):
+        if v == "":
+            return v
+        for kind in (int, float):
+            try:
+                return kind(v)
+            except ValueError:
+                pass
+        return v
+
+    with open(path, newline="") as f:
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def csv_text(rows: list[dict]) -> str:

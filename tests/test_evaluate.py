@@ -96,6 +96,20 @@ def test_interrupted_run_keeps_finished_rows(tmp_path, monkeypatch):
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert [r["method"] for r in rows] == ["fk"]
     assert "partial: 1 of 2" in (tmp_path / "results.md").read_text()
+    # a re-run refuses to overwrite; --resume keeps the finished row (not run again) and runs the rest
+    argv = ["eval", "--num-images", "1", "--particles", "2", "--steps", "2", "--task", "box", "--methods", "fk,dps",
+            "--out", str(tmp_path), "--no-progress"]
+    monkeypatch.setattr(ev, "run_method", real)
+    assert cli.main(argv) == 2
+    fk_row = rows[0]
+    ran = []
+    monkeypatch.setattr(ev, "run_method", lambda method, *a, **k: ran.append(method) or real(method, *a, **k))
+    assert cli.main(argv + ["--resume"]) == 0
+    assert ran == ["dps"]
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [r["method"] for r in rows] == ["fk", "dps"] and rows[0]["psnr_mean"] == fk_row["psnr_mean"]
+    assert "partial" not in (tmp_path / "results.md").read_text()
+    assert cli.main(argv[:-3] + ["--steps", "3", "--out", str(tmp_path), "--no-progress", "--resume"]) == 2
 
 
 def test_image_folder(tmp_path):

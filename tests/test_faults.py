@@ -102,7 +102,8 @@ def test_exploding_increments_are_named():
     """eta = -1 with a stiff explicit guidance step: the log-weight increments overflow."""
     op = ops.Dense(torch.tensor([[40.0, 20.0]]))
     with pytest.raises(FloatingPointError, match=r"image 0 has died after step 1 .*non-finite increment"):
-        afdps.sample(FaultyPrior({}), op, Y2, 1e-6, num_particles=4, num_steps=2, seed=0, eta=-1.0, guidance="euler")
+        afdps.sample(FaultyPrior({}), op, Y2, 1e-6, num_particles=4, num_steps=2, seed=0, eta=-1.0, guidance="euler",
+                     potential="noisy", tempering="none", time_power=1.0)
 
 
 def test_demo_with_exploding_states_fails_and_writes_nothing(tmp_path, capsys):

@@ -103,7 +103,7 @@ def _api_cases(tmp):
         ("sample", "callback=3", _s(callback=3)),
         ("sample", "corrector='metropolis'", _s(corrector="metropolis", method="ode")),
         ("sample", "potential='tweedie' with eta=1", _s(potential="tweedie", eta=1.0, tempering="linear")),
-        ("sample", "potential='tweedie' without tempering", _s(potential="tweedie", eta=0.5)),
+        ("sample", "potential='tweedie' without tempering", _s(potential="tweedie", eta=0.5, tempering="none")),
         ("sample", "a prior whose score has the wrong shape", _s(prior=_WrongShapeScore())),
         ("sample", "cuda_graph=True on the CPU", _s(cuda_graph=True, backend="torch")),
         ("sample", "num_particles=10**12 (memory)", _s(num_particles=10**12)),

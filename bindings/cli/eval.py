@@ -5,6 +5,7 @@ the images, and rewrites ``results.md``, ``results.csv`` and ``per_image.csv`` a
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -12,10 +13,10 @@ import torch
 
 from ..api import load_classifier, load_mnist_test, load_prior
 from ..engine.data import load_image_folder
-from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table
-from ..engine.io import write_text
+from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows
+from ..engine.io import write_json, write_text
 from ..engine.potentials import POTENTIALS
-from ..engine.sampler import TEMPERINGS
+from ..engine.sampler import CORRECTORS, TEMPERINGS
 from ._common import (DEFAULT_THREADS, nonneg_float, nonneg_int, positive_float, positive_int, power_float,
                       seed_int)
 
@@ -43,14 +44,16 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=positive_int, default=100, help="time steps")
     p.add_argument("--sigma-y", type=positive_float, default=0.05, help="measurement noise on [-1, 1]")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule of the particle methods")
-    p.add_argument("--potential", choices=POTENTIALS, default="noisy",
+    p.add_argument("--potential", choices=POTENTIALS, default="scaled",
                    help="where the likelihood is evaluated along the path (spec section 9)")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP; 1 = uniform)")
     p.add_argument("--dps-zeta", type=nonneg_float, default=1.0, help="DPS step size")
     p.add_argument("--dps-steps", type=positive_int, default=None, help="DPS steps (default: --steps)")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step of afdps-ode")
+    p.add_argument("--corrector", choices=CORRECTORS, default="split",
+                   help="Langevin step rule of afdps-ode: split (likelihood exact) or song")
     p.add_argument("--corrector-snr", type=positive_float, default=0.1,
-                   help="Langevin step-size rule r of afdps-ode (spec section 2)")
+                   help="Langevin step-size parameter r of afdps-ode (spec section 2)")
     p.add_argument("--batch-size", type=positive_int, default=10, help="images per sampler call")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of image 0 (image i uses seed + i)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -59,6 +62,8 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                    help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
     p.add_argument("--out", default="eval_out", help="output folder")
+    p.add_argument("--resume", action="store_true", help="keep the task x method rows of an interrupted run in "
+                   "--out (same settings) and run only the rest")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -85,6 +90,20 @@ def run(args) -> int:
         images = load_image_folder(args.images, shape, args.num_images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    previous = None
+    settings = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in vars(args).items()
+                if k not in ("resume", "no_progress", "threads", "out", "device", "backend")}
+    if (out / "results.csv").exists():
+        if not args.resume:
+            raise ValueError(f"{str(out)!r} holds results of an earlier run; pass --resume to continue it, or choose "
+                             "another --out")
+        old = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else None
+        if old != settings:
+            raise ValueError(f"--resume: the settings differ from those of the run in {str(out)!r} "
+                             f"({', '.join(sorted(k for k in settings if (old or {}).get(k) != settings[k]))})")
+        previous = (read_csv_rows(out / "results.csv"), read_csv_rows(out / "per_image.csv"))
+        print(f"afdps eval: resuming: {len(previous[0])} task x method row(s) kept from {out}/")
+    write_json(out / "settings.json", settings)
     t0 = time.perf_counter()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     planned = len(tasks) * len(methods)
@@ -96,11 +115,12 @@ def run(args) -> int:
             if r["method"] == "dps":
                 r["dps_zeta"] = args.dps_zeta
             if r["method"] == "afdps-ode":
-                r.update(corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr)
+                r.update(corrector_steps=args.corrector_steps, corrector=args.corrector,
+                         corrector_snr=args.corrector_snr)
         done = "" if len(summary) == planned else f" (partial: {len(summary)} of {planned} task x method rows)"
         header = (f"# afdps eval: prior {args.prior}, {len(images)} images, sigma_y {args.sigma_y}, device {name}, "
                   f"{time.perf_counter() - t0:.0f} s{done}\n\nParticle methods: tempering {args.tempering}, potential {args.potential}, time grid "
-                  f"power {args.time_power:g}; afdps-ode: {args.corrector_steps} Langevin step(s) with r = "
+                  f"power {args.time_power:g}; afdps-ode: {args.corrector_steps} Langevin step(s), rule {args.corrector}, r = "
                   f"{args.corrector_snr:g}; dps: zeta = {args.dps_zeta:g}, one sample per image, no weights (best = "
                   "mean). Means ± standard errors over images; accuracy: fraction classified as the true digit; NFE: "
                   "score evaluations per particle (DPS: each with a backward pass).\n\n")
@@ -113,8 +133,8 @@ def run(args) -> int:
         prior, images, tasks=tasks, methods=methods, particles=args.particles, steps=args.steps,
         sigma_y=args.sigma_y, labels=labels, classifier=classifier, seed=args.seed, batch_size=args.batch_size,
         tempering=args.tempering, potential=args.potential, time_power=args.time_power, dps_zeta=args.dps_zeta, dps_steps=args.dps_steps,
-        corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, device=device, backend=args.backend,
-        progress=False if args.no_progress else None, on_result=write)
+        corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, corrector=args.corrector, device=device, backend=args.backend,
+        progress=False if args.no_progress else None, on_result=write, previous=previous)
     print(write(summary, per_image) + markdown_table(summary))
     print(f"wrote results.md, results.csv, per_image.csv to {out}/")
     return 0

@@ -62,7 +62,7 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=positive_int, default=100, help="time steps")
     p.add_argument("--method", choices=("sde", "ode"), default="sde", help="sampler")
     p.add_argument("--eta", type=float, default=1.0, help="guidance weight of the SDE")
-    p.add_argument("--potential", choices=POTENTIALS, default="noisy", help="intermediate potential (spec section 9)")
+    p.add_argument("--potential", choices=POTENTIALS, default="scaled", help="intermediate potential (spec section 9)")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP)")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step (ode)")
