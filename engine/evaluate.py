@@ -157,7 +157,9 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                         lab_best, _ = classify(classifier, best.clamp(-1, 1))
                         lab_mean, _ = classify(classifier, mean.clamp(-1, 1))
                         parts = res.particles.float().cpu()
-                        lab_all = classify(classifier, parts.reshape(-1, *shape).clamp(-1, 1))[0].view(*parts.shape[:2])
+                        lab_all = classify(classifier, parts.reshape(-1, *shape).nan_to_num().clamp(-1, 1))[0]
+                        live = torch.isfinite(torch.as_tensor(res.log_weights)).cpu()
+                        lab_all = torch.where(live, lab_all.view(*parts.shape[:2]), -1)  # dead particles: -1
                     for j, i in enumerate(range(a, b)):
                         truth = images[i].float()
                         row = {"task": task, "method": method, "image": i,
@@ -165,7 +167,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                                "psnr_mean": psnr(mean[j], truth), "ssim_mean": ssim(mean[j], truth),
                                "final_ess": "" if final_ess is None else float(final_ess[j])}
                         if classifier is not None:
-                            row["labels_distinct"] = len(set(lab_all[j].tolist()))
+                            row["labels_distinct"] = len(set(lab_all[j].tolist()) - {-1})
                         if classifier is not None and labels is not None:
                             row["correct_best"] = int(lab_best[j] == labels[i])
                             row["correct_mean"] = int(lab_mean[j] == labels[i])

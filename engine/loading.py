@@ -208,7 +208,7 @@ def _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps
         torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device={device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from None
-    if batch_size is not None:
+    if batch_size is not None and batch_size != "auto":
         check_int("batch_size", batch_size, 1)
     check_int("num_train_steps", num_train_steps, 1)
     if autocast_dtype not in (None, torch.float16, torch.bfloat16):
@@ -231,7 +231,7 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
         one; may be omitted for afdps's own format, which stores its config. ``"diffusers"`` for a
         diffusers folder (detected from ``config.json`` when omitted).
     device : where the network lives.
-    batch_size, autocast_dtype : passed to :class:`EpsilonModel`.
+    batch_size, autocast_dtype : passed to :class:`EpsilonModel` (``batch_size`` an int, ``"auto"`` or None).
     num_train_steps : DDPM steps of the network's discrete schedule (timestep ``k = N tau - 1``).
         1000 for ADM; diffusers folders do not record the scheduler's ``num_train_timesteps``, so
         1000 is assumed there too.

@@ -300,7 +300,8 @@ class EpsilonModel(Prior):
     learned_sigma : the network also outputs variances in its second half of channels (ADM's
         ``learn_sigma``): keep the first ``C`` channels. ``None``: decide from the output's channels
         (``2C`` means learned sigma, ``C`` means plain; anything else raises).
-    batch_size : at most this many images per network call (memory bound for large ensembles).
+    batch_size : at most this many images per network call (memory bound for large ensembles), or
+        ``"auto"``: as many as fit in half the device's free memory by :meth:`activation_bytes_per_image`.
     train_schedule : the VP schedule the network was trained on (default ``VPSchedule()``, the limit of the
         1000-step DDPM linear betas). Used when ``schedule`` is a :class:`VESchedule`: the sampler then works
         in VE (EDM) coordinates and the VP network is called as EDM does, on ``x_vp = x / sqrt(1 + sigma^2)``
@@ -323,9 +324,52 @@ class EpsilonModel(Prior):
         self.event_shape = tuple(int(s) for s in event_shape)
         self.num_train_steps = int(num_train_steps)
         self.learned_sigma = learned_sigma
+        if batch_size is not None and batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(
+                batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, 'auto' or None, got {batch_size!r}")
         self.batch_size = batch_size
+        self.auto_batch = None  # the batch "auto" chose (network_batch)
+        self._activation_bytes = None
         self.autocast_dtype = autocast_dtype
         self.calls = 0
+
+    def activation_bytes_per_image(self) -> int:
+        """An upper bound on the network's activation memory per image in a forward pass without gradients:
+        the bytes of every leaf module's output for one image, counted on fake tensors (nothing computed).
+        Measured on the shipped MNIST prior (this project's CPU): 7.4 MB counted, 1.6-1.9 MB of actual peak
+        per image at batches of 1024 and 256."""
+        if self._activation_bytes is None:
+            from torch._subclasses.fake_tensor import FakeTensorMode  # a torch internal, needed only here
+
+            total = [0]
+
+            def hook(module, inputs, output):
+                if isinstance(output, torch.Tensor):
+                    total[0] += output.numel() * output.element_size()
+
+            leaves = [m for m in self.net.modules() if not list(m.children())]
+            handles = [m.register_forward_hook(hook) for m in leaves]
+            try:
+                with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+                    device = next(iter(self.net.parameters())).device if list(self.net.parameters()) else "cpu"
+                    x = torch.zeros(1, *self.event_shape, device=device)
+                    self.net(x, torch.zeros(1, device=device))
+            finally:
+                for h in handles:
+                    h.remove()
+            self._activation_bytes = int(total[0])
+        return self._activation_bytes
+
+    def network_batch(self, rows: int, free_bytes: int | None) -> int:
+        """Images per network call for ``rows`` images: ``batch_size``, or with ``"auto"`` as many as fit in
+        half of ``free_bytes`` (all of them when the free memory is unknown), kept as :attr:`auto_batch`
+        for the following calls."""
+        if self.batch_size == "auto":
+            rows = rows if free_bytes is None else max(1, min(rows, int(
+                0.5 * free_bytes // max(self.activation_bytes_per_image(), 1))))
+            self.auto_batch = rows
+            return rows
+        return min(rows, self.batch_size) if self.batch_size else rows
 
     def _vp_time(self, t) -> float:
         """The VP (training) time of sampler time ``t``: ``t`` itself, or for a VE schedule the time with
@@ -358,7 +402,8 @@ class EpsilonModel(Prior):
         if scale != 1.0:
             flat = flat * scale
         C = self.event_shape[0]
-        chunk = self.batch_size or flat.shape[0]
+        chunk = self.auto_batch if self.batch_size == "auto" else self.batch_size
+        chunk = chunk or flat.shape[0]
         outs = []
         for i in range(0, flat.shape[0], chunk):
             xb = flat[i:i + chunk]

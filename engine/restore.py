@@ -31,6 +31,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,11 +182,15 @@ def _expand(inputs) -> list[Path]:
 
 
 def _unique_names(paths) -> list[str]:
-    names, seen = [], {}
-    for p in paths:
-        stem = Path(p).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    """Each image's name: its file stem, or ``<folder>_<stem>`` where two inputs share a stem; an error if
+    that still collides. Names never depend on the order of the inputs."""
+    paths = [Path(p) for p in paths]
+    stems = [p.stem for p in paths]
+    names = [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"several inputs would be named {dup[:3]}: rename them or list them in a --manifest with "
+                         "a name column")
     return names
 
 
@@ -236,7 +241,9 @@ def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
             return None if v is None else str(Path(v) if Path(v).is_absolute() else path.parent / v)
 
         p = rel(row["path"])
-        name = row.get("name") or Path(p).stem
+        name = str(row.get("name") or Path(p).stem)
+        if any(sep in name for sep in ("/", "\\")) or name in (".", "..") or not name.strip():
+            raise ValueError(f"manifest {str(path)!r} row {n}: the name {name!r} must be a plain file name")
         try:
             factor = int(row.get("factor", defaults.get("factor", 4)))
             job_seed = int(row["seed"]) if "seed" in row else seed_of(name, seed)
@@ -402,8 +409,10 @@ def _read_journal(out: Path) -> dict:
 
 
 def _append_journal(out: Path, record: dict) -> None:
-    with open(out / JOURNAL, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    path = out / JOURNAL
+    cut = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with open(path, "a") as f:
+        f.write(("\n" if cut else "") + json.dumps(record) + "\n")  # a line cut by a crash stays apart
         f.flush()
         os.fsync(f.fileno())
 
@@ -435,6 +444,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     event = tuple(prior.event_shape)
     stop = {"flag": False}
     previous = None
+    handle_sigterm = handle_sigterm and threading.current_thread() is threading.main_thread()
     if handle_sigterm:
         def on_term(signum, frame):
             stop["flag"] = True
@@ -444,6 +454,8 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     if len(todo) < len(jobs):
         log(f"afdps restore: {len(jobs) - len(todo)} image(s) already restored in {out}, {len(todo)} to go")
     records = [done[j.name] for j in jobs if j.name in done]
+    if records:
+        _index_html(out, records)  # a kill between the journal line and the index leaves it stale otherwise
     bar = progress_bar(len(todo), "images", progress)
     tty = bar.__class__.__name__ != "NullBar"
     t_start = time.perf_counter()

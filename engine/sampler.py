@@ -27,8 +27,8 @@ from ..kernels.resample import SCHEMES, normalize_log_weights, resample_and_gath
 from . import potentials as pot
 from .io import progress_bar
 from .schedules import ancestral_step
-from .validation import (PARTICLE_COPIES, check_choice, check_int, check_memory, check_problem, check_real,
-                         per_image_seeds)
+from .validation import (PARTICLE_COPIES, available_memory, check_choice, check_int, check_memory, check_problem,
+                         check_real, per_image_seeds)
 
 __all__ = ["sample", "sample_prior", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
            "finish", "tempering_schedule", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
@@ -296,15 +296,21 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential="scaled", e
         raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
                          "(use guidance='euler')")
     itemsize = torch.empty(0, dtype=dtype).element_size()
-    check_memory(PARTICLE_COPIES * y.shape[0] * N * math.prod(event) * itemsize, y.device,
-                 f"afdps.sample with {N} particles of {'x'.join(map(str, event))} for {y.shape[0]} image(s)",
-                 "num_particles, or pass fewer images per call")
+    needed = PARTICLE_COPIES * y.shape[0] * N * math.prod(event) * itemsize
+    lower = "num_particles, or pass fewer images per call"
+    if hasattr(prior, "network_batch"):  # a network prior: its activations per call count too
+        free = available_memory(y.device)
+        rows = prior.network_batch(y.shape[0] * N, None if free is None else max(free - needed, 0))
+        needed += rows * prior.activation_bytes_per_image()
+        lower += ", or set the prior's batch_size (images per network call; 'auto' fits it to the memory)"
+    check_memory(needed, y.device,
+                 f"afdps.sample with {N} particles of {'x'.join(map(str, event))} for {y.shape[0]} image(s)", lower)
     if potential == "tweedie" and not (method == "sde" and float(eta) == 0.5):
         raise ValueError(f"potential='tweedie' has no closed-form Laplacian, so it runs with method='sde' and eta=0.5 "
                          f"(where that term cancels); got method={method!r}, eta={eta!r}")
-    if potential == "tweedie" and tempering == "none":
-        raise ValueError("potential='tweedie' starts from lam = 0 (Stage I is then exact): use tempering='linear' or "
-                         "'ve-linear', not 'none'")
+    if method == "ode" and corrector == "split" and not getattr(op, "supports_exact", False):
+        raise ValueError(f"corrector='split' integrates the likelihood exactly, which needs an operator that "
+                         f"diagonalises A^T A; {type(op).__name__} does not (use corrector='song')")
     if potential == "inflated" and not getattr(op, "supports_exact", False):
         raise ValueError(f"potential='inflated' weights the residual by a function of A A^T, which "
                          f"{type(op).__name__} cannot diagonalise; use potential='noisy' or 'scaled'")
@@ -315,6 +321,10 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential="scaled", e
     times = sched.timesteps(K, float(time_power))
     M = int(corrector_steps) if method == "ode" else 0
     path = pot.members(potential, sched, times.tolist(), sigma_y)
+    lam = tempering_schedule(tempering, sched, times)
+    if potential == "tweedie" and lam[0] != 0.0:
+        raise ValueError(f"potential='tweedie' starts from lam = 0 (Stage I is then exact); tempering={tempering!r} "
+                         f"gives lam = {lam[0]:.3g} at the first time (use 'linear')")
 
     def keys(purpose):
         return torch.stack([stream_keys(seeds, k + 1, purpose, device) for k in range(K)])
@@ -325,7 +335,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential="scaled", e
                 ess_threshold=float(ess_threshold), corrector_steps=M, corrector=corrector,
                 corrector_snr=float(corrector_snr),
                 weights=bool(weights), use_triton=use_triton, dtype=dtype, denoise=bool(denoise), seeds=seeds,
-                times=times.tolist(), lam=tempering_schedule(tempering, sched, times), members=path,
+                times=times.tolist(), lam=lam, members=path,
                 laps=[0.0 if potential == "tweedie" else pot.laplacian(op, m) for m in path],
                 stage1_keys=stream_keys(seeds, 0, PURPOSE["stage1"], device), step_keys=keys(PURPOSE["step"]),
                 resample_keys=keys(PURPOSE["resample"]),
@@ -432,6 +442,10 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
             if lam_n != 0.0:
                 with timer("operator"):
                     x = pot.guidance_step(op, x, yb, m_n, e, lam_n, use_triton=plan.use_triton)
+    # a particle whose new state is not finite dies now, before resampling could copy it
+    new_bad = torch.isfinite(logw) & ~torch.isfinite(x).reshape(B, N, -1).all(-1)
+    cause = torch.where(new_bad, torch.ones_like(cause), cause)
+    logw = torch.where(new_bad, -torch.inf, logw)
     with timer("resample"):
         last = k == plan.num_steps - 1
         resampling = plan.weights and plan.resample != "none" and not last
@@ -601,6 +615,9 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "scal
         if callback is not None:
             raise ValueError("callback= runs Python after each step, which a CUDA-graph replay cannot; use one or "
                              "the other")
+        if potential == "tweedie":
+            raise ValueError("potential='tweedie' differentiates through the network, which is not captured in a "
+                             "CUDA graph here; use cuda_graph=False")
     check_every = 1 if device.type == "cpu" else 16  # host checks for dead ensembles (a sync) on GPUs
     t_list = plan.times
 

@@ -108,15 +108,15 @@ def test_exploding_increments_are_named():
 
 def test_demo_with_exploding_states_fails_and_writes_nothing(tmp_path, capsys):
     """The issue's probe `afdps demo --eta -1 --size 64 --particles 2 --steps 2`: every particle leaves the
-    floating-point range in the last step with finite log-weights; the final-state check catches it, the
-    command exits 1 with one sentence, and no image or metrics.json is written."""
+    floating-point range in the last step with finite log-weights; the end-of-step state check catches it,
+    the command exits 1 with one sentence, and no image or metrics.json is written."""
     from afdps import cli
 
     out = tmp_path / "d"
     rc = cli.main(["demo", "--eta", "-1", "--size", "64", "--particles", "2", "--steps", "2", "--out", str(out),
                    "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 1 and "died in the final state: non-finite state" in err and "Traceback" not in err
+    assert rc == 1 and "died after step 1 (tau=0.2507 -> 0.001): non-finite state" in err and "Traceback" not in err
     assert list(out.iterdir()) == []
 
 

@@ -176,3 +176,22 @@ def test_ve_edm_grid():
     assert float(ts[3]) == pytest.approx(want, rel=1e-12)
     with pytest.raises(ValueError, match="grid='karras' is not one of"):
         afdps.VESchedule(grid="karras")
+
+
+def test_network_memory_estimate_and_auto_batch():
+    """The activation bound of the shipped MNIST prior (fake tensors: nothing computed) sits above the
+    measured peak (1.6-1.9 MB per image on this CPU at batches of 256 and 1024, docs/restore.md) and
+    below 10x it; batch_size='auto' fits the network calls into half the free memory; the sampler's
+    memory check counts the activations and names batch_size."""
+    prior = afdps.load_prior("mnist", batch_size="auto")
+    per = prior.activation_bytes_per_image()
+    assert 2e6 < per < 2e7, per
+    assert prior.network_batch(1000, 100 * per) == 50 and prior.auto_batch == 50
+    assert prior.network_batch(10, None) == 10
+    fixed = afdps.load_prior("mnist", batch_size=7)
+    assert fixed.network_batch(100, 1) == 7 and fixed.network_batch(3, 1) == 3
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, 'auto' or None"):
+        EpsilonModel(_Eps(1), event_shape=(1, 4, 4), batch_size=0)
+    r = afdps.sample(prior, ops.Identity((1, 28, 28)), torch.zeros(1, 1, 28, 28), 0.1, num_particles=3, num_steps=2,
+                     seed=0)
+    assert torch.isfinite(r.particles).all() and prior.auto_batch >= 1

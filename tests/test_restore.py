@@ -195,3 +195,21 @@ def test_sigma_estimate_on_bundled_photos():
             y = x + s * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
             ratio = rs.estimate_sigma(y) / s
             assert 1.0 <= ratio < high, (name, s, ratio)
+
+
+def test_names_are_unique_and_do_not_depend_on_order(tmp_path):
+    """Inputs sharing a stem are named <folder>_<stem>, whatever their order; names that would still
+    collide, or manifest names with path separators, are refused."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        _png(torch.zeros(28, 28), tmp_path / d / "x.png")
+    one = rs.jobs_from_inputs([tmp_path / "a", tmp_path / "b"], task="denoise")
+    two = rs.jobs_from_inputs([tmp_path / "b", tmp_path / "a"], task="denoise")
+    assert sorted(j.name for j in one) == ["a_x", "b_x"] and {j.name: j.seed for j in one} == {j.name: j.seed for j in two}
+    _png(torch.zeros(28, 28), tmp_path / "a" / "x.npy.png")
+    np.save(tmp_path / "a" / "x.npy", np.zeros((28, 28), dtype=np.float32))
+    with pytest.raises(ValueError, match="would be named"):
+        rs.jobs_from_inputs([tmp_path / "a"], task="denoise")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"path": "a/x.png", "task": "denoise", "name": "../evil"}) + "\n")
+    with pytest.raises(ValueError, match="must be a plain file name"):
+        rs.jobs_from_manifest(tmp_path / "m.jsonl", defaults={})

@@ -124,8 +124,9 @@ def run(args) -> int:
                   f"{args.corrector_snr:g}; dps: zeta = {args.dps_zeta:g}, one sample per image, no weights (best = "
                   "mean). Means ± standard errors over images; accuracy: fraction classified as the true digit; NFE: "
                   "score evaluations per particle (DPS: each with a backward pass).\n\n")
-        write_text(out / "results.csv", csv_text(summary))
+        # per-image rows first: --resume trusts results.csv, so its rows must never lack their images
         write_text(out / "per_image.csv", csv_text(per_image))
+        write_text(out / "results.csv", csv_text(summary))
         write_text(out / "results.md", header + markdown_table(summary))
         return header
 
