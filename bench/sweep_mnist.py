@@ -30,7 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--num-images", type=int, default=20)
     p.add_argument("--tasks", default="box,random70")
     p.add_argument("--methods", default="afdps-sde,fk")
-    p.add_argument("--potentials", default="noisy,scaled,inflated")
+    p.add_argument("--potentials", default="noisy,scaled,inflated,tweedie")
     p.add_argument("--temperings", default="linear")
     p.add_argument("--time-powers", default="2")
     p.add_argument("--particles", type=int, default=16)

@@ -75,7 +75,7 @@ def make_operator(task: str, image_shape, seed: int = 0):
 
 
 def run_method(method: str, prior, op, y, sigma_y: float, *, particles: int, steps: int, seeds, tempering="linear",
-               potential: str = "scaled",
+               potential: str | None = None,
                time_power: float = 2.0, dps_zeta: float = 1.0, dps_steps: int | None = None, corrector_steps: int = 1,
                corrector_snr: float = 0.1, corrector: str = "split", backend=None):
     """Restore measurements ``y (B, ...)`` with one method; returns an :class:`afdps.Result`."""
@@ -102,7 +102,7 @@ def _batches(n: int, size: int):
 
 def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, steps: int, sigma_y: float = 0.05,
              labels: torch.Tensor | None = None, classifier=None, seed: int = 0, batch_size: int = 10,
-             tempering: str = "linear", potential: str = "scaled", time_power: float = 2.0, dps_zeta: float = 1.0,
+             tempering: str = "linear", potential: str | None = None, time_power: float = 2.0, dps_zeta: float = 1.0,
              dps_steps: int | None = None,
              corrector_steps: int = 1, corrector_snr: float = 0.1, corrector: str = "split", device=None, backend=None,
              progress=None, on_result=None, previous=None) -> tuple[list[dict], list[dict]]:
@@ -177,6 +177,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                 per_image += rows
                 summary.append(_summarise(task, method, rows, wall=wall, nfe=nfe, particles=1 if method == "dps"
                                           else particles, steps=(dps_steps or steps) if method == "dps" else steps))
+                summary[-1]["potential"] = getattr(res, "potential", None) or "-"
                 if on_result is not None:
                     on_result(summary, per_image)
     finally:

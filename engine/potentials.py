@@ -169,7 +169,8 @@ def tweedie_terms(prior, op, x, y, t: float, tn: float, sigma_y: float, last: bo
 
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        s = score_with_graph(prior, xg, t, "potential='tweedie'")
+        s = score_with_graph(prior, xg, t, "potential='tweedie' (the default with eta=0.5; pass potential='scaled' "
+                                           "for a prior without autograd)")
         q = (op.A(x0_hat(xg, s, t)) - y).square().sum(dim=dims, dtype=torch.float64)
         (grad,) = torch.autograd.grad(q.sum(), xg)
     if last:

@@ -30,7 +30,7 @@ from .schedules import ancestral_step
 from .validation import (PARTICLE_COPIES, available_memory, check_choice, check_int, check_memory, check_problem,
                          check_real, per_image_seeds)
 
-__all__ = ["sample", "sample_prior", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
+__all__ = ["sample", "sample_prior", "default_potential", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
            "finish", "tempering_schedule", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
 
 METHODS = ("sde", "ode")
@@ -56,7 +56,8 @@ class Result:
     ess : (num_steps, B) normalised effective sample size after each step, before any resampling.
     resampled : (num_steps, B) bool, where an image's ensemble was resampled.
     seeds : the per-image seeds used (pass them back to reproduce the run).
-    nfe : score evaluations per particle.
+    nfe : score evaluations per particle (the Tweedie potential adds one vector-Jacobian product per step).
+    potential : the potential the run used (``potential=None`` resolved), ``None`` for DPS.
     timings : seconds spent in ``stage1``, ``score``, ``operator``, ``update``, ``resample``
         (when ``profile=True``).
     """
@@ -65,6 +66,7 @@ class Result:
         self._particles, self._log_weights = particles, log_weights
         self._ess, self._resampled = ess, resampled
         self.seeds, self.nfe, self.timings = seeds, nfe, dict(timings or {})
+        self.potential = None  # the potential a sampler run used (sample() sets it)
         self.kind, self._convert = "torch", None
 
     def as_kind(self, kind: str, convert) -> "Result":
@@ -269,7 +271,14 @@ class _Timer:
         return _Ctx()
 
 
-def prepare(prior, op, y, sigma_y: float, *, method="sde", potential="scaled", eta=1.0, num_particles=16,
+def default_potential(method: str, eta: float, cuda_graph: bool = False) -> str:
+    """The potential that ``potential=None`` means: ``"tweedie"`` for the SDE with ``eta = 0.5`` (the
+    best measured configuration, docs/quality.md; it needs that ``eta``), ``"scaled"`` otherwise (and for
+    CUDA-graph runs, which cannot capture the Tweedie potential's backward pass)."""
+    return "tweedie" if method == "sde" and float(eta) == 0.5 and not cuda_graph else "scaled"
+
+
+def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0.5, num_particles=16,
             num_steps=100, tempering="linear", guidance="exact", resample="systematic", ess_threshold=0.5, corrector_steps=1,
             corrector="split", corrector_snr=0.1, weights=True, seed=None, backend=None, dtype=torch.float32, time_power=2.0,
             denoise=False, profile=False) -> Plan:
@@ -277,6 +286,9 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential="scaled", e
     :func:`finish` take. ``y (B, *op.output_shape)`` is a torch tensor; the options are those of
     :func:`sample` (which calls this), with ``seed`` and ``backend`` resolved here."""
     check_choice("method", method, METHODS)
+    eta = check_real("eta", eta)
+    if potential is None:
+        potential = default_potential(method, eta)
     check_choice("potential", potential, pot.POTENTIALS)
     check_choice("tempering", tempering, TEMPERINGS)
     check_choice("guidance", guidance, GUIDANCES)
@@ -524,7 +536,7 @@ def _graphed_call(key, owners, run, inputs):
     return out
 
 
-def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "scaled", eta: float = 1.0,
+def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None = None, eta: float = 0.5,
            num_particles: int = 16,
            num_steps: int = 100, tempering: str = "linear", guidance: str = "exact", resample: str = "systematic",
            ess_threshold: float = 0.5, corrector_steps: int = 1, corrector: str = "split", corrector_snr: float = 0.1,
@@ -536,10 +548,11 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "scal
     (Chen et al. 2025, arXiv 2506.03979).
 
     The defaults are the best configuration measured with the shipped MNIST prior on the development
-    digits (docs/quality.md): AFDPS-SDE (``eta = 1``) with the ``"scaled"`` potential, linear tempering and
-    the time grid power 2, 16 particles, 100 steps. The exactness tests on analytic priors pin their own
-    settings (``potential="noisy"``, no tempering, a uniform grid), with which the paper's equations are
-    the least stiff.
+    digits (docs/quality.md): the SDE with ``eta = 0.5`` and the Tweedie potential (DPS's guidance with
+    exact weights), linear tempering, the time grid power 2, 16 particles, 100 steps. ``potential=None``
+    means that potential for the SDE with ``eta = 0.5`` and ``"scaled"`` otherwise
+    (:func:`default_potential`; ``Result.potential`` records it). The exactness tests on analytic priors
+    pin their own settings (``potential="noisy"``, no tempering, a uniform grid).
 
     Parameters
     ----------
@@ -597,6 +610,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "scal
     """
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(k, state, info), got {type(callback).__name__}")
+    if potential is None:
+        potential = default_potential(method, check_real("eta", eta), bool(cuda_graph))
     plan = prepare(prior, op, y, sigma_y, method=method, potential=potential, eta=eta, num_particles=num_particles,
                    num_steps=num_steps,
                    tempering=tempering, guidance=guidance, resample=resample, ess_threshold=ess_threshold,
@@ -675,8 +690,10 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str = "scal
         x, logw, ess_trace, resampled, dead_step, dead_cause = run(*plan.keys)
     raise_if_dead(dead_step, dead_cause)
     nfe = K * (1 + plan.corrector_steps) + int(denoise) + (K - 1 if potential == "tweedie" else 0)
-    return Result(particles=x, log_weights=logw, ess=ess_trace.cpu(), resampled=resampled.cpu(), seeds=plan.seeds,
-                  nfe=nfe, timings=plan.timer.t)
+    res = Result(particles=x, log_weights=logw, ess=ess_trace.cpu(), resampled=resampled.cpu(), seeds=plan.seeds,
+                 nfe=nfe, timings=plan.timer.t)
+    res.potential = plan.potential
+    return res
 
 
 @torch.no_grad()

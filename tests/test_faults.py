@@ -42,8 +42,10 @@ class FaultyPrior:
         return s
 
 
-METHODS = {"sde": dict(method="sde", eta=1.0, tempering="linear"), "fk": dict(method="sde", eta=0.5),
-           "ode": dict(method="ode", corrector_steps=1)}
+# One score call per step (two with the ODE's corrector): the potential is pinned to "scaled", since the
+# default for eta = 0.5 (the Tweedie potential) calls the score twice per step.
+METHODS = {"sde": dict(method="sde", eta=1.0, tempering="linear", potential="scaled"),
+           "fk": dict(method="sde", eta=0.5, potential="scaled"), "ode": dict(method="ode", corrector_steps=1)}
 BACKENDS = ["torch"] + (["triton"] if HAS_TRITON else [])
 # Every combination on the reference backend; on the Triton kernels (under the interpreter on CPUs, seconds
 # a case) every method x weights x resampling, with denoise on in half of them.
@@ -95,7 +97,8 @@ def test_nan_final_denoising_score_is_named(weights):
     prior = FaultyPrior({K: [(0, i) for i in range(N)]})
     with pytest.raises(FloatingPointError, match=r"image 0 has died in the final state \(the final denoising\): "
                                                  r"non-finite score"):
-        afdps.sample(prior, A2, Y2, 0.5, num_particles=N, num_steps=K, seed=0, denoise=True, weights=weights)
+        afdps.sample(prior, A2, Y2, 0.5, num_particles=N, num_steps=K, seed=0, denoise=True, weights=weights,
+                     potential="scaled")
 
 
 def test_exploding_increments_are_named():
@@ -128,7 +131,7 @@ def test_a_prior_that_raises_mid_run_propagates():
             return super().score(x, t)
 
     with pytest.raises(RuntimeError, match="simulated"):
-        afdps.sample(Broken({}), A2, Y2, 0.5, num_particles=N, num_steps=K, seed=0)
+        afdps.sample(Broken({}), A2, Y2, 0.5, num_particles=N, num_steps=K, seed=0, potential="scaled")
 
 
 class FaultyEps(torch.nn.Module):

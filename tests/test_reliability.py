@@ -207,7 +207,7 @@ def _fault_outcome(opts, faults):
 
     try:
         r = afdps.sample(FaultyPrior(faults), A2, Y2, 0.5, num_particles=4, num_steps=6, seed=1,
-                         **{"tempering": "linear", **opts})
+                         **{"tempering": "linear", "potential": "scaled", "eta": 1.0, **opts})
     except FloatingPointError as exc:
         return "FloatingPointError: " + str(exc)
     finite = all(bool(torch.isfinite(t).all()) for t in (r.best, r.mean, r.std))

@@ -30,7 +30,10 @@ def test_result_fields_and_shapes():
     assert r.ess.shape == (10, 3) and r.resampled.shape == (10, 3) and r.resampled.dtype == torch.bool
     assert r.best.shape == (3, 2) and r.mean.shape == (3, 2) and r.std.shape == (3, 2)
     torch.testing.assert_close(r.weights.sum(1), torch.ones(3, dtype=torch.float64))
-    assert r.nfe == 10 and r.seeds == [0, 0, 0]
+    # the default (SDE, eta 0.5) uses the Tweedie potential: one score call with its VJP per step and one more
+    # at the next time, except after the last step
+    assert r.potential == "tweedie" and r.nfe == 19 and r.seeds == [0, 0, 0]
+    assert afdps.sample(_gm(), A2, Y2, 0.5, num_particles=4, num_steps=10, seed=0, eta=1.0).potential == "scaled"
     assert not bool(r.resampled[-1].any())  # never resampled after the last step
     assert len(r.resample_steps) == 3
 
@@ -248,7 +251,7 @@ def test_callback_can_stop_a_run_and_must_be_callable():
 
 def test_profile_reports_per_step_timings():
     infos = []
-    afdps.sample(_gm(), A2, Y2, 0.5, num_particles=4, num_steps=3, seed=0, profile=True,
+    afdps.sample(_gm(), A2, Y2, 0.5, num_particles=4, num_steps=3, seed=0, profile=True, potential="scaled",
                  callback=lambda k, st, info: infos.append(info))
     assert all(set(i.timings) >= {"score", "operator", "update", "resample"} for i in infos)
     assert all(v >= 0 for i in infos for v in i.timings.values())

@@ -44,8 +44,9 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=positive_int, default=100, help="time steps")
     p.add_argument("--sigma-y", type=positive_float, default=0.05, help="measurement noise on [-1, 1]")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule of the particle methods")
-    p.add_argument("--potential", choices=POTENTIALS, default="scaled",
-                   help="where the likelihood is evaluated along the path (spec section 9)")
+    p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
+                   help="where the likelihood is evaluated along the path (spec section 9); auto: tweedie for fk "
+                   "(eta 0.5), scaled for afdps-sde and afdps-ode")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP; 1 = uniform)")
     p.add_argument("--dps-zeta", type=nonneg_float, default=1.0, help="DPS step size")
     p.add_argument("--dps-steps", type=positive_int, default=None, help="DPS steps (default: --steps)")
@@ -110,7 +111,7 @@ def run(args) -> int:
 
     def write(summary, per_image):
         for r in summary:
-            r.update({"device": name, "sigma_y": args.sigma_y, "tempering": args.tempering, "potential": args.potential,
+            r.update({"device": name, "sigma_y": args.sigma_y, "tempering": args.tempering,
                       "time_power": args.time_power, "seed": args.seed, "prior": args.prior})
             if r["method"] == "dps":
                 r["dps_zeta"] = args.dps_zeta
@@ -133,7 +134,7 @@ def run(args) -> int:
     summary, per_image = evaluate(
         prior, images, tasks=tasks, methods=methods, particles=args.particles, steps=args.steps,
         sigma_y=args.sigma_y, labels=labels, classifier=classifier, seed=args.seed, batch_size=args.batch_size,
-        tempering=args.tempering, potential=args.potential, time_power=args.time_power, dps_zeta=args.dps_zeta, dps_steps=args.dps_steps,
+        tempering=args.tempering, potential=None if args.potential == "auto" else args.potential, time_power=args.time_power, dps_zeta=args.dps_zeta, dps_steps=args.dps_steps,
         corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, corrector=args.corrector, device=device, backend=args.backend,
         progress=False if args.no_progress else None, on_result=write, previous=previous)
     print(write(summary, per_image) + markdown_table(summary))

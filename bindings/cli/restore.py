@@ -61,8 +61,9 @@ def add_arguments(p) -> None:
     p.add_argument("--particles", type=positive_int, default=16, help="particles per image")
     p.add_argument("--steps", type=positive_int, default=100, help="time steps")
     p.add_argument("--method", choices=("sde", "ode"), default="sde", help="sampler")
-    p.add_argument("--eta", type=float, default=1.0, help="guidance weight of the SDE")
-    p.add_argument("--potential", choices=POTENTIALS, default="scaled", help="intermediate potential (spec section 9)")
+    p.add_argument("--eta", type=float, default=0.5, help="guidance weight of the SDE (0.5: FK; 1: AFDPS-SDE)")
+    p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
+                   help="intermediate potential (spec section 9); auto: tweedie with eta 0.5, scaled otherwise")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP)")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step (ode)")
@@ -93,7 +94,7 @@ def run(args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     prior = load_prior(args.prior, args.arch, device=device)
     options = dict(num_particles=args.particles, num_steps=args.steps, method=args.method, eta=args.eta,
-                   potential=args.potential, tempering=args.tempering, time_power=args.time_power,
+                   potential=None if args.potential == "auto" else args.potential, tempering=args.tempering, time_power=args.time_power,
                    corrector_steps=args.corrector_steps, backend=args.backend,
                    guidance="exact", progress=False if args.no_progress else None)
     print(f"afdps restore: {len(jobs)} image(s), prior {args.prior}, {args.particles} particles, {args.steps} steps, "
