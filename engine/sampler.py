@@ -361,7 +361,9 @@ def init(plan: Plan) -> ParticleState:
     with plan.timer("stage1"):
         noise = randn_rows(plan.stage1_keys, N, math.prod(event)).to(plan.dtype).reshape(B, N, *event)
         x = pot.stage1_sample(plan.op, plan.y, plan.members[0], plan.lam[0], plan.prior.schedule.rho, noise)
-    return ParticleState(x=x, logw=torch.zeros(B, N, dtype=torch.float64, device=x.device), k=0)
+    finite = torch.isfinite(x).reshape(B, N, -1).all(-1)
+    logw = torch.where(finite, 0.0, -torch.inf).to(device=x.device, dtype=torch.float64)
+    return ParticleState(x=x, logw=logw, k=0)
 
 
 def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
@@ -389,8 +391,8 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     if tuple(s.shape) != tuple(x.shape):
         raise ValueError(f"the prior's score has shape {tuple(s.shape)} for particles of shape {tuple(x.shape)} "
                          f"at step {k} (tau={t:.4g}); score(x, t) must return the shape of x")
-    # the non-finite rule: a particle whose state, score or increment is not finite dies (log-weight -inf)
-    state_bad = ~torch.isfinite(x).reshape(B, N, -1).all(-1)
+    # the non-finite rule: a particle whose state, score or increment is not finite dies (log-weight -inf);
+    # states are checked where they are made (Stage I, the end of each step), so not again here
     score_bad = ~torch.isfinite(s).reshape(B, N, -1).all(-1)
     # the potential's change over the step at the old state, -(nu_{k+1}(x) - nu_k(x)): for one member
     # with a new lam it is (lam_k - lam_n) nu(x) / lam from the residual norm; across members, from A x
@@ -425,8 +427,8 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
         elif not same:
             new_logw = new_logw - change
     inc_bad = ~torch.isfinite(dlw.view(B, N)) | ~torch.isfinite(new_logw)
-    newly = torch.isfinite(logw) & (state_bad | score_bad | inc_bad)
-    cause = torch.where(state_bad, 1, torch.where(score_bad, 2, 3)).to(torch.int8) * newly
+    newly = torch.isfinite(logw) & (score_bad | inc_bad)
+    cause = torch.where(score_bad, 2, 3).to(torch.int8) * newly
     logw = torch.where(newly | ~torch.isfinite(logw), -torch.inf, new_logw)
     for m in range(plan.corrector_steps):
         with timer("score"):
@@ -652,8 +654,11 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         dead_cause = torch.zeros(B, dtype=torch.int8, device=device)
         ess_trace = torch.ones(K, B, dtype=torch.float64, device=device)
         resampled = torch.zeros(K, B, dtype=torch.bool, device=device)
+        sync_each_step = eager and check_every == 1
 
         def record(k, logw, cause):
+            if sync_each_step and not bool((~torch.isfinite(logw)).all(1).any()):
+                return  # the CPU checks every step: nothing to record unless an image emptied (one small test)
             emptied = ~torch.isfinite(logw).any(1) & (dead_step < 0)
             dead_step.copy_(torch.where(emptied, k, dead_step))
             dead_cause.copy_(torch.where(emptied, _death_cause(cause), dead_cause))
