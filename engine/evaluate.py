@@ -84,7 +84,7 @@ def run_method(method: str, prior, op, y, sigma_y: float, *, particles: int, ste
     kw = dict(num_particles=particles, num_steps=steps, seed=seeds, tempering=tempering, potential=potential,
               time_power=time_power,
               backend=backend, progress=False)
-    guidance = "exact" if getattr(op, "supports_exact", False) else "euler"
+    guidance = None  # exact where the operator diagonalises A^T A, implicit (conjugate gradients) otherwise
     if method == "afdps-sde":
         return sample(prior, op, y, sigma_y, method="sde", eta=1.0, guidance=guidance, **kw)
     if method == "fk":

@@ -23,6 +23,7 @@ from .motion import motion_kernel
 __all__ = [
     "LinearOperator",
     "Blur",
+    "ValidBlur",
     "BlockDownsample",
     "Inpaint",
     "Identity",
@@ -32,6 +33,8 @@ __all__ = [
     "box_mask",
     "random_mask",
     "phi",
+    "solve_cg",
+    "CGError",
 ]
 
 phi = fourier.phi
@@ -45,6 +48,56 @@ def _shape(shape, what: str) -> tuple:
     if any(s < 1 for s in shape):
         raise ValueError(f"{what} must have positive sizes, got {shape}")
     return shape
+
+
+class CGError(RuntimeError):
+    """A conjugate-gradient solve did not reach its tolerance within its iterations."""
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor, dims) -> torch.Tensor:
+    return (a.to(torch.float64) * b.to(torch.float64)).sum(dim=dims)
+
+
+def solve_cg(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, event_dims: int, *,
+             precondition: Callable[[torch.Tensor], torch.Tensor] | None = None, tol: float = 1e-10,
+             maxiter: int = 500, what: str = "a linear system") -> torch.Tensor:
+    """Solve ``M x = b`` for a symmetric positive definite ``M`` (``apply(v) = M v``) by preconditioned
+    conjugate gradients, one system per row: ``b`` is ``(*batch, *event)`` with ``event_dims`` trailing
+    event dims, and every row has its own step sizes. Stops when every finite row has ``||b - M x|| <=
+    tol ||b||`` (inner products in float64); a row that is not finite is left as it comes out (the
+    sampler's non-finite rule kills its particle). Raises :class:`CGError` after ``maxiter`` iterations.
+    Each iteration costs one ``apply`` and one ``precondition``, and one device-to-host read of the
+    convergence test (so a solve cannot be captured in a CUDA graph)."""
+    dims = tuple(range(-event_dims, 0))
+    shape = (*b.shape[:b.dim() - event_dims], *([1] * event_dims))
+    pre = precondition or (lambda v: v)
+    x = torch.zeros_like(b)
+    r = b.clone()
+    z = pre(r)
+    p = z.clone()
+    rz = _dot(r, z, dims)
+    goal = tol * _dot(b, b, dims).sqrt()
+    for it in range(int(maxiter) + 1):
+        rn = _dot(r, r, dims).sqrt()
+        active = (rn > goal) & torch.isfinite(rn)
+        if not bool(active.any()):
+            return x
+        if it == maxiter:
+            worst = float((rn / goal.clamp_min(1e-300) * tol)[active].max())
+            raise CGError(f"{what}: conjugate gradients reached a relative residual of {worst:.3g} after {maxiter} "
+                          f"iterations, not {tol:g} (raise the operator's cg_maxiter)")
+        Mp = apply(p)
+        pMp = _dot(p, Mp, dims)
+        alpha = torch.where(active & (pMp > 0), rz / torch.where(pMp > 0, pMp, 1.0), 0.0)
+        a = alpha.reshape(shape).to(b.dtype)
+        x = x + a * p
+        r = r - a * Mp
+        z = pre(r)
+        rz_new = _dot(r, z, dims)
+        beta = torch.where(active & (rz > 0), rz_new / torch.where(rz > 0, rz, 1.0), 0.0)
+        p = z + beta.reshape(shape).to(b.dtype) * p
+        rz = rz_new
+    return x
 
 
 class LinearOperator:
@@ -106,6 +159,11 @@ class LinearOperator:
     def supports_exact(self) -> bool:
         return type(self).spectral_apply is not LinearOperator.spectral_apply
 
+    @property
+    def stage1_noise_numel(self) -> int:
+        """White noise per particle that :meth:`stage1_sample` takes (the input's size here)."""
+        return math.prod(self.input_shape)
+
     def to_matrix(self, dtype=torch.float64) -> torch.Tensor:
         """Dense matrix ``(prod(output_shape), prod(input_shape))`` (for small problems and tests)."""
         d = math.prod(self.input_shape)
@@ -130,6 +188,34 @@ class LinearOperator:
         r, _ = self.normal_residual(x, y)
         c = float(h) * float(kappa)
         return x - self.spectral_apply(r, lambda e: c * phi(c * e))
+
+    def implicit_guidance_step(self, x: torch.Tensor, y: torch.Tensor, h: float, kappa: float) -> torch.Tensor:
+        """The backward-Euler step of the guidance flow ``dx/dt = -kappa A^T (A x - y)``: ``x' = (I + h kappa
+        A^T A)^-1 (x + h kappa A^T y)``, solved by conjugate gradients (:func:`solve_cg`, each iteration one
+        ``A^T A`` product). Stable for every ``h`` and equal to the Euler step to first order: the guidance
+        of operators that cannot diagonalise ``A^T A`` (``guidance="implicit"``)."""
+        r, _ = self.normal_residual(x, y)
+        return x - self.implicit_damped_step(r, float(h) * float(kappa))
+
+    def implicit_damped_step(self, g: torch.Tensor, c: float) -> torch.Tensor:
+        """``(I + c A^T A)^-1 c g`` by preconditioned conjugate gradients."""
+        c = float(c)
+        return solve_cg(lambda v: v + c * self.AtA(v), c * g, len(self.input_shape),
+                        precondition=lambda v: self.approx_spectral_apply(v, lambda e: 1.0 / (1.0 + c * e)),
+                        tol=self.cg_tol(g.dtype), maxiter=self.cg_maxiter, what=f"{type(self).__name__} guidance")
+
+    def approx_spectral_apply(self, v: torch.Tensor, fn) -> torch.Tensor:
+        """``fn(M) v`` for a cheap approximation ``M`` of ``A^T A`` (the preconditioner of the CG solves):
+        ``A^T A`` itself where the operator diagonalises it (CG then converges in one iteration)."""
+        return self.spectral_apply(v, fn) if self.supports_exact else v
+
+    cg_maxiter: int = 500
+    """Most conjugate-gradient iterations of one solve; more raises :class:`CGError`."""
+
+    def cg_tol(self, dtype) -> float:
+        """Relative residual ``||b - M x|| / ||b||`` at which the CG solves stop: 1e-5 in float32 (about 100
+        times the unit round-off of the products), 1e-10 in float64."""
+        return 1e-10 if dtype == torch.float64 else 1e-5
 
     def stage1_sample(self, y: torch.Tensor, sigma_y: float, lam: float, rho: float, noise: torch.Tensor) -> torch.Tensor:
         """Exact sample of ``N(0, rho^2 I) exp(-lam ||y - A x||^2 / (2 sigma_y^2))``.
@@ -173,10 +259,29 @@ class Blur(LinearOperator):
     ----------
     kernel : (kh, kw) array, odd sizes, at most the image size.
     image_shape : (C, H, W).
+    boundary : ``"circular"`` (wrap-around, the default) or ``"valid"``: a real photo's blur, where the
+        measurement is the part of the blurred scene that the kernel saw whole and the unknown is the larger
+        scene (``Blur(kernel, scene_shape, boundary="valid")`` is a :class:`ValidBlur`).
+    output_size : ``(h, w)`` of a ``"valid"`` measurement (default: ``(H - kh + 1, W - kw + 1)``).
     """
 
-    def __init__(self, kernel, image_shape):
+    boundary = "circular"
+
+    def __new__(cls, kernel=None, image_shape=None, boundary: str = "circular", output_size=None):
+        if boundary not in ("circular", "valid"):
+            raise ValueError(f"Blur boundary must be 'circular' or 'valid', got {boundary!r}")
+        if cls is Blur and boundary == "valid":
+            cls = ValidBlur
+        return super().__new__(cls)
+
+    def __init__(self, kernel, image_shape, boundary: str = "circular", output_size=None):
         super().__init__()
+        if output_size is not None:
+            raise ValueError("output_size is for boundary='valid' (a circular blur's output has the image's size)")
+        self._setup(kernel, image_shape)
+        self.output_shape = self.input_shape
+
+    def _setup(self, kernel, image_shape):
         k = torch.as_tensor(np.asarray(kernel), dtype=torch.float64)
         if k.dim() != 2:
             raise ValueError(f"Blur kernel must be 2-D (kh, kw), got shape {tuple(k.shape)}")
@@ -189,7 +294,7 @@ class Blur(LinearOperator):
         if not torch.isfinite(k).all():
             raise ValueError("Blur kernel has non-finite entries")
         self.kernel = k
-        self.input_shape = self.output_shape = (C, Hh, Ww)
+        self.input_shape = (C, Hh, Ww)
         # Correlation with k equals multiplication by conj(fft2(k placed with its centre at (0, 0))).
         full = torch.zeros(Hh, Ww, dtype=torch.float64)
         full[:kh, :kw] = k
@@ -246,6 +351,143 @@ class Blur(LinearOperator):
 
     def __repr__(self):
         return f"Blur(kernel={tuple(self.kernel.shape)}, image_shape={self.input_shape})"
+
+
+class ValidBlur(Blur):
+    """Blur with a real boundary: ``A x = crop(circular blur of x)``, the measured ``(h, w)`` window centred
+    in the scene ``x (C, H, W)`` and at least half a kernel from its edges, so that no measured pixel sees
+    the wrap-around (the window is the ``"valid"`` part of a linear convolution; the default window is the
+    whole valid part, ``(H - kh + 1, W - kw + 1)``). Made by ``Blur(kernel, scene_shape, boundary="valid")``.
+
+    ``A^T A = K^T S^T S K`` (``K`` circular, ``S`` the crop) is not diagonal in any cheap basis, so the
+    exact guidance step and the spectral functions are not available: the sampler uses the implicit
+    guidance step (:meth:`implicit_guidance_step`, conjugate gradients preconditioned by the circular
+    blur's ``(I + c K^T K)^-1``, one FFT pair per iteration) and Stage I by perturbation-optimisation
+    (:meth:`stage1_sample`). Tolerances: :meth:`~LinearOperator.cg_tol`, at most ``cg_maxiter`` iterations.
+    """
+
+    boundary = "valid"
+
+    def __init__(self, kernel, image_shape, boundary: str = "valid", output_size=None):
+        LinearOperator.__init__(self)
+        if boundary != "valid":
+            raise ValueError(f"ValidBlur has boundary 'valid', got {boundary!r}")
+        self._setup(kernel, image_shape)
+        C, Hh, Ww = self.input_shape
+        kh, kw = self.kernel.shape
+        most = (Hh - kh + 1, Ww - kw + 1)
+        h, w = most if output_size is None else _shape(output_size, "output_size")
+        if h > most[0] or w > most[1]:
+            raise ValueError(f"a valid blur of a {Hh}x{Ww} scene by a {kh}x{kw} kernel measures at most {most[0]}x{most[1]} "
+                             f"pixels, got output_size {(h, w)}")
+        self.output_shape = (C, h, w)
+        self.top, self.left = (Hh - h) // 2, (Ww - w) // 2
+        mask = torch.zeros(Hh, Ww, dtype=torch.float64)
+        mask[self.top:self.top + h, self.left:self.left + w] = 1.0
+        self.window = mask
+
+    @property
+    def supports_exact(self) -> bool:
+        return False
+
+    def _circ(self, x):
+        return self._ifft(self._buf("transfer", x, True) * self._fft(x))
+
+    def _circ_adjoint(self, x):
+        return self._ifft(torch.conj(self._buf("transfer", x, True)) * self._fft(x))
+
+    def _crop(self, x):
+        h, w = self.output_shape[-2:]
+        return x[..., self.top:self.top + h, self.left:self.left + w]
+
+    def _pad(self, y):
+        C, Hh, Ww = self.input_shape
+        h, w = self.output_shape[-2:]
+        return F.pad(y, (self.left, Ww - w - self.left, self.top, Hh - h - self.top))
+
+    def A(self, x):
+        self._check_input(x)
+        return self._crop(self._circ(x))
+
+    def A_adjoint(self, y):
+        self._check_input(y, self.output_shape)
+        return self._circ_adjoint(self._pad(y))
+
+    def AtA(self, x):
+        self._check_input(x)
+        return self._circ_adjoint(self._buf("window", x) * self._circ(x))
+
+    def frobenius_sq(self):
+        C, h, w = self.output_shape
+        return float(C * h * w * self.kernel.square().sum())
+
+    def spectral_apply(self, v, fn):
+        raise NotImplementedError("a valid blur cannot diagonalise A^T A (the sampler uses guidance='implicit')")
+
+    def spectral_trace(self, fn):
+        raise NotImplementedError("a valid blur cannot diagonalise A^T A")
+
+    def output_spectral_apply(self, u, fn):
+        raise NotImplementedError("a valid blur cannot diagonalise A A^T")
+
+    def approx_spectral_apply(self, v, fn):
+        """``fn(K^T K) v``: the circular blur's ``A^T A``, which a valid blur's equals away from the edges."""
+        return self._ifft(fn(self._on("eigenvalues", v.device)).to(v.dtype) * self._fft(v))
+
+    def normal_residual(self, x, y, with_norm=False, use_triton=None):
+        return LinearOperator.normal_residual(self, x, y, with_norm)
+
+    def exact_guidance_step(self, x, y, h, kappa, use_triton=None):
+        raise NotImplementedError("a valid blur has no exact guidance step (use guidance='implicit')")
+
+    def implicit_guidance_step(self, x, y, h, kappa):
+        """The backward-Euler guidance step solved in the measurement space: ``x' = x - A^T (I + c A A^T)^-1 c
+        (A x - y)`` with ``c = h kappa`` (equal to the scene-space form by the push-through identity; ``A A^T``
+        is the blur restricted to the window, whose circular blur on the window's own grid preconditions it:
+        measured on 3x316x316 scenes, 61x61 std-3 kernel, float32, tol 1e-5: 18 iterations at c = 40, 81 at
+        c = 1000, against 31 and 152 in the scene space)."""
+        c = float(h) * float(kappa)
+        circ = self._window_blur()
+        pre = None if circ is None else (lambda v: circ.spectral_apply(v, lambda e: 1.0 / (1.0 + c * e)))
+        u = solve_cg(lambda v: v + c * self.A(self.A_adjoint(v)), c * (self.A(x) - y), len(self.output_shape),
+                     precondition=pre, tol=self.cg_tol(x.dtype), maxiter=self.cg_maxiter,
+                     what="ValidBlur guidance")
+        return x - self.A_adjoint(u)
+
+    def _window_blur(self):
+        """The circular blur on the measurement's grid (``None`` where the kernel is larger than the window)."""
+        if "window_blur" not in self._cache:
+            C, h, w = self.output_shape
+            kh, kw = self.kernel.shape
+            self._cache["window_blur"] = Blur(self.kernel, (C, h, w)) if kh <= h and kw <= w else None
+        return self._cache["window_blur"]
+
+    @property
+    def stage1_noise_numel(self) -> int:
+        """White noise per particle that :meth:`stage1_sample` needs: the scene's and the measurement's."""
+        return math.prod(self.input_shape) + math.prod(self.output_shape)
+
+    def stage1_sample(self, y, sigma_y, lam, rho, noise):
+        """Exact sample of ``N(0, rho^2 I) exp(-lam ||y - A x||^2 / (2 sigma_y^2))`` by perturbation-
+        optimisation: with precision ``P = I / rho^2 + b A^T A`` (``b = lam / sigma_y^2``), solve ``P x = z1 /
+        rho + sqrt(b) A^T z2 + b A^T y`` (``z1``, ``z2`` white, of the scene's and the measurement's shape): the
+        right-hand side has covariance ``P``, so ``x`` has mean ``P^-1 b A^T y`` and covariance ``P^-1``.
+        ``noise (*batch, stage1_noise_numel)`` holds ``z1`` then ``z2``."""
+        D = math.prod(self.input_shape)
+        batch = noise.shape[:-1]
+        z1 = noise[..., :D].reshape(*batch, *self.input_shape)
+        a, b = 1.0 / float(rho) ** 2, float(lam) / float(sigma_y) ** 2
+        if b == 0.0:
+            return z1 * float(rho)
+        z2 = noise[..., D:].reshape(*batch, *self.output_shape)
+        rhs = z1 * math.sqrt(a) + self.A_adjoint(z2 * math.sqrt(b) + b * y)
+        return solve_cg(lambda v: a * v + b * self.AtA(v), rhs, len(self.input_shape),
+                        precondition=lambda v: self.approx_spectral_apply(v, lambda e: 1.0 / (a + b * e)),
+                        tol=self.cg_tol(rhs.dtype), maxiter=self.cg_maxiter, what="ValidBlur Stage I")
+
+    def __repr__(self):
+        return (f"Blur(kernel={tuple(self.kernel.shape)}, image_shape={self.input_shape}, boundary='valid', "
+                f"output_size={self.output_shape[1:]})")
 
 
 class BlockDownsample(LinearOperator):

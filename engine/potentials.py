@@ -34,7 +34,8 @@ from ..kernels.fourier import phi
 from .priors import score_with_graph
 
 __all__ = ["POTENTIALS", "Member", "members", "gradient", "laplacian", "half_value", "tempering_change", "value_from_Ax",
-           "guidance_step", "stage1_sample", "tweedie_terms", "damped_guidance_step"]
+           "guidance_step", "implicit_guidance_step", "stage1_sample", "tweedie_terms", "damped_guidance_step",
+           "implicit_damped_step"]
 
 POTENTIALS = ("noisy", "scaled", "inflated", "tweedie")
 
@@ -135,6 +136,15 @@ def guidance_step(op, x, y, m: Member, h: float, kappa: float, use_triton=None) 
     return x - op.spectral_apply(r, lambda e: hk * m.f(e) * phi(hk * m.g(e)))
 
 
+def implicit_guidance_step(op, x, y, m: Member, h: float, kappa: float, use_triton=None) -> torch.Tensor:
+    """The guidance flow of :func:`guidance_step` over a step of length ``h`` by backward Euler, solved by
+    conjugate gradients (``guidance="implicit"``, for operators that cannot diagonalise ``A^T A``; the
+    potentials with ``d = 0``)."""
+    if m.d != 0.0:
+        raise ValueError("the implicit guidance step is for the potentials 'noisy', 'scaled' and 'tweedie'")
+    return op.implicit_guidance_step(x, _scaled(y, m), h, kappa / m.c)
+
+
 def stage1_sample(op, y, m: Member, lam: float, rho: float, noise: torch.Tensor) -> torch.Tensor:
     """Exact sample of ``N(0, rho^2 I) exp(-lam nu)`` (spec sections 3 and 9); ``noise`` white of the
     output's shape, ``y`` broadcasting against it."""
@@ -187,3 +197,10 @@ def damped_guidance_step(op, x, g, h: float, kappa: float, scale: float) -> torc
     potential), damped where the step would be stiff; equal to Euler for small ``h``."""
     hk = float(h) * float(kappa)
     return x - op.spectral_apply(g, lambda e: hk * phi(hk * e / scale))
+
+
+def implicit_damped_step(op, x, g, h: float, kappa: float, scale: float) -> torch.Tensor:
+    """``x - h kappa (I + h kappa F)^-1 g`` with ``F = A^T A / scale``: :func:`damped_guidance_step` with
+    ``phi(z)`` replaced by ``1 / (1 + z)`` (backward Euler), solved by conjugate gradients."""
+    c = float(h) * float(kappa) / float(scale)
+    return x - op.implicit_damped_step(g, c) * float(scale)

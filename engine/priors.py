@@ -274,6 +274,9 @@ class SpectralGaussian(Prior):
         y = torch.as_tensor(y, dtype=torch.float64)
         if tuple(y.shape) != self.event_shape:
             raise ValueError(f"y must have the prior's shape {self.event_shape}, got {tuple(y.shape)}")
+        if getattr(op, "boundary", "circular") != "circular":
+            raise TypeError(f"posterior_blur is the closed form of a circular blur; {op!r} is not diagonal in the "
+                            "Fourier basis")
         if hasattr(op, "transfer"):
             Hf = op.transfer.to(torch.complex128)
         elif type(op).__name__ == "Identity":

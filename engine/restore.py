@@ -19,8 +19,12 @@ Conventions:
 - A mask file is a binary image: non-zero (white) pixels are observed.
 - Size policy: the restored image has the prior's size (``sr4``: the measurement is a quarter of it). A
   smaller measurement for denoising or inpainting is centred in the prior's frame with the border
-  unobserved (the mask excludes it; the outputs are cropped back); a blurred measurement must have the
-  prior's size; a larger one is an error (no silent resizing, no tiling yet).
+  unobserved (the mask excludes it; the outputs are cropped back). Blur has a real boundary by default
+  (``boundary="valid"``): the measurement is the part of a larger scene that the kernel saw whole, so it is
+  at most ``(H - kh + 1) x (W - kw + 1)`` for a prior of ``H x W``; it is centred in the prior's frame, and
+  the outputs are the whole scene (the border beyond the measurement is restored too). With
+  ``boundary="circular"`` (wrap-around blur) it must have the prior's size. A larger measurement is an
+  error (no silent resizing, no tiling yet).
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ from .metrics import psnr, ssim
 from .plots import ess_plot
 from .sampler import sample
 
-__all__ = ["RESTORE_TASKS", "Job", "read_image", "read_kernel", "read_mask", "jobs_from_inputs", "jobs_from_manifest",
+__all__ = ["RESTORE_TASKS", "BOUNDARIES", "Job", "read_image", "read_kernel", "read_mask", "jobs_from_inputs", "jobs_from_manifest",
            "estimate_sigma", "build_operator", "restore", "Interrupted", "seed_of"]
 
 RESTORE_TASKS = ("gaussian-blur", "motion-blur", "sr4", "box", "random70", "denoise", "blur")
@@ -274,10 +278,16 @@ def estimate_sigma(y: torch.Tensor) -> float:
     return float((hh.flatten(1).abs().median(dim=1).values / 0.6745).mean())
 
 
-def build_operator(job: Job, measured_shape, event_shape, *, kernel_flip: bool = False):
-    """``(op, pad)`` for a job: the operator on the prior's ``event_shape`` and the ``(top, left, h, w)``
-    window of the measurement in it (the size policy of the module docstring)."""
+BOUNDARIES = ("valid", "circular")
+
+
+def build_operator(job: Job, measured_shape, event_shape, *, kernel_flip: bool = False, boundary: str = "valid"):
+    """``(op, window)`` for a job: the operator on the prior's ``event_shape`` and the ``(top, left, h, w)``
+    window of the outputs in it (the size policy of the module docstring: the measurement's window, or the
+    whole frame for a valid blur, whose restoration is the whole scene)."""
     C, H, W = event_shape
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
     if job.task not in RESTORE_TASKS:
         raise ValueError(f"unknown task {job.task!r} for {job.name}; available: {', '.join(RESTORE_TASKS)}")
     h, w = measured_shape[-2:]
@@ -295,15 +305,28 @@ def build_operator(job: Job, measured_shape, event_shape, *, kernel_flip: bool =
     window = ((H - h) // 2, (W - w) // 2, h, w)
     smaller = (h, w) != (H, W)
     if job.task in ("blur", "gaussian-blur", "motion-blur"):
-        if smaller:
-            raise ValueError(f"{job.name}: a blurred measurement must have the prior's size {H}x{W}, got {h}x{w} "
-                             "(padding would invent measured pixels; no silent resizing)")
         if job.task == "blur":
             if job.kernel is None:
                 raise ValueError(f"{job.name}: task 'blur' needs a kernel file (--kernel or the manifest's kernel "
                                  "column)")
-            return ops.Blur(read_kernel(job.kernel, kernel_flip), event_shape), window
-        return make_operator(job.task, event_shape, seed=0), window
+            kernel = read_kernel(job.kernel, kernel_flip)
+        else:
+            kernel = make_operator(job.task, event_shape, seed=0).kernel
+        kh, kw = kernel.shape
+        if boundary == "valid":
+            most = (H - kh + 1, W - kw + 1)
+            if h > most[0] or w > most[1]:
+                raise ValueError(
+                    f"{job.name}: with a real (valid) boundary a {kh}x{kw} blur measures at most {most[0]}x{most[1]} "
+                    f"pixels of a {H}x{W} scene (the prior's size), got {h}x{w}: crop the measurement by "
+                    f"{(h - most[0] + 1) // 2} px or more on each side, or pass --boundary circular if it was "
+                    "blurred with wrap-around")
+            return ops.Blur(kernel, event_shape, boundary="valid", output_size=(h, w)), (0, 0, H, W)
+        if smaller:
+            raise ValueError(f"{job.name}: a circularly blurred measurement must have the prior's size {H}x{W}, got "
+                             f"{h}x{w} (padding would invent measured pixels; no silent resizing); a measurement that "
+                             "is the valid part of a larger scene's blur takes --boundary valid")
+        return ops.Blur(kernel, event_shape), window
     # denoising and inpainting: the padding around a smaller measurement is unobserved
     observed = torch.zeros(H, W, dtype=torch.float64)
     top, left = window[:2]
@@ -420,7 +443,8 @@ def _append_journal(out: Path, record: dict) -> None:
 # ---- the run -----------------------------------------------------------------------------------------
 
 def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None, resume: bool = False,
-            save_particles: bool = False, kernel_flip: bool = False, device=None, progress=None, log=print,
+            save_particles: bool = False, kernel_flip: bool = False, boundary: str = "valid", device=None,
+            progress=None, log=print,
             handle_sigterm: bool = True) -> list[dict]:
     """Restore every job into folder ``out``; returns the journal records of all finished images.
 
@@ -465,12 +489,12 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                 raise Interrupted(f"stopped by SIGTERM after {n - 1} of {len(todo)} image(s); rerun with --resume")
             t0 = time.perf_counter()
             y = read_image(job.path, event[0])
-            op, window = build_operator(job, y.shape, event, kernel_flip=kernel_flip)
+            op, window = build_operator(job, y.shape, event, kernel_flip=kernel_flip, boundary=boundary)
             sigma_y = estimate_sigma(y) if job.sigma_y == "auto" else float(job.sigma_y)
             if not (sigma_y > 0 and math.isfinite(sigma_y)):
                 raise ValueError(f"{job.name}: sigma_y must be positive, got {sigma_y!r}"
                                  + (" (estimated: pass a number with --sigma-y)" if job.sigma_y == "auto" else ""))
-            yk = y if job.task == "sr4" else _embed(y, window, event)
+            yk = y if tuple(op.output_shape) == tuple(y.shape) else _embed(y, window, event)
             if isinstance(op, ops.Inpaint):
                 yk = op.A(yk.double()).float()  # unobserved pixels carry nothing
             res = sample(prior, op, yk[None].to(device), sigma_y, seed=job.seed, **sample_options)
@@ -484,6 +508,11 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             if reference is not None:
                 ref = _reference(reference, job, event[0])
                 if ref is not None:
+                    if tuple(ref.shape) != tuple(outs["best"].shape) and tuple(ref.shape) == tuple(y.shape) \
+                            and isinstance(op, ops.ValidBlur):  # a reference of the measured window only
+                        outs = {k: v[..., op.top:op.top + y.shape[-2], op.left:op.left + y.shape[-1]]
+                                for k, v in outs.items()}
+                        record["reference_region"] = "measured window"
                     if tuple(ref.shape) != tuple(outs["best"].shape):
                         raise ValueError(f"{job.name}: the reference is {tuple(ref.shape)}, the restoration "
                                          f"{tuple(outs['best'].shape)}")

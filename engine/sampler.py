@@ -27,17 +27,17 @@ from ..kernels.resample import SCHEMES, normalize_log_weights, resample_and_gath
 from . import potentials as pot
 from .io import progress_bar
 from .schedules import ancestral_step
-from .validation import (PARTICLE_COPIES, available_memory, check_choice, check_int, check_memory, check_problem,
+from .validation import (CG_COPIES, PARTICLE_COPIES, available_memory, check_choice, check_int, check_memory, check_problem,
                          check_real, per_image_seeds)
 
-__all__ = ["sample", "sample_prior", "default_potential", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
+__all__ = ["sample", "sample_prior", "default_potential", "default_guidance", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
            "finish", "tempering_schedule", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
 
 METHODS = ("sde", "ode")
 PRIOR_METHODS = ("sde", "ode", "ddpm")
 TEMPERINGS = ("none", "linear", "ve-linear")
 VE_SIGMA_MAX = 80.0  # the authors' annealing constant of "ve-linear" tempering
-GUIDANCES = ("exact", "euler")
+GUIDANCES = ("exact", "implicit", "euler")
 CORRECTORS = ("split", "song")
 RESAMPLINGS = SCHEMES + ("none",)
 
@@ -271,6 +271,12 @@ class _Timer:
         return _Ctx()
 
 
+def default_guidance(op) -> str:
+    """The guidance that ``guidance=None`` means: ``"exact"`` where the operator diagonalises ``A^T A``,
+    ``"implicit"`` (backward Euler by conjugate gradients) otherwise, e.g. for ``Blur(boundary="valid")``."""
+    return "exact" if getattr(op, "supports_exact", False) else "implicit"
+
+
 def default_potential(method: str, eta: float, cuda_graph: bool = False) -> str:
     """The potential that ``potential=None`` means: ``"tweedie"`` for the SDE with ``eta = 0.5`` (the
     best measured configuration, docs/quality.md; it needs that ``eta``), ``"scaled"`` otherwise (and for
@@ -279,7 +285,7 @@ def default_potential(method: str, eta: float, cuda_graph: bool = False) -> str:
 
 
 def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0.5, num_particles=16,
-            num_steps=100, tempering="linear", guidance="exact", resample="systematic", ess_threshold=0.5, corrector_steps=1,
+            num_steps=100, tempering="linear", guidance=None, resample="systematic", ess_threshold=0.5, corrector_steps=1,
             corrector="split", corrector_snr=0.1, weights=True, seed=None, backend=None, dtype=torch.float32, time_power=2.0,
             denoise=False, profile=False) -> Plan:
     """Validate a run and fix its constants: the :class:`Plan` that :func:`init`, :func:`step` and
@@ -291,6 +297,8 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
         potential = default_potential(method, eta)
     check_choice("potential", potential, pot.POTENTIALS)
     check_choice("tempering", tempering, TEMPERINGS)
+    if guidance is None:
+        guidance = default_guidance(op)
     check_choice("guidance", guidance, GUIDANCES)
     check_choice("resample", resample, RESAMPLINGS)
     N = check_int("num_particles", num_particles, 1)
@@ -306,9 +314,10 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     sigma_y, event = check_problem(prior, op, y, sigma_y)
     if guidance == "exact" and not getattr(op, "supports_exact", False):
         raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
-                         "(use guidance='euler')")
+                         "(use guidance='implicit' or 'euler')")
     itemsize = torch.empty(0, dtype=dtype).element_size()
-    needed = PARTICLE_COPIES * y.shape[0] * N * math.prod(event) * itemsize
+    copies = PARTICLE_COPIES + (CG_COPIES if guidance == "implicit" else 0)
+    needed = copies * y.shape[0] * N * math.prod(event) * itemsize
     lower = "num_particles, or pass fewer images per call"
     if hasattr(prior, "network_batch"):  # a network prior: its activations per call count too
         free = available_memory(y.device)
@@ -320,9 +329,9 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     if potential == "tweedie" and not (method == "sde" and float(eta) == 0.5):
         raise ValueError(f"potential='tweedie' has no closed-form Laplacian, so it runs with method='sde' and eta=0.5 "
                          f"(where that term cancels); got method={method!r}, eta={eta!r}")
-    if method == "ode" and corrector == "split" and not getattr(op, "supports_exact", False):
-        raise ValueError(f"corrector='split' integrates the likelihood exactly, which needs an operator that "
-                         f"diagonalises A^T A; {type(op).__name__} does not (use corrector='song')")
+    if method == "ode" and corrector == "split" and guidance == "euler":
+        raise ValueError("corrector='split' integrates the likelihood flow as the guidance does (exactly or "
+                         "implicitly); it does not run with guidance='euler' (use corrector='song')")
     if potential == "inflated" and not getattr(op, "supports_exact", False):
         raise ValueError(f"potential='inflated' weights the residual by a function of A A^T, which "
                          f"{type(op).__name__} cannot diagonalise; use potential='noisy' or 'scaled'")
@@ -359,7 +368,10 @@ def init(plan: Plan) -> ParticleState:
     """Stage I (spec sections 3, 9): an exact sample of ``N(0, rho^2 I) exp(-nu_T)``, uniform weights."""
     B, N, event = plan.batch, plan.num_particles, plan.event
     with plan.timer("stage1"):
-        noise = randn_rows(plan.stage1_keys, N, math.prod(event)).to(plan.dtype).reshape(B, N, *event)
+        D, numel = math.prod(event), getattr(plan.op, "stage1_noise_numel", math.prod(event))
+        noise = randn_rows(plan.stage1_keys, N, numel).to(plan.dtype)
+        # the operator's own noise layout where Stage I needs more than one white vector per particle
+        noise = noise.reshape(B, N, *event) if numel == D else noise.reshape(B, N, numel)
         x = pot.stage1_sample(plan.op, plan.y, plan.members[0], plan.lam[0], plan.prior.schedule.rho, noise)
     finite = torch.isfinite(x).reshape(B, N, -1).all(-1)
     logw = torch.where(finite, 0.0, -torch.inf).to(device=x.device, dtype=torch.float64)
@@ -413,12 +425,15 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
             num_particles=N, f=f, g2=g2, v2=v2, eta=plan.eta, h=h, lam=lam_k, lap_mu=plan.laps[k],
             euler=plan.guidance == "euler", use_triton=plan.use_triton)
         x = x_new.reshape(B, N, *event)
-    if plan.guidance == "exact" and kappa != 0.0:
+    implicit = plan.guidance == "implicit"
+    if plan.guidance != "euler" and kappa != 0.0:
         with timer("operator"):
             if tweedie:
-                x = pot.damped_guidance_step(op, x, gk, h, kappa, float(sched.alpha(t)) ** 2 * plan.sigma_y ** 2)
+                damp = pot.implicit_damped_step if implicit else pot.damped_guidance_step
+                x = damp(op, x, gk, h, kappa, float(sched.alpha(t)) ** 2 * plan.sigma_y ** 2)
             else:
-                x = pot.guidance_step(op, x, yb, m_k, h, kappa, use_triton=plan.use_triton)
+                flow = pot.implicit_guidance_step if implicit else pot.guidance_step
+                x = flow(op, x, yb, m_k, h, kappa, use_triton=plan.use_triton)
     new_logw = logw  # weights=False, the unweighted baseline: uniform weights over the live particles
     if plan.weights:
         new_logw = logw + dlw.view(B, N)
@@ -455,7 +470,8 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
                 x = x_new.reshape(B, N, *event)
             if lam_n != 0.0:
                 with timer("operator"):
-                    x = pot.guidance_step(op, x, yb, m_n, e, lam_n, use_triton=plan.use_triton)
+                    flow = pot.implicit_guidance_step if implicit else pot.guidance_step
+                    x = flow(op, x, yb, m_n, e, lam_n, use_triton=plan.use_triton)
     # a particle whose new state is not finite dies now, before resampling could copy it
     new_bad = torch.isfinite(logw) & ~torch.isfinite(x).reshape(B, N, -1).all(-1)
     cause = torch.where(new_bad, torch.ones_like(cause), cause)
@@ -540,7 +556,7 @@ def _graphed_call(key, owners, run, inputs):
 
 def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None = None, eta: float = 0.5,
            num_particles: int = 16,
-           num_steps: int = 100, tempering: str = "linear", guidance: str = "exact", resample: str = "systematic",
+           num_steps: int = 100, tempering: str = "linear", guidance: str | None = None, resample: str = "systematic",
            ess_threshold: float = 0.5, corrector_steps: int = 1, corrector: str = "split", corrector_snr: float = 0.1,
            weights: bool = True,
            seed=None, progress=None, backend: str | None = None, dtype: torch.dtype = torch.float32,
@@ -580,7 +596,10 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
     tempering : ``"none"`` (``lam = 1``), ``"linear"`` (``lam`` linear in the noise level) or ``"ve-linear"``
         (linear in the VE noise level ``sigma / alpha``, the authors' annealing); see :func:`tempering_schedule`.
     guidance : ``"exact"`` (the guidance flow integrated exactly over each step; the operator must
-        diagonalise ``A^T A``) or ``"euler"`` (explicit).
+        diagonalise ``A^T A``), ``"implicit"`` (backward Euler, ``(I + h kappa A^T A)^-1`` applied by conjugate
+        gradients: stable for every step, for operators that cannot diagonalise ``A^T A`` such as
+        ``Blur(boundary="valid")``; not with ``"inflated"`` or ``cuda_graph``) or ``"euler"`` (explicit).
+        ``None``: ``"exact"`` where the operator supports it, else ``"implicit"`` (:func:`default_guidance`).
     resample : ``"systematic"``, ``"stratified"``, ``"multinomial"``, ``"residual"`` or ``"none"``;
         triggered per image when the normalised ESS falls below ``ess_threshold`` (0 disables). The
         ensemble is not resampled after the last step, so the final weights are kept.
@@ -635,6 +654,9 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         if potential == "tweedie":
             raise ValueError("potential='tweedie' differentiates through the network, which is not captured in a "
                              "CUDA graph here; use cuda_graph=False")
+        if plan.guidance == "implicit":
+            raise ValueError("guidance='implicit' tests its conjugate-gradient convergence on the host each iteration, "
+                             "which a CUDA graph cannot; use cuda_graph=False")
     check_every = 1 if device.type == "cpu" else 16  # host checks for dead ensembles (a sync) on GPUs
     t_list = plan.times
 

@@ -9,12 +9,14 @@ import secrets
 import torch
 
 __all__ = ["check_choice", "check_int", "check_real", "check_problem", "per_image_seeds", "available_memory", "check_memory",
-           "PARTICLE_COPIES"]
+           "PARTICLE_COPIES", "CG_COPIES"]
 
 # Peak memory of a sampler run in units of the particle tensor (B * N * D * itemsize), measured with the
 # PyTorch reference path on this project's CPU (3x128x128 images, Gaussian blur, 3 steps): 12.7 (SDE) and
 # 15.1 (ODE + corrector) at N = 256, more at small N where fixed costs dominate. Rounded up.
 PARTICLE_COPIES = 16
+# the conjugate-gradient solves of guidance="implicit" hold five more (x, r, z, p, M p)
+CG_COPIES = 5
 
 
 def check_choice(name: str, value, allowed) -> str:

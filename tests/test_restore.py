@@ -132,8 +132,11 @@ def test_manifest_kernels_masks_and_sizes(tmp_path):
     k[2, 1:4] = [1.0, 2.0, 1.0]
     np.save(tmp_path / "k.npy", k)
     _png(torch.from_numpy(k / k.max() * 2 - 1), tmp_path / "k.png")
-    op = afdps.ops.Blur(torch.from_numpy(k / k.sum()), (1, 28, 28))
+    # a real blur: the 24x24 part of the 28x28 scene's blur that the 5x5 kernel saw whole
+    op = afdps.ops.Blur(torch.from_numpy(k / k.sum()), (1, 28, 28), boundary="valid")
     _png(op.measure(x[:1].double(), 0.05, torch.Generator().manual_seed(0))[0, 0], tmp_path / "blurred.png")
+    (tmp_path / "ref").mkdir()
+    _png(x[0, 0, 2:26, 2:26], tmp_path / "ref" / "blurred.png")  # a reference of the measured window
     mask = np.ones((20, 20), dtype=np.uint8) * 255
     mask[5:10, 5:10] = 0
     Image.fromarray(mask).save(tmp_path / "mask.png")
@@ -145,7 +148,11 @@ def test_manifest_kernels_masks_and_sizes(tmp_path):
     jobs = rs.jobs_from_manifest(tmp_path / "jobs.jsonl", defaults={})
     assert [j.task for j in jobs] == ["blur", "box"] and jobs[1].seed == 5 and jobs[1].sigma_y == "auto"
     out = tmp_path / "out"
-    assert cli.main(["restore", "--manifest", str(tmp_path / "jobs.jsonl"), "--out", str(out), *FAST]) == 0
+    assert cli.main(["restore", "--manifest", str(tmp_path / "jobs.jsonl"), "--out", str(out), "--reference",
+                     str(tmp_path / "ref"), *FAST]) == 0
+    assert np.load(out / "blurred" / "mean.npy").shape == (1, 28, 28)  # the whole scene, border included
+    blurred = json.loads((out / "blurred" / "metrics.json").read_text())
+    assert blurred["reference_region"] == "measured window" and np.isfinite(blurred["psnr_mean"])
     small = json.loads((out / "small" / "metrics.json").read_text())
     assert small["sigma_y_estimated"] and small["sigma_y"] > 0
     assert np.load(out / "small" / "mean.npy").shape == (1, 20, 20)  # cropped back to the measurement
@@ -158,7 +165,9 @@ def test_manifest_kernels_masks_and_sizes(tmp_path):
 
 
 @pytest.mark.parametrize("setup, match", [
-    (lambda d: (["--task", "gaussian-blur", str(d / "small.png")]), "must have the prior's size 28x28"),
+    (lambda d: (["--task", "gaussian-blur", str(d / "small24.png")]), "a 9x9 blur measures at most 20x20 pixels"),
+    (lambda d: (["--task", "gaussian-blur", "--boundary", "circular", str(d / "small.png")]),
+     "must have the prior's size 28x28"),
     (lambda d: (["--task", "denoise", str(d / "big.png")]), "larger than the prior's 28x28"),
     (lambda d: (["--task", "blur", str(d / "small28.png")]), "needs a kernel file"),
     (lambda d: (["--task", "sr4", str(d / "small28.png")]), "must be 7x7, got 28x28"),
@@ -170,6 +179,7 @@ def test_manifest_kernels_masks_and_sizes(tmp_path):
 def test_usage_errors(tmp_path, capsys, setup, match):
     _png(torch.zeros(20, 20), tmp_path / "small.png")
     _png(torch.zeros(40, 40), tmp_path / "big.png")
+    _png(torch.zeros(24, 24), tmp_path / "small24.png")
     _png(torch.zeros(28, 28), tmp_path / "small28.png")
     (tmp_path / "bad.jsonl").write_text("{nope\n")
     (tmp_path / "m.jsonl").write_text("")

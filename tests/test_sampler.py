@@ -101,7 +101,7 @@ def test_all_operators_run():
 @pytest.mark.parametrize("kw, match", [
     (dict(method="langevin"), "method"),
     (dict(tempering="cosine"), "tempering"),
-    (dict(guidance="implicit"), "guidance"),
+    (dict(guidance="rk4"), "guidance"),
     (dict(resample="optimal"), "resample"),
     (dict(num_particles=0), "num_particles"),
     (dict(num_particles=2.5), "num_particles"),

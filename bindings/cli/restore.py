@@ -18,7 +18,7 @@ import torch
 
 from ..api import load_prior
 from ..engine.potentials import POTENTIALS
-from ..engine.restore import RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
+from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
 from ..engine.sampler import TEMPERINGS
 from ._common import DEFAULT_THREADS, nonneg_int, positive_float, positive_int, power_float, seed_int
 
@@ -49,6 +49,10 @@ def add_arguments(p) -> None:
                    "normalised; applied as conv2d's cross-correlation)")
     p.add_argument("--kernel-flip", action="store_true", help="flip the kernel (it was defined for a true "
                    "convolution, as deepinv's BlurFFT and scipy.signal.fftconvolve apply it)")
+    p.add_argument("--boundary", choices=BOUNDARIES, default="valid",
+                   help="blur boundary: valid (a real photo: the measurement is the part of a larger scene the kernel "
+                   "saw whole, at most the prior's size minus the kernel's plus 1; the whole scene is restored) or "
+                   "circular (wrap-around; the measurement has the prior's size)")
     p.add_argument("--mask", default=None, help="mask for box/random70 (binary image or .npy; white = observed)")
     p.add_argument("--factor", type=positive_int, default=4, help="downsampling factor of sr4")
     p.add_argument("--sigma-y", type=_sigma, default=0.05, help="noise std on [-1, 1], or 'auto' to estimate it "
@@ -96,12 +100,13 @@ def run(args) -> int:
     options = dict(num_particles=args.particles, num_steps=args.steps, method=args.method, eta=args.eta,
                    potential=None if args.potential == "auto" else args.potential, tempering=args.tempering, time_power=args.time_power,
                    corrector_steps=args.corrector_steps, backend=args.backend,
-                   guidance="exact", progress=False if args.no_progress else None)
+                   progress=False if args.no_progress else None)
     print(f"afdps restore: {len(jobs)} image(s), prior {args.prior}, {args.particles} particles, {args.steps} steps, "
           f"device {device} -> {args.out}/")
     try:
         records = restore(prior, jobs, args.out, sample_options=options, reference=args.reference,
                           resume=args.resume, save_particles=args.save_particles, kernel_flip=args.kernel_flip,
+                          boundary=args.boundary,
                           device=device, progress=False if args.no_progress else None)
     except Interrupted as exc:
         print(f"afdps restore: {exc}", file=sys.stderr)
