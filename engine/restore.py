@@ -45,6 +45,7 @@ import torch
 
 from . import ops
 from .data import IMAGE_SUFFIXES
+from .distributed import shard
 from .evaluate import make_operator
 from .io import atomic_write, progress_bar, save_png, write_json, write_text
 from .metrics import psnr, ssim
@@ -417,10 +418,16 @@ def _index_html(out: Path, records: list[dict]) -> None:
     write_text(out / "index.html", page)
 
 
+def _journal_path(out: Path, rank: int, world: int) -> Path:
+    """``journal.jsonl``, or ``journal.rank<r>.jsonl`` per rank of a sharded run (no two writers share a file)."""
+    return out / (JOURNAL if world == 1 else f"journal.rank{rank}.jsonl")
+
+
 def _read_journal(out: Path) -> dict:
-    path = out / JOURNAL
+    """Every journal in ``out`` (one process's, or each rank's of a sharded run, whatever the world size
+    that wrote them): name -> record."""
     done = {}
-    if path.exists():
+    for path in sorted(out.glob("journal*.jsonl")):
         for line in path.read_text().splitlines():
             if line.strip():
                 try:
@@ -431,8 +438,7 @@ def _read_journal(out: Path) -> dict:
     return done
 
 
-def _append_journal(out: Path, record: dict) -> None:
-    path = out / JOURNAL
+def _append_journal(path: Path, record: dict) -> None:
     cut = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     with open(path, "a") as f:
         f.write(("\n" if cut else "") + json.dumps(record) + "\n")  # a line cut by a crash stays apart
@@ -445,16 +451,26 @@ def _append_journal(out: Path, record: dict) -> None:
 def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None, resume: bool = False,
             save_particles: bool = False, kernel_flip: bool = False, boundary: str = "valid", device=None,
             progress=None, log=print,
-            handle_sigterm: bool = True) -> list[dict]:
+            handle_sigterm: bool = True, rank: int = 0, world: int = 1, particle_group=None) -> list[dict]:
     """Restore every job into folder ``out``; returns the journal records of all finished images.
 
     ``sample_options`` go to :func:`afdps.engine.sampler.sample` (``seed`` comes from each job).
     ``reference``: a folder of clean images with the same stems, for PSNR/SSIM. Raises
     :class:`Interrupted` after the current image when SIGTERM arrives (the caller exits 143).
+
+    Many processes (``torch.distributed``, every rank calls this with the same jobs): by default rank
+    ``rank`` of ``world`` restores its share of the images (:func:`~afdps.engine.distributed.shard` of
+    those not journaled yet) and journals them in its own file; with ``particle_group`` every rank takes
+    part in every image (its share of the particles) and rank 0 writes the files. Seeds come from image
+    names, so the outputs do not depend on the world size.
     """
+    sharded = particle_group is None and world > 1
+    writer = particle_group is None or rank == 0
+    if particle_group is not None:
+        rank, world = particle_group.rank, particle_group.world
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    probe = out / ".afdps-write-test"
+    probe = out / f".afdps-write-test.{rank}.{os.getpid()}"
     try:
         probe.write_text("ok")
         probe.unlink()
@@ -475,16 +491,21 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
 
         previous = signal.signal(signal.SIGTERM, on_term)
     todo = [j for j in jobs if j.name not in done]
-    if len(todo) < len(jobs):
+    if len(todo) < len(jobs) and rank == 0:
         log(f"afdps restore: {len(jobs) - len(todo)} image(s) already restored in {out}, {len(todo)} to go")
+    if sharded:
+        todo = shard(todo, rank, world)
+    journal = _journal_path(out, rank, world if sharded else 1)
     records = [done[j.name] for j in jobs if j.name in done]
-    if records:
+    if records and rank == 0:
         _index_html(out, records)  # a kill between the journal line and the index leaves it stale otherwise
-    bar = progress_bar(len(todo), "images", progress)
+    bar = progress_bar(len(todo), "images", progress if rank == 0 else False)
     tty = bar.__class__.__name__ != "NullBar"
     t_start = time.perf_counter()
     try:
         for n, job in enumerate(todo, 1):
+            if particle_group is not None:  # the ranks of one image stop together
+                stop["flag"] = bool(particle_group.all_gather(torch.tensor([[stop["flag"]]]), dim=1).any())
             if stop["flag"]:
                 raise Interrupted(f"stopped by SIGTERM after {n - 1} of {len(todo)} image(s); rerun with --resume")
             t0 = time.perf_counter()
@@ -497,7 +518,11 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             yk = y if tuple(op.output_shape) == tuple(y.shape) else _embed(y, window, event)
             if isinstance(op, ops.Inpaint):
                 yk = op.A(yk.double()).float()  # unobserved pixels carry nothing
-            res = sample(prior, op, yk[None].to(device), sigma_y, seed=job.seed, **sample_options)
+            extra = {} if particle_group is None else {"particle_group": particle_group}
+            res = sample(prior, op, yk[None].to(device), sigma_y, seed=job.seed, **sample_options, **extra)
+            if not writer:
+                bar.update(1)
+                continue
             outs = _write_outputs(out / job.name, y, res, window, event, save_particles)
             record = {"name": job.name, "path": job.path, "task": job.task, "sigma_y": sigma_y,
                       "sigma_y_estimated": job.sigma_y == "auto", "seed": job.seed, "nfe": res.nfe,
@@ -520,21 +545,35 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                         record[f"psnr_{k}"] = psnr(outs[k], ref)
                         record[f"ssim_{k}"] = ssim(outs[k], ref)
             write_json(out / job.name / "metrics.json", record)
-            _append_journal(out, record)
+            _append_journal(journal, record)
             records.append(record)
-            _index_html(out, records)
+            if sharded and rank == 0:  # the index shows what every rank has journaled so far
+                _index_html(out, _ordered(jobs, _read_journal(out)))
+            elif not sharded:
+                _index_html(out, records)
             bar.update(1)
             if not tty and (n == len(todo) or n % max(1, len(todo) // 10) == 0):
                 eta = (time.perf_counter() - t_start) / n * (len(todo) - n)
-                log(f"afdps restore: {n}/{len(todo)} images ({100 * n // len(todo)}%), {job.task}, "
+                who = f" rank {rank}/{world}:" if sharded else ""
+                log(f"afdps restore:{who} {n}/{len(todo)} images ({100 * n // len(todo)}%), {job.task}, "
                     f"ETA {eta:.0f} s")
         if stop["flag"]:
             raise Interrupted(f"stopped by SIGTERM after the last image; all {len(todo)} done")
+        if sharded:
+            torch.distributed.barrier()  # every rank's journal is complete: one index and one record list
+            records = _ordered(jobs, _read_journal(out))
+            if rank == 0:
+                _index_html(out, records)
     finally:
         bar.close()
         if handle_sigterm and previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return records
+
+
+def _ordered(jobs: list[Job], done: dict) -> list[dict]:
+    """The journaled records of ``jobs``, in the jobs' order."""
+    return [done[j.name] for j in jobs if j.name in done]
 
 
 def _reference(folder, job: Job, channels: int):

@@ -23,7 +23,7 @@ from ..kernels import backend as _backend
 from ..kernels.langevin import langevin_step
 from ..kernels.particle_step import particle_step
 from ..kernels.philox import PURPOSE, randn_rows, stream_keys
-from ..kernels.resample import SCHEMES, normalize_log_weights, resample_and_gather
+from ..kernels.resample import SCHEMES, normalize_log_weights, resample, resample_and_gather
 from . import potentials as pot
 from .io import progress_bar
 from .schedules import ancestral_step
@@ -207,6 +207,8 @@ class Plan:
     resample_keys: torch.Tensor
     corrector_keys: tuple
     timer: "_Timer"
+    group: object = None  # a ParticleGroup (engine/distributed.py): this rank holds particles row0 .. row0 + N - 1
+    row0: int = 0
 
     @property
     def batch(self) -> int:
@@ -287,7 +289,7 @@ def default_potential(method: str, eta: float, cuda_graph: bool = False) -> str:
 def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0.5, num_particles=16,
             num_steps=100, tempering="linear", guidance=None, resample="systematic", ess_threshold=0.5, corrector_steps=1,
             corrector="split", corrector_snr=0.1, weights=True, seed=None, backend=None, dtype=torch.float32, time_power=2.0,
-            denoise=False, profile=False) -> Plan:
+            denoise=False, profile=False, particle_group=None) -> Plan:
     """Validate a run and fix its constants: the :class:`Plan` that :func:`init`, :func:`step` and
     :func:`finish` take. ``y (B, *op.output_shape)`` is a torch tensor; the options are those of
     :func:`sample` (which calls this), with ``seed`` and ``backend`` resolved here."""
@@ -302,6 +304,12 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     check_choice("guidance", guidance, GUIDANCES)
     check_choice("resample", resample, RESAMPLINGS)
     N = check_int("num_particles", num_particles, 1)
+    row0 = 0
+    if particle_group is not None:
+        N, row0 = particle_group.split(N)  # this rank's share; the random streams follow the global index
+        if method == "ode" and corrector == "song" and corrector_steps:
+            raise ValueError("corrector='song' averages its step size over each image's particles, which a "
+                             "particle-parallel run does not gather; use corrector='split'")
     K = check_int("num_steps", num_steps, 1)
     check_int("corrector_steps", corrector_steps, 0)
     check_choice("corrector", corrector, CORRECTORS)
@@ -361,7 +369,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
                 stage1_keys=stream_keys(seeds, 0, PURPOSE["stage1"], device), step_keys=keys(PURPOSE["step"]),
                 resample_keys=keys(PURPOSE["resample"]),
                 corrector_keys=tuple(keys(PURPOSE["corrector"] + m) for m in range(M)),
-                timer=_Timer(profile, device))
+                timer=_Timer(profile, device), group=particle_group, row0=row0)
 
 
 def init(plan: Plan) -> ParticleState:
@@ -369,7 +377,7 @@ def init(plan: Plan) -> ParticleState:
     B, N, event = plan.batch, plan.num_particles, plan.event
     with plan.timer("stage1"):
         D, numel = math.prod(event), getattr(plan.op, "stage1_noise_numel", math.prod(event))
-        noise = randn_rows(plan.stage1_keys, N, numel).to(plan.dtype)
+        noise = randn_rows(plan.stage1_keys, N, numel, row0=plan.row0).to(plan.dtype)
         # the operator's own noise layout where Stage I needs more than one white vector per particle
         noise = noise.reshape(B, N, *event) if numel == D else noise.reshape(B, N, numel)
         x = pot.stage1_sample(plan.op, plan.y, plan.members[0], plan.lam[0], plan.prior.schedule.rho, noise)
@@ -423,7 +431,7 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
         x_new, dlw = particle_step(
             x.reshape(B * N, D), s.reshape(B * N, D), gk.reshape(B * N, D), plan.step_keys[k],
             num_particles=N, f=f, g2=g2, v2=v2, eta=plan.eta, h=h, lam=lam_k, lap_mu=plan.laps[k],
-            euler=plan.guidance == "euler", use_triton=plan.use_triton)
+            euler=plan.guidance == "euler", use_triton=plan.use_triton, row0=plan.row0)
         x = x_new.reshape(B, N, *event)
     implicit = plan.guidance == "implicit"
     if plan.guidance != "euler" and kappa != 0.0:
@@ -466,7 +474,7 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
                 flat = s.reshape(B * N, D)
                 x_new, _ = particle_step(x.reshape(B * N, D), flat, flat, plan.corrector_keys[m][k], num_particles=N,
                                          f=0.0, g2=0.0, v2=2.0, eta=0.0, h=e, lam=0.0, lap_mu=0.0, euler=False,
-                                         use_triton=plan.use_triton)
+                                         use_triton=plan.use_triton, row0=plan.row0)
                 x = x_new.reshape(B, N, *event)
             if lam_n != 0.0:
                 with timer("operator"):
@@ -479,9 +487,16 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     with timer("resample"):
         last = k == plan.num_steps - 1
         resampling = plan.weights and plan.resample != "none" and not last
-        x, logw, ess, did = resample_and_gather(
-            x, logw, plan.resample_keys[k], scheme="systematic" if plan.resample == "none" else plan.resample,
-            threshold=plan.ess_threshold if resampling else -1.0, use_triton=plan.use_triton)
+        scheme = "systematic" if plan.resample == "none" else plan.resample
+        threshold = plan.ess_threshold if resampling else -1.0
+        if plan.group is None:
+            x, logw, ess, did = resample_and_gather(x, logw, plan.resample_keys[k], scheme=scheme, threshold=threshold,
+                                                    use_triton=plan.use_triton)
+        else:  # every rank resamples the gathered log-weights alike, then the moved rows travel
+            anc, new_logw, ess, did = resample(plan.group.all_gather(logw), plan.resample_keys[k], scheme=scheme,
+                                               threshold=threshold, use_triton=plan.use_triton)
+            x = plan.group.exchange(x, anc)
+            logw = new_logw[:, plan.row0:plan.row0 + N]
     timings = {name: v - before.get(name, 0.0) for name, v in timer.t.items()} if timer.enabled else {}
     return ParticleState(x=x, logw=logw, k=k + 1), StepInfo(ess=ess, resampled=did, cause=cause, timings=timings)
 
@@ -561,7 +576,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
            weights: bool = True,
            seed=None, progress=None, backend: str | None = None, dtype: torch.dtype = torch.float32,
            time_power: float = 2.0, denoise: bool = False, profile: bool = False,
-           cuda_graph: bool = False, callback=None) -> Result:
+           cuda_graph: bool = False, callback=None, particle_group=None) -> Result:
     """Sample the posterior ``p(x | y) ∝ p(x) exp(-||y - A x||^2 / (2 sigma_y^2))`` with AFDPS
     (Chen et al. 2025, arXiv 2506.03979).
 
@@ -624,6 +639,11 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
     callback : ``fn(k, state, info)`` called after step ``k`` (0-based) with the :class:`ParticleState`
         after the step (and after any resampling) and its :class:`StepInfo`: trajectories, live plots,
         custom stopping (raise to stop). Not with ``cuda_graph=True``.
+    particle_group : a :class:`afdps.engine.distributed.ParticleGroup`: spread each image's
+        ``num_particles`` over its ranks (every rank calls ``sample`` with the same arguments; each computes
+        its share, the random streams follow the global particle index, resampling gathers the log-weights
+        and exchanges the moved rows). Every rank returns the whole ensemble, equal to a one-process run's
+        (bit-identical with an analytic prior). ``callback`` sees the rank's own particles.
 
     Returns
     -------
@@ -638,8 +658,10 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
                    tempering=tempering, guidance=guidance, resample=resample, ess_threshold=ess_threshold,
                    corrector_steps=corrector_steps, corrector=corrector, corrector_snr=corrector_snr, weights=weights,
                    seed=seed,
-                   backend=backend, dtype=dtype, time_power=time_power, denoise=denoise, profile=profile)
+                   backend=backend, dtype=dtype, time_power=time_power, denoise=denoise, profile=profile,
+                   particle_group=particle_group)
     device, B, K, N = y.device, plan.batch, plan.num_steps, plan.num_particles
+    group = plan.group
     if cuda_graph:
         if device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs y on a CUDA device, got {device}")
@@ -654,6 +676,9 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         if potential == "tweedie":
             raise ValueError("potential='tweedie' differentiates through the network, which is not captured in a "
                              "CUDA graph here; use cuda_graph=False")
+        if group is not None:
+            raise ValueError("cuda_graph=True captures one process's run; a particle-parallel run communicates "
+                             "between ranks every step (use cuda_graph=False)")
         if plan.guidance == "implicit":
             raise ValueError("guidance='implicit' tests its conjugate-gradient convergence on the host each iteration, "
                              "which a CUDA graph cannot; use cuda_graph=False")
@@ -679,6 +704,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         sync_each_step = eager and check_every == 1
 
         def record(k, logw, cause):
+            if group is not None:  # whether an image emptied is a question about all its particles
+                logw, cause = group.all_gather(logw), group.all_gather(cause)
             if sync_each_step and not bool((~torch.isfinite(logw)).all(1).any()):
                 return  # the CPU checks every step: nothing to record unless an image emptied (one small test)
             emptied = ~torch.isfinite(logw).any(1) & (dead_step < 0)
@@ -704,6 +731,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
             bar.close()
         state, cause = finish(state, run_plan)
         record(K, state.logw, cause)
+        if group is not None:
+            return group.all_gather(state.x), group.all_gather(state.logw), ess_trace, resampled, dead_step, dead_cause
         return state.x, state.logw, ess_trace, resampled, dead_step, dead_cause
 
     if cuda_graph:

@@ -54,6 +54,7 @@ def check_rows(x, score, grad_mu, keys, num_particles: int):
     return R, D, N
 
 
-def rows_noise(keys: torch.Tensor, num_particles: int, D: int, like: torch.Tensor) -> torch.Tensor:
-    """Standard normals ``(R, D)`` of the Philox stream under ``keys`` (``num_particles`` rows per key)."""
-    return randn_rows(keys.to(like.device), num_particles, D).reshape(-1, D)
+def rows_noise(keys: torch.Tensor, num_particles: int, D: int, like: torch.Tensor, row0: int = 0) -> torch.Tensor:
+    """Standard normals ``(R, D)`` of the Philox stream under ``keys`` (``num_particles`` rows per key, the
+    first of them global particle ``row0``)."""
+    return randn_rows(keys.to(like.device), num_particles, D, row0=row0).reshape(-1, D)

@@ -37,7 +37,7 @@ __all__ = [
 
 
 def particle_step_ref(x, score, grad_mu, keys, *, num_particles: int, f: float, g2: float, v2: float, eta: float,
-                      h: float, lam: float, lap_mu: float, euler: bool):
+                      h: float, lam: float, lap_mu: float, euler: bool, row0: int = 0):
     """Reference of the fused step.
 
     Parameters
@@ -47,6 +47,8 @@ def particle_step_ref(x, score, grad_mu, keys, *, num_particles: int, f: float, 
     keys : (B,) int64 Philox keys of this step, ``R = B * num_particles``.
     f, g2, v2, eta, h, lam, lap_mu : scalars of the step (``lap_mu = ||A||_F^2 / sigma_y^2``).
     euler : include the explicit guidance term ``-eta v2 h gm``.
+    row0 : global index of each image's first row (its Philox counter; nonzero where one process holds
+        particles ``row0 .. row0 + num_particles - 1`` of a larger ensemble).
 
     Returns
     -------
@@ -69,7 +71,7 @@ def particle_step_ref(x, score, grad_mu, keys, *, num_particles: int, f: float, 
     if euler and eta * v2 != 0.0:
         x_new = x_new - (eta * v2 * h) * gm
     if v2 > 0.0:
-        x_new = x_new + math.sqrt(v2 * h) * rows_noise(keys, num_particles, D, x).to(cdt)
+        x_new = x_new + math.sqrt(v2 * h) * rows_noise(keys, num_particles, D, x, row0).to(cdt)
     return x_new.to(x.dtype), h * rate
 
 
@@ -105,7 +107,7 @@ def _particle_step_kernel(
     p_ptr,  # (7,) float64 step scalars f, g2, v2, eta, h, lam, lap_mu
     out_ptr,  # (R, D) x_new, dtype of x
     part_ptr,  # (3, R, NB) compute dtype: block partials of <c, gm>, |gm|^2, <s, gm>
-    R, D, N, NB,
+    R, D, N, NB, ROW0,
     EULER: tl.constexpr, NOISE: tl.constexpr, CDT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # gm = lam g;  c = -f x + 0.5 (g2 + v2) s;  x_new = x + h c [- eta v2 h gm] [+ sqrt(v2 h) z]
@@ -125,7 +127,7 @@ def _particle_step_kernel(
         xn = xn - (tl.load(p_ptr + 3) * v2 * h64).to(CDT) * gm
     if NOISE:
         key = tl.load(keys_ptr + row // N)
-        z = philox_normal_tile(key, j, row % N, lane)
+        z = philox_normal_tile(key, j, row % N + ROW0, lane)
         xn = xn + tl.sqrt(v2 * h64).to(CDT) * z.to(CDT)
     tl.store(out_ptr + base + d, to_storage(xn, out_ptr.dtype.element_ty), mask=mask)
     cg = tl.sum(tl.sum(c * gm, axis=1), axis=0)
@@ -174,7 +176,7 @@ def particle_step_params(*, f: float, g2: float, v2: float, eta: float, h: float
 
 
 def particle_step_launch(x, score, grad_mu, keys, params, *, num_particles: int, euler: bool, noise: bool,
-                         block: int | None = None, num_warps: int | None = None):
+                         block: int | None = None, num_warps: int | None = None, row0: int = 0):
     """Launch the fused step with the scalars in ``params`` (:func:`particle_step_params`).
 
     ``euler``: include the explicit guidance term (the reference's ``euler and eta v2 != 0``);
@@ -193,7 +195,7 @@ def particle_step_launch(x, score, grad_mu, keys, params, *, num_particles: int,
     NB = triton.cdiv(D, BLOCK)
     part = torch.empty(3, R, NB, dtype=cdt, device=x.device)
     _particle_step_kernel[(R * NB,)](
-        x, score, grad_mu, keys, params, out, part, R, D, N, NB,
+        x, score, grad_mu, keys, params, out, part, R, D, N, NB, int(row0),
         EULER=bool(euler), NOISE=bool(noise), CDT=tl_dtype(x.dtype), BLOCK=BLOCK,
         num_warps=num_warps or (GPU_WARPS if BLOCK >= 1024 else 4))
     BLOCK_R, BLOCK_K = 16, min(64, triton.next_power_of_2(NB))
@@ -204,25 +206,25 @@ def particle_step_launch(x, score, grad_mu, keys, params, *, num_particles: int,
 
 @requires_triton
 def particle_step_triton(x, score, grad_mu, keys, *, num_particles: int, f: float, g2: float, v2: float,
-                         eta: float, h: float, lam: float, lap_mu: float, euler: bool):
+                         eta: float, h: float, lam: float, lap_mu: float, euler: bool, row0: int = 0):
     """The fused step (same signature and results as :func:`particle_step_ref`).
 
     One pass over the rows: reads ``x``, ``score``, ``grad_mu``, draws the noise in-kernel from
-    ``keys[row // N]`` and Philox counter ``(d // 4, row % N)``, writes ``x_new`` and the block partials
+    ``keys[row // N]`` and Philox counter ``(d // 4, row0 + row % N)``, writes ``x_new`` and the block partials
     of the three inner products; a second tiny launch forms ``dlogw`` in float64.
     """
     params = particle_step_params(f=f, g2=g2, v2=v2, eta=eta, h=h, lam=lam, lap_mu=lap_mu, device=x.device)
     return particle_step_launch(x, score, grad_mu, keys.to(x.device), params, num_particles=num_particles,
-                                euler=bool(euler) and float(eta) * float(v2) != 0.0, noise=float(v2) > 0.0)
+                                euler=bool(euler) and float(eta) * float(v2) != 0.0, noise=float(v2) > 0.0, row0=row0)
 
 
 def particle_step(x, score, grad_mu, keys, *, num_particles: int, f: float, g2: float, v2: float, eta: float,
-                  h: float, lam: float, lap_mu: float, euler: bool, use_triton=None):
+                  h: float, lam: float, lap_mu: float, euler: bool, use_triton=None, row0: int = 0):
     """Dispatch between :func:`particle_step_triton` and :func:`particle_step_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton` (``None``: the kernel on CUDA, the reference elsewhere;
     ``True``: the kernel or raise; ``False``: the reference)."""
     fn = particle_step_triton if use_triton_rule(use_triton, x.device, "particle_step") else particle_step_ref
     return fn(x, score, grad_mu, keys, num_particles=num_particles, f=f, g2=g2, v2=v2, eta=eta, h=h, lam=lam,
-              lap_mu=lap_mu, euler=euler)
+              lap_mu=lap_mu, euler=euler, row0=row0)
 
 

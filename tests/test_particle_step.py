@@ -152,3 +152,18 @@ def test_launch_never_synchronises():
         finally:
             torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("impl", ["ref", "triton"])
+def test_row0_draws_the_noise_of_the_global_particle(impl):
+    """A process holding particles 3..5 of each image (``row0 = 3``, ``num_particles = 3``) gets exactly those
+    rows of the whole ensemble's step (the particle-parallel mode's contract): bit for bit, in each backend."""
+    B, N, D = 2, 6, 129
+    x, s, g, keys = _inputs(B, N, D, (torch.float32,) * 3)
+    kw = _kw(N)
+    fn = ps.particle_step_ref if impl == "ref" else ps.particle_step_triton
+    whole, dwhole = fn(x, s, g, keys, **kw)
+    rows = torch.arange(B * N).view(B, N)[:, 3:].reshape(-1)
+    part, dpart = fn(x[rows], s[rows], g[rows], keys, **{**kw, "num_particles": 3}, row0=3)
+    assert torch.equal(part, whole[rows]) and torch.equal(dpart, dwhole[rows])
+    torch.testing.assert_close(randn_rows(keys, 3, D, row0=3), randn_rows(keys, N, D)[:, 3:], rtol=0, atol=0)

@@ -8,6 +8,11 @@ Per image: ``best.png``, ``mean.png``, ``std.png`` (colour-mapped per-pixel std)
 ``OUT/<name>/``; ``OUT/index.html`` shows them all; ``OUT/journal.jsonl`` lists finished images, which
 ``--resume`` skips (a killed run restarts where it stopped and gives the same outputs). SIGTERM ends
 the run after the current image's files with exit status 143.
+
+Under ``torchrun`` (``torchrun --nproc-per-node R -m afdps.cli restore ...``) the images are sharded across
+the ranks (each journals its own ``journal.rank<r>.jsonl``; rank 0 writes the index); with
+``--particle-parallel`` every rank takes a share of each image's particles instead. Either way the outputs
+equal a one-process run's.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import sys
 import torch
 
 from ..api import load_prior
+from ..engine.distributed import ParticleGroup, env_world, init_from_env
 from ..engine.potentials import POTENTIALS
 from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
 from ..engine.sampler import TEMPERINGS
@@ -35,6 +41,18 @@ def _sigma(text: str):
 
 
 _sigma.__name__ = "a positive number or 'auto'"
+
+
+def _batch(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
+
+
+_batch.__name__ = "a positive integer or 'auto'"
 
 
 def add_arguments(p) -> None:
@@ -76,6 +94,10 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                    help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines every 10%% instead)")
+    p.add_argument("--network-batch", type=_batch, default="auto",
+                   help="images per network call: a number, or auto (as many as fit in free memory)")
+    p.add_argument("--particle-parallel", action="store_true",
+                   help="under torchrun: spread each image's particles over the ranks (default: shard the images)")
 
 
 def run(args) -> int:
@@ -95,22 +117,37 @@ def run(args) -> int:
             raise ValueError(f"--task is required with image inputs; one of {', '.join(RESTORE_TASKS)}")
         jobs = jobs_from_inputs(args.inputs, task=args.task, kernel=args.kernel, mask=args.mask, factor=args.factor,
                                 sigma_y=args.sigma_y, seed=args.seed)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    prior = load_prior(args.prior, args.arch, device=device)
+    _, world_env, local_rank = env_world()
+    device = torch.device(args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and world_env > 1 and args.device is None:
+        torch.cuda.set_device(device)
+    rank, world = init_from_env(device)
+    if args.particle_parallel and world == 1:
+        raise ValueError("--particle-parallel spreads particles over the ranks of a torchrun launch; this run has one "
+                         "process (launch with torchrun --nproc-per-node R)")
+    group = ParticleGroup() if args.particle_parallel else None
+    if group is not None:
+        group.split(args.particles)  # a clear error before any work when the ranks do not divide the particles
+    prior = load_prior(args.prior, args.arch, device=device, batch_size=args.network_batch)
     options = dict(num_particles=args.particles, num_steps=args.steps, method=args.method, eta=args.eta,
                    potential=None if args.potential == "auto" else args.potential, tempering=args.tempering, time_power=args.time_power,
                    corrector_steps=args.corrector_steps, backend=args.backend,
                    progress=False if args.no_progress else None)
-    print(f"afdps restore: {len(jobs)} image(s), prior {args.prior}, {args.particles} particles, {args.steps} steps, "
-          f"device {device} -> {args.out}/")
+    log = print if rank == 0 else (lambda *a, **k: None)
+    mode = "" if world == 1 else (f", {world} ranks sharing each image's particles" if group is not None
+                                  else f", images sharded over {world} ranks")
+    log(f"afdps restore: {len(jobs)} image(s), prior {args.prior}, {args.particles} particles, {args.steps} steps, "
+        f"device {device}{mode} -> {args.out}/")
     try:
         records = restore(prior, jobs, args.out, sample_options=options, reference=args.reference,
                           resume=args.resume, save_particles=args.save_particles, kernel_flip=args.kernel_flip,
-                          boundary=args.boundary,
+                          boundary=args.boundary, rank=rank, world=world, particle_group=group, log=print,
                           device=device, progress=False if args.no_progress else None)
     except Interrupted as exc:
         print(f"afdps restore: {exc}", file=sys.stderr)
         return 143
+    if rank != 0:
+        return 0
     scored = [r for r in records if "psnr_mean" in r]
     if scored:
         mean_psnr = sum(r["psnr_mean"] for r in scored) / len(scored)

@@ -1,0 +1,96 @@
+"""Many processes through ``torch.distributed`` (launched with ``torchrun``): images sharded across ranks
+(``afdps restore``), or the particles of one image spread across ranks (:class:`ParticleGroup`).
+
+Particle-parallel runs give exactly the particles of a one-process run with the same seed: rank ``r`` of
+``R`` holds global particles ``r N / R .. (r + 1) N / R - 1`` of every image, and every random number is
+drawn from the Philox counter of the *global* particle index (``row0`` of the kernels). Resampling
+all-gathers the ``B x N`` log-weights, every rank computes the same ancestors from the shared resampling
+key, and the rows that move are exchanged with one ``all_to_all``. With an analytic prior the results are
+bit-identical to one process (tests/test_distributed.py, gloo, 2 and 3 processes); a network prior may
+differ in the last bits where its batch size changes its arithmetic.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["env_world", "init_from_env", "ParticleGroup", "shard"]
+
+
+def env_world() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from torchrun's environment (``(0, 1, 0)`` without it)."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def init_from_env(device: torch.device | None = None) -> tuple[int, int]:
+    """Join the process group torchrun describes (NCCL for CUDA devices, gloo otherwise); returns ``(rank,
+    world_size)``. A no-op returning ``(0, 1)`` outside torchrun."""
+    rank, world, _ = env_world()
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device is not None and torch.device(device).type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (rank, world)
+
+
+def shard(items: list, rank: int, world: int) -> list:
+    """Rank ``rank``'s share of ``items``: every ``world``-th from position ``rank``."""
+    if not (0 <= rank < world):
+        raise ValueError(f"rank must be in [0, {world}), got {rank}")
+    return list(items[rank::world])
+
+
+class ParticleGroup:
+    """The ranks of a process group sharing each image's particles (pass to ``sample(...,
+    particle_group=)``); every rank calls ``sample`` with the same arguments."""
+
+    def __init__(self, group=None):
+        if not dist.is_initialized():
+            raise RuntimeError("ParticleGroup needs torch.distributed to be initialised (launch with torchrun; "
+                               "see afdps.engine.distributed.init_from_env)")
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.world = dist.get_world_size(group)
+
+    def split(self, num_particles: int) -> tuple[int, int]:
+        """``(local particles, global index of the first)`` of this rank."""
+        if num_particles % self.world:
+            raise ValueError(f"num_particles={num_particles} must be a multiple of the {self.world} ranks that share "
+                             "each image's particles")
+        n = num_particles // self.world
+        return n, self.rank * n
+
+    def all_gather(self, t: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """Every rank's ``t`` concatenated in rank order along ``dim`` (the particle dim)."""
+        t = t.contiguous()
+        wire = t.to(torch.int32) if t.dtype in (torch.bool, torch.int8) else t
+        parts = [torch.empty_like(wire) for _ in range(self.world)]
+        dist.all_gather(parts, wire, group=self.group)
+        return torch.cat(parts, dim=dim).to(t.dtype)
+
+    def exchange(self, x: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
+        """The local rows after resampling: slot ``s`` of the global ensemble takes particle ``ancestors[b,
+        s]``. ``x (B, n, ...)`` this rank's rows, ``ancestors (B, N)`` global (the same on every rank). Only
+        rows that move travel, in one ``all_to_all`` ordered by (destination, image, slot)."""
+        B, n = x.shape[:2]
+        N = ancestors.shape[1]
+        row0 = self.rank * n
+        slots = torch.arange(N, device=ancestors.device).expand(B, N)
+        b_idx, s_idx = (ancestors != slots).nonzero(as_tuple=True)
+        a_idx = ancestors[b_idx, s_idx]
+        dest, src = s_idx // n, a_idx // n
+        send = (src == self.rank).nonzero().squeeze(1)
+        send = send[torch.argsort(dest[send], stable=True)]
+        recv = (dest == self.rank).nonzero().squeeze(1)
+        recv = recv[torch.argsort(src[recv], stable=True)]
+        rows = x.reshape(B, n, -1)
+        out = rows.clone()
+        send_rows = rows[b_idx[send], a_idx[send] - row0].contiguous()
+        send_counts = torch.bincount(dest[send], minlength=self.world).tolist()
+        recv_counts = torch.bincount(src[recv], minlength=self.world).tolist()
+        recv_rows = torch.empty(len(recv), rows.shape[-1], dtype=rows.dtype, device=rows.device)
+        dist.all_to_all_single(recv_rows, send_rows, recv_counts, send_counts, group=self.group)
+        out[b_idx[recv], s_idx[recv] - row0] = recv_rows
+        return out.reshape(x.shape)
