@@ -48,6 +48,7 @@ from .data import IMAGE_SUFFIXES
 from .distributed import shard
 from .evaluate import make_operator
 from .io import atomic_write, progress_bar, save_png, write_json, write_text
+from .lpips import MIN_SIZE
 from .metrics import psnr, ssim
 from .plots import ess_plot
 from .sampler import sample
@@ -404,7 +405,7 @@ def _index_html(out: Path, records: list[dict]) -> None:
         cells = "".join(f'<td><img src="{name}/{f}.png" alt="{f}"></td>' for f in ("measurement", "best", "mean", "std"))
         nums = [f"task {html.escape(r['task'])}", f"sigma_y {r['sigma_y']:.4g}", f"NFE {r['nfe']}",
                 f"final ESS/N {r['final_ess']:.2f}", f"{r['wall_s']:.1f} s"]
-        for k in ("psnr_best", "psnr_mean", "ssim_best", "ssim_mean"):
+        for k in ("psnr_best", "psnr_mean", "ssim_best", "ssim_mean", "lpips_best", "lpips_mean"):
             if k in r:
                 nums.append(f"{k.replace('_', ' ')} {r[k]:.{2 if 'psnr' in k else 3}f}")
         rows.append(f"<tr><th>{name}<br><small>{'<br>'.join(nums)}</small></th>{cells}</tr>")
@@ -451,11 +452,13 @@ def _append_journal(path: Path, record: dict) -> None:
 def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None, resume: bool = False,
             save_particles: bool = False, kernel_flip: bool = False, boundary: str = "valid", device=None,
             progress=None, log=print,
-            handle_sigterm: bool = True, rank: int = 0, world: int = 1, particle_group=None) -> list[dict]:
+            handle_sigterm: bool = True, rank: int = 0, world: int = 1, particle_group=None,
+            lpips=None) -> list[dict]:
     """Restore every job into folder ``out``; returns the journal records of all finished images.
 
     ``sample_options`` go to :func:`afdps.engine.sampler.sample` (``seed`` comes from each job).
-    ``reference``: a folder of clean images with the same stems, for PSNR/SSIM. Raises
+    ``reference``: a folder of clean images with the same stems, for PSNR/SSIM, and LPIPS with ``lpips``
+    (an :class:`afdps.engine.lpips.LPIPS` network, :func:`~afdps.engine.lpips.load_lpips`). Raises
     :class:`Interrupted` after the current image when SIGTERM arrives (the caller exits 143).
 
     Many processes (``torch.distributed``, every rank calls this with the same jobs): by default rank
@@ -464,6 +467,12 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     part in every image (its share of the particles) and rank 0 writes the files. Seeds come from image
     names, so the outputs do not depend on the world size.
     """
+    if lpips is not None:
+        if reference is None:
+            raise ValueError("LPIPS compares with clean images: give --reference DIR with --lpips")
+        if min(prior.event_shape[-2:]) < MIN_SIZE:
+            raise ValueError(f"LPIPS (AlexNet) needs images of at least {MIN_SIZE}x{MIN_SIZE} pixels; this prior's are "
+                             f"{prior.event_shape[-2]}x{prior.event_shape[-1]}")
     sharded = particle_group is None and world > 1
     writer = particle_group is None or rank == 0
     if particle_group is not None:
@@ -544,6 +553,8 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                     for k in ("best", "mean"):
                         record[f"psnr_{k}"] = psnr(outs[k], ref)
                         record[f"ssim_{k}"] = ssim(outs[k], ref)
+                        if lpips is not None:
+                            record[f"lpips_{k}"] = float(lpips(outs[k][None].float(), ref[None].float())[0])
             write_json(out / job.name / "metrics.json", record)
             _append_journal(journal, record)
             records.append(record)

@@ -23,6 +23,7 @@ import torch
 
 from ..api import load_prior
 from ..engine.distributed import ParticleGroup, env_world, init_from_env
+from ..engine.lpips import load_lpips
 from ..engine.potentials import POTENTIALS
 from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
 from ..engine.sampler import TEMPERINGS
@@ -80,6 +81,8 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished images")
     p.add_argument("--save-particles", action="store_true", help="also write particles.npz (float16)")
     p.add_argument("--reference", default=None, help="folder of clean images with the same names: PSNR/SSIM")
+    p.add_argument("--lpips", default=None, help="LPIPS weights (a saved lpips.LPIPS(net='alex').state_dict(); "
+                   "nothing is downloaded) to score against --reference too")
     p.add_argument("--particles", type=positive_int, default=16, help="particles per image")
     p.add_argument("--steps", type=positive_int, default=100, help="time steps")
     p.add_argument("--method", choices=("sde", "ode"), default="sde", help="sampler")
@@ -142,6 +145,7 @@ def run(args) -> int:
         records = restore(prior, jobs, args.out, sample_options=options, reference=args.reference,
                           resume=args.resume, save_particles=args.save_particles, kernel_flip=args.kernel_flip,
                           boundary=args.boundary, rank=rank, world=world, particle_group=group, log=print,
+                          lpips=None if args.lpips is None else load_lpips(args.lpips, device),
                           device=device, progress=False if args.no_progress else None)
     except Interrupted as exc:
         print(f"afdps restore: {exc}", file=sys.stderr)
