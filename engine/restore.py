@@ -23,8 +23,8 @@ Conventions:
   (``boundary="valid"``): the measurement is the part of a larger scene that the kernel saw whole, so it is
   at most ``(H - kh + 1) x (W - kw + 1)`` for a prior of ``H x W``; it is centred in the prior's frame, and
   the outputs are the whole scene (the border beyond the measurement is restored too). With
-  ``boundary="circular"`` (wrap-around blur) it must have the prior's size. A larger measurement is an
-  error (no silent resizing, no tiling yet).
+  ``boundary="circular"`` (wrap-around blur) it must have the prior's size. A measurement larger than one
+  frame can explain is restored in overlapping tiles (:func:`restore_tiled`); nothing is resized.
 """
 from __future__ import annotations
 
@@ -347,6 +347,134 @@ def build_operator(job: Job, measured_shape, event_shape, *, kernel_flip: bool =
     return ops.Inpaint(observed, event_shape), window
 
 
+# ---- tiling ----------------------------------------------------------------------------------------
+#
+# A measurement larger than the prior's frame is restored in overlapping tiles. Each tile is a measurement
+# of the frame's operator (denoise: the frame; inpainting: the frame with the mask file's tile; a valid
+# blur: the frame's valid part; sr4: the frame's low-resolution image), restored on its own with a seed of
+# its own, and the scene tiles are blended with weights that ramp linearly over the overlap. Mean and std
+# are blended pixel by pixel (the tiles' posteriors are treated as independent); "best" is each tile's best
+# particle, blended, so it is a patchwork, not one sample; particles are not saved for tiled images.
+
+class TiledResult:
+    """What :func:`restore` keeps of a tiled image: blended ``best``, ``mean``, ``std`` ``(1, C, H, W)``, the
+    tiles' mean ESS trace, and per-tile numbers."""
+
+    def __init__(self, best, mean, std, ess, resampled, nfe, dead, tiles):
+        self.best, self.mean, self.std, self.ess, self.resampled = best, mean, std, ess, resampled
+        self.nfe, self.dead, self.tiles = nfe, dead, tiles
+        self.particles = None
+
+
+def tile_geometry(job: Job, measured_shape, event_shape, *, boundary: str = "valid", kernel_flip: bool = False):
+    """``(m, scale, pad, make_op)`` of a tiled job: measurement tiles of ``m = (mh, mw)`` pixels map to scene
+    tiles of the prior's size at ``scale`` times their offset (the scene is ``scale * measurement + 2 pad``);
+    ``make_op(top, left)`` is the operator of the tile at that measurement offset."""
+    C, H, W = event_shape
+    task = job.task
+    if task in ("blur", "gaussian-blur", "motion-blur"):
+        if boundary != "valid":
+            raise ValueError(f"{job.name}: a circular (wrap-around) blur of a whole image cannot be split into tiles; "
+                             f"measurements larger than the prior's {H}x{W} need --boundary valid")
+        kernel = read_kernel(job.kernel, kernel_flip) if task == "blur" else make_operator(task, event_shape, 0).kernel
+        kh, kw = kernel.shape
+        op = ops.Blur(kernel, event_shape, boundary="valid")
+        return op.output_shape[1:], 1, (kh // 2, kw // 2), lambda top, left: op
+    if task == "sr4":
+        f = int(job.factor)
+        op = ops.BlockDownsample(f, event_shape)
+        return (H // f, W // f), f, (0, 0), lambda top, left: op
+    if task == "denoise" and job.mask is None:
+        op = ops.Identity(event_shape)
+        return (H, W), 1, (0, 0), lambda top, left: op
+    if job.mask is None:
+        raise ValueError(f"{job.name}: inpainting a measurement larger than the prior's {H}x{W} in tiles needs the "
+                         f"mask of the whole measurement (--mask or the manifest's mask column); the built-in "
+                         f"{task} mask is defined for one {H}x{W} frame")
+    mask = read_mask(job.mask, tuple(measured_shape[-2:]))
+    return (H, W), 1, (0, 0), lambda top, left: ops.Inpaint(mask[top:top + H, left:left + W], event_shape)
+
+
+def tile_offsets(size: int, tile: int, overlap: int) -> list[int]:
+    """Offsets of tiles of ``tile`` pixels covering ``size`` with at least ``overlap`` pixels shared by
+    neighbours (the last tile ends at the edge)."""
+    if size <= tile:
+        return [0]
+    stride = max(1, tile - overlap)
+    n = -(-(size - tile) // stride) + 1
+    return [round(i * (size - tile) / (n - 1)) for i in range(n)]
+
+
+def _ramp(n: int, width: int) -> torch.Tensor:
+    """Blending weights along one axis of a tile: linear over ``width`` pixels at both ends, positive."""
+    i = torch.arange(n, dtype=torch.float64)
+    if width <= 0:
+        return torch.ones(n, dtype=torch.float64)
+    return torch.minimum(torch.ones(n, dtype=torch.float64), torch.minimum(i + 1, n - i) / (width + 1))
+
+
+def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: float, sample_options: dict,
+                  device, boundary: str = "valid", kernel_flip: bool = False, particle_group=None) -> TiledResult:
+    """Restore ``y (C, h, w)``, larger than the prior's frame, in overlapping tiles (the policy above).
+    ``overlap``: the fraction of a measurement tile shared with each neighbour (0 <= overlap < 1)."""
+    event = tuple(prior.event_shape)
+    C, H, W = event
+    (mh, mw), scale, (ph, pw), make_op = tile_geometry(job, y.shape, event, boundary=boundary, kernel_flip=kernel_flip)
+    h, w = y.shape[-2:]
+    if h < mh or w < mw:
+        raise ValueError(f"{job.name}: {h}x{w} is smaller than one {mh}x{mw} tile along an axis; pad it or use a prior "
+                         "of its size")
+    rows = tile_offsets(h, mh, int(round(overlap * mh)))
+    cols = tile_offsets(w, mw, int(round(overlap * mw)))
+    scene = (C, h * scale + 2 * ph, w * scale + 2 * pw)
+    acc = {k: torch.zeros(scene, dtype=torch.float64) for k in ("best", "mean", "var")}
+    wsum = torch.zeros(scene[1:], dtype=torch.float64)
+    wy = _ramp(H, int(round(overlap * mh)) * scale)[:, None] * _ramp(W, int(round(overlap * mw)) * scale)[None, :]
+    ess, resampled, tiles, nfe, dead = [], [], [], 0, 0
+    extra = {} if particle_group is None else {"particle_group": particle_group}
+    for ti, (top, left) in enumerate((r, c) for r in rows for c in cols):
+        op = make_op(top, left)
+        yt = y[:, top:top + mh, left:left + mw]
+        seed = (int(job.seed or 0) + 1_000_003 * (ti + 1)) % 2**63
+        res = sample(prior, op, yt[None].to(device), sigma_y, seed=seed, **sample_options, **extra)
+        st, sl = top * scale, left * scale
+        sl_ = (slice(None), slice(st, st + H), slice(sl, sl + W))
+        acc["best"][sl_] += wy * res.best[0].cpu().double()
+        acc["mean"][sl_] += wy * res.mean[0].cpu().double()
+        acc["var"][sl_] += wy * res.std[0].cpu().double().square()
+        wsum[sl_[1:]] += wy
+        ess.append(res.ess[:, 0])
+        resampled.append(res.resampled[:, 0])
+        nfe, dead = res.nfe, dead + int(res.dead[0])
+        tiles.append({"top": top, "left": left, "seed": seed, "final_ess": float(res.ess[-1, 0])})
+    out = {k: (v / wsum)[None] for k, v in acc.items()}
+    return TiledResult(out["best"].float(), out["mean"].float(), out["var"].sqrt().float(),
+                       torch.stack(ess).mean(0)[:, None], torch.stack(resampled).any(0)[:, None], nfe, [dead], tiles)
+
+
+def _kernel_size(job: Job, event_shape, boundary: str, kernel_flip: bool):
+    """The blur kernel's size where a valid blur's frame is smaller than the prior's (else ``None``)."""
+    if job.task not in ("blur", "gaussian-blur", "motion-blur") or boundary != "valid":
+        return None
+    if job.task == "blur":
+        if job.kernel is None:
+            raise ValueError(f"{job.name}: task 'blur' needs a kernel file (--kernel or the manifest's kernel column)")
+        return tuple(read_kernel(job.kernel, kernel_flip).shape)
+    return tuple(make_operator(job.task, event_shape, seed=0).kernel.shape)
+
+
+def needs_tiles(job: Job, measured_shape, event_shape, kernel_size=None) -> bool:
+    """Whether a measurement is larger than one frame of the prior can explain (then it is tiled)."""
+    C, H, W = event_shape
+    h, w = measured_shape[-2:]
+    if job.task == "sr4":
+        f = int(job.factor)
+        return h * f > H or w * f > W
+    if job.task in ("blur", "gaussian-blur", "motion-blur") and kernel_size is not None:
+        return h > H - kernel_size[0] + 1 or w > W - kernel_size[1] + 1
+    return h > H or w > W
+
+
 def _embed(y: torch.Tensor, window, shape) -> torch.Tensor:
     """``y (C, h, w)`` placed at ``window`` in a zero ``(C, H, W)`` frame."""
     top, left, h, w = window
@@ -453,10 +581,12 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             save_particles: bool = False, kernel_flip: bool = False, boundary: str = "valid", device=None,
             progress=None, log=print,
             handle_sigterm: bool = True, rank: int = 0, world: int = 1, particle_group=None,
-            lpips=None) -> list[dict]:
+            lpips=None, tile_overlap: float = 0.25) -> list[dict]:
     """Restore every job into folder ``out``; returns the journal records of all finished images.
 
     ``sample_options`` go to :func:`afdps.engine.sampler.sample` (``seed`` comes from each job).
+    A measurement larger than the prior's frame is restored in tiles that share ``tile_overlap`` of their
+    size with each neighbour (:func:`restore_tiled`).
     ``reference``: a folder of clean images with the same stems, for PSNR/SSIM, and LPIPS with ``lpips``
     (an :class:`afdps.engine.lpips.LPIPS` network, :func:`~afdps.engine.lpips.load_lpips`). Raises
     :class:`Interrupted` after the current image when SIGTERM arrives (the caller exits 143).
@@ -519,33 +649,47 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                 raise Interrupted(f"stopped by SIGTERM after {n - 1} of {len(todo)} image(s); rerun with --resume")
             t0 = time.perf_counter()
             y = read_image(job.path, event[0])
-            op, window = build_operator(job, y.shape, event, kernel_flip=kernel_flip, boundary=boundary)
             sigma_y = estimate_sigma(y) if job.sigma_y == "auto" else float(job.sigma_y)
             if not (sigma_y > 0 and math.isfinite(sigma_y)):
                 raise ValueError(f"{job.name}: sigma_y must be positive, got {sigma_y!r}"
                                  + (" (estimated: pass a number with --sigma-y)" if job.sigma_y == "auto" else ""))
-            yk = y if tuple(op.output_shape) == tuple(y.shape) else _embed(y, window, event)
-            if isinstance(op, ops.Inpaint):
-                yk = op.A(yk.double()).float()  # unobserved pixels carry nothing
             extra = {} if particle_group is None else {"particle_group": particle_group}
-            res = sample(prior, op, yk[None].to(device), sigma_y, seed=job.seed, **sample_options, **extra)
+            tiled = needs_tiles(job, y.shape, event, _kernel_size(job, event, boundary, kernel_flip))
+            if tiled:
+                res = restore_tiled(prior, job, y, sigma_y, overlap=tile_overlap, sample_options=sample_options,
+                                    device=device, boundary=boundary, kernel_flip=kernel_flip,
+                                    particle_group=particle_group)
+                window = (0, 0, *res.mean.shape[-2:])
+                scene_h, scene_w = res.mean.shape[-2:]
+                measured_at = ((scene_h - y.shape[-2]) // 2, (scene_w - y.shape[-1]) // 2) if job.task != "sr4" else None
+            else:
+                op, window = build_operator(job, y.shape, event, kernel_flip=kernel_flip, boundary=boundary)
+                yk = y if tuple(op.output_shape) == tuple(y.shape) else _embed(y, window, event)
+                if isinstance(op, ops.Inpaint):
+                    yk = op.A(yk.double()).float()  # unobserved pixels carry nothing
+                res = sample(prior, op, yk[None].to(device), sigma_y, seed=job.seed, **sample_options, **extra)
+                measured_at = (op.top, op.left) if isinstance(op, ops.ValidBlur) else None
             if not writer:
                 bar.update(1)
                 continue
-            outs = _write_outputs(out / job.name, y, res, window, event, save_particles)
+            if tiled and save_particles:
+                log(f"afdps restore: {job.name} was restored in {len(res.tiles)} tiles; its particles are not saved")
+            outs = _write_outputs(out / job.name, y, res, window, event, save_particles and not tiled)
             record = {"name": job.name, "path": job.path, "task": job.task, "sigma_y": sigma_y,
                       "sigma_y_estimated": job.sigma_y == "auto", "seed": job.seed, "nfe": res.nfe,
                       "final_ess": float(res.ess[-1, 0]), "resampling_events": int(res.resampled.sum()),
                       "dead_particles": int(res.dead[0]), "wall_s": time.perf_counter() - t0,
                       "settings": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                                    for k, v in sample_options.items()}}
+            if tiled:
+                record["tiles"] = res.tiles
             if reference is not None:
                 ref = _reference(reference, job, event[0])
                 if ref is not None:
                     if tuple(ref.shape) != tuple(outs["best"].shape) and tuple(ref.shape) == tuple(y.shape) \
-                            and isinstance(op, ops.ValidBlur):  # a reference of the measured window only
-                        outs = {k: v[..., op.top:op.top + y.shape[-2], op.left:op.left + y.shape[-1]]
-                                for k, v in outs.items()}
+                            and measured_at is not None:  # a reference of the measured window only
+                        t, lft = measured_at
+                        outs = {k: v[..., t:t + y.shape[-2], lft:lft + y.shape[-1]] for k, v in outs.items()}
                         record["reference_region"] = "measured window"
                     if tuple(ref.shape) != tuple(outs["best"].shape):
                         raise ValueError(f"{job.name}: the reference is {tuple(ref.shape)}, the restoration "

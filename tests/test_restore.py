@@ -165,12 +165,13 @@ def test_manifest_kernels_masks_and_sizes(tmp_path):
 
 
 @pytest.mark.parametrize("setup, match", [
-    (lambda d: (["--task", "gaussian-blur", str(d / "small24.png")]), "a 9x9 blur measures at most 20x20 pixels"),
     (lambda d: (["--task", "gaussian-blur", "--boundary", "circular", str(d / "small.png")]),
      "must have the prior's size 28x28"),
-    (lambda d: (["--task", "denoise", str(d / "big.png")]), "larger than the prior's 28x28"),
+    (lambda d: (["--task", "box", str(d / "big.png")]), "needs the mask of the whole measurement"),
+    (lambda d: (["--task", "gaussian-blur", "--boundary", "circular", str(d / "big.png")]),
+     "cannot be split into tiles"),
     (lambda d: (["--task", "blur", str(d / "small28.png")]), "needs a kernel file"),
-    (lambda d: (["--task", "sr4", str(d / "small28.png")]), "must be 7x7, got 28x28"),
+    (lambda d: (["--task", "sr4", str(d / "tiny.png")]), "must be 7x7, got 5x5"),
     (lambda d: ([str(d / "small28.png")]), "--task is required"),
     (lambda d: (["--task", "box", str(d / "nothing*.png")]), "matches no file"),
     (lambda d: (["--task", "box", str(d / "small28.png"), "--manifest", str(d / "m.jsonl")]), "not both"),
@@ -179,7 +180,7 @@ def test_manifest_kernels_masks_and_sizes(tmp_path):
 def test_usage_errors(tmp_path, capsys, setup, match):
     _png(torch.zeros(20, 20), tmp_path / "small.png")
     _png(torch.zeros(40, 40), tmp_path / "big.png")
-    _png(torch.zeros(24, 24), tmp_path / "small24.png")
+    _png(torch.zeros(5, 5), tmp_path / "tiny.png")
     _png(torch.zeros(28, 28), tmp_path / "small28.png")
     (tmp_path / "bad.jsonl").write_text("{nope\n")
     (tmp_path / "m.jsonl").write_text("")
@@ -224,3 +225,40 @@ def test_names_are_unique_and_do_not_depend_on_order(tmp_path):
     (tmp_path / "m.jsonl").write_text(json.dumps({"path": "a/x.png", "task": "denoise", "name": "../evil"}) + "\n")
     with pytest.raises(ValueError, match="must be a plain file name"):
         rs.jobs_from_manifest(tmp_path / "m.jsonl", defaults={})
+
+
+def test_tiles_cover_large_measurements_and_blend_them(tmp_path):
+    """A measurement larger than the prior's frame is restored in overlapping tiles: tile offsets cover the
+    image with the requested overlap; a 40x40 denoising measurement gives a 40x40 restoration from 2x2 tiles
+    (their seeds recorded); a 30x30 valid blur of a 38x38 scene (9x9 kernel, 20x20 per frame) gives the
+    38x38 scene; inside a tile the blend is that tile's own result."""
+    with pytest.raises(SystemExit):  # argparse's usage error
+        cli.main(["restore", "x.png", "--task", "denoise", "--tile-overlap", "1", "--out", str(tmp_path / "o")])
+    assert rs.tile_offsets(40, 28, 7) == [0, 12]
+    assert rs.tile_offsets(28, 28, 7) == [0]
+    offs = rs.tile_offsets(100, 28, 7)
+    assert offs[0] == 0 and offs[-1] == 72 and all(b - a <= 21 for a, b in zip(offs, offs[1:]))
+    ramp = rs._ramp(10, 3)
+    assert float(ramp.min()) > 0 and float(ramp[4]) == 1.0
+    x, _ = afdps.load_mnist_test(3)
+    big = torch.zeros(40, 40, dtype=torch.float64)
+    big[:28, :28] = x[0, 0].double()
+    big[12:, 12:] = torch.maximum(big[12:, 12:], x[1, 0].double())
+    noisy = (big + 0.1 * torch.randn(40, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    _png(noisy, tmp_path / "big.png")
+    scene = torch.full((38, 38), -1.0, dtype=torch.float64)
+    scene[5:33, 5:33] = x[2, 0].double()
+    op = afdps.ops.Blur(afdps.ops.gaussian_kernel(9, 1.5), (1, 38, 38), boundary="valid")
+    _png(op.measure(scene[None, None], 0.05, torch.Generator().manual_seed(1))[0, 0], tmp_path / "blurred.png")
+    out = tmp_path / "out"
+    assert cli.main(["restore", str(tmp_path / "big.png"), "--task", "denoise", "--sigma-y", "0.1", "--out", str(out),
+                     *FAST]) == 0
+    assert cli.main(["restore", str(tmp_path / "blurred.png"), "--task", "gaussian-blur", "--out", str(out), "--resume",
+                     *FAST]) == 0
+    rec = json.loads((out / "big" / "metrics.json").read_text())
+    assert [(t["top"], t["left"]) for t in rec["tiles"]] == [(0, 0), (0, 12), (12, 0), (12, 12)]
+    assert len({t["seed"] for t in rec["tiles"]}) == 4
+    assert np.load(out / "big" / "mean.npy").shape == (1, 40, 40)
+    rec = json.loads((out / "blurred" / "metrics.json").read_text())
+    assert [(t["top"], t["left"]) for t in rec["tiles"]] == [(0, 0), (0, 10), (10, 0), (10, 10)]
+    assert np.load(out / "blurred" / "mean.npy").shape == (1, 38, 38)

@@ -56,6 +56,19 @@ def _batch(text: str):
 _batch.__name__ = "a positive integer or 'auto'"
 
 
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return v
+
+
+_fraction.__name__ = "a fraction in [0, 1)"
+
+
 def add_arguments(p) -> None:
     p.add_argument("inputs", nargs="*", help="measured images (PNG/JPEG/TIFF/BMP/NPY), folders or glob patterns")
     p.add_argument("--manifest", default=None, help="JSON-lines or CSV file with columns path, task, kernel, mask, "
@@ -97,6 +110,9 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                    help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines every 10%% instead)")
+    p.add_argument("--tile-overlap", type=_fraction, default=0.25,
+                   help="a measurement larger than the prior's frame is restored in overlapping tiles blended "
+                   "linearly; the fraction of a tile shared with each neighbour")
     p.add_argument("--network-batch", type=_batch, default="auto",
                    help="images per network call: a number, or auto (as many as fit in free memory)")
     p.add_argument("--particle-parallel", action="store_true",
@@ -146,6 +162,7 @@ def run(args) -> int:
                           resume=args.resume, save_particles=args.save_particles, kernel_flip=args.kernel_flip,
                           boundary=args.boundary, rank=rank, world=world, particle_group=group, log=print,
                           lpips=None if args.lpips is None else load_lpips(args.lpips, device),
+                          tile_overlap=args.tile_overlap,
                           device=device, progress=False if args.no_progress else None)
     except Interrupted as exc:
         print(f"afdps restore: {exc}", file=sys.stderr)
