@@ -3,7 +3,9 @@
 Prints one GitHub-markdown table row (``--header`` adds the header): config, device, batch, dtype,
 memory format, variant, median ms per forward, images/s, TFLOP/s (from the FLOP count of
 ``torch.utils.flop_counter.FlopCounterMode`` on one image) and % of the device's dense peak for the dtype
-(``PEAKS``: bf16/fp16 and TF32, by device name; ``-`` for devices not in the table). ``--fused-norm``
+(``PEAKS``: bf16/fp16 and TF32, by device name; ``-`` for devices not in the table). ``--compile``: ``torch.compile`` of the
+network (its compile time is in the "first call s" column); ``--cuda-graph``: the forward replayed from a CUDA
+graph; ``--cudnn-benchmark``: cuDNN autotuning. ``--fused-norm``
 runs every ResBlock's GroupNorm + scale-shift + SiLU as the fused Triton kernel (kernels/groupnorm.py). ``--dtype bfloat16``/``float16`` runs the torso
 under autocast with float32 parameters (the time embedding and the output head stay float32);
 float32 uses PyTorch's default TF32 settings on CUDA. Weights are random (N(0, 0.02)): timing does
@@ -33,7 +35,7 @@ TINY = {
 CONFIGS = {**ADM_PRESETS, "tiny": TINY}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 HEADER = ("| config | device | batch | dtype | memory format | variant | ms / forward (median) | images/s | TFLOP/s "
-          "| % of peak |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| % of peak | first call s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 # Dense tensor-core peaks (TFLOP/s) from the vendors' data sheets, without sparsity: (bf16/fp16, tf32).
 PEAKS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0)}
 
@@ -71,6 +73,9 @@ def parse_args(argv=None):
     parser.add_argument("--channels-last", action="store_true", help="NHWC activations and weights")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--fused-norm", action="store_true", help="fused GroupNorm + scale-shift + SiLU kernel")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="replay the forward from a CUDA graph (EpsilonModel(cuda_graph=True)'s mechanism)")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     parser.add_argument("--header", action="store_true", help="print the table header first")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny config, batch 2, one iteration on the CPU (checks the script runs)")
@@ -82,6 +87,8 @@ def parse_args(argv=None):
                      f"{args.batch}, {args.iters}, {args.warmup}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device} asked for but CUDA is not available")
+    if args.cuda_graph and not args.device.startswith("cuda"):
+        parser.error("--cuda-graph needs --device cuda")
     return args
 
 
@@ -100,6 +107,7 @@ def run(args) -> dict:
             p.normal_(std=0.02)
     flops = flops_per_image(config)
     model = model.to(device=device, memory_format=memory_format).set_fused_norm(args.fused_norm)
+    torch.backends.cudnn.benchmark = bool(args.cudnn_benchmark)
     forward = torch.compile(model) if args.compile else model
 
     size = config["image_size"]
@@ -111,10 +119,28 @@ def run(args) -> dict:
 
     times = []
     with torch.inference_mode():
+        _sync(device)
+        start = time.perf_counter()
+        forward(x, t, autocast_dtype=autocast_dtype)  # the first call: torch.compile's compilation happens here
+        _sync(device)
+        first = time.perf_counter() - start
+        if args.cuda_graph:
+            for _ in range(2):
+                forward(x, t, autocast_dtype=autocast_dtype)
+            _sync(device)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                forward(x, t, autocast_dtype=autocast_dtype)
+
+            def call():
+                graph.replay()
+        else:
+            def call():
+                forward(x, t, autocast_dtype=autocast_dtype)
         for i in range(args.warmup + args.iters):
             _sync(device)
             start = time.perf_counter()
-            forward(x, t, autocast_dtype=autocast_dtype)
+            call()
             _sync(device)
             if i >= args.warmup:
                 times.append(time.perf_counter() - start)
@@ -128,7 +154,9 @@ def run(args) -> dict:
         "batch": args.batch,
         "dtype": args.dtype,
         "memory format": "channels_last" if args.channels_last else "contiguous",
-        "variant": "+".join(["fused-norm"] * args.fused_norm + ["compile"] * args.compile) or "eager",
+        "variant": "+".join(["fused-norm"] * args.fused_norm + ["compile"] * args.compile + ["cuda-graph"] * args.cuda_graph
+                            + ["cudnn-benchmark"] * args.cudnn_benchmark) or "eager",
+        "first call s": first,
         "ms": 1e3 * seconds,
         "images/s": args.batch / seconds,
         "gflop/image": flops / 1e9,
@@ -144,7 +172,8 @@ def main(argv=None) -> int:
         print(HEADER)
     pct = "-" if row["% of peak"] is None else f"{row['% of peak']:.1f}"
     print(f"| {row['config']} | {row['device']} | {row['batch']} | {row['dtype']} | {row['memory format']} | "
-          f"{row['variant']} | {row['ms']:.2f} | {row['images/s']:.1f} | {row['TFLOP/s']:.3g} | {pct} |")
+          f"{row['variant']} | {row['ms']:.2f} | {row['images/s']:.1f} | {row['TFLOP/s']:.3g} | {pct} | "
+          f"{row['first call s']:.2f} |")
     return 0
 
 

@@ -101,6 +101,7 @@ run 65 "$PY" -m bench.bench_particle_step $SMOKE $ROWS256 --variants torch_unfus
 if [ "$MODE" = smoke ]; then
   run 30 "$PY" -m bench.bench_sampler --smoke --markdown "$REPORT"
   run 30 "$PY" bench/bench_adm.py --smoke --fused-norm --header
+  run 30 "$PY" -m bench.bench_restoration --smoke --header
 else  # a whole AFDPS step at 256x256, eager vs CUDA-graph replay
   run 60 "$PY" -m bench.bench_sampler --size 256 --particles 64 256 --backend triton --cuda-graph --markdown "$REPORT"
   # the score network (issue 12): bf16 eager vs the fused GroupNorm + SiLU kernel, both layouts, batch 64
@@ -108,7 +109,15 @@ else  # a whole AFDPS step at 256x256, eager vs CUDA-graph replay
     run 60 "$PY" bench/bench_adm.py --config $cfg --batch 64 --dtype bfloat16 --iters 10 --header
     run 60 "$PY" bench/bench_adm.py --config $cfg --batch 64 --dtype bfloat16 --iters 10 --fused-norm
     run 60 "$PY" bench/bench_adm.py --config $cfg --batch 64 --dtype bfloat16 --iters 10 --fused-norm --channels-last
+    run 60 "$PY" bench/bench_adm.py --config $cfg --batch 64 --dtype bfloat16 --iters 10 --fused-norm --cuda-graph --cudnn-benchmark
   done
+  # torch.compile of the network ("first call s" is the compile time), then whole restorations (issue 12):
+  # N = 256, 10 steps (a tenth of a run), eager vs the network's per-shape CUDA graph vs the whole-run graph
+  run 240 "$PY" bench/bench_adm.py --config adm-ffhq256 --batch 64 --dtype bfloat16 --iters 10 --fused-norm --compile
+  run 60 "$PY" -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10 --dtype bfloat16 --fused-norm --header
+  run 60 "$PY" -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10 --dtype bfloat16 --fused-norm --cuda-graph
+  run 90 "$PY" -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10 --dtype bfloat16 --fused-norm --whole-graph
+  run 60 "$PY" -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10 --dtype bfloat16 --potential tweedie
 fi
 T1=$(date +%s)
 

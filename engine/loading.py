@@ -219,7 +219,7 @@ def _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps
 
 def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
                autocast_dtype: torch.dtype | None = None, num_train_steps: int = 1000,
-               schedule=None) -> EpsilonModel:
+               schedule=None, cuda_graph: bool = False) -> EpsilonModel:
     """A diffusion prior from a checkpoint: an :class:`EpsilonModel` with the network in eval mode.
 
     Parameters
@@ -231,7 +231,8 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
         one; may be omitted for afdps's own format, which stores its config. ``"diffusers"`` for a
         diffusers folder (detected from ``config.json`` when omitted).
     device : where the network lives.
-    batch_size, autocast_dtype : passed to :class:`EpsilonModel` (``batch_size`` an int, ``"auto"`` or None).
+    batch_size, autocast_dtype, cuda_graph : passed to :class:`EpsilonModel` (``batch_size`` an int, ``"auto"``
+        or None; ``cuda_graph``: replay each network call shape from a CUDA graph).
     num_train_steps : DDPM steps of the network's discrete schedule (timestep ``k = N tau - 1``).
         1000 for ADM; diffusers folders do not record the scheduler's ``num_train_timesteps``, so
         1000 is assumed there too.
@@ -254,7 +255,9 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
     schedule = schedule if schedule is not None else VPSchedule(0.1, 20.0)
     path = Path(path)
     if arch == DIFFUSERS or (arch is None and _is_diffusers_folder(path)):
-        return _load_diffusers(path, device, batch_size, autocast_dtype, num_train_steps, schedule)
+        prior = _load_diffusers(path, device, batch_size, autocast_dtype, num_train_steps, schedule)
+        prior.cuda_graph = bool(cuda_graph)
+        return prior
     if isinstance(arch, str) and arch not in ADM_PRESETS and not (arch.lower().endswith(".json") or Path(arch).is_file()):
         raise ValueError(f"unknown arch {arch!r}: expected one of {_allowed_archs()}")
     if not path.exists():
@@ -267,7 +270,7 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
     image_size = int(config["image_size"])
     return EpsilonModel(net, schedule, event_shape=(net.in_channels, image_size, image_size),
                         num_train_steps=num_train_steps, learned_sigma=bool(config.get("learn_sigma", False)),
-                        batch_size=batch_size, autocast_dtype=autocast_dtype)
+                        batch_size=batch_size, autocast_dtype=autocast_dtype, cuda_graph=cuda_graph)
 
 
 def load_classifier(path, *, device="cpu") -> nn.Module:

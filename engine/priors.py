@@ -330,11 +330,15 @@ class EpsilonModel(Prior):
         1000-step DDPM linear betas). Used when ``schedule`` is a :class:`VESchedule`: the sampler then works
         in VE (EDM) coordinates and the VP network is called as EDM does, on ``x_vp = x / sqrt(1 + sigma^2)``
         at the VP time whose ``alpha`` is ``1 / sqrt(1 + sigma^2)``; the score is ``-eps_hat / sigma``.
+    cuda_graph : capture each network call shape in a CUDA graph once and replay it (the network on a CUDA
+        device; calls that need gradients run eagerly). Saves the launch overhead of the network's
+        hundreds of kernels per call; not measured on a GPU yet (``bench/bench_adm.py --cuda-graph``).
     """
 
     def __init__(self, net: torch.nn.Module, schedule: Schedule | None = None, event_shape=None,
                  num_train_steps: int = 1000, learned_sigma: bool | None = None, batch_size: int | None = None,
-                 autocast_dtype: torch.dtype | None = None, train_schedule: VPSchedule | None = None):
+                 autocast_dtype: torch.dtype | None = None, train_schedule: VPSchedule | None = None,
+                 cuda_graph: bool = False):
         if event_shape is None:
             raise ValueError("EpsilonModel needs event_shape=(C, H, W)")
         self.net = net
@@ -356,6 +360,8 @@ class EpsilonModel(Prior):
         self._activation_bytes = None
         self.autocast_dtype = autocast_dtype
         self.calls = 0
+        self.cuda_graph = bool(cuda_graph)
+        self._graphs: dict = {}  # (shape, dtype, device) -> (graph, static input, static timesteps, static output)
 
     def activation_bytes_per_image(self) -> int:
         """An upper bound on the network's activation memory per image in a forward pass without gradients:
@@ -432,11 +438,10 @@ class EpsilonModel(Prior):
         for i in range(0, flat.shape[0], chunk):
             xb = flat[i:i + chunk]
             ts = torch.full((xb.shape[0],), self.timestep(t), device=xb.device, dtype=torch.float32)
-            if self.autocast_dtype is not None:
-                with torch.autocast(device_type=xb.device.type, dtype=self.autocast_dtype):
-                    out = self.net(xb, ts)
+            if self.cuda_graph and not (torch.is_grad_enabled() and xb.requires_grad):
+                out = self._graphed(xb, ts)
             else:
-                out = self.net(xb, ts)
+                out = self._forward(xb, ts)
             self.calls += 1
             if out.shape[1] == C and self.learned_sigma is not True:
                 eps = out
@@ -450,6 +455,41 @@ class EpsilonModel(Prior):
 
     def score(self, x, t, *, grad: bool = False):
         return -self.epsilon(x, t, grad=grad) / float(self.schedule.sigma(t))
+
+    def _forward(self, xb, ts):
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=xb.device.type, dtype=self.autocast_dtype):
+                return self.net(xb, ts)
+        return self.net(xb, ts)
+
+    def _graphed(self, xb, ts):
+        """The network call replayed from a CUDA graph captured once per input shape (``cuda_graph=True``):
+        the inputs are copied into the graph's static buffers, its output copied out. Inside a capture already
+        running (``sample(..., cuda_graph=True)`` records the whole run, network included) it is a plain call.
+        Calls that need gradients (the Tweedie potential's VJP) never use the graphs."""
+        if xb.device.type != "cuda":
+            raise ValueError(f"EpsilonModel(cuda_graph=True) captures CUDA graphs; the network input is on {xb.device} "
+                             "(move the prior to a CUDA device or pass cuda_graph=False)")
+        if torch.cuda.is_current_stream_capturing():
+            return self._forward(xb, ts)
+        key = (tuple(xb.shape), xb.dtype, xb.device)
+        if key not in self._graphs:
+            sx, st = xb.clone(), ts.clone()
+            side = torch.cuda.Stream(device=xb.device)
+            side.wait_stream(torch.cuda.current_stream(xb.device))
+            with torch.cuda.stream(side), torch.no_grad():
+                for _ in range(2):  # warm-up: cuDNN's algorithm choice and Triton's compilation happen here
+                    self._forward(sx, st)
+            torch.cuda.current_stream(xb.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph), torch.no_grad():
+                so = self._forward(sx, st)
+            self._graphs[key] = (graph, sx, st, so)
+        graph, sx, st, so = self._graphs[key]
+        sx.copy_(xb)
+        st.copy_(ts)
+        graph.replay()
+        return so.clone()
 
 
 def score_with_graph(prior, x: torch.Tensor, t, what: str = "this method") -> torch.Tensor:

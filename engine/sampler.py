@@ -30,7 +30,7 @@ from .schedules import ancestral_step
 from .validation import (CG_COPIES, PARTICLE_COPIES, available_memory, check_choice, check_int, check_memory, check_problem,
                          check_real, per_image_seeds)
 
-__all__ = ["sample", "sample_prior", "default_potential", "default_guidance", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
+__all__ = ["sample", "sample_prior", "default_potential", "default_guidance", "memory_estimate", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
            "finish", "tempering_schedule", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
 
 METHODS = ("sde", "ode")
@@ -273,6 +273,24 @@ class _Timer:
         return _Ctx()
 
 
+def memory_estimate(prior, y: torch.Tensor, num_particles: int, dtype=torch.float32, guidance: str = "exact"):
+    """``(bytes, what to lower)``: the memory a run on ``y (B, ...)`` with ``num_particles`` particles per
+    image (this process's) is expected to need at its peak: :data:`PARTICLE_COPIES` copies of the particle
+    tensor (plus :data:`CG_COPIES` for the implicit guidance) and, for a network prior, its activations for
+    the rows of one network call (chosen from the free memory with ``batch_size="auto"``)."""
+    event = tuple(prior.event_shape)
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    copies = PARTICLE_COPIES + (CG_COPIES if guidance == "implicit" else 0)
+    needed = copies * y.shape[0] * num_particles * math.prod(event) * itemsize
+    lower = "num_particles, or pass fewer images per call"
+    if hasattr(prior, "network_batch"):  # a network prior: its activations per call count too
+        free = available_memory(y.device)
+        rows = prior.network_batch(y.shape[0] * num_particles, None if free is None else max(free - needed, 0))
+        needed += rows * prior.activation_bytes_per_image()
+        lower += ", or set the prior's batch_size (images per network call; 'auto' fits it to the memory)"
+    return needed, lower
+
+
 def default_guidance(op) -> str:
     """The guidance that ``guidance=None`` means: ``"exact"`` where the operator diagonalises ``A^T A``,
     ``"implicit"`` (backward Euler by conjugate gradients) otherwise, e.g. for ``Blur(boundary="valid")``."""
@@ -323,15 +341,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     if guidance == "exact" and not getattr(op, "supports_exact", False):
         raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
                          "(use guidance='implicit' or 'euler')")
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    copies = PARTICLE_COPIES + (CG_COPIES if guidance == "implicit" else 0)
-    needed = copies * y.shape[0] * N * math.prod(event) * itemsize
-    lower = "num_particles, or pass fewer images per call"
-    if hasattr(prior, "network_batch"):  # a network prior: its activations per call count too
-        free = available_memory(y.device)
-        rows = prior.network_batch(y.shape[0] * N, None if free is None else max(free - needed, 0))
-        needed += rows * prior.activation_bytes_per_image()
-        lower += ", or set the prior's batch_size (images per network call; 'auto' fits it to the memory)"
+    needed, lower = memory_estimate(prior, y, N, dtype, guidance)
     check_memory(needed, y.device,
                  f"afdps.sample with {N} particles of {'x'.join(map(str, event))} for {y.shape[0]} image(s)", lower)
     if potential == "tweedie" and not (method == "sde" and float(eta) == 0.5):

@@ -1,0 +1,100 @@
+"""Images per hour and peak memory of whole restorations with the shipped MNIST prior (CPU or GPU).
+
+Each configuration runs in a fresh process: box inpainting of one test digit with N particles and the
+default sampler (FK, eta 0.5, the Tweedie potential) or the "scaled" potential, ``--steps`` steps timed after
+one warm-up step, extrapolated to 100 steps (every step costs the same network calls). Peak memory: the
+process's resident high-water mark (Linux ``VmHWM``) above its level before the run, or on CUDA
+``torch.cuda.max_memory_allocated``, against the sampler's own estimate (``memory_estimate``).
+
+    python -m bench.bench_throughput --particles 16 64 256 --steps 10 --out bench/results/throughput-cpu.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def one(N: int, potential: str, steps: int, device: str) -> dict:
+    import torch
+
+    import afdps
+    from afdps.engine.evaluate import make_operator
+    from afdps.engine.sampler import memory_estimate
+
+    torch.set_num_threads(1)
+    prior = afdps.load_prior("mnist", device=device, batch_size="auto")
+    x, _ = afdps.load_mnist_test(1)
+    op = make_operator("box", (1, 28, 28))
+    y = op.measure(x.double(), 0.05, torch.Generator().manual_seed(0)).float().to(device)
+    pot = None if potential == "default" else potential
+    afdps.sample(prior, op, y, 0.05, num_particles=N, num_steps=1, seed=0, potential=pot, progress=False)  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    base_rss = _rss_kib("VmRSS")
+    t0 = time.perf_counter()
+    res = afdps.sample(prior, op, y, 0.05, num_particles=N, num_steps=steps, seed=0, potential=pot, progress=False)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    peak = (torch.cuda.max_memory_allocated() - base) if device == "cuda" else (_rss_kib("VmHWM") - base_rss) * 1024
+    est, _ = memory_estimate(prior, y, N)
+    per_image_100 = wall / steps * 100
+    return {"N": N, "potential": res.potential, "steps_timed": steps, "s_per_step": wall / steps,
+            "s_per_image_100_steps": per_image_100, "images_per_hour": 3600 / per_image_100,
+            "peak_bytes": int(peak), "estimate_bytes": int(est), "device": device,
+            "network_batch": prior.network_batch(N, None)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
+    p.add_argument("--potentials", nargs="+", default=["default", "scaled"])
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None)
+    p.add_argument("--one", nargs=2, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--smoke", action="store_true", help="4 particles, 2 steps, the default potential only")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.particles, args.potentials, args.steps, args.device = [4], ["default"], 2, "cpu"
+    if args.one:
+        print(json.dumps(one(int(args.one[0]), args.one[1], args.steps, args.device)))
+        return 0
+    rows = []
+    for pot in args.potentials:
+        for N in args.particles:
+            out = subprocess.run([sys.executable, __file__, "--one", str(N), pot, "--steps", str(args.steps), "--device",
+                                  args.device], check=True, capture_output=True, text=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    lines = [f"Box inpainting of one MNIST digit, 100 steps (timed over {args.steps} after a warm-up step), device "
+             f"{args.device}, one thread.", "",
+             "| potential | N | s / step | s / image | images / hour | peak memory | estimate | peak / estimate |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['potential']} | {r['N']} | {r['s_per_step']:.3f} | {r['s_per_image_100_steps']:.0f} | "
+                     f"{r['images_per_hour']:.1f} | {r['peak_bytes'] / 2**20:.1f} MiB | {r['estimate_bytes'] / 2**20:.1f} MiB | "
+                     f"{r['peak_bytes'] / r['estimate_bytes']:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
