@@ -531,7 +531,12 @@ def _index_html(out: Path, records: list[dict]) -> None:
     for r in records:
         name = html.escape(r["name"])
         cells = "".join(f'<td><img src="{name}/{f}.png" alt="{f}"></td>' for f in ("measurement", "best", "mean", "std"))
-        nums = [f"task {html.escape(r['task'])}", f"sigma_y {r['sigma_y']:.4g}", f"NFE {r['nfe']}",
+        size = (f"{r['measured_size']} -> {r['restored_size']}" if r.get("measured_size", r.get("restored_size"))
+                != r.get("restored_size") else r.get("restored_size"))
+        extra = [f"size {size}"] if size else []
+        extra += [f"boundary {r['boundary']}"] if "boundary" in r else []
+        extra += [f"{len(r['tiles'])} tiles"] if "tiles" in r else []
+        nums = [f"task {html.escape(r['task'])}", *extra, f"sigma_y {r['sigma_y']:.4g}", f"NFE {r['nfe']}",
                 f"final ESS/N {r['final_ess']:.2f}", f"{r['wall_s']:.1f} s"]
         for k in ("psnr_best", "psnr_mean", "ssim_best", "ssim_mean", "lpips_best", "lpips_mean"):
             if k in r:
@@ -681,6 +686,10 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                       "dead_particles": int(res.dead[0]), "wall_s": time.perf_counter() - t0,
                       "settings": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                                    for k, v in sample_options.items()}}
+            record["measured_size"] = "x".join(map(str, y.shape[-2:]))
+            record["restored_size"] = "x".join(map(str, outs["mean"].shape[-2:]))
+            if job.task in ("blur", "gaussian-blur", "motion-blur"):
+                record["boundary"] = boundary
             if tiled:
                 record["tiles"] = res.tiles
             if reference is not None:
