@@ -3,7 +3,7 @@
 Each configuration runs in a fresh process: box inpainting of one test digit with N particles and the
 default sampler (FK, eta 0.5, the Tweedie potential) or the "scaled" potential, ``--steps`` steps timed after
 one warm-up step, extrapolated to 100 steps (every step costs the same network calls). Peak memory: the
-process's resident high-water mark (Linux ``VmHWM``) above its level before the run, or on CUDA
+process's resident high-water mark (Linux ``VmHWM``, reset after the warm-up) above its level before the run, or on CUDA
 ``torch.cuda.max_memory_allocated``, against the sampler's own estimate (``memory_estimate``).
 
     python -m bench.bench_throughput --particles 16 64 256 --steps 10 --out bench/results/throughput-cpu.md
@@ -43,6 +43,11 @@ def one(N: int, potential: str, steps: int, device: str) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
+    try:  # reset the high-water mark to the current resident size, so the warm-up's peak does not count
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
     base_rss = _rss_kib("VmRSS")
     t0 = time.perf_counter()
     res = afdps.sample(prior, op, y, 0.05, num_particles=N, num_steps=steps, seed=0, potential=pot, progress=False)

@@ -11,6 +11,7 @@ differ in the last bits where its batch size changes its arithmetic.
 """
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -25,13 +26,15 @@ def env_world() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def init_from_env(device: torch.device | None = None) -> tuple[int, int]:
+def init_from_env(device: torch.device | None = None, timeout: datetime.timedelta = datetime.timedelta(hours=24)):
     """Join the process group torchrun describes (NCCL for CUDA devices, gloo otherwise); returns ``(rank,
-    world_size)``. A no-op returning ``(0, 1)`` outside torchrun."""
+    world_size)``. A no-op returning ``(0, 1)`` outside torchrun. ``timeout``: how long a collective may wait
+    (24 hours by default, not torch's 10-30 minutes: in a sharded restore a rank that finishes its images waits
+    at the final barrier for the slowest rank's last image, which can take longer)."""
     rank, world, _ = env_world()
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device is not None and torch.device(device).type == "cuda" else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=timeout)
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (rank, world)
 
 

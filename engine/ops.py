@@ -24,6 +24,7 @@ __all__ = [
     "LinearOperator",
     "Blur",
     "ValidBlur",
+    "valid_size",
     "BlockDownsample",
     "Inpaint",
     "Identity",
@@ -161,8 +162,10 @@ class LinearOperator:
 
     @property
     def stage1_noise_numel(self) -> int:
-        """White noise per particle that :meth:`stage1_sample` takes (the input's size here)."""
-        return math.prod(self.input_shape)
+        """White noise per particle that :meth:`stage1_sample` takes: the input's size, and the output's too
+        where Stage I is sampled by perturbation-optimisation (no spectral decomposition)."""
+        D = math.prod(self.input_shape)
+        return D if self.supports_exact else D + math.prod(self.output_shape)
 
     def to_matrix(self, dtype=torch.float64) -> torch.Tensor:
         """Dense matrix ``(prod(output_shape), prod(input_shape))`` (for small problems and tests)."""
@@ -224,11 +227,31 @@ class LinearOperator:
         sigma_y^2``; ``noise`` is white, of the output's shape (e.g. ``(B, N, *input_shape)``), and ``y``
         broadcasts against it (``(B, 1, *output_shape)``).
         """
+        if not self.supports_exact:
+            return self._stage1_perturbation_optimisation(y, sigma_y, lam, rho, noise)
         a, b = 1.0 / float(rho) ** 2, float(lam) / float(sigma_y) ** 2
         out = self.spectral_apply(noise, lambda e: torch.rsqrt(a + b * e))
         if b > 0:
             out = out + self.spectral_apply(self.A_adjoint(y), lambda e: b / (a + b * e))
         return out
+
+    def _stage1_perturbation_optimisation(self, y, sigma_y, lam, rho, noise):
+        """Stage I without a spectral decomposition, exact by perturbation-optimisation: with precision ``P =
+        I / rho^2 + b A^T A`` (``b = lam / sigma_y^2``), solve ``P x = z1 / rho + sqrt(b) A^T z2 + b A^T y`` (``z1``,
+        ``z2`` white, of the input's and the output's shape) by conjugate gradients: the right-hand side has
+        covariance ``P``, so ``x`` has mean ``P^-1 b A^T y`` and covariance ``P^-1``. ``noise (*batch,
+        stage1_noise_numel)`` holds ``z1`` then ``z2``."""
+        D = math.prod(self.input_shape)
+        batch = noise.shape[:-1]
+        z1 = noise[..., :D].reshape(*batch, *self.input_shape)
+        a, b = 1.0 / float(rho) ** 2, float(lam) / float(sigma_y) ** 2
+        if b == 0.0:
+            return z1 * float(rho)
+        z2 = noise[..., D:].reshape(*batch, *self.output_shape)
+        rhs = z1 * math.sqrt(a) + self.A_adjoint(z2 * math.sqrt(b) + b * y)
+        return solve_cg(lambda v: a * v + b * self.AtA(v), rhs, len(self.input_shape),
+                        precondition=lambda v: self.approx_spectral_apply(v, lambda e: 1.0 / (a + b * e)),
+                        tol=self.cg_tol(rhs.dtype), maxiter=self.cg_maxiter, what=f"{type(self).__name__} Stage I")
 
     def measure(self, x: torch.Tensor, sigma_y: float, generator: torch.Generator | None = None) -> torch.Tensor:
         """``A x + sigma_y n`` with ``n ~ N(0, I)`` drawn from ``generator`` on ``x``'s device."""
@@ -353,6 +376,12 @@ class Blur(LinearOperator):
         return f"Blur(kernel={tuple(self.kernel.shape)}, image_shape={self.input_shape})"
 
 
+def valid_size(kernel_shape, scene_hw) -> tuple[int, int]:
+    """``(H - kh + 1, W - kw + 1)``: the most a valid blur by a ``kernel_shape`` kernel measures of a scene."""
+    (kh, kw), (Hh, Ww) = tuple(kernel_shape), tuple(scene_hw)
+    return Hh - kh + 1, Ww - kw + 1
+
+
 class ValidBlur(Blur):
     """Blur with a real boundary: ``A x = crop(circular blur of x)``, the measured ``(h, w)`` window centred
     in the scene ``x (C, H, W)`` and at least half a kernel from its edges, so that no measured pixel sees
@@ -363,7 +392,8 @@ class ValidBlur(Blur):
     exact guidance step and the spectral functions are not available: the sampler uses the implicit
     guidance step (:meth:`implicit_guidance_step`, conjugate gradients preconditioned by the circular
     blur's ``(I + c K^T K)^-1``, one FFT pair per iteration) and Stage I by perturbation-optimisation
-    (:meth:`stage1_sample`). Tolerances: :meth:`~LinearOperator.cg_tol`, at most ``cg_maxiter`` iterations.
+    (:meth:`~LinearOperator.stage1_sample`, the fallback of every operator without a spectral decomposition).
+    Tolerances: :meth:`~LinearOperator.cg_tol`, at most ``cg_maxiter`` iterations.
     """
 
     boundary = "valid"
@@ -375,7 +405,7 @@ class ValidBlur(Blur):
         self._setup(kernel, image_shape)
         C, Hh, Ww = self.input_shape
         kh, kw = self.kernel.shape
-        most = (Hh - kh + 1, Ww - kw + 1)
+        most = valid_size(self.kernel.shape, (Hh, Ww))
         h, w = most if output_size is None else _shape(output_size, "output_size")
         if h > most[0] or w > most[1]:
             raise ValueError(f"a valid blur of a {Hh}x{Ww} scene by a {kh}x{kw} kernel measures at most {most[0]}x{most[1]} "
@@ -432,7 +462,7 @@ class ValidBlur(Blur):
 
     def approx_spectral_apply(self, v, fn):
         """``fn(K^T K) v``: the circular blur's ``A^T A``, which a valid blur's equals away from the edges."""
-        return self._ifft(fn(self._on("eigenvalues", v.device)).to(v.dtype) * self._fft(v))
+        return Blur.spectral_apply(self, v, fn)
 
     def normal_residual(self, x, y, with_norm=False, use_triton=None):
         return LinearOperator.normal_residual(self, x, y, with_norm)
@@ -461,29 +491,6 @@ class ValidBlur(Blur):
             kh, kw = self.kernel.shape
             self._cache["window_blur"] = Blur(self.kernel, (C, h, w)) if kh <= h and kw <= w else None
         return self._cache["window_blur"]
-
-    @property
-    def stage1_noise_numel(self) -> int:
-        """White noise per particle that :meth:`stage1_sample` needs: the scene's and the measurement's."""
-        return math.prod(self.input_shape) + math.prod(self.output_shape)
-
-    def stage1_sample(self, y, sigma_y, lam, rho, noise):
-        """Exact sample of ``N(0, rho^2 I) exp(-lam ||y - A x||^2 / (2 sigma_y^2))`` by perturbation-
-        optimisation: with precision ``P = I / rho^2 + b A^T A`` (``b = lam / sigma_y^2``), solve ``P x = z1 /
-        rho + sqrt(b) A^T z2 + b A^T y`` (``z1``, ``z2`` white, of the scene's and the measurement's shape): the
-        right-hand side has covariance ``P``, so ``x`` has mean ``P^-1 b A^T y`` and covariance ``P^-1``.
-        ``noise (*batch, stage1_noise_numel)`` holds ``z1`` then ``z2``."""
-        D = math.prod(self.input_shape)
-        batch = noise.shape[:-1]
-        z1 = noise[..., :D].reshape(*batch, *self.input_shape)
-        a, b = 1.0 / float(rho) ** 2, float(lam) / float(sigma_y) ** 2
-        if b == 0.0:
-            return z1 * float(rho)
-        z2 = noise[..., D:].reshape(*batch, *self.output_shape)
-        rhs = z1 * math.sqrt(a) + self.A_adjoint(z2 * math.sqrt(b) + b * y)
-        return solve_cg(lambda v: a * v + b * self.AtA(v), rhs, len(self.input_shape),
-                        precondition=lambda v: self.approx_spectral_apply(v, lambda e: 1.0 / (a + b * e)),
-                        tol=self.cg_tol(rhs.dtype), maxiter=self.cg_maxiter, what="ValidBlur Stage I")
 
     def __repr__(self):
         return (f"Blur(kernel={tuple(self.kernel.shape)}, image_shape={self.input_shape}, boundary='valid', "

@@ -462,6 +462,9 @@ class EpsilonModel(Prior):
                 return self.net(xb, ts)
         return self.net(xb, ts)
 
+    GRAPH_SHAPES = 4
+    """Most network-call shapes kept captured by ``cuda_graph=True`` (the least recently used goes first)."""
+
     def _graphed(self, xb, ts):
         """The network call replayed from a CUDA graph captured once per input shape (``cuda_graph=True``):
         the inputs are copied into the graph's static buffers, its output copied out. Inside a capture already
@@ -473,7 +476,11 @@ class EpsilonModel(Prior):
         if torch.cuda.is_current_stream_capturing():
             return self._forward(xb, ts)
         key = (tuple(xb.shape), xb.dtype, xb.device)
-        if key not in self._graphs:
+        if key in self._graphs:
+            self._graphs[key] = self._graphs.pop(key)  # most recently used last
+        else:
+            while len(self._graphs) >= self.GRAPH_SHAPES:  # each graph holds its own memory pool
+                self._graphs.pop(next(iter(self._graphs)))
             sx, st = xb.clone(), ts.clone()
             side = torch.cuda.Stream(device=xb.device)
             side.wait_stream(torch.cuda.current_stream(xb.device))

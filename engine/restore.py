@@ -283,6 +283,18 @@ def estimate_sigma(y: torch.Tensor) -> float:
 BOUNDARIES = ("valid", "circular")
 
 
+BLUR_TASKS = ("blur", "gaussian-blur", "motion-blur")
+
+
+def job_kernel(job: Job, event_shape, kernel_flip: bool = False) -> torch.Tensor:
+    """The blur kernel of a blur job: its kernel file (task ``blur``) or the task's kernel for the frame."""
+    if job.task == "blur":
+        if job.kernel is None:
+            raise ValueError(f"{job.name}: task 'blur' needs a kernel file (--kernel or the manifest's kernel column)")
+        return read_kernel(job.kernel, kernel_flip)
+    return make_operator(job.task, event_shape, seed=0).kernel
+
+
 def build_operator(job: Job, measured_shape, event_shape, *, kernel_flip: bool = False, boundary: str = "valid"):
     """``(op, window)`` for a job: the operator on the prior's ``event_shape`` and the ``(top, left, h, w)``
     window of the outputs in it (the size policy of the module docstring: the measurement's window, or the
@@ -302,27 +314,20 @@ def build_operator(job: Job, measured_shape, event_shape, *, kernel_flip: bool =
                              "(no silent resizing)")
         return ops.BlockDownsample(f, event_shape), (0, 0, H, W)
     if h > H or w > W:
-        raise ValueError(f"{job.name}: the measurement is {h}x{w}, larger than the prior's {H}x{W}; crop it or use "
-                         "a prior of that size (no silent resizing; tiling is not supported yet)")
+        raise ValueError(f"{job.name}: the measurement is {h}x{w}, larger than the prior's {H}x{W}: restore it in tiles "
+                         "(afdps restore does) or use a prior of that size (no silent resizing)")
     window = ((H - h) // 2, (W - w) // 2, h, w)
     smaller = (h, w) != (H, W)
-    if job.task in ("blur", "gaussian-blur", "motion-blur"):
-        if job.task == "blur":
-            if job.kernel is None:
-                raise ValueError(f"{job.name}: task 'blur' needs a kernel file (--kernel or the manifest's kernel "
-                                 "column)")
-            kernel = read_kernel(job.kernel, kernel_flip)
-        else:
-            kernel = make_operator(job.task, event_shape, seed=0).kernel
+    if job.task in BLUR_TASKS:
+        kernel = job_kernel(job, event_shape, kernel_flip)
         kh, kw = kernel.shape
         if boundary == "valid":
-            most = (H - kh + 1, W - kw + 1)
+            most = ops.valid_size(kernel.shape, (H, W))
             if h > most[0] or w > most[1]:
                 raise ValueError(
                     f"{job.name}: with a real (valid) boundary a {kh}x{kw} blur measures at most {most[0]}x{most[1]} "
-                    f"pixels of a {H}x{W} scene (the prior's size), got {h}x{w}: crop the measurement by "
-                    f"{(h - most[0] + 1) // 2} px or more on each side, or pass --boundary circular if it was "
-                    "blurred with wrap-around")
+                    f"pixels of a {H}x{W} scene (the prior's size), got {h}x{w}: restore it in tiles (afdps restore "
+                    "does), or pass --boundary circular if it was blurred with wrap-around")
             return ops.Blur(kernel, event_shape, boundary="valid", output_size=(h, w)), (0, 0, H, W)
         if smaller:
             raise ValueError(f"{job.name}: a circularly blurred measurement must have the prior's size {H}x{W}, got "
@@ -352,13 +357,16 @@ def build_operator(job: Job, measured_shape, event_shape, *, kernel_flip: bool =
 # A measurement larger than the prior's frame is restored in overlapping tiles. Each tile is a measurement
 # of the frame's operator (denoise: the frame; inpainting: the frame with the mask file's tile; a valid
 # blur: the frame's valid part; sr4: the frame's low-resolution image), restored on its own with a seed of
-# its own, and the scene tiles are blended with weights that ramp linearly over the overlap. Mean and std
-# are blended pixel by pixel (the tiles' posteriors are treated as independent); "best" is each tile's best
-# particle, blended, so it is a patchwork, not one sample; particles are not saved for tiled images.
+# its own, and the scene tiles are blended with weights that ramp linearly over the overlap (a valid blur's
+# unmeasured tile border gets almost no weight where a neighbour measured it). The mean is blended pixel by
+# pixel; the std is the square root of the blended per-tile variances (each tile's own uncertainty, not that
+# of a combination); "best" is each tile's best particle, blended, so it is a patchwork, not one sample;
+# particles are not saved for tiled images.
 
 class TiledResult:
     """What :func:`restore` keeps of a tiled image: blended ``best``, ``mean``, ``std`` ``(1, C, H, W)``, the
-    tiles' mean ESS trace, and per-tile numbers."""
+    tiles' mean ESS trace, ``nfe`` summed over the tiles (score evaluations per particle of every tile), and
+    per-tile numbers."""
 
     def __init__(self, best, mean, std, ess, resampled, nfe, dead, tiles):
         self.best, self.mean, self.std, self.ess, self.resampled = best, mean, std, ess, resampled
@@ -372,11 +380,11 @@ def tile_geometry(job: Job, measured_shape, event_shape, *, boundary: str = "val
     ``make_op(top, left)`` is the operator of the tile at that measurement offset."""
     C, H, W = event_shape
     task = job.task
-    if task in ("blur", "gaussian-blur", "motion-blur"):
+    if task in BLUR_TASKS:
         if boundary != "valid":
             raise ValueError(f"{job.name}: a circular (wrap-around) blur of a whole image cannot be split into tiles; "
                              f"measurements larger than the prior's {H}x{W} need --boundary valid")
-        kernel = read_kernel(job.kernel, kernel_flip) if task == "blur" else make_operator(task, event_shape, 0).kernel
+        kernel = job_kernel(job, event_shape, kernel_flip)
         kh, kw = kernel.shape
         op = ops.Blur(kernel, event_shape, boundary="valid")
         return op.output_shape[1:], 1, (kh // 2, kw // 2), lambda top, left: op
@@ -405,12 +413,17 @@ def tile_offsets(size: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (size - tile) / (n - 1)) for i in range(n)]
 
 
-def _ramp(n: int, width: int) -> torch.Tensor:
-    """Blending weights along one axis of a tile: linear over ``width`` pixels at both ends, positive."""
-    i = torch.arange(n, dtype=torch.float64)
-    if width <= 0:
-        return torch.ones(n, dtype=torch.float64)
-    return torch.minimum(torch.ones(n, dtype=torch.float64), torch.minimum(i + 1, n - i) / (width + 1))
+def _ramp(n: int, width: int, pad: int = 0) -> torch.Tensor:
+    """Blending weights along one axis of a scene tile of ``n`` pixels: linear over ``width`` pixels at both ends
+    of its measured part, and 1e-6 in the ``pad`` pixels beyond it at each end (a valid blur's border, seen only
+    through its neighbours' blur: a neighbour's measured interior wins there, and at the image's own border,
+    where no neighbour is, the tile's value stands). Positive everywhere."""
+    inner = n - 2 * pad
+    i = torch.arange(inner, dtype=torch.float64)
+    w = torch.ones(inner, dtype=torch.float64) if width <= 0 else torch.minimum(
+        torch.ones(inner, dtype=torch.float64), torch.minimum(i + 1, inner - i) / (width + 1))
+    edge = torch.full((pad,), 1e-6, dtype=torch.float64)
+    return torch.cat([edge, w, edge])
 
 
 def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: float, sample_options: dict,
@@ -422,19 +435,22 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
     (mh, mw), scale, (ph, pw), make_op = tile_geometry(job, y.shape, event, boundary=boundary, kernel_flip=kernel_flip)
     h, w = y.shape[-2:]
     if h < mh or w < mw:
-        raise ValueError(f"{job.name}: {h}x{w} is smaller than one {mh}x{mw} tile along an axis; pad it or use a prior "
-                         "of its size")
+        raise ValueError(f"{job.name}: {h}x{w} is larger than the prior's frame along one axis and smaller than one "
+                         f"{mh}x{mw} tile along the other; crop it to fit the frame or use a prior of its size")
     rows = tile_offsets(h, mh, int(round(overlap * mh)))
     cols = tile_offsets(w, mw, int(round(overlap * mw)))
     scene = (C, h * scale + 2 * ph, w * scale + 2 * pw)
     acc = {k: torch.zeros(scene, dtype=torch.float64) for k in ("best", "mean", "var")}
     wsum = torch.zeros(scene[1:], dtype=torch.float64)
-    wy = _ramp(H, int(round(overlap * mh)) * scale)[:, None] * _ramp(W, int(round(overlap * mw)) * scale)[None, :]
+    wy = (_ramp(H, int(round(overlap * mh)) * scale, ph)[:, None]
+          * _ramp(W, int(round(overlap * mw)) * scale, pw)[None, :])
     ess, resampled, tiles, nfe, dead = [], [], [], 0, 0
     extra = {} if particle_group is None else {"particle_group": particle_group}
     for ti, (top, left) in enumerate((r, c) for r in rows for c in cols):
         op = make_op(top, left)
         yt = y[:, top:top + mh, left:left + mw]
+        if isinstance(op, ops.Inpaint):
+            yt = op.A(yt.double()).float()  # unobserved pixels carry nothing (as for one frame)
         seed = (int(job.seed or 0) + 1_000_003 * (ti + 1)) % 2**63
         res = sample(prior, op, yt[None].to(device), sigma_y, seed=seed, **sample_options, **extra)
         st, sl = top * scale, left * scale
@@ -445,7 +461,7 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
         wsum[sl_[1:]] += wy
         ess.append(res.ess[:, 0])
         resampled.append(res.resampled[:, 0])
-        nfe, dead = res.nfe, dead + int(res.dead[0])
+        nfe, dead = nfe + res.nfe, dead + int(res.dead[0])
         tiles.append({"top": top, "left": left, "seed": seed, "final_ess": float(res.ess[-1, 0])})
     out = {k: (v / wsum)[None] for k, v in acc.items()}
     return TiledResult(out["best"].float(), out["mean"].float(), out["var"].sqrt().float(),
@@ -454,13 +470,9 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
 
 def _kernel_size(job: Job, event_shape, boundary: str, kernel_flip: bool):
     """The blur kernel's size where a valid blur's frame is smaller than the prior's (else ``None``)."""
-    if job.task not in ("blur", "gaussian-blur", "motion-blur") or boundary != "valid":
+    if job.task not in BLUR_TASKS or boundary != "valid":
         return None
-    if job.task == "blur":
-        if job.kernel is None:
-            raise ValueError(f"{job.name}: task 'blur' needs a kernel file (--kernel or the manifest's kernel column)")
-        return tuple(read_kernel(job.kernel, kernel_flip).shape)
-    return tuple(make_operator(job.task, event_shape, seed=0).kernel.shape)
+    return tuple(job_kernel(job, event_shape, kernel_flip).shape)
 
 
 def needs_tiles(job: Job, measured_shape, event_shape, kernel_size=None) -> bool:
@@ -470,8 +482,9 @@ def needs_tiles(job: Job, measured_shape, event_shape, kernel_size=None) -> bool
     if job.task == "sr4":
         f = int(job.factor)
         return h * f > H or w * f > W
-    if job.task in ("blur", "gaussian-blur", "motion-blur") and kernel_size is not None:
-        return h > H - kernel_size[0] + 1 or w > W - kernel_size[1] + 1
+    if job.task in BLUR_TASKS and kernel_size is not None:
+        most = ops.valid_size(kernel_size, (H, W))
+        return h > most[0] or w > most[1]
     return h > H or w > W
 
 
@@ -634,11 +647,13 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             stop["flag"] = True
 
         previous = signal.signal(signal.SIGTERM, on_term)
+    if world > 1:
+        torch.distributed.barrier()  # every rank has read the journals before any rank adds to them
     todo = [j for j in jobs if j.name not in done]
     if len(todo) < len(jobs) and rank == 0:
         log(f"afdps restore: {len(jobs) - len(todo)} image(s) already restored in {out}, {len(todo)} to go")
-    if sharded:
-        todo = shard(todo, rank, world)
+    if sharded:  # the shards of the whole job list, so no rank's share depends on what is journaled
+        todo = [j for j in shard(jobs, rank, world) if j.name not in done]
     journal = _journal_path(out, rank, world if sharded else 1)
     records = [done[j.name] for j in jobs if j.name in done]
     if records and rank == 0:
@@ -649,7 +664,8 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     try:
         for n, job in enumerate(todo, 1):
             if particle_group is not None:  # the ranks of one image stop together
-                stop["flag"] = bool(particle_group.all_gather(torch.tensor([[stop["flag"]]]), dim=1).any())
+                flag = torch.tensor([[stop["flag"]]], device=device)  # NCCL gathers only device tensors
+                stop["flag"] = bool(particle_group.all_gather(flag, dim=1).any())
             if stop["flag"]:
                 raise Interrupted(f"stopped by SIGTERM after {n - 1} of {len(todo)} image(s); rerun with --resume")
             t0 = time.perf_counter()
@@ -658,6 +674,10 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             if not (sigma_y > 0 and math.isfinite(sigma_y)):
                 raise ValueError(f"{job.name}: sigma_y must be positive, got {sigma_y!r}"
                                  + (" (estimated: pass a number with --sigma-y)" if job.sigma_y == "auto" else ""))
+            ref = None if reference is None else _reference(reference, job, event[0])
+            if lpips is not None and ref is not None and min(ref.shape[-2:]) < MIN_SIZE:
+                raise ValueError(f"{job.name}: LPIPS (AlexNet) needs at least {MIN_SIZE}x{MIN_SIZE} pixels; its reference "
+                                 f"is {ref.shape[-2]}x{ref.shape[-1]} (leave out --lpips)")
             extra = {} if particle_group is None else {"particle_group": particle_group}
             tiled = needs_tiles(job, y.shape, event, _kernel_size(job, event, boundary, kernel_flip))
             if tiled:
@@ -686,14 +706,15 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                       "dead_particles": int(res.dead[0]), "wall_s": time.perf_counter() - t0,
                       "settings": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                                    for k, v in sample_options.items()}}
+            if hasattr(prior, "network_batch"):  # the network's last bits can depend on its batch
+                record["network_batch"] = prior.auto_batch if prior.batch_size == "auto" else prior.batch_size
             record["measured_size"] = "x".join(map(str, y.shape[-2:]))
             record["restored_size"] = "x".join(map(str, outs["mean"].shape[-2:]))
-            if job.task in ("blur", "gaussian-blur", "motion-blur"):
+            if job.task in BLUR_TASKS:
                 record["boundary"] = boundary
             if tiled:
                 record["tiles"] = res.tiles
             if reference is not None:
-                ref = _reference(reference, job, event[0])
                 if ref is not None:
                     if tuple(ref.shape) != tuple(outs["best"].shape) and tuple(ref.shape) == tuple(y.shape) \
                             and measured_at is not None:  # a reference of the measured window only

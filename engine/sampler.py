@@ -347,9 +347,10 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     if potential == "tweedie" and not (method == "sde" and float(eta) == 0.5):
         raise ValueError(f"potential='tweedie' has no closed-form Laplacian, so it runs with method='sde' and eta=0.5 "
                          f"(where that term cancels); got method={method!r}, eta={eta!r}")
-    if method == "ode" and corrector == "split" and guidance == "euler":
-        raise ValueError("corrector='split' integrates the likelihood flow as the guidance does (exactly or "
-                         "implicitly); it does not run with guidance='euler' (use corrector='song')")
+    if method == "ode" and corrector == "split" and guidance == "euler" and not getattr(op, "supports_exact", False):
+        raise ValueError(f"corrector='split' integrates the likelihood flow exactly, or implicitly with "
+                         f"guidance='implicit'; {type(op).__name__} has no exact flow, so with guidance='euler' use "
+                         "corrector='song' (or guidance='implicit')")
     if potential == "inflated" and not getattr(op, "supports_exact", False):
         raise ValueError(f"potential='inflated' weights the residual by a function of A A^T, which "
                          f"{type(op).__name__} cannot diagonalise; use potential='noisy' or 'scaled'")

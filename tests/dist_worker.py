@@ -52,9 +52,9 @@ def main():
     else:
         rank, world = afdps.distributed.init_from_env()
         r = run(case, afdps.distributed.ParticleGroup())
-    if rank == 0:
-        torch.save({"particles": r.particles, "log_weights": r.log_weights, "ess": r.ess, "resampled": r.resampled},
-                   out)
+    # every rank saves what it returned (each must hold the whole ensemble)
+    torch.save({"particles": r.particles, "log_weights": r.log_weights, "ess": r.ess, "resampled": r.resampled},
+               out if rank == 0 else f"{out}.rank{rank}")
     if "--single" not in sys.argv:
         torch.distributed.destroy_process_group()
 

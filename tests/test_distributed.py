@@ -43,9 +43,10 @@ def test_particle_parallel_equals_one_process(tmp_path, case, worlds):
     for world in worlds:
         out = tmp_path / f"world{world}.pt"
         _launch(case, out, world)
-        got = torch.load(out)
-        for k in ("particles", "log_weights", "ess", "resampled"):
-            assert torch.equal(got[k], ref[k]), f"{case}, {world} ranks: {k} differs from one process"
+        for rank in range(world):  # every rank returns the whole ensemble
+            got = torch.load(out if rank == 0 else f"{out}.rank{rank}")
+            for k in ("particles", "log_weights", "ess", "resampled"):
+                assert torch.equal(got[k], ref[k]), f"{case}, {world} ranks, rank {rank}: {k} differs from one process"
 
 
 def test_particle_group_refuses_uneven_splits_and_needs_a_process_group():

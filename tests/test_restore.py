@@ -259,6 +259,14 @@ def test_tiles_cover_large_measurements_and_blend_them(tmp_path):
     assert [(t["top"], t["left"]) for t in rec["tiles"]] == [(0, 0), (0, 12), (12, 0), (12, 12)]
     assert len({t["seed"] for t in rec["tiles"]}) == 4
     assert np.load(out / "big" / "mean.npy").shape == (1, 40, 40)
+    # where only the first tile covers the image (rows and columns 0..11), the blend is that tile's own result
+    opts = dict(num_particles=2, num_steps=3, method="sde", eta=0.5, potential=None, tempering="linear",
+                time_power=2.0, corrector_steps=1, backend=None, progress=False)
+    y = rs.read_image(tmp_path / "big.png", 1)
+    own = afdps.sample(afdps.load_prior("mnist"), afdps.ops.Identity((1, 28, 28)), y[None, :, :28, :28], 0.1,
+                       seed=rec["tiles"][0]["seed"], **opts).mean[0]
+    torch.testing.assert_close(torch.from_numpy(np.load(out / "big" / "mean.npy"))[:, :12, :12], own[:, :12, :12],
+                               rtol=0, atol=1e-6)
     rec = json.loads((out / "blurred" / "metrics.json").read_text())
     assert [(t["top"], t["left"]) for t in rec["tiles"]] == [(0, 0), (0, 10), (10, 0), (10, 10)]
     assert np.load(out / "blurred" / "mean.npy").shape == (1, 38, 38)

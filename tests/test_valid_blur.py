@@ -196,3 +196,48 @@ def test_sampler_defaults_to_implicit_guidance_for_a_valid_blur_and_refuses_what
         afdps.sample(prior, op, y, 0.1, num_steps=3, guidance="exact", potential="scaled")
     with pytest.raises(ValueError, match="potential='inflated'"):
         afdps.sample(prior, op, y, 0.1, num_steps=3, potential="inflated")
+    with pytest.raises(ValueError, match="with guidance='euler' use corrector='song'"):
+        afdps.sample(prior, op, y, 0.1, num_steps=3, method="ode", guidance="euler", potential="scaled")
+    # an operator with an exact flow keeps the split corrector under Euler guidance (as before guidance="implicit")
+    circ = ops.Blur(ops.gaussian_kernel(3, 0.8), (1, 4, 4))
+    r = afdps.sample(prior, circ, torch.zeros(1, 1, 4, 4), 0.1, num_particles=4, num_steps=3, seed=0, method="ode",
+                     guidance="euler", potential="scaled")
+    assert torch.isfinite(r.particles).all()
+
+
+class _Opaque(ops.LinearOperator):
+    """An operator known only through A and A^T (no spectral decomposition): a dense matrix kept hidden."""
+
+    def __init__(self, M):
+        super().__init__()
+        self.M = M
+        self.output_shape, self.input_shape = (M.shape[0],), (M.shape[1],)
+
+    def A(self, x):
+        return x @ self.M.T.to(x.dtype)
+
+    def A_adjoint(self, y):
+        return y @ self.M.to(y.dtype)
+
+    def frobenius_sq(self):
+        return float(self.M.square().sum())
+
+
+def test_any_operator_without_a_spectrum_gets_implicit_guidance_and_an_exact_stage1():
+    """An operator that offers only A and A^T: the sampler picks guidance="implicit", and Stage I is the
+    perturbation-optimisation sample (mean and covariance against dense algebra, as for ValidBlur)."""
+    M = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    op = _Opaque(M)
+    assert not op.supports_exact and op.stage1_noise_numel == 8
+    sigma_y, lam, rho = 0.3, 0.5, 2.0
+    y = torch.randn(1, 3, dtype=torch.float64)
+    b = lam / sigma_y ** 2
+    P = torch.eye(5, dtype=torch.float64) / rho ** 2 + b * M.T @ M
+    mean = op.stage1_sample(y, sigma_y, lam, rho, torch.zeros(1, 8, dtype=torch.float64)).reshape(-1)
+    torch.testing.assert_close(mean, torch.linalg.solve(P, b * M.T @ y.reshape(-1)), rtol=0, atol=1e-9)
+    cols = op.stage1_sample(y, sigma_y, lam, rho, torch.eye(8, dtype=torch.float64)) - mean
+    torch.testing.assert_close(cols.T @ cols, torch.linalg.inv(P), rtol=0, atol=1e-8)
+    gm = GaussianMixture(torch.zeros(1, 5), torch.eye(5)[None], torch.ones(1))
+    assert afdps.sampler.prepare(gm, op, y, sigma_y).guidance == "implicit"
+    r = afdps.sample(gm, op, y, sigma_y, num_particles=8, num_steps=4, seed=0, potential="noisy", tempering="none")
+    assert torch.isfinite(r.particles).all()

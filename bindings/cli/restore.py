@@ -113,8 +113,10 @@ def add_arguments(p) -> None:
     p.add_argument("--tile-overlap", type=_fraction, default=0.25,
                    help="a measurement larger than the prior's frame is restored in overlapping tiles blended "
                    "linearly; the fraction of a tile shared with each neighbour")
-    p.add_argument("--network-batch", type=_batch, default="auto",
-                   help="images per network call: a number, or auto (as many as fit in free memory)")
+    p.add_argument("--network-batch", type=_batch, default=None,
+                   help="images per network call: a number, or auto (as many as fit in free memory; the network's "
+                   "last bits can then vary with the free memory, so byte-identical reruns need a number) "
+                   "(default: all of an image's particles in one call)")
     p.add_argument("--particle-parallel", action="store_true",
                    help="under torchrun: spread each image's particles over the ranks (default: shard the images)")
 
