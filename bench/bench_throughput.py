@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from bench.runner import print_report
+
 
 def _rss_kib(field: str) -> int:
     with open("/proc/self/status") as f:
@@ -93,11 +95,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['potential']} | {r['N']} | {r['s_per_step']:.3f} | {r['s_per_image_100_steps']:.0f} | "
                      f"{r['images_per_hour']:.1f} | {r['peak_bytes'] / 2**20:.1f} MiB | {r['estimate_bytes'] / 2**20:.1f} MiB | "
                      f"{r['peak_bytes'] / r['estimate_bytes']:.2f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    print_report("\n".join(lines) + "\n", args.out)
     return 0
 
 

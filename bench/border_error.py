@@ -12,7 +12,7 @@ PSNR against the true 256x256 window in the border band (the outer 30 px, half t
 interior. With ``--afdps N`` it also runs the sampler (FK, eta 0.5, the "noisy" potential, 60 steps, N
 particles) on the valid model of the first photo and scores its weighted mean the same way.
 
-    python bench/border_error.py --out docs/border_error.md [--afdps 8]
+    python -m bench.border_error --out border.md [--afdps 8]
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import time
 import torch
 
 import afdps
+from bench.runner import print_report
 from afdps import ops
 from afdps.priors import SpectralGaussian
 
@@ -90,11 +91,7 @@ def main(argv=None) -> int:
             lines.append(f"| {model} | {afdps.sampler.prepare(prior, op, y, SIGMA_Y).guidance} | {b:.2f} / {n:.2f} | "
                          f"{float(res.ess[-1, 0]):.2f} | {wall:.0f} s |")
             print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    print_report("\n".join(lines) + "\n", args.out)
     return 0
 
 

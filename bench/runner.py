@@ -280,6 +280,13 @@ def emit(name: str, title: str, rows: list[dict], args) -> None:
             fh.write(f"\n### {title}\n\n{table}\n")
 
 
+def print_report(text: str, out=None) -> None:
+    """Print a report and, with ``out``, write it there too (the scripts that make one table each)."""
+    print(text)
+    if out:
+        Path(out).write_text(text)
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (checks that the script runs)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")

@@ -32,28 +32,22 @@ from ._common import DEFAULT_THREADS, nonneg_int, positive_float, positive_int, 
 HELP = "restore your own measured images (files, folders, globs or a manifest) with AFDPS"
 
 
-def _sigma(text: str):
-    if text == "auto":
-        return "auto"
-    try:
-        return positive_float(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be a positive number or 'auto', got {text!r}") from None
+def _or_auto(parse, what: str):
+    """An argparse type: ``"auto"``, or what ``parse`` accepts (``what`` names it in the error)."""
+    def convert(text: str):
+        if text == "auto":
+            return "auto"
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"must be {what} or 'auto', got {text!r}") from None
+
+    convert.__name__ = f"{what} or 'auto'"
+    return convert
 
 
-_sigma.__name__ = "a positive number or 'auto'"
-
-
-def _batch(text: str):
-    if text == "auto":
-        return "auto"
-    try:
-        return positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer or 'auto', got {text!r}") from None
-
-
-_batch.__name__ = "a positive integer or 'auto'"
+_sigma = _or_auto(positive_float, "a positive number")
+_batch = _or_auto(positive_int, "a positive integer")
 
 
 def _fraction(text: str) -> float:
