@@ -87,7 +87,8 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished images")
     p.add_argument("--save-particles", action="store_true", help="also write particles.npz (float16)")
-    p.add_argument("--reference", default=None, help="folder of clean images with the same names: PSNR/SSIM")
+    p.add_argument("--reference", default=None, help="folder of clean images with the same names (the whole restored scene, or for a "
+                   "valid blur the measured window): PSNR/SSIM, and LPIPS with --lpips")
     p.add_argument("--lpips", default=None, help="LPIPS weights (a saved lpips.LPIPS(net='alex').state_dict(); "
                    "nothing is downloaded) to score against --reference too")
     p.add_argument("--particles", type=positive_int, default=16, help="particles per image")
