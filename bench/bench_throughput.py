@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from bench.runner import print_report
 
@@ -83,8 +84,9 @@ def main(argv=None) -> int:
     rows = []
     for pot in args.potentials:
         for N in args.particles:
-            out = subprocess.run([sys.executable, __file__, "--one", str(N), pot, "--steps", str(args.steps), "--device",
-                                  args.device], check=True, capture_output=True, text=True).stdout
+            out = subprocess.run([sys.executable, "-m", "bench.bench_throughput", "--one", str(N), pot, "--steps",
+                                  str(args.steps), "--device", args.device], check=True, capture_output=True, text=True,
+                                 cwd=Path(__file__).resolve().parents[1]).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     lines = [f"Box inpainting of one MNIST digit, 100 steps (timed over {args.steps} after a warm-up step), device "

@@ -37,10 +37,10 @@ SCRIPT = textwrap.dedent('''
                   dict(CL=cl, SCALE_SHIFT=True, SILU=True, CDT=tl.float32, BLOCK=2048), 8)
     for st, cdt in (("*fp32", tl.float32), ("*bf16", tl.float32), ("*fp64", tl.float64)):
         check(ps._particle_step_kernel, dict(x_ptr=st, s_ptr=st, g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
-              out_ptr=st, part_ptr="*fp64" if cdt == tl.float64 else "*fp32", **rows),
+              out_ptr=st, part_ptr="*fp64" if cdt == tl.float64 else "*fp32", ROW0="i32", **rows),
               dict(EULER=True, NOISE=True, CDT=cdt, BLOCK=2048), 8)
     check(ps._particle_step_kernel, dict(x_ptr="*fp32", s_ptr="*fp32", g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
-          out_ptr="*fp32", part_ptr="*fp32", **rows),
+          out_ptr="*fp32", part_ptr="*fp32", ROW0="i32", **rows),
           dict(EULER=False, NOISE=False, CDT=tl.float32, BLOCK=128, D=1, N=1))
     check(ps._particle_step_finish_kernel, dict(part_ptr="*fp32", p_ptr="*fp64", out_ptr="*fp64", R="i32", NB="i32"),
           dict(BLOCK_R=16, BLOCK_K=64))
