@@ -2,8 +2,9 @@
 the score network (issue 12's end-to-end measure).
 
 Gaussian deblurring (61x61, std 3; 9x9 for the tiny config) of one image with N particles and K steps, the
-sampler's ``profile=True`` timings (score = the network calls, with the Tweedie potential's VJP; the rest =
-Stage I, operator, fused update and resampling). Variants of the prior: ``--dtype bfloat16`` (autocast),
+sampler's ``profile=True`` timings (score = the network calls, with the Tweedie potential's VJP, and for that
+potential also its two operator applications, which run inside it; the rest = Stage I, operator, fused
+update and resampling). Variants of the prior: ``--dtype bfloat16`` (autocast),
 ``--fused-norm`` (the fused GroupNorm + SiLU kernel on passes without gradients), ``--cuda-graph``
 (``EpsilonModel(cuda_graph=True)``), or ``--whole-graph`` (``sample(..., cuda_graph=True)``: the whole run,
 network included, in one graph; needs the "scaled" potential).
