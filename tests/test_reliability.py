@@ -64,7 +64,7 @@ def _api_cases(tmp):
     return [
         ("sample", "method='leapfrog'", _s(method="leapfrog")),
         ("sample", "tempering='cosine'", _s(tempering="cosine")),
-        ("sample", "guidance='implicit'", _s(guidance="implicit")),
+        ("sample", "guidance='rk4'", _s(guidance="rk4")),
         ("sample", "resample='greedy'", _s(resample="greedy")),
         ("sample", "potential='bent'", _s(potential="bent")),
         ("sample", "num_particles=0", _s(num_particles=0)),
@@ -97,7 +97,7 @@ def _api_cases(tmp):
         ("sample", "y a Python list", _s(y=[[0.3], [-1.0]])),
         ("sample", "prior without score", _s(prior=object())),
         ("sample", "operator shape differs from the prior's", _s(op=ops.Identity((3,)), y=torch.zeros(2, 3))),
-        ("sample", "guidance='exact' with an operator that cannot diagonalise", _s(op=_Opaque())),
+        ("sample", "guidance='exact' with an operator that cannot diagonalise", _s(op=_Opaque(), guidance="exact")),
         ("sample", "potential='inflated' with such an operator", _s(op=_Opaque(), guidance="euler",
                                                                      potential="inflated")),
         ("sample", "callback=3", _s(callback=3)),
