@@ -1,6 +1,6 @@
 """One rank of tests/test_distributed.py (launched with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set):
-runs a particle-parallel ``afdps.sample`` of the case named on the command line and, on rank 0, saves the
-result to the given file. ``--single`` runs the same case in one process without a group."""
+runs a particle-parallel ``afdps.sample`` of every case and saves the results to the given file (rank r > 0
+to ``FILE.rank<r>``). ``--single`` runs the same cases in one process without a group."""
 import sys
 
 import torch
@@ -44,18 +44,19 @@ def run(case, group=None):
 
 
 def main():
-    case, out = sys.argv[1], sys.argv[2]
+    out = sys.argv[1]
     torch.set_num_threads(1)
-    if "--single" in sys.argv:
-        r = run(case)
-        rank = 0
-    else:
+    single = "--single" in sys.argv
+    rank, group = 0, None
+    if not single:
         rank, world = afdps.distributed.init_from_env()
-        r = run(case, afdps.distributed.ParticleGroup())
-    # every rank saves what it returned (each must hold the whole ensemble)
-    torch.save({"particles": r.particles, "log_weights": r.log_weights, "ess": r.ess, "resampled": r.resampled},
-               out if rank == 0 else f"{out}.rank{rank}")
-    if "--single" not in sys.argv:
+        group = afdps.distributed.ParticleGroup()
+    results = {}
+    for case in CASES:  # one launch runs every case (process start-up is most of a case's time)
+        r = run(case, group)
+        results[case] = {"particles": r.particles, "log_weights": r.log_weights, "ess": r.ess, "resampled": r.resampled}
+    torch.save(results, out if rank == 0 else f"{out}.rank{rank}")  # every rank: each returns the whole ensemble
+    if not single:
         torch.distributed.destroy_process_group()
 
 

@@ -21,32 +21,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(case, out, world):
+def _launch(out, world):
     port = _free_port()
     procs = []
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, WORKER, case, str(out)], env=env, stderr=subprocess.PIPE,
-                                      text=True))
+        procs.append(subprocess.Popen([sys.executable, WORKER, str(out)], env=env, stderr=subprocess.PIPE, text=True))
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(errs)
 
 
-@pytest.mark.parametrize("case, worlds", [("fk", (2, 3)), ("ode", (3,)), ("valid-blur", (2,))])
-def test_particle_parallel_equals_one_process(tmp_path, case, worlds):
+def test_particle_parallel_equals_one_process(tmp_path):
+    """The cases of tests/dist_worker.py (FK with the Tweedie potential, the ODE with its split corrector, a
+    valid blur with implicit guidance and a perturbation-optimisation Stage I), each with 2 and 3 ranks."""
     single = tmp_path / "single.pt"
-    subprocess.run([sys.executable, WORKER, case, str(single), "--single"], check=True,
+    subprocess.run([sys.executable, WORKER, str(single), "--single"], check=True,
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
     ref = torch.load(single)
-    assert bool(ref["resampled"].any()), "the case must resample for rows to travel"
-    for world in worlds:
+    for case, r in ref.items():
+        assert bool(r["resampled"].any()), f"{case}: the case must resample for rows to travel"
+    for world in (2, 3):
         out = tmp_path / f"world{world}.pt"
-        _launch(case, out, world)
+        _launch(out, world)
         for rank in range(world):  # every rank returns the whole ensemble
             got = torch.load(out if rank == 0 else f"{out}.rank{rank}")
-            for k in ("particles", "log_weights", "ess", "resampled"):
-                assert torch.equal(got[k], ref[k]), f"{case}, {world} ranks, rank {rank}: {k} differs from one process"
+            for case in ref:
+                for k in ("particles", "log_weights", "ess", "resampled"):
+                    assert torch.equal(got[case][k], ref[case][k]), \
+                        f"{case}, {world} ranks, rank {rank}: {k} differs from one process"
 
 
 def test_particle_group_refuses_uneven_splits_and_needs_a_process_group():
@@ -92,19 +95,17 @@ def test_restore_shards_images_over_torchrun_ranks(tmp_path):
     journals its own, and every output file equals a one-process run's byte for byte (seeds come from image
     names); a resume under one process sees both ranks' journals. Then ``--particle-parallel``: both ranks
     share each image's particles. The shipped network's arithmetic changes in the last bits with its batch
-    (measured: 7e-7 in the score between 4 rows at once and 2 + 2), so these runs make one network call per
-    particle (``--network-batch 1``), and then the outputs are equal byte for byte too."""
+    (measured: 7e-7 in the score between 4 rows at once and 2 + 2), so the runs make one network call per
+    particle (``--network-batch 1``); then the particle-parallel outputs are equal byte for byte too."""
     inputs = _digits(tmp_path)
-    one, two = tmp_path / "one", tmp_path / "two"
-    _restore(inputs, one, 1)
-    p = _restore(inputs, two, 2)
+    one, two, parts = tmp_path / "one", tmp_path / "two", tmp_path / "parts"
+    _restore(inputs, one, 1, "--network-batch", "1")
+    p = _restore(inputs, two, 2, "--network-batch", "1")
     assert "images sharded over 2 ranks" in p.stdout
     assert sorted(f.name for f in two.glob("journal*.jsonl")) == ["journal.rank0.jsonl", "journal.rank1.jsonl"]
     assert _files(two) == _files(one)
     assert "4 image(s) already restored" in _restore(inputs, two, 1, "--resume").stdout
     assert "digit3" in (two / "index.html").read_text()
-    one1, parts = tmp_path / "one1", tmp_path / "parts"
-    _restore(inputs, one1, 1, "--network-batch", "1")
     p = _restore(inputs, parts, 2, "--particle-parallel", "--network-batch", "1")
     assert "2 ranks sharing each image's particles" in p.stdout
-    assert _files(parts) == _files(one1)
+    assert _files(parts) == _files(one)
