@@ -15,6 +15,7 @@ import torch
 import afdps
 from afdps import cli, ops
 from afdps.baselines import dps
+from afdps.engine.lpips import LPIPS, load_lpips
 from afdps.priors import GaussianMixture
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
@@ -57,6 +58,7 @@ def _files(tmp):
     (tmp / "unet").mkdir(exist_ok=True)
     (tmp / "unet" / "config.json").write_text("{not json")
     (tmp / "bad.json").write_text("{not json")
+    torch.save({k: v for k, v in LPIPS().state_dict().items() if k.startswith("lin")}, tmp / "heads.pth")
     return tmp
 
 
@@ -129,6 +131,16 @@ def _api_cases(tmp):
          lambda: afdps.load_prior(tmp / "unet", arch="diffusers")),
         ("load_prior", "an arch JSON file that is not JSON", lambda: afdps.load_prior(tmp / "raw.pt",
                                                                                       arch=str(tmp / "bad.json"))),
+        ("Blur", "boundary='reflect'", lambda: ops.Blur(ops.gaussian_kernel(3, 1.0), (1, 8, 8), boundary="reflect")),
+        ("Blur", "a valid output_size larger than the valid part",
+         lambda: ops.Blur(ops.gaussian_kernel(3, 1.0), (1, 8, 8), boundary="valid", output_size=(7, 6))),
+        ("Blur", "output_size with a circular boundary",
+         lambda: ops.Blur(ops.gaussian_kernel(3, 1.0), (1, 8, 8), output_size=(6, 6))),
+        ("sample", "guidance='exact' with a valid blur",
+         lambda: afdps.sample(afdps.priors.SpectralGaussian(torch.zeros(1), torch.ones(1, 4, 3), 4),
+                              ops.Blur(ops.gaussian_kernel(3, 1.0), (1, 4, 4), boundary="valid"),
+                              torch.zeros(1, 1, 2, 2), 0.5, num_steps=2, guidance="exact", potential="scaled")),
+        ("load_lpips", "a weights file of the heads only", lambda: load_lpips(tmp / "heads.pth")),
         ("load_classifier", "a missing file", lambda: afdps.load_classifier(tmp / "nowhere.pt")),
         ("load_mnist_test", "n=1001", lambda: afdps.load_mnist_test(1001)),
         ("load_mnist_test", "n=2.5", lambda: afdps.load_mnist_test(2.5)),
@@ -160,6 +172,10 @@ CLI_CASES = [
     ["restore", "nowhere.png", "--task", "box", "--out", "r"],
     ["restore", "x.png", "--task", "deblur", "--out", "r"],
     ["restore", "x.png", "--task", "box", "--sigma-y", "loud", "--out", "r"],
+    ["restore", "x.png", "--task", "gaussian-blur", "--boundary", "reflect", "--out", "r"],
+    ["restore", "x.png", "--task", "denoise", "--tile-overlap", "1", "--out", "r"],
+    ["restore", "x.png", "--task", "denoise", "--network-batch", "0", "--out", "r"],
+    ["restore", "x.png", "--task", "denoise", "--particle-parallel", "--out", "r"],
     [],
 ]
 

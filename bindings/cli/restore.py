@@ -118,6 +118,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     torch.set_num_threads(args.threads)
+    if args.particle_parallel and env_world()[1] == 1:
+        raise ValueError("--particle-parallel spreads particles over the ranks of a torchrun launch; this run has one "
+                         "process (launch with torchrun --nproc-per-node R)")
     if bool(args.inputs) == bool(args.manifest):
         raise ValueError("name the measured images (files, folders or patterns) or --manifest FILE, not both "
                          "and not neither")
@@ -138,9 +141,6 @@ def run(args) -> int:
     if device.type == "cuda" and world_env > 1 and args.device is None:
         torch.cuda.set_device(device)
     rank, world = init_from_env(device)
-    if args.particle_parallel and world == 1:
-        raise ValueError("--particle-parallel spreads particles over the ranks of a torchrun launch; this run has one "
-                         "process (launch with torchrun --nproc-per-node R)")
     group = ParticleGroup() if args.particle_parallel else None
     if group is not None:
         group.split(args.particles)  # a clear error before any work when the ranks do not divide the particles
