@@ -76,7 +76,8 @@ class ParticleGroup:
     def exchange(self, x: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
         """The local rows after resampling: slot ``s`` of the global ensemble takes particle ``ancestors[b,
         s]``. ``x (B, n, ...)`` this rank's rows, ``ancestors (B, N)`` global (the same on every rank). Only
-        rows that move travel, in one ``all_to_all`` ordered by (destination, image, slot)."""
+        rows that move travel, in one ``all_to_all`` ordered by (destination, image, slot); ``x`` is updated in
+        place (a contiguous copy first if it is not) and returned."""
         B, n = x.shape[:2]
         N = ancestors.shape[1]
         row0 = self.rank * n
@@ -88,12 +89,14 @@ class ParticleGroup:
         send = send[torch.argsort(dest[send], stable=True)]
         recv = (dest == self.rank).nonzero().squeeze(1)
         recv = recv[torch.argsort(src[recv], stable=True)]
-        rows = x.reshape(B, n, -1)
-        out = rows.clone()
-        send_rows = rows[b_idx[send], a_idx[send] - row0].contiguous()
+        if b_idx.numel() == 0:  # nothing moves anywhere (the ancestors are the same on every rank)
+            return x
+        x = x.contiguous()  # so that rows is a view and the writes below land in x
+        rows = x.view(B, n, -1)
+        send_rows = rows[b_idx[send], a_idx[send] - row0].contiguous()  # a copy: read before any write
         send_counts = torch.bincount(dest[send], minlength=self.world).tolist()
         recv_counts = torch.bincount(src[recv], minlength=self.world).tolist()
         recv_rows = torch.empty(len(recv), rows.shape[-1], dtype=rows.dtype, device=rows.device)
         dist.all_to_all_single(recv_rows, send_rows, recv_counts, send_counts, group=self.group)
-        out[b_idx[recv], s_idx[recv] - row0] = recv_rows
-        return out.reshape(x.shape)
+        rows[b_idx[recv], s_idx[recv] - row0] = recv_rows  # in place, as the one-process gather_rows
+        return x

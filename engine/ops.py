@@ -331,13 +331,19 @@ class Blur(LinearOperator):
     def _ifft(self, X):
         return torch.fft.irfft2(X, s=self.input_shape[-2:], norm="ortho")
 
+    def _circ(self, x):
+        return self._ifft(self._buf("transfer", x, True) * self._fft(x))
+
+    def _circ_adjoint(self, x):
+        return self._ifft(torch.conj(self._buf("transfer", x, True)) * self._fft(x))
+
     def A(self, x):
         self._check_input(x)
-        return self._ifft(self._buf("transfer", x, True) * self._fft(x))
+        return self._circ(x)
 
     def A_adjoint(self, y):
         self._check_input(y)
-        return self._ifft(torch.conj(self._buf("transfer", y, True)) * self._fft(y))
+        return self._circ_adjoint(y)
 
     def AtA(self, x):
         self._check_input(x)
@@ -419,12 +425,6 @@ class ValidBlur(Blur):
     @property
     def supports_exact(self) -> bool:
         return False
-
-    def _circ(self, x):
-        return self._ifft(self._buf("transfer", x, True) * self._fft(x))
-
-    def _circ_adjoint(self, x):
-        return self._ifft(torch.conj(self._buf("transfer", x, True)) * self._fft(x))
 
     def _crop(self, x):
         h, w = self.output_shape[-2:]
