@@ -32,6 +32,7 @@ def parse_args(argv=None):
     p.add_argument("--methods", default="afdps-sde,fk")
     p.add_argument("--potentials", default="noisy,scaled,inflated,tweedie")
     p.add_argument("--temperings", default="linear")
+    p.add_argument("--tempering-ess", type=float, default=0.5, help="ESS target of the adaptive temperings")
     p.add_argument("--time-powers", default="2")
     p.add_argument("--particles", type=int, default=16)
     p.add_argument("--steps", type=int, default=100)
@@ -65,9 +66,11 @@ def main(argv=None) -> int:
                               labels=labels, classifier=clf, batch_size=args.batch_size,
                               tempering=tempering if method != "dps" else "linear",
                               potential=potential if method != "dps" else "noisy", time_power=power or 2.0,
-                              dps_zeta=args.dps_zeta, corrector_snr=args.corrector_snr, progress=False)
+                              dps_zeta=args.dps_zeta, corrector_snr=args.corrector_snr, progress=False,
+                              tempering_ess=args.tempering_ess)
         for r in summary:
-            r.update(potential=potential, tempering=tempering, time_power=power, images=args.num_images,
+            r.update(potential=potential, tempering=tempering if not tempering.startswith("adaptive") else
+                     f"{tempering} (ESS {args.tempering_ess:g})", time_power=power, images=args.num_images,
                      particles=args.particles, steps=args.steps)
             rows.append(r)
             print(f"{r['task']:>9} {method:>9} {potential:>8} {tempering:>9} p{power:g}: PSNR mean {r['psnr_mean']:.2f} "

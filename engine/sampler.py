@@ -31,11 +31,12 @@ from .validation import (CG_COPIES, PARTICLE_COPIES, available_memory, check_cho
                          check_real, per_image_seeds)
 
 __all__ = ["sample", "sample_prior", "default_potential", "default_guidance", "memory_estimate", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
-           "finish", "tempering_schedule", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
+           "finish", "tempering_schedule", "adaptive_lam", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
 
 METHODS = ("sde", "ode")
 PRIOR_METHODS = ("sde", "ode", "ddpm")
-TEMPERINGS = ("none", "linear", "ve-linear")
+TEMPERINGS = ("none", "linear", "ve-linear", "adaptive", "adaptive-linear")
+ADAPTIVE = ("adaptive", "adaptive-linear")  # lam chosen during the run (adaptive_lam)
 VE_SIGMA_MAX = 80.0  # the authors' annealing constant of "ve-linear" tempering
 GUIDANCES = ("exact", "implicit", "euler")
 CORRECTORS = ("split", "song")
@@ -58,6 +59,8 @@ class Result:
     seeds : the per-image seeds used (pass them back to reproduce the run).
     nfe : score evaluations per particle (the Tweedie potential adds one vector-Jacobian product per step).
     potential : the potential the run used (``potential=None`` resolved), ``None`` for DPS.
+    lam : (B, num_steps + 1) float64, each image's tempering ``lam`` at each grid time (the schedule's, or
+        the path ``tempering="adaptive"`` chose); ``None`` for DPS.
     timings : seconds spent in ``stage1``, ``score``, ``operator``, ``update``, ``resample``
         (when ``profile=True``).
     """
@@ -67,6 +70,7 @@ class Result:
         self._ess, self._resampled = ess, resampled
         self.seeds, self.nfe, self.timings = seeds, nfe, dict(timings or {})
         self.potential = None  # the potential a sampler run used (sample() sets it)
+        self._lam = None  # (B, K + 1) the lam path of a sampler run (sample() sets it)
         self.kind, self._convert = "torch", None
 
     def as_kind(self, kind: str, convert) -> "Result":
@@ -92,6 +96,10 @@ class Result:
     @property
     def resampled(self):
         return self._out(self._resampled)
+
+    @property
+    def lam(self):
+        return None if self._lam is None else self._out(self._lam)
 
     @property
     def resample_steps(self) -> list[list[int]]:
@@ -155,6 +163,7 @@ class ParticleState:
     x: torch.Tensor
     logw: torch.Tensor
     k: int = 0
+    lam: torch.Tensor | None = None  # (B,) float64 with tempering="adaptive": each image's lam at step k
 
 
 # Why a particle died (spec section 5 and the non-finite rule): codes of StepInfo.cause.
@@ -193,6 +202,8 @@ class Plan:
     corrector_steps: int
     corrector: str
     corrector_snr: float
+    tempering: str
+    tempering_ess: float
     weights: bool
     use_triton: bool
     dtype: torch.dtype
@@ -236,7 +247,14 @@ def tempering_schedule(kind: str, schedule, times: torch.Tensor) -> list[float]:
     - ``ve-linear``: linear in the VE noise level ``sigma / alpha`` as in the authors' code,
       ``(sigma_max - sigma / alpha) / sigma_max`` with ``sigma_max = 80``, clipped to [0, 1] (close to 1
       over most of a VP grid: 0.98 at ``tau = 0.36``).
+
+    (``adaptive`` and ``adaptive-linear`` have no schedule before the run: each image's ``lam`` is chosen
+    during it, from 0 at the first time to 1 at the last, by :func:`adaptive_lam`, never above the linear
+    schedule with ``adaptive-linear``; ``Result.lam`` records it.)
     """
+    if kind in ADAPTIVE:
+        raise ValueError(f"tempering={kind!r} chooses lam during the run from the particles' potentials (see "
+                         "adaptive_lam); Result.lam records the path it took")
     if kind == "none":
         return [1.0] * len(times)
     sig = schedule.sigma(times)
@@ -245,6 +263,50 @@ def tempering_schedule(kind: str, schedule, times: torch.Tensor) -> list[float]:
         return lam[:-1] + [1.0]
     lam = (sig[0] - sig) / (sig[0] - sig[-1])
     return lam.clamp(0.0, 1.0).tolist()
+
+
+def adaptive_lam(live: torch.Tensor, b: torch.Tensor, lam_k: torch.Tensor, target: float,
+                 iters: int = 50) -> torch.Tensor:
+    """The next ``lam`` of adaptive tempering: per image, the largest ``lam_n in [lam_k, 1]`` whose
+    tempering increment ``w_i = exp(-(lam_n - lam_k) b_i)`` over the live particles has
+
+        ESS / N = (sum_i w_i)^2 / (N sum_i w_i^2) >= target,
+
+    found by bisection on ``[0, 1 - lam_k]`` (``iters`` halvings: a tolerance of ``2^-iters``). The ESS is
+    the increment's own, not the conditional ESS against the current weights: where those are degenerate
+    (one particle holds the weight), the conditional ESS is about 1 for any increment and would let ``lam``
+    jump to 1 at once. ``live (B, N)`` bool; ``b (B, N)``: ``nu / lam`` of the next time's member at each
+    particle (float64); ``lam_k (B,)``. ``lam_n = 1`` where even that keeps the ESS above the target."""
+    bb = torch.where(live, b, 0.0).to(torch.float64)
+    bb = bb - torch.where(live, bb, torch.inf).amin(1, keepdim=True).nan_to_num(0.0, posinf=0.0)  # no overflow
+    zero = torch.where(live, 0.0, -torch.inf).to(torch.float64)
+    n_live = live.sum(1).clamp(min=1).to(torch.float64)
+
+    def log_ess(d):
+        e = zero - d[:, None] * bb
+        return 2 * torch.logsumexp(e, 1) - torch.logsumexp(2 * e, 1) - n_live.log()
+
+    log_target = math.log(target)
+    lo = torch.zeros_like(lam_k, dtype=torch.float64)
+    hi = (1.0 - lam_k).to(torch.float64).clamp(min=0.0)
+    full = log_ess(hi) >= log_target
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        ok = log_ess(mid) >= log_target
+        lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+    return torch.where(full, 1.0, (lam_k + lo).clamp(max=1.0))
+
+
+def _per_image(lam, fn, *tensors):
+    """``fn(lam_b, *tensors[b])`` for each image ``b`` where ``lam`` is a (B,) tensor with different values
+    (adaptive tempering: the operators' exact steps take one scalar); one call where it is a float or
+    the same for every image."""
+    if not torch.is_tensor(lam):
+        return fn(lam, *tensors)
+    vals = lam.tolist()
+    if all(v == vals[0] for v in vals):
+        return fn(vals[0], *tensors)
+    return torch.cat([fn(v, *(t[b:b + 1] for t in tensors)) for b, v in enumerate(vals)])
 
 
 class _Timer:
@@ -307,7 +369,7 @@ def default_potential(method: str, eta: float, cuda_graph: bool = False) -> str:
 def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0.5, num_particles=16,
             num_steps=100, tempering="linear", guidance=None, resample="systematic", ess_threshold=0.5, corrector_steps=1,
             corrector="split", corrector_snr=0.1, weights=True, seed=None, backend=None, dtype=torch.float32, time_power=2.0,
-            denoise=False, profile=False, particle_group=None) -> Plan:
+            denoise=False, profile=False, particle_group=None, tempering_ess=0.5) -> Plan:
     """Validate a run and fix its constants: the :class:`Plan` that :func:`init`, :func:`step` and
     :func:`finish` take. ``y (B, *op.output_shape)`` is a torch tensor; the options are those of
     :func:`sample` (which calls this), with ``seed`` and ``backend`` resolved here."""
@@ -337,6 +399,16 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     check_real("ess_threshold", ess_threshold, low=0.0, high=1.0)
     check_real("corrector_snr", corrector_snr, positive=True)
     check_real("time_power", time_power, low=1.0)
+    tempering_ess = check_real("tempering_ess", tempering_ess, low=0.0, high=1.0)
+    if tempering in ADAPTIVE:
+        if not 0.0 < tempering_ess < 1.0:
+            raise ValueError(f"tempering_ess must be in (0, 1) for tempering={tempering!r}, got {tempering_ess!r}")
+        if not weights:
+            raise ValueError(f"tempering={tempering!r} chooses lam from the particles' potentials, which the unweighted "
+                             "baseline ignores; with weights=False use a fixed tempering ('linear')")
+        if method == "ode" and corrector == "song" and corrector_steps:
+            raise ValueError(f"tempering={tempering!r} gives each image its own lam, which corrector='song' (one fused "
+                             "kernel with one lam) does not take; use corrector='split'")
     sigma_y, event = check_problem(prior, op, y, sigma_y)
     if guidance == "exact" and not getattr(op, "supports_exact", False):
         raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
@@ -361,7 +433,9 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     times = sched.timesteps(K, float(time_power))
     M = int(corrector_steps) if method == "ode" else 0
     path = pot.members(potential, sched, times.tolist(), sigma_y)
-    lam = tempering_schedule(tempering, sched, times)
+    # adaptive tempering: 0 at the start and 1 at the end; "adaptive-linear" keeps the linear schedule as a cap
+    lam = ([0.0] * K + [1.0] if tempering == "adaptive" else
+           tempering_schedule("linear" if tempering == "adaptive-linear" else tempering, sched, times))
     if potential == "tweedie" and lam[0] != 0.0:
         raise ValueError(f"potential='tweedie' starts from lam = 0 (Stage I is then exact); tempering={tempering!r} "
                          f"gives lam = {lam[0]:.3g} at the first time (use 'linear')")
@@ -373,7 +447,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
                 eta=float(eta),
                 num_particles=N, num_steps=K, guidance=guidance, resample=resample,
                 ess_threshold=float(ess_threshold), corrector_steps=M, corrector=corrector,
-                corrector_snr=float(corrector_snr),
+                corrector_snr=float(corrector_snr), tempering=tempering, tempering_ess=float(tempering_ess),
                 weights=bool(weights), use_triton=use_triton, dtype=dtype, denoise=bool(denoise), seeds=seeds,
                 times=times.tolist(), lam=lam, members=path,
                 laps=[0.0 if potential == "tweedie" else pot.laplacian(op, m) for m in path],
@@ -394,7 +468,8 @@ def init(plan: Plan) -> ParticleState:
         x = pot.stage1_sample(plan.op, plan.y, plan.members[0], plan.lam[0], plan.prior.schedule.rho, noise)
     finite = torch.isfinite(x).reshape(B, N, -1).all(-1)
     logw = torch.where(finite, 0.0, -torch.inf).to(device=x.device, dtype=torch.float64)
-    return ParticleState(x=x, logw=logw, k=0)
+    lam = torch.zeros(B, dtype=torch.float64, device=x.device) if plan.tempering in ADAPTIVE else None
+    return ParticleState(x=x, logw=logw, k=0, lam=lam)
 
 
 def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
@@ -407,7 +482,9 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     D = math.prod(event)
     t, tn = plan.times[k], plan.times[k + 1]
     h = t - tn
-    lam_k, lam_n = plan.lam[k], plan.lam[k + 1]
+    adaptive = state.lam is not None  # tempering="adaptive": lam_k (B,) per image; lam_n is chosen below
+    lam_k, lam_n = (state.lam, None) if adaptive else (plan.lam[k], plan.lam[k + 1])
+    lam_kb = lam_k.view(B, 1) if adaptive else lam_k  # broadcasts over an image's particles
     m_k, m_n = plan.members[k], plan.members[k + 1]
     f, g2 = float(sched.f(t)), float(sched.g2(t))
     v2 = g2 if plan.method == "sde" else 0.0
@@ -428,38 +505,62 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     # the potential's change over the step at the old state, -(nu_{k+1}(x) - nu_k(x)): for one member
     # with a new lam it is (lam_k - lam_n) nu(x) / lam from the residual norm; across members, from A x
     same = m_k == m_n and not tweedie
-    need_value = plan.weights and same and lam_n != lam_k
+    need_value = plan.weights and same and (adaptive or lam_n != lam_k)
+    # the potential at the next time is lam_n b(x) - (terms without lam_n): b (B, N) float64 per particle, and
+    # nu_k(x) = lam_k a(x); the weight takes -(lam_n b - lam_k a), and adaptive tempering chooses lam_n from b
     if tweedie:
-        gk, change = g_tw, lam_n * half_n - lam_k * half_k
+        gk, a_val, b_val = g_tw, half_k, half_n
     else:
         with timer("operator"):
             gk, raw = pot.gradient(op, x, yb, m_k, with_value=need_value, use_triton=plan.use_triton)
-            if plan.weights and not same:
+            if need_value:
+                a_val = b_val = pot.half_value(m_k, raw)
+            elif plan.weights and not same:
                 Ax = op.A(x)
-                change = lam_n * pot.value_from_Ax(op, Ax, yb, m_n) - lam_k * pot.value_from_Ax(op, Ax, yb, m_k)
+                a_val, b_val = pot.value_from_Ax(op, Ax, yb, m_k), pot.value_from_Ax(op, Ax, yb, m_n)
     kappa = plan.eta * v2 * lam_k
     with timer("update"):
+        # with a lam per image the kernel takes lam = 1 and gm = lam_b grad_mu; its Laplacian term is then
+        # added per image: h (0.5 - eta) v2 lam_b tr F (a constant over an image's particles)
+        g_rows = (gk * lam_k.view(B, *([1] * (gk.dim() - 1))).to(gk.dtype)) if adaptive else gk
         x_new, dlw = particle_step(
-            x.reshape(B * N, D), s.reshape(B * N, D), gk.reshape(B * N, D), plan.step_keys[k],
-            num_particles=N, f=f, g2=g2, v2=v2, eta=plan.eta, h=h, lam=lam_k, lap_mu=plan.laps[k],
+            x.reshape(B * N, D), s.reshape(B * N, D), g_rows.reshape(B * N, D), plan.step_keys[k],
+            num_particles=N, f=f, g2=g2, v2=v2, eta=plan.eta, h=h, lam=1.0 if adaptive else lam_k,
+            lap_mu=0.0 if adaptive else plan.laps[k],
             euler=plan.guidance == "euler", use_triton=plan.use_triton, row0=plan.row0)
         x = x_new.reshape(B, N, *event)
+        dlw = dlw.view(B, N)
+        if adaptive and plan.laps[k] != 0.0:
+            dlw = dlw + h * (0.5 - plan.eta) * v2 * plan.laps[k] * lam_kb
     implicit = plan.guidance == "implicit"
-    if plan.guidance != "euler" and kappa != 0.0:
+    if plan.guidance != "euler" and v2 * plan.eta != 0.0:
         with timer("operator"):
             if tweedie:
                 damp = pot.implicit_damped_step if implicit else pot.damped_guidance_step
-                x = damp(op, x, gk, h, kappa, float(sched.alpha(t)) ** 2 * plan.sigma_y ** 2)
+                scale = float(sched.alpha(t)) ** 2 * plan.sigma_y ** 2
+                x = _per_image(kappa, lambda kap, xb, gb: xb if kap == 0.0 else damp(op, xb, gb, h, kap, scale), x, gk)
             else:
                 flow = pot.implicit_guidance_step if implicit else pot.guidance_step
-                x = flow(op, x, yb, m_k, h, kappa, use_triton=plan.use_triton)
+                x = _per_image(kappa, lambda kap, xb, yy: xb if kap == 0.0 else
+                               flow(op, xb, yy, m_k, h, kap, use_triton=plan.use_triton), x, yb)
     new_logw = logw  # weights=False, the unweighted baseline: uniform weights over the live particles
     if plan.weights:
-        new_logw = logw + dlw.view(B, N)
-        if need_value:
-            new_logw = new_logw - pot.tempering_change(m_k, raw, lam_n - lam_k)
-        elif not same:
-            new_logw = new_logw - change
+        new_logw = logw + dlw
+        if need_value or not same:
+            if adaptive:  # the weights before the tempering increment, then the largest lam_n the CESS allows
+                base = new_logw - lam_kb * (b_val - a_val)
+                if k + 1 == plan.num_steps:
+                    lam_n = torch.ones_like(lam_k)
+                else:
+                    gather = plan.group.all_gather if plan.group is not None else (lambda t: t)
+                    lam_n = adaptive_lam(gather(torch.isfinite(base)), gather(b_val), lam_k, plan.tempering_ess)
+                    if plan.tempering == "adaptive-linear":
+                        lam_n = lam_n.clamp(max=max(plan.lam[k + 1], 0.0)).maximum(lam_k)
+                new_logw = base - (lam_n - lam_k).view(B, 1) * b_val
+            elif need_value:
+                new_logw = new_logw - pot.tempering_change(m_k, raw, lam_n - lam_k)
+            else:
+                new_logw = new_logw - (lam_n * b_val - lam_k * a_val)
     inc_bad = ~torch.isfinite(dlw.view(B, N)) | ~torch.isfinite(new_logw)
     newly = torch.isfinite(logw) & (score_bad | inc_bad)
     cause = torch.where(score_bad, 2, 3).to(torch.int8) * newly
@@ -487,10 +588,10 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
                                          f=0.0, g2=0.0, v2=2.0, eta=0.0, h=e, lam=0.0, lap_mu=0.0, euler=False,
                                          use_triton=plan.use_triton, row0=plan.row0)
                 x = x_new.reshape(B, N, *event)
-            if lam_n != 0.0:
-                with timer("operator"):
-                    flow = pot.implicit_guidance_step if implicit else pot.guidance_step
-                    x = flow(op, x, yb, m_n, e, lam_n, use_triton=plan.use_triton)
+            with timer("operator"):
+                flow = pot.implicit_guidance_step if implicit else pot.guidance_step
+                x = _per_image(lam_n, lambda lam, xb, yy: xb if lam == 0.0 else
+                               flow(op, xb, yy, m_n, e, lam, use_triton=plan.use_triton), x, yb)
     # a particle whose new state is not finite dies now, before resampling could copy it
     new_bad = torch.isfinite(logw) & ~torch.isfinite(x).reshape(B, N, -1).all(-1)
     cause = torch.where(new_bad, torch.ones_like(cause), cause)
@@ -509,7 +610,8 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
             x = plan.group.exchange(x, anc)
             logw = new_logw[:, plan.row0:plan.row0 + N]
     timings = {name: v - before.get(name, 0.0) for name, v in timer.t.items()} if timer.enabled else {}
-    return ParticleState(x=x, logw=logw, k=k + 1), StepInfo(ess=ess, resampled=did, cause=cause, timings=timings)
+    return (ParticleState(x=x, logw=logw, k=k + 1, lam=lam_n if adaptive else None),
+            StepInfo(ess=ess, resampled=did, cause=cause, timings=timings))
 
 
 def finish(state: ParticleState, plan: Plan) -> tuple[ParticleState, torch.Tensor]:
@@ -587,7 +689,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
            weights: bool = True,
            seed=None, progress=None, backend: str | None = None, dtype: torch.dtype = torch.float32,
            time_power: float = 2.0, denoise: bool = False, profile: bool = False,
-           cuda_graph: bool = False, callback=None, particle_group=None) -> Result:
+           cuda_graph: bool = False, callback=None, particle_group=None, tempering_ess: float = 0.5) -> Result:
     """Sample the posterior ``p(x | y) ∝ p(x) exp(-||y - A x||^2 / (2 sigma_y^2))`` with AFDPS
     (Chen et al. 2025, arXiv 2506.03979).
 
@@ -619,8 +721,13 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         size ``e = 2 (corrector_snr sigma)^2`` followed by the likelihood flow integrated exactly over ``e``,
         so the stiff likelihood does not shrink the step) or ``"song"`` (Song et al.'s rule on the whole
         drift, ``e = 2 (snr |z| / |s - lam grad nu|)^2`` per image, means over the live particles).
-    tempering : ``"none"`` (``lam = 1``), ``"linear"`` (``lam`` linear in the noise level) or ``"ve-linear"``
-        (linear in the VE noise level ``sigma / alpha``, the authors' annealing); see :func:`tempering_schedule`.
+    tempering : ``"none"`` (``lam = 1``), ``"linear"`` (``lam`` linear in the noise level), ``"ve-linear"``
+        (linear in the VE noise level ``sigma / alpha``, the authors' annealing; see :func:`tempering_schedule`)
+        ``"adaptive"`` (each image's next ``lam`` the largest that keeps the ESS of its tempering increment
+        at least ``tempering_ess``, by bisection, as in tempered SMC samplers; 0 at the start, 1 at the last
+        step; :func:`adaptive_lam`) or ``"adaptive-linear"`` (the same, never above the linear schedule).
+        ``Result.lam`` records the path.
+    tempering_ess : the ESS target (a fraction of ``N``) of ``tempering="adaptive"``, in (0, 1) (0.5).
     guidance : ``"exact"`` (the guidance flow integrated exactly over each step; the operator must
         diagonalise ``A^T A``), ``"implicit"`` (backward Euler, ``(I + h kappa A^T A)^-1`` applied by conjugate
         gradients: stable for every step, for operators that cannot diagonalise ``A^T A`` such as
@@ -670,7 +777,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
                    corrector_steps=corrector_steps, corrector=corrector, corrector_snr=corrector_snr, weights=weights,
                    seed=seed,
                    backend=backend, dtype=dtype, time_power=time_power, denoise=denoise, profile=profile,
-                   particle_group=particle_group)
+                   particle_group=particle_group, tempering_ess=tempering_ess)
     device, B, K, N = y.device, plan.batch, plan.num_steps, plan.num_particles
     group = plan.group
     if cuda_graph:
@@ -690,6 +797,9 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         if group is not None:
             raise ValueError("cuda_graph=True captures one process's run; a particle-parallel run communicates "
                              "between ranks every step (use cuda_graph=False)")
+        if tempering in ADAPTIVE:
+            raise ValueError(f"tempering={tempering!r} chooses each step's lam on the host from the weights, which a "
+                             "CUDA graph cannot; use a fixed tempering ('linear') or cuda_graph=False")
         if plan.guidance == "implicit":
             raise ValueError("guidance='implicit' tests its conjugate-gradient convergence on the host each iteration, "
                              "which a CUDA graph cannot; use cuda_graph=False")
@@ -712,6 +822,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         dead_cause = torch.zeros(B, dtype=torch.int8, device=device)
         ess_trace = torch.ones(K, B, dtype=torch.float64, device=device)
         resampled = torch.zeros(K, B, dtype=torch.bool, device=device)
+        lam_trace = torch.tensor(plan.lam, dtype=torch.float64, device=device)[:, None].repeat(1, B)
         sync_each_step = eager and check_every == 1
 
         def record(k, logw, cause):
@@ -730,6 +841,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
                 state, info = step(state, run_plan)
                 ess_trace[k] = info.ess
                 resampled[k] = info.resampled
+                if state.lam is not None:
+                    lam_trace[k + 1] = state.lam
                 record(k, state.logw, info.cause)
                 if eager and ((k + 1) % check_every == 0 or k == K - 1):
                     raise_if_dead(dead_step, dead_cause)
@@ -743,8 +856,9 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         state, cause = finish(state, run_plan)
         record(K, state.logw, cause)
         if group is not None:
-            return group.all_gather(state.x), group.all_gather(state.logw), ess_trace, resampled, dead_step, dead_cause
-        return state.x, state.logw, ess_trace, resampled, dead_step, dead_cause
+            return (group.all_gather(state.x), group.all_gather(state.logw), ess_trace, resampled, dead_step, dead_cause,
+                    lam_trace)
+        return state.x, state.logw, ess_trace, resampled, dead_step, dead_cause, lam_trace
 
     if cuda_graph:
         key = (id(prior), id(op), tuple(y.shape), str(device), dtype, method, potential, float(eta), N, K, tempering,
@@ -752,14 +866,15 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
                resample, float(ess_threshold), plan.corrector_steps, corrector, float(corrector_snr), weights,
                float(time_power),
                denoise, plan.sigma_y, plan.use_triton)
-        x, logw, ess_trace, resampled, dead_step, dead_cause = _graphed_call(key, (prior, op), run, plan.keys)
+        x, logw, ess_trace, resampled, dead_step, dead_cause, lam_trace = _graphed_call(key, (prior, op), run, plan.keys)
     else:
-        x, logw, ess_trace, resampled, dead_step, dead_cause = run(*plan.keys)
+        x, logw, ess_trace, resampled, dead_step, dead_cause, lam_trace = run(*plan.keys)
     raise_if_dead(dead_step, dead_cause)
     nfe = K * (1 + plan.corrector_steps) + int(denoise) + (K - 1 if potential == "tweedie" else 0)
     res = Result(particles=x, log_weights=logw, ess=ess_trace.cpu(), resampled=resampled.cpu(), seeds=plan.seeds,
                  nfe=nfe, timings=plan.timer.t)
     res.potential = plan.potential
+    res._lam = lam_trace.T.contiguous().cpu()
     return res
 
 

@@ -13,6 +13,8 @@ CASES = {
     "fk": dict(method="sde", eta=0.5, ess_threshold=0.9),  # the default Tweedie potential, frequent resampling
     "ode": dict(method="ode", corrector="split", ess_threshold=0.9, potential="scaled"),
     "valid-blur": dict(method="sde", eta=0.5, potential="noisy", tempering="none", ess_threshold=0.9),
+    # each image's lam from all its particles' potentials, gathered across ranks
+    "adaptive": dict(method="sde", eta=0.5, potential="noisy", tempering="adaptive", tempering_ess=0.99, ess_threshold=0.9),
 }
 
 
@@ -54,7 +56,8 @@ def main():
     results = {}
     for case in CASES:  # one launch runs every case (process start-up is most of a case's time)
         r = run(case, group)
-        results[case] = {"particles": r.particles, "log_weights": r.log_weights, "ess": r.ess, "resampled": r.resampled}
+        results[case] = {"particles": r.particles, "log_weights": r.log_weights, "ess": r.ess, "resampled": r.resampled,
+                         "lam": r.lam}
     torch.save(results, out if rank == 0 else f"{out}.rank{rank}")  # every rank: each returns the whole ensemble
     if not single:
         torch.distributed.destroy_process_group()

@@ -34,20 +34,22 @@ def _launch(out, world):
 
 def test_particle_parallel_equals_one_process(tmp_path):
     """The cases of tests/dist_worker.py (FK with the Tweedie potential, the ODE with its split corrector, a
-    valid blur with implicit guidance and a perturbation-optimisation Stage I), each with 2 and 3 ranks."""
+    valid blur with implicit guidance and a perturbation-optimisation Stage I, adaptive tempering), each with 2
+    and 3 ranks."""
     single = tmp_path / "single.pt"
     subprocess.run([sys.executable, WORKER, str(single), "--single"], check=True,
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
     ref = torch.load(single)
     for case, r in ref.items():
         assert bool(r["resampled"].any()), f"{case}: the case must resample for rows to travel"
+    assert 0.0 < float(ref["adaptive"]["lam"][:, 1].max()) < 1.0  # the ESS rule holds lam back: it is exercised
     for world in (2, 3):
         out = tmp_path / f"world{world}.pt"
         _launch(out, world)
         for rank in range(world):  # every rank returns the whole ensemble
             got = torch.load(out if rank == 0 else f"{out}.rank{rank}")
             for case in ref:
-                for k in ("particles", "log_weights", "ess", "resampled"):
+                for k in ("particles", "log_weights", "ess", "resampled", "lam"):
                     assert torch.equal(got[case][k], ref[case][k]), \
                         f"{case}, {world} ranks, rank {rank}: {k} differs from one process"
 

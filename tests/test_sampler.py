@@ -255,3 +255,72 @@ def test_profile_reports_per_step_timings():
                  callback=lambda k, st, info: infos.append(info))
     assert all(set(i.timings) >= {"score", "operator", "update", "resample"} for i in infos)
     assert all(v >= 0 for i in infos for v in i.timings.values())
+
+
+# ---- adaptive tempering ---------------------------------------------------------------------------
+
+def _ess_fraction(live, b, d):
+    w = torch.where(live, torch.exp(-d * (b - b[live].min())), 0.0)
+    return float(w.sum() ** 2 / (live.sum() * (w * w).sum()))
+
+
+def test_adaptive_lam_is_the_largest_lam_the_ess_target_allows():
+    """Against a grid search: the returned lam keeps the increment's ESS at the target (within the
+    bisection's 2^-50) and 1e-6 more would not; dead particles do not count; lam_k is respected."""
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(4, 64, generator=g, dtype=torch.float64).abs() * torch.tensor([[5.0], [30.0], [1e3], [1e-3]],
+                                                                                   dtype=torch.float64) + 5.0
+    live = torch.ones(4, 64, dtype=torch.bool)
+    live[1, :8] = False
+    b[1, :8] = float("nan")  # a dead particle's value is ignored, whatever it is
+    lam_k = torch.tensor([0.0, 0.2, 0.5, 0.0], dtype=torch.float64)
+    lam_n = afdps.sampler.adaptive_lam(live, b, lam_k, 0.5)
+    assert bool((lam_n >= lam_k).all()) and bool((lam_n <= 1).all())
+    assert float(lam_n[3]) == 1.0  # b nearly constant: the whole way to lam = 1 keeps the ESS
+    for i in range(3):
+        d = float(lam_n[i] - lam_k[i])
+        assert 0.0 < d < 1.0 - float(lam_k[i])
+        assert abs(_ess_fraction(live[i], b[i], d) - 0.5) < 1e-9
+        assert _ess_fraction(live[i], b[i], d + 1e-6) < 0.5
+    assert float(lam_n[0] - lam_k[0]) > float(lam_n[1] - lam_k[1]) > float(lam_n[2] - lam_k[2])  # spread: smaller steps
+
+
+def test_adaptive_tempering_per_image_lam_and_batch_independence():
+    """Each image's lam path depends only on its own particles: the batch run equals the one-image runs,
+    the paths differ between images, rise from 0 to 1, and Result.lam records them."""
+    gm, A = _gm(), ops.Dense(torch.tensor([[4.0, 2.0], [0.5, -3.0]]))
+    y = torch.tensor([[1.0, -2.0], [-4.0, 3.0], [6.0, 0.0]])
+    kw = dict(num_particles=32, num_steps=12, seed=[3, 4, 5], method="sde", eta=0.5, potential="noisy",
+              tempering="adaptive", tempering_ess=0.7)
+    full = afdps.sample(gm, A, y, 0.1, **kw)
+    lam = full.lam
+    assert lam.shape == (3, 13) and bool((lam[:, 0] == 0).all()) and bool((lam[:, -1] == 1).all())
+    assert bool((lam.diff(dim=1) >= 0).all())
+    assert 0.0 < float(lam[0, 1]) < 1.0 and len({round(float(v), 9) for v in lam[:, 1]}) == 3  # its own lam each
+    for b in range(3):
+        alone = afdps.sample(gm, A, y[b:b + 1], 0.1, **{**kw, "seed": kw["seed"][b]})
+        torch.testing.assert_close(alone.particles[0], full.particles[b], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(alone.lam[0], lam[b], rtol=1e-9, atol=1e-12)
+    # the fused kernel (under the interpreter here) takes lam = 1 and the pre-scaled gradient: same run
+    few = {**kw, "num_steps": 4, "num_particles": 8, "seed": [3, 4]}
+    tri = afdps.sample(gm, A, y[:2], 0.1, **{**few, "backend": "triton"})
+    ref = afdps.sample(gm, A, y[:2], 0.1, **{**few, "backend": "torch"})
+    torch.testing.assert_close(tri.lam, ref.lam, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(tri.particles, ref.particles, rtol=1e-4, atol=1e-4)
+    capped = afdps.sample(gm, A, y, 0.1, **{**kw, "tempering": "adaptive-linear"})
+    linear = afdps.sample(gm, A, y, 0.1, **{**kw, "tempering": "linear"}).lam
+    assert bool((capped.lam <= linear + 1e-12).all()) and bool((capped.lam[:, -1] == 1).all())
+    assert bool((linear == linear[:1]).all())  # a fixed schedule: the same for every image
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(tempering_ess=1.0), "tempering_ess must be in"),
+    (dict(tempering_ess=0.0), "tempering_ess must be in"),
+    (dict(weights=False), "weights=False"),
+    (dict(method="ode", corrector="song"), "corrector='song'"),
+])
+def test_adaptive_tempering_bad_settings(kw, match):
+    with pytest.raises(ValueError, match=match):
+        afdps.sample(_gm(), A2, Y2, 0.5, num_particles=4, num_steps=3, tempering="adaptive", **kw)
+    with pytest.raises(ValueError, match="chooses lam during the run"):
+        afdps.tempering_schedule("adaptive", _gm().schedule, torch.linspace(1, 0.01, 4))

@@ -186,3 +186,16 @@ def test_tweedie_potential_exact_posteriors():
     post = gm16.diffused(gm16.schedule.tau_min).posterior(A, y[0], 1.0)
     r = _run(gm16, A, y, 1.0, N=1000, K=200, potential="tweedie", method="sde", eta=0.5, tempering="linear")
     _check(r, post, 0.05, what="tweedie 16-D")
+
+
+def test_adaptive_tempering_exact_posterior_16d():
+    """tempering="adaptive" (each replicate's lam chosen from its own particles by the ESS rule; measured:
+    lam about 0.32 after the first step and 1 from the third, a little different per replicate, so the
+    per-image guidance path runs) with FK eta = 0.5: the 16-D posterior within the FK case's tolerances."""
+    gm, M = _mixture_16d()
+    A = ops.Dense(M)
+    y = A.measure(0.5 * (gm.means[0] + gm.means[1])[None], 1.0, torch.Generator().manual_seed(4))
+    post = gm.diffused(gm.schedule.tau_min).posterior(A, y[0], 1.0)
+    r = _run(gm, A, y, 1.0, N=1000, K=200, method="sde", eta=0.5, tempering="adaptive")
+    assert 0.0 < float(r.lam[:, 1].min()) < 1.0 and len(set(r.lam[:, 1].tolist())) > 1
+    _check(r, post, 0.05, what="adaptive tempering 16-D")

@@ -44,6 +44,8 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=positive_int, default=100, help="time steps")
     p.add_argument("--sigma-y", type=positive_float, default=0.05, help="measurement noise on [-1, 1]")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule of the particle methods")
+    p.add_argument("--tempering-ess", type=float, default=0.5,
+                   help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
     p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
                    help="where the likelihood is evaluated along the path (spec section 9); auto: tweedie for fk "
                    "(eta 0.5), scaled for afdps-sde and afdps-ode")
@@ -94,6 +96,8 @@ def run(args) -> int:
     previous = None
     settings = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in vars(args).items()
                 if k not in ("resume", "no_progress", "threads", "out", "device", "backend")}
+    if not args.tempering.startswith("adaptive"):
+        settings.pop("tempering_ess")  # unused: runs from before the option resume as they were
     if (out / "results.csv").exists():
         if not args.resume:
             raise ValueError(f"{str(out)!r} holds results of an earlier run; pass --resume to continue it, or choose "
@@ -112,6 +116,7 @@ def run(args) -> int:
     def write(summary, per_image):
         for r in summary:
             r.update({"device": name, "sigma_y": args.sigma_y, "tempering": args.tempering,
+                      **({"tempering_ess": args.tempering_ess} if args.tempering.startswith("adaptive") else {}),
                       "time_power": args.time_power, "seed": args.seed, "prior": args.prior})
             if r["method"] == "dps":
                 r["dps_zeta"] = args.dps_zeta
@@ -136,7 +141,8 @@ def run(args) -> int:
         sigma_y=args.sigma_y, labels=labels, classifier=classifier, seed=args.seed, batch_size=args.batch_size,
         tempering=args.tempering, potential=None if args.potential == "auto" else args.potential, time_power=args.time_power, dps_zeta=args.dps_zeta, dps_steps=args.dps_steps,
         corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, corrector=args.corrector, device=device, backend=args.backend,
-        progress=False if args.no_progress else None, on_result=write, previous=previous)
+        progress=False if args.no_progress else None, on_result=write, previous=previous,
+        tempering_ess=args.tempering_ess)
     print(write(summary, per_image) + markdown_table(summary))
     print(f"wrote results.md, results.csv, per_image.csv to {out}/")
     return 0

@@ -98,6 +98,8 @@ def add_arguments(p) -> None:
     p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
                    help="intermediate potential (spec section 9); auto: tweedie with eta 0.5, scaled otherwise")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule")
+    p.add_argument("--tempering-ess", type=float, default=0.5,
+                   help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP)")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step (ode)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -146,7 +148,8 @@ def run(args) -> int:
         group.split(args.particles)  # a clear error before any work when the ranks do not divide the particles
     prior = load_prior(args.prior, args.arch, device=device, batch_size=args.network_batch)
     options = dict(num_particles=args.particles, num_steps=args.steps, method=args.method, eta=args.eta,
-                   potential=None if args.potential == "auto" else args.potential, tempering=args.tempering, time_power=args.time_power,
+                   potential=None if args.potential == "auto" else args.potential, tempering=args.tempering,
+                   tempering_ess=args.tempering_ess, time_power=args.time_power,
                    corrector_steps=args.corrector_steps, backend=args.backend,
                    progress=False if args.no_progress else None)
     log = print if rank == 0 else (lambda *a, **k: None)
