@@ -127,7 +127,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     device = torch.device(device or "cpu")
     n = images.shape[0]
     shape = tuple(images.shape[1:])
-    bar = progress_bar(len(tasks) * len(methods) * math.ceil(n / batch_size), "eval", progress)
+    bar = progress_bar(len(tasks) * len(methods) * math.ceil(n / batch_size), "eval (batches)", progress, lines=True)
     summary, per_image = (list(previous[0]), list(previous[1])) if previous else ([], [])
     done = {(r["task"], r["method"]) for r in summary}
     try:

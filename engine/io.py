@@ -10,11 +10,12 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write", "write_text", "write_json", "save_torch", "save_png", "progress_bar", "NullBar",
+__all__ = ["atomic_write", "write_text", "write_json", "save_torch", "save_png", "progress_bar", "NullBar", "LineBar",
            "markdown_table"]
 
 
@@ -80,13 +81,40 @@ class NullBar:
         pass
 
 
-def progress_bar(total: int, desc: str, enabled=None):
+class LineBar(NullBar):
+    """Progress as plain lines on stderr for logs (no terminal): ``desc: done/total (pct), elapsed, left``,
+    at most one line per ``every`` seconds, and one at the end."""
+
+    def __init__(self, total: int, desc: str, every: float = 60.0):
+        self.total, self.desc, self.every = int(total), desc, float(every)
+        self.n, self.t0 = 0, time.perf_counter()
+        self.last = self.t0
+
+    def update(self, n: int = 1) -> None:
+        self.n += int(n)
+        now = time.perf_counter()
+        if now - self.last >= self.every or self.n >= self.total:
+            self.last = now
+            spent = now - self.t0
+            left = f", about {_minutes(spent * (self.total - self.n) / self.n)} left" if 0 < self.n < self.total else ""
+            print(f"{self.desc}: {self.n}/{self.total} ({100.0 * self.n / max(self.total, 1):.0f}%), "
+                  f"{_minutes(spent)} elapsed{left}", file=sys.stderr, flush=True)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def progress_bar(total: int, desc: str, enabled=None, lines: bool = False):
     """A tqdm bar over ``total`` units on stderr, or a :class:`NullBar`.
 
-    ``enabled``: ``True``/``False``, or ``None`` for "when stderr is a terminal".
+    ``enabled``: ``True``/``False``, or ``None`` for "when stderr is a terminal"; with ``lines``, ``None``
+    gives a :class:`LineBar` when stderr is not a terminal (a log file), for long jobs.
     """
     if enabled is None:
         enabled = sys.stderr.isatty()
+        if not enabled and lines:
+            return LineBar(total, desc)
     if not enabled:
         return NullBar()
     from tqdm.auto import tqdm  # a dependency; deferred because it is only needed for a visible bar

@@ -47,3 +47,20 @@ def test_progress_bar_off_is_a_null_bar():
 
 def test_markdown_table():
     assert io.markdown_table(["a", "b"], [["1", "2"], ["3", "4"]]) == "| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |"
+
+
+def test_line_bar_logs_progress_without_a_terminal(capsys, monkeypatch):
+    """Long jobs (afdps eval) write plain progress lines when stderr is a log file, not a terminal."""
+    from afdps.engine import io
+
+    monkeypatch.setattr(io.sys.stderr, "isatty", lambda: False, raising=False)
+    assert isinstance(io.progress_bar(4, "eval", None), io.NullBar)
+    assert not isinstance(io.progress_bar(4, "eval", False, lines=True), io.LineBar)
+    bar = io.progress_bar(4, "eval", None, lines=True)
+    assert isinstance(bar, io.LineBar)
+    bar.every = 0.0
+    bar.update(1)
+    bar.update(3)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("eval: 1/4 (25%), ") and "left" in err[0]
+    assert err[1].startswith("eval: 4/4 (100%), ") and "left" not in err[1]
