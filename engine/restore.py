@@ -31,6 +31,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
+import functools
 import json
 import math
 import os
@@ -131,10 +132,19 @@ def read_image(path, channels: int) -> torch.Tensor:
 
 
 def read_kernel(path, flip: bool = False) -> torch.Tensor:
-    """A blur kernel ``(kh, kw)`` float64 from ``.npy`` or a grayscale image, normalised to sum 1."""
+    """A blur kernel ``(kh, kw)`` float64 from ``.npy`` or a grayscale image, normalised to sum 1. (A job
+    asks for its kernel several times, for its size, its operator and its tiles: the file is read once
+    while it is unchanged, by path, size and modification time.)"""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no kernel file at {str(path)!r}")
+    st = path.stat()
+    return _read_kernel(str(path.resolve()), bool(flip), st.st_size, st.st_mtime_ns).clone()
+
+
+@functools.lru_cache(maxsize=16)
+def _read_kernel(path: str, flip: bool, size: int, mtime_ns: int) -> torch.Tensor:
+    path = Path(path)
     if path.suffix.lower() == ".npy":
         k = np.load(path, allow_pickle=False).astype(np.float64)
     else:

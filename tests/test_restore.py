@@ -270,3 +270,17 @@ def test_tiles_cover_large_measurements_and_blend_them(tmp_path):
     rec = json.loads((out / "blurred" / "metrics.json").read_text())
     assert [(t["top"], t["left"]) for t in rec["tiles"]] == [(0, 0), (0, 10), (10, 0), (10, 10)]
     assert np.load(out / "blurred" / "mean.npy").shape == (1, 38, 38)
+
+
+def test_read_kernel_reads_a_file_once_while_it_is_unchanged(tmp_path, monkeypatch):
+    path = tmp_path / "k.npy"
+    np.save(path, np.ones((3, 3)))
+    calls = []
+    real = np.load
+    monkeypatch.setattr(rs.np, "load", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = rs.read_kernel(path)
+    first += 1.0  # the caller's copy: the cached kernel is not changed
+    assert torch.allclose(rs.read_kernel(path), torch.full((3, 3), 1 / 9, dtype=torch.float64)) and len(calls) == 1
+    np.save(path, np.pad(np.ones((1, 1)), 1))  # a new file (size or mtime changes): read again
+    os.utime(path, ns=(1, 10 ** 18))
+    assert float(rs.read_kernel(path)[1, 1]) == 1.0 and len(calls) == 2
