@@ -638,12 +638,6 @@ _HINTS = {1: "the particles left the floating-point range (try more steps, guida
           3: "their log-weight increments overflowed (try more steps, guidance='exact', or tempering='linear')"}
 
 
-def _death_cause(cause: torch.Tensor) -> torch.Tensor:
-    """Per image, the cause to report among the particles that died in one step: a non-finite score first
-    (the most telling), then a non-finite state, then an increment."""
-    return torch.where((cause == 2).any(1), 2, torch.where((cause == 1).any(1), 1, 3)).to(torch.int8)
-
-
 GRAPH_CACHE_SIZE = 4
 _GRAPHS: "OrderedDict[tuple, _Graphed]" = OrderedDict()
 
@@ -826,13 +820,19 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         sync_each_step = eager and check_every == 1
 
         def record(k, logw, cause):
-            if group is not None:  # whether an image emptied is a question about all its particles
-                logw, cause = group.all_gather(logw), group.all_gather(cause)
-            if sync_each_step and not bool((~torch.isfinite(logw)).all(1).any()):
+            # per image: whether a particle lives, and which causes of death this step saw, reported as a
+            # non-finite score first (the most telling), then a non-finite state, then an increment; across
+            # ranks one small gather of these flags (whether an image emptied is about all its particles)
+            flags = torch.stack([torch.isfinite(logw).any(1), (cause == 2).any(1), (cause == 1).any(1)], 1)
+            if group is not None:
+                flags = group.all_gather(flags[:, None], dim=1).any(1)
+            alive = flags[:, 0]
+            if sync_each_step and bool(alive.all()):
                 return  # the CPU checks every step: nothing to record unless an image emptied (one small test)
-            emptied = ~torch.isfinite(logw).any(1) & (dead_step < 0)
+            emptied = ~alive & (dead_step < 0)
+            code = torch.where(flags[:, 1], 2, torch.where(flags[:, 2], 1, 3)).to(torch.int8)
             dead_step.copy_(torch.where(emptied, k, dead_step))
-            dead_cause.copy_(torch.where(emptied, _death_cause(cause), dead_cause))
+            dead_cause.copy_(torch.where(emptied, code, dead_cause))
 
         state = init(run_plan)
         bar = progress_bar(K, f"afdps-{method}", progress if eager else False)
