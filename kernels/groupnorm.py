@@ -67,7 +67,7 @@ def _is_channels_last(x) -> bool:
 # ==== Triton ==========================================================================================
 #
 # One program per (sample n, group g), looping twice over the group's M = Cg * HW elements in BLOCK chunks:
-# pass 1 sums x and x^2 (float32 or float64), pass 2 normalises, applies the affine, scale-shift and SiLU,
+# pass 1 sums x - K and (x - K)^2 (float32 or float64; K the group's first value), pass 2 normalises, applies the affine, scale-shift and SiLU,
 # and stores. Element i of the group is channel g*Cg + i // HW, pixel i % HW (contiguous layout), or
 # pixel i // Cg, channel g*Cg + i % Cg (channels-last), so both layouts read consecutive addresses.
 
@@ -83,13 +83,18 @@ def _groupnorm_silu_kernel(
     C, HW, G, eps,
     CL: tl.constexpr, SCALE_SHIFT: tl.constexpr, SILU: tl.constexpr, CDT: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    # mean = sum(x) / M; var = sum(x^2) / M - mean^2 (clamped at 0); y = silu((x - mean) rstd w + b) ...
+    # sums of d = x - K with K the group's first value (shifted data: var = E[d^2] - E[d]^2 cancels only
+    # as much as the spread of the group, not its offset); mean = K + E[d]; y = silu((x - mean) rstd w + b) ...
     pid = tl.program_id(0)
     n = pid // G
     g = pid % G
     Cg = C // G
     M = Cg * HW
     base = n.to(tl.int64) * C * HW
+    if CL:
+        K = tl.load(x_ptr + base + g * Cg).to(CDT)
+    else:
+        K = tl.load(x_ptr + base + g * Cg * HW).to(CDT)
     acc = tl.zeros([BLOCK], dtype=CDT)
     acc2 = tl.zeros([BLOCK], dtype=CDT)
     for start in range(0, M, BLOCK):
@@ -100,10 +105,12 @@ def _groupnorm_silu_kernel(
         else:
             off = (g * Cg + i // HW) * HW + i % HW
         v = tl.load(x_ptr + base + off, mask=m, other=0.0).to(CDT)
-        acc += v
-        acc2 += v * v
-    mean = tl.sum(acc, axis=0) / M
-    var = tl.maximum(tl.sum(acc2, axis=0) / M - mean * mean, 0.0)
+        d = tl.where(m, v - K, 0.0)
+        acc += d
+        acc2 += d * d
+    dm = tl.sum(acc, axis=0) / M
+    mean = K + dm
+    var = tl.maximum(tl.sum(acc2, axis=0) / M - dm * dm, 0.0)
     rstd = 1.0 / tl.sqrt(var + eps)
     for start in range(0, M, BLOCK):
         i = start + tl.arange(0, BLOCK)

@@ -40,6 +40,24 @@ def test_kernel_matches_reference_float32(N, C, H, W, groups, layout, scale_shif
     assert_close_elementwise(ref, oracle.float(), torch.float32)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_kernel_statistics_do_not_cancel_on_offset_groups(layout):
+    """A group far from zero (offset 1000, spread 0.05): the kernel's float32 statistics must match the float64
+    oracle on the same float32 input. Summing x and x^2 would lose the variance to cancellation (E[x^2] -
+    mean^2 = 0.0025 out of 1e6, below float32's resolution of 0.06 there). Tolerance: the float32 mean
+    alone is off by up to half an ulp of 1000 (3.1e-5), which the normalisation multiplies by 1 / 0.05: 6.1e-4
+    on every output; allowed twice that."""
+    g = torch.Generator().manual_seed(3)
+    x = (1000.0 + 0.05 * torch.randn(2, 32, 5, 7, generator=g, dtype=torch.float64)).float().to(DEVICE)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    w, b = torch.ones(32, device=DEVICE), torch.zeros(32, device=DEVICE)
+    out = gn.groupnorm_silu_triton(x, w, b, groups=8, silu=False)
+    oracle = gn.groupnorm_silu_ref(x.double(), w.double(), b.double(), groups=8, silu=False)
+    err = float((out.double() - oracle).abs().max())
+    assert err <= 2 * 0.5 * 2.0 ** -14 / 0.05, f"max error {err:.3e} on offset groups"
+
+
 def test_bfloat16_and_float64():
     x, w, b, sc, sh = _inputs(2, 64, 6, 6, torch.bfloat16)
     out = gn.groupnorm_silu_triton(x, w, b, groups=32, scale=sc, shift=sh)
