@@ -741,7 +741,9 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
     time_power : time grid ``tau_k = tau_min + (T - tau_min) (1 - k / K)^time_power`` (VP); 1 is uniform,
         2 puts shorter steps near the data end.
     denoise : finish with a Tweedie denoising step ``x0 = (x + sigma^2 s) / alpha`` at ``tau_min``.
-    profile : time score, operator, update and resampling separately (synchronises; slower).
+    profile : time score, operator, update and resampling separately (synchronises; slower). With the
+        Tweedie potential the operator work inside its network VJP (``A`` of the Tweedie estimate and its
+        backward) counts as score: the two are one autograd pass.
     cuda_graph : capture the whole run (Stage I and every step) in a CUDA graph and replay it in later
         calls with the same prior, operator, shapes and options (new ``y`` and seeds are copied into the
         graph's buffers). The first call runs eagerly and then captures; later calls launch one graph
