@@ -513,7 +513,7 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     else:
         with timer("operator"):
             gk, raw = pot.gradient(op, x, yb, m_k, with_value=need_value, use_triton=plan.use_triton)
-            if need_value:
+            if need_value and adaptive:  # (a fixed schedule takes tempering_change(raw) below)
                 a_val = b_val = pot.half_value(m_k, raw)
             elif plan.weights and not same:
                 Ax = op.A(x)
