@@ -25,7 +25,7 @@ def test_classifier_accuracy_on_shipped_digits():
 def test_shipped_prior_makes_digits():
     """Fast version of the model card's sanity check (there: 1000 samples, 100 steps).
 
-    100 samples with 50 ancestral steps (41 s on one thread of the 2-core CPU). The classifier must label at
+    100 samples with 50 ancestral steps (70 s on one thread of the 2-core CPU, 2026-12-02). The classifier must label at
     least 75 % of them with confidence >= 0.9. On the full check the fraction is recorded in
     MODEL_CARD_mnist.md; with 50 steps the samples are slightly rougher, and 100 samples have a
     binomial standard error of about 3 %, so the bar sits well below the measured fraction here
