@@ -1,7 +1,7 @@
 """Configuration sweep of the particle methods on MNIST digits (issue 8's development split).
 
 Runs :func:`afdps.engine.evaluate.evaluate` for every combination of ``--methods`` x ``--potentials`` x
-``--temperings`` x ``--time-powers`` on the first ``--num-images`` shipped test digits (the development
+``--temperings`` x ``--time-powers`` (in ``--schedule`` coordinates) on the first ``--num-images`` shipped test digits (the development
 split: tune on nothing else), plus DPS once per task, and writes one row per task x configuration to
 ``OUT/sweep.csv`` and ``OUT/sweep.md`` after each configuration (an interrupted sweep keeps its rows).
 
@@ -20,7 +20,7 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from afdps import load_classifier, load_mnist_test, load_prior  # noqa: E402
+from afdps import VESchedule, load_classifier, load_mnist_test, load_prior  # noqa: E402
 from afdps.engine.evaluate import csv_text, evaluate  # noqa: E402
 from afdps.engine.io import markdown_table, write_text  # noqa: E402
 
@@ -33,7 +33,10 @@ def parse_args(argv=None):
     p.add_argument("--potentials", default="noisy,scaled,inflated,tweedie")
     p.add_argument("--temperings", default="linear")
     p.add_argument("--tempering-ess", type=float, default=0.5, help="ESS target of the adaptive temperings")
-    p.add_argument("--time-powers", default="2")
+    p.add_argument("--time-powers", default="2", help="VP time-grid powers (the VE EDM grid takes none)")
+    p.add_argument("--schedule", choices=SCHEDULES, default="vp",
+                   help="vp: the network's own VP coordinates; ve-edm: VE coordinates with sigma_max 80 and the EDM "
+                        "rho = 7 grid, as the AFDPS authors ran VP networks")
     p.add_argument("--particles", type=int, default=16)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--dps", action="store_true", help="also run DPS once per task")
@@ -45,14 +48,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-COLS = ["task", "method", "potential", "tempering", "time_power", "nfe", "psnr_mean", "psnr_mean_se", "psnr_best",
+SCHEDULES = ("vp", "ve-edm")
+COLS = ["task", "schedule", "method", "potential", "tempering", "time_power", "nfe", "psnr_mean", "psnr_mean_se", "psnr_best",
         "accuracy_best", "accuracy_mean", "accuracy_any", "labels_distinct", "final_ess", "s_per_image"]
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    prior, clf = load_prior("mnist"), load_classifier("mnist")
+    schedule = VESchedule(80.0, grid="edm") if args.schedule == "ve-edm" else None
+    prior, clf = load_prior("mnist", schedule=schedule), load_classifier("mnist")
     images, labels = load_mnist_test(args.num_images)
     tasks = args.tasks.split(",")
     out = Path(args.out)
@@ -69,11 +74,11 @@ def main(argv=None) -> int:
                               dps_zeta=args.dps_zeta, corrector_snr=args.corrector_snr, progress=False,
                               tempering_ess=args.tempering_ess)
         for r in summary:
-            r.update(potential=potential, tempering=tempering if not tempering.startswith("adaptive") else
+            r.update(schedule=args.schedule, potential=potential, tempering=tempering if not tempering.startswith("adaptive") else
                      f"{tempering} (ESS {args.tempering_ess:g})", time_power=power, images=args.num_images,
                      particles=args.particles, steps=args.steps)
             rows.append(r)
-            print(f"{r['task']:>9} {method:>9} {potential:>8} {tempering:>9} p{power:g}: PSNR mean {r['psnr_mean']:.2f} "
+            print(f"{r['task']:>9} {args.schedule} {method:>9} {potential:>8} {tempering:>9} p{power:g}: PSNR mean {r['psnr_mean']:.2f} "
                   f"acc best {r['accuracy_best']:.2f} any {r['accuracy_any'] if r['accuracy_any'] != '' else '-'} "
                   f"labels {r['labels_distinct']} ESS {r['final_ess'] if r['final_ess'] != '' else '-'} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)

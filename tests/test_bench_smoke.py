@@ -60,3 +60,23 @@ def test_gpu_check_dry_run():
     for needle in ("pip install --no-deps --no-build-isolation", "pytest -q -m gpu or interpreter",
                    "bench.bench_particle_step", "bench.bench_resample", "bench.bench_fourier"):
         assert needle in out.stdout
+
+
+def test_sweep_mnist_rows_per_schedule(tmp_path):
+    """bench/sweep_mnist.py writes one row per task x configuration, in the coordinates asked for: the VE
+    (EDM grid) run is another run than the VP one on the same digit and seeds."""
+    sys.path.insert(0, str(ROOT))
+    from bench import sweep_mnist
+
+    psnr = {}
+    for schedule in sweep_mnist.SCHEDULES:
+        out = tmp_path / schedule
+        assert sweep_mnist.main(["--num-images", "1", "--tasks", "box", "--methods", "afdps-sde", "--potentials",
+                                 "scaled", "--temperings", "ve-linear", "--steps", "2", "--batch-size", "1",
+                                 "--schedule", schedule, "--out", str(out)]) == 0
+        rows = list(csv.DictReader((out / "sweep.csv").open()))
+        assert [(r["task"], r["schedule"], r["method"], r["tempering"]) for r in rows] == \
+            [("box", schedule, "afdps-sde", "ve-linear")]
+        assert "| ve-linear |" in (out / "sweep.md").read_text()
+        psnr[schedule] = float(rows[0]["psnr_mean"])
+    assert psnr["vp"] != psnr["ve-edm"]
