@@ -3,14 +3,22 @@ accuracy of the best particle of each method, and their per-image differences wi
 images and measurements, so the paired error is the one that says whether a difference is real).
 
     python -m bench.compare_eval bench/results/eval_mnist_dev100 bench/results/eval_mnist_dev100_r70 --a fk --b dps
+
+``--summary`` instead merges the ``results.csv`` rows of several runs (one per task x method) into one table of
+``afdps eval``'s columns, tasks in first-seen order and the methods of a task in ``afdps eval``'s order: the
+table of runs made one task or one method at a time.
+
+    python -m bench.compare_eval --summary bench/results/eval_mnist_dev100*
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import math
+import sys
 from pathlib import Path
 
+from afdps.engine.evaluate import METHODS, markdown_table, read_csv_rows
 from bench.runner import print_report
 
 
@@ -29,13 +37,44 @@ def _mean_se(values):
     return m, math.sqrt(var / n)
 
 
+_METRICS = ("images", "nfe", "psnr_best", "psnr_mean", "ssim_mean", "accuracy_best", "accuracy_any", "final_ess")
+
+
+def summary_table(folders) -> str:
+    """One markdown table of the ``results.csv`` rows of ``folders``. A task x method pair in two folders must be
+    the same run repeated (equal metrics: fixed seeds make reruns identical); the first folder's row is shown
+    and the repeat named on stderr. Pairs whose metrics differ are an error: which run should the table show?"""
+    rows, seen = [], {}
+    for folder in folders:
+        for r in read_csv_rows(Path(folder) / "results.csv"):
+            key = (r["task"], r["method"])
+            if key in seen:
+                first, where = seen[key]
+                differ = [m for m in _METRICS if first.get(m) != r.get(m)]
+                if differ:
+                    raise ValueError(f"{key[0]} x {key[1]} is in both {where} and {folder} with different "
+                                     f"{', '.join(differ)}: pass one of them")
+                print(f"{key[0]} x {key[1]}: {folder} repeats {where} (same metrics), shown once", file=sys.stderr)
+                continue
+            seen[key] = (r, folder)
+            rows.append(r)
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    order = {m: i for i, m in enumerate(METHODS)}
+    rows.sort(key=lambda r: (tasks.index(r["task"]), order.get(r["method"], len(order)), r["method"]))
+    return markdown_table(rows)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+")
     p.add_argument("--a", default="fk")
     p.add_argument("--b", default="dps")
     p.add_argument("--out", default=None)
+    p.add_argument("--summary", action="store_true", help="merge the runs' results.csv into one table")
     args = p.parse_args(argv)
+    if args.summary:
+        print_report(summary_table(args.folders), args.out)
+        return 0
     rows = _rows(args.folders)
     by = {}
     for r in rows:

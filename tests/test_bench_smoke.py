@@ -80,3 +80,54 @@ def test_sweep_mnist_rows_per_schedule(tmp_path):
         assert "| ve-linear |" in (out / "sweep.md").read_text()
         psnr[schedule] = float(rows[0]["psnr_mean"])
     assert psnr["vp"] != psnr["ve-edm"]
+
+
+def _eval_folder(path, rows, per_image=()):
+    from afdps.engine.evaluate import csv_text
+    path.mkdir()
+    (path / "results.csv").write_text(csv_text(rows))
+    if per_image:
+        (path / "per_image.csv").write_text(csv_text(list(per_image)))
+    return str(path)
+
+
+def _summary_row(task, method, psnr):
+    row = {"task": task, "method": method, "images": 2, "particles": 16, "steps": 100, "nfe": 100}
+    for k in ("psnr_best", "psnr_mean", "ssim_best", "ssim_mean", "accuracy_best", "accuracy_mean", "accuracy_any",
+              "labels_distinct", "final_ess"):
+        row[k], row[k + "_se"] = (psnr if k.startswith("psnr") else 0.5), 0.1
+    row["wall_s"], row["s_per_image"] = 2.0, 1.0
+    return row
+
+
+def test_compare_eval_summary_merges_orders_and_refuses_conflicts(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    from bench import compare_eval
+    a = _eval_folder(tmp_path / "a", [_summary_row("box", "dps", 16.0), _summary_row("box", "fk", 17.0)])
+    b = _eval_folder(tmp_path / "b", [_summary_row("box", "afdps-sde", 14.0), _summary_row("sr4", "fk", 18.0)])
+    lines = [ln for ln in compare_eval.summary_table([a, b]).splitlines() if ln.startswith("| box") or
+             ln.startswith("| sr4")]
+    # tasks in first-seen order, methods in afdps eval's order within a task
+    assert [ln.split("|")[1:3] for ln in lines] == [[" box ", " afdps-sde "], [" box ", " fk "], [" box ", " dps "],
+                                                    [" sr4 ", " fk "]]
+    assert "17.00 ± 0.10" in lines[1]
+    same = _eval_folder(tmp_path / "same", [dict(_summary_row("box", "fk", 17.0), wall_s=9.0)])
+    assert len(compare_eval.summary_table([a, same]).splitlines()) == 4  # the repeat shown once, named on stderr
+    assert "repeats" in capsys.readouterr().err
+    other = _eval_folder(tmp_path / "other", [_summary_row("box", "fk", 15.0)])
+    with pytest.raises(ValueError, match="box x fk.*psnr_best"):
+        compare_eval.summary_table([a, other])
+
+
+def test_compare_eval_paired_differences(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    from bench import compare_eval
+    per = [{"task": "box", "method": m, "image": i, "psnr_mean": p, "correct_best": c, "labels_distinct": 1,
+            "correct_any": c} for m, vals in (("fk", [(20.0, 1), (18.0, 1), (16.0, 0)]),
+                                              ("dps", [(19.0, 1), (18.0, 0), (14.0, 0)])) for i, (p, c) in
+           enumerate(vals)]
+    folder = _eval_folder(tmp_path / "r", [_summary_row("box", "fk", 0.0)], per)
+    assert compare_eval.main([folder, "--a", "fk", "--b", "dps"]) == 0
+    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| box")][0]
+    # paired differences 1, 0, 2: mean 1, standard error sqrt(1 / 3) = 0.58; accuracy 2/3 against 1/3
+    assert "| 18.00 ± 1.15 | 17.00 ± 1.53 | +1.00 ± 0.58 | 0.67 | 0.33 | +0.33 ± 0.33 |" in row
