@@ -46,7 +46,7 @@ gpu-check:
 	PYTHON=$(PYTHON) bash bench/gpu_check.sh
 
 # The 100-digit table of the README (all four methods on the four digit tasks and motion blur). Minutes on
-# a GPU; on this project's 2-core CPU about 25 core-hours (the ODE is about 1 minute per digit). Settings:
+# a GPU; on this project's 2-core CPU about 15 core-hours (FK, 40-80 s per digit, is most of it). Settings:
 # docs/quality.md (DPS zeta 3 and the ODE corrector's r were chosen on the first 10-20 digits).
 EVAL_ARGS ?= --prior mnist --num-images 100 --particles 16 --steps 100 --dps-zeta 3 --batch-size 100 \
 	--task gaussian-blur,motion-blur,sr4,box,random70
