@@ -22,10 +22,17 @@ from afdps.engine.evaluate import METHODS, markdown_table, read_csv_rows
 from bench.runner import print_report
 
 
+def _eval_file(folder, name) -> Path:
+    path = Path(folder) / name
+    if not path.is_file():
+        raise SystemExit(f"compare_eval: {folder} has no {name} (not an afdps eval output, or a run still going)")
+    return path
+
+
 def _rows(folders):
     rows = []
     for folder in folders:
-        with open(Path(folder) / "per_image.csv") as f:
+        with open(_eval_file(folder, "per_image.csv")) as f:
             rows += list(csv.DictReader(f))
     return rows
 
@@ -46,7 +53,7 @@ def summary_table(folders) -> str:
     and the repeat named on stderr. Pairs whose metrics differ are an error: which run should the table show?"""
     rows, seen = [], {}
     for folder in folders:
-        for r in read_csv_rows(Path(folder) / "results.csv"):
+        for r in read_csv_rows(_eval_file(folder, "results.csv")):
             key = (r["task"], r["method"])
             if key in seen:
                 first, where = seen[key]

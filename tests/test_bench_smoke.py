@@ -131,3 +131,13 @@ def test_compare_eval_paired_differences(tmp_path, capsys):
     row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| box")][0]
     # paired differences 1, 0, 2: mean 1, standard error sqrt(1 / 3) = 0.58; accuracy 2/3 against 1/3
     assert "| 18.00 ± 1.15 | 17.00 ± 1.53 | +1.00 ± 0.58 | 0.67 | 0.33 | +0.33 ± 0.33 |" in row
+
+
+def test_compare_eval_names_a_folder_without_results(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from bench import compare_eval
+    (tmp_path / "running").mkdir()
+    with pytest.raises(SystemExit, match="running has no per_image.csv"):
+        compare_eval.main([str(tmp_path / "running")])
+    with pytest.raises(SystemExit, match="running has no results.csv"):
+        compare_eval.main(["--summary", str(tmp_path / "running")])
