@@ -80,7 +80,11 @@ def main(argv=None) -> int:
     p.add_argument("--summary", action="store_true", help="merge the runs' results.csv into one table")
     args = p.parse_args(argv)
     if args.summary:
-        print_report(summary_table(args.folders), args.out)
+        try:
+            table = summary_table(args.folders)
+        except ValueError as e:  # two different runs of one task x method: one line, not a traceback
+            raise SystemExit(f"compare_eval: {e}") from None
+        print_report(table, args.out)
         return 0
     rows = _rows(args.folders)
     by = {}
