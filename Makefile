@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 # This machine keeps a CPU build of torch 2.13.0 on disk; elsewhere set TORCH_SPEC (e.g. "torch>=2.3").
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test test-fast bench gpu-check eval-mnist clean
+.PHONY: demo test test-fast bench gpu-check gpu-eval eval-mnist clean
 
 $(VENV)/.base: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ clean:
 # Kernel tests on the GPU (TRITON_INTERPRET unset) and the kernel benchmarks at full size, < 6 minutes.
 gpu-check:
 	PYTHON=$(PYTHON) bash bench/gpu_check.sh
+
+# Issue 8's development-split table and configuration grid on a CUDA machine, one device call (< 10 minutes).
+gpu-eval:
+	PYTHON=$(PYTHON) bash bench/gpu_eval.sh
 
 # The 100-digit table of the README (all four methods on the four digit tasks and motion blur). Minutes on
 # a GPU; on this project's 2-core CPU about 15 core-hours (FK, 40-80 s per digit, is most of it). Settings:

@@ -32,24 +32,9 @@ else
   unset TRITON_INTERPRET
 fi
 REPORT=$RESULTS/gpu_check-$STAMP.md
-STATUS=0
+. bench/gpu_common.sh
 
-run() {  # run LIMIT_SECONDS CMD...: echo, then run under a time limit (not in --dry-run)
-  local limit=$1; shift
-  echo "+ timeout $limit $*"
-  [ "$MODE" = dry ] && return 0
-  timeout --kill-after=10 "$limit" "$@"
-  local rc=$?
-  if [ $rc -ne 0 ]; then echo "!! exit $rc: $*"; STATUS=1; fi
-  return 0
-}
-
-if [ "$MODE" = full ]; then
-  if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "gpu-check needs a CUDA device ($PY sees none); try --smoke or --dry-run" >&2
-    exit 2
-  fi
-fi
+need_cuda gpu-check
 
 mkdir -p "$RESULTS"
 if [ "$MODE" != dry ]; then
@@ -78,18 +63,7 @@ T0=$(date +%s)
 # 2026-12-02, not run on a GPU yet) are expected at 15-30 s each, torch.compile last (the likeliest to overrun). The torch.compile baseline of the particle step compiles for
 # a minute or so, so it gets its own run (B*N = 256, the target case) after the guaranteed one.
 if [ "$MODE" != smoke ]; then
-  run 20 "$PY" -m pip install --no-deps --no-build-isolation -q -e .
-  if [ "$MODE" = full ] && ! "$PY" -c "import afdps.kernels" 2>/dev/null; then
-    # No setuptools to build with (no network): lay the package out by links instead (afdps -> bindings/,
-    # afdps/engine -> engine/, afdps/kernels -> kernels/), as setup.py maps them.
-    SHIM=$(mktemp -d)
-    mkdir -p "$SHIM/afdps"
-    for f in bindings/*; do ln -s "$PWD/$f" "$SHIM/afdps/"; done
-    ln -s "$PWD/engine" "$SHIM/afdps/engine"
-    ln -s "$PWD/kernels" "$SHIM/afdps/kernels"
-    export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
-    echo "pip install failed; using the package through links in $SHIM"
-  fi
+  install_package
   run 140 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider ${GPU_CHECK_PYTEST_ARGS:-}
 fi
 SMOKE=""

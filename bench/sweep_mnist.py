@@ -41,15 +41,16 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--dps", action="store_true", help="also run DPS once per task")
     p.add_argument("--dps-zeta", type=float, default=3.0)
-    p.add_argument("--corrector-snr", type=float, default=1.0)
+    p.add_argument("--corrector-snr", type=float, default=0.1, help="r of afdps-ode's split corrector (default: the engine's)")
     p.add_argument("--batch-size", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--out", default="bench/results/sweep_mnist")
     return p.parse_args(argv)
 
 
 SCHEDULES = ("vp", "ve-edm")
-COLS = ["task", "schedule", "method", "potential", "tempering", "time_power", "nfe", "psnr_mean", "psnr_mean_se", "psnr_best",
+COLS = ["task", "schedule", "method", "potential", "tempering", "time_power", "corrector_snr", "nfe", "psnr_mean", "psnr_mean_se", "psnr_best",
         "accuracy_best", "accuracy_mean", "accuracy_any", "labels_distinct", "final_ess", "s_per_image"]
 
 
@@ -57,7 +58,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     schedule = VESchedule(80.0, grid="edm") if args.schedule == "ve-edm" else None
-    prior, clf = load_prior("mnist", schedule=schedule), load_classifier("mnist")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch sees no CUDA device")
+    prior, clf = load_prior("mnist", schedule=schedule, device=device), load_classifier("mnist")  # evaluate classifies on the CPU
     images, labels = load_mnist_test(args.num_images)
     tasks = args.tasks.split(",")
     out = Path(args.out)
@@ -72,10 +76,11 @@ def main(argv=None) -> int:
                               tempering=tempering if method != "dps" else "linear",
                               potential=potential if method != "dps" else "noisy", time_power=power or 2.0,
                               dps_zeta=args.dps_zeta, corrector_snr=args.corrector_snr, progress=False,
-                              tempering_ess=args.tempering_ess)
+                              tempering_ess=args.tempering_ess, device=device)
         for r in summary:
             r.update(schedule=args.schedule, potential=potential, tempering=tempering if not tempering.startswith("adaptive") else
                      f"{tempering} (ESS {args.tempering_ess:g})", time_power=power, images=args.num_images,
+                     corrector_snr=args.corrector_snr if method == "afdps-ode" else "",
                      particles=args.particles, steps=args.steps)
             rows.append(r)
             print(f"{r['task']:>9} {args.schedule} {method:>9} {potential:>8} {tempering:>9} p{power:g}: PSNR mean {r['psnr_mean']:.2f} "

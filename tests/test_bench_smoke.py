@@ -62,6 +62,23 @@ def test_gpu_check_dry_run():
         assert needle in out.stdout
 
 
+def test_gpu_eval_dry_run():
+    """make gpu-eval's plan: the install, the one-run table of all methods x five tasks on the 100 development
+    digits, then the grid stages on the same digits, whose time limits fit one 600 s device call."""
+    out = subprocess.run(["bash", str(ROOT / "bench" / "gpu_eval.sh"), "--dry-run"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("+ timeout ")]
+    assert "pip install --no-deps --no-build-isolation" in lines[0]
+    assert "afdps.cli eval" in lines[1] and "--num-images 100" in lines[1] and "--device cuda" in lines[1]
+    assert "--methods" not in lines[1]  # all four methods
+    assert all("bench.sweep_mnist" in ln and "--num-images 100" in ln for ln in lines[2:]) and len(lines) > 3
+    for ln in lines[1:]:
+        assert "--task gaussian-blur,motion-blur,sr4,box,random70" in ln or \
+            "--tasks gaussian-blur,motion-blur,sr4,box,random70" in ln
+    assert sum(int(ln.split()[2]) for ln in lines) <= 570
+
+
 def test_sweep_mnist_rows_per_schedule(tmp_path):
     """bench/sweep_mnist.py writes one row per task x configuration, in the coordinates asked for: the VE
     (EDM grid) run is another run than the VP one on the same digit and seeds."""

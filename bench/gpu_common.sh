@@ -1,0 +1,35 @@
+# Sourced by bench/gpu_check.sh and bench/gpu_eval.sh: MODE (full, dry, smoke) and PY are set by the caller.
+STATUS=0
+
+run() {  # run LIMIT_SECONDS CMD...: echo, then run under a time limit (not in --dry-run); a failure sets STATUS
+  local limit=$1; shift
+  echo "+ timeout $limit $*"
+  [ "$MODE" = dry ] && return 0
+  timeout --kill-after=10 "$limit" "$@"
+  local rc=$?
+  if [ $rc -ne 0 ]; then echo "!! exit $rc: $*"; STATUS=1; fi
+  return 0
+}
+
+need_cuda() {  # need_cuda NAME: exit 2 unless torch sees a CUDA device (full mode only)
+  [ "$MODE" = full ] || return 0
+  if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "$1 needs a CUDA device ($PY sees none); try --dry-run" >&2
+    exit 2
+  fi
+}
+
+install_package() {  # pip install -e . without network; where that cannot build, lay the package out by links
+  run 20 "$PY" -m pip install --no-deps --no-build-isolation -q -e .
+  if [ "$MODE" = full ] && ! "$PY" -c "import afdps.kernels" 2>/dev/null; then
+    # No setuptools to build with (no network): afdps -> bindings/, afdps/engine -> engine/,
+    # afdps/kernels -> kernels/, as setup.py maps them.
+    SHIM=$(mktemp -d)
+    mkdir -p "$SHIM/afdps"
+    for f in bindings/*; do ln -s "$PWD/$f" "$SHIM/afdps/"; done
+    ln -s "$PWD/engine" "$SHIM/afdps/engine"
+    ln -s "$PWD/kernels" "$SHIM/afdps/kernels"
+    export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+    echo "pip install failed; using the package through links in $SHIM"
+  fi
+}

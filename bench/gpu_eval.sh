@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# make gpu-eval: issue 8's development-split measurements on a CUDA machine, in one device call of under
+# 10 minutes (the one-run `make eval-mnist` table, then the configuration grid on the same 100 digits):
+#   1. pip install --no-deps --no-build-isolation -e .
+#   2. afdps eval, all four methods x five tasks, 100 digits, N = 16, 100 steps (the README table in one run)
+#      -> bench/results/eval_mnist_gpu-<time>/
+#   3. bench/sweep_mnist.py on the same digits and tasks, most informative first, each stage in its own
+#      folder bench/results/sweep_mnist_gpu-<time>/<stage>/ (a stage writes its rows after each configuration,
+#      so one cut off by its time limit keeps what it finished):
+#        potentials   every method x the potentials it can take, linear tempering, time power 2
+#        adaptive     the three defaults with adaptive tempering (ESS target 0.5)
+#        power1       the three defaults on the uniform time grid
+#        ode_r        afdps-ode with the corrector's r = 0.3 and 1
+# On an H200 (2026-11-28, before the potentials) one method x task x 100 digits took 2-7 s, FK's Tweedie
+# potential costs about twice that (a vector-Jacobian product per step); the limits below are ceilings.
+#
+#   bash bench/gpu_eval.sh             # the real thing (needs CUDA)
+#   bash bench/gpu_eval.sh --dry-run   # print the commands only
+# Environment: PYTHON (default python3).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=full
+case "${1:-}" in
+  --dry-run) MODE=dry ;;
+  "") ;;
+  *) echo "usage: bash bench/gpu_eval.sh [--dry-run]" >&2; exit 2 ;;
+esac
+PY=${PYTHON:-python3}
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+. bench/gpu_common.sh
+need_cuda gpu-eval
+[ "$MODE" = full ] && unset TRITON_INTERPRET
+
+T0=$(date +%s)
+TASKS=gaussian-blur,motion-blur,sr4,box,random70
+COMMON="--num-images 100 --particles 16 --steps 100"
+SWEEP="$PY -m bench.sweep_mnist $COMMON --tasks $TASKS --batch-size 100 --device cuda"
+OUT=bench/results/sweep_mnist_gpu-$STAMP
+# Time limits add up to 560 s: one device call (600 s at most), with the install first.
+install_package
+run 150 "$PY" -m afdps.cli eval --prior mnist $COMMON --dps-zeta 3 --batch-size 100 --task $TASKS --device cuda \
+  --no-progress --out bench/results/eval_mnist_gpu-$STAMP
+run 140 $SWEEP --methods afdps-sde,afdps-ode,fk --potentials noisy,scaled,inflated --out $OUT/potentials
+run 80 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $OUT/adaptive
+run 50 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $OUT/adaptive_fk
+run 40 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --time-powers 1 --out $OUT/power1
+run 30 $SWEEP --methods fk --potentials tweedie --time-powers 1 --out $OUT/power1_fk
+run 25 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 0.3 --out $OUT/ode_r0.3
+run 25 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 1 --out $OUT/ode_r1
+T1=$(date +%s)
+if [ "$MODE" != dry ]; then
+  echo
+  echo "gpu-eval finished in $((T1 - T0)) s (status $STATUS); bench/results/eval_mnist_gpu-$STAMP, $OUT/*/sweep.md"
+fi
+exit $STATUS
