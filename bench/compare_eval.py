@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 from pathlib import Path
 
-from afdps.engine.evaluate import METHODS, markdown_table, read_csv_rows
+from afdps.engine.evaluate import METHODS, markdown_table, mean_se, read_csv_rows
 from bench.runner import print_report
 
 
@@ -35,13 +34,6 @@ def _rows(folders):
         with open(_eval_file(folder, "per_image.csv")) as f:
             rows += list(csv.DictReader(f))
     return rows
-
-
-def _mean_se(values):
-    n = len(values)
-    m = sum(values) / n
-    var = sum((v - m) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-    return m, math.sqrt(var / n)
 
 
 _METRICS = ("images", "nfe", "psnr_best", "psnr_mean", "ssim_mean", "accuracy_best", "accuracy_any", "final_ess")
@@ -103,11 +95,11 @@ def main(argv=None) -> int:
         pb = [float(b[i]["psnr_mean"]) for i in common]
         ca = [float(a[i]["correct_best"]) for i in common]
         cb = [float(b[i]["correct_best"]) for i in common]
-        dp = _mean_se([x - y for x, y in zip(pa, pb)])
-        dc = _mean_se([x - y for x, y in zip(ca, cb)])
-        lab = _mean_se([float(a[i]["labels_distinct"]) for i in common])[0]
-        anyr = _mean_se([float(a[i]["correct_any"]) for i in common])[0]
-        (ma, sa), (mb, sb) = _mean_se(pa), _mean_se(pb)
+        dp = mean_se([x - y for x, y in zip(pa, pb)])
+        dc = mean_se([x - y for x, y in zip(ca, cb)])
+        lab = mean_se([float(a[i]["labels_distinct"]) for i in common])[0]
+        anyr = mean_se([float(a[i]["correct_any"]) for i in common])[0]
+        (ma, sa), (mb, sb) = mean_se(pa), mean_se(pb)
         lines.append(f"| {t} | {len(common)} | {ma:.2f} ± {sa:.2f} | {mb:.2f} ± {sb:.2f} | {dp[0]:+.2f} ± {dp[1]:.2f} | "
                      f"{sum(ca) / len(ca):.2f} | {sum(cb) / len(cb):.2f} | {dc[0]:+.2f} ± {dc[1]:.2f} | {lab:.2f} | {anyr:.2f} |")
     print_report("\n".join(lines) + "\n", args.out)

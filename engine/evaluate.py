@@ -186,17 +186,20 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     return summary, per_image
 
 
-def _summarise(task, method, rows, *, wall, nfe, particles, steps) -> dict:
-    def mean_se(key):
-        v = np.array([r[key] for r in rows if r.get(key, "") != ""], dtype=np.float64)
-        if v.size == 0:
-            return "", ""
-        return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0)
+def mean_se(values) -> tuple[float, float] | tuple[str, str]:
+    """Mean and standard error (sample standard deviation / sqrt(n); 0 for one value) of ``values``; ``("", "")``
+    for none, the blank cells of the CSV."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        return "", ""
+    return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0)
 
+
+def _summarise(task, method, rows, *, wall, nfe, particles, steps) -> dict:
     out = {"task": task, "method": method, "images": len(rows), "particles": particles, "steps": steps, "nfe": nfe}
     for key in ("psnr_best", "ssim_best", "psnr_mean", "ssim_mean", "correct_best", "correct_mean", "correct_any",
                 "labels_distinct", "final_ess"):
-        m, se = mean_se(key)
+        m, se = mean_se(r[key] for r in rows if r.get(key, "") != "")
         name = key.replace("correct", "accuracy")
         out[name], out[name + "_se"] = m, se
     out["wall_s"] = wall
