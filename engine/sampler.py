@@ -574,7 +574,8 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
             with timer("update"):
                 x_new, _ = langevin_step(x.reshape(B * N, D), s.reshape(B * N, D), gn.reshape(B * N, D),
                                          plan.corrector_keys[m][k], num_particles=N, lam=lam_n,
-                                         snr=plan.corrector_snr, use_triton=plan.use_triton)
+                                         snr=plan.corrector_snr, use_triton=plan.use_triton,
+                                         live=torch.isfinite(logw).reshape(B * N))  # dead particles do not set e
                 x = x_new.reshape(B, N, *event)
         else:
             # "split": Langevin towards Q_{k+1} with the stiff likelihood part integrated exactly. The prior

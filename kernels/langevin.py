@@ -21,13 +21,24 @@ __all__ = ["langevin_step_ref", "LANGEVIN_PARAM_NAMES", "langevin_step_params", 
 LANGEVIN_PARAM_NAMES = ("lam", "snr")
 
 
-def langevin_step_ref(x, score, grad_mu, keys, *, num_particles: int, lam: float, snr: float):
+def _check_live(live, R: int, device):
+    """``live``: None or an ``(R,)`` bool tensor of the rows that count in the step-size means."""
+    if live is None:
+        return None
+    if not isinstance(live, torch.Tensor) or live.dtype != torch.bool or tuple(live.shape) != (R,):
+        got = f"{tuple(live.shape)} {live.dtype}" if isinstance(live, torch.Tensor) else type(live).__name__
+        raise ValueError(f"live must be a bool tensor of shape ({R},) (one flag per row), got {got}")
+    return live.to(device)
+
+
+def langevin_step_ref(x, score, grad_mu, keys, *, num_particles: int, lam: float, snr: float, live=None):
     """Unadjusted Langevin corrector towards ``Q_t``: ``x + e (s - lam grad_mu) + sqrt(2 e) z``.
 
     The step size is Song et al.'s predictor-corrector rule, per image ``b``:
     ``e_b = 2 (snr * mean_i |z_i| / mean_i |s_i - lam grad_mu_i|)^2`` (``|.|`` the L2 norm of a row,
-    means over the live particles of the image: rows whose drift is not finite, dead particles, are
-    left out, so one dead particle cannot stop the others; NaN if none is live). Weights are unchanged.
+    means over the live particles of the image: rows whose drift is not finite, and rows that ``live (R,)``
+    bool marks False (particles whose weight is zero), are left out, so one dead particle cannot stop or
+    shrink the others; NaN if none is live). Every row is moved; the weights are unchanged.
 
     Returns ``x_new (R, D)`` and the step sizes ``(B,)`` float64.
 
@@ -42,7 +53,7 @@ def langevin_step_ref(x, score, grad_mu, keys, *, num_particles: int, lam: float
     z = rows_noise(keys, num_particles, D, x).to(cdt)
     zrow = z.square().sum(-1, dtype=torch.float64).sqrt().view(B, num_particles)
     drow = drift.square().sum(-1, dtype=torch.float64).sqrt().view(B, num_particles)
-    live = torch.isfinite(drow)
+    live = torch.isfinite(drow) if live is None else torch.isfinite(drow) & _check_live(live, R, x.device).view(B, -1)
     count = live.sum(1)
     znorm = torch.where(live, zrow, 0.0).sum(1) / count
     dnorm = torch.where(live, drow, 0.0).sum(1) / count
@@ -79,12 +90,13 @@ def _langevin_norms_kernel(
 def _langevin_size_kernel(
     part_ptr,  # (2, R, NB) block partials from _langevin_norms_kernel
     p_ptr,  # (2,) float64: lam, snr
+    live_ptr,  # (R,) bool rows that count (read only with HAS_LIVE)
     e_ptr,  # (B,) float64 step sizes, out
     R, N, NB,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_LIVE: tl.constexpr,
 ):
     # e_b = 2 (snr mean_i |z_i| / max(mean_i |s_i - lam g_i|, 1e-30))^2, row norms in float64, means over
-    # the live rows (finite drift norm; NaN fails both comparisons, inf the second)
+    # the live rows (finite drift norm, NaN failing both comparisons and inf the second; and live[row])
     b = tl.program_id(0)
     RB = R * NB
     zacc = tl.zeros([BLOCK_N], dtype=tl.float64)
@@ -103,6 +115,8 @@ def _langevin_size_kernel(
             zz += tl.sum(tl.load(part_ptr + off, mask=m, other=0.0).to(tl.float64), axis=1)
             dd += tl.sum(tl.load(part_ptr + RB + off, mask=m, other=0.0).to(tl.float64), axis=1)
         live = nmask & (dd == dd) & (dd < float("inf"))
+        if HAS_LIVE:
+            live = live & (tl.load(live_ptr + rows, mask=nmask, other=0) != 0)
         zacc += tl.where(live, tl.sqrt(zz), 0.0)
         dacc += tl.where(live, tl.sqrt(dd), 0.0)
         cnt += live.to(tl.float64)
@@ -144,8 +158,9 @@ def langevin_step_params(*, lam: float, snr: float, device="cpu") -> torch.Tenso
 
 
 def langevin_step_launch(x, score, grad_mu, keys, params, *, num_particles: int, block: int | None = None,
-                         num_warps: int | None = None):
-    """Launch the Langevin corrector with ``params = (lam, snr)`` (:func:`langevin_step_params`).
+                         num_warps: int | None = None, live=None):
+    """Launch the Langevin corrector with ``params = (lam, snr)`` (:func:`langevin_step_params`); ``live``
+    as in :func:`langevin_step_ref`.
 
     Three launches (row norms with the noise generated in-kernel, per-image step size, update with the
     noise regenerated), no host synchronisation. Returns ``x_new (R, D)`` and ``e (B,)`` float64.
@@ -155,6 +170,7 @@ def langevin_step_launch(x, score, grad_mu, keys, params, *, num_particles: int,
     x, score, grad_mu, keys = x.contiguous(), score.contiguous(), grad_mu.contiguous(), keys.contiguous()
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     B = R // N
+    live = _check_live(live, R, x.device)
     out = torch.empty_like(x)
     e = torch.empty(B, dtype=torch.float64, device=x.device)
     if R == 0 or D == 0:
@@ -165,22 +181,23 @@ def langevin_step_launch(x, score, grad_mu, keys, params, *, num_particles: int,
     part = torch.empty(2, R, NB, dtype=cdt, device=x.device)
     _langevin_norms_kernel[(R * NB,)](score, grad_mu, keys, params, part, R, D, N, NB, CDT=tl_dtype(x.dtype),
                                       BLOCK=BLOCK, num_warps=warps)
-    _langevin_size_kernel[(B,)](part, params, e, R, N, NB, BLOCK_N=min(64, triton.next_power_of_2(N)),
-                                BLOCK_K=min(64, triton.next_power_of_2(NB)), num_warps=4)
+    _langevin_size_kernel[(B,)](part, params, e if live is None else live.contiguous().view(torch.uint8), e, R, N, NB,
+                                BLOCK_N=min(64, triton.next_power_of_2(N)), BLOCK_K=min(64, triton.next_power_of_2(NB)),
+                                HAS_LIVE=live is not None, num_warps=4)
     _langevin_update_kernel[(R * NB,)](x, score, grad_mu, keys, params, e, out, D, N, NB, CDT=tl_dtype(x.dtype),
                                        BLOCK=BLOCK, num_warps=warps)
     return out, e
 
 
 @requires_triton
-def langevin_step_triton(x, score, grad_mu, keys, *, num_particles: int, lam: float, snr: float):
+def langevin_step_triton(x, score, grad_mu, keys, *, num_particles: int, lam: float, snr: float, live=None):
     """The Langevin corrector (same signature and results as :func:`langevin_step_ref`)."""
     params = langevin_step_params(lam=lam, snr=snr, device=x.device)
-    return langevin_step_launch(x, score, grad_mu, keys.to(x.device), params, num_particles=num_particles)
+    return langevin_step_launch(x, score, grad_mu, keys.to(x.device), params, num_particles=num_particles, live=live)
 
 
-def langevin_step(x, score, grad_mu, keys, *, num_particles: int, lam: float, snr: float, use_triton=None):
+def langevin_step(x, score, grad_mu, keys, *, num_particles: int, lam: float, snr: float, use_triton=None, live=None):
     """Dispatch between :func:`langevin_step_triton` and :func:`langevin_step_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
     fn = langevin_step_triton if use_triton_rule(use_triton, x.device, "langevin_step") else langevin_step_ref
-    return fn(x, score, grad_mu, keys, num_particles=num_particles, lam=lam, snr=snr)
+    return fn(x, score, grad_mu, keys, num_particles=num_particles, lam=lam, snr=snr, live=live)
