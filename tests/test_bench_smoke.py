@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("bench_*.py"))
@@ -158,3 +159,28 @@ def test_compare_eval_names_a_folder_without_results(tmp_path):
         compare_eval.main([str(tmp_path / "running")])
     with pytest.raises(SystemExit, match="running has no results.csv"):
         compare_eval.main(["--summary", str(tmp_path / "running")])
+
+
+def test_diversity_stats_count_labels_and_spread():
+    """bench/diversity_mnist.ensemble_stats on ensembles made of test digits: four different digits give four
+    labels and a positive spread; four copies of one give one label and spread 0; a dead particle (log-weight
+    -inf) is left out of the labels and the spread, and the best particle is the highest-weight one."""
+    sys.path.insert(0, str(ROOT))
+    from bench.diversity_mnist import ensemble_stats
+
+    from afdps import load_classifier, load_mnist_test
+    images, labels = load_mnist_test(4)
+    assert len(set(labels.tolist())) == 4
+    clf = load_classifier("mnist")
+    ens = torch.stack([images, images[:1].expand(4, -1, -1, -1), images])  # (3, 4, 1, 28, 28)
+    logw = torch.zeros(3, 4)
+    logw[2, 1:] = float("-inf")  # image 2: only particle 0 lives
+    logw[0, 2] = 1.0             # image 0: particle 2 is the best
+    truth = torch.stack([labels[2], labels[0], labels[1]])
+    rows = ensemble_stats(ens, logw, truth, clf)
+    assert [r["labels_per_image"] for r in rows] == [4, 1, 1]
+    assert rows[0]["pixel_std"] > 0.1 and rows[1]["pixel_std"] == 0.0 and rows[2]["pixel_std"] == 0.0
+    assert [r["any_right"] for r in rows] == [1, 1, 0]   # image 2's true label is held by a dead particle only
+    assert [r["best_right"] for r in rows] == [1, 1, 0]
+    assert rows[1]["majority_right"] == 1 and rows[2]["majority_right"] == 0
+    assert rows[1]["final_ess"] == pytest.approx(1.0) and rows[2]["final_ess"] == pytest.approx(0.25)
