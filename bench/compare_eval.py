@@ -4,6 +4,10 @@ images and measurements, so the paired error is the one that says whether a diff
 
     python -m bench.compare_eval bench/results/eval_mnist_dev100 bench/results/eval_mnist_dev100_r70 --a fk --b dps
 
+``--a`` and ``--b`` name a method, or ``METHOD@FOLDER`` for the method's run in one of the folders (two runs of
+one method, e.g. two settings: ``--a afdps-ode@runs/r0.3 --b afdps-ode@runs/r0.1``). A method whose rows differ
+between folders must be named with its folder.
+
 ``--summary`` instead merges the ``results.csv`` rows of several runs (one per task x method) into one table of
 ``afdps eval``'s columns, tasks in first-seen order and the methods of a task in ``afdps eval``'s order: the
 table of runs made one task or one method at a time.
@@ -28,12 +32,33 @@ def _eval_file(folder, name) -> Path:
     return path
 
 
-def _rows(folders):
-    rows = []
+def _per_image(folders) -> dict:
+    """``{folder: {(task, method): {image: row}}}`` of the folders' ``per_image.csv``."""
+    out = {}
     for folder in folders:
         with open(_eval_file(folder, "per_image.csv")) as f:
-            rows += list(csv.DictReader(f))
-    return rows
+            for r in csv.DictReader(f):
+                out.setdefault(folder, {}).setdefault((r["task"], r["method"]), {})[int(r["image"])] = r
+    return out
+
+
+def _pick(per, spec: str, task: str):
+    """The per-image rows of ``spec`` (``METHOD`` or ``METHOD@FOLDER``) on ``task``, or None where none ran."""
+    method, _, folder = spec.partition("@")
+    if folder:
+        if folder not in per and Path(folder) not in {Path(f) for f in per}:
+            raise SystemExit(f"compare_eval: {spec}: {folder} is not one of the folders given ({', '.join(per)})")
+        folder = next(f for f in per if Path(f) == Path(folder))
+        return per[folder].get((task, method))
+    runs = {f: rows[(task, method)] for f, rows in per.items() if (task, method) in rows}
+    if not runs:
+        return None
+    first, *rest = runs
+    for f in rest:
+        if runs[f] != runs[first]:
+            raise SystemExit(f"compare_eval: {task} x {method} differs between {first} and {f}; name the run as "
+                             f"{method}@{first} or {method}@{f}")
+    return runs[first]
 
 
 _METRICS = ("images", "nfe", "psnr_best", "psnr_mean", "ssim_mean", "accuracy_best", "accuracy_any", "final_ess")
@@ -78,16 +103,13 @@ def main(argv=None) -> int:
             raise SystemExit(f"compare_eval: {e}") from None
         print_report(table, args.out)
         return 0
-    rows = _rows(args.folders)
-    by = {}
-    for r in rows:
-        by.setdefault((r["task"], r["method"]), {})[int(r["image"])] = r
-    tasks = sorted({t for t, _ in by}, key=[r["task"] for r in rows].index)
+    per = _per_image(args.folders)
+    tasks = list(dict.fromkeys(t for rows in per.values() for t, _ in rows))
     lines = [f"| task | images | PSNR mean {args.a} | PSNR mean {args.b} | {args.a} - {args.b} (paired) | "
              f"accuracy best {args.a} | accuracy best {args.b} | {args.a} - {args.b} (paired) | labels / image ({args.a}) |"
              f" any particle right ({args.a}) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for t in tasks:
-        a, b = by.get((t, args.a)), by.get((t, args.b))
+        a, b = _pick(per, args.a, t), _pick(per, args.b, t)
         if not a or not b:
             continue
         common = sorted(set(a) & set(b))

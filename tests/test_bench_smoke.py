@@ -151,6 +151,27 @@ def test_compare_eval_paired_differences(tmp_path, capsys):
     assert "| 18.00 ± 1.15 | 17.00 ± 1.53 | +1.00 ± 0.58 | 0.67 | 0.33 | +0.33 ± 0.33 |" in row
 
 
+def test_compare_eval_two_runs_of_one_method(tmp_path, capsys):
+    """Two folders with the same method (two settings of it): the paired comparison takes METHOD@FOLDER, and a bare
+    method name whose rows differ between the folders is refused (it used to keep the last folder's rows silently,
+    reporting a difference of 0)."""
+    sys.path.insert(0, str(ROOT))
+    from bench import compare_eval
+
+    def run(name, psnrs):
+        per = [{"task": "box", "method": "afdps-ode", "image": i, "psnr_mean": p, "correct_best": 1,
+                "labels_distinct": 1, "correct_any": 1} for i, p in enumerate(psnrs)]
+        return _eval_folder(tmp_path / name, [_summary_row("box", "afdps-ode", 0.0)], per)
+    r1, r3 = run("r0.1", [15.0, 14.0]), run("r0.3", [14.0, 12.0])
+    assert compare_eval.main([r1, r3, "--a", f"afdps-ode@{r1}", "--b", f"afdps-ode@{r3}"]) == 0
+    row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| box")][0]
+    assert "| 14.50 ± 0.50 | 13.00 ± 1.00 | +1.50 ± 0.50 |" in row
+    with pytest.raises(SystemExit, match="differs between .*r0.1 and .*r0.3; name the run as afdps-ode@"):
+        compare_eval.main([r1, r3, "--a", "afdps-ode", "--b", f"afdps-ode@{r3}"])
+    with pytest.raises(SystemExit, match="elsewhere is not one of the folders given"):
+        compare_eval.main([r1, r3, "--a", "afdps-ode@elsewhere"])
+
+
 def test_compare_eval_names_a_folder_without_results(tmp_path):
     sys.path.insert(0, str(ROOT))
     from bench import compare_eval
