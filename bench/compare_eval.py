@@ -113,6 +113,8 @@ def main(argv=None) -> int:
         if not a or not b:
             continue
         common = sorted(set(a) & set(b))
+        if not common:
+            raise SystemExit(f"compare_eval: {t}: {args.a} and {args.b} share no image (different --num-images?)")
         pa = [float(a[i]["psnr_mean"]) for i in common]
         pb = [float(b[i]["psnr_mean"]) for i in common]
         ca = [float(a[i]["correct_best"]) for i in common]

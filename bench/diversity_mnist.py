@@ -4,9 +4,10 @@ runs per image, on the first ``--num-images`` development digits.
 
 Each variant restores the same measurements (image ``i``: seed ``i``, as ``afdps eval`` does). Columns:
 labels / image (distinct labels among the live particles), any right (some particle has the true digit),
-majority right (the most frequent label is the true one), best right (the highest-weight particle; DPS: its
-first sample), pixel std (per-pixel standard deviation across the particles, unweighted, averaged over the
-pixels and images: 0 when the particles coincide), ESS/N at the end.
+majority right (the true label is held by more particles than any other; a tie is not a majority), best right
+(the highest-weight particle; DPS: its first sample), pixel std (per-pixel standard deviation across the
+particles, unweighted, averaged over the pixels and images: 0 when the particles coincide), ESS/N at the end
+(blank for DPS, whose runs are independent and unweighted).
 
     python -m bench.diversity_mnist --num-images 20 --task box --out bench/results/diversity_dev20
 """
@@ -56,8 +57,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def ensemble_stats(particles, log_weights, truth_labels, classifier) -> list[dict]:
-    """Per image: the diversity columns of one ensemble ``particles (B, N, 1, 28, 28)``."""
+def ensemble_stats(particles, log_weights, truth_labels, classifier, weighted: bool = True) -> list[dict]:
+    """Per image: the diversity columns of one ensemble ``particles (B, N, 1, 28, 28)`` (``weighted=False``:
+    independent unweighted runs, no ESS)."""
     B, N = particles.shape[:2]
     lab = classify(classifier, particles.reshape(B * N, *particles.shape[2:]).nan_to_num().clamp(-1, 1))[0].view(B, N)
     logw = torch.as_tensor(log_weights, dtype=torch.float64).view(B, N)
@@ -68,9 +70,9 @@ def ensemble_stats(particles, log_weights, truth_labels, classifier) -> list[dic
         counts = torch.bincount(labs, minlength=10)
         truth = int(truth_labels[b])
         w = torch.softmax(logw[b], 0)
-        ess = float(1.0 / w.square().sum()) / N
+        ess = float(1.0 / w.square().sum()) / N if weighted else ""
         rows.append({"labels_per_image": len(set(labs.tolist())), "any_right": int((labs == truth).any()),
-                     "majority_right": int(int(counts.argmax()) == truth),
+                     "majority_right": int(bool(counts[truth] > torch.cat([counts[:truth], counts[truth + 1:]]).max())),
                      "best_right": int(int(lab[b][int(torch.argmax(logw[b]))]) == truth),
                      "pixel_std": float(particles[b][live].double().std(0, unbiased=False).mean()), "final_ess": ess})
     return rows
@@ -100,16 +102,17 @@ def main(argv=None) -> int:
             else:
                 r = sample(prior, op, ys[a:b], args.sigma_y, num_particles=args.particles, num_steps=args.steps,
                            seed=seeds, progress=False, **VARIANTS[name])
-            per += ensemble_stats(r.particles.float(), r.log_weights, labels[a:b], clf)
+            per += ensemble_stats(r.particles.float(), r.log_weights, labels[a:b], clf, weighted=name != DPS)
             print(f"{name}: {b}/{args.num_images} images ({time.perf_counter() - t0:.0f} s)", flush=True)
         row = {"variant": name, "images": len(per)}
         for c in COLS[2:-1]:
-            m, se = mean_se(p[c] for p in per)
+            m, se = mean_se(p[c] for p in per if p[c] != "")
             row[c], row[c + "_se"] = m, se
         row["s_per_image"] = (time.perf_counter() - t0) / len(per)
         table.append(row)
         write_text(out / "diversity.csv", csv_text(table))
-        cells = [[r["variant"], str(r["images"])] + [f"{r[c]:.3g} ± {r[c + '_se']:.2g}" for c in COLS[2:-1]] +
+        cells = [[r["variant"], str(r["images"])] + ["-" if r[c] == "" else f"{r[c]:.3g} ± {r[c + '_se']:.2g}"
+                                                     for c in COLS[2:-1]] +
                  [f"{r['s_per_image']:.1f}"] for r in table]
         write_text(out / "diversity.md", f"task {args.task}, first {args.num_images} digits, N = {args.particles}, "
                    f"{args.steps} steps, sigma_y {args.sigma_y}, DPS zeta {args.dps_zeta}\n\n" +

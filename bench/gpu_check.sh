@@ -34,7 +34,7 @@ fi
 REPORT=$RESULTS/gpu_check-$STAMP.md
 . bench/gpu_common.sh
 
-need_cuda gpu-check
+need_cuda gpu-check "--smoke or --dry-run"
 
 mkdir -p "$RESULTS"
 if [ "$MODE" != dry ]; then

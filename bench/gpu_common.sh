@@ -1,20 +1,22 @@
-# Sourced by bench/gpu_check.sh and bench/gpu_eval.sh: MODE (full, dry, smoke) and PY are set by the caller.
+# Sourced by bench/gpu_check.sh and bench/gpu_eval.sh: MODE (full, dry, smoke) and PY are set by the caller;
+# CUT_OK=1 makes a stage stopped by its time limit (exit 124) a cut, not a failure (its finished rows are kept).
 STATUS=0
 
 run() {  # run LIMIT_SECONDS CMD...: echo, then run under a time limit (not in --dry-run); a failure sets STATUS
   local limit=$1; shift
   echo "+ timeout $limit $*"
   [ "$MODE" = dry ] && return 0
-  timeout --kill-after=10 "$limit" "$@"
+  timeout --kill-after=5 "$limit" "$@"
   local rc=$?
-  if [ $rc -ne 0 ]; then echo "!! exit $rc: $*"; STATUS=1; fi
+  if [ $rc -eq 124 ] && [ "${CUT_OK:-0}" = 1 ]; then echo "-- cut at its $limit s limit (finished rows kept): $*"
+  elif [ $rc -ne 0 ]; then echo "!! exit $rc: $*"; STATUS=1; fi
   return 0
 }
 
-need_cuda() {  # need_cuda NAME: exit 2 unless torch sees a CUDA device (full mode only)
+need_cuda() {  # need_cuda NAME HINT: exit 2 unless torch sees a CUDA device (full mode only)
   [ "$MODE" = full ] || return 0
   if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "$1 needs a CUDA device ($PY sees none); try --dry-run" >&2
+    echo "$1 needs a CUDA device ($PY sees none); try $2" >&2
     exit 2
   fi
 }

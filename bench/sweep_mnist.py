@@ -50,7 +50,7 @@ def parse_args(argv=None):
 
 
 SCHEDULES = ("vp", "ve-edm")
-COLS = ["task", "schedule", "method", "potential", "tempering", "time_power", "corrector_snr", "nfe", "psnr_mean", "psnr_mean_se", "psnr_best",
+COLS = ["task", "device", "schedule", "method", "potential", "tempering", "time_power", "corrector_snr", "nfe", "psnr_mean", "psnr_mean_se", "psnr_best",
         "accuracy_best", "accuracy_mean", "accuracy_any", "labels_distinct", "final_ess", "s_per_image"]
 
 
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
                               dps_zeta=args.dps_zeta, corrector_snr=args.corrector_snr, progress=False,
                               tempering_ess=args.tempering_ess, device=device)
         for r in summary:
-            r.update(schedule=args.schedule, potential=potential, tempering=tempering if not tempering.startswith("adaptive") else
+            r.update(device=str(device), schedule=args.schedule, potential=potential, tempering=tempering if not tempering.startswith("adaptive") else
                      f"{tempering} (ESS {args.tempering_ess:g})", time_power=power, images=args.num_images,
                      corrector_snr=args.corrector_snr if method == "afdps-ode" else "",
                      particles=args.particles, steps=args.steps)

@@ -43,7 +43,7 @@ from .models import classify
 from .sampler import sample
 
 __all__ = ["TASKS", "METHODS", "DEFAULT_TASKS", "make_operator", "run_method", "evaluate", "markdown_table",
-           "csv_text", "read_csv_rows"]
+           "csv_text", "read_csv_rows", "mean_se"]
 
 TASKS = ("gaussian-blur", "motion-blur", "sr4", "box", "random70")
 DEFAULT_TASKS = {28: ("gaussian-blur", "sr4", "box", "random70"), 256: ("gaussian-blur", "motion-blur", "sr4", "box")}

@@ -77,7 +77,7 @@ def test_gpu_eval_dry_run():
     for ln in lines[1:]:
         assert "--task gaussian-blur,motion-blur,sr4,box,random70" in ln or \
             "--tasks gaussian-blur,motion-blur,sr4,box,random70" in ln
-    assert sum(int(ln.split()[2]) for ln in lines) <= 570
+    assert sum(int(ln.split()[2]) + 5 for ln in lines) <= 560  # each stage's limit and its 5 s to stop
 
 
 def test_sweep_mnist_rows_per_schedule(tmp_path):
@@ -205,3 +205,18 @@ def test_diversity_stats_count_labels_and_spread():
     assert [r["best_right"] for r in rows] == [1, 1, 0]
     assert rows[1]["majority_right"] == 1 and rows[2]["majority_right"] == 0
     assert rows[1]["final_ess"] == pytest.approx(1.0) and rows[2]["final_ess"] == pytest.approx(0.25)
+    tie = torch.stack([images[:2].repeat(2, 1, 1, 1)])  # two labels, two particles each: no majority
+    assert ensemble_stats(tie, torch.zeros(1, 4), labels[:1], clf)[0]["majority_right"] == 0
+    assert ensemble_stats(tie, torch.zeros(1, 4), labels[:1], clf, weighted=False)[0]["final_ess"] == ""
+
+
+def test_diversity_mnist_writes_a_row_per_variant(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from bench import diversity_mnist
+    assert diversity_mnist.main(["--num-images", "1", "--steps", "2", "--particles", "2", "--variants", "dps,fk",
+                                 "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "diversity.csv").open()))
+    assert [r["variant"] for r in rows] == ["dps", "fk"] and rows[0]["final_ess"] == "" and rows[1]["final_ess"] != ""
+    assert "| dps | 1 |" in (tmp_path / "diversity.md").read_text()
+    with pytest.raises(SystemExit, match="unknown variant 'fk x2'"):
+        diversity_mnist.main(["--variants", "fk x2", "--out", str(tmp_path)])

@@ -46,8 +46,11 @@ SCRIPT = textwrap.dedent('''
           dict(BLOCK_R=16, BLOCK_K=64))
     check(lv._langevin_norms_kernel, dict(s_ptr="*bf16", g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
           part_ptr="*fp32", **rows), dict(CDT=tl.float32, BLOCK=2048), 8)
-    check(lv._langevin_size_kernel, dict(part_ptr="*fp32", p_ptr="*fp64", e_ptr="*fp64", R="i32", N="i32", NB="i32"),
-          dict(BLOCK_N=64, BLOCK_K=64, N=1))
+    for live, has_live in (("*u8", True), ("*fp64", False)):  # the live mask, or e itself as the unread dummy
+        check(lv._langevin_size_kernel, dict(part_ptr="*fp32", p_ptr="*fp64", live_ptr=live, e_ptr="*fp64", R="i32",
+              N="i32", NB="i32"), dict(BLOCK_N=64, BLOCK_K=64, HAS_LIVE=has_live))
+    check(lv._langevin_size_kernel, dict(part_ptr="*fp32", p_ptr="*fp64", live_ptr="*fp64", e_ptr="*fp64", R="i32",
+          N="i32", NB="i32"), dict(BLOCK_N=64, BLOCK_K=64, HAS_LIVE=False, N=1))
     check(lv._langevin_update_kernel, dict(x_ptr="*bf16", s_ptr="*bf16", g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
           e_ptr="*fp64", out_ptr="*bf16", D="i32", N="i32", NB="i32"), dict(CDT=tl.float32, BLOCK=2048), 8)
     res = dict(lw_ptr="*fp64", keys_ptr="*i64", thr_ptr="*fp64", anc_ptr="*i64", nlw_ptr="*fp64", ess_ptr="*fp64",

@@ -110,28 +110,30 @@ def test_dead_rows_do_not_stop_the_live_ones(use_triton):
     assert torch.isnan(e[1]) and torch.isfinite(e[0])
 
 
+@pytest.mark.parametrize("N", [4, 70])  # 70: the size kernel's loop over particles takes two chunks of 64
 @pytest.mark.parametrize("use_triton", [False, True], ids=["reference", "kernel"])
-def test_rows_marked_dead_are_left_out(use_triton):
+def test_rows_marked_dead_are_left_out(use_triton, N):
     """``live``: a particle with zero weight but a finite state (far out, so it would shrink everybody's step)
     is left out of the step-size means like a non-finite one; it is still moved with its image's step."""
-    x, s, g, keys = _inputs(2, 4, 33, torch.float32, seed=7)
+    x, s, g, keys = _inputs(2, N, 33, torch.float32, seed=7)
     s = s.clone()
-    s[1] *= 1e3              # image 0, particle 1: dead, with a finite drift 1000 times the others'
-    live = torch.ones(8, dtype=torch.bool)
-    live[1] = False
-    out, e = lv.langevin_step(x, s, g, keys, num_particles=4, lam=0.5, snr=0.1, use_triton=use_triton, live=live)
-    keep = [0, 2, 3]
-    z = randn_rows(keys, 4, 33).reshape(8, 33).double()
+    dead = N - 3             # image 0: a dead particle (in the second chunk for N = 70), with a finite drift
+    s[dead] *= 1e3 * N       # large enough to shrink the mean drift norm 100-fold if it counted
+    live = torch.ones(2 * N, dtype=torch.bool)
+    live[dead] = False
+    out, e = lv.langevin_step(x, s, g, keys, num_particles=N, lam=0.5, snr=0.1, use_triton=use_triton, live=live)
+    keep = [i for i in range(N) if i != dead]
+    z = randn_rows(keys, N, 33).reshape(2 * N, 33).double()
     drift = s.double() - 0.5 * g.double()
     want = 2 * (0.1 * z[keep].norm(dim=1).mean() / drift[keep].norm(dim=1).mean()) ** 2
     torch.testing.assert_close(e[0], want, rtol=1e-5, atol=0)
-    _, e_all = lv.langevin_step(x, s, g, keys, num_particles=4, lam=0.5, snr=0.1, use_triton=use_triton)
+    _, e_all = lv.langevin_step(x, s, g, keys, num_particles=N, lam=0.5, snr=0.1, use_triton=use_triton)
     assert float(e_all[0]) < 0.01 * float(e[0])   # counted, the dead row would have shrunk the step 100-fold
     torch.testing.assert_close(e[1], e_all[1], rtol=1e-12, atol=0)
-    row1 = x[1].double() + e[0] * drift[1] + torch.sqrt(2 * e[0]) * z[1]
-    torch.testing.assert_close(out[1].double(), row1, rtol=1e-4, atol=1e-4)
-    live[4:] = False         # no live particle in image 1
-    _, e = lv.langevin_step(x, s, g, keys, num_particles=4, lam=0.5, snr=0.1, use_triton=use_triton, live=live)
+    row = x[dead].double() + e[0] * drift[dead] + torch.sqrt(2 * e[0]) * z[dead]
+    torch.testing.assert_close(out[dead].double(), row, rtol=1e-4, atol=1e-4 * float(row.abs().max()))
+    live[N:] = False         # no live particle in image 1
+    _, e = lv.langevin_step(x, s, g, keys, num_particles=N, lam=0.5, snr=0.1, use_triton=use_triton, live=live)
     assert torch.isnan(e[1]) and torch.isfinite(e[0])
 
 
