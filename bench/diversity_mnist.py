@@ -7,7 +7,8 @@ labels / image (distinct labels among the live particles), any right (some parti
 majority right (the true label is held by more particles than any other; a tie is not a majority), best right
 (the highest-weight particle; DPS: its first sample), pixel std (per-pixel standard deviation across the
 particles, unweighted, averaged over the pixels and images: 0 when the particles coincide), ESS/N at the end
-(blank for DPS, whose runs are independent and unweighted).
+(blank for DPS, whose runs are independent and unweighted), PSNR of the weighted mean (DPS: the average of
+its runs).
 
     python -m bench.diversity_mnist --num-images 20 --task box --out bench/results/diversity_dev20
 """
@@ -27,6 +28,7 @@ from afdps import load_classifier, load_mnist_test, load_prior  # noqa: E402
 from afdps.engine.baselines import dps  # noqa: E402
 from afdps.engine.evaluate import csv_text, make_operator, mean_se  # noqa: E402
 from afdps.engine.io import markdown_table, write_text  # noqa: E402
+from afdps.engine.metrics import psnr  # noqa: E402
 from afdps.engine.models import classify  # noqa: E402
 from afdps.engine.sampler import sample  # noqa: E402
 
@@ -38,12 +40,13 @@ VARIANTS = {  # name -> options of afdps.sample on top of the defaults (FK, eta 
 }
 DPS = "dps"  # N independent DPS runs per image
 COLS = ["variant", "images", "labels_per_image", "any_right", "majority_right", "best_right", "pixel_std", "final_ess",
-        "s_per_image"]
+        "psnr_mean", "s_per_image"]
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--num-images", type=int, default=20)
+    p.add_argument("--offset", type=int, default=0, help="skip this many digits first (to split a run)")
     p.add_argument("--task", default="box")
     p.add_argument("--particles", type=int, default=16)
     p.add_argument("--steps", type=int, default=100)
@@ -86,23 +89,28 @@ def main(argv=None) -> int:
         if n != DPS and n not in VARIANTS:
             raise SystemExit(f"unknown variant {n!r}; available: {DPS}, {', '.join(VARIANTS)}")
     prior, clf = load_prior("mnist"), load_classifier("mnist")
-    images, labels = load_mnist_test(args.num_images)
+    images, labels = load_mnist_test(args.offset + args.num_images)
+    images, labels = images[args.offset:], labels[args.offset:]
     op = make_operator(args.task, tuple(images.shape[1:]))
-    ys = torch.stack([op.measure(images[i:i + 1].double(), args.sigma_y, torch.Generator().manual_seed(i))[0]
+    ys = torch.stack([op.measure(images[i:i + 1].double(), args.sigma_y,
+                                 torch.Generator().manual_seed(args.offset + i))[0]
                       for i in range(args.num_images)]).float()
     out, table = Path(args.out), []
     for name in names:
         per, t0 = [], time.perf_counter()
         for a in range(0, args.num_images, args.batch_size):
             b = min(a + args.batch_size, args.num_images)
-            seeds = list(range(a, b))
+            seeds = list(range(args.offset + a, args.offset + b))
             if name == DPS:
                 r = dps(prior, op, ys[a:b], args.sigma_y, num_steps=args.steps, zeta=args.dps_zeta,
                         num_samples=args.particles, seed=seeds, progress=False)
             else:
                 r = sample(prior, op, ys[a:b], args.sigma_y, num_particles=args.particles, num_steps=args.steps,
                            seed=seeds, progress=False, **VARIANTS[name])
-            per += ensemble_stats(r.particles.float(), r.log_weights, labels[a:b], clf, weighted=name != DPS)
+            stats = ensemble_stats(r.particles.float(), r.log_weights, labels[a:b], clf, weighted=name != DPS)
+            for j, st in enumerate(stats):
+                st["psnr_mean"] = psnr(r.mean[j].float(), images[a + j].float())
+            per += stats
             print(f"{name}: {b}/{args.num_images} images ({time.perf_counter() - t0:.0f} s)", flush=True)
         row = {"variant": name, "images": len(per)}
         for c in COLS[2:-1]:
@@ -114,7 +122,8 @@ def main(argv=None) -> int:
         cells = [[r["variant"], str(r["images"])] + ["-" if r[c] == "" else f"{r[c]:.3g} ± {r[c + '_se']:.2g}"
                                                      for c in COLS[2:-1]] +
                  [f"{r['s_per_image']:.1f}"] for r in table]
-        write_text(out / "diversity.md", f"task {args.task}, first {args.num_images} digits, N = {args.particles}, "
+        first = f"first {args.num_images}" if not args.offset else f"{args.num_images} after the first {args.offset}"
+        write_text(out / "diversity.md", f"task {args.task}, {first} digits, N = {args.particles}, "
                    f"{args.steps} steps, sigma_y {args.sigma_y}, DPS zeta {args.dps_zeta}\n\n" +
                    markdown_table(COLS, cells) + "\n")
     return 0

@@ -217,6 +217,6 @@ def test_diversity_mnist_writes_a_row_per_variant(tmp_path):
                                  "--out", str(tmp_path)]) == 0
     rows = list(csv.DictReader((tmp_path / "diversity.csv").open()))
     assert [r["variant"] for r in rows] == ["dps", "fk"] and rows[0]["final_ess"] == "" and rows[1]["final_ess"] != ""
-    assert "| dps | 1 |" in (tmp_path / "diversity.md").read_text()
+    assert "| dps | 1 |" in (tmp_path / "diversity.md").read_text() and float(rows[1]["psnr_mean"]) > 0
     with pytest.raises(SystemExit, match="unknown variant 'fk x2'"):
         diversity_mnist.main(["--variants", "fk x2", "--out", str(tmp_path)])
