@@ -46,10 +46,10 @@ def _pick(per, spec: str, task: str):
     """The per-image rows of ``spec`` (``METHOD`` or ``METHOD@FOLDER``) on ``task``, or None where none ran."""
     method, _, folder = spec.partition("@")
     if folder:
-        if folder not in per and Path(folder) not in {Path(f) for f in per}:
+        match = [f for f in per if Path(f) == Path(folder)]
+        if not match:
             raise SystemExit(f"compare_eval: {spec}: {folder} is not one of the folders given ({', '.join(per)})")
-        folder = next(f for f in per if Path(f) == Path(folder))
-        return per[folder].get((task, method))
+        return per[match[0]].get((task, method))
     runs = {f: rows[(task, method)] for f, rows in per.items() if (task, method) in rows}
     if not runs:
         return None

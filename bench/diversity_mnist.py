@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from afdps import load_classifier, load_mnist_test, load_prior  # noqa: E402
 from afdps.engine.baselines import dps  # noqa: E402
-from afdps.engine.evaluate import csv_text, make_operator, mean_se  # noqa: E402
+from afdps.engine.evaluate import csv_text, make_operator, mean_se, measurements  # noqa: E402
 from afdps.engine.io import markdown_table, write_text  # noqa: E402
 from afdps.engine.metrics import psnr  # noqa: E402
 from afdps.engine.models import classify  # noqa: E402
@@ -92,9 +92,7 @@ def main(argv=None) -> int:
     images, labels = load_mnist_test(args.offset + args.num_images)
     images, labels = images[args.offset:], labels[args.offset:]
     op = make_operator(args.task, tuple(images.shape[1:]))
-    ys = torch.stack([op.measure(images[i:i + 1].double(), args.sigma_y,
-                                 torch.Generator().manual_seed(args.offset + i))[0]
-                      for i in range(args.num_images)]).float()
+    ys = measurements(op, images, args.sigma_y, seed=args.offset)
     out, table = Path(args.out), []
     for name in names:
         per, t0 = [], time.perf_counter()

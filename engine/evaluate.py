@@ -43,7 +43,7 @@ from .models import classify
 from .sampler import sample
 
 __all__ = ["TASKS", "METHODS", "DEFAULT_TASKS", "make_operator", "run_method", "evaluate", "markdown_table",
-           "csv_text", "read_csv_rows", "mean_se"]
+           "csv_text", "read_csv_rows", "mean_se", "measurements"]
 
 TASKS = ("gaussian-blur", "motion-blur", "sr4", "box", "random70")
 DEFAULT_TASKS = {28: ("gaussian-blur", "sr4", "box", "random70"), 256: ("gaussian-blur", "motion-blur", "sr4", "box")}
@@ -133,8 +133,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     try:
         for task in tasks:
             op = make_operator(task, shape, seed=seed)
-            ys = torch.stack([op.measure(images[i:i + 1].double(), sigma_y,
-                                         torch.Generator().manual_seed(seed + i))[0] for i in range(n)]).float()
+            ys = measurements(op, images, sigma_y, seed)
             for method in methods:
                 if (task, method) in done:
                     bar.update(math.ceil(n / batch_size))
@@ -184,6 +183,13 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     finally:
         bar.close()
     return summary, per_image
+
+
+def measurements(op, images: torch.Tensor, sigma_y: float, seed: int = 0) -> torch.Tensor:
+    """``y_i = A x_i + noise`` for ``images (n, C, H, W)``, image ``i``'s noise seeded ``seed + i`` (float64
+    measurement, returned float32): what :func:`evaluate` restores, so other studies can use the same."""
+    return torch.stack([op.measure(images[i:i + 1].double(), sigma_y, torch.Generator().manual_seed(seed + i))[0]
+                        for i in range(images.shape[0])]).float()
 
 
 def mean_se(values) -> tuple[float, float] | tuple[str, str]:
