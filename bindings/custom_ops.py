@@ -14,7 +14,9 @@ op                             signature
 =============================  =====================================================================
 ``afdps::particle_step``       ``(x, score, grad_mu, keys, params[7], num_particles, euler, noise)
                                -> (x_new, dlogw)``
-``afdps::langevin_step``       ``(x, score, grad_mu, keys, params[2], num_particles) -> (x_new, e)``
+``afdps::langevin_step``       ``(x, score, grad_mu, keys, params[2], num_particles, live=None)
+                               -> (x_new, e)``; ``live (R,)`` bool: the rows that set their image's
+                               step size (``None``: all)
 ``afdps::resample``            ``(logw, keys, threshold[1], scheme) -> (ancestors, new_logw, ess,
                                resampled)``
 ``afdps::resample_and_gather`` ``(x!, logw, keys, threshold[1], scheme) -> (new_logw, ess, resampled)``;
@@ -27,6 +29,8 @@ op                             signature
 ``euler`` and ``noise`` of ``particle_step`` must be ``euler and eta * v2 != 0`` and ``v2 > 0`` (the
 kernel is specialised on them; the reference fallback derives them from ``params``).
 """
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -79,15 +83,15 @@ def _(x, score, grad_mu, keys, params, num_particles, euler, noise):
 
 @torch.library.custom_op("afdps::langevin_step", mutates_args=())
 def langevin_step(x: Tensor, score: Tensor, grad_mu: Tensor, keys: Tensor, params: Tensor,
-                  num_particles: int) -> tuple[Tensor, Tensor]:
+                  num_particles: int, live: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     if _kernel(x.device):
-        return _lv.langevin_step_launch(x, score, grad_mu, keys, params, num_particles=num_particles)
+        return _lv.langevin_step_launch(x, score, grad_mu, keys, params, num_particles=num_particles, live=live)
     kw = dict(zip(_lv.LANGEVIN_PARAM_NAMES, params.tolist()))
-    return _lv.langevin_step_ref(x, score, grad_mu, keys, num_particles=num_particles, **kw)
+    return _lv.langevin_step_ref(x, score, grad_mu, keys, num_particles=num_particles, live=live, **kw)
 
 
 @langevin_step.register_fake
-def _(x, score, grad_mu, keys, params, num_particles):
+def _(x, score, grad_mu, keys, params, num_particles, live=None):
     return torch.empty_like(x), x.new_empty((x.shape[0] // num_particles,), dtype=torch.float64)
 
 

@@ -77,14 +77,15 @@ def make_operator(task: str, image_shape, seed: int = 0):
 def run_method(method: str, prior, op, y, sigma_y: float, *, particles: int, steps: int, seeds, tempering="linear",
                potential: str | None = None,
                time_power: float = 2.0, dps_zeta: float = 1.0, dps_steps: int | None = None, corrector_steps: int = 1,
-               corrector_snr: float = 0.1, corrector: str = "split", backend=None, tempering_ess: float = 0.5):
-    """Restore measurements ``y (B, ...)`` with one method; returns an :class:`afdps.Result`."""
+               corrector_snr: float = 0.1, corrector: str = "split", backend=None, tempering_ess: float = 0.5,
+               ess_threshold: float = 0.5):
+    """Restore measurements ``y (B, ...)`` with one method; returns an :class:`afdps.Result`.
+    ``ess_threshold``: the particle methods resample an image when its normalised ESS falls below it (0:
+    never)."""
     if method == "dps":
         return dps(prior, op, y, sigma_y, num_steps=dps_steps or steps, zeta=dps_zeta, seed=seeds, progress=False)
     kw = dict(num_particles=particles, num_steps=steps, seed=seeds, tempering=tempering, tempering_ess=tempering_ess,
-              potential=potential,
-              time_power=time_power,
-              backend=backend, progress=False)
+              potential=potential, time_power=time_power, ess_threshold=ess_threshold, backend=backend, progress=False)
     guidance = None  # exact where the operator diagonalises A^T A, implicit (conjugate gradients) otherwise
     if method == "afdps-sde":
         return sample(prior, op, y, sigma_y, method="sde", eta=1.0, guidance=guidance, **kw)
@@ -106,7 +107,8 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
              tempering: str = "linear", potential: str | None = None, time_power: float = 2.0, dps_zeta: float = 1.0,
              dps_steps: int | None = None,
              corrector_steps: int = 1, corrector_snr: float = 0.1, corrector: str = "split", device=None, backend=None,
-             progress=None, on_result=None, previous=None, tempering_ess: float = 0.5) -> tuple[list[dict], list[dict]]:
+             progress=None, on_result=None, previous=None, tempering_ess: float = 0.5,
+             ess_threshold: float = 0.5) -> tuple[list[dict], list[dict]]:
     """Run every method on every task; returns ``(summary_rows, per_image_rows)``.
 
     Image ``i`` uses seed ``seed + i`` for its measurement noise and its sampler, so a row does not
@@ -148,7 +150,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                                      seeds=[seed + i for i in range(a, b)], tempering=tempering, potential=potential,
                                      time_power=time_power, dps_zeta=dps_zeta, dps_steps=dps_steps,
                                      corrector_steps=corrector_steps, corrector_snr=corrector_snr, corrector=corrector,
-                                     backend=backend, tempering_ess=tempering_ess)
+                                     backend=backend, tempering_ess=tempering_ess, ess_threshold=ess_threshold)
                     best, mean = res.best.float().cpu(), res.mean.float().cpu()
                     wall += time.perf_counter() - t0
                     nfe = res.nfe

@@ -39,8 +39,17 @@ def test_opcheck_particle_step(rows):
 
 def test_opcheck_langevin_step(rows):
     x, s, g, keys = rows
-    torch.library.opcheck(co.langevin_step, (x, s, g, keys, co.langevin_step_params(lam=0.5, snr=0.1, device=DEVICE),
-                                             N))
+    params = co.langevin_step_params(lam=0.5, snr=0.1, device=DEVICE)
+    torch.library.opcheck(co.langevin_step, (x, s, g, keys, params, N))
+    live = torch.tensor([True, False, True, True, True, False], device=DEVICE)
+    torch.library.opcheck(co.langevin_step, (x, s, g, keys, params, N, live))
+    # the op passes ``live`` on: as the kernel module's dispatcher, and different from all rows live
+    from afdps.kernels import langevin as lv
+    x1, e1 = co.langevin_step(x, s, g, keys, params, N, live)
+    x2, e2 = lv.langevin_step(x, s, g, keys, num_particles=N, lam=0.5, snr=0.1, live=live)
+    torch.testing.assert_close(x1, x2)
+    torch.testing.assert_close(e1, e2)
+    assert not torch.allclose(e1, co.langevin_step(x, s, g, keys, params, N)[1])
 
 
 @pytest.mark.parametrize("scheme", ["systematic", "residual"])

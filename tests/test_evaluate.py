@@ -68,6 +68,23 @@ def test_rows_do_not_depend_on_batch_size():
         assert ra["psnr_mean"] == pytest.approx(rb["psnr_mean"], abs=1e-4)
 
 
+def test_ess_threshold_reaches_the_sampler(tmp_path):
+    """``--ess-threshold 0`` never resamples, 1 resamples whenever the weights are uneven; the column records it."""
+    from afdps import load_prior
+
+    prior = load_prior("mnist")
+    op = ev.make_operator("box", (1, 28, 28))
+    y = ev.measurements(op, torch.zeros(1, 1, 28, 28), 0.05)
+    kw = dict(particles=4, steps=3, seeds=[0])
+    assert not ev.run_method("fk", prior, op, y, 0.05, ess_threshold=0.0, **kw).resampled.any()
+    assert ev.run_method("fk", prior, op, y, 0.05, ess_threshold=1.0, **kw).resampled.any()
+    assert cli.main(["eval", "--num-images", "1", "--particles", "2", "--steps", "2", "--task", "box", "--methods",
+                     "fk,dps", "--ess-threshold", "0", "--out", str(tmp_path), "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [r["ess_threshold"] for r in rows] == ["0", ""]
+    assert "resampling below ESS/N 0" in (tmp_path / "results.md").read_text()
+
+
 def test_eval_usage_errors(tmp_path, capsys):
     assert cli.main(["eval", "--methods", "afdps,dps", "--out", str(tmp_path)]) == 2
     assert "unknown afdps" in capsys.readouterr().err
@@ -78,6 +95,9 @@ def test_eval_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:  # argparse refuses it: status 2 and the usage
         cli.main(["eval", "--num-images", "0", "--out", str(tmp_path)])
     assert info.value.code == 2 and "--num-images: must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli.main(["eval", "--ess-threshold", "1.5", "--out", str(tmp_path)])
+    assert info.value.code == 2 and "--ess-threshold: must be a number in [0, 1], got '1.5'" in capsys.readouterr().err
 
 
 def test_interrupted_run_keeps_finished_rows(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import shlex
 import sys
 
 __all__ = ["command_line", "positive_int", "nonneg_int", "seed_int", "positive_float", "nonneg_float",
-           "unit_float", "power_float", "DEFAULT_THREADS", "HelpFormatter"]
+           "unit_float", "fraction_float", "power_float", "DEFAULT_THREADS", "HelpFormatter"]
 
 # Default torch CPU threads of the commands: half the cores, at most 8. Measured on this project's 2-core
 # CPU with one other busy process: a tiny `afdps eval` took 189 s with torch's default (all cores, OpenMP
@@ -46,6 +46,7 @@ seed_int = _number(int, lambda v: -2**63 <= v < 2**63, "an integer seed")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
 unit_float = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+fraction_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 power_float = _number(float, lambda v: v >= 1, "a number >= 1")
 
 

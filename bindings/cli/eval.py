@@ -17,7 +17,7 @@ from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate,
 from ..engine.io import write_json, write_text
 from ..engine.potentials import POTENTIALS
 from ..engine.sampler import CORRECTORS, TEMPERINGS
-from ._common import (DEFAULT_THREADS, nonneg_float, nonneg_int, positive_float, positive_int, power_float,
+from ._common import (DEFAULT_THREADS, fraction_float, nonneg_float, nonneg_int, positive_float, positive_int, power_float,
                       seed_int)
 
 HELP = "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"
@@ -46,6 +46,9 @@ def add_arguments(p) -> None:
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule of the particle methods")
     p.add_argument("--tempering-ess", type=float, default=0.5,
                    help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
+    p.add_argument("--ess-threshold", type=fraction_float, default=0.5,
+                   help="the particle methods resample an image when its normalised ESS falls below this, in [0, 1] "
+                   "(0: never; default: 0.5, as afdps.sample)")
     p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
                    help="where the likelihood is evaluated along the path (spec section 9); auto: tweedie for fk "
                    "(eta 0.5), scaled for afdps-sde and afdps-ode")
@@ -98,6 +101,8 @@ def run(args) -> int:
                 if k not in ("resume", "no_progress", "threads", "out", "device", "backend")}
     if not args.tempering.startswith("adaptive"):
         settings.pop("tempering_ess")  # unused: runs from before the option resume as they were
+    if args.ess_threshold == 0.5:
+        settings.pop("ess_threshold")  # the default: runs from before the option resume as they were
     if (out / "results.csv").exists():
         if not args.resume:
             raise ValueError(f"{str(out)!r} holds results of an earlier run; pass --resume to continue it, or choose "
@@ -120,13 +125,15 @@ def run(args) -> int:
                       "time_power": args.time_power, "seed": args.seed, "prior": args.prior})
             if r["method"] == "dps":
                 r["dps_zeta"] = args.dps_zeta
+            else:
+                r["ess_threshold"] = args.ess_threshold
             if r["method"] == "afdps-ode":
                 r.update(corrector_steps=args.corrector_steps, corrector=args.corrector,
                          corrector_snr=args.corrector_snr)
         done = "" if len(summary) == planned else f" (partial: {len(summary)} of {planned} task x method rows)"
         header = (f"# afdps eval: prior {args.prior}, {len(images)} images, sigma_y {args.sigma_y}, device {name}, "
                   f"{time.perf_counter() - t0:.0f} s{done}\n\nParticle methods: tempering {args.tempering}, potential {args.potential}, time grid "
-                  f"power {args.time_power:g}; afdps-ode: {args.corrector_steps} Langevin step(s), rule {args.corrector}, r = "
+                  f"power {args.time_power:g}, resampling below ESS/N {args.ess_threshold:g}; afdps-ode: {args.corrector_steps} Langevin step(s), rule {args.corrector}, r = "
                   f"{args.corrector_snr:g}; dps: zeta = {args.dps_zeta:g}, one sample per image, no weights (best = "
                   "mean). Means ± standard errors over images; accuracy: fraction classified as the true digit; NFE: "
                   "score evaluations per particle (DPS: each with a backward pass).\n\n")
@@ -142,7 +149,7 @@ def run(args) -> int:
         tempering=args.tempering, potential=None if args.potential == "auto" else args.potential, time_power=args.time_power, dps_zeta=args.dps_zeta, dps_steps=args.dps_steps,
         corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, corrector=args.corrector, device=device, backend=args.backend,
         progress=False if args.no_progress else None, on_result=write, previous=previous,
-        tempering_ess=args.tempering_ess)
+        tempering_ess=args.tempering_ess, ess_threshold=args.ess_threshold)
     print(write(summary, per_image) + markdown_table(summary))
     print(f"wrote results.md, results.csv, per_image.csv to {out}/")
     return 0
