@@ -12,6 +12,8 @@
 #        adaptive     the three defaults with adaptive tempering (ESS target 0.5)
 #        power1       the three defaults on the uniform time grid
 #        ode_r0.2     afdps-ode with the corrector's r = 0.2 (r = 0.3 ran on this CPU: bench/results/ode_r0.3_dev100/)
+#        fk_ess0      the default (FK) never resampled: the diversity lead (20 digits on this CPU:
+#                     bench/results/fk_ess0_dev20_<task>/)
 # On an H200 (2026-11-28, before the potentials) one method x task x 100 digits took 2-7 s, FK's Tweedie
 # potential costs about twice that (a vector-Jacobian product per step); the limits below are ceilings.
 #
@@ -39,17 +41,18 @@ TASKS=gaussian-blur,motion-blur,sr4,box,random70
 COMMON="--num-images 100 --particles 16 --steps 100"
 SWEEP="$PY -m bench.sweep_mnist $COMMON --tasks $TASKS --batch-size 100 --device cuda"
 OUT=bench/results/sweep_mnist_gpu-$STAMP
-# Time limits add up to 500 s, 545 s with each stage's 5 s to stop: one device call (600 s at most).
+# Time limits add up to 505 s, 555 s with each stage's 5 s to stop: one device call (600 s at most).
 install_package
 run 150 "$PY" -m afdps.cli eval --prior mnist $COMMON --dps-zeta 3 --batch-size 100 --task $TASKS --device cuda \
   --no-progress --out bench/results/eval_mnist_gpu-$STAMP
 run 70 $SWEEP --methods fk --potentials noisy,scaled,inflated --out $OUT/potentials_fk
-run 80 $SWEEP --methods afdps-sde,afdps-ode --potentials noisy,inflated --out $OUT/potentials
-run 60 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $OUT/adaptive
+run 70 $SWEEP --methods afdps-sde,afdps-ode --potentials noisy,inflated --out $OUT/potentials
+run 50 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $OUT/adaptive
 run 40 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $OUT/adaptive_fk
 run 30 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --time-powers 1 --out $OUT/power1
 run 25 $SWEEP --methods fk --potentials tweedie --time-powers 1 --out $OUT/power1_fk
 run 25 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 0.2 --out $OUT/ode_r0.2
+run 25 $SWEEP --methods fk --potentials tweedie --ess-threshold 0 --out $OUT/fk_ess0
 T1=$(date +%s)
 if [ "$MODE" != dry ]; then
   echo

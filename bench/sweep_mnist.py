@@ -42,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--dps", action="store_true", help="also run DPS once per task")
     p.add_argument("--dps-zeta", type=float, default=3.0)
     p.add_argument("--corrector-snr", type=float, default=0.1, help="r of afdps-ode's split corrector (default: the engine's)")
+    p.add_argument("--ess-threshold", type=float, default=0.5,
+                   help="the particle methods resample below this normalised ESS (0: never; default: the engine's)")
     p.add_argument("--batch-size", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
@@ -50,7 +52,7 @@ def parse_args(argv=None):
 
 
 SCHEDULES = ("vp", "ve-edm")
-COLS = ["task", "device", "schedule", "method", "potential", "tempering", "time_power", "corrector_snr", "nfe", "psnr_mean", "psnr_mean_se", "psnr_best",
+COLS = ["task", "device", "schedule", "method", "potential", "tempering", "time_power", "corrector_snr", "ess_threshold", "nfe", "psnr_mean", "psnr_mean_se", "psnr_best",
         "accuracy_best", "accuracy_mean", "accuracy_any", "labels_distinct", "final_ess", "s_per_image"]
 
 
@@ -76,11 +78,12 @@ def main(argv=None) -> int:
                               tempering=tempering if method != "dps" else "linear",
                               potential=potential if method != "dps" else "noisy", time_power=power or 2.0,
                               dps_zeta=args.dps_zeta, corrector_snr=args.corrector_snr, progress=False,
-                              tempering_ess=args.tempering_ess, device=device)
+                              tempering_ess=args.tempering_ess, ess_threshold=args.ess_threshold, device=device)
         for r in summary:
             r.update(device=str(device), schedule=args.schedule, potential=potential, tempering=tempering if not tempering.startswith("adaptive") else
                      f"{tempering} (ESS {args.tempering_ess:g})", time_power=power, images=args.num_images,
                      corrector_snr=args.corrector_snr if method == "afdps-ode" else "",
+                     ess_threshold=args.ess_threshold if method != "dps" else "",
                      particles=args.particles, steps=args.steps)
             rows.append(r)
             print(f"{r['task']:>9} {args.schedule} {method:>9} {potential:>8} {tempering:>9} p{power:g}: PSNR mean {r['psnr_mean']:.2f} "

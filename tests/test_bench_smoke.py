@@ -77,6 +77,7 @@ def test_gpu_eval_dry_run():
     for ln in lines[1:]:
         assert "--task gaussian-blur,motion-blur,sr4,box,random70" in ln or \
             "--tasks gaussian-blur,motion-blur,sr4,box,random70" in ln
+    assert any("--methods fk" in ln and "--ess-threshold 0" in ln for ln in lines[2:])  # the diversity lead
     assert sum(int(ln.split()[2]) + 5 for ln in lines) <= 560  # each stage's limit and its 5 s to stop
 
 
@@ -98,6 +99,18 @@ def test_sweep_mnist_rows_per_schedule(tmp_path):
         assert "| ve-linear |" in (out / "sweep.md").read_text()
         psnr[schedule] = float(rows[0]["psnr_mean"])
     assert psnr["vp"] != psnr["ve-edm"]
+
+
+def test_sweep_mnist_ess_threshold_column(tmp_path):
+    """``--ess-threshold`` reaches the particle methods and its column; DPS has no resampling (blank)."""
+    sys.path.insert(0, str(ROOT))
+    from bench import sweep_mnist
+
+    assert sweep_mnist.main(["--num-images", "1", "--tasks", "box", "--methods", "fk", "--potentials", "tweedie",
+                             "--steps", "2", "--particles", "2", "--batch-size", "1", "--dps", "--ess-threshold", "0",
+                             "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    assert [(r["method"], r["ess_threshold"]) for r in rows] == [("dps", ""), ("fk", "0")]
 
 
 def _eval_folder(path, rows, per_image=()):
