@@ -201,7 +201,8 @@ class Plan:
     ess_threshold: float
     corrector_steps: int
     corrector: str
-    corrector_snr: float
+    corrector_snr: float | tuple  # as given: r, or (r_early, r_late)
+    corrector_rs: list  # the corrector's r at each step (corrector_schedule)
     tempering: str
     tempering_ess: float
     weights: bool
@@ -366,6 +367,25 @@ def default_potential(method: str, eta: float, cuda_graph: bool = False) -> str:
     return "tweedie" if method == "sde" and float(eta) == 0.5 and not cuda_graph else "scaled"
 
 
+def corrector_schedule(corrector_snr, num_steps: int) -> tuple:
+    """``(value, rs)``: the corrector's ``r`` as given (a float, or a pair of floats) and its value at each
+    of the ``num_steps`` steps. A pair ``(r_early, r_late)`` uses ``r_early`` for the first
+    ``num_steps // 2`` steps and ``r_late`` for the rest (docs/quality.md: a large ``r`` early loses box
+    inpainting, a large ``r`` late biases the unadjusted corrector)."""
+    if isinstance(corrector_snr, (list, tuple)):
+        if len(corrector_snr) != 2:
+            raise ValueError(f"corrector_snr must be a positive number or a pair (r_early, r_late) of positive "
+                             f"numbers, got {corrector_snr!r}")
+        early, late = (check_real("corrector_snr", v, positive=True,
+                                  allowed="a positive number or a pair (r_early, r_late) of positive numbers")
+                       for v in corrector_snr)
+        half = num_steps // 2
+        return (early, late), [early] * half + [late] * (num_steps - half)
+    r = check_real("corrector_snr", corrector_snr, positive=True,
+                   allowed="a positive number or a pair (r_early, r_late) of positive numbers")
+    return r, [r] * num_steps
+
+
 def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0.5, num_particles=16,
             num_steps=100, tempering="linear", guidance=None, resample="systematic", ess_threshold=0.5, corrector_steps=1,
             corrector="split", corrector_snr=0.1, weights=True, seed=None, backend=None, dtype=torch.float32, time_power=2.0,
@@ -397,7 +417,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     eta = check_real("eta", eta)
     check_real("ess_threshold", ess_threshold, low=0.0, high=1.0)
-    check_real("corrector_snr", corrector_snr, positive=True)
+    corrector_snr, corrector_rs = corrector_schedule(corrector_snr, K)
     check_real("time_power", time_power, low=1.0)
     tempering_ess = check_real("tempering_ess", tempering_ess, low=0.0, high=1.0)
     if tempering in ADAPTIVE:
@@ -447,7 +467,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
                 eta=float(eta),
                 num_particles=N, num_steps=K, guidance=guidance, resample=resample,
                 ess_threshold=float(ess_threshold), corrector_steps=M, corrector=corrector,
-                corrector_snr=float(corrector_snr), tempering=tempering, tempering_ess=float(tempering_ess),
+                corrector_snr=corrector_snr, corrector_rs=corrector_rs, tempering=tempering, tempering_ess=float(tempering_ess),
                 weights=bool(weights), use_triton=use_triton, dtype=dtype, denoise=bool(denoise), seeds=seeds,
                 times=times.tolist(), lam=lam, members=path,
                 laps=[0.0 if potential == "tweedie" else pot.laplacian(op, m) for m in path],
@@ -574,7 +594,7 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
             with timer("update"):
                 x_new, _ = langevin_step(x.reshape(B * N, D), s.reshape(B * N, D), gn.reshape(B * N, D),
                                          plan.corrector_keys[m][k], num_particles=N, lam=lam_n,
-                                         snr=plan.corrector_snr, use_triton=plan.use_triton,
+                                         snr=plan.corrector_rs[k], use_triton=plan.use_triton,
                                          live=torch.isfinite(logw).reshape(B * N))  # dead particles do not set e
                 x = x_new.reshape(B, N, *event)
         else:
@@ -582,7 +602,7 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
             # part x + e s + sqrt(2 e) z is the fused step with f = g2 = 0, v2 = 2, h = e (no guidance, lam 0);
             # then the flow dx/dt = -lam_n grad nu over time e. e = 2 (snr sigma)^2: Song's rule for the
             # prior score alone, whose norm is about |z| / sigma.
-            e = 2.0 * (plan.corrector_snr * float(sched.sigma(tn))) ** 2
+            e = 2.0 * (plan.corrector_rs[k] * float(sched.sigma(tn))) ** 2
             with timer("update"):
                 flat = s.reshape(B * N, D)
                 x_new, _ = particle_step(x.reshape(B * N, D), flat, flat, plan.corrector_keys[m][k], num_particles=N,
@@ -680,7 +700,7 @@ def _graphed_call(key, owners, run, inputs):
 def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None = None, eta: float = 0.5,
            num_particles: int = 16,
            num_steps: int = 100, tempering: str = "linear", guidance: str | None = None, resample: str = "systematic",
-           ess_threshold: float = 0.5, corrector_steps: int = 1, corrector: str = "split", corrector_snr: float = 0.1,
+           ess_threshold: float = 0.5, corrector_steps: int = 1, corrector: str = "split", corrector_snr: float | tuple = 0.1,
            weights: bool = True,
            seed=None, progress=None, backend: str | None = None, dtype: torch.dtype = torch.float32,
            time_power: float = 2.0, denoise: bool = False, profile: bool = False,
@@ -716,6 +736,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         size ``e = 2 (corrector_snr sigma)^2`` followed by the likelihood flow integrated exactly over ``e``,
         so the stiff likelihood does not shrink the step) or ``"song"`` (Song et al.'s rule on the whole
         drift, ``e = 2 (snr |z| / |s - lam grad nu|)^2`` per image, means over the live particles).
+        ``corrector_snr`` is ``r`` (0.1), or a pair ``(r_early, r_late)``: ``r_early`` for the first
+        ``num_steps // 2`` steps, ``r_late`` for the rest (:func:`corrector_schedule`).
     tempering : ``"none"`` (``lam = 1``), ``"linear"`` (``lam`` linear in the noise level), ``"ve-linear"``
         (linear in the VE noise level ``sigma / alpha``, the authors' annealing; see :func:`tempering_schedule`)
         ``"adaptive"`` (each image's next ``lam`` the largest that keeps the ESS of its tempering increment
@@ -866,7 +888,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
     if cuda_graph:
         key = (id(prior), id(op), tuple(y.shape), str(device), dtype, method, potential, float(eta), N, K, tempering,
                guidance,
-               resample, float(ess_threshold), plan.corrector_steps, corrector, float(corrector_snr), weights,
+               resample, float(ess_threshold), plan.corrector_steps, corrector, plan.corrector_snr, weights,
                float(time_power),
                denoise, plan.sigma_y, plan.use_triton)
         x, logw, ess_trace, resampled, dead_step, dead_cause, lam_trace = _graphed_call(key, (prior, op), run, plan.keys)

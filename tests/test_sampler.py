@@ -109,6 +109,8 @@ def test_all_operators_run():
     (dict(ess_threshold=1.5), "ess_threshold"),
     (dict(eta=float("nan")), "eta"),
     (dict(corrector_snr=0.0), "corrector_snr"),
+    (dict(corrector_snr=(0.1, 0.0)), "corrector_snr"),
+    (dict(corrector_snr=(0.1, 0.2, 0.3)), "corrector_snr"),
     (dict(seed=[1, 2]), "one int per image"),
     (dict(backend="cuda"), "backend"),
     (dict(dtype=torch.float16), "dtype"),
@@ -324,3 +326,22 @@ def test_adaptive_tempering_bad_settings(kw, match):
         afdps.sample(_gm(), A2, Y2, 0.5, num_particles=4, num_steps=3, tempering="adaptive", **kw)
     with pytest.raises(ValueError, match="chooses lam during the run"):
         afdps.tempering_schedule("adaptive", _gm().schedule, torch.linspace(1, 0.01, 4))
+
+
+def test_corrector_schedule_pair_switches_at_half_the_steps():
+    from afdps.engine.sampler import corrector_schedule
+    assert corrector_schedule(0.1, 3) == (0.1, [0.1] * 3)
+    assert corrector_schedule((0.1, 0.2), 5) == ((0.1, 0.2), [0.1, 0.1, 0.2, 0.2, 0.2])
+    assert corrector_schedule([0.1, 0.2], 4) == ((0.1, 0.2), [0.1, 0.1, 0.2, 0.2])
+    kw = dict(method="ode", num_particles=16, num_steps=10, seed=3, potential="scaled")
+    # a pair of equal values is the constant r, bit for bit; a different late r changes only the second half
+    const = afdps.sample(_gm(), A2, Y2, 0.5, corrector_snr=0.1, **kw)
+    same = afdps.sample(_gm(), A2, Y2, 0.5, corrector_snr=(0.1, 0.1), **kw)
+    assert torch.equal(const.particles, same.particles) and torch.equal(const.log_weights, same.log_weights)
+    seen = []
+    afdps.sample(_gm(), A2, Y2, 0.5, corrector_snr=(0.1, 0.3), callback=lambda k, st, info: seen.append(st.x.clone()),
+                 **kw)
+    ref = []
+    afdps.sample(_gm(), A2, Y2, 0.5, corrector_snr=0.1, callback=lambda k, st, info: ref.append(st.x.clone()), **kw)
+    assert all(torch.equal(a, b) for a, b in zip(seen[:5], ref[:5]))  # steps 0-4 use r_early = 0.1
+    assert not torch.equal(seen[5], ref[5])  # step 5 is the first with r_late = 0.3

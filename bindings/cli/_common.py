@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 
-__all__ = ["command_line", "positive_int", "nonneg_int", "seed_int", "positive_float", "nonneg_float",
+__all__ = ["command_line", "positive_int", "nonneg_int", "seed_int", "positive_float", "nonneg_float", "snr_schedule", "format_snr",
            "unit_float", "fraction_float", "power_float", "DEFAULT_THREADS", "HelpFormatter"]
 
 # Default torch CPU threads of the commands: half the cores, at most 8. Measured on this project's 2-core
@@ -48,6 +48,24 @@ nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
 unit_float = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 fraction_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 power_float = _number(float, lambda v: v >= 1, "a number >= 1")
+
+
+def snr_schedule(text: str):
+    """``--corrector-snr``: ``r`` (a float) or ``r_early,r_late`` (a pair: the first half of the steps, the rest)."""
+    allowed = "a positive number r or a pair r_early,r_late of positive numbers"
+    parts = text.split(",")
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+    try:
+        values = tuple(_number(float, lambda v: v > 0, allowed)(p.strip()) for p in parts)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def format_snr(value) -> str:
+    """``r`` or ``r_early,r_late``, as ``--corrector-snr`` takes it."""
+    return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
 
 
 def command_line() -> str:

@@ -17,7 +17,7 @@ from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate,
 from ..engine.io import write_json, write_text
 from ..engine.potentials import POTENTIALS
 from ..engine.sampler import CORRECTORS, TEMPERINGS
-from ._common import (DEFAULT_THREADS, fraction_float, nonneg_float, nonneg_int, positive_float, positive_int, power_float,
+from ._common import (DEFAULT_THREADS, format_snr, snr_schedule, fraction_float, nonneg_float, nonneg_int, positive_float, positive_int, power_float,
                       seed_int)
 
 HELP = "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"
@@ -58,8 +58,9 @@ def add_arguments(p) -> None:
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step of afdps-ode")
     p.add_argument("--corrector", choices=CORRECTORS, default="split",
                    help="Langevin step rule of afdps-ode: split (likelihood exact) or song")
-    p.add_argument("--corrector-snr", type=positive_float, default=0.1,
-                   help="Langevin step-size parameter r of afdps-ode (spec section 2)")
+    p.add_argument("--corrector-snr", type=snr_schedule, default=0.1,
+                   help="Langevin step-size parameter r of afdps-ode (spec section 2), or r_early,r_late: the first "
+                        "half of the steps, the rest")
     p.add_argument("--batch-size", type=positive_int, default=10, help="images per sampler call")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of image 0 (image i uses seed + i)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -129,12 +130,12 @@ def run(args) -> int:
                 r["ess_threshold"] = args.ess_threshold
             if r["method"] == "afdps-ode":
                 r.update(corrector_steps=args.corrector_steps, corrector=args.corrector,
-                         corrector_snr=args.corrector_snr)
+                         corrector_snr=format_snr(args.corrector_snr))
         done = "" if len(summary) == planned else f" (partial: {len(summary)} of {planned} task x method rows)"
         header = (f"# afdps eval: prior {args.prior}, {len(images)} images, sigma_y {args.sigma_y}, device {name}, "
                   f"{time.perf_counter() - t0:.0f} s{done}\n\nParticle methods: tempering {args.tempering}, potential {args.potential}, time grid "
                   f"power {args.time_power:g}, resampling below ESS/N {args.ess_threshold:g}; afdps-ode: {args.corrector_steps} Langevin step(s), rule {args.corrector}, r = "
-                  f"{args.corrector_snr:g}; dps: zeta = {args.dps_zeta:g}, one sample per image, no weights (best = "
+                  f"{format_snr(args.corrector_snr)}; dps: zeta = {args.dps_zeta:g}, one sample per image, no weights (best = "
                   "mean). Means ± standard errors over images; accuracy: fraction classified as the true digit; NFE: "
                   "score evaluations per particle (DPS: each with a backward pass).\n\n")
         # per-image rows first: --resume trusts results.csv, so its rows must never lack their images
