@@ -51,7 +51,7 @@ gpu-eval:
 
 # The 100-digit table of the README (all four methods on the four digit tasks and motion blur). Minutes on
 # a GPU; on this project's 2-core CPU about 15 core-hours (FK, 40-80 s per digit, is most of it). Settings:
-# docs/quality.md (DPS zeta 3 and the ODE corrector's r were chosen on the first 10-20 digits).
+# docs/quality.md (DPS zeta 3 and the ODE corrector's r schedule were chosen on the 100 development digits).
 EVAL_ARGS ?= --prior mnist --num-images 100 --particles 16 --steps 100 --dps-zeta 3 --batch-size 100 \
 	--task gaussian-blur,motion-blur,sr4,box,random70
 eval-mnist: $(VENV)/.base

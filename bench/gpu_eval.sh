@@ -11,7 +11,7 @@
 #                     the defaults, SDE and ODE with "scaled", FK with "tweedie", are in the table already)
 #        adaptive     the three defaults with adaptive tempering (ESS target 0.5)
 #        power1       the three defaults on the uniform time grid
-#        ode_r0.2     afdps-ode with the corrector's r = 0.2 (r = 0.3 ran on this CPU: bench/results/ode_r0.3_dev100/)
+#        ode_r0.1-0.3 afdps-ode with the corrector's r 0.1 then 0.3 (r = 0.3 and 0.1 then 0.2 ran on this CPU: docs/quality.md)
 #        fk_ess0      the default (FK) never resampled: the diversity lead (20 digits on this CPU:
 #                     bench/results/fk_ess0_dev20_<task>/)
 # On an H200 (2026-11-28, before the potentials) one method x task x 100 digits took 2-7 s, FK's Tweedie
@@ -51,7 +51,7 @@ run 50 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings ada
 run 40 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $OUT/adaptive_fk
 run 30 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --time-powers 1 --out $OUT/power1
 run 25 $SWEEP --methods fk --potentials tweedie --time-powers 1 --out $OUT/power1_fk
-run 25 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 0.2 --out $OUT/ode_r0.2
+run 25 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 0.1,0.3 --out $OUT/ode_r0.1-0.3
 run 25 $SWEEP --methods fk --potentials tweedie --ess-threshold 0 --out $OUT/fk_ess0
 T1=$(date +%s)
 if [ "$MODE" != dry ]; then

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 
 from afdps import VESchedule, load_classifier, load_mnist_test, load_prior  # noqa: E402
 from afdps.engine.evaluate import csv_text, evaluate  # noqa: E402
+from afdps.cli._common import format_snr, snr_schedule  # noqa: E402
 from afdps.engine.io import markdown_table, write_text  # noqa: E402
 
 
@@ -41,7 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--dps", action="store_true", help="also run DPS once per task")
     p.add_argument("--dps-zeta", type=float, default=3.0)
-    p.add_argument("--corrector-snr", type=float, default=0.1, help="r of afdps-ode's split corrector (default: the engine's)")
+    p.add_argument("--corrector-snr", type=snr_schedule, default=(0.1, 0.2),
+                   help="r of afdps-ode's split corrector, or r_early,r_late (default: the engine's)")
     p.add_argument("--ess-threshold", type=float, default=0.5,
                    help="the particle methods resample below this normalised ESS (0: never; default: the engine's)")
     p.add_argument("--batch-size", type=int, default=20)
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
         for r in summary:
             r.update(device=str(device), schedule=args.schedule, potential=potential, tempering=tempering if not tempering.startswith("adaptive") else
                      f"{tempering} (ESS {args.tempering_ess:g})", time_power=power, images=args.num_images,
-                     corrector_snr=args.corrector_snr if method == "afdps-ode" else "",
+                     corrector_snr=format_snr(args.corrector_snr) if method == "afdps-ode" else "",
                      ess_threshold=args.ess_threshold if method != "dps" else "",
                      particles=args.particles, steps=args.steps)
             rows.append(r)

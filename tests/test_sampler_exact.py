@@ -94,8 +94,8 @@ CASES_2D = {
     # removes most of the bias at sigma_y = 0.5 with 400 steps.
     "afdps-sde eta=1": (dict(method="sde", eta=1.0), 1.0, 1600, 0.1),
     "fk-corrector eta=0.5": (dict(method="sde", eta=0.5), 0.5, 200, 0.05),
-    "afdps-ode + corrector": (dict(method="ode", corrector_steps=1), 0.5, 200, 0.05),
-    # r 0.1 for the first half of the steps, 0.2 for the rest (docs/quality.md). A constant r = 0.3, or 0.1
+    "afdps-ode + corrector": (dict(method="ode", corrector_steps=1, corrector_snr=0.1), 0.5, 200, 0.05),
+    # r 0.1 for the first half of the steps, 0.2 for the rest (the default; docs/quality.md). A constant r = 0.3, or 0.1
     # then 0.3, fails this case (mean[1] -0.5051 and -0.5062 against the exact -0.5332, 6 SE): the
     # unadjusted corrector's bias grows with its step, and a large step late is what biases the end.
     "afdps-ode + corrector r 0.1 then 0.2": (dict(method="ode", corrector_snr=(0.1, 0.2)), 0.5, 200, 0.05),
@@ -117,7 +117,7 @@ def test_2d_mixture_posterior(case):
 
 CASES_16D = {
     "fk-corrector eta=0.5": (dict(method="sde", eta=0.5), 1.0, 200, 0.05),
-    "afdps-ode + corrector": (dict(method="ode"), 1.0, 200, 0.05),
+    "afdps-ode + corrector": (dict(method="ode", corrector_snr=0.1), 1.0, 200, 0.05),
     "afdps-ode + corrector r 0.1 then 0.2": (dict(method="ode", corrector_snr=(0.1, 0.2)), 1.0, 200, 0.05),
     "afdps-sde eta=1 tempered": (dict(method="sde", eta=1.0, tempering="linear"), 1.0, 200, 0.08),
 }

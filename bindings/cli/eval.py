@@ -58,7 +58,7 @@ def add_arguments(p) -> None:
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step of afdps-ode")
     p.add_argument("--corrector", choices=CORRECTORS, default="split",
                    help="Langevin step rule of afdps-ode: split (likelihood exact) or song")
-    p.add_argument("--corrector-snr", type=snr_schedule, default=0.1,
+    p.add_argument("--corrector-snr", type=snr_schedule, default=(0.1, 0.2),
                    help="Langevin step-size parameter r of afdps-ode (spec section 2), or r_early,r_late: the first "
                         "half of the steps, the rest")
     p.add_argument("--batch-size", type=positive_int, default=10, help="images per sampler call")
