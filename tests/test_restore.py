@@ -284,3 +284,12 @@ def test_read_kernel_reads_a_file_once_while_it_is_unchanged(tmp_path, monkeypat
     np.save(path, np.pad(np.ones((1, 1)), 1))  # a new file (size or mtime changes): read again
     os.utime(path, ns=(1, 10 ** 18))
     assert float(rs.read_kernel(path)[1, 1]) == 1.0 and len(calls) == 2
+
+
+def test_ode_corrector_schedule_is_taken_and_recorded(digits, tmp_path):
+    out = tmp_path / "out"
+    rc = cli.main(["restore", str(digits / "in" / "d0.png"), "--task", "box", "--out", str(out), "--method", "ode",
+                   "--corrector-snr", "0.1,0.3", *FAST])
+    assert rc == 0
+    m = json.loads((out / "d0" / "metrics.json").read_text())
+    assert m["settings"]["method"] == "ode" and m["settings"]["corrector_snr"] == "(0.1, 0.3)" and m["nfe"] == 6

@@ -27,7 +27,7 @@ from ..engine.lpips import load_lpips
 from ..engine.potentials import POTENTIALS
 from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
 from ..engine.sampler import TEMPERINGS
-from ._common import DEFAULT_THREADS, nonneg_int, positive_float, positive_int, power_float, seed_int
+from ._common import DEFAULT_THREADS, nonneg_int, positive_float, positive_int, power_float, seed_int, snr_schedule
 
 HELP = "restore your own measured images (files, folders, globs or a manifest) with AFDPS"
 
@@ -102,6 +102,8 @@ def add_arguments(p) -> None:
                    help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP)")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step (ode)")
+    p.add_argument("--corrector-snr", type=snr_schedule, default=(0.1, 0.2),
+                   help="the corrector's r (ode), or r_early,r_late: the first half of the steps, the rest")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--backend", default=None, choices=("auto", "torch", "triton"), help="kernels or references")
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
@@ -150,7 +152,7 @@ def run(args) -> int:
     options = dict(num_particles=args.particles, num_steps=args.steps, method=args.method, eta=args.eta,
                    potential=None if args.potential == "auto" else args.potential, tempering=args.tempering,
                    tempering_ess=args.tempering_ess, time_power=args.time_power,
-                   corrector_steps=args.corrector_steps, backend=args.backend,
+                   corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, backend=args.backend,
                    progress=False if args.no_progress else None)
     log = print if rank == 0 else (lambda *a, **k: None)
     mode = "" if world == 1 else (f", {world} ranks sharing each image's particles" if group is not None
