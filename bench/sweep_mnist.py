@@ -22,6 +22,7 @@ import torch  # noqa: E402
 
 from afdps import VESchedule, load_classifier, load_mnist_test, load_prior  # noqa: E402
 from afdps.engine.evaluate import csv_text, evaluate  # noqa: E402
+from afdps.engine.sampler import DEFAULT_CORRECTOR_SNR  # noqa: E402
 from afdps.cli._common import format_snr, snr_schedule  # noqa: E402
 from afdps.engine.io import markdown_table, write_text  # noqa: E402
 
@@ -42,7 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--dps", action="store_true", help="also run DPS once per task")
     p.add_argument("--dps-zeta", type=float, default=3.0)
-    p.add_argument("--corrector-snr", type=snr_schedule, default=(0.1, 0.2),
+    p.add_argument("--corrector-snr", type=snr_schedule, default=DEFAULT_CORRECTOR_SNR,
                    help="r of afdps-ode's split corrector, or r_early,r_late (default: the engine's)")
     p.add_argument("--ess-threshold", type=float, default=0.5,
                    help="the particle methods resample below this normalised ESS (0: never; default: the engine's)")

@@ -40,7 +40,7 @@ from .io import markdown_table as io_table
 from .io import progress_bar
 from .metrics import psnr, ssim
 from .models import classify
-from .sampler import sample
+from .sampler import DEFAULT_CORRECTOR_SNR, sample
 
 __all__ = ["TASKS", "METHODS", "DEFAULT_TASKS", "make_operator", "run_method", "evaluate", "markdown_table",
            "csv_text", "read_csv_rows", "mean_se", "measurements"]
@@ -77,7 +77,7 @@ def make_operator(task: str, image_shape, seed: int = 0):
 def run_method(method: str, prior, op, y, sigma_y: float, *, particles: int, steps: int, seeds, tempering="linear",
                potential: str | None = None,
                time_power: float = 2.0, dps_zeta: float = 1.0, dps_steps: int | None = None, corrector_steps: int = 1,
-               corrector_snr: float | tuple = (0.1, 0.2), corrector: str = "split", backend=None, tempering_ess: float = 0.5,
+               corrector_snr: float | tuple = DEFAULT_CORRECTOR_SNR, corrector: str = "split", backend=None, tempering_ess: float = 0.5,
                ess_threshold: float = 0.5):
     """Restore measurements ``y (B, ...)`` with one method; returns an :class:`afdps.Result`.
     ``ess_threshold``: the particle methods resample an image when its normalised ESS falls below it (0:
@@ -106,7 +106,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
              labels: torch.Tensor | None = None, classifier=None, seed: int = 0, batch_size: int = 10,
              tempering: str = "linear", potential: str | None = None, time_power: float = 2.0, dps_zeta: float = 1.0,
              dps_steps: int | None = None,
-             corrector_steps: int = 1, corrector_snr: float | tuple = (0.1, 0.2), corrector: str = "split", device=None, backend=None,
+             corrector_steps: int = 1, corrector_snr: float | tuple = DEFAULT_CORRECTOR_SNR, corrector: str = "split", device=None, backend=None,
              progress=None, on_result=None, previous=None, tempering_ess: float = 0.5,
              ess_threshold: float = 0.5) -> tuple[list[dict], list[dict]]:
     """Run every method on every task; returns ``(summary_rows, per_image_rows)``.

@@ -54,12 +54,12 @@ def snr_schedule(text: str):
     """``--corrector-snr``: ``r`` (a float) or ``r_early,r_late`` (a pair: the first half of the steps, the rest)."""
     allowed = "a positive number r or a pair r_early,r_late of positive numbers"
     parts = text.split(",")
-    if len(parts) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
     try:
-        values = tuple(_number(float, lambda v: v > 0, allowed)(p.strip()) for p in parts)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(parts) > 2 or not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
     return values[0] if len(values) == 1 else values
 
 

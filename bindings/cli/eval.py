@@ -16,7 +16,7 @@ from ..engine.data import load_image_folder
 from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows
 from ..engine.io import write_json, write_text
 from ..engine.potentials import POTENTIALS
-from ..engine.sampler import CORRECTORS, TEMPERINGS
+from ..engine.sampler import CORRECTORS, DEFAULT_CORRECTOR_SNR, TEMPERINGS
 from ._common import (DEFAULT_THREADS, format_snr, snr_schedule, fraction_float, nonneg_float, nonneg_int, positive_float, positive_int, power_float,
                       seed_int)
 
@@ -58,7 +58,7 @@ def add_arguments(p) -> None:
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step of afdps-ode")
     p.add_argument("--corrector", choices=CORRECTORS, default="split",
                    help="Langevin step rule of afdps-ode: split (likelihood exact) or song")
-    p.add_argument("--corrector-snr", type=snr_schedule, default=(0.1, 0.2),
+    p.add_argument("--corrector-snr", type=snr_schedule, default=DEFAULT_CORRECTOR_SNR,
                    help="Langevin step-size parameter r of afdps-ode (spec section 2), or r_early,r_late: the first "
                         "half of the steps, the rest")
     p.add_argument("--batch-size", type=positive_int, default=10, help="images per sampler call")

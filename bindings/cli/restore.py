@@ -26,7 +26,7 @@ from ..engine.distributed import ParticleGroup, env_world, init_from_env
 from ..engine.lpips import load_lpips
 from ..engine.potentials import POTENTIALS
 from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
-from ..engine.sampler import TEMPERINGS
+from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
 from ._common import DEFAULT_THREADS, nonneg_int, positive_float, positive_int, power_float, seed_int, snr_schedule
 
 HELP = "restore your own measured images (files, folders, globs or a manifest) with AFDPS"
@@ -102,7 +102,7 @@ def add_arguments(p) -> None:
                    help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP)")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step (ode)")
-    p.add_argument("--corrector-snr", type=snr_schedule, default=(0.1, 0.2),
+    p.add_argument("--corrector-snr", type=snr_schedule, default=DEFAULT_CORRECTOR_SNR,
                    help="the corrector's r (ode), or r_early,r_late: the first half of the steps, the rest")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--backend", default=None, choices=("auto", "torch", "triton"), help="kernels or references")
