@@ -11,7 +11,7 @@
 #                     the defaults, SDE and ODE with "scaled", FK with "tweedie", are in the table already)
 #        adaptive     the three defaults with adaptive tempering (ESS target 0.5)
 #        power1       the three defaults on the uniform time grid
-#        ode_r0.1-0.3 afdps-ode with the corrector's r 0.1 then 0.3 (r = 0.3 and 0.1 then 0.2 ran on this CPU: docs/quality.md)
+#        ode_r0.1-0.3 afdps-ode with the corrector's r 0.1 then 0.3 (r = 0.3 and 0.1 then 0.2 ran on this CPU, 0.1 then 0.3 on x4 only: docs/quality.md)
 #        fk_ess0      the default (FK) never resampled: the diversity lead (20 digits on this CPU:
 #                     bench/results/fk_ess0_dev20_<task>/)
 # On an H200 (2026-11-28, before the potentials) one method x task x 100 digits took 2-7 s, FK's Tweedie
