@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 # This machine keeps a CPU build of torch 2.13.0 on disk; elsewhere set TORCH_SPEC (e.g. "torch>=2.3").
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test test-fast bench gpu-check gpu-eval eval-mnist clean
+.PHONY: demo test test-fast bench gpu-check gpu-adm gpu-eval eval-mnist clean
 
 $(VENV)/.base: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ clean:
 # Kernel tests on the GPU (TRITON_INTERPRET unset) and the kernel benchmarks at full size, < 6 minutes.
 gpu-check:
 	PYTHON=$(PYTHON) bash bench/gpu_check.sh
+
+# The score network on a CUDA machine (issue 12): every ADM variant, its kernel profile, whole restorations,
+# torch.compile; one device call (< 9 minutes; bench/gpu_adm.sh says what runs).
+gpu-adm:
+	PYTHON=$(PYTHON) bash bench/gpu_adm.sh
 
 # Issue 8's development-split table and configuration grid on a CUDA machine, one device call (< 10 minutes).
 gpu-eval:

@@ -1,31 +1,53 @@
-"""Forward-pass throughput of the ADM UNet (engine/models/adm.py).
+"""Forward-pass throughput of the ADM UNet (engine/models/adm.py), many variants in one process.
 
-Prints one GitHub-markdown table row (``--header`` adds the header): config, device, batch, dtype,
-memory format, variant, median ms per forward, images/s, TFLOP/s (from the FLOP count of
-``torch.utils.flop_counter.FlopCounterMode`` on one image) and % of the device's dense peak for the dtype
-(``PEAKS``: bf16/fp16 and TF32, by device name; ``-`` for devices not in the table). ``--compile``: ``torch.compile`` of the
-network (its compile time is in the "first call s" column); ``--cuda-graph``: the forward replayed from a CUDA
-graph; ``--cudnn-benchmark``: cuDNN autotuning. ``--fused-norm``
-runs every ResBlock's GroupNorm + scale-shift + SiLU as the fused Triton kernel (kernels/groupnorm.py). ``--dtype bfloat16``/``float16`` runs the torso
-under autocast with float32 parameters (the time embedding and the output head stay float32);
-float32 uses PyTorch's default TF32 settings on CUDA. Weights are random (N(0, 0.02)): timing does
-not depend on them.
+One GitHub-markdown row per (config, batch, variant): median ms per forward, images/s, TFLOP/s (from the FLOP
+count of ``torch.utils.flop_counter.FlopCounterMode`` on one image), % of the device's dense peak for the dtype
+(``PEAKS``, by device name; ``-`` elsewhere), the first call's seconds (``torch.compile``'s compile time, cuDNN's
+autotuning) and the error against a float64 forward of the same network on the batch's first images
+(``||out - ref|| / ||ref||``). Weights are random (N(0, 0.02)): timing does not depend on them.
+
+Variants (``--variants``, comma-separated; ``+`` adds modifiers):
+
+==================  ===============================================================================================
+``fp32``            float32 parameters and activations (on CUDA PyTorch's default: TF32 convolutions)
+``autocast``        bfloat16 autocast of the torso, float32 parameters, the modules' float32 GroupNorm (before
+                    issue 12)
+``autocast-fused``  the same with the fused GroupNorm + scale-shift + SiLU kernel
+``fast``            ``ADMUNet.to_inference(bfloat16, contiguous)``: bfloat16 parameters, fused norms
+``fast-cl``         ``to_inference(bfloat16, channels_last)``
+``fast-cl-unfused`` ``to_inference(bfloat16, channels_last, fused_norm=False)`` (the modules' GroupNorm)
+``best``            the fastest variant measured so far in this run for the same config and batch (before
+                    modifiers)
+``+cudnn``          ``torch.backends.cudnn.benchmark = True`` (autotuned convolution algorithms)
+``+graph``          the forward replayed from a CUDA graph (``EpsilonModel(cuda_graph=True)``'s mechanism)
+``+compile``        ``torch.compile`` of the network (default mode)
+==================  ===============================================================================================
+
+``--profile VARIANT`` writes the kernels of two forwards of that variant (the first batch and config), grouped
+into convolutions, layout transforms, attention, GroupNorm and element-wise work, to ``--profile-out``.
 
 Examples
 --------
-python bench/bench_adm.py --config adm-ffhq256 --device cuda --batch 64 --dtype bfloat16 --iters 20
-python bench/bench_adm.py --smoke        # tiny config, batch 2, one iteration, CPU
+python -m bench.bench_adm --configs adm-ffhq256 --batches 64 --variants autocast,fast,fast-cl,best+cudnn+graph
+python -m bench.bench_adm --smoke        # tiny config, batch 2, one iteration per variant, CPU
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import gc
+import re
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from afdps.engine.models import ADM_PRESETS, ADMUNet
+if __package__ in (None, ""):  # run as a script: make ``bench`` and ``afdps`` importable from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from afdps.engine.models import ADM_PRESETS, ADMUNet  # noqa: E402
 
 TINY = {
     "image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2,2",
@@ -34,10 +56,13 @@ TINY = {
 }
 CONFIGS = {**ADM_PRESETS, "tiny": TINY}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-HEADER = ("| config | device | batch | dtype | memory format | variant | ms / forward (median) | images/s | TFLOP/s "
-          "| % of peak | first call s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 # Dense tensor-core peaks (TFLOP/s) from the vendors' data sheets, without sparsity: (bf16/fp16, tf32).
 PEAKS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0)}
+BASES = ("fp32", "autocast", "autocast-fused", "fast", "fast-cl", "fast-cl-unfused")
+MODIFIERS = ("cudnn", "graph", "compile")
+PARITY_IMAGES = 4
+HEADER = ("| config | device | batch | variant | dtype | ms / forward (median) | images/s | TFLOP/s | % of peak "
+          "| first call s | rel. error vs float64 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
 def flops_per_image(config: dict) -> float:
@@ -55,41 +80,38 @@ def flops_per_image(config: dict) -> float:
     return float(counter.get_total_flops())
 
 
-def peak_tflops(device_name: str, dtype: str):
+def peak_tflops(device_name: str, low_precision: bool):
     for key, (low, tf32) in PEAKS.items():
         if key in device_name:
-            return low if dtype in ("bfloat16", "float16") else tf32
+            return low if low_precision else tf32
     return None
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", choices=sorted(CONFIGS), default="adm-ffhq256")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--iters", type=int, default=10, help="timed iterations")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
-    parser.add_argument("--channels-last", action="store_true", help="NHWC activations and weights")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument("--fused-norm", action="store_true", help="fused GroupNorm + scale-shift + SiLU kernel")
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="replay the forward from a CUDA graph (EpsilonModel(cuda_graph=True)'s mechanism)")
-    parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
-    parser.add_argument("--header", action="store_true", help="print the table header first")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny config, batch 2, one iteration on the CPU (checks the script runs)")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.config, args.batch, args.device, args.iters, args.warmup = "tiny", 2, "cpu", 1, 1
-    if args.batch < 1 or args.iters < 1 or args.warmup < 0:
-        parser.error(f"--batch and --iters must be >= 1 and --warmup >= 0, got "
-                     f"{args.batch}, {args.iters}, {args.warmup}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device} asked for but CUDA is not available")
-    if args.cuda_graph and not args.device.startswith("cuda"):
-        parser.error("--cuda-graph needs --device cuda")
-    return args
+def parse_variant(name: str) -> tuple[str, tuple[str, ...]]:
+    """``"fast-cl+cudnn+graph"`` -> ``("fast-cl", ("cudnn", "graph"))``; raises ValueError naming what is allowed."""
+    base, *mods = name.strip().split("+")
+    if base not in BASES + ("best",):
+        raise ValueError(f"variant base {base!r} is not one of {', '.join(BASES + ('best',))}")
+    for m in mods:
+        if m not in MODIFIERS:
+            raise ValueError(f"variant modifier {m!r} in {name!r} is not one of {', '.join(MODIFIERS)}")
+    return base, tuple(mods)
+
+
+def build(base: str, config: dict, device) -> tuple[torch.nn.Module, torch.dtype | None]:
+    """The network of a variant base (random weights, seed 0) and the autocast dtype to call it with."""
+    torch.manual_seed(0)
+    with torch.device(device):  # built where it runs: the ImageNet configuration has 553M parameters
+        model = ADMUNet(**config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.02)
+    if base == "fp32":
+        return model, None
+    if base in ("autocast", "autocast-fused"):
+        return model.set_fused_norm(base == "autocast-fused"), torch.bfloat16
+    fmt = torch.channels_last if base.startswith("fast-cl") else torch.contiguous_format
+    return model.to_inference(torch.bfloat16, fmt, fused_norm=base != "fast-cl-unfused"), None
 
 
 def _sync(device: torch.device) -> None:
@@ -97,84 +119,270 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run(args) -> dict:
-    device = torch.device(args.device)
-    config = CONFIGS[args.config]
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = ADMUNet(**config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(std=0.02)
-    flops = flops_per_image(config)
-    model = model.to(device=device, memory_format=memory_format).set_fused_norm(args.fused_norm)
-    torch.backends.cudnn.benchmark = bool(args.cudnn_benchmark)
-    forward = torch.compile(model) if args.compile else model
-
+def _inputs(config: dict, batch: int, device):
+    g = torch.Generator().manual_seed(0)
     size = config["image_size"]
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch, 3, size, size, generator=generator)
-    x = x.to(device=device, memory_format=memory_format)
-    t = torch.randint(0, 1000, (args.batch,), generator=generator).float().to(device)
-    autocast_dtype = DTYPES[args.dtype]
+    x = torch.randn(batch, 3, size, size, generator=g).to(device)
+    t = torch.randint(0, 1000, (batch,), generator=g).float().to(device)
+    return x, t
 
+
+def float64_reference(config: dict, batch: int, device) -> torch.Tensor:
+    """The float64 forward of the variants' network on the first images of their input batch."""
+    model, _ = build("fp32", config, device)
+    x, t = _inputs(config, batch, device)
+    n = min(PARITY_IMAGES, batch)
+    with torch.inference_mode():
+        return model.double()(x[:n].double(), t[:n].double())
+
+
+def measure(config_name: str, batch: int, variant: str, device, *, iters: int, warmup: int, flops: float,
+            ref: torch.Tensor | None, base_override: str | None = None) -> dict:
+    """Time one variant: median seconds of ``iters`` forwards after ``warmup``; error of its first outputs."""
+    base, mods = parse_variant(variant)
+    base = base_override or base
+    config = CONFIGS[config_name]
+    model, autocast_dtype = build(base, config, device)
+    torch.backends.cudnn.benchmark = "cudnn" in mods
+    forward = torch.compile(model) if "compile" in mods else model
+    x, t = _inputs(config, batch, device)
+    if base.startswith("fast-cl"):
+        x = x.contiguous(memory_format=torch.channels_last)
     times = []
     with torch.inference_mode():
         _sync(device)
         start = time.perf_counter()
-        forward(x, t, autocast_dtype=autocast_dtype)  # the first call: torch.compile's compilation happens here
+        out = forward(x, t, autocast_dtype=autocast_dtype)  # compilation and autotuning happen here
         _sync(device)
         first = time.perf_counter() - start
-        if args.cuda_graph:
-            for _ in range(2):
-                forward(x, t, autocast_dtype=autocast_dtype)
-            _sync(device)
+        if "graph" in mods:
+            if device.type != "cuda":
+                raise ValueError(f"variant {variant!r} captures a CUDA graph; the device is {device}")
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    forward(x, t, autocast_dtype=autocast_dtype)
+            torch.cuda.current_stream(device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                forward(x, t, autocast_dtype=autocast_dtype)
+                out = forward(x, t, autocast_dtype=autocast_dtype)
 
             def call():
                 graph.replay()
         else:
             def call():
                 forward(x, t, autocast_dtype=autocast_dtype)
-        for i in range(args.warmup + args.iters):
+        for i in range(warmup + iters):
             _sync(device)
             start = time.perf_counter()
             call()
             _sync(device)
-            if i >= args.warmup:
+            if i >= warmup:
                 times.append(time.perf_counter() - start)
+        err = None
+        if ref is not None:
+            o = out[: ref.shape[0]].double()
+            err = float((o - ref).norm() / ref.norm())
     seconds = statistics.median(times)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    tflops = flops * args.batch / seconds / 1e12
-    peak = peak_tflops(name, args.dtype)
-    return {
-        "config": args.config,
-        "device": name,
-        "batch": args.batch,
-        "dtype": args.dtype,
-        "memory format": "channels_last" if args.channels_last else "contiguous",
-        "variant": "+".join(["fused-norm"] * args.fused_norm + ["compile"] * args.compile + ["cuda-graph"] * args.cuda_graph
-                            + ["cudnn-benchmark"] * args.cudnn_benchmark) or "eager",
-        "first call s": first,
-        "ms": 1e3 * seconds,
-        "images/s": args.batch / seconds,
-        "gflop/image": flops / 1e9,
-        "TFLOP/s": tflops,
-        "% of peak": None if peak is None else 100 * tflops / peak,
-    }
+    low = base != "fp32"
+    peak = peak_tflops(name, low)
+    tflops = flops * batch / seconds / 1e12
+    row = {"config": config_name, "device": name, "batch": batch,
+           "variant": (base + "".join("+" + m for m in mods)) if base_override is None else
+           f"best={base}" + "".join("+" + m for m in mods),
+           "dtype": "bfloat16" if low else "float32", "ms": 1e3 * seconds, "images/s": batch / seconds,
+           "TFLOP/s": tflops, "% of peak": None if peak is None else 100 * tflops / peak, "first call s": first,
+           "rel err": err, "base": base, "gflop/image": flops / 1e9}
+    del model, forward, out
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def format_row(r: dict) -> str:
+    pct = "-" if r["% of peak"] is None else f"{r['% of peak']:.1f}"
+    err = "-" if r["rel err"] is None else f"{r['rel err']:.2e}"
+    return (f"| {r['config']} | {r['device']} | {r['batch']} | {r['variant']} | {r['dtype']} | {r['ms']:.2f} | "
+            f"{r['images/s']:.1f} | {r['TFLOP/s']:.3g} | {pct} | {r['first call s']:.2f} | {err} |")
+
+
+CATEGORIES = (  # (name, regular expression on the lower-cased kernel name), first match wins
+    ("layout transform", r"nchwtonhwc|nhwctonchw|nchw2nhwc|nhwc2nchw|transpose|permute"),
+    ("convolution / GEMM", r"conv|gemm|xmma|cutlass|wgmma|implicit|sm90|sm80|dgrad|fprop|cudnn|cublas"),
+    ("attention", r"flash|fmha|attention|efficient|softmax"),
+    ("GroupNorm (fused Triton)", r"_groupnorm"),
+    ("GroupNorm (PyTorch)", r"group_norm|groupnorm|rowwise_moments|batch_norm"),
+    ("element-wise, copies, cat", r"elementwise|vectorized|copy|cat|unrolled|fill|pool|upsample|interp"),
+)
+
+
+def kernel_table(events) -> tuple[list, dict, float]:
+    """(name, calls, total us) of the device kernels, their totals per category, and the total."""
+    rows = []
+    for e in events:
+        us = getattr(e, "self_device_time_total", None)
+        if us is None:
+            us = getattr(e, "self_cuda_time_total", 0.0)
+        dev = getattr(e, "device_type", None)
+        if us and (dev is None or "CUDA" in str(dev)):
+            rows.append((e.key, int(e.count), float(us)))
+    rows.sort(key=lambda r: -r[2])
+    total = sum(r[2] for r in rows)
+    cats: dict = {}
+    for name, _, us in rows:
+        low = name.lower()
+        cat = next((c for c, rx in CATEGORIES if re.search(rx, low)), "other")
+        cats[cat] = cats.get(cat, 0.0) + us
+    return rows, cats, total
+
+
+def profile(config_name: str, batch: int, base: str, mods, device, out: Path) -> None:
+    """Kernels of two forwards of one variant (eager; a graph replays the same kernels) into ``out``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    config = CONFIGS[config_name]
+    model, autocast_dtype = build(base, config, device)
+    torch.backends.cudnn.benchmark = "cudnn" in mods
+    x, t = _inputs(config, batch, device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.inference_mode():
+        for _ in range(2):
+            model(x, t, autocast_dtype=autocast_dtype)
+        _sync(device)
+        with torch_profile(activities=acts) as prof:
+            for _ in range(2):
+                model(x, t, autocast_dtype=autocast_dtype)
+            _sync(device)
+    rows, cats, total = kernel_table(prof.key_averages())
+    lines = [f"### Kernels of two forwards: {config_name}, batch {batch}, {base}{''.join('+' + m for m in mods)} "
+             f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})", "",
+             f"{sum(r[1] for r in rows) // 2} kernel launches per forward; {total / 2e3:.2f} ms of kernel time per "
+             "forward.", "", "| category | ms / forward | share |", "| --- | --- | --- |"]
+    for cat, us in sorted(cats.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {cat} | {us / 2e3:.2f} | {100 * us / max(total, 1e-9):.1f}% |")
+    lines += ["", "| kernel | calls / forward | ms / forward | share |", "| --- | --- | --- | --- |"]
+    for name, calls, us in rows[:30]:
+        short = name if len(name) <= 110 else name[:107] + "..."
+        lines.append(f"| `{short}` | {calls / 2:g} | {us / 2e3:.3f} | {100 * us / max(total, 1e-9):.1f}% |")
+    text = "\n".join(lines) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as fh:
+        fh.write(text + "\n")
+    print(text)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="adm-ffhq256", help=f"comma-separated, of {', '.join(sorted(CONFIGS))}")
+    parser.add_argument("--batches", default="64", help="comma-separated batch sizes")
+    parser.add_argument("--variants", default="autocast,fast,fast-cl", help="comma-separated (module docstring)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--iters", type=int, default=10, help="timed forwards per variant")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed forwards first (after the first call)")
+    parser.add_argument("--no-parity", action="store_true", help="skip the float64 reference forward")
+    parser.add_argument("--profile", default=None, help="variant whose kernels to profile (e.g. best+cudnn)")
+    parser.add_argument("--profile-out", default=None, help="markdown file the profile is appended to")
+    parser.add_argument("--markdown", default=None, help="markdown file the table is appended to")
+    parser.add_argument("--best-out", default=None, help="file to write the fastest plain variant's name to")
+    parser.add_argument("--csv", action="store_true", help="append rows to bench/results/adm.csv")
+    parser.add_argument("--header", action="store_true", help="print the table header first")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny config, batch 2, one iteration per variant on the CPU (checks the script runs)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.configs, args.batches, args.device, args.iters, args.warmup = "tiny", "2", "cpu", 1, 0
+    try:
+        args.configs = [c.strip() for c in args.configs.split(",")]
+        for c in args.configs:
+            if c not in CONFIGS:
+                raise ValueError(f"config {c!r} is not one of {', '.join(sorted(CONFIGS))}")
+        args.batches = [int(b) for b in str(args.batches).split(",")]
+        args.variants = [v.strip() for v in args.variants.split(",")]
+        for v in args.variants + ([args.profile] if args.profile else []):
+            parse_variant(v)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if min(args.batches) < 1 or args.iters < 1 or args.warmup < 0:
+        parser.error(f"batches and --iters must be >= 1 and --warmup >= 0, got {args.batches}, {args.iters}, "
+                     f"{args.warmup}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device} asked for but CUDA is not available")
+    return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    row = run(args)
+    device = torch.device(args.device)
     if args.header:
-        print(HEADER)
-    pct = "-" if row["% of peak"] is None else f"{row['% of peak']:.1f}"
-    print(f"| {row['config']} | {row['device']} | {row['batch']} | {row['dtype']} | {row['memory format']} | "
-          f"{row['variant']} | {row['ms']:.2f} | {row['images/s']:.1f} | {row['TFLOP/s']:.3g} | {pct} | "
-          f"{row['first call s']:.2f} |")
-    return 0
+        print(HEADER, flush=True)
+    md = Path(args.markdown) if args.markdown else None
+    if md is not None and args.header:
+        md.parent.mkdir(parents=True, exist_ok=True)
+        with md.open("a") as fh:
+            fh.write("\n" + HEADER + "\n")
+    rows = []
+    status = 0
+    for config_name in args.configs:
+        flops = flops_per_image(CONFIGS[config_name])
+        for batch in args.batches:
+            ref = None if args.no_parity else float64_reference(CONFIGS[config_name], batch, device)
+            done = []
+            for variant in args.variants:
+                base, mods = parse_variant(variant)
+                override = None
+                if base == "best":
+                    plain = [r for r in done if "+" not in r["variant"]]
+                    if not plain:
+                        raise SystemExit(f"variant {variant!r} needs a plain variant measured before it")
+                    override = min(plain, key=lambda r: r["ms"])["base"]
+                try:
+                    row = measure(config_name, batch, variant, device, iters=args.iters, warmup=args.warmup,
+                                  flops=flops, ref=ref, base_override=override)
+                except Exception as exc:  # one variant's failure (a compile error, memory) must not end the run
+                    failed = f"| {config_name} | - | {batch} | {variant} | failed: {type(exc).__name__}: " \
+                             f"{' '.join(str(exc).split())[:300]} |"
+                    print(failed, flush=True)
+                    if md is not None:
+                        with md.open("a") as fh:
+                            fh.write(failed + "\n")
+                    status = 1
+                    gc.collect()
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                done.append(row)
+                rows.append(row)
+                print(format_row(row), flush=True)
+                if md is not None:
+                    with md.open("a") as fh:
+                        fh.write(format_row(row) + "\n")
+            plain = [r for r in done if "+" not in r["variant"]]
+            if args.best_out and plain and config_name == args.configs[0] and batch == args.batches[0]:
+                Path(args.best_out).write_text(min(plain, key=lambda r: r["ms"])["base"] + "\n")
+            if args.profile and config_name == args.configs[0] and batch == args.batches[0]:
+                base, mods = parse_variant(args.profile)
+                if base == "best":
+                    plain = [r for r in done if "+" not in r["variant"]]
+                    base = min(plain, key=lambda r: r["ms"])["base"] if plain else "fast-cl"
+                out = Path(args.profile_out or (md.with_name(md.stem + "-profile.md") if md else "adm-profile.md"))
+                try:
+                    profile(config_name, batch, base, mods, device, out)
+                except Exception as exc:
+                    print(f"profile failed: {type(exc).__name__}: {exc}", flush=True)
+                    status = 1
+    if args.csv:
+        from bench.runner import append_csv, environment
+
+        env = environment(device)
+        append_csv("adm", [{"bench": "adm", "case": r["config"], "shape": f"{r['batch']}x3x{CONFIGS[r['config']]['image_size']}^2",
+                            "dtype": r["dtype"], "variant": r["variant"], "ms": r["ms"], "rel err": r["rel err"],
+                            "note": f"{r['images/s']:.1f} img/s, {r['TFLOP/s']:.1f} TFLOP/s, first call "
+                                    f"{r['first call s']:.1f} s", **env} for r in rows])
+    return status
 
 
 if __name__ == "__main__":

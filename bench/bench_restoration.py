@@ -4,12 +4,12 @@ the score network (issue 12's end-to-end measure).
 Gaussian deblurring (61x61, std 3; 9x9 for the tiny config) of one image with N particles and K steps, the
 sampler's ``profile=True`` timings (score = the network calls, with the Tweedie potential's VJP, and for that
 potential also its two operator applications, which run inside it; the rest = Stage I, operator, fused
-update and resampling). Variants of the prior: ``--dtype bfloat16`` (autocast),
-``--fused-norm`` (the fused GroupNorm + SiLU kernel on passes without gradients), ``--cuda-graph``
-(``EpsilonModel(cuda_graph=True)``), or ``--whole-graph`` (``sample(..., cuda_graph=True)``: the whole run,
-network included, in one graph; needs the "scaled" potential).
+update and resampling). Variants of the prior: ``--network`` (a variant base of ``bench.bench_adm``: ``fp32``,
+``autocast`` (bfloat16 autocast, the modules' GroupNorm), ``fast-cl`` (``ADMUNet.to_inference``), ...),
+``--cudnn`` (cuDNN autotuning), ``--cuda-graph`` (``EpsilonModel(cuda_graph=True)``), or ``--whole-graph``
+(``sample(..., cuda_graph=True)``: the whole run, network included, in one graph; needs the "scaled" potential).
 
-    python -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 100 --dtype bfloat16
+    python -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 100 --network fast-cl
     python -m bench.bench_restoration --smoke     # tiny config, 4 particles, 3 steps, CPU
 """
 from __future__ import annotations
@@ -21,12 +21,16 @@ import time
 import torch
 
 import afdps
-from afdps.engine.models import ADM_PRESETS, ADMUNet
+from afdps.engine.models import ADM_PRESETS
 from afdps.priors import EpsilonModel
 
-from bench.bench_adm import DTYPES, TINY
+from bench.bench_adm import BASES, TINY, build
 
 CONFIGS = {**ADM_PRESETS, "tiny": TINY}
+
+
+HEADER = ("| config | device | N | steps | potential | variant | network batch | s / image | time outside the network |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
 def parse_args(argv=None):
@@ -35,13 +39,14 @@ def parse_args(argv=None):
     p.add_argument("--particles", type=int, default=256)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--potential", default="scaled", choices=("scaled", "tweedie", "noisy"))
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    p.add_argument("--network", choices=BASES, default="fp32", help="how the network runs (bench.bench_adm's bases)")
+    p.add_argument("--cudnn", action="store_true", help="torch.backends.cudnn.benchmark = True")
     p.add_argument("--network-batch", default="auto")
-    p.add_argument("--fused-norm", action="store_true")
     p.add_argument("--cuda-graph", action="store_true")
     p.add_argument("--whole-graph", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--header", action="store_true")
+    p.add_argument("--markdown", default=None, help="markdown file the row (and header) is appended to")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
@@ -56,17 +61,12 @@ def parse_args(argv=None):
 def run(args) -> dict:
     device = torch.device(args.device)
     config = CONFIGS[args.config]
-    torch.manual_seed(0)
-    net = ADMUNet(**config).eval()
-    with torch.no_grad():
-        for prm in net.parameters():
-            prm.normal_(std=0.02)
-    net = net.to(device).set_fused_norm(args.fused_norm)
+    net, autocast_dtype = build(args.network, config, device)
+    torch.backends.cudnn.benchmark = bool(args.cudnn)
     size = int(config["image_size"])
     batch = args.network_batch if args.network_batch == "auto" else int(args.network_batch)
     prior = EpsilonModel(net, event_shape=(3, size, size), learned_sigma=bool(config.get("learn_sigma")),
-                         batch_size=batch, autocast_dtype=None if args.dtype == "float32" else DTYPES[args.dtype],
-                         cuda_graph=args.cuda_graph)
+                         batch_size=batch, autocast_dtype=autocast_dtype, cuda_graph=args.cuda_graph)
     k = 61 if size >= 64 else 9
     op = afdps.ops.Blur(afdps.ops.gaussian_kernel(k, k / 20.0), (3, size, size))
     y = op.measure(torch.zeros(1, 3, size, size, device=device), 0.05)
@@ -84,22 +84,25 @@ def run(args) -> dict:
     wall = time.perf_counter() - t0
     t = res.timings or {}
     outside = sum(v for name, v in t.items() if name != "score")
-    variant = "+".join(n for n, on in (("bf16", args.dtype == "bfloat16"), ("fused-norm", args.fused_norm),
-                                        ("net-graph", args.cuda_graph), ("whole-graph", args.whole_graph)) if on)
+    variant = "+".join([args.network] + [n for n, on in (("cudnn", args.cudnn), ("net-graph", args.cuda_graph),
+                                                          ("whole-graph", args.whole_graph)) if on])
     return {"config": args.config, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "N": args.particles, "steps": args.steps, "potential": args.potential, "variant": variant or "eager fp32",
-            "s_per_image": wall, "outside_share": (outside / sum(t.values())) if t else None}
+            "N": args.particles, "steps": args.steps, "potential": args.potential, "variant": variant,
+            "s_per_image": wall, "network_batch": prior.auto_batch or batch, "outside_share": (outside / sum(t.values())) if t else None}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     r = run(args)
-    if args.header:
-        print("| config | device | N | steps | potential | variant | s / image | time outside the network |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- |")
     share = "-" if r["outside_share"] is None else f"{100 * r['outside_share']:.2f}%"
-    print(f"| {r['config']} | {r['device']} | {r['N']} | {r['steps']} | {r['potential']} | {r['variant']} | "
-          f"{r['s_per_image']:.2f} | {share} |")
+    text = (f"| {r['config']} | {r['device']} | {r['N']} | {r['steps']} | {r['potential']} | {r['variant']} | "
+            f"{r['network_batch']} | {r['s_per_image']:.2f} | {share} |")
+    if args.header:
+        text = HEADER + "\n" + text
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "a") as fh:
+            fh.write(("\n" if args.header else "") + text + "\n")
     return 0
 
 

@@ -58,10 +58,10 @@ PYEOF
 fi
 
 T0=$(date +%s)
-# Time limits (seconds) add up to 1110 s, more than a 15-minute device session: they are ceilings against hangs.
-# The kernel stages took 190 s on an H200 (2026-11-28); the ADM and whole-restoration stages (added
-# 2026-12-02, not run on a GPU yet) are expected at 15-30 s each, torch.compile last (the likeliest to overrun). The torch.compile baseline of the particle step compiles for
-# a minute or so, so it gets its own run (B*N = 256, the target case) after the guaranteed one.
+# Time limits (seconds) are ceilings against hangs. The kernel stages took 190 s on an H200 (2026-11-28); the
+# torch.compile baseline of the particle step compiles for a minute or so, so it gets its own run (B*N = 256, the
+# target case) after the guaranteed one. make gpu-adm (the network, under 9 minutes) follows in full mode: the two
+# together need more than one 10-minute device call, so a short lease runs make gpu-adm alone.
 if [ "$MODE" != smoke ]; then
   install_package
   run 140 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider ${GPU_CHECK_PYTEST_ARGS:-}
@@ -76,25 +76,11 @@ run 50 "$PY" -m bench.bench_fourier $SMOKE --markdown "$REPORT"
 run 65 "$PY" -m bench.bench_particle_step $SMOKE $ROWS256 --variants torch_unfused torch_compile triton_fused --markdown "$REPORT"
 if [ "$MODE" = smoke ]; then
   run 30 "$PY" -m bench.bench_sampler --smoke --markdown "$REPORT"
-  run 30 "$PY" bench/bench_adm.py --smoke --fused-norm --header
-  run 30 "$PY" -m bench.bench_restoration --smoke --header
 else  # a whole AFDPS step at 256x256, eager vs CUDA-graph replay
   run 60 "$PY" -m bench.bench_sampler --size 256 --particles 64 256 --backend triton --cuda-graph --markdown "$REPORT"
-  # the score network (issue 12): bf16 eager vs the fused GroupNorm + SiLU kernel, both layouts, batch 64
-  for cfg in adm-ffhq256 adm-imagenet256; do
-    run 40 "$PY" bench/bench_adm.py --config $cfg --batch 64 --dtype bfloat16 --iters 10 --header
-    run 40 "$PY" bench/bench_adm.py --config $cfg --batch 64 --dtype bfloat16 --iters 10 --fused-norm
-    run 40 "$PY" bench/bench_adm.py --config $cfg --batch 64 --dtype bfloat16 --iters 10 --fused-norm --channels-last
-    run 40 "$PY" bench/bench_adm.py --config $cfg --batch 64 --dtype bfloat16 --iters 10 --fused-norm --cuda-graph --cudnn-benchmark
-  done
-  # torch.compile of the network ("first call s" is the compile time), then whole restorations (issue 12):
-  # N = 256, 10 steps (a tenth of a run), eager vs the network's per-shape CUDA graph vs the whole-run graph
-  run 45 "$PY" -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10 --dtype bfloat16 --fused-norm --header
-  run 45 "$PY" -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10 --dtype bfloat16 --fused-norm --cuda-graph
-  run 60 "$PY" -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10 --dtype bfloat16 --fused-norm --whole-graph
-  run 60 "$PY" -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10 --dtype bfloat16 --potential tweedie
-  run 150 "$PY" bench/bench_adm.py --config adm-ffhq256 --batch 64 --dtype bfloat16 --iters 10 --fused-norm --compile
 fi
+# The score network (issue 12): make gpu-adm, its own report (bench/results/gpu_adm-<time>.md).
+if [ "$MODE" = full ]; then PYTHON="$PY" bash bench/gpu_adm.sh || STATUS=1; fi
 T1=$(date +%s)
 
 if [ "$MODE" != dry ]; then

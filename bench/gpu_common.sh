@@ -2,10 +2,16 @@
 # CUT_OK=1 makes a stage stopped by its time limit (exit 124) a cut, not a failure (its finished rows are kept).
 STATUS=0
 
-run() {  # run LIMIT_SECONDS CMD...: echo, then run under a time limit (not in --dry-run); a failure sets STATUS
+run() {  # run LIMIT_SECONDS CMD...: echo, then run under a time limit (not in --dry-run); a failure sets STATUS.
+  # With DEADLINE (epoch seconds) set, the limit is cut to the time left, and a stage with under 10 s left is skipped.
   local limit=$1; shift
   echo "+ timeout $limit $*"
   [ "$MODE" = dry ] && return 0
+  if [ -n "${DEADLINE:-}" ]; then
+    local left=$((DEADLINE - $(date +%s)))
+    if [ "$left" -lt 10 ]; then echo "-- skipped, ${left} s left before the deadline: $*"; return 0; fi
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
   timeout --kill-after=5 "$limit" "$@"
   local rc=$?
   if [ $rc -eq 124 ] && [ "${CUT_OK:-0}" = 1 ]; then echo "-- cut at its $limit s limit (finished rows kept): $*"

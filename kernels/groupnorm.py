@@ -1,4 +1,4 @@
-"""GroupNorm + scale-shift + SiLU in one pass pair: the normalisation of every ADM ResBlock.
+"""GroupNorm + scale-shift + SiLU in two passes: the normalisation of every ADM ResBlock.
 
 With ``x`` of shape ``(N, C, H, W)`` in ``G`` groups of ``Cg = C / G`` channels, per sample ``n`` and
 group ``g`` (statistics over the group's ``Cg * H * W`` values, in float32, float64 for float64 input)::
@@ -7,15 +7,16 @@ group ``g`` (statistics over the group's ``Cg * H * W`` values, in float32, floa
     a    = (xhat * weight_c + bias_c) * (1 + scale_nc) + shift_nc      # scale-shift optional
     y    = silu(a) = a * sigmoid(a)                                      # optional
 
-``y`` has the dtype and the memory format (contiguous or channels-last) of ``x``. The reference composes
-PyTorch ops in the compute dtype; the Triton kernel (:func:`groupnorm_silu_triton`) reads each group
-twice (statistics, then the normalised write) and never materialises the float32 intermediate.
+``y`` has the memory format (contiguous or channels-last) of ``x`` and its dtype, or ``out_dtype`` (ADM's output
+head normalises bfloat16 activations into float32). The reference composes PyTorch ops in the compute dtype; the
+Triton kernels (:func:`groupnorm_silu_triton`) read ``x`` twice (statistics, then the normalised write), write
+``y`` once and never materialise the float32 intermediate.
 """
 from __future__ import annotations
 
 import torch
 
-from ._triton import requires_triton, tl, to_storage, triton
+from ._triton import requires_triton, tl, tl_dtype, to_storage, triton
 from .backend import interpreting
 from .backend import use_triton as use_triton_rule
 
@@ -41,11 +42,12 @@ def _check(x, weight, bias, groups, scale, shift):
 
 
 def groupnorm_silu_ref(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None,
-                       silu: bool = True):
+                       silu: bool = True, out_dtype=None):
     """Reference: ``silu((GN(x) * weight + bias) * (1 + scale) + shift)`` in the compute dtype (module docstring).
 
-    ``scale``/``shift``: ``(N, C)`` (or ``(N, C, 1, 1)``) or ``None``. Bytes moved: reads ``x`` and writes
-    ``y``, ``2 * numel * itemsize`` (PyTorch's composition moves several float32 intermediates more).
+    ``scale``/``shift``: ``(N, C)`` (or ``(N, C, 1, 1)``) or ``None``; ``out_dtype``: the output's dtype (default
+    ``x``'s). Bytes it must move: ``x`` read and ``y`` written, ``numel * (x.itemsize + y.itemsize)`` (the Triton
+    kernels read ``x`` twice; PyTorch's composition moves several float32 intermediates more).
     """
     _check(x, weight, bias, groups, scale, shift)
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -56,7 +58,7 @@ def groupnorm_silu_ref(x, weight, bias, *, groups: int, eps: float = 1e-5, scale
     if silu:
         a = torch.nn.functional.silu(a)
     fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
-    return a.to(x.dtype).contiguous(memory_format=fmt)
+    return a.to(out_dtype or x.dtype).contiguous(memory_format=fmt)
 
 
 def _is_channels_last(x) -> bool:
@@ -66,99 +68,184 @@ def _is_channels_last(x) -> bool:
 
 # ==== Triton ==========================================================================================
 #
-# One program per (sample n, group g), looping twice over the group's M = Cg * HW elements in BLOCK chunks:
-# pass 1 sums x - K and (x - K)^2 (float32 or float64; K the group's first value), pass 2 normalises, applies the affine, scale-shift and SiLU,
-# and stores. Element i of the group is channel g*Cg + i // HW, pixel i % HW (contiguous layout), or
-# pixel i // Cg, channel g*Cg + i % Cg (channels-last), so both layouts read consecutive addresses.
+# Two launches over a grid of (sample n, channel block cb) x (pixel split s). A channel block holds GB whole
+# groups (CBW = GB * Cg channels, padded to the power of two CBLK); a split holds PS consecutive pixels.
+# Shifted data throughout: K_c = x[n, c, pixel 0], so the sums cancel only as much as the spread of the data,
+# not its offset from zero.
+#   _groupnorm_stats_kernel: per channel c of the block and split s, s1_sc = sum(x - K_c), s2_sc = sum((x - K_c)^2)
+#   _groupnorm_apply_kernel: sums the splits (s1_c, s2_c), shifts each channel's sums to its group's K_g (the K of
+#       the group's first channel; k = K_c - K_g): sum(x - K_g) = s1_c + HW k, sum((x - K_g)^2) = s2_c + 2 k s1_c
+#       + HW k^2, adds them over the group's Cg channels (D1, D2), and with M = Cg HW, delta = D1 / M,
+#       var = D2 / M - delta^2, rstd = 1 / sqrt(var + eps), a_c = rstd w_c (1 + scale_nc),
+#       b_c = bias_c (1 + scale_nc) + shift_nc writes y = silu(((x - K_g) - delta) a_c + b_c). The mean K_g + delta
+#       is never rounded to the data's magnitude (x - K_g is exact for x near K_g).
+# Tiles are [BLOCK_P pixels, CBLK channels]; element (p, c) of sample n sits at n C HW + p C + c (channels-last:
+# a pixel's CBW channels are consecutive, CBW * itemsize >= 32 bytes, one memory sector) or n C HW + c HW + p
+# (contiguous: each channel's pixels are consecutive). x is read twice and y written once; the pixel splits give
+# N * blocks * splits ~ 1024 programs whatever the batch (a fixed count, so the result does not depend on the
+# device).
 
 
 @triton.jit
-def _groupnorm_silu_kernel(
+def _tile_offsets(p, c, C, HW, CL: tl.constexpr):
+    if CL:
+        return p[:, None] * C + c[None, :]
+    else:
+        return c[None, :] * HW + p[:, None]
+
+
+@triton.jit
+def _groupnorm_stats_kernel(
     x_ptr,  # (N, C, H, W) input, contiguous or channels-last
+    s1_ptr,  # (N, S, C) per-split sums of x - K_c (CDT)
+    s2_ptr,  # (N, S, C) per-split sums of (x - K_c)^2 (CDT)
+    C, HW, PS, S, NCB,
+    CBW: tl.constexpr, CL: tl.constexpr, CDT: tl.constexpr, BLOCK_P: tl.constexpr, CBLK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    s = tl.program_id(1)
+    n = pid // NCB
+    cb = pid % NCB
+    cols = tl.arange(0, CBLK)
+    cm = cols < CBW
+    c = cb * CBW + cols
+    base = x_ptr + n.to(tl.int64) * C * HW
+    K = tl.load(base + _tile_offsets(tl.arange(0, 1), c, C, HW, CL), mask=cm[None, :], other=0.0).to(CDT)
+    p0 = s.to(tl.int64) * PS
+    acc = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
+    acc2 = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
+    for start in range(0, PS, BLOCK_P):
+        p = p0 + start + tl.arange(0, BLOCK_P)
+        m = ((start + tl.arange(0, BLOCK_P) < PS) & (p < HW))[:, None] & cm[None, :]
+        v = tl.load(base + _tile_offsets(p, c, C, HW, CL), mask=m, other=0.0).to(CDT)
+        d = tl.where(m, v - K, 0.0)
+        acc += d
+        acc2 += d * d
+    out = (n.to(tl.int64) * S + s) * C + c
+    tl.store(s1_ptr + out, tl.sum(acc, axis=0), mask=cm)
+    tl.store(s2_ptr + out, tl.sum(acc2, axis=0), mask=cm)
+
+
+@triton.jit
+def _groupnorm_apply_kernel(
+    x_ptr,  # (N, C, H, W) input, contiguous or channels-last
+    s1_ptr,  # (N, S, C) per-split sums of x - K_c from _groupnorm_stats_kernel
+    s2_ptr,  # (N, S, C) per-split sums of (x - K_c)^2
     w_ptr,  # (C,) GroupNorm weight
     b_ptr,  # (C,) GroupNorm bias
     sc_ptr,  # (N, C) scale (unused unless SCALE_SHIFT)
     sh_ptr,  # (N, C) shift (unused unless SCALE_SHIFT)
-    y_ptr,  # (N, C, H, W) output, layout of x
-    C, HW, G, eps,
-    CL: tl.constexpr, SCALE_SHIFT: tl.constexpr, SILU: tl.constexpr, CDT: tl.constexpr, BLOCK: tl.constexpr,
+    y_ptr,  # (N, C, H, W) output, layout of x, its own dtype
+    C, HW, PS, S, NCB, eps,
+    Cg: tl.constexpr, GB: tl.constexpr, CL: tl.constexpr, SCALE_SHIFT: tl.constexpr, SILU: tl.constexpr,
+    CDT: tl.constexpr, BLOCK_P: tl.constexpr, CBLK: tl.constexpr,
 ):
-    # sums of d = x - K with K the group's first value (shifted data: var = E[d^2] - E[d]^2 cancels only
-    # as much as the spread of the group, not its offset); mean = K + E[d]; y = silu((x - mean) rstd w + b) ...
     pid = tl.program_id(0)
-    n = pid // G
-    g = pid % G
-    Cg = C // G
-    M = Cg * HW
+    s = tl.program_id(1)
+    n = pid // NCB
+    cb = pid % NCB
+    cols = tl.arange(0, CBLK)
+    cm = cols < GB * Cg
+    c = cb * (GB * Cg) + cols
     base = n.to(tl.int64) * C * HW
-    if CL:
-        K = tl.load(x_ptr + base + g * Cg).to(CDT)
-    else:
-        K = tl.load(x_ptr + base + g * Cg * HW).to(CDT)
-    acc = tl.zeros([BLOCK], dtype=CDT)
-    acc2 = tl.zeros([BLOCK], dtype=CDT)
-    for start in range(0, M, BLOCK):
-        i = start + tl.arange(0, BLOCK)
-        m = i < M
-        if CL:
-            off = (i // Cg) * C + g * Cg + i % Cg
-        else:
-            off = (g * Cg + i // HW) * HW + i % HW
-        v = tl.load(x_ptr + base + off, mask=m, other=0.0).to(CDT)
-        d = tl.where(m, v - K, 0.0)
-        acc += d
-        acc2 += d * d
-    dm = tl.sum(acc, axis=0) / M
-    mean = K + dm
-    var = tl.maximum(tl.sum(acc2, axis=0) / M - dm * dm, 0.0)
-    rstd = 1.0 / tl.sqrt(var + eps)
-    for start in range(0, M, BLOCK):
-        i = start + tl.arange(0, BLOCK)
-        m = i < M
-        if CL:
-            c = g * Cg + i % Cg
-            off = (i // Cg) * C + c
-        else:
-            c = g * Cg + i // HW
-            off = c * HW + i % HW
-        v = tl.load(x_ptr + base + off, mask=m, other=0.0).to(CDT)
-        a = (v - mean) * rstd * tl.load(w_ptr + c, mask=m, other=1.0).to(CDT) + tl.load(b_ptr + c, mask=m,
-                                                                                        other=0.0).to(CDT)
-        if SCALE_SHIFT:
-            a = a * (1.0 + tl.load(sc_ptr + n * C + c, mask=m, other=0.0).to(CDT)) \
-                + tl.load(sh_ptr + n * C + c, mask=m, other=0.0).to(CDT)
+    K = tl.sum(tl.load(x_ptr + base + _tile_offsets(tl.arange(0, 1), c, C, HW, CL), mask=cm[None, :],
+                       other=0.0).to(CDT), axis=0)
+    row = n.to(tl.int64) * S * C + c
+    s1 = tl.zeros([CBLK], dtype=CDT)
+    s2 = tl.zeros([CBLK], dtype=CDT)
+    for k in range(0, S):
+        s1 += tl.load(s1_ptr + row + k * C, mask=cm, other=0.0)
+        s2 += tl.load(s2_ptr + row + k * C, mask=cm, other=0.0)
+    grp = cols // Cg
+    Kg = tl.zeros([CBLK], dtype=CDT)
+    delta = tl.zeros([CBLK], dtype=CDT)
+    rstd = tl.zeros([CBLK], dtype=CDT)
+    for gi in tl.static_range(GB):
+        sel = (grp == gi) & cm
+        kg = tl.sum(tl.where(cols == gi * Cg, K, 0.0), axis=0)
+        k = K - kg
+        d1 = tl.sum(tl.where(sel, s1 + HW * k, 0.0), axis=0) / Cg / HW
+        d2 = tl.sum(tl.where(sel, s2 + 2.0 * k * s1 + HW * k * k, 0.0), axis=0) / Cg / HW
+        var = tl.maximum(d2 - d1 * d1, 0.0)
+        Kg = tl.where(sel, kg, Kg)
+        delta = tl.where(sel, d1, delta)
+        rstd = tl.where(sel, 1.0 / tl.sqrt(var + eps), rstd)
+    a = rstd * tl.load(w_ptr + c, mask=cm, other=0.0).to(CDT)
+    b = tl.load(b_ptr + c, mask=cm, other=0.0).to(CDT)
+    if SCALE_SHIFT:
+        one_sc = 1.0 + tl.load(sc_ptr + n * C + c, mask=cm, other=0.0).to(CDT)
+        a = a * one_sc
+        b = b * one_sc + tl.load(sh_ptr + n * C + c, mask=cm, other=0.0).to(CDT)
+    p0 = s.to(tl.int64) * PS
+    for start in range(0, PS, BLOCK_P):
+        p = p0 + start + tl.arange(0, BLOCK_P)
+        m = ((start + tl.arange(0, BLOCK_P) < PS) & (p < HW))[:, None] & cm[None, :]
+        off = base + _tile_offsets(p, c, C, HW, CL)
+        v = tl.load(x_ptr + off, mask=m, other=0.0).to(CDT)
+        h = ((v - Kg[None, :]) - delta[None, :]) * a[None, :] + b[None, :]
         if SILU:
-            a = a * tl.sigmoid(a)
-        tl.store(y_ptr + base + off, to_storage(a, y_ptr.dtype.element_ty), mask=m)
+            h = h * tl.sigmoid(h)
+        tl.store(y_ptr + off, to_storage(h, y_ptr.dtype.element_ty), mask=m)
+
+
+PROGRAMS = 1024
+"""Programs a launch aims at (channel blocks x pixel splits); fixed, so that results do not depend on the device."""
+
+
+def _plan(N, C, groups, HW, itemsize, split=None):
+    """Channel block (GB groups of Cg channels: at least 32 bytes of a pixel in channels-last), pixel tile and
+    split: ``(GB, CBLK, BLOCK_P, PS, S)``."""
+    Cg = C // groups
+    GB = 1
+    while GB * 2 <= groups and groups % (GB * 2) == 0 and GB * Cg * itemsize < 32:
+        GB *= 2
+    CBLK = triton.next_power_of_2(GB * Cg)
+    tile = 1 << 16 if interpreting() else 4096
+    BLOCK_P = max(1, min(triton.next_power_of_2(HW), tile // CBLK))
+    blocks = N * (groups // GB)
+    S = split if split is not None else max(1, min(triton.cdiv(PROGRAMS, blocks), triton.cdiv(HW, BLOCK_P)))
+    S = max(1, min(int(S), HW))
+    PS = triton.cdiv(HW, S)
+    if split is None:
+        PS = triton.cdiv(PS, BLOCK_P) * BLOCK_P  # whole tiles per split but the last
+    S = triton.cdiv(HW, PS)
+    return GB, CBLK, BLOCK_P, PS, S
 
 
 @requires_triton
 def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None,
-                          silu: bool = True):
-    """:func:`groupnorm_silu_ref` in one launch (same signature and results)."""
+                          silu: bool = True, out_dtype=None, _split=None):
+    """:func:`groupnorm_silu_ref` in two launches (same signature and results). ``_split``: force the number of
+    pixel splits (tests)."""
     N, C = _check(x, weight, bias, groups, scale, shift)
     cl = _is_channels_last(x)
     if not cl:
         x = x.contiguous()
-    y = torch.empty_like(x)  # keeps the memory format
+    y = torch.empty_like(x, dtype=out_dtype or x.dtype)  # keeps the memory format
     HW = x.shape[2] * x.shape[3]
-    M = (C // groups) * HW
-    if N == 0 or M == 0:
+    if N == 0 or HW == 0:
         return y
-    block = triton.next_power_of_2(M)
-    block = max(16, min(block, 1 << 16 if interpreting() else 2048))
+    GB, CBLK, BLOCK_P, PS, S = _plan(N, C, groups, HW, x.element_size(), _split)
+    NCB = groups // GB
+    sdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    s1 = torch.empty(N, S, C, dtype=sdt, device=x.device)
+    s2 = torch.empty_like(s1)
     sc = scale.reshape(N, C).contiguous() if scale is not None else weight
     sh = shift.reshape(N, C).contiguous() if shift is not None else bias
-    cdt = tl.float64 if x.dtype == torch.float64 else tl.float32
-    _groupnorm_silu_kernel[(N * groups,)](x, weight.contiguous(), bias.contiguous(), sc, sh, y, C, HW, groups,
-                                          float(eps), CL=cl, SCALE_SHIFT=scale is not None, SILU=bool(silu),
-                                          CDT=cdt, BLOCK=block, num_warps=8 if block >= 1024 else 4)
+    cdt = tl_dtype(x.dtype)
+    warps = 8 if BLOCK_P * CBLK >= 4096 else 4
+    grid = (N * NCB, S)
+    _groupnorm_stats_kernel[grid](x, s1, s2, C, HW, PS, S, NCB, CBW=GB * (C // groups), CL=cl, CDT=cdt,
+                                  BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
+    _groupnorm_apply_kernel[grid](x, s1, s2, weight.contiguous(), bias.contiguous(), sc, sh, y, C, HW, PS, S, NCB,
+                                  float(eps), Cg=C // groups, GB=GB, CL=cl, SCALE_SHIFT=scale is not None,
+                                  SILU=bool(silu), CDT=cdt, BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
     return y
 
 
 def groupnorm_silu(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None, silu: bool = True,
-                   use_triton=None):
+                   out_dtype=None, use_triton=None):
     """Dispatch between :func:`groupnorm_silu_triton` and :func:`groupnorm_silu_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
     fn = groupnorm_silu_triton if use_triton_rule(use_triton, x.device, "groupnorm_silu") else groupnorm_silu_ref
-    return fn(x, weight, bias, groups=groups, eps=eps, scale=scale, shift=shift, silu=silu)
+    return fn(x, weight, bias, groups=groups, eps=eps, scale=scale, shift=shift, silu=silu, out_dtype=out_dtype)

@@ -261,6 +261,49 @@ def test_bfloat16_autocast_error(case_a):
     assert 1e-4 < rel < 0.07, rel
 
 
+@pytest.mark.interpreter
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_to_inference_within_the_bfloat16_rule(case_a, layout):
+    """``to_inference`` (bfloat16 parameters, no autocast, the fused norms; on CUDA the Triton kernels, on the CPU
+    the reference) against the float64 network: within the bfloat16 rule of tests/tolerances.py, twice the error
+    of today's bfloat16 autocast path plus a floor, in relative L2 over the output. Also: the output is float32,
+    the parameters of the time embedding and the head stay float32, the fused norms ran, and autocast_dtype
+    cannot be combined with stored bfloat16."""
+    from tolerances import DEVICE
+
+    model = _model(case_a, torch.float32).to(DEVICE)
+    x, t = case_a["x"].float().to(DEVICE), case_a["timesteps"].to(DEVICE)
+    with torch.no_grad():
+        oracle = _model(case_a, torch.float64).to(DEVICE)(x.double(), t.double())
+        autocast = model(x, t, autocast_dtype=torch.bfloat16)
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        fast = model.to_inference(torch.bfloat16, fmt)
+        calls = []
+        import afdps.engine.models.adm as adm
+
+        real = adm.groupnorm_silu
+
+        def counting(*args, **kwargs):
+            calls.append(kwargs.get("out_dtype"))
+            return real(*args, **kwargs)
+
+        adm.groupnorm_silu = counting
+        try:
+            out = fast(x, t)
+        finally:
+            adm.groupnorm_silu = real
+    norms = sum(isinstance(m, torch.nn.GroupNorm) for m in fast.modules())
+    assert len(calls) == norms and calls.count(torch.float32) == 1  # every norm fused; the head's into float32
+    assert fast.torso_dtype == torch.bfloat16 and fast.out[2].weight.dtype == torch.float32
+    assert fast.time_embed[0].weight.dtype == torch.float32 and out.dtype == torch.float32
+    rel = lambda a: ((a.double() - oracle).norm() / oracle.norm()).item()  # noqa: E731
+    assert rel(out) <= 2 * rel(autocast) + 1e-6, (rel(out), rel(autocast))
+    with pytest.raises(ValueError, match="autocast_dtype"):
+        fast(x, t, autocast_dtype=torch.float16)
+    with pytest.raises(ValueError, match="memory_format must be"):
+        _model(case_a, torch.float32).to_inference(torch.bfloat16, torch.preserve_format)
+
+
 def test_channels_last_matches_contiguous(case_a):
     model = _model(case_a, torch.float32)
     x, t = case_a["x"].float(), case_a["timesteps"]
@@ -294,10 +337,37 @@ def test_bench_smoke():
     import sys
 
     script = Path(__file__).parent.parent / "bench" / "bench_adm.py"
-    result = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True,
+    variants = "fp32,autocast,autocast-fused,fast,fast-cl,fast-cl-unfused,best+cudnn"
+    result = subprocess.run([sys.executable, str(script), "--smoke", "--variants", variants], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("| tiny | cpu | 2 | float32 |")
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| tiny | cpu | 2 |")]
+    assert [r[3] for r in rows[:-1]] == variants.split(",")[:-1] and rows[-1][3].startswith("best=")
+    for r in rows:  # every variant computes the network: error against float64 within bfloat16's reach
+        assert float(r[-1].rstrip(" |")) < (1e-5 if r[3] == "fp32" else 0.05), r
+    bad = subprocess.run([sys.executable, str(script), "--smoke", "--variants", "fast+turbo"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "variant modifier 'turbo' in 'fast+turbo' is not one of" in bad.stderr
+
+
+def test_bench_kernel_table_groups_kernels():
+    """bench_adm's profile groups device kernels by name (the categories a reader of the GPU profile needs)."""
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_adm import kernel_table
+
+    ev = lambda key, us, dev="DeviceType.CUDA": SimpleNamespace(key=key, count=2, self_device_time_total=us,  # noqa
+                                                                  device_type=dev)
+    rows, cats, total = kernel_table([
+        ev("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", 700.0),
+        ev("_groupnorm_apply_kernel", 100.0), ev("_groupnorm_stats_kernel", 50.0),
+        ev("pytorch_flash::flash_fwd_kernel", 20.0), ev("nchwToNhwcKernel", 30.0),
+        ev("void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add>", 90.0),
+        ev("aten::conv2d", 999.0, "DeviceType.CPU"), ev("mystery", 10.0)])
+    assert total == 1000.0 and rows[0][2] == 700.0 and len(rows) == 7
+    assert cats == {"convolution / GEMM": 700.0, "GroupNorm (fused Triton)": 150.0, "attention": 20.0,
+                    "layout transform": 30.0, "element-wise, copies, cat": 90.0, "other": 10.0}
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

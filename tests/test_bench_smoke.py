@@ -63,6 +63,20 @@ def test_gpu_check_dry_run():
         assert needle in out.stdout
 
 
+def test_gpu_adm_dry_run():
+    """make gpu-adm's plan (issue 12): the install, the ADM variants with the profile, the ImageNet configuration,
+    whole restorations, other batches and torch.compile last; its stages are cut to a deadline in one device call."""
+    out = subprocess.run(["bash", str(ROOT / "bench" / "gpu_adm.sh"), "--dry-run"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("+ timeout ")]
+    assert "pip install --no-deps --no-build-isolation" in lines[0]
+    assert "bench.bench_adm" in lines[1] and "--profile best+cudnn" in lines[1] and "fast-cl" in lines[1]
+    assert any("adm-imagenet256" in ln for ln in lines) and "compile" in lines[-1]
+    assert sum("bench.bench_restoration" in ln and "--particles 256" in ln for ln in lines) == 4
+    assert "DEADLINE" in (ROOT / "bench" / "gpu_adm.sh").read_text()
+
+
 def test_gpu_eval_dry_run():
     """make gpu-eval's plan: the install, the one-run table of all methods x five tasks on the 100 development
     digits, then the grid stages on the same digits, whose time limits fit one 600 s device call."""

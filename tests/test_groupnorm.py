@@ -58,6 +58,51 @@ def test_kernel_statistics_do_not_cancel_on_offset_groups(layout):
     assert err <= 2 * 0.5 * 2.0 ** -14 / 0.05, f"max error {err:.3e} on offset groups"
 
 
+@pytest.mark.parametrize("N,C,H,W,groups,split", [(2, 96, 5, 6, 8, 4), (1, 1536, 2, 3, 32, 2), (3, 64, 7, 1, 32, 7),
+                                                   (2, 128, 9, 9, 32, 1)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_pixel_splits_and_uneven_channel_blocks(N, C, H, W, groups, split, layout):
+    """The statistics merged over pixel splits (the last one short) and over channel blocks whose channels are no
+    power of two (Cg = 12 and 48: masked columns) equal the float64 oracle within the float32 rule."""
+    x, w, b, sc, sh = _inputs(N, C, H, W, torch.float32, seed=split)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = gn.groupnorm_silu_triton(x, w, b, groups=groups, scale=sc, shift=sh, _split=split)
+    oracle = gn.groupnorm_silu_ref(x.double(), w.double(), b.double(), groups=groups, scale=sc.double(),
+                                   shift=sh.double())
+    assert_close_elementwise(out, oracle.float(), torch.float32)
+
+
+def test_channels_with_different_offsets_in_one_group():
+    """Each channel is shifted by its own first value and the group's sums moved to its first channel's shift: a
+    group whose channels sit at 0, 10, 100 and 1000 (spread 1 within each) keeps its variance (about 1.8e5),
+    within the float32 rule."""
+    g = torch.Generator().manual_seed(5)
+    offsets = torch.tensor([0.0, 10.0, 100.0, 1000.0], dtype=torch.float64).repeat(8)[None, :, None, None]
+    x = (offsets + torch.randn(2, 32, 6, 5, generator=g, dtype=torch.float64)).float().to(DEVICE)
+    w, b = torch.ones(32, device=DEVICE), torch.zeros(32, device=DEVICE)
+    out = gn.groupnorm_silu_triton(x, w, b, groups=8, silu=False, _split=3)
+    oracle = gn.groupnorm_silu_ref(x.double(), w.double(), b.double(), groups=8, silu=False)
+    assert_close_elementwise(out, oracle.float(), torch.float32)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_bfloat16_input_float32_output(layout):
+    """``out_dtype=torch.float32`` (ADM's output head): bfloat16 activations normalised into float32 without a
+    bfloat16 rounding of the result, so within the float32 rule of the oracle on the same bfloat16 input."""
+    x, w, b, _, _ = _inputs(2, 64, 5, 4, torch.bfloat16, seed=9, scale_shift=False)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = gn.groupnorm_silu_triton(x, w.float(), b.float(), groups=32, out_dtype=torch.float32)
+    oracle = gn.groupnorm_silu_ref(x.double(), w.double(), b.double(), groups=32)
+    assert out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    assert_close_elementwise(out, oracle.float(), torch.float32)
+    ref = gn.groupnorm_silu_ref(x, w.float(), b.float(), groups=32, out_dtype=torch.float32)
+    assert ref.dtype == torch.float32
+    assert_close_elementwise(ref, oracle.float(), torch.float32)
+
+
 def test_bfloat16_and_float64():
     x, w, b, sc, sh = _inputs(2, 64, 6, 6, torch.bfloat16)
     out = gn.groupnorm_silu_triton(x, w, b, groups=32, scale=sc, shift=sh)

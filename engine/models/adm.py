@@ -380,6 +380,12 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
+def _fused_ok(flag: bool, h: torch.Tensor) -> bool:
+    """Whether a module whose ``fused_norm`` is ``flag`` runs the fused kernel on ``h``: the Triton kernel has no
+    backward, so differentiating passes (DPS, training) take the modules."""
+    return flag and not (torch.is_grad_enabled() and h.requires_grad)
+
+
 class TimestepSequential(nn.Sequential):
     """``nn.Sequential`` that hands the time embedding to the blocks that take one."""
 
@@ -468,13 +474,9 @@ class ResBlock(nn.Module):
             return checkpoint(self._forward, x, emb, use_reentrant=False)
         return self._forward(x, emb)
 
-    def _fused(self, h: torch.Tensor) -> bool:
-        # the Triton kernel has no backward: differentiating passes (DPS, training) take the modules
-        return self.fused_norm and not (torch.is_grad_enabled() and h.requires_grad)
-
     def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         norm, act, conv = self.in_layers
-        if self._fused(x):
+        if _fused_ok(self.fused_norm, x):
             h = groupnorm_silu(x, norm.weight, norm.bias, groups=norm.num_groups, eps=norm.eps)
         else:
             h = act(norm(x))
@@ -484,7 +486,7 @@ class ResBlock(nn.Module):
         h = conv(h)
         e = self.emb_layers(emb).to(h.dtype)[:, :, None, None]
         out_norm, out_rest = self.out_layers[0], self.out_layers[1:]
-        if self._fused(h):
+        if _fused_ok(self.fused_norm, h):
             scale, shift = e.chunk(2, dim=1) if self.use_scale_shift_norm else (None, None)
             a = groupnorm_silu(h if self.use_scale_shift_norm else h + e, out_norm.weight, out_norm.bias,
                                groups=out_norm.num_groups, eps=out_norm.eps, scale=scale, shift=shift)
@@ -514,6 +516,7 @@ class AttentionBlock(nn.Module):
         self.num_heads = num_heads
         self.new_order = new_order
         self.use_checkpoint = use_checkpoint
+        self.fused_norm = False  # ADMUNet.set_fused_norm: the GroupNorm as the fused kernel (no SiLU)
         self.norm = _norm(channels)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = _zero(nn.Conv1d(channels, channels, 1))
@@ -528,7 +531,12 @@ class AttentionBlock(nn.Module):
         heads, d = self.num_heads, c // self.num_heads
         # Token-major (B, T, C) is a free view of a channels_last activation, and the 1x1 convs
         # become plain matmuls on it.
-        tokens = self.norm(x).flatten(2).transpose(1, 2)
+        if _fused_ok(self.fused_norm, x):
+            normed = groupnorm_silu(x, self.norm.weight, self.norm.bias, groups=self.norm.num_groups,
+                                    eps=self.norm.eps, silu=False)
+        else:
+            normed = self.norm(x)
+        tokens = normed.flatten(2).transpose(1, 2)
         qkv = F.linear(tokens, self.qkv.weight[:, :, 0], self.qkv.bias)
         if self.new_order:
             qkv = qkv.unflatten(-1, (3, heads, d))
@@ -615,6 +623,8 @@ class ADMUNet(nn.Module):
         self.num_classes = cfg["num_classes"]
         self.num_levels = len(cfg["widths"])
         self.default_autocast_dtype = torch.float16 if cfg["use_fp16"] else None
+        self.fused_norm = False  # set_fused_norm: the output head's GroupNorm + SiLU as the fused kernel
+        self.memory_format = torch.contiguous_format  # to_inference: the torso's activation layout
 
         mc, emb_dim, widths = cfg["model_channels"], cfg["time_embed_dim"], cfg["widths"]
         rates = set(cfg["attention_resolutions_as_downsample_rates"])
@@ -704,14 +714,41 @@ class ADMUNet(nn.Module):
         return timesteps
 
     def set_fused_norm(self, enabled: bool = True) -> "ADMUNet":
-        """Run every ResBlock's GroupNorm (+ scale-shift) + SiLU as one fused kernel
-        (:mod:`afdps.kernels.groupnorm`; the Triton kernel on CUDA, its reference elsewhere) in passes that
-        do not need gradients. Statistics in float32; the output keeps the activations' dtype and layout,
-        so a bfloat16 or channels-last network stays so. Returns the model."""
+        """Run every GroupNorm (+ scale-shift) (+ SiLU) of the network, the ResBlocks', the attention blocks' and
+        the output head's, as the fused kernel (:mod:`afdps.kernels.groupnorm`; the Triton kernels on CUDA, the
+        reference elsewhere) in passes that do not need gradients. Statistics in float32; the output keeps the
+        activations' dtype and layout (the head's is the parameter dtype), so a bfloat16 or channels-last
+        network stays so. Returns the model."""
         for m in self.modules():
-            if isinstance(m, ResBlock):
+            if isinstance(m, (ResBlock, AttentionBlock, ADMUNet)):
                 m.fused_norm = bool(enabled)
         return self
+
+    @property
+    def torso_dtype(self) -> torch.dtype:
+        """The dtype of the input, middle and output blocks' parameters (:meth:`to_inference` may lower it)."""
+        return self.input_blocks[0][0].weight.dtype
+
+    def to_inference(self, dtype: torch.dtype = torch.bfloat16, memory_format=torch.channels_last,
+                     fused_norm: bool = True) -> "ADMUNet":
+        """The inference path: the torso's parameters stored in ``dtype`` (no autocast, no per-call weight
+        casts), activations in ``memory_format`` throughout (the input is converted once), and every
+        normalisation as the fused kernel (:meth:`set_fused_norm`). The time embedding and the output head keep
+        the parameter dtype, as with autocast. ``dtype=torch.float32`` with a float32 model changes only the
+        layout and the kernels. Returns the model (in eval mode).
+
+        Accuracy: the same rule as bfloat16 autocast (``tests/test_adm.py``); speed: ``bench/bench_adm.py``.
+        """
+        if dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be torch.bfloat16, torch.float16, torch.float32 or torch.float64, got {dtype!r}")
+        if memory_format not in (torch.channels_last, torch.contiguous_format):
+            raise ValueError(f"memory_format must be torch.channels_last or torch.contiguous_format, "
+                             f"got {memory_format!r}")
+        for part in (self.input_blocks, self.middle_block, self.output_blocks):
+            part.to(dtype=dtype)
+        self.to(memory_format=memory_format)
+        self.memory_format = memory_format
+        return self.set_fused_norm(fused_norm).eval()
 
     def forward(
         self,
@@ -746,8 +783,14 @@ class ADMUNet(nn.Module):
         """
         timesteps = self._check_inputs(x, timesteps, y)
         dtype = self.out[2].weight.dtype
+        torso_dtype = self.torso_dtype
         device_type = x.device.type
-        if autocast_dtype is None:
+        if torso_dtype != dtype:  # to_inference stored the torso in reduced precision: no autocast
+            if autocast_dtype not in (None, torso_dtype):
+                raise ValueError(f"the torso's parameters are {torso_dtype} (to_inference); autocast_dtype "
+                                 f"{autocast_dtype} cannot change that: leave it None")
+            autocast_dtype = None
+        elif autocast_dtype is None:
             autocast_dtype = self.default_autocast_dtype
         with torch.autocast(device_type, enabled=False):
             t_emb = timestep_embedding(timesteps, self.model_channels, dtype=_compute_dtype(dtype))
@@ -760,7 +803,8 @@ class ADMUNet(nn.Module):
         torso = (torch.autocast(device_type, dtype=autocast_dtype)
                  if autocast_dtype is not None else nullcontext())
         with torso:
-            h = x.to(dtype)
+            h = x.to(torso_dtype).contiguous(memory_format=self.memory_format)
+            emb = emb.to(torso_dtype)
             skips = []
             for block in self.input_blocks:
                 h = block(h, emb)
@@ -770,4 +814,9 @@ class ADMUNet(nn.Module):
                 h = block(torch.cat([h, skips.pop()], dim=1), emb)
 
         with torch.autocast(device_type, enabled=False):
-            return self.out(h.to(dtype)).to(x.dtype)
+            norm, act, conv = self.out
+            if _fused_ok(self.fused_norm, h):
+                a = groupnorm_silu(h, norm.weight, norm.bias, groups=norm.num_groups, eps=norm.eps, out_dtype=dtype)
+            else:
+                a = act(norm(h.to(dtype)))
+            return conv(a).to(x.dtype)

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# make gpu-adm: issue 12's measurements of the score network on one CUDA GPU, in one device call (< 9 minutes):
+#   1. pip install --no-deps --no-build-isolation -e .
+#   2. bench.bench_adm, FFHQ configuration, batch 64: every variant (float32, bfloat16 autocast before and with the
+#      fused norm, ADMUNet.to_inference contiguous and channels-last, with and without the fused kernels), then the
+#      fastest with cuDNN autotuning and with a CUDA graph, the kernel profile of the fastest;
+#   3. the ImageNet configuration, batch 64;
+#   4. the GPU tests of the kernels and the network (pytest -m "gpu or interpreter": the interpreter-marked kernel
+#      tests run the real kernels on the GPU);
+#   5. whole restorations (N = 256, 10 steps, random weights): the old network path, the fastest, with the
+#      network's per-shape CUDA graph and inside the whole-run graph, and the share of time outside the network;
+#   6. batches 16 and 256; 7. torch.compile of the network (its compile time), last: the likeliest to overrun.
+# Everything lands in bench/results/gpu_adm-<time>.md (and bench/results/adm.csv); with $OUT set (the device tool)
+# copies go there too. Stages are cut to a deadline (GPU_ADM_SECONDS, default 530 s after the start).
+#
+#   bash bench/gpu_adm.sh             # the real thing (needs CUDA)
+#   bash bench/gpu_adm.sh --dry-run   # print the commands only
+#   bash bench/gpu_adm.sh --smoke     # CPU: no install, no pytest, tiny shapes into a temp dir
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+MODE=full
+case "${1:-}" in
+  --dry-run) MODE=dry ;;
+  --smoke) MODE=smoke ;;
+  "") ;;
+  *) echo "usage: bash bench/gpu_adm.sh [--dry-run | --smoke]" >&2; exit 2 ;;
+esac
+PY=${PYTHON:-python3}
+STAMP=$(date -u +%Y%m%d-%H%M%S)
+RESULTS=bench/results
+if [ "$MODE" = smoke ]; then
+  RESULTS=$(mktemp -d)
+  export AFDPS_BENCH_RESULTS=$RESULTS TRITON_INTERPRET=1
+else
+  unset TRITON_INTERPRET
+fi
+REPORT=$RESULTS/gpu_adm-$STAMP.md
+BEST=$RESULTS/.adm_best
+. bench/gpu_common.sh
+need_cuda gpu-adm "--smoke or --dry-run"
+[ "$MODE" != dry ] && DEADLINE=$(( $(date +%s) + ${GPU_ADM_SECONDS:-530} ))
+
+mkdir -p "$RESULTS"
+if [ "$MODE" != dry ]; then
+  "$PY" -c "import torch, triton, subprocess; g = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip(); print(f'# gpu-adm $STAMP\n\ndevice: {torch.cuda.get_device_name() if torch.cuda.is_available() else \"cpu\"}; torch {torch.__version__}; triton {triton.__version__}; git {g}\n')" > "$REPORT" 2>/dev/null \
+    || echo "# gpu-adm $STAMP" > "$REPORT"
+fi
+T0=$(date +%s)
+if [ "$MODE" = smoke ]; then
+  SIZE="--smoke"; FFHQ=""; IMNET="--smoke"; ITERS=""; GRAPH=""; RES="$PY -m bench.bench_restoration --smoke"
+else
+  install_package
+  SIZE=""; FFHQ="--configs adm-ffhq256"; IMNET="--configs adm-imagenet256"; ITERS="--iters 5 --warmup 1"; GRAPH="+graph"
+  RES="$PY -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10"
+fi
+ADM="$PY -m bench.bench_adm $SIZE --markdown $REPORT --csv"
+run 150 $ADM $FFHQ --batches 64 --best-out "$BEST" --header --profile best+cudnn --profile-out "$REPORT" \
+  --variants fp32,autocast,autocast-fused,fast,fast-cl,fast-cl-unfused,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
+NET=$(cat "$BEST" 2>/dev/null || echo fast-cl)
+run 120 $ADM $IMNET $ITERS --batches 64 --header --variants autocast,fast,fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
+if [ "$MODE" = full ]; then
+  run 90 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_groupnorm.py tests/test_adm.py \
+    tests/test_cuda_graph.py
+fi
+HEAD="--header"
+for extra in "--network autocast" "--network $NET --cudnn" "--network $NET --cudnn --cuda-graph" \
+             "--network $NET --cudnn --whole-graph"; do
+  [ "$MODE" = smoke ] && [[ "$extra" == *graph* ]] && continue  # CUDA only
+  run 60 $RES $extra --markdown "$REPORT" $HEAD
+  HEAD=""
+done
+run 90 $ADM $FFHQ $ITERS --batches 16,256 --no-parity --header --variants autocast,fast,fast-cl,best+cudnn$GRAPH
+run 150 $ADM $FFHQ --batches 64 --no-parity --header --variants fast-cl-unfused+cudnn+compile
+T1=$(date +%s)
+if [ "$MODE" != dry ]; then
+  echo "gpu-adm finished in $((T1 - T0)) s (status $STATUS); report: $REPORT" | tee -a "$REPORT"
+  if [ -n "${OUT:-}" ]; then cp "$REPORT" "$RESULTS"/adm.csv "$OUT"/ 2>/dev/null; fi
+  cat "$REPORT"
+fi
+exit $STATUS
