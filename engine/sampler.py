@@ -840,6 +840,10 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
                     else "in the final state" + (" (the final denoising)" if denoise else ""))
             raise FloatingPointError(f"every particle of image {b} has died {when}: {CAUSES[code]}: {_HINTS[code]}")
 
+    # the tempering path on the device before any capture (a host-to-device copy cannot be captured); the
+    # closure keeps it alive for the graph's replays
+    lam_path = torch.tensor(plan.lam, dtype=torch.float64, device=device)
+
     def run(*inputs, eager=True):
         """Stage I and the K steps; ``eager=False`` (CUDA-graph capture): no host checks, no progress bar."""
         run_plan = plan.with_keys(*inputs)
@@ -847,7 +851,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         dead_cause = torch.zeros(B, dtype=torch.int8, device=device)
         ess_trace = torch.ones(K, B, dtype=torch.float64, device=device)
         resampled = torch.zeros(K, B, dtype=torch.bool, device=device)
-        lam_trace = torch.tensor(plan.lam, dtype=torch.float64, device=device)[:, None].repeat(1, B)
+        lam_trace = lam_path[:, None].repeat(1, B)
         sync_each_step = eager and check_every == 1
 
         def record(k, logw, cause):

@@ -20,7 +20,7 @@ import torch
 
 from ._triton import HAS_TRITON
 
-__all__ = ["BACKENDS", "requested_backend", "interpreting", "triton_available", "use_triton"]
+__all__ = ["BACKENDS", "requested_backend", "interpreting", "is_fake", "triton_available", "use_triton"]
 
 BACKENDS = ("auto", "torch", "triton")
 ENV = "AFDPS_BACKEND"
@@ -44,6 +44,18 @@ def requested_backend(request=None) -> str:
 def interpreting() -> bool:
     """Whether ``TRITON_INTERPRET=1`` is set (kernels then run on CPU tensors, in Python)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def is_fake(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a tensor without memory (a FakeTensor of ``FakeTensorMode`` or ``torch.compile``'s tracing, or
+    on the meta device): a kernel launch would read garbage addresses."""
+    if t.device.type == "meta":
+        return True
+    try:
+        from torch._subclasses.fake_tensor import FakeTensor  # a torch internal; absent in some builds
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(t, FakeTensor)
 
 
 def triton_available(device: torch.device | str) -> tuple[bool, str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from ._triton import requires_triton, tl, tl_dtype, to_storage, triton
-from .backend import interpreting
+from .backend import interpreting, is_fake
 from .backend import use_triton as use_triton_rule
 
 __all__ = ["groupnorm_silu_ref", "groupnorm_silu_triton", "groupnorm_silu"]
@@ -247,5 +247,8 @@ def groupnorm_silu(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=Non
                    out_dtype=None, use_triton=None):
     """Dispatch between :func:`groupnorm_silu_triton` and :func:`groupnorm_silu_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
-    fn = groupnorm_silu_triton if use_triton_rule(use_triton, x.device, "groupnorm_silu") else groupnorm_silu_ref
+    # Fake tensors (FakeTensorMode: memory estimates, FLOP counts, torch.compile's tracing) have no memory for a
+    # kernel to touch: they take the reference, which gives the same shapes, dtypes and layouts.
+    triton_ok = not is_fake(x) and use_triton_rule(use_triton, x.device, "groupnorm_silu")
+    fn = groupnorm_silu_triton if triton_ok else groupnorm_silu_ref
     return fn(x, weight, bias, groups=groups, eps=eps, scale=scale, shift=shift, silu=silu, out_dtype=out_dtype)

@@ -399,16 +399,19 @@ def test_fused_norm_matches_the_modules(case_a, monkeypatch, layout):
 def test_fused_norm_kernel_in_a_resblock(monkeypatch, layout, scale_shift):
     """One ResBlock with the Triton kernel (under the interpreter on CPUs) against its modules, float32."""
     pytest.importorskip("triton")
+    from tolerances import DEVICE
+
     from afdps.engine.models.adm import ResBlock
 
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convolutions on both sides
     torch.manual_seed(0)
     block = ResBlock(32, 16, 0.0, 64, use_scale_shift_norm=scale_shift).eval()
     for p in block.parameters():
         torch.nn.init.normal_(p, std=0.2)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    block = block.to(memory_format=fmt)
-    x = torch.randn(2, 32, 6, 6).contiguous(memory_format=fmt)
-    emb = torch.randn(2, 16)
+    block = block.to(DEVICE, memory_format=fmt)
+    x = torch.randn(2, 32, 6, 6).to(DEVICE).contiguous(memory_format=fmt)
+    emb = torch.randn(2, 16).to(DEVICE)
     with torch.no_grad():
         want = block(x, emb)
         block.fused_norm = True

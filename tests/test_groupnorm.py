@@ -118,7 +118,7 @@ def test_reference_is_adm_groupnorm_then_silu():
     """The reference equals the ADM ResBlock's own composition: GroupNorm32 (float32 statistics), then
     (1 + scale), shift, SiLU."""
     x, w, b, sc, sh = _inputs(2, 64, 5, 5, torch.float32)
-    norm = GroupNorm32(32, 64, eps=1e-5)
+    norm = GroupNorm32(32, 64, eps=1e-5).to(DEVICE)
     with torch.no_grad():
         norm.weight.copy_(w)
         norm.bias.copy_(b)
@@ -138,3 +138,24 @@ def test_dispatch_and_errors():
         gn.groupnorm_silu_ref(x, w, b, groups=32, scale=sc)
     with pytest.raises(ValueError, match=r"x must be \(N, C, H, W\)"):
         gn.groupnorm_silu_ref(x[0], w, b, groups=32)
+
+
+def test_fake_tensors_take_the_reference(monkeypatch):
+    """Under FakeTensorMode (EpsilonModel's activation estimate, FLOP counts, torch.compile's tracing) the dispatcher
+    never launches the kernel on tensors without memory (on the GPU that was an illegal memory access): the
+    reference gives the output's shape, dtype and layout. Also through a fused network's memory estimate."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from afdps.engine.models import ADMUNet
+    from afdps.priors import EpsilonModel
+
+    monkeypatch.setenv("AFDPS_BACKEND", "triton")
+    with FakeTensorMode():
+        x = torch.empty(2, 64, 5, 5, dtype=torch.bfloat16, device=DEVICE).contiguous(memory_format=torch.channels_last)
+        w, b = torch.ones(64, device=DEVICE), torch.zeros(64, device=DEVICE)
+        out = gn.groupnorm_silu(x, w, b, groups=32, out_dtype=torch.float32)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    net = ADMUNet(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
+                  num_head_channels=32, use_scale_shift_norm=True, resblock_updown=True).to(DEVICE).to_inference()
+    assert EpsilonModel(net, event_shape=(3, 16, 16)).activation_bytes_per_image() > 0
