@@ -60,7 +60,7 @@ run 150 $ADM $FFHQ --batches 64 --best-out "$BEST" --header --profile best+cudnn
 NET=$(cat "$BEST" 2>/dev/null || echo fast-cl)
 run 120 $ADM $IMNET $ITERS --batches 64 --header --variants autocast,fast,fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
 if [ "$MODE" = full ]; then
-  run 90 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_groupnorm.py tests/test_adm.py \
+  run 90 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_groupnorm.py tests/test_residual.py tests/test_adm.py \
     tests/test_cuda_graph.py
 fi
 HEAD="--header"

@@ -44,7 +44,7 @@ except ImportError:  # pragma: no cover
     triton = _Stub()
     tl = _Stub()
 
-__all__ = ["triton", "tl", "HAS_TRITON", "requires_triton", "f64_scalars", "num_sms", "tl_dtype",
+__all__ = ["triton", "tl", "HAS_TRITON", "requires_triton", "f64_scalars", "num_sms", "tl_dtype", "tile_offsets",
            "philox_uniform4", "philox_normal_tile", "to_storage", "row_tile"]
 
 
@@ -93,6 +93,16 @@ def num_sms(device) -> int:
     if device.type != "cuda":
         return 1
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@triton.jit
+def tile_offsets(p, c, C, HW, CL: tl.constexpr):
+    """Offsets within one sample of a ``[pixels, channels]`` tile of an ``(N, C, H, W)`` tensor: ``p C + c`` in
+    channels-last (a pixel's channels consecutive), ``c HW + p`` in the contiguous layout."""
+    if CL:
+        return p[:, None] * C + c[None, :]
+    else:
+        return c[None, :] * HW + p[:, None]
 
 
 def tl_dtype(dtype: torch.dtype):

@@ -3,6 +3,7 @@
 With ``x`` of shape ``(N, C, H, W)`` in ``G`` groups of ``Cg = C / G`` channels, per sample ``n`` and
 group ``g`` (statistics over the group's ``Cg * H * W`` values, in float32, float64 for float64 input)::
 
+    x    = x + pre_bias_nc                                               # optional: a convolution's bias
     xhat = (x - mean_ng) / sqrt(var_ng + eps)
     a    = (xhat * weight_c + bias_c) * (1 + scale_nc) + shift_nc      # scale-shift optional
     y    = silu(a) = a * sigmoid(a)                                      # optional
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import requires_triton, tl, tl_dtype, to_storage, triton
+from ._triton import requires_triton, tile_offsets, tl, tl_dtype, to_storage, triton
 from .backend import interpreting, is_fake
 from .backend import use_triton as use_triton_rule
 
 __all__ = ["groupnorm_silu_ref", "groupnorm_silu_triton", "groupnorm_silu"]
 
 
-def _check(x, weight, bias, groups, scale, shift):
+def _check(x, weight, bias, groups, scale, shift, pre_bias=None):
     if x.dim() != 4:
         raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
     N, C = x.shape[:2]
@@ -34,6 +35,9 @@ def _check(x, weight, bias, groups, scale, shift):
             raise ValueError(f"{name} must be ({C},), got {tuple(t.shape)}")
     if (scale is None) != (shift is None):
         raise ValueError("give both scale and shift, or neither")
+    if pre_bias is not None and pre_bias.numel() not in (C, N * C):
+        raise ValueError(f"pre_bias must hold (C,) = ({C},) or (N, C) = ({N}, {C}) values, got shape "
+                         f"{tuple(pre_bias.shape)}")
     if scale is not None:
         for name, t in (("scale", scale), ("shift", shift)):
             if t.numel() != N * C:
@@ -42,18 +46,22 @@ def _check(x, weight, bias, groups, scale, shift):
 
 
 def groupnorm_silu_ref(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None,
-                       silu: bool = True, out_dtype=None):
+                       silu: bool = True, out_dtype=None, pre_bias=None):
     """Reference: ``silu((GN(x) * weight + bias) * (1 + scale) + shift)`` in the compute dtype (module docstring).
 
-    ``scale``/``shift``: ``(N, C)`` (or ``(N, C, 1, 1)``) or ``None``; ``out_dtype``: the output's dtype (default
+    ``scale``/``shift``: ``(N, C)`` (or ``(N, C, 1, 1)``) or ``None``; ``pre_bias``: ``(C,)`` or ``(N, C)``, added to
+    ``x`` in the compute dtype before the statistics (the bias of the convolution that made ``x``, run without
+    it, and ADM's time embedding without scale-shift); ``out_dtype``: the output's dtype (default
     ``x``'s). Bytes it must move: ``x`` read and ``y`` written, ``numel * (x.itemsize + y.itemsize)`` (the Triton
     kernels read ``x`` twice; PyTorch's composition moves several float32 intermediates more).
     """
-    _check(x, weight, bias, groups, scale, shift)
+    N, C = _check(x, weight, bias, groups, scale, shift, pre_bias)
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    a = torch.nn.functional.group_norm(x.to(cdt), groups, weight.to(cdt), bias.to(cdt), eps)
+    xc = x.to(cdt)
+    if pre_bias is not None:
+        xc = xc + pre_bias.reshape(-1, C, 1, 1).to(cdt)
+    a = torch.nn.functional.group_norm(xc, groups, weight.to(cdt), bias.to(cdt), eps)
     if scale is not None:
-        N, C = x.shape[:2]
         a = a * (1 + scale.reshape(N, C, 1, 1).to(cdt)) + shift.reshape(N, C, 1, 1).to(cdt)
     if silu:
         a = torch.nn.functional.silu(a)
@@ -87,14 +95,6 @@ def _is_channels_last(x) -> bool:
 
 
 @triton.jit
-def _tile_offsets(p, c, C, HW, CL: tl.constexpr):
-    if CL:
-        return p[:, None] * C + c[None, :]
-    else:
-        return c[None, :] * HW + p[:, None]
-
-
-@triton.jit
 def _groupnorm_stats_kernel(
     x_ptr,  # (N, C, H, W) input, contiguous or channels-last
     s1_ptr,  # (N, S, C) per-split sums of x - K_c (CDT)
@@ -110,14 +110,14 @@ def _groupnorm_stats_kernel(
     cm = cols < CBW
     c = cb * CBW + cols
     base = x_ptr + n.to(tl.int64) * C * HW
-    K = tl.load(base + _tile_offsets(tl.arange(0, 1), c, C, HW, CL), mask=cm[None, :], other=0.0).to(CDT)
+    K = tl.load(base + tile_offsets(tl.arange(0, 1), c, C, HW, CL), mask=cm[None, :], other=0.0).to(CDT)
     p0 = s.to(tl.int64) * PS
     acc = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
     acc2 = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
     for start in range(0, PS, BLOCK_P):
         p = p0 + start + tl.arange(0, BLOCK_P)
         m = ((start + tl.arange(0, BLOCK_P) < PS) & (p < HW))[:, None] & cm[None, :]
-        v = tl.load(base + _tile_offsets(p, c, C, HW, CL), mask=m, other=0.0).to(CDT)
+        v = tl.load(base + tile_offsets(p, c, C, HW, CL), mask=m, other=0.0).to(CDT)
         d = tl.where(m, v - K, 0.0)
         acc += d
         acc2 += d * d
@@ -135,9 +135,11 @@ def _groupnorm_apply_kernel(
     b_ptr,  # (C,) GroupNorm bias
     sc_ptr,  # (N, C) scale (unused unless SCALE_SHIFT)
     sh_ptr,  # (N, C) shift (unused unless SCALE_SHIFT)
+    pb_ptr,  # (N, C) pre-bias (unused unless PRE_BIAS)
     y_ptr,  # (N, C, H, W) output, layout of x, its own dtype
     C, HW, PS, S, NCB, eps,
     Cg: tl.constexpr, GB: tl.constexpr, CL: tl.constexpr, SCALE_SHIFT: tl.constexpr, SILU: tl.constexpr,
+    PRE_BIAS: tl.constexpr,
     CDT: tl.constexpr, BLOCK_P: tl.constexpr, CBLK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -148,8 +150,11 @@ def _groupnorm_apply_kernel(
     cm = cols < GB * Cg
     c = cb * (GB * Cg) + cols
     base = n.to(tl.int64) * C * HW
-    K = tl.sum(tl.load(x_ptr + base + _tile_offsets(tl.arange(0, 1), c, C, HW, CL), mask=cm[None, :],
+    K = tl.sum(tl.load(x_ptr + base + tile_offsets(tl.arange(0, 1), c, C, HW, CL), mask=cm[None, :],
                        other=0.0).to(CDT), axis=0)
+    if PRE_BIAS:  # x + pb: the deviations from the shift are unchanged, the shift moves by pb
+        pb = tl.load(pb_ptr + n * C + c, mask=cm, other=0.0).to(CDT)
+        K = K + pb
     row = n.to(tl.int64) * S * C + c
     s1 = tl.zeros([CBLK], dtype=CDT)
     s2 = tl.zeros([CBLK], dtype=CDT)
@@ -180,8 +185,10 @@ def _groupnorm_apply_kernel(
     for start in range(0, PS, BLOCK_P):
         p = p0 + start + tl.arange(0, BLOCK_P)
         m = ((start + tl.arange(0, BLOCK_P) < PS) & (p < HW))[:, None] & cm[None, :]
-        off = base + _tile_offsets(p, c, C, HW, CL)
+        off = base + tile_offsets(p, c, C, HW, CL)
         v = tl.load(x_ptr + off, mask=m, other=0.0).to(CDT)
+        if PRE_BIAS:
+            v = v + pb[None, :]
         h = ((v - Kg[None, :]) - delta[None, :]) * a[None, :] + b[None, :]
         if SILU:
             h = h * tl.sigmoid(h)
@@ -214,10 +221,10 @@ def _plan(N, C, groups, HW, itemsize, split=None):
 
 @requires_triton
 def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None,
-                          silu: bool = True, out_dtype=None, _split=None):
+                          silu: bool = True, out_dtype=None, pre_bias=None, _split=None):
     """:func:`groupnorm_silu_ref` in two launches (same signature and results). ``_split``: force the number of
     pixel splits (tests)."""
-    N, C = _check(x, weight, bias, groups, scale, shift)
+    N, C = _check(x, weight, bias, groups, scale, shift, pre_bias)
     cl = _is_channels_last(x)
     if not cl:
         x = x.contiguous()
@@ -232,23 +239,25 @@ def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, sc
     s2 = torch.empty_like(s1)
     sc = scale.reshape(N, C).contiguous() if scale is not None else weight
     sh = shift.reshape(N, C).contiguous() if shift is not None else bias
+    pb = pre_bias.reshape(-1, C).expand(N, C).contiguous() if pre_bias is not None else bias
     cdt = tl_dtype(x.dtype)
     warps = 8 if BLOCK_P * CBLK >= 4096 else 4
     grid = (N * NCB, S)
     _groupnorm_stats_kernel[grid](x, s1, s2, C, HW, PS, S, NCB, CBW=GB * (C // groups), CL=cl, CDT=cdt,
                                   BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
-    _groupnorm_apply_kernel[grid](x, s1, s2, weight.contiguous(), bias.contiguous(), sc, sh, y, C, HW, PS, S, NCB,
+    _groupnorm_apply_kernel[grid](x, s1, s2, weight.contiguous(), bias.contiguous(), sc, sh, pb, y, C, HW, PS, S, NCB,
                                   float(eps), Cg=C // groups, GB=GB, CL=cl, SCALE_SHIFT=scale is not None,
-                                  SILU=bool(silu), CDT=cdt, BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
+                                  SILU=bool(silu), PRE_BIAS=pre_bias is not None, CDT=cdt, BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
     return y
 
 
 def groupnorm_silu(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None, silu: bool = True,
-                   out_dtype=None, use_triton=None):
+                   out_dtype=None, pre_bias=None, use_triton=None):
     """Dispatch between :func:`groupnorm_silu_triton` and :func:`groupnorm_silu_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
     # Fake tensors (FakeTensorMode: memory estimates, FLOP counts, torch.compile's tracing) have no memory for a
     # kernel to touch: they take the reference, which gives the same shapes, dtypes and layouts.
     triton_ok = not is_fake(x) and use_triton_rule(use_triton, x.device, "groupnorm_silu")
     fn = groupnorm_silu_triton if triton_ok else groupnorm_silu_ref
-    return fn(x, weight, bias, groups=groups, eps=eps, scale=scale, shift=shift, silu=silu, out_dtype=out_dtype)
+    return fn(x, weight, bias, groups=groups, eps=eps, scale=scale, shift=shift, silu=silu, out_dtype=out_dtype,
+              pre_bias=pre_bias)

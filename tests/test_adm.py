@@ -396,8 +396,11 @@ def test_fused_norm_matches_the_modules(case_a, monkeypatch, layout):
 @pytest.mark.interpreter
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("scale_shift", [True, False])
-def test_fused_norm_kernel_in_a_resblock(monkeypatch, layout, scale_shift):
-    """One ResBlock with the Triton kernel (under the interpreter on CPUs) against its modules, float32."""
+@pytest.mark.parametrize("kind", ["widen", "up", "down"])
+def test_fused_norm_kernel_in_a_resblock(monkeypatch, layout, scale_shift, kind):
+    """One ResBlock with the Triton kernels (under the interpreter on CPUs) against its modules, float32: a block
+    that widens 32 -> 64 channels (1x1 skip convolution, both biases in the residual kernel), and blocks that
+    upsample or pool (identity skip, resampled in the residual kernel)."""
     pytest.importorskip("triton")
     from tolerances import DEVICE
 
@@ -405,7 +408,8 @@ def test_fused_norm_kernel_in_a_resblock(monkeypatch, layout, scale_shift):
 
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convolutions on both sides
     torch.manual_seed(0)
-    block = ResBlock(32, 16, 0.0, 64, use_scale_shift_norm=scale_shift).eval()
+    block = ResBlock(32, 16, 0.0, 64 if kind == "widen" else 32, use_scale_shift_norm=scale_shift,
+                     up=kind == "up", down=kind == "down").eval()
     for p in block.parameters():
         torch.nn.init.normal_(p, std=0.2)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format

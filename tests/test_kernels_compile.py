@@ -18,6 +18,7 @@ SCRIPT = textwrap.dedent('''
     from triton.compiler import ASTSource
     from triton.backends.compiler import GPUTarget
     from afdps.kernels import fourier as fo, groupnorm as gn, langevin as lv, particle_step as ps, resample as rs
+    from afdps.kernels import residual as rd
 
     target = GPUTarget("cuda", 90, 32)
     failed = []
@@ -37,11 +38,17 @@ SCRIPT = textwrap.dedent('''
                   dict(CBW=32, CL=cl, CDT=tl.float32, BLOCK_P=128, CBLK=32), 8)
             for y in (st, "*fp32"):
                 check(gn._groupnorm_apply_kernel, dict(x_ptr=st, s1_ptr="*fp32", s2_ptr="*fp32", w_ptr="*fp32",
-                      b_ptr="*fp32", sc_ptr=st, sh_ptr=st, y_ptr=y, eps="fp32", **dims),
-                      dict(Cg=12, GB=2, CL=cl, SCALE_SHIFT=True, SILU=True, CDT=tl.float32, BLOCK_P=128, CBLK=32), 8)
+                      b_ptr="*fp32", sc_ptr=st, sh_ptr=st, pb_ptr="*fp32", y_ptr=y, eps="fp32", **dims),
+                      dict(Cg=12, GB=2, CL=cl, SCALE_SHIFT=True, SILU=True, PRE_BIAS=True, CDT=tl.float32, BLOCK_P=128,
+                           CBLK=32), 8)
     check(gn._groupnorm_apply_kernel, dict(x_ptr="*fp64", s1_ptr="*fp64", s2_ptr="*fp64", w_ptr="*fp64",
-          b_ptr="*fp64", sc_ptr="*fp64", sh_ptr="*fp64", y_ptr="*fp64", eps="fp32", **dims),
-          dict(Cg=48, GB=1, CL=False, SCALE_SHIFT=False, SILU=False, CDT=tl.float64, BLOCK_P=64, CBLK=64, S=1))
+          b_ptr="*fp64", sc_ptr="*fp64", sh_ptr="*fp64", pb_ptr="*fp64", y_ptr="*fp64", eps="fp32", **dims),
+          dict(Cg=48, GB=1, CL=False, SCALE_SHIFT=False, SILU=False, PRE_BIAS=False, CDT=tl.float64, BLOCK_P=64, CBLK=64,
+               S=1))
+    for st in ("*bf16", "*fp32"):
+        for res in range(3):
+            check(rd._residual_add_kernel, dict(a_ptr=st, s_ptr=st, b_ptr=st, y_ptr=st, C="i32", H="i32", W="i32",
+                  NCB="i32"), dict(RES=res, HAS_BIAS=True, CL=res != 1, CDT=tl.float32, BLOCK_P=64, CBLK=64), 8)
     for st, cdt in (("*fp32", tl.float32), ("*bf16", tl.float32), ("*fp64", tl.float64)):
         check(ps._particle_step_kernel, dict(x_ptr=st, s_ptr=st, g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
               out_ptr=st, part_ptr="*fp64" if cdt == tl.float64 else "*fp32", ROW0="i32", **rows),

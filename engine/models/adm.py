@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...kernels.groupnorm import groupnorm_silu
+from ...kernels.residual import residual_add
 
 __all__ = ["ADMUNet", "adm_config", "ADM_PRESETS", "timestep_embedding"]
 
@@ -451,6 +452,7 @@ class ResBlock(nn.Module):
         self.use_checkpoint = use_checkpoint
         self.fused_norm = False  # ADMUNet.set_fused_norm: one fused GroupNorm + scale-shift + SiLU kernel
         self.resample = _upsample_nearest if up else _downsample_mean if down else None
+        self.resample_mode = "up" if up else "down" if down else None
         self.in_layers = nn.Sequential(
             _norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
         )
@@ -474,23 +476,43 @@ class ResBlock(nn.Module):
             return checkpoint(self._forward, x, emb, use_reentrant=False)
         return self._forward(x, emb)
 
-    def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        norm, act, conv = self.in_layers
-        if _fused_ok(self.fused_norm, x):
-            h = groupnorm_silu(x, norm.weight, norm.bias, groups=norm.num_groups, eps=norm.eps)
+    def _forward_fused(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The inference pass of :meth:`ADMUNet.set_fused_norm`: both convolutions run without their bias, which
+        the fused kernels add instead (the first's before the second normalisation's statistics, the second's with
+        the skip's in the residual add, which also resamples an identity skip). Same function as the modules."""
+        norm, _, conv = self.in_layers
+        h = groupnorm_silu(x, norm.weight, norm.bias, groups=norm.num_groups, eps=norm.eps)
+        if self.resample is not None:
+            h = self.resample(h)
+        h = F.conv2d(h, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        e = self.emb_layers(emb).float()
+        out_norm, conv2 = self.out_layers[0], self.out_layers[-1]
+        if self.use_scale_shift_norm:
+            scale, shift = e.chunk(2, dim=1)
+            a = groupnorm_silu(h, out_norm.weight, out_norm.bias, groups=out_norm.num_groups, eps=out_norm.eps,
+                               scale=scale, shift=shift, pre_bias=conv.bias)
         else:
-            h = act(norm(x))
+            a = groupnorm_silu(h, out_norm.weight, out_norm.bias, groups=out_norm.num_groups, eps=out_norm.eps,
+                               pre_bias=conv.bias.float()[None] + e)
+        y = F.conv2d(a, conv2.weight, None, conv2.stride, conv2.padding, conv2.dilation, conv2.groups)
+        if isinstance(self.skip_connection, nn.Identity):
+            return residual_add(y, x, conv2.bias, resample=self.resample_mode)
+        skip = self.skip_connection
+        xs = self.resample(x) if self.resample is not None else x
+        s = F.conv2d(xs, skip.weight, None)
+        return residual_add(y, s, conv2.bias.float() + skip.bias.float())
+
+    def _forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        if not self.training and _fused_ok(self.fused_norm, x):  # training keeps the modules (dropout)
+            return self._forward_fused(x, emb)
+        norm, act, conv = self.in_layers
+        h = act(norm(x))
         if self.resample is not None:
             h = self.resample(h)
             x = self.resample(x)
         h = conv(h)
         e = self.emb_layers(emb).to(h.dtype)[:, :, None, None]
         out_norm, out_rest = self.out_layers[0], self.out_layers[1:]
-        if _fused_ok(self.fused_norm, h):
-            scale, shift = e.chunk(2, dim=1) if self.use_scale_shift_norm else (None, None)
-            a = groupnorm_silu(h if self.use_scale_shift_norm else h + e, out_norm.weight, out_norm.bias,
-                               groups=out_norm.num_groups, eps=out_norm.eps, scale=scale, shift=shift)
-            return self.skip_connection(x) + out_rest[1:](a)
         if self.use_scale_shift_norm:
             scale, shift = e.chunk(2, dim=1)
             h = out_rest(out_norm(h) * (1 + scale) + shift)

@@ -1,0 +1,62 @@
+"""Residual add with bias and resampling (kernels/residual.py): the Triton kernel against the reference, the
+reference against PyTorch's own sequence (bias add, upsample or pool, add), in both layouts. Tolerances:
+tests/tolerances.py (float32 element-wise; bfloat16 by the rule of twice PyTorch's own bfloat16 error)."""
+import pytest
+import torch
+from tolerances import DEVICE, assert_bf16_rule, assert_close_elementwise
+
+from afdps.kernels import residual as rs
+from afdps.kernels._triton import HAS_TRITON
+
+pytestmark = [pytest.mark.interpreter, pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")]
+SKIP_SCALE = {None: 1, "up": 0.5, "down": 2}
+
+
+def _inputs(N, C, H, W, resample, dtype, layout, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h, w = int(H * SKIP_SCALE[resample]), int(W * SKIP_SCALE[resample])
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    a = torch.randn(N, C, H, W, generator=g, dtype=torch.float64).to(DEVICE, dtype).contiguous(memory_format=fmt)
+    s = torch.randn(N, C, h, w, generator=g, dtype=torch.float64).to(DEVICE, dtype).contiguous(memory_format=fmt)
+    b = torch.randn(C, generator=g, dtype=torch.float64).to(DEVICE, dtype)
+    return a, s, b
+
+
+@pytest.mark.parametrize("N,C,H,W", [(2, 96, 6, 10), (1, 3, 2, 2), (3, 130, 4, 6)])
+@pytest.mark.parametrize("resample", [None, "up", "down"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_kernel_matches_reference_and_pytorch(N, C, H, W, resample, layout):
+    a, s, b = _inputs(N, C, H, W, resample, torch.float32, layout)
+    out = rs.residual_add_triton(a, s, b, resample)
+    ref = rs.residual_add_ref(a, s, b, resample)
+    r = {None: lambda: s, "up": lambda: torch.nn.functional.interpolate(s.double(), scale_factor=2, mode="nearest"),
+         "down": lambda: torch.nn.functional.avg_pool2d(s.double(), 2)}[resample]()
+    oracle = (a.double() + b.double()[:, None, None] + r.double()).float()
+    assert out.shape == a.shape and out.dtype == a.dtype
+    assert out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    assert_close_elementwise(out, oracle, torch.float32)
+    assert_close_elementwise(ref, oracle, torch.float32)
+    no_bias = rs.residual_add_triton(a, s, None, resample)
+    assert_close_elementwise(no_bias, (oracle.double() - b.double()[:, None, None]).float(), torch.float32)
+
+
+@pytest.mark.parametrize("resample", [None, "up", "down"])
+def test_bfloat16(resample):
+    a, s, b = _inputs(2, 64, 4, 6, resample, torch.bfloat16, "channels_last", seed=3)
+    out = rs.residual_add_triton(a, s, b, resample)
+    torch_out = rs.residual_add_ref(a, s, b, resample)
+    oracle = rs.residual_add_ref(a.double(), s.double(), b.double(), resample)
+    assert_bf16_rule(out, torch_out, oracle)
+
+
+def test_errors_and_dispatch():
+    a, s, b = _inputs(1, 4, 4, 4, None, torch.float32, "contiguous")
+    with pytest.raises(ValueError, match="resample must be None, 'up' or 'down', got 'sideways'"):
+        rs.residual_add_ref(a, s, b, "sideways")
+    with pytest.raises(ValueError, match=r"skip must have shape \(1, 4, 2, 2\) for resample='up'"):
+        rs.residual_add_ref(a, s, b, "up")
+    with pytest.raises(ValueError, match=r"bias must be \(4,\)"):
+        rs.residual_add_ref(a, s, b[:3])
+    auto = rs.residual_add(a, s, b)
+    picked = (rs.residual_add_triton if a.device.type == "cuda" else rs.residual_add_ref)(a, s, b)
+    assert torch.equal(auto, picked)
