@@ -27,7 +27,8 @@ demo: $(VENV)/.base
 
 # The whole suite; Triton kernels run under TRITON_INTERPRET=1 when there is no GPU (tests/conftest.py).
 # One pytest-xdist worker per core (each test process runs one intra-op thread, tests/conftest.py): on the
-# 2-core CPU 3 min 16 s (697 tests, 2026-12-04) to 7 min 1 s (674, 2026-12-02) from a clean clone (machine speed varies) instead of 18 min 7 s. TEST_WORKERS=0 runs in one process.
+# 2-core CPU 4 min 8 s (744 tests, 2026-12-04; 3 min 16 s for 697 from a clean clone that morning) instead of 18 min 7 s
+# in one process. TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= auto
 test: $(VENV)/.test
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
@@ -41,7 +42,7 @@ bench: $(VENV)/.test
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info
 
-# Kernel tests on the GPU (TRITON_INTERPRET unset) and the kernel benchmarks at full size, < 6 minutes.
+# Kernel tests on the GPU (TRITON_INTERPRET unset) and the kernel benchmarks at full size (< 6 minutes), then gpu-adm.
 gpu-check:
 	PYTHON=$(PYTHON) bash bench/gpu_check.sh
 

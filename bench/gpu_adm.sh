@@ -19,25 +19,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-MODE=full
-case "${1:-}" in
-  --dry-run) MODE=dry ;;
-  --smoke) MODE=smoke ;;
-  "") ;;
-  *) echo "usage: bash bench/gpu_adm.sh [--dry-run | --smoke]" >&2; exit 2 ;;
-esac
-PY=${PYTHON:-python3}
-STAMP=$(date -u +%Y%m%d-%H%M%S)
-RESULTS=bench/results
-if [ "$MODE" = smoke ]; then
-  RESULTS=$(mktemp -d)
-  export AFDPS_BENCH_RESULTS=$RESULTS TRITON_INTERPRET=1
-else
-  unset TRITON_INTERPRET
-fi
-REPORT=$RESULTS/gpu_adm-$STAMP.md
-BEST=$RESULTS/.adm_best
 . bench/gpu_common.sh
+setup_mode gpu_adm "${1:-}"
+BEST=$RESULTS/.adm_best
 need_cuda gpu-adm "--smoke or --dry-run"
 [ "$MODE" != dry ] && DEADLINE=$(( $(date +%s) + ${GPU_ADM_SECONDS:-530} ))
 
@@ -60,7 +44,7 @@ run 150 $ADM $FFHQ --batches 64 --best-out "$BEST" --header --profile best+cudnn
 NET=$(cat "$BEST" 2>/dev/null || echo fast-cl)
 run 120 $ADM $IMNET $ITERS --batches 64 --header --variants autocast,fast,fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
 if [ "$MODE" = full ]; then
-  run 90 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_groupnorm.py tests/test_residual.py tests/test_adm.py \
+  run 120 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_groupnorm.py tests/test_residual.py tests/test_adm.py \
     tests/test_cuda_graph.py
 fi
 HEAD="--header"

@@ -15,24 +15,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-MODE=full
-case "${1:-}" in
-  --dry-run) MODE=dry ;;
-  --smoke) MODE=smoke ;;
-  "") ;;
-  *) echo "usage: bash bench/gpu_check.sh [--dry-run | --smoke]" >&2; exit 2 ;;
-esac
-PY=${PYTHON:-python3}
-STAMP=$(date -u +%Y%m%d-%H%M%S)
-RESULTS=bench/results
-if [ "$MODE" = smoke ]; then
-  RESULTS=$(mktemp -d)
-  export AFDPS_BENCH_RESULTS=$RESULTS TRITON_INTERPRET=1
-else
-  unset TRITON_INTERPRET
-fi
-REPORT=$RESULTS/gpu_check-$STAMP.md
 . bench/gpu_common.sh
+setup_mode gpu_check "${1:-}"
 
 need_cuda gpu-check "--smoke or --dry-run"
 

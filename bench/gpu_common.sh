@@ -1,4 +1,5 @@
-# Sourced by bench/gpu_check.sh and bench/gpu_eval.sh: MODE (full, dry, smoke) and PY are set by the caller;
+# Sourced by bench/gpu_check.sh, bench/gpu_adm.sh and bench/gpu_eval.sh: MODE (full, dry, smoke) and PY are set by
+# the caller (gpu_check and gpu_adm through setup_mode);
 # CUT_OK=1 makes a stage stopped by its time limit (exit 124) a cut, not a failure (its finished rows are kept).
 STATUS=0
 
@@ -40,4 +41,25 @@ install_package() {  # pip install -e . without network; where that cannot build
     export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
     echo "pip install failed; using the package through links in $SHIM"
   fi
+}
+
+setup_mode() {  # setup_mode NAME [ARG]: MODE from ARG (--dry-run, --smoke or none), PY, STAMP, RESULTS (a temp dir
+  # for --smoke, where kernels run under TRITON_INTERPRET=1) and REPORT=$RESULTS/NAME-$STAMP.md
+  MODE=full
+  case "${2:-}" in
+    --dry-run) MODE=dry ;;
+    --smoke) MODE=smoke ;;
+    "") ;;
+    *) echo "usage: bash bench/$1.sh [--dry-run | --smoke]" >&2; exit 2 ;;
+  esac
+  PY=${PYTHON:-python3}
+  STAMP=$(date -u +%Y%m%d-%H%M%S)
+  RESULTS=bench/results
+  if [ "$MODE" = smoke ]; then
+    RESULTS=$(mktemp -d)
+    export AFDPS_BENCH_RESULTS=$RESULTS TRITON_INTERPRET=1
+  else
+    unset TRITON_INTERPRET
+  fi
+  REPORT=$RESULTS/$1-$STAMP.md
 }

@@ -335,7 +335,9 @@ class EpsilonModel(Prior):
         at the VP time whose ``alpha`` is ``1 / sqrt(1 + sigma^2)``; the score is ``-eps_hat / sigma``.
     cuda_graph : capture each network call shape in a CUDA graph once and replay it (the network on a CUDA
         device; calls that need gradients run eagerly). Saves the launch overhead of the network's
-        hundreds of kernels per call; not measured on a GPU yet (``bench/bench_adm.py --cuda-graph``).
+        hundreds of kernels per call: on an H200 the FFHQ ADM with ``to_inference`` at batch 16 runs 711 images/s
+        replayed against 307 eager, at batch 64 747 against 721; a whole N = 256 restoration 1% faster
+        (``docs/network.md``).
     """
 
     def __init__(self, net: torch.nn.Module, schedule: Schedule | None = None, event_shape=None,
