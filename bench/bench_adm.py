@@ -239,8 +239,9 @@ def kernel_table(events) -> tuple[list, dict, float]:
     return rows, cats, total
 
 
-def profile(config_name: str, batch: int, base: str, mods, device, out: Path) -> None:
-    """Kernels of two forwards of one variant (eager; a graph replays the same kernels) into ``out``."""
+def profile(config_name: str, batch: int, base: str, mods, device, out: Path | None) -> None:
+    """Kernels of two forwards of one variant (eager; a graph replays the same kernels), printed and appended to
+    ``out``."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -269,9 +270,10 @@ def profile(config_name: str, batch: int, base: str, mods, device, out: Path) ->
         short = name if len(name) <= 110 else name[:107] + "..."
         lines.append(f"| `{short}` | {calls / 2:g} | {us / 2e3:.3f} | {100 * us / max(total, 1e-9):.1f}% |")
     text = "\n".join(lines) + "\n"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as fh:
-        fh.write(text + "\n")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as fh:
+            fh.write(text + "\n")
     print(text)
 
 
@@ -285,7 +287,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed forwards first (after the first call)")
     parser.add_argument("--no-parity", action="store_true", help="skip the float64 reference forward")
     parser.add_argument("--profile", default=None, help="variant whose kernels to profile (e.g. best+cudnn)")
-    parser.add_argument("--profile-out", default=None, help="markdown file the profile is appended to")
+    parser.add_argument("--profile-out", default=None,
+                        help="markdown file the profile is appended to (default: --markdown's file; else printed only)")
     parser.add_argument("--markdown", default=None, help="markdown file the table is appended to")
     parser.add_argument("--best-out", default=None, help="file to write the fastest plain variant's name to")
     parser.add_argument("--csv", action="store_true", help="append rows to bench/results/adm.csv")
@@ -368,7 +371,7 @@ def main(argv=None) -> int:
                 if base == "best":
                     plain = [r for r in done if "+" not in r["variant"]]
                     base = min(plain, key=lambda r: r["ms"])["base"] if plain else "fast-cl"
-                out = Path(args.profile_out or (md.with_name(md.stem + "-profile.md") if md else "adm-profile.md"))
+                out = Path(args.profile_out) if args.profile_out else md  # neither: printed only
                 try:
                     profile(config_name, batch, base, mods, device, out)
                 except Exception as exc:

@@ -45,7 +45,7 @@ except ImportError:  # pragma: no cover
     tl = _Stub()
 
 __all__ = ["triton", "tl", "HAS_TRITON", "requires_triton", "f64_scalars", "num_sms", "tl_dtype", "tile_offsets",
-           "philox_uniform4", "philox_normal_tile", "to_storage", "row_tile"]
+           "is_channels_last", "philox_uniform4", "philox_normal_tile", "to_storage", "row_tile"]
 
 
 def requires_triton(fn):
@@ -93,6 +93,13 @@ def num_sms(device) -> int:
     if device.type != "cuda":
         return 1
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-D tensor is stored channels-last and not also contiguous (one channel is both): the ``CL`` flag of
+    kernels that tile with :func:`tile_offsets`."""
+    return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous()
 
 
 @triton.jit

@@ -8,6 +8,10 @@ Every op of :mod:`afdps.kernels` (and the sampler, the operators and the custom 
 - ``False`` or ``"torch"``: the reference;
 - ``True`` or ``"triton"``: the kernel, or ``RuntimeError`` saying why it cannot run.
 
+Whatever the request, a fake tensor (``FakeTensorMode``: memory estimates, FLOP counts, ``torch.compile``'s
+tracing; or the meta device) takes the reference when the caller passes it as ``tensor``: it has no memory for a
+kernel to touch, and the reference gives the same shapes, dtypes and layouts.
+
 Under ``TRITON_INTERPRET=1`` the kernels can run on CPU tensors, but ``auto`` still picks the reference
 there: the interpreter is a test tool (milliseconds of Python per program), so a test that wants the
 kernel asks for it (``use_triton=True`` or ``AFDPS_BACKEND=triton``).
@@ -71,10 +75,11 @@ def triton_available(device: torch.device | str) -> tuple[bool, str]:
     return True, ""
 
 
-def use_triton(request, device: torch.device | str, what: str = "afdps") -> bool:
-    """The rule of the module docstring: ``True`` to run the kernel on ``device``, ``False`` for the reference."""
+def use_triton(request, device: torch.device | str, what: str = "afdps", tensor: torch.Tensor | None = None) -> bool:
+    """The rule of the module docstring: ``True`` to run the kernel on ``device``, ``False`` for the reference
+    (always for a fake ``tensor``)."""
     name = requested_backend(request)
-    if name == "torch":
+    if name == "torch" or (tensor is not None and is_fake(tensor)):
         return False
     ok, why = triton_available(device)
     if name == "triton":

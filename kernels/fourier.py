@@ -253,12 +253,12 @@ def blur_guidance_triton(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, c) -
 def blur_residual(X, H, Y, width: int, with_norm: bool, use_triton=None):
     """Dispatch between :func:`blur_residual_triton` and :func:`blur_residual_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
-    fn = blur_residual_triton if use_triton_rule(use_triton, X.device, "blur_residual") else blur_residual_ref
+    fn = blur_residual_triton if use_triton_rule(use_triton, X.device, "blur_residual", X) else blur_residual_ref
     return fn(X, H, Y, width, with_norm)
 
 
 def blur_guidance(X, H, Y, c: float, use_triton=None):
     """Dispatch between :func:`blur_guidance_triton` and :func:`blur_guidance_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
-    fn = blur_guidance_triton if use_triton_rule(use_triton, X.device, "blur_guidance") else blur_guidance_ref
+    fn = blur_guidance_triton if use_triton_rule(use_triton, X.device, "blur_guidance", X) else blur_guidance_ref
     return fn(X, H, Y, c)

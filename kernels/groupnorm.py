@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import requires_triton, tile_offsets, tl, tl_dtype, to_storage, triton
-from .backend import interpreting, is_fake
+from ._triton import is_channels_last, requires_triton, tile_offsets, tl, tl_dtype, to_storage, triton
+from .backend import interpreting
 from .backend import use_triton as use_triton_rule
 
 __all__ = ["groupnorm_silu_ref", "groupnorm_silu_triton", "groupnorm_silu"]
@@ -65,13 +65,9 @@ def groupnorm_silu_ref(x, weight, bias, *, groups: int, eps: float = 1e-5, scale
         a = a * (1 + scale.reshape(N, C, 1, 1).to(cdt)) + shift.reshape(N, C, 1, 1).to(cdt)
     if silu:
         a = torch.nn.functional.silu(a)
-    fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
     return a.to(out_dtype or x.dtype).contiguous(memory_format=fmt)
 
-
-def _is_channels_last(x) -> bool:
-    return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last) \
-        and not x.is_contiguous()
 
 
 # ==== Triton ==========================================================================================
@@ -133,11 +129,11 @@ def _groupnorm_apply_kernel(
     s2_ptr,  # (N, S, C) per-split sums of (x - K_c)^2
     w_ptr,  # (C,) GroupNorm weight
     b_ptr,  # (C,) GroupNorm bias
-    sc_ptr,  # (N, C) scale (unused unless SCALE_SHIFT)
-    sh_ptr,  # (N, C) shift (unused unless SCALE_SHIFT)
-    pb_ptr,  # (N, C) pre-bias (unused unless PRE_BIAS)
+    sc_ptr,  # (N, C) scale, rows SC_S apart (unused unless SCALE_SHIFT)
+    sh_ptr,  # (N, C) shift, rows SH_S apart (unused unless SCALE_SHIFT)
+    pb_ptr,  # (N, C) pre-bias, rows PB_S apart (0: one (C,) row for all samples; unused unless PRE_BIAS)
     y_ptr,  # (N, C, H, W) output, layout of x, its own dtype
-    C, HW, PS, S, NCB, eps,
+    C, HW, PS, S, NCB, SC_S, SH_S, PB_S, eps,
     Cg: tl.constexpr, GB: tl.constexpr, CL: tl.constexpr, SCALE_SHIFT: tl.constexpr, SILU: tl.constexpr,
     PRE_BIAS: tl.constexpr,
     CDT: tl.constexpr, BLOCK_P: tl.constexpr, CBLK: tl.constexpr,
@@ -153,7 +149,7 @@ def _groupnorm_apply_kernel(
     K = tl.sum(tl.load(x_ptr + base + tile_offsets(tl.arange(0, 1), c, C, HW, CL), mask=cm[None, :],
                        other=0.0).to(CDT), axis=0)
     if PRE_BIAS:  # x + pb: the deviations from the shift are unchanged, the shift moves by pb
-        pb = tl.load(pb_ptr + n * C + c, mask=cm, other=0.0).to(CDT)
+        pb = tl.load(pb_ptr + n * PB_S + c, mask=cm, other=0.0).to(CDT)
         K = K + pb
     row = n.to(tl.int64) * S * C + c
     s1 = tl.zeros([CBLK], dtype=CDT)
@@ -178,9 +174,9 @@ def _groupnorm_apply_kernel(
     a = rstd * tl.load(w_ptr + c, mask=cm, other=0.0).to(CDT)
     b = tl.load(b_ptr + c, mask=cm, other=0.0).to(CDT)
     if SCALE_SHIFT:
-        one_sc = 1.0 + tl.load(sc_ptr + n * C + c, mask=cm, other=0.0).to(CDT)
+        one_sc = 1.0 + tl.load(sc_ptr + n * SC_S + c, mask=cm, other=0.0).to(CDT)
         a = a * one_sc
-        b = b * one_sc + tl.load(sh_ptr + n * C + c, mask=cm, other=0.0).to(CDT)
+        b = b * one_sc + tl.load(sh_ptr + n * SH_S + c, mask=cm, other=0.0).to(CDT)
     p0 = s.to(tl.int64) * PS
     for start in range(0, PS, BLOCK_P):
         p = p0 + start + tl.arange(0, BLOCK_P)
@@ -193,6 +189,12 @@ def _groupnorm_apply_kernel(
         if SILU:
             h = h * tl.sigmoid(h)
         tl.store(y_ptr + off, to_storage(h, y_ptr.dtype.element_ty), mask=m)
+
+
+def _rows(t, C):
+    """``t`` as rows of ``C`` values, ``(-1, C)``, a view where its last dimension is contiguous."""
+    r = t.reshape(-1, C)
+    return r if r.stride(1) == 1 else r.contiguous()
 
 
 PROGRAMS = 1024
@@ -225,7 +227,7 @@ def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, sc
     """:func:`groupnorm_silu_ref` in two launches (same signature and results). ``_split``: force the number of
     pixel splits (tests)."""
     N, C = _check(x, weight, bias, groups, scale, shift, pre_bias)
-    cl = _is_channels_last(x)
+    cl = is_channels_last(x)
     if not cl:
         x = x.contiguous()
     y = torch.empty_like(x, dtype=out_dtype or x.dtype)  # keeps the memory format
@@ -237,16 +239,17 @@ def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, sc
     sdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     s1 = torch.empty(N, S, C, dtype=sdt, device=x.device)
     s2 = torch.empty_like(s1)
-    sc = scale.reshape(N, C).contiguous() if scale is not None else weight
-    sh = shift.reshape(N, C).contiguous() if shift is not None else bias
-    pb = pre_bias.reshape(-1, C).expand(N, C).contiguous() if pre_bias is not None else bias
+    # (N, C) rows read in place (ADM's scale and shift are the two halves of one (N, 2C) tensor); only a row that
+    # is not contiguous is copied
+    sc, sh, pb = (_rows(t, C) if t is not None else weight for t in (scale, shift, pre_bias))
+    pb_stride = 0 if pre_bias is not None and pre_bias.numel() == C else pb.stride(0)
     cdt = tl_dtype(x.dtype)
     warps = 8 if BLOCK_P * CBLK >= 4096 else 4
     grid = (N * NCB, S)
     _groupnorm_stats_kernel[grid](x, s1, s2, C, HW, PS, S, NCB, CBW=GB * (C // groups), CL=cl, CDT=cdt,
                                   BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
     _groupnorm_apply_kernel[grid](x, s1, s2, weight.contiguous(), bias.contiguous(), sc, sh, pb, y, C, HW, PS, S, NCB,
-                                  float(eps), Cg=C // groups, GB=GB, CL=cl, SCALE_SHIFT=scale is not None,
+                                  sc.stride(0), sh.stride(0), pb_stride, float(eps), Cg=C // groups, GB=GB, CL=cl, SCALE_SHIFT=scale is not None,
                                   SILU=bool(silu), PRE_BIAS=pre_bias is not None, CDT=cdt, BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
     return y
 
@@ -255,9 +258,6 @@ def groupnorm_silu(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=Non
                    out_dtype=None, pre_bias=None, use_triton=None):
     """Dispatch between :func:`groupnorm_silu_triton` and :func:`groupnorm_silu_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
-    # Fake tensors (FakeTensorMode: memory estimates, FLOP counts, torch.compile's tracing) have no memory for a
-    # kernel to touch: they take the reference, which gives the same shapes, dtypes and layouts.
-    triton_ok = not is_fake(x) and use_triton_rule(use_triton, x.device, "groupnorm_silu")
-    fn = groupnorm_silu_triton if triton_ok else groupnorm_silu_ref
+    fn = groupnorm_silu_triton if use_triton_rule(use_triton, x.device, "groupnorm_silu", x) else groupnorm_silu_ref
     return fn(x, weight, bias, groups=groups, eps=eps, scale=scale, shift=shift, silu=silu, out_dtype=out_dtype,
               pre_bias=pre_bias)

@@ -199,5 +199,5 @@ def langevin_step_triton(x, score, grad_mu, keys, *, num_particles: int, lam: fl
 def langevin_step(x, score, grad_mu, keys, *, num_particles: int, lam: float, snr: float, use_triton=None, live=None):
     """Dispatch between :func:`langevin_step_triton` and :func:`langevin_step_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
-    fn = langevin_step_triton if use_triton_rule(use_triton, x.device, "langevin_step") else langevin_step_ref
+    fn = langevin_step_triton if use_triton_rule(use_triton, x.device, "langevin_step", x) else langevin_step_ref
     return fn(x, score, grad_mu, keys, num_particles=num_particles, lam=lam, snr=snr, live=live)

@@ -223,7 +223,7 @@ def particle_step(x, score, grad_mu, keys, *, num_particles: int, f: float, g2: 
     """Dispatch between :func:`particle_step_triton` and :func:`particle_step_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton` (``None``: the kernel on CUDA, the reference elsewhere;
     ``True``: the kernel or raise; ``False``: the reference)."""
-    fn = particle_step_triton if use_triton_rule(use_triton, x.device, "particle_step") else particle_step_ref
+    fn = particle_step_triton if use_triton_rule(use_triton, x.device, "particle_step", x) else particle_step_ref
     return fn(x, score, grad_mu, keys, num_particles=num_particles, f=f, g2=g2, v2=v2, eta=eta, h=h, lam=lam,
               lap_mu=lap_mu, euler=euler, row0=row0)
 

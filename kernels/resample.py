@@ -556,7 +556,7 @@ def resample_and_gather_triton(x: torch.Tensor, logw: torch.Tensor, keys: torch.
 def resample(logw, keys, *, scheme="systematic", threshold=0.5, use_triton=None):
     """Dispatch between :func:`resample_triton` and :func:`resample_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
-    if use_triton_rule(use_triton, logw.device, "resample"):
+    if use_triton_rule(use_triton, logw.device, "resample", logw):
         return resample_triton(logw, keys, scheme=scheme, threshold=threshold)
     return resample_ref(logw, keys, scheme=scheme, threshold=threshold)
 
@@ -567,7 +567,7 @@ def resample_and_gather(x, logw, keys, *, scheme="systematic", threshold=0.5, us
     Returns ``(x, new_logw, ess, resampled)`` as :func:`resample_ref` defines them. The Triton path
     never synchronises with the host; the reference path does (``gather_rows`` looks up the moved rows).
     """
-    if use_triton_rule(use_triton, x.device, "resample_and_gather") and x.is_contiguous():
+    if use_triton_rule(use_triton, x.device, "resample_and_gather", x) and x.is_contiguous():
         return resample_and_gather_triton(x, logw, keys, scheme=scheme, threshold=threshold)
     anc, nlw, ess, res = resample_ref(logw, keys, scheme=scheme, threshold=threshold)
     return gather_rows(x, anc), nlw, ess, res

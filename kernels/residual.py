@@ -15,18 +15,14 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import requires_triton, tile_offsets, tl, tl_dtype, to_storage, triton
-from .backend import interpreting, is_fake
+from ._triton import is_channels_last, requires_triton, tile_offsets, tl, tl_dtype, to_storage, triton
+from .backend import interpreting
 from .backend import use_triton as use_triton_rule
 
 __all__ = ["residual_add_ref", "residual_add_triton", "residual_add", "RESAMPLES"]
 
 RESAMPLES = (None, "up", "down")
 
-
-def _is_channels_last(x) -> bool:
-    return x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last) \
-        and not x.is_contiguous()
 
 
 def _check(a, skip, bias, resample):
@@ -61,7 +57,7 @@ def residual_add_ref(a, skip, bias=None, resample=None):
     y = a.to(cdt) + r
     if bias is not None:
         y = y + bias.to(cdt).reshape(1, -1, 1, 1)
-    fmt = torch.channels_last if _is_channels_last(a) else torch.contiguous_format
+    fmt = torch.channels_last if is_channels_last(a) else torch.contiguous_format
     return y.to(a.dtype).contiguous(memory_format=fmt)
 
 
@@ -117,7 +113,7 @@ def _residual_add_kernel(
 def residual_add_triton(a, skip, bias=None, resample=None):
     """:func:`residual_add_ref` in one launch (same signature and results)."""
     N, C, H, W = _check(a, skip, bias, resample)
-    cl = _is_channels_last(a)
+    cl = is_channels_last(a)
     fmt = torch.channels_last if cl else torch.contiguous_format
     a = a.contiguous(memory_format=fmt)
     skip = skip.contiguous(memory_format=fmt)
@@ -138,6 +134,6 @@ def residual_add_triton(a, skip, bias=None, resample=None):
 
 def residual_add(a, skip, bias=None, resample=None, use_triton=None):
     """Dispatch between :func:`residual_add_triton` and :func:`residual_add_ref` by the rule of
-    :func:`afdps.kernels.backend.use_triton` (fake tensors always take the reference)."""
-    triton_ok = not is_fake(a) and use_triton_rule(use_triton, a.device, "residual_add")
-    return (residual_add_triton if triton_ok else residual_add_ref)(a, skip, bias, resample)
+    :func:`afdps.kernels.backend.use_triton`."""
+    fn = residual_add_triton if use_triton_rule(use_triton, a.device, "residual_add", a) else residual_add_ref
+    return fn(a, skip, bias, resample)

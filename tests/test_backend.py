@@ -42,6 +42,21 @@ def test_auto_is_the_kernel_on_cuda_only(monkeypatch):
         assert backend.use_triton(None, "cuda") is True
 
 
+def test_fake_tensors_take_the_reference(monkeypatch):
+    """A fake tensor (FakeTensorMode, torch.compile's tracing) or a meta tensor has no memory: the rule gives the
+    reference even when the kernel is requested, and a real tensor is unaffected by being passed."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with FakeTensorMode():
+        fake = torch.empty(3)
+    assert backend.is_fake(fake) and backend.is_fake(torch.empty(3, device="meta"))
+    assert not backend.is_fake(torch.empty(3))
+    assert backend.use_triton("triton", "cpu", "op", fake) is False
+    if _triton.HAS_TRITON:
+        assert backend.use_triton("triton", "cpu", "op", torch.empty(3)) is True
+
+
 def test_requires_triton_guard(monkeypatch):
     @_triton.requires_triton
     def launch_something(x):

@@ -159,3 +159,27 @@ def test_fake_tensors_take_the_reference(monkeypatch):
     net = ADMUNet(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
                   num_head_channels=32, use_scale_shift_norm=True, resblock_updown=True).to(DEVICE).to_inference()
     assert EpsilonModel(net, event_shape=(3, 16, 16)).activation_bytes_per_image() > 0
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_pre_bias_and_scale_shift_read_in_place(per_sample, layout):
+    """``pre_bias`` ((C,) for every sample, or (N, C)) is added before the statistics; ``scale`` and ``shift`` given
+    as the two halves of one (N, 2C) tensor (ADM's layout, read with their row stride, not copied): against the
+    float64 oracle within the float32 rule, and the reference against GroupNorm of ``x + pre_bias``."""
+    x, w, b, _, _ = _inputs(3, 64, 5, 6, torch.float32, seed=11, scale_shift=False)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(12)
+    e = (0.5 * torch.randn(3, 128, generator=g)).to(DEVICE)
+    scale, shift = e.chunk(2, dim=1)
+    pb = (3.0 * torch.randn(3 if per_sample else 1, 64, generator=g)).to(DEVICE)
+    pb = pb if per_sample else pb[0]
+    out = gn.groupnorm_silu_triton(x, w, b, groups=32, scale=scale, shift=shift, pre_bias=pb, _split=2)
+    oracle = gn.groupnorm_silu_ref(x.double() + pb.double().reshape(-1, 64, 1, 1), w.double(), b.double(), groups=32,
+                                   scale=scale.double(), shift=shift.double())
+    assert_close_elementwise(out, oracle.float(), torch.float32)
+    ref = gn.groupnorm_silu_ref(x, w, b, groups=32, scale=scale, shift=shift, pre_bias=pb)
+    assert_close_elementwise(ref, oracle.float(), torch.float32)
+    with pytest.raises(ValueError, match=r"pre_bias must hold \(C,\) = \(64,\) or \(N, C\)"):
+        gn.groupnorm_silu_ref(x, w, b, groups=32, pre_bias=pb[..., :5])
