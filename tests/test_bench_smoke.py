@@ -54,22 +54,25 @@ def test_runner_table_and_csv(tmp_path, monkeypatch):
     assert runner.git_revision()
 
 
-def test_gpu_check_dry_run():
-    out = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run"], cwd=ROOT, capture_output=True,
+def _dry_run(script: str) -> tuple[str, list]:
+    """A device script's plan (``--dry-run``): its whole output and the stage lines (``+ timeout LIMIT CMD``)."""
+    out = subprocess.run(["bash", str(ROOT / "bench" / script), "--dry-run"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+    return out.stdout, [ln for ln in out.stdout.splitlines() if ln.startswith("+ timeout ")]
+
+
+def test_gpu_check_dry_run():
+    stdout, _ = _dry_run("gpu_check.sh")
     for needle in ("pip install --no-deps --no-build-isolation", "pytest -q -m gpu or interpreter",
                    "bench.bench_particle_step", "bench.bench_resample", "bench.bench_fourier"):
-        assert needle in out.stdout
+        assert needle in stdout
 
 
 def test_gpu_adm_dry_run():
     """make gpu-adm's plan (issue 12): the install, the ADM variants with the profile, the ImageNet configuration,
     whole restorations, other batches and torch.compile last; its stages are cut to a deadline in one device call."""
-    out = subprocess.run(["bash", str(ROOT / "bench" / "gpu_adm.sh"), "--dry-run"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("+ timeout ")]
+    _, lines = _dry_run("gpu_adm.sh")
     assert "pip install --no-deps --no-build-isolation" in lines[0]
     assert "bench.bench_adm" in lines[1] and "--profile best+cudnn" in lines[1] and "fast-cl" in lines[1]
     assert any("adm-imagenet256" in ln for ln in lines) and "compile" in lines[-1]
@@ -80,10 +83,7 @@ def test_gpu_adm_dry_run():
 def test_gpu_eval_dry_run():
     """make gpu-eval's plan: the install, the one-run table of all methods x five tasks on the 100 development
     digits, then the grid stages on the same digits, whose time limits fit one 600 s device call."""
-    out = subprocess.run(["bash", str(ROOT / "bench" / "gpu_eval.sh"), "--dry-run"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("+ timeout ")]
+    _, lines = _dry_run("gpu_eval.sh")
     assert "pip install --no-deps --no-build-isolation" in lines[0]
     assert "afdps.cli eval" in lines[1] and "--num-images 100" in lines[1] and "--device cuda" in lines[1]
     assert "--methods" not in lines[1]  # all four methods
