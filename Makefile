@@ -54,8 +54,8 @@ gpu-adm:
 gpu-eval:
 	PYTHON=$(PYTHON) bash bench/gpu_eval.sh
 
-# The 100-digit table of the README (all four methods on the four digit tasks and motion blur). Minutes on
-# a GPU; on this project's 2-core CPU about 15 core-hours (FK, 40-80 s per digit, is most of it). Settings:
+# The 100-digit table of the README (all four methods on the four digit tasks and motion blur). 129 s on
+# one H200 (2026-12-04); on this project's 2-core CPU about 15 core-hours (FK, 40-80 s per digit, is most of it). Settings:
 # docs/quality.md (DPS zeta 3 and the ODE corrector's r schedule were chosen on the 100 development digits).
 EVAL_ARGS ?= --prior mnist --num-images 100 --particles 16 --steps 100 --dps-zeta 3 --batch-size 100 \
 	--task gaussian-blur,motion-blur,sr4,box,random70

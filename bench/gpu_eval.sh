@@ -14,8 +14,8 @@
 #        ode_r0.1-0.3 afdps-ode with the corrector's r 0.1 then 0.3 (r = 0.3 and 0.1 then 0.2 ran on this CPU, 0.1 then 0.3 on x4 only: docs/quality.md)
 #        fk_ess0      the default (FK) never resampled: the diversity lead (20 digits on this CPU:
 #                     bench/results/fk_ess0_dev20_<task>/)
-# On an H200 (2026-11-28, before the potentials) one method x task x 100 digits took 2-7 s, FK's Tweedie
-# potential costs about twice that (a vector-Jacobian product per step); the limits below are ceilings.
+# Measured on an H200 (2026-12-04): step 2 took 129 s; a sweep configuration (one method, five tasks, 100 digits)
+# 23-32 s, so the sweep's later stages need a second call (DEADLINE=epoch seconds cuts every stage to fit).
 #
 #   bash bench/gpu_eval.sh             # the real thing (needs CUDA)
 #   bash bench/gpu_eval.sh --dry-run   # print the commands only
