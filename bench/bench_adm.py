@@ -23,6 +23,11 @@ Variants (``--variants``, comma-separated; ``+`` adds modifiers):
 ``+compile``        ``torch.compile`` of the network (default mode)
 ==================  ===============================================================================================
 
+``--gn-sweep CHUNKS:PROGRAMS`` (e.g. ``32,128,512:1024,4096``) first times ``fast-cl+cudnn`` on the first config and
+batch with each setting of the GroupNorm kernel's channel block (at least CHUNK bytes of a pixel) and launch size
+(``afdps.kernels.groupnorm.CHUNK_BYTES``, ``PROGRAMS``), one row each, and keeps the fastest for the run;
+``--gn-chunk-bytes`` and ``--gn-programs`` set them directly.
+
 ``--profile VARIANT`` writes the kernels of two forwards of that variant (the first batch and config), grouped
 into convolutions, layout transforms, attention, GroupNorm and element-wise work, to ``--profile-out``.
 
@@ -214,6 +219,7 @@ CATEGORIES = (  # (name, regular expression on the lower-cased kernel name), fir
     ("convolution / GEMM", r"conv|gemm|xmma|cutlass|wgmma|implicit|sm90|sm80|dgrad|fprop|cudnn|cublas"),
     ("attention", r"flash|fmha|attention|efficient|softmax"),
     ("GroupNorm (fused Triton)", r"_groupnorm"),
+    ("residual add (fused Triton)", r"_residual_add"),
     ("GroupNorm (PyTorch)", r"group_norm|groupnorm|rowwise_moments|batch_norm"),
     ("element-wise, copies, cat", r"elementwise|vectorized|copy|cat|unrolled|fill|pool|upsample|interp"),
 )
@@ -293,6 +299,12 @@ def parse_args(argv=None):
     parser.add_argument("--best-out", default=None, help="file to write the fastest plain variant's name to")
     parser.add_argument("--csv", action="store_true", help="append rows to bench/results/adm.csv")
     parser.add_argument("--header", action="store_true", help="print the table header first")
+    parser.add_argument("--gn-sweep", default=None,
+                        help="CHUNKS:PROGRAMS, comma-separated each: time the GroupNorm kernel's settings first")
+    parser.add_argument("--gn-best-out", default=None,
+                        help="file to write the fastest --gn-sweep setting to, as this script's options")
+    parser.add_argument("--gn-chunk-bytes", type=int, default=None, help="afdps.kernels.groupnorm.CHUNK_BYTES")
+    parser.add_argument("--gn-programs", type=int, default=None, help="afdps.kernels.groupnorm.PROGRAMS")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny config, batch 2, one iteration per variant on the CPU (checks the script runs)")
     args = parser.parse_args(argv)
@@ -309,6 +321,15 @@ def parse_args(argv=None):
             parse_variant(v)
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        if args.gn_sweep is not None:
+            chunks, programs = args.gn_sweep.split(":")
+            args.gn_sweep = [(int(c), int(p)) for c in chunks.split(",") for p in programs.split(",")]
+            if min(min(cp) for cp in args.gn_sweep) < 1:
+                raise ValueError
+    except ValueError:
+        parser.error(f"--gn-sweep must be CHUNKS:PROGRAMS, positive integers, e.g. 32,128:1024,4096; got "
+                     f"{args.gn_sweep!r}")
     if min(args.batches) < 1 or args.iters < 1 or args.warmup < 0:
         parser.error(f"batches and --iters must be >= 1 and --warmup >= 0, got {args.batches}, {args.iters}, "
                      f"{args.warmup}")
@@ -329,6 +350,27 @@ def main(argv=None) -> int:
             fh.write("\n" + HEADER + "\n")
     rows = []
     status = 0
+    from afdps.kernels import groupnorm as gn
+
+    gn.CHUNK_BYTES = args.gn_chunk_bytes or gn.CHUNK_BYTES
+    gn.PROGRAMS = args.gn_programs or gn.PROGRAMS
+    if args.gn_sweep:
+        config_name, batch = args.configs[0], args.batches[0]
+        timed = []
+        for chunk, programs in args.gn_sweep:
+            gn.CHUNK_BYTES, gn.PROGRAMS = chunk, programs
+            row = measure(config_name, batch, "fast-cl+cudnn", device, iters=args.iters, warmup=args.warmup,
+                          flops=flops_per_image(CONFIGS[config_name]), ref=None)
+            row["variant"] += f" (GroupNorm: {chunk} B, {programs} programs)"
+            timed.append((row["ms"], chunk, programs))
+            print(format_row(row), flush=True)
+            if md is not None:
+                with md.open("a") as fh:
+                    fh.write(format_row(row) + "\n")
+        _, gn.CHUNK_BYTES, gn.PROGRAMS = min(timed)
+        print(f"GroupNorm kept: CHUNK_BYTES {gn.CHUNK_BYTES}, PROGRAMS {gn.PROGRAMS}", flush=True)
+        if args.gn_best_out:
+            Path(args.gn_best_out).write_text(f"--gn-chunk-bytes {gn.CHUNK_BYTES} --gn-programs {gn.PROGRAMS}\n")
     for config_name in args.configs:
         flops = flops_per_image(CONFIGS[config_name])
         for batch in args.batches:

@@ -29,8 +29,8 @@ from bench.bench_adm import BASES, TINY, build
 CONFIGS = {**ADM_PRESETS, "tiny": TINY}
 
 
-HEADER = ("| config | device | N | steps | potential | variant | network batch | s / image | time outside the network |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+HEADER = ("| config | device | N | steps | potential | variant | network batch | s / image | time outside the network "
+          "| ms / step by part |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
 def parse_args(argv=None):
@@ -47,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--header", action="store_true")
     p.add_argument("--markdown", default=None, help="markdown file the row (and header) is appended to")
+    p.add_argument("--gn-chunk-bytes", type=int, default=None, help="afdps.kernels.groupnorm.CHUNK_BYTES")
+    p.add_argument("--gn-programs", type=int, default=None, help="afdps.kernels.groupnorm.PROGRAMS")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
     if args.smoke:
@@ -61,6 +63,10 @@ def parse_args(argv=None):
 def run(args) -> dict:
     device = torch.device(args.device)
     config = CONFIGS[args.config]
+    from afdps.kernels import groupnorm as gn
+
+    gn.CHUNK_BYTES = args.gn_chunk_bytes or gn.CHUNK_BYTES
+    gn.PROGRAMS = args.gn_programs or gn.PROGRAMS
     net, autocast_dtype = build(args.network, config, device)
     torch.backends.cudnn.benchmark = bool(args.cudnn)
     size = int(config["image_size"])
@@ -88,7 +94,9 @@ def run(args) -> dict:
                                                           ("whole-graph", args.whole_graph)) if on])
     return {"config": args.config, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "N": args.particles, "steps": args.steps, "potential": args.potential, "variant": variant,
-            "s_per_image": wall, "network_batch": prior.auto_batch or batch, "outside_share": (outside / sum(t.values())) if t else None}
+            "s_per_image": wall, "network_batch": prior.auto_batch or batch, "outside_share": (outside / sum(t.values())) if t else None,
+            "parts": ", ".join(f"{name} {1e3 * v / args.steps:.2f}" for name, v in sorted(t.items(), key=lambda kv: -kv[1]))
+            or "-"}
 
 
 def main(argv=None) -> int:
@@ -96,7 +104,7 @@ def main(argv=None) -> int:
     r = run(args)
     share = "-" if r["outside_share"] is None else f"{100 * r['outside_share']:.2f}%"
     text = (f"| {r['config']} | {r['device']} | {r['N']} | {r['steps']} | {r['potential']} | {r['variant']} | "
-            f"{r['network_batch']} | {r['s_per_image']:.2f} | {share} |")
+            f"{r['network_batch']} | {r['s_per_image']:.2f} | {share} | {r['parts']} |")
     if args.header:
         text = HEADER + "\n" + text
     print(text)

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # make gpu-adm: issue 12's measurements of the score network on one CUDA GPU, in one device call (< 9 minutes):
 #   1. pip install --no-deps --no-build-isolation -e .
-#   2. bench.bench_adm, FFHQ configuration, batch 64: every variant (float32, bfloat16 autocast before and with the
-#      fused norm, ADMUNet.to_inference contiguous and channels-last, with and without the fused kernels), then the
-#      fastest with cuDNN autotuning and with a CUDA graph, the kernel profile of the fastest;
+#   2. bench.bench_adm, FFHQ configuration, batch 64: the GroupNorm kernel's channel block and launch size timed
+#      (--gn-sweep; the fastest is kept for the rest of that run), then bfloat16 autocast (the path before issue
+#      12), ADMUNet.to_inference channels-last, the fastest with cuDNN autotuning and with a CUDA graph, and the
+#      kernel profile of the fastest (every row with its error against a float64 forward);
 #   3. the ImageNet configuration, batch 64;
-#   4. the GPU tests of the kernels and the network (pytest -m "gpu or interpreter": the interpreter-marked kernel
+#   4. whole restorations (N = 256, 10 steps, random weights): the old network path, the fastest, with the
+#      network's per-shape CUDA graph and inside the whole-run graph, the share of time outside the network and
+#      each part's ms per step;
+#   5. the GPU tests of the kernels and the network (pytest -m "gpu or interpreter": the interpreter-marked kernel
 #      tests run the real kernels on the GPU);
-#   5. whole restorations (N = 256, 10 steps, random weights): the old network path, the fastest, with the
-#      network's per-shape CUDA graph and inside the whole-run graph, and the share of time outside the network;
-#   6. batches 16 and 256; 7. torch.compile of the network (its compile time), last: the likeliest to overrun.
+#   6. batches 16 and 256, the other variants (float32, contiguous, unfused); 7. torch.compile of the network (its
+#      compile time), last: the likeliest to overrun.
 # Everything lands in bench/results/gpu_adm-<time>.md (and bench/results/adm.csv); with $OUT set (the device tool)
 # copies go there too. Stages are cut to a deadline (GPU_ADM_SECONDS, default 530 s after the start).
 #
@@ -39,23 +42,25 @@ else
   RES="$PY -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10"
 fi
 ADM="$PY -m bench.bench_adm $SIZE --markdown $REPORT --csv"
-run 150 $ADM $FFHQ --batches 64 --best-out "$BEST" --header --profile best+cudnn --profile-out "$REPORT" \
-  --variants fp32,autocast,autocast-fused,fast,fast-cl,fast-cl-unfused,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
+run 150 $ADM $FFHQ $ITERS --batches 64 --best-out "$BEST" --header --profile best+cudnn --profile-out "$REPORT" \
+  --gn-sweep 32,128,512:1024,4096 --gn-best-out "$BEST.gn" --variants autocast,fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
 NET=$(cat "$BEST" 2>/dev/null || echo fast-cl)
-run 120 $ADM $IMNET $ITERS --batches 64 --header --variants autocast,fast,fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
-if [ "$MODE" = full ]; then
-  run 120 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_groupnorm.py tests/test_residual.py tests/test_adm.py \
-    tests/test_cuda_graph.py
-fi
+GN=$(cat "$BEST.gn" 2>/dev/null)  # the GroupNorm setting the sweep kept, for every later stage
+run 90 $ADM $IMNET $ITERS $GN --batches 64 --header --variants fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
 HEAD="--header"
 for extra in "--network autocast" "--network $NET --cudnn" "--network $NET --cudnn --cuda-graph" \
              "--network $NET --cudnn --whole-graph"; do
   [ "$MODE" = smoke ] && [[ "$extra" == *graph* ]] && continue  # CUDA only
-  run 60 $RES $extra --markdown "$REPORT" $HEAD
+  run 60 $RES $extra $GN --markdown "$REPORT" $HEAD
   HEAD=""
 done
-run 90 $ADM $FFHQ $ITERS --batches 16,256 --no-parity --header --variants autocast,fast,fast-cl,best+cudnn$GRAPH
-run 150 $ADM $FFHQ --batches 64 --no-parity --header --variants fast-cl-unfused+cudnn+compile
+if [ "$MODE" = full ]; then
+  run 120 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_groupnorm.py tests/test_residual.py tests/test_adm.py \
+    tests/test_cuda_graph.py
+fi
+run 90 $ADM $FFHQ $ITERS $GN --batches 16,256 --no-parity --header --variants autocast,fast-cl,best+cudnn$GRAPH
+run 90 $ADM $FFHQ $ITERS $GN --batches 64 --header --variants fp32,autocast-fused,fast,fast-cl-unfused
+run 150 $ADM $FFHQ $GN --batches 64 --no-parity --header --variants fast-cl-unfused+cudnn+compile
 T1=$(date +%s)
 if [ "$MODE" != dry ]; then
   echo "gpu-adm finished in $((T1 - T0)) s (status $STATUS); report: $REPORT" | tee -a "$REPORT"

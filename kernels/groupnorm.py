@@ -12,6 +12,14 @@ group ``g`` (statistics over the group's ``Cg * H * W`` values, in float32, floa
 head normalises bfloat16 activations into float32). The reference composes PyTorch ops in the compute dtype; the
 Triton kernels (:func:`groupnorm_silu_triton`) read ``x`` twice (statistics, then the normalised write), write
 ``y`` once and never materialise the float32 intermediate.
+
+Two more options fold the passes around an ADM ResBlock's first normalisation into it:
+
+- ``concat``: a second input whose channels follow ``x``'s; the kernels normalise ``torch.cat([x, concat], 1)``
+  without forming it (ADM's decoder concatenates every skip before its ResBlock: one write and one read less).
+- ``resample``: ``"up"`` (nearest x2) or ``"down"`` (2x2 mean, even height and width) applied to ``y`` in the
+  write, ``R(silu(a))`` computed in float32 (ADM's up and down ResBlocks resample the normalised activation:
+  the resampling kernel's read and write of it go).
 """
 from __future__ import annotations
 
@@ -21,13 +29,28 @@ from ._triton import is_channels_last, requires_triton, tile_offsets, tl, tl_dty
 from .backend import interpreting
 from .backend import use_triton as use_triton_rule
 
-__all__ = ["groupnorm_silu_ref", "groupnorm_silu_triton", "groupnorm_silu"]
+__all__ = ["groupnorm_silu_ref", "groupnorm_silu_triton", "groupnorm_silu", "RESAMPLES"]
 
 
-def _check(x, weight, bias, groups, scale, shift, pre_bias=None):
+RESAMPLES = (None, "up", "down")
+
+
+def _check(x, weight, bias, groups, scale, shift, pre_bias=None, concat=None, resample=None):
     if x.dim() != 4:
         raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if resample not in RESAMPLES:
+        raise ValueError(f"resample must be None, 'up' or 'down', got {resample!r}")
+    if resample == "down" and (x.shape[2] % 2 or x.shape[3] % 2):
+        raise ValueError(f"resample='down' needs an even height and width, got {tuple(x.shape[2:])}")
     N, C = x.shape[:2]
+    if concat is not None:
+        if concat.dim() != 4 or concat.shape[0] != N or concat.shape[2:] != x.shape[2:]:
+            raise ValueError(f"concat must be (N, C2, H, W) with x's N, H, W {(N, *x.shape[2:])}, got shape "
+                             f"{tuple(concat.shape)}")
+        if concat.dtype != x.dtype or concat.device != x.device:
+            raise ValueError(f"concat must have x's dtype and device ({x.dtype}, {x.device}), got "
+                             f"({concat.dtype}, {concat.device})")
+        C += concat.shape[1]
     if groups < 1 or C % groups:
         raise ValueError(f"groups={groups} must divide the {C} channels")
     for name, t in (("weight", weight), ("bias", bias)):
@@ -45,19 +68,25 @@ def _check(x, weight, bias, groups, scale, shift, pre_bias=None):
     return N, C
 
 
+def _channels_last(x, concat):
+    return is_channels_last(x) and (concat is None or is_channels_last(concat))
+
+
 def groupnorm_silu_ref(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None,
-                       silu: bool = True, out_dtype=None, pre_bias=None):
+                       silu: bool = True, out_dtype=None, pre_bias=None, concat=None, resample=None):
     """Reference: ``silu((GN(x) * weight + bias) * (1 + scale) + shift)`` in the compute dtype (module docstring).
 
     ``scale``/``shift``: ``(N, C)`` (or ``(N, C, 1, 1)``) or ``None``; ``pre_bias``: ``(C,)`` or ``(N, C)``, added to
     ``x`` in the compute dtype before the statistics (the bias of the convolution that made ``x``, run without
     it, and ADM's time embedding without scale-shift); ``out_dtype``: the output's dtype (default
-    ``x``'s). Bytes it must move: ``x`` read and ``y`` written, ``numel * (x.itemsize + y.itemsize)`` (the Triton
-    kernels read ``x`` twice; PyTorch's composition moves several float32 intermediates more).
+    ``x``'s); ``concat``: ``(N, C2, H, W)``, normalise ``cat([x, concat], 1)`` (``C`` counts both);
+    ``resample``: None, ``"up"`` or ``"down"``, applied to the result in the compute dtype. Bytes it must move:
+    the input read and ``y`` written, ``numel(x, concat) * x.itemsize + numel(y) * y.itemsize`` (the Triton kernels
+    read the input twice; PyTorch's composition moves several float32 intermediates more).
     """
-    N, C = _check(x, weight, bias, groups, scale, shift, pre_bias)
+    N, C = _check(x, weight, bias, groups, scale, shift, pre_bias, concat, resample)
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    xc = x.to(cdt)
+    xc = x.to(cdt) if concat is None else torch.cat([x.to(cdt), concat.to(cdt)], 1)
     if pre_bias is not None:
         xc = xc + pre_bias.reshape(-1, C, 1, 1).to(cdt)
     a = torch.nn.functional.group_norm(xc, groups, weight.to(cdt), bias.to(cdt), eps)
@@ -65,7 +94,11 @@ def groupnorm_silu_ref(x, weight, bias, *, groups: int, eps: float = 1e-5, scale
         a = a * (1 + scale.reshape(N, C, 1, 1).to(cdt)) + shift.reshape(N, C, 1, 1).to(cdt)
     if silu:
         a = torch.nn.functional.silu(a)
-    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    if resample == "up":
+        a = torch.nn.functional.interpolate(a, scale_factor=2, mode="nearest")
+    elif resample == "down":
+        a = torch.nn.functional.avg_pool2d(a, kernel_size=2, stride=2)
+    fmt = torch.channels_last if _channels_last(x, concat) else torch.contiguous_format
     return a.to(out_dtype or x.dtype).contiguous(memory_format=fmt)
 
 
@@ -87,16 +120,34 @@ def groupnorm_silu_ref(x, weight, bias, *, groups: int, eps: float = 1e-5, scale
 # a pixel's CBW channels are consecutive, CBW * itemsize >= 32 bytes, one memory sector) or n C HW + c HW + p
 # (contiguous: each channel's pixels are consecutive). x is read twice and y written once; the pixel splits give
 # N * blocks * splits ~ 1024 programs whatever the batch (a fixed count, so the result does not depend on the
-# device).
+# device). With a second input (TWO: channels C1.. of the concatenation, C - C1 of them, same layout), a tile's
+# channel c < C1 comes from x and the others from x2 (_load_tile: two masked loads, each element read once).
+# The apply kernel's pixel q runs over the input's pixels (RES 0; RES 1 writes each one to the 2x2 output pixels
+# (2h + i, 2w + j)) or over the (H/2, W/2) output's (RES 2: the mean of the four normalised inputs (2h + i, 2w + j)).
+
+
+@triton.jit
+def _load_tile(x_ptr, x2_ptr, n, p, c, m, C, C1, HW, CL: tl.constexpr, TWO: tl.constexpr):
+    """The [pixels, channels] tile of sample n of x, or of cat([x, x2], 1) with TWO (x holds channels < C1)."""
+    if TWO:
+        in1 = (c < C1)[None, :]
+        v1 = tl.load(x_ptr + n.to(tl.int64) * C1 * HW + tile_offsets(p, c, C1, HW, CL), mask=m & in1, other=0.0)
+        v2 = tl.load(x2_ptr + n.to(tl.int64) * (C - C1) * HW + tile_offsets(p, c - C1, C - C1, HW, CL),
+                     mask=m & (c >= C1)[None, :], other=0.0)
+        return tl.where(in1, v1, v2)
+    else:
+        return tl.load(x_ptr + n.to(tl.int64) * C * HW + tile_offsets(p, c, C, HW, CL), mask=m, other=0.0)
 
 
 @triton.jit
 def _groupnorm_stats_kernel(
-    x_ptr,  # (N, C, H, W) input, contiguous or channels-last
+    x_ptr,  # (N, C, H, W) input (N, C1, H, W with TWO), contiguous or channels-last
+    x2_ptr,  # (N, C - C1, H, W) the concatenation's second input, layout of x (unused unless TWO)
     s1_ptr,  # (N, S, C) per-split sums of x - K_c (CDT)
     s2_ptr,  # (N, S, C) per-split sums of (x - K_c)^2 (CDT)
-    C, HW, PS, S, NCB,
-    CBW: tl.constexpr, CL: tl.constexpr, CDT: tl.constexpr, BLOCK_P: tl.constexpr, CBLK: tl.constexpr,
+    C, C1, HW, PS, S, NCB,
+    CBW: tl.constexpr, CL: tl.constexpr, TWO: tl.constexpr, CDT: tl.constexpr, BLOCK_P: tl.constexpr,
+    CBLK: tl.constexpr,
 ):
     pid = tl.program_id(0)
     s = tl.program_id(1)
@@ -105,15 +156,14 @@ def _groupnorm_stats_kernel(
     cols = tl.arange(0, CBLK)
     cm = cols < CBW
     c = cb * CBW + cols
-    base = x_ptr + n.to(tl.int64) * C * HW
-    K = tl.load(base + tile_offsets(tl.arange(0, 1), c, C, HW, CL), mask=cm[None, :], other=0.0).to(CDT)
+    K = _load_tile(x_ptr, x2_ptr, n, tl.arange(0, 1), c, cm[None, :], C, C1, HW, CL, TWO).to(CDT)
     p0 = s.to(tl.int64) * PS
     acc = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
     acc2 = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
     for start in range(0, PS, BLOCK_P):
         p = p0 + start + tl.arange(0, BLOCK_P)
         m = ((start + tl.arange(0, BLOCK_P) < PS) & (p < HW))[:, None] & cm[None, :]
-        v = tl.load(base + tile_offsets(p, c, C, HW, CL), mask=m, other=0.0).to(CDT)
+        v = _load_tile(x_ptr, x2_ptr, n, p, c, m, C, C1, HW, CL, TWO).to(CDT)
         d = tl.where(m, v - K, 0.0)
         acc += d
         acc2 += d * d
@@ -123,8 +173,19 @@ def _groupnorm_stats_kernel(
 
 
 @triton.jit
+def _normalise(v, Kg, delta, a, b, pb, PRE_BIAS: tl.constexpr, SILU: tl.constexpr):
+    if PRE_BIAS:
+        v = v + pb[None, :]
+    h = ((v - Kg[None, :]) - delta[None, :]) * a[None, :] + b[None, :]
+    if SILU:
+        h = h * tl.sigmoid(h)
+    return h
+
+
+@triton.jit
 def _groupnorm_apply_kernel(
-    x_ptr,  # (N, C, H, W) input, contiguous or channels-last
+    x_ptr,  # (N, C, H, W) input (N, C1, H, W with TWO), contiguous or channels-last
+    x2_ptr,  # (N, C - C1, H, W) the concatenation's second input (unused unless TWO)
     s1_ptr,  # (N, S, C) per-split sums of x - K_c from _groupnorm_stats_kernel
     s2_ptr,  # (N, S, C) per-split sums of (x - K_c)^2
     w_ptr,  # (C,) GroupNorm weight
@@ -132,10 +193,10 @@ def _groupnorm_apply_kernel(
     sc_ptr,  # (N, C) scale, rows SC_S apart (unused unless SCALE_SHIFT)
     sh_ptr,  # (N, C) shift, rows SH_S apart (unused unless SCALE_SHIFT)
     pb_ptr,  # (N, C) pre-bias, rows PB_S apart (0: one (C,) row for all samples; unused unless PRE_BIAS)
-    y_ptr,  # (N, C, H, W) output, layout of x, its own dtype
-    C, HW, PS, S, NCB, SC_S, SH_S, PB_S, eps,
-    Cg: tl.constexpr, GB: tl.constexpr, CL: tl.constexpr, SCALE_SHIFT: tl.constexpr, SILU: tl.constexpr,
-    PRE_BIAS: tl.constexpr,
+    y_ptr,  # (N, C, H', W') output, layout of x, its own dtype: H' = H, 2 H (RES 1) or H / 2 (RES 2)
+    C, C1, HW, W, PS, S, NQ, PQ, NCB, SC_S, SH_S, PB_S, eps,
+    Cg: tl.constexpr, GB: tl.constexpr, CL: tl.constexpr, TWO: tl.constexpr, RES: tl.constexpr,
+    SCALE_SHIFT: tl.constexpr, SILU: tl.constexpr, PRE_BIAS: tl.constexpr,
     CDT: tl.constexpr, BLOCK_P: tl.constexpr, CBLK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -145,9 +206,8 @@ def _groupnorm_apply_kernel(
     cols = tl.arange(0, CBLK)
     cm = cols < GB * Cg
     c = cb * (GB * Cg) + cols
-    base = n.to(tl.int64) * C * HW
-    K = tl.sum(tl.load(x_ptr + base + tile_offsets(tl.arange(0, 1), c, C, HW, CL), mask=cm[None, :],
-                       other=0.0).to(CDT), axis=0)
+    K = tl.sum(_load_tile(x_ptr, x2_ptr, n, tl.arange(0, 1), c, cm[None, :], C, C1, HW, CL, TWO).to(CDT), axis=0)
+    pb = tl.zeros([CBLK], dtype=CDT)
     if PRE_BIAS:  # x + pb: the deviations from the shift are unchanged, the shift moves by pb
         pb = tl.load(pb_ptr + n * PB_S + c, mask=cm, other=0.0).to(CDT)
         K = K + pb
@@ -177,18 +237,35 @@ def _groupnorm_apply_kernel(
         one_sc = 1.0 + tl.load(sc_ptr + n * SC_S + c, mask=cm, other=0.0).to(CDT)
         a = a * one_sc
         b = b * one_sc + tl.load(sh_ptr + n * SH_S + c, mask=cm, other=0.0).to(CDT)
-    p0 = s.to(tl.int64) * PS
-    for start in range(0, PS, BLOCK_P):
-        p = p0 + start + tl.arange(0, BLOCK_P)
-        m = ((start + tl.arange(0, BLOCK_P) < PS) & (p < HW))[:, None] & cm[None, :]
-        off = base + tile_offsets(p, c, C, HW, CL)
-        v = tl.load(x_ptr + off, mask=m, other=0.0).to(CDT)
-        if PRE_BIAS:
-            v = v + pb[None, :]
-        h = ((v - Kg[None, :]) - delta[None, :]) * a[None, :] + b[None, :]
-        if SILU:
-            h = h * tl.sigmoid(h)
-        tl.store(y_ptr + off, to_storage(h, y_ptr.dtype.element_ty), mask=m)
+    q0 = s.to(tl.int64) * PQ
+    ty = y_ptr.dtype.element_ty
+    for start in range(0, PQ, BLOCK_P):
+        q = q0 + start + tl.arange(0, BLOCK_P)
+        m = ((start + tl.arange(0, BLOCK_P) < PQ) & (q < NQ))[:, None] & cm[None, :]
+        if RES == 2:  # q: an output pixel (H/2, W/2); the mean of its four normalised inputs
+            ybase = y_ptr + n.to(tl.int64) * C * NQ
+            p = (q // (W // 2)) * (2 * W) + 2 * (q % (W // 2))
+            h = _normalise(_load_tile(x_ptr, x2_ptr, n, p, c, m, C, C1, HW, CL, TWO).to(CDT), Kg, delta, a, b, pb,
+                           PRE_BIAS, SILU)
+            h += _normalise(_load_tile(x_ptr, x2_ptr, n, p + 1, c, m, C, C1, HW, CL, TWO).to(CDT), Kg, delta, a, b,
+                            pb, PRE_BIAS, SILU)
+            h += _normalise(_load_tile(x_ptr, x2_ptr, n, p + W, c, m, C, C1, HW, CL, TWO).to(CDT), Kg, delta, a, b,
+                            pb, PRE_BIAS, SILU)
+            h += _normalise(_load_tile(x_ptr, x2_ptr, n, p + W + 1, c, m, C, C1, HW, CL, TWO).to(CDT), Kg, delta, a,
+                            b, pb, PRE_BIAS, SILU)
+            tl.store(ybase + tile_offsets(q, c, C, NQ, CL), to_storage(0.25 * h, ty), mask=m)
+        else:
+            h = to_storage(_normalise(_load_tile(x_ptr, x2_ptr, n, q, c, m, C, C1, HW, CL, TWO).to(CDT), Kg, delta,
+                                      a, b, pb, PRE_BIAS, SILU), ty)
+            if RES == 1:  # q: an input pixel (h, w), written to (2h + i, 2w + j) of the (2H, 2W) output
+                ybase = y_ptr + n.to(tl.int64) * C * (4 * HW)
+                o = (q // W) * (4 * W) + 2 * (q % W)
+                tl.store(ybase + tile_offsets(o, c, C, 4 * HW, CL), h, mask=m)
+                tl.store(ybase + tile_offsets(o + 1, c, C, 4 * HW, CL), h, mask=m)
+                tl.store(ybase + tile_offsets(o + 2 * W, c, C, 4 * HW, CL), h, mask=m)
+                tl.store(ybase + tile_offsets(o + 2 * W + 1, c, C, 4 * HW, CL), h, mask=m)
+            else:
+                tl.store(y_ptr + n.to(tl.int64) * C * HW + tile_offsets(q, c, C, HW, CL), h, mask=m)
 
 
 def _rows(t, C):
@@ -198,15 +275,19 @@ def _rows(t, C):
 
 
 PROGRAMS = 1024
-"""Programs a launch aims at (channel blocks x pixel splits); fixed, so that results do not depend on the device."""
+"""Programs a launch aims at (channel blocks x pixel splits); fixed, so that results do not depend on the device
+(``bench_adm --gn-sweep`` times other values)."""
+CHUNK_BYTES = 32
+"""The least bytes of one pixel a channel block holds (whole groups, powers of two of them): 32 is one memory
+sector in channels-last (``bench_adm --gn-sweep`` times other values)."""
 
 
 def _plan(N, C, groups, HW, itemsize, split=None):
-    """Channel block (GB groups of Cg channels: at least 32 bytes of a pixel in channels-last), pixel tile and
+    """Channel block (GB groups of Cg channels: at least CHUNK_BYTES of a pixel in channels-last), pixel tile and
     split: ``(GB, CBLK, BLOCK_P, PS, S)``."""
     Cg = C // groups
     GB = 1
-    while GB * 2 <= groups and groups % (GB * 2) == 0 and GB * Cg * itemsize < 32:
+    while GB * 2 <= groups and groups % (GB * 2) == 0 and GB * Cg * itemsize < CHUNK_BYTES:
         GB *= 2
     CBLK = triton.next_power_of_2(GB * Cg)
     tile = 1 << 16 if interpreting() else 4096
@@ -223,19 +304,26 @@ def _plan(N, C, groups, HW, itemsize, split=None):
 
 @requires_triton
 def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None,
-                          silu: bool = True, out_dtype=None, pre_bias=None, _split=None):
+                          silu: bool = True, out_dtype=None, pre_bias=None, concat=None, resample=None, _split=None):
     """:func:`groupnorm_silu_ref` in two launches (same signature and results). ``_split``: force the number of
     pixel splits (tests)."""
-    N, C = _check(x, weight, bias, groups, scale, shift, pre_bias)
-    cl = is_channels_last(x)
-    if not cl:
-        x = x.contiguous()
-    y = torch.empty_like(x, dtype=out_dtype or x.dtype)  # keeps the memory format
-    HW = x.shape[2] * x.shape[3]
+    N, C = _check(x, weight, bias, groups, scale, shift, pre_bias, concat, resample)
+    cl = _channels_last(x, concat)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt)
+    x2 = concat.contiguous(memory_format=fmt) if concat is not None else x
+    H, W = x.shape[2], x.shape[3]
+    Ho, Wo = {None: (H, W), "up": (2 * H, 2 * W), "down": (H // 2, W // 2)}[resample]
+    y = torch.empty((N, C, Ho, Wo), dtype=out_dtype or x.dtype, device=x.device, memory_format=fmt)
+    HW = H * W
     if N == 0 or HW == 0:
         return y
     GB, CBLK, BLOCK_P, PS, S = _plan(N, C, groups, HW, x.element_size(), _split)
     NCB = groups // GB
+    # The apply kernel's pixels: the input's, or the output's for "down" (in as many splits, whole tiles each)
+    NQ = HW // 4 if resample == "down" else HW
+    PQ = PS if resample != "down" else triton.cdiv(triton.cdiv(NQ, S), BLOCK_P) * BLOCK_P
+    SQ = triton.cdiv(NQ, PQ) if NQ else 0
     sdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     s1 = torch.empty(N, S, C, dtype=sdt, device=x.device)
     s2 = torch.empty_like(s1)
@@ -245,19 +333,22 @@ def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, sc
     pb_stride = 0 if pre_bias is not None and pre_bias.numel() == C else pb.stride(0)
     cdt = tl_dtype(x.dtype)
     warps = 8 if BLOCK_P * CBLK >= 4096 else 4
-    grid = (N * NCB, S)
-    _groupnorm_stats_kernel[grid](x, s1, s2, C, HW, PS, S, NCB, CBW=GB * (C // groups), CL=cl, CDT=cdt,
-                                  BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
-    _groupnorm_apply_kernel[grid](x, s1, s2, weight.contiguous(), bias.contiguous(), sc, sh, pb, y, C, HW, PS, S, NCB,
-                                  sc.stride(0), sh.stride(0), pb_stride, float(eps), Cg=C // groups, GB=GB, CL=cl, SCALE_SHIFT=scale is not None,
-                                  SILU=bool(silu), PRE_BIAS=pre_bias is not None, CDT=cdt, BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
+    C1, two = x.shape[1], concat is not None
+    _groupnorm_stats_kernel[(N * NCB, S)](x, x2, s1, s2, C, C1, HW, PS, S, NCB, CBW=GB * (C // groups), CL=cl,
+                                          TWO=two, CDT=cdt, BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
+    if SQ:
+        _groupnorm_apply_kernel[(N * NCB, SQ)](
+            x, x2, s1, s2, weight.contiguous(), bias.contiguous(), sc, sh, pb, y, C, C1, HW, W, PS, S, NQ, PQ, NCB,
+            sc.stride(0), sh.stride(0), pb_stride, float(eps), Cg=C // groups, GB=GB, CL=cl, TWO=two,
+            RES=RESAMPLES.index(resample), SCALE_SHIFT=scale is not None, SILU=bool(silu),
+            PRE_BIAS=pre_bias is not None, CDT=cdt, BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
     return y
 
 
 def groupnorm_silu(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None, silu: bool = True,
-                   out_dtype=None, pre_bias=None, use_triton=None):
+                   out_dtype=None, pre_bias=None, concat=None, resample=None, use_triton=None):
     """Dispatch between :func:`groupnorm_silu_triton` and :func:`groupnorm_silu_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
     fn = groupnorm_silu_triton if use_triton_rule(use_triton, x.device, "groupnorm_silu", x) else groupnorm_silu_ref
     return fn(x, weight, bias, groups=groups, eps=eps, scale=scale, shift=shift, silu=silu, out_dtype=out_dtype,
-              pre_bias=pre_bias)
+              pre_bias=pre_bias, concat=concat, resample=resample)

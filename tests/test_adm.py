@@ -361,13 +361,14 @@ def test_bench_kernel_table_groups_kernels():
                                                                   device_type=dev)
     rows, cats, total = kernel_table([
         ev("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", 700.0),
-        ev("_groupnorm_apply_kernel", 100.0), ev("_groupnorm_stats_kernel", 50.0),
+        ev("_groupnorm_apply_kernel", 100.0), ev("_groupnorm_stats_kernel", 50.0), ev("_residual_add_kernel", 5.0),
         ev("pytorch_flash::flash_fwd_kernel", 20.0), ev("nchwToNhwcKernel", 30.0),
         ev("void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add>", 90.0),
         ev("aten::conv2d", 999.0, "DeviceType.CPU"), ev("mystery", 10.0)])
-    assert total == 1000.0 and rows[0][2] == 700.0 and len(rows) == 7
+    assert total == 1005.0 and rows[0][2] == 700.0 and len(rows) == 8
     assert cats == {"convolution / GEMM": 700.0, "GroupNorm (fused Triton)": 150.0, "attention": 20.0,
-                    "layout transform": 30.0, "element-wise, copies, cat": 90.0, "other": 10.0}
+                    "layout transform": 30.0, "element-wise, copies, cat": 90.0, "other": 10.0,
+                    "residual add (fused Triton)": 5.0}
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -396,11 +397,14 @@ def test_fused_norm_matches_the_modules(case_a, monkeypatch, layout):
 @pytest.mark.interpreter
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("scale_shift", [True, False])
-@pytest.mark.parametrize("kind", ["widen", "up", "down"])
+@pytest.mark.parametrize("kind", ["widen", "up", "down", "concat"])
 def test_fused_norm_kernel_in_a_resblock(monkeypatch, layout, scale_shift, kind):
     """One ResBlock with the Triton kernels (under the interpreter on CPUs) against its modules, float32: a block
-    that widens 32 -> 64 channels (1x1 skip convolution, both biases in the residual kernel), and blocks that
-    upsample or pool (identity skip, resampled in the residual kernel)."""
+    that widens 32 -> 64 channels (1x1 skip convolution, both biases in the residual kernel), blocks that
+    upsample or pool (the normalised input resampled in the normalisation's write, the identity skip in the
+    residual kernel), and a decoder block given the pair (h, skip) of 20 + 12 channels in place of their
+    concatenation (a channel block of 8 straddles the boundary at 20; the normalisation reads both, the 1x1 skip convolution
+    runs as two GEMMs in channels-last, on the concatenation in the contiguous layout)."""
     pytest.importorskip("triton")
     from tolerances import DEVICE
 
@@ -408,7 +412,7 @@ def test_fused_norm_kernel_in_a_resblock(monkeypatch, layout, scale_shift, kind)
 
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 convolutions on both sides
     torch.manual_seed(0)
-    block = ResBlock(32, 16, 0.0, 64 if kind == "widen" else 32, use_scale_shift_norm=scale_shift,
+    block = ResBlock(32, 16, 0.0, 64 if kind in ("widen", "concat") else 32, use_scale_shift_norm=scale_shift,
                      up=kind == "up", down=kind == "down").eval()
     for p in block.parameters():
         torch.nn.init.normal_(p, std=0.2)
@@ -416,11 +420,12 @@ def test_fused_norm_kernel_in_a_resblock(monkeypatch, layout, scale_shift, kind)
     block = block.to(DEVICE, memory_format=fmt)
     x = torch.randn(2, 32, 6, 6).to(DEVICE).contiguous(memory_format=fmt)
     emb = torch.randn(2, 16).to(DEVICE)
+    pair = (x[:, :20].contiguous(memory_format=fmt), x[:, 20:].contiguous(memory_format=fmt))
     with torch.no_grad():
         want = block(x, emb)
         block.fused_norm = True
         monkeypatch.setenv("AFDPS_BACKEND", "triton")
-        got = block(x, emb)
+        got = block(pair if kind == "concat" else x, emb)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 

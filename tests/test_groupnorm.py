@@ -183,3 +183,98 @@ def test_pre_bias_and_scale_shift_read_in_place(per_sample, layout):
     assert_close_elementwise(ref, oracle.float(), torch.float32)
     with pytest.raises(ValueError, match=r"pre_bias must hold \(C,\) = \(64,\) or \(N, C\)"):
         gn.groupnorm_silu_ref(x, w, b, groups=32, pre_bias=pb[..., :5])
+
+
+def _oracle_cat_resample(x, x2, w, b, groups, resample, **kw):
+    """float64: GroupNorm (+ scale-shift, pre-bias, SiLU) of torch.cat([x, x2], 1), then F.interpolate / avg_pool2d:
+    the composition the ``concat`` and ``resample`` options fold in."""
+    xc = x.double() if x2 is None else torch.cat([x.double(), x2.double()], 1)
+    kw = {k: (v.double() if torch.is_tensor(v) else v) for k, v in kw.items()}
+    a = gn.groupnorm_silu_ref(xc, w.double(), b.double(), groups=groups, **kw)
+    if resample == "up":
+        a = torch.nn.functional.interpolate(a, scale_factor=2, mode="nearest")
+    elif resample == "down":
+        a = torch.nn.functional.avg_pool2d(a, 2)
+    return a
+
+
+@pytest.mark.parametrize("C1,C2,groups,split", [(12, 20, 4, 3), (64, 32, 32, 1), (16, 16, 8, 2)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_concat_input_matches_the_concatenation(C1, C2, groups, split, layout):
+    """``concat``: the kernels read the two inputs in place, also where a group or a channel block straddles the
+    boundary (C1 = 12 in groups of 8), with scale-shift and a per-sample pre-bias: against the float64 oracle on
+    ``torch.cat`` within the float32 rule; the reference too."""
+    N, H, W = 2, 5, 6
+    x, w, b, sc, sh = _inputs(N, C1 + C2, H, W, torch.float32, seed=C1 + split)
+    x1, x2 = x[:, :C1].contiguous(), (x[:, C1:] - 1.5).contiguous()
+    if layout == "channels_last":
+        x1, x2 = (t.contiguous(memory_format=torch.channels_last) for t in (x1, x2))
+    pb = torch.linspace(-1, 1, N * (C1 + C2), device=DEVICE).reshape(N, C1 + C2)
+    kw = dict(scale=sc, shift=sh, pre_bias=pb)
+    out = gn.groupnorm_silu_triton(x1, w, b, groups=groups, concat=x2, _split=split, **kw)
+    oracle = _oracle_cat_resample(x1, x2, w, b, groups, None, **kw)
+    assert out.shape == (N, C1 + C2, H, W)
+    assert out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    assert_close_elementwise(out, oracle.float(), torch.float32)
+    assert_close_elementwise(gn.groupnorm_silu_ref(x1, w, b, groups=groups, concat=x2, **kw), oracle.float(),
+                             torch.float32)
+
+
+@pytest.mark.parametrize("resample,H,W", [("up", 3, 5), ("up", 4, 4), ("down", 6, 4), ("down", 2, 10)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("split", [None, 3])
+def test_resample_in_the_write(resample, H, W, layout, split):
+    """``resample``: nearest x2 (each normalised pixel written to its 2x2 block) or the 2x2 mean of the normalised
+    pixels, in the write: against the float64 oracle (normalise, then F.interpolate / avg_pool2d) within the
+    float32 rule, odd widths included for "up", splits of the output's pixels for "down"."""
+    x, w, b, sc, sh = _inputs(2, 64, H, W, torch.float32, seed=H * W)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = gn.groupnorm_silu_triton(x, w, b, groups=32, scale=sc, shift=sh, resample=resample, _split=split)
+    oracle = _oracle_cat_resample(x, None, w, b, 32, resample, scale=sc, shift=sh)
+    assert out.shape == oracle.shape
+    assert out.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    assert_close_elementwise(out, oracle.float(), torch.float32)
+    ref = gn.groupnorm_silu_ref(x, w, b, groups=32, scale=sc, shift=sh, resample=resample)
+    assert_close_elementwise(ref, oracle.float(), torch.float32)
+
+
+@pytest.mark.parametrize("resample", ["up", "down"])
+def test_concat_and_resample_bfloat16(resample):
+    """Both options at once on bfloat16 channels-last input (ADM's inference path) with a float32 output: against
+    the float64 oracle within the float32 rule (one rounding, the output's)."""
+    x, w, b, _, _ = _inputs(2, 96, 4, 6, torch.float32, seed=5, scale_shift=False)
+    x1, x2 = (t.to(torch.bfloat16).contiguous(memory_format=torch.channels_last) for t in (x[:, :40], x[:, 40:]))
+    out = gn.groupnorm_silu_triton(x1, w, b, groups=32, concat=x2, resample=resample, out_dtype=torch.float32)
+    oracle = _oracle_cat_resample(x1, x2, w, b, 32, resample)
+    assert out.dtype == torch.float32 and out.shape == oracle.shape
+    assert_close_elementwise(out, oracle.float(), torch.float32)
+
+
+def test_concat_and_resample_errors():
+    x, w, b, _, _ = _inputs(2, 32, 3, 4, torch.float32, scale_shift=False)
+    with pytest.raises(ValueError, match=r"resample must be None, 'up' or 'down', got 'left'"):
+        gn.groupnorm_silu_ref(x, w, b, groups=8, resample="left")
+    with pytest.raises(ValueError, match=r"resample='down' needs an even height and width, got \(3, 4\)"):
+        gn.groupnorm_silu_ref(x, w, b, groups=8, resample="down")
+    x1, x2 = x[:, :16], x[:, 16:]
+    with pytest.raises(ValueError, match=r"concat must be \(N, C2, H, W\) with x's N, H, W \(2, 3, 4\)"):
+        gn.groupnorm_silu_ref(x1, w, b, groups=8, concat=x2[:, :, :2])
+    with pytest.raises(ValueError, match="concat must have x's dtype and device"):
+        gn.groupnorm_silu_ref(x1, w, b, groups=8, concat=x2.double())
+    with pytest.raises(ValueError, match=r"weight must be \(16,\)"):  # C counts both inputs: 32 here, 16 without
+        gn.groupnorm_silu_ref(x1, w, b, groups=8)
+
+
+@pytest.mark.parametrize("chunk,programs", [(512, 4096), (64, 16)])
+def test_other_channel_blocks_and_launch_sizes(monkeypatch, chunk, programs):
+    """The settings bench_adm --gn-sweep times (CHUNK_BYTES: a channel block of up to all 32 groups; PROGRAMS: more
+    or fewer pixel splits) change the work's split, not the result: against the float64 oracle within the float32
+    rule, with both options and a scale-shift."""
+    monkeypatch.setattr(gn, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(gn, "PROGRAMS", programs)
+    x, w, b, sc, sh = _inputs(2, 128, 6, 4, torch.float32, seed=chunk)
+    x1, x2 = (t.contiguous(memory_format=torch.channels_last) for t in (x[:, :72], x[:, 72:]))
+    out = gn.groupnorm_silu_triton(x1, w, b, groups=32, concat=x2, resample="down", scale=sc, shift=sh)
+    oracle = _oracle_cat_resample(x1, x2, w, b, 32, "down", scale=sc, shift=sh)
+    assert_close_elementwise(out, oracle.float(), torch.float32)
