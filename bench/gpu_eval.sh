@@ -15,7 +15,8 @@
 #        fk_ess0      the default (FK) never resampled: the diversity lead (20 digits on this CPU:
 #                     bench/results/fk_ess0_dev20_<task>/)
 # Measured on an H200 (2026-12-04): step 2 took 129 s; a sweep configuration (one method, five tasks, 100 digits)
-# 23-32 s, so the sweep's later stages need a second call (DEADLINE=epoch seconds cuts every stage to fit).
+# 23-32 s, so the sweep's later stages need a second call. Every stage is cut to a deadline, GPU_EVAL_SECONDS
+# (default 560) after the start.
 #
 #   bash bench/gpu_eval.sh             # the real thing (needs CUDA)
 #   bash bench/gpu_eval.sh --dry-run   # print the commands only
@@ -37,6 +38,7 @@ CUT_OK=1
 [ "$MODE" = full ] && unset TRITON_INTERPRET
 
 T0=$(date +%s)
+[ "$MODE" = full ] && DEADLINE=$((T0 + ${GPU_EVAL_SECONDS:-560}))
 TASKS=gaussian-blur,motion-blur,sr4,box,random70
 COMMON="--num-images 100 --particles 16 --steps 100"
 SWEEP="$PY -m bench.sweep_mnist $COMMON --tasks $TASKS --batch-size 100 --device cuda"
