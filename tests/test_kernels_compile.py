@@ -31,21 +31,23 @@ SCRIPT = textwrap.dedent('''
             failed.append(f"{fn.__name__} {consts}: {type(exc).__name__}: {str(exc)[:2000]}")
 
     rows = dict(R="i32", D="i32", N="i32", NB="i32")
-    dims = dict(C="i32", HW="i32", PS="i32", S="i32", NCB="i32")
+    dims = dict(C="i32", C1="i32", HW="i32", W="i32", PS="i32", S="i32", NQ="i32", PQ="i32", NCB="i32")
     rowstrides = dict(SC_S="i32", SH_S="i32", PB_S="i32")
     for st in ("*bf16", "*fp32"):
         for cl in (False, True):
-            check(gn._groupnorm_stats_kernel, dict(x_ptr=st, s1_ptr="*fp32", s2_ptr="*fp32", **dims),
-                  dict(CBW=32, CL=cl, CDT=tl.float32, BLOCK_P=128, CBLK=32), 8)
-            for y in (st, "*fp32"):
-                check(gn._groupnorm_apply_kernel, dict(x_ptr=st, s1_ptr="*fp32", s2_ptr="*fp32", w_ptr="*fp32",
-                      b_ptr="*fp32", sc_ptr=st, sh_ptr=st, pb_ptr="*fp32", y_ptr=y, eps="fp32", **dims, **rowstrides),
-                      dict(Cg=12, GB=2, CL=cl, SCALE_SHIFT=True, SILU=True, PRE_BIAS=True, CDT=tl.float32, BLOCK_P=128,
-                           CBLK=32), 8)
-    check(gn._groupnorm_apply_kernel, dict(x_ptr="*fp64", s1_ptr="*fp64", s2_ptr="*fp64", w_ptr="*fp64",
+            for two in (False, True):
+                check(gn._groupnorm_stats_kernel, dict(x_ptr=st, x2_ptr=st, s1_ptr="*fp32", s2_ptr="*fp32", **dims),
+                      dict(CBW=32, CL=cl, TWO=two, CDT=tl.float32, BLOCK_P=128, CBLK=32), 8)
+            for y, two, res in ((st, False, 0), ("*fp32", False, 0), (st, True, 0), (st, False, 1), (st, True, 2)):
+                check(gn._groupnorm_apply_kernel, dict(x_ptr=st, x2_ptr=st, s1_ptr="*fp32", s2_ptr="*fp32",
+                      w_ptr="*fp32", b_ptr="*fp32", sc_ptr=st, sh_ptr=st, pb_ptr="*fp32", y_ptr=y, eps="fp32", **dims,
+                      **rowstrides),
+                      dict(Cg=12, GB=2, CL=cl, TWO=two, RES=res, SCALE_SHIFT=True, SILU=True, PRE_BIAS=True,
+                           CDT=tl.float32, BLOCK_P=128, CBLK=32), 8)
+    check(gn._groupnorm_apply_kernel, dict(x_ptr="*fp64", x2_ptr="*fp64", s1_ptr="*fp64", s2_ptr="*fp64", w_ptr="*fp64",
           b_ptr="*fp64", sc_ptr="*fp64", sh_ptr="*fp64", pb_ptr="*fp64", y_ptr="*fp64", eps="fp32", **dims, **rowstrides),
-          dict(Cg=48, GB=1, CL=False, SCALE_SHIFT=False, SILU=False, PRE_BIAS=False, CDT=tl.float64, BLOCK_P=64, CBLK=64,
-               S=1))
+          dict(Cg=48, GB=1, CL=False, TWO=False, RES=2, SCALE_SHIFT=False, SILU=False, PRE_BIAS=False, CDT=tl.float64,
+               BLOCK_P=64, CBLK=64, S=1))
     for st in ("*bf16", "*fp32"):
         for res in range(3):
             check(rd._residual_add_kernel, dict(a_ptr=st, s_ptr=st, b_ptr=st, y_ptr=st, C="i32", H="i32", W="i32",
