@@ -219,7 +219,7 @@ def _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps
 
 def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
                autocast_dtype: torch.dtype | None = None, num_train_steps: int = 1000,
-               schedule=None, cuda_graph: bool = False) -> EpsilonModel:
+               schedule=None, cuda_graph: bool = False, inference: bool = False) -> EpsilonModel:
     """A diffusion prior from a checkpoint: an :class:`EpsilonModel` with the network in eval mode.
 
     Parameters
@@ -238,6 +238,11 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
         1000 is assumed there too.
     schedule : the continuous schedule (default ``VPSchedule(0.1, 20.0)``: the limit of the DDPM
         linear betas 1e-4 to 0.02 over 1000 steps).
+    inference : run the network on its inference path, :meth:`ADMUNet.to_inference` (bfloat16 torso,
+        channels-last activations, the fused Triton kernels on CUDA): on an H200 the FFHQ configuration at
+        batch 64 runs 926 images/s against 282 with bfloat16 autocast, relative error 1.1e-3 against a float64
+        forward (autocast's 1.2e-3; docs/network.md). ADM networks only; ``autocast_dtype`` must be left None.
+        Off by default: it changes the results' last digits against the float32 network.
 
     Returns
     -------
@@ -252,9 +257,17 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
     ImportError : a diffusers folder without the ``diffusers`` package.
     """
     _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps, schedule)
+    if not isinstance(inference, bool):
+        raise TypeError(f"inference must be True or False, got {inference!r}")
+    if inference and autocast_dtype is not None:
+        raise ValueError(f"inference=True stores the network's torso in bfloat16 (ADMUNet.to_inference); "
+                         f"autocast_dtype={autocast_dtype} cannot apply to it: leave it None")
     schedule = schedule if schedule is not None else VPSchedule(0.1, 20.0)
     path = Path(path)
     if arch == DIFFUSERS or (arch is None and _is_diffusers_folder(path)):
+        if inference:
+            raise ValueError(f"inference=True is ADMUNet.to_inference, for ADM networks; {str(path)!r} is a "
+                             "diffusers UNet2DModel folder (use autocast_dtype=torch.bfloat16 for it)")
         prior = _load_diffusers(path, device, batch_size, autocast_dtype, num_train_steps, schedule)
         prior.cuda_graph = bool(cuda_graph)
         return prior
@@ -267,6 +280,8 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
     config = _resolve_config(arch, ckpt_config, path)
     what = f"checkpoint {str(path)!r}"
     net = _load_strict(_build_adm(config, what), sd, what, device)
+    if inference:
+        net.to_inference()
     image_size = int(config["image_size"])
     return EpsilonModel(net, schedule, event_shape=(net.in_channels, image_size, image_size),
                         num_train_steps=num_train_steps, learned_sigma=bool(config.get("learn_sigma", False)),

@@ -716,6 +716,9 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                       "dead_particles": int(res.dead[0]), "wall_s": time.perf_counter() - t0,
                       "settings": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                                    for k, v in sample_options.items()}}
+            torso = getattr(getattr(prior, "net", None), "torso_dtype", None)
+            if torso is not None:  # bfloat16 with load_prior(..., inference=True) (afdps restore --fast-network)
+                record["network_dtype"] = str(torso).replace("torch.", "")
             if hasattr(prior, "network_batch"):  # the network's last bits can depend on its batch
                 record["network_batch"] = prior.auto_batch if prior.batch_size == "auto" else prior.batch_size
             record["measured_size"] = "x".join(map(str, y.shape[-2:]))

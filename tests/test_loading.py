@@ -212,3 +212,29 @@ def test_shipped_prior_and_classifier_load():
     assert clf(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     with pytest.raises(ValueError, match="carries its own config"):
         load_prior("mnist", arch="adm-ffhq256")
+
+
+def test_inference_path(tiny_net, files):
+    """``inference=True`` loads the network onto ADMUNet.to_inference (bfloat16 torso, channels-last, fused
+    norms): its score is the float32 network's within twice bfloat16 autocast's error on the same inputs (the
+    bfloat16 rule of tests/test_adm.py); with autocast_dtype, on a diffusers folder or with a non-bool it raises."""
+    fast = load_prior(files / "own.pt", inference=True)
+    net = fast.net
+    assert net.torso_dtype == torch.bfloat16 and net.memory_format == torch.channels_last and net.fused_norm
+    g = torch.Generator().manual_seed(0)
+    x, tau = torch.randn(4, 1, 8, 8, generator=g), 0.5
+    want = _expected_score(tiny_net, x, tau)
+    with torch.no_grad():
+        got = fast.score(x, tau)
+        autocast = load_prior(files / "own.pt", autocast_dtype=torch.bfloat16).score(x, tau)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    err, ref_err = float((got - want).norm()), float((autocast - want).norm())
+    assert 0 < err <= 2 * ref_err + 1e-6, (err, ref_err)
+    with pytest.raises(ValueError, match="inference=True stores the network's torso in bfloat16"):
+        load_prior(files / "own.pt", inference=True, autocast_dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="inference must be True or False, got 'yes'"):
+        load_prior(files / "own.pt", inference="yes")
+    folder = files / "diffusers_like"
+    folder.mkdir(exist_ok=True)
+    with pytest.raises(ValueError, match="inference=True is ADMUNet.to_inference, for ADM networks"):
+        load_prior(folder, arch="diffusers", inference=True)

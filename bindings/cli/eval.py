@@ -17,7 +17,7 @@ from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate,
 from ..engine.io import write_json, write_text
 from ..engine.potentials import POTENTIALS
 from ..engine.sampler import CORRECTORS, DEFAULT_CORRECTOR_SNR, TEMPERINGS
-from ._common import (DEFAULT_THREADS, format_snr, snr_schedule, fraction_float, nonneg_float, nonneg_int, positive_float, positive_int, power_float,
+from ._common import (DEFAULT_THREADS, add_fast_network, format_snr, snr_schedule, fraction_float, nonneg_float, nonneg_int, positive_float, positive_int, power_float,
                       seed_int)
 
 HELP = "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"
@@ -72,13 +72,14 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="keep the task x method rows of an interrupted run in "
                    "--out (same settings) and run only the rest")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_fast_network(p)
 
 
 def run(args) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     methods = _split(args.methods, METHODS, "methods")
-    prior = load_prior(args.prior, args.arch, device=device)
+    prior = load_prior(args.prior, args.arch, device=device, inference=args.fast_network)
     shape = tuple(prior.event_shape)
     tasks = _split(args.task, TASKS, "task") if args.task is not None else list(DEFAULT_TASKS.get(shape[1], ()))
     if not tasks:

@@ -27,7 +27,7 @@ from ..engine.lpips import load_lpips
 from ..engine.potentials import POTENTIALS
 from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
-from ._common import DEFAULT_THREADS, nonneg_int, positive_float, positive_int, power_float, seed_int, snr_schedule
+from ._common import DEFAULT_THREADS, add_fast_network, nonneg_int, positive_float, positive_int, power_float, seed_int, snr_schedule
 
 HELP = "restore your own measured images (files, folders, globs or a manifest) with AFDPS"
 
@@ -116,6 +116,7 @@ def add_arguments(p) -> None:
                    help="images per network call: a number, or auto (as many as fit in free memory; the network's "
                    "last bits can then vary with the free memory, so byte-identical reruns need a number) "
                    "(default: all of an image's particles in one call)")
+    add_fast_network(p)
     p.add_argument("--particle-parallel", action="store_true",
                    help="under torchrun: spread each image's particles over the ranks (default: shard the images)")
 
@@ -148,7 +149,8 @@ def run(args) -> int:
     group = ParticleGroup() if args.particle_parallel else None
     if group is not None:
         group.split(args.particles)  # a clear error before any work when the ranks do not divide the particles
-    prior = load_prior(args.prior, args.arch, device=device, batch_size=args.network_batch)
+    prior = load_prior(args.prior, args.arch, device=device, batch_size=args.network_batch,
+                       inference=args.fast_network)
     options = dict(num_particles=args.particles, num_steps=args.steps, method=args.method, eta=args.eta,
                    potential=None if args.potential == "auto" else args.potential, tempering=args.tempering,
                    tempering_ess=args.tempering_ess, time_power=args.time_power,
