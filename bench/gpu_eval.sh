@@ -19,17 +19,21 @@
 # (default 560) after the start.
 #
 #   bash bench/gpu_eval.sh             # the real thing (needs CUDA)
-#   bash bench/gpu_eval.sh --dry-run   # print the commands only
+#   bash bench/gpu_eval.sh --remaining # the grid's configurations the 2026-12-04 call did not reach (no table)
+#   bash bench/gpu_eval.sh --dry-run   # print the commands only (also --dry-run --remaining)
 # Environment: PYTHON (default python3).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=full
-case "${1:-}" in
-  --dry-run) MODE=dry ;;
-  "") ;;
-  *) echo "usage: bash bench/gpu_eval.sh [--dry-run]" >&2; exit 2 ;;
-esac
+REMAINING=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) MODE=dry ;;
+    --remaining) REMAINING=1 ;;
+    *) echo "usage: bash bench/gpu_eval.sh [--dry-run] [--remaining]" >&2; exit 2 ;;
+  esac
+done
 PY=${PYTHON:-python3}
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 . bench/gpu_common.sh
@@ -43,18 +47,24 @@ TASKS=gaussian-blur,motion-blur,sr4,box,random70
 COMMON="--num-images 100 --particles 16 --steps 100"
 SWEEP="$PY -m bench.sweep_mnist $COMMON --tasks $TASKS --batch-size 100 --device cuda"
 OUT=bench/results/sweep_mnist_gpu-$STAMP
-# Time limits add up to 505 s, 555 s with each stage's 5 s to stop: one device call (600 s at most).
+# Limits from the 2026-12-04 call: about 35 s per particle-method configuration (five tasks, 100 digits), the ODE's
+# and FK's Tweedie potential up to twice that; the deadline cuts what does not fit.
 install_package
-run 150 "$PY" -m afdps.cli eval --prior mnist $COMMON --dps-zeta 3 --batch-size 100 --task $TASKS --device cuda \
-  --no-progress --out bench/results/eval_mnist_gpu-$STAMP
-run 70 $SWEEP --methods fk --potentials noisy,scaled,inflated --out $OUT/potentials_fk
-run 70 $SWEEP --methods afdps-sde,afdps-ode --potentials noisy,inflated --out $OUT/potentials
-run 50 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $OUT/adaptive
-run 40 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $OUT/adaptive_fk
-run 30 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --time-powers 1 --out $OUT/power1
-run 25 $SWEEP --methods fk --potentials tweedie --time-powers 1 --out $OUT/power1_fk
-run 25 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 0.1,0.3 --out $OUT/ode_r0.1-0.3
-run 25 $SWEEP --methods fk --potentials tweedie --ess-threshold 0 --out $OUT/fk_ess0
+if [ "$REMAINING" = 0 ]; then
+  run 150 "$PY" -m afdps.cli eval --prior mnist $COMMON --dps-zeta 3 --batch-size 100 --task $TASKS --device cuda \
+    --no-progress --out bench/results/eval_mnist_gpu-$STAMP
+  run 110 $SWEEP --methods fk --potentials noisy,scaled,inflated --out $OUT/potentials_fk
+  run 200 $SWEEP --methods afdps-sde,afdps-ode --potentials noisy,inflated --out $OUT/potentials
+else  # done on 2026-12-04 (bench/results/sweep_mnist_gpu-20261204-152748/): FK noisy and scaled, the SDE's noisy and inflated
+  run 40 $SWEEP --methods fk --potentials inflated --out $OUT/potentials_fk
+  run 130 $SWEEP --methods afdps-ode --potentials noisy,inflated --out $OUT/potentials
+fi
+run 100 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $OUT/adaptive
+run 70 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $OUT/adaptive_fk
+run 100 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --time-powers 1 --out $OUT/power1
+run 70 $SWEEP --methods fk --potentials tweedie --time-powers 1 --out $OUT/power1_fk
+run 70 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 0.1,0.3 --out $OUT/ode_r0.1-0.3
+run 70 $SWEEP --methods fk --potentials tweedie --ess-threshold 0 --out $OUT/fk_ess0
 T1=$(date +%s)
 if [ "$MODE" != dry ]; then
   echo

@@ -54,9 +54,9 @@ def test_runner_table_and_csv(tmp_path, monkeypatch):
     assert runner.git_revision()
 
 
-def _dry_run(script: str) -> tuple[str, list]:
+def _dry_run(script: str, *extra: str) -> tuple[str, list]:
     """A device script's plan (``--dry-run``): its whole output and the stage lines (``+ timeout LIMIT CMD``)."""
-    out = subprocess.run(["bash", str(ROOT / "bench" / script), "--dry-run"], cwd=ROOT, capture_output=True,
+    out = subprocess.run(["bash", str(ROOT / "bench" / script), "--dry-run", *extra], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout, [ln for ln in out.stdout.splitlines() if ln.startswith("+ timeout ")]
@@ -82,7 +82,8 @@ def test_gpu_adm_dry_run():
 
 def test_gpu_eval_dry_run():
     """make gpu-eval's plan: the install, the one-run table of all methods x five tasks on the 100 development
-    digits, then the grid stages on the same digits, whose time limits fit one 600 s device call."""
+    digits, then the grid stages on the same digits, cut to a deadline inside one 600 s device call; with
+    --remaining, the grid's stages without the table and without the configurations measured on 2026-12-04."""
     _, lines = _dry_run("gpu_eval.sh")
     assert "pip install --no-deps --no-build-isolation" in lines[0]
     assert "afdps.cli eval" in lines[1] and "--num-images 100" in lines[1] and "--device cuda" in lines[1]
@@ -92,7 +93,11 @@ def test_gpu_eval_dry_run():
         assert "--task gaussian-blur,motion-blur,sr4,box,random70" in ln or \
             "--tasks gaussian-blur,motion-blur,sr4,box,random70" in ln
     assert any("--methods fk" in ln and "--ess-threshold 0" in ln for ln in lines[2:])  # the diversity lead
-    assert sum(int(ln.split()[2]) + 5 for ln in lines) <= 560  # each stage's limit and its 5 s to stop
+    text = (ROOT / "bench" / "gpu_eval.sh").read_text()
+    assert "DEADLINE=$((T0 + ${GPU_EVAL_SECONDS:-560}))" in text  # every stage cut to fit one device call
+    _, rest = _dry_run("gpu_eval.sh", "--remaining")
+    assert not any("afdps.cli eval" in ln for ln in rest) and len(rest) == len(lines) - 1
+    assert "--methods fk --potentials inflated" in rest[1] and "--methods afdps-ode --potentials noisy,inflated" in rest[2]
 
 
 def test_sweep_mnist_rows_per_schedule(tmp_path):
