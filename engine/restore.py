@@ -716,6 +716,8 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                       "dead_particles": int(res.dead[0]), "wall_s": time.perf_counter() - t0,
                       "settings": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
                                    for k, v in sample_options.items()}}
+            if getattr(res, "guidance_jump", None) is not None:  # the Tweedie guidance cap (engine/sampler.py)
+                record["guidance_jump"] = res.guidance_jump
             torso = getattr(getattr(prior, "net", None), "torso_dtype", None)
             if torso is not None:  # bfloat16 with load_prior(..., inference=True) (afdps restore --fast-network)
                 record["network_dtype"] = str(torso).replace("torch.", "")
