@@ -535,6 +535,8 @@ def _colormap(std: torch.Tensor) -> np.ndarray:
 def _write_outputs(folder: Path, y, res, window, sample_shape, save_particles: bool) -> dict:
     best, mean, std = (_crop(t[0].cpu(), window) for t in (res.best, res.mean, res.std))
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.tmp"):  # a killed run's unfinished atomic write (one writer per image folder)
+        stale.unlink(missing_ok=True)
     save_png(_to_uint8(y), folder / "measurement.png")
     save_png(_to_uint8(best), folder / "best.png")
     save_png(_to_uint8(mean), folder / "mean.png")
@@ -643,6 +645,9 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         probe.unlink()
     except OSError as exc:
         raise ValueError(f"the output folder {str(out)!r} is not writable ({exc.strerror})") from None
+    if rank == 0:  # the index's writer: an unfinished write of a killed run's index (image folders: _write_outputs)
+        for stale in out.glob(".index.html.*.tmp"):
+            stale.unlink(missing_ok=True)
     done = _read_journal(out)
     if done and not resume:
         raise ValueError(f"{str(out)!r} holds {len(done)} restored image(s) of an earlier run; pass --resume to "
