@@ -321,6 +321,7 @@ def parse_args(argv=None):
             parse_variant(v)
     except ValueError as exc:
         parser.error(str(exc))
+    given = args.gn_sweep
     try:
         if args.gn_sweep is not None:
             chunks, programs = args.gn_sweep.split(":")
@@ -329,7 +330,7 @@ def parse_args(argv=None):
                 raise ValueError
     except ValueError:
         parser.error(f"--gn-sweep must be CHUNKS:PROGRAMS, positive integers, e.g. 32,128:1024,4096; got "
-                     f"{args.gn_sweep!r}")
+                     f"{given!r}")
     if min(args.batches) < 1 or args.iters < 1 or args.warmup < 0:
         parser.error(f"batches and --iters must be >= 1 and --warmup >= 0, got {args.batches}, {args.iters}, "
                      f"{args.warmup}")
@@ -359,14 +360,21 @@ def main(argv=None) -> int:
         timed = []
         for chunk, programs in args.gn_sweep:
             gn.CHUNK_BYTES, gn.PROGRAMS = chunk, programs
-            row = measure(config_name, batch, "fast-cl+cudnn", device, iters=args.iters, warmup=args.warmup,
-                          flops=flops_per_image(CONFIGS[config_name]), ref=None)
+            try:
+                row = measure(config_name, batch, "fast-cl+cudnn", device, iters=args.iters, warmup=args.warmup,
+                              flops=flops_per_image(CONFIGS[config_name]), ref=None)
+            except Exception as exc:  # one setting's failure must not end the sweep
+                print(f"GroupNorm {chunk} B, {programs} programs failed: {type(exc).__name__}: {exc}", flush=True)
+                status = 1
+                continue
             row["variant"] += f" (GroupNorm: {chunk} B, {programs} programs)"
             timed.append((row["ms"], chunk, programs))
             print(format_row(row), flush=True)
             if md is not None:
                 with md.open("a") as fh:
                     fh.write(format_row(row) + "\n")
+        if not timed:
+            raise SystemExit("--gn-sweep: every GroupNorm setting failed")
         _, gn.CHUNK_BYTES, gn.PROGRAMS = min(timed)
         print(f"GroupNorm kept: CHUNK_BYTES {gn.CHUNK_BYTES}, PROGRAMS {gn.PROGRAMS}", flush=True)
         if args.gn_best_out:

@@ -57,7 +57,7 @@ def main():
     for case in CASES:  # one launch runs every case (process start-up is most of a case's time)
         r = run(case, group)
         results[case] = {"particles": r.particles, "log_weights": r.log_weights, "ess": r.ess, "resampled": r.resampled,
-                         "lam": r.lam}
+                         "lam": r.lam, "guidance_jump": r.guidance_jump}
     torch.save(results, out if rank == 0 else f"{out}.rank{rank}")  # every rank: each returns the whole ensemble
     if not single:
         torch.distributed.destroy_process_group()

@@ -35,7 +35,7 @@ def _launch(out, world):
 def test_particle_parallel_equals_one_process(tmp_path):
     """The cases of tests/dist_worker.py (FK with the Tweedie potential, the ODE with its split corrector, a
     valid blur with implicit guidance and a perturbation-optimisation Stage I, adaptive tempering), each with 2
-    and 3 ranks."""
+    and 3 ranks: the same particles, weights, ESS, resampling, lam path and largest Tweedie guidance move."""
     single = tmp_path / "single.pt"
     subprocess.run([sys.executable, WORKER, str(single), "--single"], check=True,
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -52,6 +52,8 @@ def test_particle_parallel_equals_one_process(tmp_path):
                 for k in ("particles", "log_weights", "ess", "resampled", "lam"):
                     assert torch.equal(got[case][k], ref[case][k]), \
                         f"{case}, {world} ranks, rank {rank}: {k} differs from one process"
+                # the Tweedie guidance's largest move, over every rank's particles (None for the other potentials)
+                assert got[case]["guidance_jump"] == ref[case]["guidance_jump"], case
 
 
 def test_particle_group_refuses_uneven_splits_and_needs_a_process_group():

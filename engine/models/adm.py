@@ -870,8 +870,9 @@ class ADMUNet(nn.Module):
             norm, act, conv = self.out
             if _fused_ok(self.fused_norm, h):
                 a = groupnorm_silu(h, norm.weight, norm.bias, groups=norm.num_groups, eps=norm.eps, out_dtype=dtype)
-                # the output in x's contiguous layout (the sampler's particles), the bias added there
-                out = F.conv2d(a, conv.weight, None, conv.stride, conv.padding).to(x.dtype).contiguous()
-                return out.add_(conv.bias.to(out.dtype).reshape(1, -1, 1, 1))
+                # the output contiguous (the modules' path keeps the convolution's layout), the bias added there
+                # in the parameter dtype, then cast to x's
+                out = F.conv2d(a, conv.weight, None, conv.stride, conv.padding).contiguous()
+                return out.add_(conv.bias.reshape(1, -1, 1, 1)).to(x.dtype)
             a = act(norm(h.to(dtype)))
             return conv(a).to(x.dtype)
