@@ -70,6 +70,15 @@ HEADER = ("| config | device | batch | variant | dtype | ms / forward (median) |
           "| first call s | rel. error vs float64 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
+def set_groupnorm(chunk_bytes: int | None = None, programs: int | None = None):
+    """Set the GroupNorm kernel's ``CHUNK_BYTES`` and ``PROGRAMS`` (``None`` keeps one); returns the module."""
+    from afdps.kernels import groupnorm as gn
+
+    gn.CHUNK_BYTES = chunk_bytes or gn.CHUNK_BYTES
+    gn.PROGRAMS = programs or gn.PROGRAMS
+    return gn
+
+
 def flops_per_image(config: dict) -> float:
     """Floating-point operations of one forward pass on one image (FlopCounterMode; a multiply-add is 2),
     counted on fake tensors: nothing is computed or allocated."""
@@ -351,15 +360,12 @@ def main(argv=None) -> int:
             fh.write("\n" + HEADER + "\n")
     rows = []
     status = 0
-    from afdps.kernels import groupnorm as gn
-
-    gn.CHUNK_BYTES = args.gn_chunk_bytes or gn.CHUNK_BYTES
-    gn.PROGRAMS = args.gn_programs or gn.PROGRAMS
+    gn = set_groupnorm(args.gn_chunk_bytes, args.gn_programs)
     if args.gn_sweep:
         config_name, batch = args.configs[0], args.batches[0]
         timed = []
         for chunk, programs in args.gn_sweep:
-            gn.CHUNK_BYTES, gn.PROGRAMS = chunk, programs
+            set_groupnorm(chunk, programs)
             try:
                 row = measure(config_name, batch, "fast-cl+cudnn", device, iters=args.iters, warmup=args.warmup,
                               flops=flops_per_image(CONFIGS[config_name]), ref=None)
@@ -375,7 +381,8 @@ def main(argv=None) -> int:
                     fh.write(format_row(row) + "\n")
         if not timed:
             raise SystemExit("--gn-sweep: every GroupNorm setting failed")
-        _, gn.CHUNK_BYTES, gn.PROGRAMS = min(timed)
+        _, chunk, programs = min(timed)
+        set_groupnorm(chunk, programs)
         print(f"GroupNorm kept: CHUNK_BYTES {gn.CHUNK_BYTES}, PROGRAMS {gn.PROGRAMS}", flush=True)
         if args.gn_best_out:
             Path(args.gn_best_out).write_text(f"--gn-chunk-bytes {gn.CHUNK_BYTES} --gn-programs {gn.PROGRAMS}\n")

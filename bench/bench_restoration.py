@@ -24,7 +24,7 @@ import afdps
 from afdps.engine.models import ADM_PRESETS
 from afdps.priors import EpsilonModel
 
-from bench.bench_adm import BASES, TINY, build
+from bench.bench_adm import BASES, TINY, build, set_groupnorm
 
 CONFIGS = {**ADM_PRESETS, "tiny": TINY}
 
@@ -63,10 +63,7 @@ def parse_args(argv=None):
 def run(args) -> dict:
     device = torch.device(args.device)
     config = CONFIGS[args.config]
-    from afdps.kernels import groupnorm as gn
-
-    gn.CHUNK_BYTES = args.gn_chunk_bytes or gn.CHUNK_BYTES
-    gn.PROGRAMS = args.gn_programs or gn.PROGRAMS
+    set_groupnorm(args.gn_chunk_bytes, args.gn_programs)
     net, autocast_dtype = build(args.network, config, device)
     torch.backends.cudnn.benchmark = bool(args.cudnn)
     size = int(config["image_size"])

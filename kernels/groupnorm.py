@@ -28,11 +28,9 @@ import torch
 from ._triton import is_channels_last, requires_triton, tile_offsets, tl, tl_dtype, to_storage, triton
 from .backend import interpreting
 from .backend import use_triton as use_triton_rule
+from .residual import RESAMPLES, resample_ref
 
 __all__ = ["groupnorm_silu_ref", "groupnorm_silu_triton", "groupnorm_silu", "RESAMPLES"]
-
-
-RESAMPLES = (None, "up", "down")
 
 
 def _check(x, weight, bias, groups, scale, shift, pre_bias=None, concat=None, resample=None):
@@ -94,10 +92,7 @@ def groupnorm_silu_ref(x, weight, bias, *, groups: int, eps: float = 1e-5, scale
         a = a * (1 + scale.reshape(N, C, 1, 1).to(cdt)) + shift.reshape(N, C, 1, 1).to(cdt)
     if silu:
         a = torch.nn.functional.silu(a)
-    if resample == "up":
-        a = torch.nn.functional.interpolate(a, scale_factor=2, mode="nearest")
-    elif resample == "down":
-        a = torch.nn.functional.avg_pool2d(a, kernel_size=2, stride=2)
+    a = resample_ref(a, resample)
     fmt = torch.channels_last if _channels_last(x, concat) else torch.contiguous_format
     return a.to(out_dtype or x.dtype).contiguous(memory_format=fmt)
 

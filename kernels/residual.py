@@ -19,9 +19,20 @@ from ._triton import is_channels_last, requires_triton, tile_offsets, tl, tl_dty
 from .backend import interpreting
 from .backend import use_triton as use_triton_rule
 
-__all__ = ["residual_add_ref", "residual_add_triton", "residual_add", "RESAMPLES"]
+__all__ = ["residual_add_ref", "residual_add_triton", "residual_add", "RESAMPLES", "resample_ref"]
 
 RESAMPLES = (None, "up", "down")
+"""The resamplings ``R`` of this module and of :mod:`afdps.kernels.groupnorm`'s write (a kernel's ``RES`` is the
+index): the identity, nearest x2, 2x2 mean."""
+
+
+def resample_ref(t, resample):
+    """``R(t)`` with PyTorch's ops: ``t`` itself, nearest-neighbour x2 (``"up"``) or 2x2 mean pooling (``"down"``)."""
+    if resample == "up":
+        return torch.nn.functional.interpolate(t, scale_factor=2, mode="nearest")
+    if resample == "down":
+        return torch.nn.functional.avg_pool2d(t, kernel_size=2, stride=2)
+    return t
 
 
 
@@ -49,12 +60,7 @@ def residual_add_ref(a, skip, bias=None, resample=None):
     """
     _check(a, skip, bias, resample)
     cdt = torch.float64 if a.dtype == torch.float64 else torch.float32
-    r = skip.to(cdt)
-    if resample == "up":
-        r = torch.nn.functional.interpolate(r, scale_factor=2, mode="nearest")
-    elif resample == "down":
-        r = torch.nn.functional.avg_pool2d(r, kernel_size=2, stride=2)
-    y = a.to(cdt) + r
+    y = a.to(cdt) + resample_ref(skip.to(cdt), resample)
     if bias is not None:
         y = y + bias.to(cdt).reshape(1, -1, 1, 1)
     fmt = torch.channels_last if is_channels_last(a) else torch.contiguous_format
