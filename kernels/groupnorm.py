@@ -20,6 +20,10 @@ Two more options fold the passes around an ADM ResBlock's first normalisation in
 - ``resample``: ``"up"`` (nearest x2) or ``"down"`` (2x2 mean, even height and width) applied to ``y`` in the
   write, ``R(silu(a))`` computed in float32 (ADM's up and down ResBlocks resample the normalised activation:
   the resampling kernel's read and write of it go).
+
+And ``stats`` (``concat_stats``): the input's :class:`GNStats`, made by the pass that wrote it (the residual kernel,
+``afdps.kernels.residual.residual_add(stats=True)``): the kernels skip their statistics pass over that input, which
+is then read once.
 """
 from __future__ import annotations
 
@@ -28,12 +32,30 @@ import torch
 from ._triton import is_channels_last, requires_triton, tile_offsets, tl, tl_dtype, to_storage, triton
 from .backend import interpreting
 from .backend import use_triton as use_triton_rule
-from .residual import RESAMPLES, resample_ref
+from .residual import RESAMPLES, GNStats, resample_ref
 
-__all__ = ["groupnorm_silu_ref", "groupnorm_silu_triton", "groupnorm_silu", "RESAMPLES"]
+__all__ = ["groupnorm_silu_ref", "groupnorm_silu_triton", "groupnorm_silu", "RESAMPLES", "GNStats"]
 
 
-def _check(x, weight, bias, groups, scale, shift, pre_bias=None, concat=None, resample=None):
+def _check_stats(name, st, t):
+    """``st``: None, or the :class:`GNStats` of ``t`` ((N, S, C) sums in ``t``'s compute dtype, on its device)."""
+    if st is None:
+        return None
+    if not (isinstance(st, tuple) and len(st) == 2 and all(torch.is_tensor(v) for v in st)):
+        raise ValueError(f"{name} must be a GNStats (s1, s2) pair of tensors, got {type(st).__name__}")
+    N, C = t.shape[:2]
+    cdt = torch.float64 if t.dtype == torch.float64 else torch.float32
+    for v in st:
+        if v.dim() != 3 or v.shape[0] != N or v.shape[2] != C or v.shape[1] < 1 or v.shape != st[0].shape:
+            raise ValueError(f"{name} must hold two (N, S, C) = ({N}, S >= 1, {C}) tensors, got shapes "
+                             f"{tuple(st[0].shape)} and {tuple(st[1].shape)}")
+        if v.dtype != cdt or v.device != t.device:
+            raise ValueError(f"{name} must be {cdt} on {t.device}, got {v.dtype} on {v.device}")
+    return GNStats(st[0].contiguous(), st[1].contiguous())
+
+
+def _check(x, weight, bias, groups, scale, shift, pre_bias=None, concat=None, resample=None, stats=None,
+           concat_stats=None):
     if x.dim() != 4:
         raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
     if resample not in RESAMPLES:
@@ -63,7 +85,9 @@ def _check(x, weight, bias, groups, scale, shift, pre_bias=None, concat=None, re
         for name, t in (("scale", scale), ("shift", shift)):
             if t.numel() != N * C:
                 raise ValueError(f"{name} must hold (N, C) = ({N}, {C}) values, got shape {tuple(t.shape)}")
-    return N, C
+    if concat_stats is not None and concat is None:
+        raise ValueError("concat_stats needs concat")
+    return N, C, _check_stats("stats", stats, x), _check_stats("concat_stats", concat_stats, concat)
 
 
 def _channels_last(x, concat):
@@ -71,18 +95,21 @@ def _channels_last(x, concat):
 
 
 def groupnorm_silu_ref(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None,
-                       silu: bool = True, out_dtype=None, pre_bias=None, concat=None, resample=None):
+                       silu: bool = True, out_dtype=None, pre_bias=None, concat=None, resample=None, stats=None,
+                       concat_stats=None):
     """Reference: ``silu((GN(x) * weight + bias) * (1 + scale) + shift)`` in the compute dtype (module docstring).
 
     ``scale``/``shift``: ``(N, C)`` (or ``(N, C, 1, 1)``) or ``None``; ``pre_bias``: ``(C,)`` or ``(N, C)``, added to
     ``x`` in the compute dtype before the statistics (the bias of the convolution that made ``x``, run without
     it, and ADM's time embedding without scale-shift); ``out_dtype``: the output's dtype (default
     ``x``'s); ``concat``: ``(N, C2, H, W)``, normalise ``cat([x, concat], 1)`` (``C`` counts both);
-    ``resample``: None, ``"up"`` or ``"down"``, applied to the result in the compute dtype. Bytes it must move:
+    ``resample``: None, ``"up"`` or ``"down"``, applied to the result in the compute dtype; ``stats``,
+    ``concat_stats``: the inputs' :class:`GNStats`, checked, then unused here (the kernels use them in place of their
+    statistics pass; this computes its own). Bytes it must move:
     the input read and ``y`` written, ``numel(x, concat) * x.itemsize + numel(y) * y.itemsize`` (the Triton kernels
     read the input twice; PyTorch's composition moves several float32 intermediates more).
     """
-    N, C = _check(x, weight, bias, groups, scale, shift, pre_bias, concat, resample)
+    N, C, _, _ = _check(x, weight, bias, groups, scale, shift, pre_bias, concat, resample, stats, concat_stats)
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     xc = x.to(cdt) if concat is None else torch.cat([x.to(cdt), concat.to(cdt)], 1)
     if pre_bias is not None:
@@ -105,7 +132,8 @@ def groupnorm_silu_ref(x, weight, bias, *, groups: int, eps: float = 1e-5, scale
 # Shifted data throughout: K_c = x[n, c, pixel 0], so the sums cancel only as much as the spread of the data,
 # not its offset from zero.
 #   _groupnorm_stats_kernel: per channel c of the block and split s, s1_sc = sum(x - K_c), s2_sc = sum((x - K_c)^2)
-#   _groupnorm_apply_kernel: sums the splits (s1_c, s2_c), shifts each channel's sums to its group's K_g (the K of
+#   _groupnorm_apply_kernel: sums the splits (s1_c, s2_c: channel c < C1 from buffer a, the others, a second
+#       input's, from buffer b; sums made elsewhere, GNStats, come in the same form), shifts each channel's sums to its group's K_g (the K of
 #       the group's first channel; k = K_c - K_g): sum(x - K_g) = s1_c + HW k, sum((x - K_g)^2) = s2_c + 2 k s1_c
 #       + HW k^2, adds them over the group's Cg channels (D1, D2), and with M = Cg HW, delta = D1 / M,
 #       var = D2 / M - delta^2, rstd = 1 / sqrt(var + eps), a_c = rstd w_c (1 + scale_nc),
@@ -149,8 +177,8 @@ def _groupnorm_stats_kernel(
     n = pid // NCB
     cb = pid % NCB
     cols = tl.arange(0, CBLK)
-    cm = cols < CBW
     c = cb * CBW + cols
+    cm = (cols < CBW) & (c < C)
     K = _load_tile(x_ptr, x2_ptr, n, tl.arange(0, 1), c, cm[None, :], C, C1, HW, CL, TWO).to(CDT)
     p0 = s.to(tl.int64) * PS
     acc = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
@@ -181,15 +209,17 @@ def _normalise(v, Kg, delta, a, b, pb, PRE_BIAS: tl.constexpr, SILU: tl.constexp
 def _groupnorm_apply_kernel(
     x_ptr,  # (N, C, H, W) input (N, C1, H, W with TWO), contiguous or channels-last
     x2_ptr,  # (N, C - C1, H, W) the concatenation's second input (unused unless TWO)
-    s1_ptr,  # (N, S, C) per-split sums of x - K_c from _groupnorm_stats_kernel
-    s2_ptr,  # (N, S, C) per-split sums of (x - K_c)^2
+    s1a_ptr,  # (N, SA, LA) per-split sums of x - K_c, channel c < C1 at c (_groupnorm_stats_kernel or GNStats)
+    s2a_ptr,  # (N, SA, LA) per-split sums of (x - K_c)^2
+    s1b_ptr,  # (N, SB, LB) the same of the channels c >= C1 (TWO's second input), at c - C1 (SB = 0 without)
+    s2b_ptr,
     w_ptr,  # (C,) GroupNorm weight
     b_ptr,  # (C,) GroupNorm bias
     sc_ptr,  # (N, C) scale, rows SC_S apart (unused unless SCALE_SHIFT)
     sh_ptr,  # (N, C) shift, rows SH_S apart (unused unless SCALE_SHIFT)
     pb_ptr,  # (N, C) pre-bias, rows PB_S apart (0: one (C,) row for all samples; unused unless PRE_BIAS)
     y_ptr,  # (N, C, H', W') output, layout of x, its own dtype: H' = H, 2 H (RES 1) or H / 2 (RES 2)
-    C, C1, HW, W, PS, S, NQ, PQ, NCB, SC_S, SH_S, PB_S, eps,
+    C, C1, HW, W, SA, LA, SB, LB, NQ, PQ, NCB, SC_S, SH_S, PB_S, eps,
     Cg: tl.constexpr, GB: tl.constexpr, CL: tl.constexpr, TWO: tl.constexpr, RES: tl.constexpr,
     SCALE_SHIFT: tl.constexpr, SILU: tl.constexpr, PRE_BIAS: tl.constexpr,
     CDT: tl.constexpr, BLOCK_P: tl.constexpr, CBLK: tl.constexpr,
@@ -206,12 +236,18 @@ def _groupnorm_apply_kernel(
     if PRE_BIAS:  # x + pb: the deviations from the shift are unchanged, the shift moves by pb
         pb = tl.load(pb_ptr + n * PB_S + c, mask=cm, other=0.0).to(CDT)
         K = K + pb
-    row = n.to(tl.int64) * S * C + c
     s1 = tl.zeros([CBLK], dtype=CDT)
     s2 = tl.zeros([CBLK], dtype=CDT)
-    for k in range(0, S):
-        s1 += tl.load(s1_ptr + row + k * C, mask=cm, other=0.0)
-        s2 += tl.load(s2_ptr + row + k * C, mask=cm, other=0.0)
+    ma = cm & (c < C1)
+    row = n.to(tl.int64) * SA * LA + c
+    for k in range(0, SA):
+        s1 += tl.load(s1a_ptr + row + k * LA, mask=ma, other=0.0)
+        s2 += tl.load(s2a_ptr + row + k * LA, mask=ma, other=0.0)
+    mb = cm & (c >= C1)
+    row = n.to(tl.int64) * SB * LB + (c - C1)
+    for k in range(0, SB):
+        s1 += tl.load(s1b_ptr + row + k * LB, mask=mb, other=0.0)
+        s2 += tl.load(s2b_ptr + row + k * LB, mask=mb, other=0.0)
     grp = cols // Cg
     Kg = tl.zeros([CBLK], dtype=CDT)
     delta = tl.zeros([CBLK], dtype=CDT)
@@ -298,12 +334,27 @@ def _plan(N, C, groups, HW, itemsize, split=None):
     return GB, CBLK, BLOCK_P, PS, S
 
 
+def _stats_launch(x, x2, C, C1, CBW, CBLK, BLOCK_P, PS, S, cl, two, warps):
+    """The statistics launch over ``x`` (``C`` channels; with ``two``, ``cat([x, x2], 1)``, ``C1`` of them x's), in
+    channel blocks of ``CBW``: :class:`GNStats` ``(N, S, C)``."""
+    N, HW = x.shape[0], x.shape[2] * x.shape[3]
+    sdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    s1 = torch.empty(N, S, C, dtype=sdt, device=x.device)
+    s2 = torch.empty_like(s1)
+    _groupnorm_stats_kernel[(N * triton.cdiv(C, CBW), S)](x, x2, s1, s2, C, C1, HW, PS, S, triton.cdiv(C, CBW),
+                                                          CBW=CBW, CL=cl, TWO=two, CDT=tl_dtype(x.dtype),
+                                                          BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
+    return GNStats(s1, s2)
+
+
 @requires_triton
 def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None,
-                          silu: bool = True, out_dtype=None, pre_bias=None, concat=None, resample=None, _split=None):
-    """:func:`groupnorm_silu_ref` in two launches (same signature and results). ``_split``: force the number of
-    pixel splits (tests)."""
-    N, C = _check(x, weight, bias, groups, scale, shift, pre_bias, concat, resample)
+                          silu: bool = True, out_dtype=None, pre_bias=None, concat=None, resample=None, stats=None,
+                          concat_stats=None, _split=None):
+    """:func:`groupnorm_silu_ref` in two launches, or one where ``stats`` (and, with ``concat``, ``concat_stats``)
+    are given (same signature and results). ``_split``: force the number of pixel splits (tests)."""
+    N, C, stats, concat_stats = _check(x, weight, bias, groups, scale, shift, pre_bias, concat, resample, stats,
+                                       concat_stats)
     cl = _channels_last(x, concat)
     fmt = torch.channels_last if cl else torch.contiguous_format
     x = x.contiguous(memory_format=fmt)
@@ -320,9 +371,6 @@ def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, sc
     NQ = HW // 4 if resample == "down" else HW
     PQ = PS if resample != "down" else triton.cdiv(triton.cdiv(NQ, S), BLOCK_P) * BLOCK_P
     SQ = triton.cdiv(NQ, PQ) if NQ else 0
-    sdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    s1 = torch.empty(N, S, C, dtype=sdt, device=x.device)
-    s2 = torch.empty_like(s1)
     # (N, C) rows read in place (ADM's scale and shift are the two halves of one (N, 2C) tensor); only a row that
     # is not contiguous is copied
     sc, sh, pb = (_rows(t, C) if t is not None else weight for t in (scale, shift, pre_bias))
@@ -330,11 +378,19 @@ def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, sc
     cdt = tl_dtype(x.dtype)
     warps = 8 if BLOCK_P * CBLK >= 4096 else 4
     C1, two = x.shape[1], concat is not None
-    _groupnorm_stats_kernel[(N * NCB, S)](x, x2, s1, s2, C, C1, HW, PS, S, NCB, CBW=GB * (C // groups), CL=cl,
-                                          TWO=two, CDT=cdt, BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
+    plan = (GB * (C // groups), CBLK, BLOCK_P, PS, S, cl)
+    if two and stats is None and concat_stats is None:  # one launch over the concatenation, split into its parts
+        stats = both = _stats_launch(x, x2, C, C1, *plan, True, warps)  # x's channels first (row length C)
+        concat_stats = GNStats(both.s1[:, :, C1:], both.s2[:, :, C1:])
+    if stats is None:
+        stats = _stats_launch(x, x, C1, C1, *plan, False, warps)
+    if two and concat_stats is None:
+        concat_stats = _stats_launch(x2, x2, C - C1, C - C1, *plan, False, warps)
+    sb = concat_stats if two else stats  # unread without a second input (SB = 0)
     if SQ:
         _groupnorm_apply_kernel[(N * NCB, SQ)](
-            x, x2, s1, s2, weight.contiguous(), bias.contiguous(), sc, sh, pb, y, C, C1, HW, W, PS, S, NQ, PQ, NCB,
+            x, x2, stats.s1, stats.s2, sb.s1, sb.s2, weight.contiguous(), bias.contiguous(), sc, sh, pb, y, C, C1,
+            HW, W, stats.s1.shape[1], stats.s1.stride(1), sb.s1.shape[1] if two else 0, sb.s1.stride(1), NQ, PQ, NCB,
             sc.stride(0), sh.stride(0), pb_stride, float(eps), Cg=C // groups, GB=GB, CL=cl, TWO=two,
             RES=RESAMPLES.index(resample), SCALE_SHIFT=scale is not None, SILU=bool(silu),
             PRE_BIAS=pre_bias is not None, CDT=cdt, BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
@@ -342,9 +398,10 @@ def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, sc
 
 
 def groupnorm_silu(x, weight, bias, *, groups: int, eps: float = 1e-5, scale=None, shift=None, silu: bool = True,
-                   out_dtype=None, pre_bias=None, concat=None, resample=None, use_triton=None):
+                   out_dtype=None, pre_bias=None, concat=None, resample=None, stats=None, concat_stats=None,
+                   use_triton=None):
     """Dispatch between :func:`groupnorm_silu_triton` and :func:`groupnorm_silu_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
     fn = groupnorm_silu_triton if use_triton_rule(use_triton, x.device, "groupnorm_silu", x) else groupnorm_silu_ref
     return fn(x, weight, bias, groups=groups, eps=eps, scale=scale, shift=shift, silu=silu, out_dtype=out_dtype,
-              pre_bias=pre_bias, concat=concat, resample=resample)
+              pre_bias=pre_bias, concat=concat, resample=resample, stats=stats, concat_stats=concat_stats)

@@ -10,8 +10,15 @@ memory format of ``a``; the arithmetic is float32 (float64 for float64) with one
 is a broadcast bias add after the convolution (on channels-last bfloat16 a slow, unvectorised kernel: 24 ms of a
 117 ms ADM forward at batch 64 on an H200, bench/results/gpu_adm-20261204-141232.md), a resampling kernel and the
 add: four passes over the activation and two more of the skip, where this is one.
+
+With ``stats=True`` the same pass also returns ``y``'s GroupNorm statistics (:class:`GNStats`: per-channel sums of
+``y - K_c`` and their squares, ``K_c`` the stored ``y`` at pixel 0), which :func:`afdps.kernels.groupnorm.groupnorm_silu`
+takes in place of its own statistics launch: in ADM every ResBlock's output is the input of a GroupNorm (the next
+block's, an attention block's, the decoder's concatenation or the head's), which then reads it once instead of twice.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -19,7 +26,8 @@ from ._triton import is_channels_last, requires_triton, tile_offsets, tl, tl_dty
 from .backend import interpreting
 from .backend import use_triton as use_triton_rule
 
-__all__ = ["residual_add_ref", "residual_add_triton", "residual_add", "RESAMPLES", "resample_ref"]
+__all__ = ["residual_add_ref", "residual_add_triton", "residual_add", "RESAMPLES", "resample_ref", "GNStats",
+           "channel_sums_ref", "STATS_PROGRAMS"]
 
 RESAMPLES = (None, "up", "down")
 """The resamplings ``R`` of this module and of :mod:`afdps.kernels.groupnorm`'s write (a kernel's ``RES`` is the
@@ -34,6 +42,26 @@ def resample_ref(t, resample):
         return torch.nn.functional.avg_pool2d(t, kernel_size=2, stride=2)
     return t
 
+
+
+class GNStats(NamedTuple):
+    """GroupNorm statistics of an ``(N, C, H, W)`` tensor ``x`` in ``S`` pixel splits: ``s1[n, s, c]`` the sum of
+    ``x - K_nc`` over split ``s``'s pixels of channel ``c``, ``s2`` the sum of ``(x - K_nc)^2``, where ``K_nc`` is
+    ``x[n, c]`` at pixel 0 as stored (the shift keeps an offset channel's sums from cancelling). Both ``(N, S, C)``
+    float32 (float64 for float64 ``x``); any split of the pixels gives the same totals. Made by the residual kernel
+    (``stats=True``) or by :func:`channel_sums_ref`; taken by the GroupNorm kernels (``stats=``), which trust that
+    they are ``x``'s."""
+
+    s1: torch.Tensor
+    s2: torch.Tensor
+
+
+def channel_sums_ref(x) -> GNStats:
+    """Reference :class:`GNStats` of ``x`` in one split (``S = 1``), in the compute dtype."""
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    d = x.to(cdt).flatten(2)
+    d = d - d[:, :, :1]
+    return GNStats(d.sum(2)[:, None], (d * d).sum(2)[:, None])
 
 
 def _check(a, skip, bias, resample):
@@ -53,10 +81,12 @@ def _check(a, skip, bias, resample):
     return N, C, H, W
 
 
-def residual_add_ref(a, skip, bias=None, resample=None):
-    """Reference: ``a + bias + R(skip)`` in the compute dtype, rounded once to ``a``'s dtype (module docstring).
+def residual_add_ref(a, skip, bias=None, resample=None, stats=False):
+    """Reference: ``a + bias + R(skip)`` in the compute dtype, rounded once to ``a``'s dtype (module docstring);
+    with ``stats``, the pair ``(y, channel_sums_ref(y))``.
 
-    Bytes it must move: ``a`` and ``skip`` read, ``y`` written: ``(2 numel(a) + numel(skip)) * itemsize``.
+    Bytes it must move: ``a`` and ``skip`` read, ``y`` written: ``(2 numel(a) + numel(skip)) * itemsize`` (the
+    statistics add ``2 N S C`` floats, ``S`` the kernel's pixel splits).
     """
     _check(a, skip, bias, resample)
     cdt = torch.float64 if a.dtype == torch.float64 else torch.float32
@@ -64,34 +94,25 @@ def residual_add_ref(a, skip, bias=None, resample=None):
     if bias is not None:
         y = y + bias.to(cdt).reshape(1, -1, 1, 1)
     fmt = torch.channels_last if is_channels_last(a) else torch.contiguous_format
-    return y.to(a.dtype).contiguous(memory_format=fmt)
+    y = y.to(a.dtype).contiguous(memory_format=fmt)
+    return (y, channel_sums_ref(y)) if stats else y
 
 
 # ==== Triton ==========================================================================================
 #
-# Grid (sample n * channel block, pixel block); a tile is [BLOCK_P output pixels, CBLK channels] in the layout of a
-# (tile_offsets). Output pixel p is (h, w) = (p // W, p % W); its skip value is skip[h, w] (RES 0),
-# skip[h // 2, w // 2] of the (H/2, W/2) skip (RES 1), or the mean of skip[2h + i, 2w + j], i, j in {0, 1}, of the
-# (2H, 2W) skip (RES 2).
+# Grid (sample n * channel block, pixel split s); a split holds PS consecutive output pixels, handled in tiles of
+# [BLOCK_P output pixels, CBLK channels] in the layout of a (tile_offsets). Output pixel p is (h, w) =
+# (p // W, p % W); its skip value is skip[h, w] (RES 0), skip[h // 2, w // 2] of the (H/2, W/2) skip (RES 1), or the
+# mean of skip[2h + i, 2w + j], i, j in {0, 1}, of the (2H, 2W) skip (RES 2). Without statistics a split is one tile
+# (PS = BLOCK_P); with them (STATS) about STATS_PROGRAMS programs each sum their split's stored y - K_c and
+# (y - K_c)^2 per channel into s1, s2 (N, S, C), K_c the stored y at pixel 0 (every program computes it).
 
 
 @triton.jit
-def _residual_add_kernel(
-    a_ptr,  # (N, C, H, W) the convolution's output without bias, contiguous or channels-last
-    s_ptr,  # (N, C, H', W') skip, layout of a: H' = H, H / 2 (RES 1) or 2 H (RES 2)
-    b_ptr,  # (C,) bias (unused unless HAS_BIAS)
-    y_ptr,  # (N, C, H, W) output, layout and dtype of a
-    C, H, W, NCB,
-    RES: tl.constexpr, HAS_BIAS: tl.constexpr, CL: tl.constexpr, CDT: tl.constexpr, BLOCK_P: tl.constexpr,
-    CBLK: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    n = pid // NCB
-    cb = pid % NCB
+def _residual_tile(a_ptr, s_ptr, b_ptr, n, p, c, m, C, H, W, RES: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   CL: tl.constexpr, CDT: tl.constexpr):
+    """``a + bias + R(skip)`` on the [pixels p, channels c] tile of sample n, in CDT, and the tile's offsets."""
     HW = H * W
-    p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-    c = cb * CBLK + tl.arange(0, CBLK)
-    m = (p < HW)[:, None] & (c < C)[None, :]
     off = n.to(tl.int64) * C * HW + tile_offsets(p, c, C, HW, CL)
     acc = tl.load(a_ptr + off, mask=m, other=0.0).to(CDT)
     if HAS_BIAS:
@@ -112,34 +133,94 @@ def _residual_add_kernel(
         r += tl.load(s_ptr + sbase + tile_offsets(q + 2 * W, c, C, 4 * HW, CL), mask=m, other=0.0).to(CDT)
         r += tl.load(s_ptr + sbase + tile_offsets(q + 2 * W + 1, c, C, 4 * HW, CL), mask=m, other=0.0).to(CDT)
         acc += 0.25 * r
-    tl.store(y_ptr + off, to_storage(acc, y_ptr.dtype.element_ty), mask=m)
+    return acc, off
+
+
+@triton.jit
+def _residual_add_kernel(
+    a_ptr,  # (N, C, H, W) the convolution's output without bias, contiguous or channels-last
+    s_ptr,  # (N, C, H', W') skip, layout of a: H' = H, H / 2 (RES 1) or 2 H (RES 2)
+    b_ptr,  # (C,) bias (unused unless HAS_BIAS)
+    y_ptr,  # (N, C, H, W) output, layout and dtype of a
+    s1_ptr,  # (N, S, C) per-split sums of y - K_c (CDT; unused unless STATS)
+    s2_ptr,  # (N, S, C) per-split sums of (y - K_c)^2
+    C, H, W, NCB, PS, S,
+    RES: tl.constexpr, HAS_BIAS: tl.constexpr, CL: tl.constexpr, CDT: tl.constexpr, STATS: tl.constexpr,
+    BLOCK_P: tl.constexpr, CBLK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    n = pid // NCB
+    cb = pid % NCB
+    HW = H * W
+    c = cb * CBLK + tl.arange(0, CBLK)
+    cm = c < C
+    ty = y_ptr.dtype.element_ty
+    if STATS:
+        y0, _ = _residual_tile(a_ptr, s_ptr, b_ptr, n, tl.arange(0, 1), c, cm[None, :], C, H, W, RES, HAS_BIAS, CL,
+                               CDT)
+        K = to_storage(y0, ty).to(CDT)
+        acc1 = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
+        acc2 = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
+    p0 = tl.program_id(1).to(tl.int64) * PS
+    for start in range(0, PS, BLOCK_P):
+        p = p0 + start + tl.arange(0, BLOCK_P)
+        m = ((start + tl.arange(0, BLOCK_P) < PS) & (p < HW))[:, None] & cm[None, :]
+        acc, off = _residual_tile(a_ptr, s_ptr, b_ptr, n, p, c, m, C, H, W, RES, HAS_BIAS, CL, CDT)
+        y = to_storage(acc, ty)
+        tl.store(y_ptr + off, y, mask=m)
+        if STATS:
+            d = tl.where(m, y.to(CDT) - K, 0.0)
+            acc1 += d
+            acc2 += d * d
+    if STATS:
+        out = (n.to(tl.int64) * S + tl.program_id(1)) * C + c
+        tl.store(s1_ptr + out, tl.sum(acc1, axis=0), mask=cm)
+        tl.store(s2_ptr + out, tl.sum(acc2, axis=0), mask=cm)
+
+
+STATS_PROGRAMS = 1024
+"""Programs the launch aims at when it also sums the statistics (channel blocks x pixel splits, each split a loop
+over tiles): fixed, so that the sums do not depend on the device. Without statistics each program is one tile."""
 
 
 @requires_triton
-def residual_add_triton(a, skip, bias=None, resample=None):
-    """:func:`residual_add_ref` in one launch (same signature and results)."""
+def residual_add_triton(a, skip, bias=None, resample=None, stats=False):
+    """:func:`residual_add_ref` in one launch (same signature and results; the statistics' splits differ, their
+    totals agree)."""
     N, C, H, W = _check(a, skip, bias, resample)
     cl = is_channels_last(a)
     fmt = torch.channels_last if cl else torch.contiguous_format
     a = a.contiguous(memory_format=fmt)
     skip = skip.contiguous(memory_format=fmt)
     y = torch.empty_like(a)
-    if y.numel() == 0:
-        return y
+    HW = H * W
     CBLK = min(triton.next_power_of_2(C), 64)
     tile = 1 << 16 if interpreting() else 4096
-    BLOCK_P = max(1, min(triton.next_power_of_2(H * W), tile // CBLK))
+    BLOCK_P = max(1, min(triton.next_power_of_2(HW), tile // CBLK))
     NCB = triton.cdiv(C, CBLK)
-    grid = (N * NCB, triton.cdiv(H * W, BLOCK_P))
-    _residual_add_kernel[grid](a, skip, bias if bias is not None else a, y, C, H, W, NCB,
-                               RES=RESAMPLES.index(resample), HAS_BIAS=bias is not None, CL=cl,
-                               CDT=tl_dtype(a.dtype), BLOCK_P=BLOCK_P, CBLK=CBLK,
-                               num_warps=8 if BLOCK_P * CBLK >= 4096 else 4)
-    return y
+    PS = BLOCK_P
+    if stats:
+        S = max(1, min(triton.cdiv(STATS_PROGRAMS, max(N * NCB, 1)), triton.cdiv(HW, BLOCK_P)))
+        PS = triton.cdiv(triton.cdiv(HW, S), BLOCK_P) * BLOCK_P
+    S = triton.cdiv(HW, PS)
+    s1 = s2 = y  # unread without statistics
+    if stats:
+        s1 = torch.zeros(N, S, C, dtype=torch.float64 if a.dtype == torch.float64 else torch.float32, device=a.device)
+        s2 = torch.zeros_like(s1)
+    if y.numel():
+        _residual_add_kernel[(N * NCB, S)](a, skip, bias if bias is not None else a, y, s1, s2, C, H, W, NCB, PS, S,
+                                           RES=RESAMPLES.index(resample), HAS_BIAS=bias is not None, CL=cl,
+                                           CDT=tl_dtype(a.dtype), STATS=bool(stats), BLOCK_P=BLOCK_P, CBLK=CBLK,
+                                           num_warps=8 if BLOCK_P * CBLK >= 4096 else 4)
+    return (y, GNStats(s1, s2)) if stats else y
 
 
-def residual_add(a, skip, bias=None, resample=None, use_triton=None):
+def residual_add(a, skip, bias=None, resample=None, use_triton=None, stats=False):
     """Dispatch between :func:`residual_add_triton` and :func:`residual_add_ref` by the rule of
-    :func:`afdps.kernels.backend.use_triton`."""
-    fn = residual_add_triton if use_triton_rule(use_triton, a.device, "residual_add", a) else residual_add_ref
-    return fn(a, skip, bias, resample)
+    :func:`afdps.kernels.backend.use_triton`. ``stats``: return ``(y, GNStats)`` from the kernel, ``(y, None)``
+    from the reference (the statistics are a by-product of the kernel's pass; the reference's would be a pass of
+    their own, which the GroupNorm reference does not use)."""
+    if use_triton_rule(use_triton, a.device, "residual_add", a):
+        return residual_add_triton(a, skip, bias, resample, stats)
+    y = residual_add_ref(a, skip, bias, resample)
+    return (y, None) if stats else y

@@ -429,6 +429,41 @@ def test_fused_norm_kernel_in_a_resblock(monkeypatch, layout, scale_shift, kind)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.interpreter
+def test_fused_statistics_in_the_whole_network(case_a, monkeypatch):
+    """``to_inference(fused_stats=True)`` with the Triton kernels (under the interpreter on CPUs), float32 torso:
+    every GroupNorm whose input a residual kernel wrote (the next ResBlock's, the attention blocks', the decoder's
+    pairs', the head's) takes its statistics from that kernel, so the statistics launches drop from one per
+    GroupNorm to one per ResBlock (its second norm, after a convolution) plus two for the input convolution's
+    output (the first ResBlock's norm and the last decoder pair's skip); the output equals ``fused_stats=False``'s
+    within the ResBlock test's 1e-4 (only the statistics' summation order differs), and the module forward's."""
+    from tolerances import DEVICE
+
+    from afdps.engine.models.adm import ResBlock
+    from afdps.kernels import groupnorm as gn
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setenv("AFDPS_BACKEND", "triton")
+    launches = []
+    real = gn._groupnorm_stats_kernel
+    monkeypatch.setattr(gn, "_groupnorm_stats_kernel", type("Count", (), {
+        "__getitem__": lambda self, grid: (launches.append(grid), real[grid])[1]})())
+    x, t = case_a["x"][:1].float().to(DEVICE), case_a["timesteps"][:1].to(DEVICE)  # one image: interpreter time
+    model = _model(case_a, torch.float32).to(DEVICE)
+    with torch.no_grad():
+        want = model(x, t)
+        outs = {}
+        for keep in (False, True):
+            launches.clear()
+            outs[keep] = model.to_inference(torch.float32, torch.channels_last, fused_stats=keep)(x, t)
+            outs[keep, "launches"] = len(launches)
+    norms = sum(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+    blocks = sum(isinstance(m, ResBlock) for m in model.modules())
+    assert outs[False, "launches"] == norms and outs[True, "launches"] == blocks + 2, (norms, blocks, outs)
+    torch.testing.assert_close(outs[True], outs[False], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(outs[True], want, rtol=1e-4, atol=1e-4)
+
+
 def test_flop_count_of_the_ffhq_configuration():
     """bench_adm's FLOP counter (FlopCounterMode on fake tensors): 387.5 GFLOP per 256x256 image for the
     FFHQ configuration (issue 12's count; convolutions, matmuls and attention at 2 FLOP per multiply-add)."""

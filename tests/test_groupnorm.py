@@ -278,3 +278,46 @@ def test_other_channel_blocks_and_launch_sizes(monkeypatch, chunk, programs):
     out = gn.groupnorm_silu_triton(x1, w, b, groups=32, concat=x2, resample="down", scale=sc, shift=sh)
     oracle = _oracle_cat_resample(x1, x2, w, b, 32, "down", scale=sc, shift=sh)
     assert_close_elementwise(out, oracle.float(), torch.float32)
+
+
+@pytest.mark.parametrize("given", ["x", "concat", "both"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_given_statistics_replace_the_statistics_pass(monkeypatch, given, layout):
+    """``stats`` / ``concat_stats`` from the residual kernel or the reference in place of the statistics launch, for either part of a concatenation whose groups straddle the
+    boundary (C1 = 12 in groups of 8), offset inputs, a resampling write: against the float64 oracle within the
+    float32 rule, as without them; the launch count shows the pass skipped."""
+    from afdps.kernels import residual as rs
+    N, C1, C2, H, W = 2, 12, 20, 6, 8
+    x, w, b, sc, sh = _inputs(N, C1 + C2, H, W, torch.float32, seed=11)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x1, x2 = (t.contiguous(memory_format=fmt) for t in (x[:, :C1] + 4.0, x[:, C1:] - 2.0))
+    zero1, zero2 = torch.zeros_like(x1), torch.zeros_like(x2)
+    x1, st1 = rs.residual_add_triton(x1, zero1, None, None, stats=True)  # the same tensors, with their sums
+    st2 = rs.channel_sums_ref(x2)
+    kw = dict(scale=sc, shift=sh, resample="down")
+    stats = dict(x=dict(stats=st1), concat=dict(concat_stats=st2), both=dict(stats=st1, concat_stats=st2))[given]
+    launches = []
+    real = gn._groupnorm_stats_kernel
+    monkeypatch.setattr(gn, "_groupnorm_stats_kernel", type("Count", (), {
+        "__getitem__": lambda self, grid: (launches.append(grid), real[grid])[1]})())
+    out = gn.groupnorm_silu_triton(x1, w, b, groups=8, concat=x2, **stats, **kw)
+    assert len(launches) == (0 if given == "both" else 1)
+    oracle = _oracle_cat_resample(x1, x2, w, b, 8, "down", scale=sc, shift=sh)
+    assert_close_elementwise(out, oracle.float(), torch.float32)
+    ref = gn.groupnorm_silu_ref(x1, w, b, groups=8, concat=x2, **stats, **kw)
+    assert_close_elementwise(ref, oracle.float(), torch.float32)
+    single = gn.groupnorm_silu_triton(x2, w[:C2], b[:C2], groups=4, stats=st2)  # no concatenation
+    assert_close_elementwise(single, _oracle_cat_resample(x2, None, w[:C2], b[:C2], 4, None).float(), torch.float32)
+
+
+def test_given_statistics_errors():
+    x, w, b, _, _ = _inputs(2, 32, 3, 4, torch.float32, scale_shift=False)
+    good = gn.GNStats(torch.zeros(2, 3, 32), torch.zeros(2, 3, 32))
+    with pytest.raises(ValueError, match="stats must be a GNStats"):
+        gn.groupnorm_silu_ref(x, w, b, groups=8, stats=torch.zeros(2, 3, 32))
+    with pytest.raises(ValueError, match=r"stats must hold two \(N, S, C\) = \(2, S >= 1, 32\) tensors"):
+        gn.groupnorm_silu_ref(x, w, b, groups=8, stats=gn.GNStats(good.s1[:, :, :16], good.s2[:, :, :16]))
+    with pytest.raises(ValueError, match="stats must be torch.float32"):
+        gn.groupnorm_silu_ref(x, w, b, groups=8, stats=gn.GNStats(good.s1.double(), good.s2.double()))
+    with pytest.raises(ValueError, match="concat_stats needs concat"):
+        gn.groupnorm_silu_ref(x, w, b, groups=8, concat_stats=good)

@@ -3,7 +3,7 @@ reference against PyTorch's own sequence (bias add, upsample or pool, add), in b
 tests/tolerances.py (float32 element-wise; bfloat16 by the rule of twice PyTorch's own bfloat16 error)."""
 import pytest
 import torch
-from tolerances import DEVICE, assert_bf16_rule, assert_close_elementwise
+from tolerances import DEVICE, assert_bf16_rule, assert_close_elementwise, assert_close_reduction
 
 from afdps.kernels import residual as rs
 from afdps.kernels._triton import HAS_TRITON
@@ -60,3 +60,30 @@ def test_errors_and_dispatch():
     auto = rs.residual_add(a, s, b)
     picked = (rs.residual_add_triton if a.device.type == "cuda" else rs.residual_add_ref)(a, s, b)
     assert torch.equal(auto, picked)
+
+
+@pytest.mark.parametrize("resample", [None, "up", "down"])
+@pytest.mark.parametrize("layout,dtype", [("channels_last", torch.bfloat16), ("contiguous", torch.float32)])
+@pytest.mark.parametrize("programs", [1024, 8])
+def test_statistics_by_product(monkeypatch, resample, layout, dtype, programs):
+    """``stats=True``: the same ``y`` bit for bit, and per-split sums whose totals are the float64 sums of the stored
+    ``y`` shifted by its pixel-0 value, within the float32 reduction rule (scale: the sum of the terms' absolute
+    values). With GPU tiles (64 pixels of 64 channels) the 240 pixels are 4 tiles: ``STATS_PROGRAMS = 8`` makes 2
+    splits of 2 tiles each (2 samples x 2 channel blocks x 2), 1024 a split per tile."""
+    monkeypatch.setattr(rs, "STATS_PROGRAMS", programs)
+    a, s, b = _inputs(2, 80, 12, 20, resample, dtype, layout, seed=7)
+    a = a + 3.0  # offset channels: the shift keeps the squares from cancelling
+    monkeypatch.setattr(rs, "interpreting", lambda: False)  # GPU tiles (4096 values): several per split
+    y, st = rs.residual_add_triton(a, s, b, resample, stats=True)
+    assert torch.equal(y, rs.residual_add_triton(a, s, b, resample))
+    assert st.s1.dtype == torch.float32 and st.s1.shape[0] == 2 and st.s1.shape[2] == 80
+    assert st.s1.shape[1] == (2 if programs == 8 else 4)
+    d = y.double().flatten(2)
+    d = d - d[:, :, :1]
+    assert_close_reduction(st.s1.sum(1), d.sum(2), d.abs().sum(2), torch.float32)
+    assert_close_reduction(st.s2.sum(1), (d * d).sum(2), (d * d).sum(2), torch.float32)
+    ref_y, ref_st = rs.residual_add_ref(a, s, b, resample, stats=True)
+    assert ref_st.s1.shape == (2, 1, 80)
+    assert_close_reduction(ref_st.s2[:, 0], (d * d).sum(2), (d * d).sum(2), torch.float32)
+    auto_y, auto_st = rs.residual_add(a, s, b, resample, stats=True)
+    assert (auto_st is None) == (a.device.type != "cuda")  # the reference makes no statistics pass of its own

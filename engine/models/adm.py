@@ -382,21 +382,47 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
-def _fused_ok(flag: bool, h: torch.Tensor) -> bool:
+class _WithStats:
+    """An activation of the fused inference pass with its GroupNorm statistics (a ``GNStats`` from the residual
+    kernel that wrote it, or None): the next GroupNorm then skips its statistics pass. :meth:`ADMUNet.forward` wraps
+    the torso's first activation when the statistics are kept (``ADMUNet.fused_stats``); a block given a wrapped
+    input returns a wrapped output, one given a tensor a tensor."""
+
+    __slots__ = ("t", "stats")
+
+    def __init__(self, t: torch.Tensor, stats=None):
+        self.t, self.stats = t, stats
+
+
+def _plain(x):
+    """The tensor of ``x`` (a tensor or a :class:`_WithStats`)."""
+    return x.t if isinstance(x, _WithStats) else x
+
+
+def _fused_ok(flag: bool, h) -> bool:
     """Whether a module whose ``fused_norm`` is ``flag`` runs the fused kernel on ``h``: the Triton kernel has no
     backward, so differentiating passes (DPS, training) take the modules."""
-    return flag and not (torch.is_grad_enabled() and h.requires_grad)
+    return flag and not (torch.is_grad_enabled() and _plain(h).requires_grad)
 
 
 class TimestepSequential(nn.Sequential):
     """``nn.Sequential`` that hands the time embedding to the blocks that take one. ``x`` may be a pair ``(h,
-    skip)`` standing for ``torch.cat([h, skip], 1)`` (the decoder's input): a first ResBlock takes it as it is."""
+    skip)`` standing for ``torch.cat([h, skip], 1)`` (the decoder's input): a first ResBlock takes it as it is.
+    A wrapped input (:class:`_WithStats`) gives a wrapped output; layers other than ResBlocks and attention blocks
+    see the tensor."""
 
     def forward(self, x, emb: torch.Tensor) -> torch.Tensor:
+        wrapped = any(isinstance(t, _WithStats) for t in (x if isinstance(x, tuple) else (x,)))
         if isinstance(x, tuple) and not isinstance(self[0], ResBlock):
-            x = torch.cat(x, 1)
+            x = torch.cat([_plain(t) for t in x], 1)
         for layer in self:
-            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, AttentionBlock):
+                x = layer(x)
+            else:
+                x = layer(_plain(x))
+                x = _WithStats(x) if wrapped else x
         return x
 
 
@@ -498,16 +524,21 @@ class ResBlock(nn.Module):
         the fused kernels add instead (the first's before the second normalisation's statistics, the second's with
         the skip's in the residual add, which also resamples an identity skip). The first normalisation resamples
         in its write, and reads a pair ``(h, skip)`` in place of their concatenation, whose 1x1 skip convolution
-        then runs as two GEMMs into one output. Same function as the modules."""
-        x2 = None
-        if isinstance(x, tuple):
-            x, x2 = x
+        then runs as two GEMMs into one output. Same function as the modules. Wrapped inputs (:class:`_WithStats`)
+        give their statistics to the first normalisation, and the output is wrapped with its own."""
+        parts = x if isinstance(x, tuple) else (x,)
+        keep = any(isinstance(t, _WithStats) for t in parts)
+        x, st = _plain(parts[0]), getattr(parts[0], "stats", None)
+        x2, st2 = None, None
+        if len(parts) == 2:
+            x2, st2 = _plain(parts[1]), getattr(parts[1], "stats", None)
             if (self.resample is not None or isinstance(self.skip_connection, nn.Identity)
                     or not (is_channels_last(x) and is_channels_last(x2))):
-                x, x2 = torch.cat([x, x2], 1), None  # the identity skip and resampling need the concatenation
+                # the identity skip and resampling need the concatenation (its statistics are not kept)
+                x, x2, st, st2 = torch.cat([x, x2], 1), None, None, None
         norm, _, conv = self.in_layers
         h = groupnorm_silu(x, norm.weight, norm.bias, groups=norm.num_groups, eps=norm.eps, concat=x2,
-                           resample=self.resample_mode)
+                           resample=self.resample_mode, stats=st, concat_stats=st2)
         h = F.conv2d(h, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
         e = self.emb_layers(emb).float()
         out_norm, conv2 = self.out_layers[0], self.out_layers[-1]
@@ -520,20 +551,22 @@ class ResBlock(nn.Module):
                                pre_bias=conv.bias.float()[None] + e)
         y = F.conv2d(a, conv2.weight, None, conv2.stride, conv2.padding, conv2.dilation, conv2.groups)
         if isinstance(self.skip_connection, nn.Identity):
-            return residual_add(y, x, conv2.bias, resample=self.resample_mode)
-        skip = self.skip_connection
-        if x2 is not None:
-            s = _conv1x1_concat(x, x2, skip.weight)
+            out = residual_add(y, x, conv2.bias, resample=self.resample_mode, stats=keep)
         else:
-            s = F.conv2d(self.resample(x) if self.resample is not None else x, skip.weight, None)
-        return residual_add(y, s, conv2.bias.float() + skip.bias.float())
+            skip = self.skip_connection
+            if x2 is not None:
+                s = _conv1x1_concat(x, x2, skip.weight)
+            else:
+                s = F.conv2d(self.resample(x) if self.resample is not None else x, skip.weight, None)
+            out = residual_add(y, s, conv2.bias.float() + skip.bias.float(), stats=keep)
+        return _WithStats(*out) if keep else out
 
     def _forward(self, x, emb: torch.Tensor) -> torch.Tensor:
         parts = x if isinstance(x, tuple) else (x,)
         if not self.training and all(_fused_ok(self.fused_norm, t) for t in parts):  # training: the modules (dropout)
             return self._forward_fused(x, emb)
-        if isinstance(x, tuple):
-            x = torch.cat(x, 1)
+        keep = any(isinstance(t, _WithStats) for t in parts)
+        x = torch.cat([_plain(t) for t in parts], 1) if len(parts) > 1 else _plain(x)
         norm, act, conv = self.in_layers
         h = act(norm(x))
         if self.resample is not None:
@@ -547,7 +580,8 @@ class ResBlock(nn.Module):
             h = out_rest(out_norm(h) * (1 + scale) + shift)
         else:
             h = out_rest(out_norm(h + e))
-        return self.skip_connection(x) + h
+        out = self.skip_connection(x) + h
+        return _WithStats(out) if keep else out
 
 
 class AttentionBlock(nn.Module):
@@ -578,13 +612,15 @@ class AttentionBlock(nn.Module):
         return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep, st, x = isinstance(x, _WithStats), getattr(x, "stats", None), _plain(x)
         b, c, height, width = x.shape
         heads, d = self.num_heads, c // self.num_heads
         # Token-major (B, T, C) is a free view of a channels_last activation, and the 1x1 convs
         # become plain matmuls on it.
-        if _fused_ok(self.fused_norm, x):
+        fused = _fused_ok(self.fused_norm, x)
+        if fused:
             normed = groupnorm_silu(x, self.norm.weight, self.norm.bias, groups=self.norm.num_groups,
-                                    eps=self.norm.eps, silu=False)
+                                    eps=self.norm.eps, silu=False, stats=st)
         else:
             normed = self.norm(x)
         tokens = normed.flatten(2).transpose(1, 2)
@@ -597,8 +633,11 @@ class AttentionBlock(nn.Module):
             q, k, v = (qkv[:, :, :, j].transpose(1, 2) for j in range(3))
         a = F.scaled_dot_product_attention(q, k, v)
         a = a.transpose(1, 2).reshape(b, height * width, c)
-        h = F.linear(a, self.proj_out.weight[:, :, 0], self.proj_out.bias)
-        return x + h.transpose(1, 2).reshape(b, c, height, width)
+        h = F.linear(a, self.proj_out.weight[:, :, 0], self.proj_out.bias).transpose(1, 2).reshape(b, c, height, width)
+        if fused and keep and not self.training:  # the add in the residual kernel, which also sums the statistics
+            return _WithStats(*residual_add(h, x, stats=True))
+        out = x + h
+        return _WithStats(out) if keep else out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -675,6 +714,7 @@ class ADMUNet(nn.Module):
         self.num_levels = len(cfg["widths"])
         self.default_autocast_dtype = torch.float16 if cfg["use_fp16"] else None
         self.fused_norm = False  # set_fused_norm: the output head's GroupNorm + SiLU as the fused kernel
+        self.fused_stats = True  # with fused_norm: GroupNorm statistics from the residual kernel (_WithStats)
         self.memory_format = torch.contiguous_format  # to_inference: the torso's activation layout
 
         mc, emb_dim, widths = cfg["model_channels"], cfg["time_embed_dim"], cfg["widths"]
@@ -781,12 +821,14 @@ class ADMUNet(nn.Module):
         return self.input_blocks[0][0].weight.dtype
 
     def to_inference(self, dtype: torch.dtype = torch.bfloat16, memory_format=torch.channels_last,
-                     fused_norm: bool = True) -> "ADMUNet":
+                     fused_norm: bool = True, fused_stats: bool = True) -> "ADMUNet":
         """The inference path: the torso's parameters stored in ``dtype`` (no autocast, no per-call weight
         casts), activations in ``memory_format`` throughout (the input is converted once), and every
         normalisation as the fused kernel (:meth:`set_fused_norm`). The time embedding and the output head keep
         the parameter dtype, as with autocast. ``dtype=torch.float32`` with a float32 model changes only the
-        layout and the kernels. Returns the model (in eval mode).
+        layout and the kernels. ``fused_stats``: the residual kernel that writes a GroupNorm's input also sums its
+        statistics, and the GroupNorm skips its own statistics pass (``bench_adm`` times both). Returns the model
+        (in eval mode).
 
         Accuracy: the same rule as bfloat16 autocast (``tests/test_adm.py``); speed: ``bench/bench_adm.py``.
         """
@@ -799,6 +841,7 @@ class ADMUNet(nn.Module):
             part.to(dtype=dtype)
         self.to(memory_format=memory_format)
         self.memory_format = memory_format
+        self.fused_stats = bool(fused_stats)
         return self.set_fused_norm(fused_norm).eval()
 
     def forward(
@@ -855,6 +898,8 @@ class ADMUNet(nn.Module):
                  if autocast_dtype is not None else nullcontext())
         with torso:
             h = x.to(torso_dtype).contiguous(memory_format=self.memory_format)
+            if self.fused_stats and _fused_ok(self.fused_norm, h) and not self.training:
+                h = _WithStats(h)  # the blocks pass the statistics of what they write to the next GroupNorm
             emb = emb.to(torso_dtype)
             skips = []
             for block in self.input_blocks:
@@ -868,8 +913,10 @@ class ADMUNet(nn.Module):
 
         with torch.autocast(device_type, enabled=False):
             norm, act, conv = self.out
+            st, h = getattr(h, "stats", None), _plain(h)
             if _fused_ok(self.fused_norm, h):
-                a = groupnorm_silu(h, norm.weight, norm.bias, groups=norm.num_groups, eps=norm.eps, out_dtype=dtype)
+                a = groupnorm_silu(h, norm.weight, norm.bias, groups=norm.num_groups, eps=norm.eps, out_dtype=dtype,
+                                   stats=st)
                 # the output contiguous (the modules' path keeps the convolution's layout), the bias added there
                 # in the parameter dtype, then cast to x's
                 out = F.conv2d(a, conv.weight, None, conv.stride, conv.padding).contiguous()
