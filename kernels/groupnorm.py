@@ -38,20 +38,23 @@ __all__ = ["groupnorm_silu_ref", "groupnorm_silu_triton", "groupnorm_silu", "RES
 
 
 def _check_stats(name, st, t):
-    """``st``: None, or the :class:`GNStats` of ``t`` ((N, S, C) sums in ``t``'s compute dtype, on its device)."""
+    """``st``: None, or the :class:`GNStats` of ``t`` ((N, S, C) sums and an (N, C) shift in ``t``'s compute dtype,
+    on its device)."""
     if st is None:
         return None
-    if not (isinstance(st, tuple) and len(st) == 2 and all(torch.is_tensor(v) for v in st)):
-        raise ValueError(f"{name} must be a GNStats (s1, s2) pair of tensors, got {type(st).__name__}")
+    if not (isinstance(st, tuple) and len(st) == 3 and all(torch.is_tensor(v) for v in st)):
+        raise ValueError(f"{name} must be a GNStats (s1, s2, k) of tensors, got {type(st).__name__}")
     N, C = t.shape[:2]
+    s1, s2, k = st
+    if s1.dim() != 3 or s1.shape[0] != N or s1.shape[2] != C or s1.shape[1] < 1 or s2.shape != s1.shape \
+            or tuple(k.shape) != (N, C):
+        raise ValueError(f"{name} must hold (N, S, C) = ({N}, S >= 1, {C}) sums and an (N, C) shift, got shapes "
+                         f"{tuple(s1.shape)}, {tuple(s2.shape)} and {tuple(k.shape)}")
     cdt = torch.float64 if t.dtype == torch.float64 else torch.float32
     for v in st:
-        if v.dim() != 3 or v.shape[0] != N or v.shape[2] != C or v.shape[1] < 1 or v.shape != st[0].shape:
-            raise ValueError(f"{name} must hold two (N, S, C) = ({N}, S >= 1, {C}) tensors, got shapes "
-                             f"{tuple(st[0].shape)} and {tuple(st[1].shape)}")
         if v.dtype != cdt or v.device != t.device:
             raise ValueError(f"{name} must be {cdt} on {t.device}, got {v.dtype} on {v.device}")
-    return GNStats(st[0].contiguous(), st[1].contiguous())
+    return GNStats(s1.contiguous(), s2.contiguous(), k.contiguous())
 
 
 def _check(x, weight, bias, groups, scale, shift, pre_bias=None, concat=None, resample=None, stats=None,
@@ -131,7 +134,8 @@ def groupnorm_silu_ref(x, weight, bias, *, groups: int, eps: float = 1e-5, scale
 # groups (CBW = GB * Cg channels, padded to the power of two CBLK); a split holds PS consecutive pixels.
 # Shifted data throughout: K_c = x[n, c, pixel 0], so the sums cancel only as much as the spread of the data,
 # not its offset from zero.
-#   _groupnorm_stats_kernel: per channel c of the block and split s, s1_sc = sum(x - K_c), s2_sc = sum((x - K_c)^2)
+#   _groupnorm_stats_kernel: per channel c of the block and split s, s1_sc = sum(x - K_c), s2_sc = sum((x - K_c)^2);
+#       the first split writes K_c to k
 #   _groupnorm_apply_kernel: sums the splits (s1_c, s2_c: channel c < C1 from buffer a, the others, a second
 #       input's, from buffer b; sums made elsewhere, GNStats, come in the same form), shifts each channel's sums to its group's K_g (the K of
 #       the group's first channel; k = K_c - K_g): sum(x - K_g) = s1_c + HW k, sum((x - K_g)^2) = s2_c + 2 k s1_c
@@ -168,6 +172,7 @@ def _groupnorm_stats_kernel(
     x2_ptr,  # (N, C - C1, H, W) the concatenation's second input, layout of x (unused unless TWO)
     s1_ptr,  # (N, S, C) per-split sums of x - K_c (CDT)
     s2_ptr,  # (N, S, C) per-split sums of (x - K_c)^2 (CDT)
+    k_ptr,  # (N, C) the shift K_c (CDT)
     C, C1, HW, PS, S, NCB,
     CBW: tl.constexpr, CL: tl.constexpr, TWO: tl.constexpr, CDT: tl.constexpr, BLOCK_P: tl.constexpr,
     CBLK: tl.constexpr,
@@ -180,6 +185,8 @@ def _groupnorm_stats_kernel(
     c = cb * CBW + cols
     cm = (cols < CBW) & (c < C)
     K = _load_tile(x_ptr, x2_ptr, n, tl.arange(0, 1), c, cm[None, :], C, C1, HW, CL, TWO).to(CDT)
+    if s == 0:
+        tl.store(k_ptr + n.to(tl.int64) * C + c[None, :], K, mask=cm[None, :])
     p0 = s.to(tl.int64) * PS
     acc = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
     acc2 = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
@@ -211,8 +218,10 @@ def _groupnorm_apply_kernel(
     x2_ptr,  # (N, C - C1, H, W) the concatenation's second input (unused unless TWO)
     s1a_ptr,  # (N, SA, LA) per-split sums of x - K_c, channel c < C1 at c (_groupnorm_stats_kernel or GNStats)
     s2a_ptr,  # (N, SA, LA) per-split sums of (x - K_c)^2
+    ka_ptr,  # (N, LA) the shifts K_c
     s1b_ptr,  # (N, SB, LB) the same of the channels c >= C1 (TWO's second input), at c - C1 (SB = 0 without)
     s2b_ptr,
+    kb_ptr,  # (N, LB)
     w_ptr,  # (C,) GroupNorm weight
     b_ptr,  # (C,) GroupNorm bias
     sc_ptr,  # (N, C) scale, rows SC_S apart (unused unless SCALE_SHIFT)
@@ -231,19 +240,20 @@ def _groupnorm_apply_kernel(
     cols = tl.arange(0, CBLK)
     cm = cols < GB * Cg
     c = cb * (GB * Cg) + cols
-    K = tl.sum(_load_tile(x_ptr, x2_ptr, n, tl.arange(0, 1), c, cm[None, :], C, C1, HW, CL, TWO).to(CDT), axis=0)
+    ma = cm & (c < C1)
+    mb = cm & (c >= C1)
+    K = tl.load(ka_ptr + n.to(tl.int64) * LA + c, mask=ma, other=0.0)
+    K += tl.load(kb_ptr + n.to(tl.int64) * LB + (c - C1), mask=mb, other=0.0)
     pb = tl.zeros([CBLK], dtype=CDT)
     if PRE_BIAS:  # x + pb: the deviations from the shift are unchanged, the shift moves by pb
         pb = tl.load(pb_ptr + n * PB_S + c, mask=cm, other=0.0).to(CDT)
         K = K + pb
     s1 = tl.zeros([CBLK], dtype=CDT)
     s2 = tl.zeros([CBLK], dtype=CDT)
-    ma = cm & (c < C1)
     row = n.to(tl.int64) * SA * LA + c
     for k in range(0, SA):
         s1 += tl.load(s1a_ptr + row + k * LA, mask=ma, other=0.0)
         s2 += tl.load(s2a_ptr + row + k * LA, mask=ma, other=0.0)
-    mb = cm & (c >= C1)
     row = n.to(tl.int64) * SB * LB + (c - C1)
     for k in range(0, SB):
         s1 += tl.load(s1b_ptr + row + k * LB, mask=mb, other=0.0)
@@ -341,10 +351,11 @@ def _stats_launch(x, x2, C, C1, CBW, CBLK, BLOCK_P, PS, S, cl, two, warps):
     sdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     s1 = torch.empty(N, S, C, dtype=sdt, device=x.device)
     s2 = torch.empty_like(s1)
-    _groupnorm_stats_kernel[(N * triton.cdiv(C, CBW), S)](x, x2, s1, s2, C, C1, HW, PS, S, triton.cdiv(C, CBW),
+    k = torch.empty(N, C, dtype=sdt, device=x.device)
+    _groupnorm_stats_kernel[(N * triton.cdiv(C, CBW), S)](x, x2, s1, s2, k, C, C1, HW, PS, S, triton.cdiv(C, CBW),
                                                           CBW=CBW, CL=cl, TWO=two, CDT=tl_dtype(x.dtype),
                                                           BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=warps)
-    return GNStats(s1, s2)
+    return GNStats(s1, s2, k)
 
 
 @requires_triton
@@ -381,7 +392,7 @@ def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, sc
     plan = (GB * (C // groups), CBLK, BLOCK_P, PS, S, cl)
     if two and stats is None and concat_stats is None:  # one launch over the concatenation, split into its parts
         stats = both = _stats_launch(x, x2, C, C1, *plan, True, warps)  # x's channels first (row length C)
-        concat_stats = GNStats(both.s1[:, :, C1:], both.s2[:, :, C1:])
+        concat_stats = GNStats(both.s1[:, :, C1:], both.s2[:, :, C1:], both.k[:, C1:])
     if stats is None:
         stats = _stats_launch(x, x, C1, C1, *plan, False, warps)
     if two and concat_stats is None:
@@ -389,7 +400,7 @@ def groupnorm_silu_triton(x, weight, bias, *, groups: int, eps: float = 1e-5, sc
     sb = concat_stats if two else stats  # unread without a second input (SB = 0)
     if SQ:
         _groupnorm_apply_kernel[(N * NCB, SQ)](
-            x, x2, stats.s1, stats.s2, sb.s1, sb.s2, weight.contiguous(), bias.contiguous(), sc, sh, pb, y, C, C1,
+            x, x2, stats.s1, stats.s2, stats.k, sb.s1, sb.s2, sb.k, weight.contiguous(), bias.contiguous(), sc, sh, pb, y, C, C1,
             HW, W, stats.s1.shape[1], stats.s1.stride(1), sb.s1.shape[1] if two else 0, sb.s1.stride(1), NQ, PQ, NCB,
             sc.stride(0), sh.stride(0), pb_stride, float(eps), Cg=C // groups, GB=GB, CL=cl, TWO=two,
             RES=RESAMPLES.index(resample), SCALE_SHIFT=scale is not None, SILU=bool(silu),

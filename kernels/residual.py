@@ -12,7 +12,7 @@ is a broadcast bias add after the convolution (on channels-last bfloat16 a slow,
 add: four passes over the activation and two more of the skip, where this is one.
 
 With ``stats=True`` the same pass also returns ``y``'s GroupNorm statistics (:class:`GNStats`: per-channel sums of
-``y - K_c`` and their squares, ``K_c`` the stored ``y`` at pixel 0), which :func:`afdps.kernels.groupnorm.groupnorm_silu`
+``y - K_c`` and their squares, ``K_c`` the value at pixel 0), which :func:`afdps.kernels.groupnorm.groupnorm_silu`
 takes in place of its own statistics launch: in ADM every ResBlock's output is the input of a GroupNorm (the next
 block's, an attention block's, the decoder's concatenation or the head's), which then reads it once instead of twice.
 """
@@ -46,22 +46,25 @@ def resample_ref(t, resample):
 
 class GNStats(NamedTuple):
     """GroupNorm statistics of an ``(N, C, H, W)`` tensor ``x`` in ``S`` pixel splits: ``s1[n, s, c]`` the sum of
-    ``x - K_nc`` over split ``s``'s pixels of channel ``c``, ``s2`` the sum of ``(x - K_nc)^2``, where ``K_nc`` is
-    ``x[n, c]`` at pixel 0 as stored (the shift keeps an offset channel's sums from cancelling). Both ``(N, S, C)``
-    float32 (float64 for float64 ``x``); any split of the pixels gives the same totals. Made by the residual kernel
-    (``stats=True``) or by :func:`channel_sums_ref`; taken by the GroupNorm kernels (``stats=``), which trust that
-    they are ``x``'s."""
+    ``x - k[n, c]`` over split ``s``'s pixels of channel ``c``, ``s2`` the sum of ``(x - k[n, c])^2``, ``s1`` and
+    ``s2`` ``(N, S, C)``, the shift ``k`` ``(N, C)``, all float32 (float64 for float64 ``x``). Any shift near the data
+    will do (the producers take ``x`` at pixel 0, so that an offset channel's sums do not cancel); the sums are exact
+    for the shift they carry, and any split of the pixels gives the same totals. Made by the residual kernel
+    (``stats=True``), the GroupNorm's own statistics launch, or :func:`channel_sums_ref`; taken by the GroupNorm
+    kernels (``stats=``), which trust that they are ``x``'s."""
 
     s1: torch.Tensor
     s2: torch.Tensor
+    k: torch.Tensor
 
 
 def channel_sums_ref(x) -> GNStats:
-    """Reference :class:`GNStats` of ``x`` in one split (``S = 1``), in the compute dtype."""
+    """Reference :class:`GNStats` of ``x`` in one split (``S = 1``), in the compute dtype, shifted by pixel 0."""
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     d = x.to(cdt).flatten(2)
-    d = d - d[:, :, :1]
-    return GNStats(d.sum(2)[:, None], (d * d).sum(2)[:, None])
+    k = d[:, :, 0].clone()
+    d = d - k[:, :, None]
+    return GNStats(d.sum(2)[:, None], (d * d).sum(2)[:, None], k)
 
 
 def _check(a, skip, bias, resample):
@@ -105,7 +108,8 @@ def residual_add_ref(a, skip, bias=None, resample=None, stats=False):
 # (p // W, p % W); its skip value is skip[h, w] (RES 0), skip[h // 2, w // 2] of the (H/2, W/2) skip (RES 1), or the
 # mean of skip[2h + i, 2w + j], i, j in {0, 1}, of the (2H, 2W) skip (RES 2). Without statistics a split is one tile
 # (PS = BLOCK_P); with them (STATS) about STATS_PROGRAMS programs each sum their split's stored y - K_c and
-# (y - K_c)^2 per channel into s1, s2 (N, S, C), K_c the stored y at pixel 0 (every program computes it).
+# (y - K_c)^2 per channel into s1, s2 (N, S, C), K_c the stored y at pixel 0 (every program computes it, the
+# first split's writes it to k (N, C)).
 
 
 @triton.jit
@@ -144,6 +148,7 @@ def _residual_add_kernel(
     y_ptr,  # (N, C, H, W) output, layout and dtype of a
     s1_ptr,  # (N, S, C) per-split sums of y - K_c (CDT; unused unless STATS)
     s2_ptr,  # (N, S, C) per-split sums of (y - K_c)^2
+    k_ptr,  # (N, C) the shift K_c
     C, H, W, NCB, PS, S,
     RES: tl.constexpr, HAS_BIAS: tl.constexpr, CL: tl.constexpr, CDT: tl.constexpr, STATS: tl.constexpr,
     BLOCK_P: tl.constexpr, CBLK: tl.constexpr,
@@ -159,6 +164,8 @@ def _residual_add_kernel(
         y0, _ = _residual_tile(a_ptr, s_ptr, b_ptr, n, tl.arange(0, 1), c, cm[None, :], C, H, W, RES, HAS_BIAS, CL,
                                CDT)
         K = to_storage(y0, ty).to(CDT)
+        if tl.program_id(1) == 0:
+            tl.store(k_ptr + n.to(tl.int64) * C + c[None, :], K, mask=cm[None, :])
         acc1 = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
         acc2 = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
     p0 = tl.program_id(1).to(tl.int64) * PS
@@ -203,16 +210,19 @@ def residual_add_triton(a, skip, bias=None, resample=None, stats=False):
         S = max(1, min(triton.cdiv(STATS_PROGRAMS, max(N * NCB, 1)), triton.cdiv(HW, BLOCK_P)))
         PS = triton.cdiv(triton.cdiv(HW, S), BLOCK_P) * BLOCK_P
     S = triton.cdiv(HW, PS)
-    s1 = s2 = y  # unread without statistics
+    s1 = s2 = k = y  # unread without statistics
     if stats:
-        s1 = torch.zeros(N, S, C, dtype=torch.float64 if a.dtype == torch.float64 else torch.float32, device=a.device)
+        sdt = torch.float64 if a.dtype == torch.float64 else torch.float32
+        s1 = torch.zeros(N, S, C, dtype=sdt, device=a.device)
         s2 = torch.zeros_like(s1)
+        k = torch.zeros(N, C, dtype=sdt, device=a.device)
     if y.numel():
-        _residual_add_kernel[(N * NCB, S)](a, skip, bias if bias is not None else a, y, s1, s2, C, H, W, NCB, PS, S,
+        _residual_add_kernel[(N * NCB, S)](a, skip, bias if bias is not None else a, y, s1, s2, k, C, H, W, NCB, PS,
+                                           S,
                                            RES=RESAMPLES.index(resample), HAS_BIAS=bias is not None, CL=cl,
                                            CDT=tl_dtype(a.dtype), STATS=bool(stats), BLOCK_P=BLOCK_P, CBLK=CBLK,
                                            num_warps=8 if BLOCK_P * CBLK >= 4096 else 4)
-    return (y, GNStats(s1, s2)) if stats else y
+    return (y, GNStats(s1, s2, k)) if stats else y
 
 
 def residual_add(a, skip, bias=None, resample=None, use_triton=None, stats=False):

@@ -283,7 +283,7 @@ def test_other_channel_blocks_and_launch_sizes(monkeypatch, chunk, programs):
 @pytest.mark.parametrize("given", ["x", "concat", "both"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_given_statistics_replace_the_statistics_pass(monkeypatch, given, layout):
-    """``stats`` / ``concat_stats`` from the residual kernel or the reference in place of the statistics launch, for either part of a concatenation whose groups straddle the
+    """``stats`` / ``concat_stats`` from the residual kernel or made by hand with a shift other than pixel 0's in place of the statistics launch, for either part of a concatenation whose groups straddle the
     boundary (C1 = 12 in groups of 8), offset inputs, a resampling write: against the float64 oracle within the
     float32 rule, as without them; the launch count shows the pass skipped."""
     from afdps.kernels import residual as rs
@@ -293,7 +293,10 @@ def test_given_statistics_replace_the_statistics_pass(monkeypatch, given, layout
     x1, x2 = (t.contiguous(memory_format=fmt) for t in (x[:, :C1] + 4.0, x[:, C1:] - 2.0))
     zero1, zero2 = torch.zeros_like(x1), torch.zeros_like(x2)
     x1, st1 = rs.residual_add_triton(x1, zero1, None, None, stats=True)  # the same tensors, with their sums
-    st2 = rs.channel_sums_ref(x2)
+    k2 = x2[:, :, 0, 0] + 0.37  # any shift near the data: the kernels use the one the sums carry
+    d2 = x2.double().flatten(2) - k2.double()[:, :, None]
+    st2 = gn.GNStats(d2.sum(2)[:, None].float(), (d2 * d2).sum(2)[:, None].float(), k2)
+    assert torch.equal(rs.channel_sums_ref(x2).k, x2[:, :, 0, 0])
     kw = dict(scale=sc, shift=sh, resample="down")
     stats = dict(x=dict(stats=st1), concat=dict(concat_stats=st2), both=dict(stats=st1, concat_stats=st2))[given]
     launches = []
@@ -312,12 +315,12 @@ def test_given_statistics_replace_the_statistics_pass(monkeypatch, given, layout
 
 def test_given_statistics_errors():
     x, w, b, _, _ = _inputs(2, 32, 3, 4, torch.float32, scale_shift=False)
-    good = gn.GNStats(torch.zeros(2, 3, 32), torch.zeros(2, 3, 32))
+    good = gn.GNStats(torch.zeros(2, 3, 32), torch.zeros(2, 3, 32), torch.zeros(2, 32))
     with pytest.raises(ValueError, match="stats must be a GNStats"):
         gn.groupnorm_silu_ref(x, w, b, groups=8, stats=torch.zeros(2, 3, 32))
-    with pytest.raises(ValueError, match=r"stats must hold two \(N, S, C\) = \(2, S >= 1, 32\) tensors"):
-        gn.groupnorm_silu_ref(x, w, b, groups=8, stats=gn.GNStats(good.s1[:, :, :16], good.s2[:, :, :16]))
+    with pytest.raises(ValueError, match=r"stats must hold \(N, S, C\) = \(2, S >= 1, 32\) sums and an \(N, C\) shift"):
+        gn.groupnorm_silu_ref(x, w, b, groups=8, stats=gn.GNStats(good.s1[:, :, :16], good.s2[:, :, :16], good.k))
     with pytest.raises(ValueError, match="stats must be torch.float32"):
-        gn.groupnorm_silu_ref(x, w, b, groups=8, stats=gn.GNStats(good.s1.double(), good.s2.double()))
+        gn.groupnorm_silu_ref(x, w, b, groups=8, stats=gn.GNStats(*(v.double() for v in good)))
     with pytest.raises(ValueError, match="concat_stats needs concat"):
         gn.groupnorm_silu_ref(x, w, b, groups=8, concat_stats=good)

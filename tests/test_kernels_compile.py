@@ -34,12 +34,13 @@ SCRIPT = textwrap.dedent('''
     dims = dict(C="i32", C1="i32", HW="i32", W="i32", PS="i32", S="i32", NQ="i32", PQ="i32", NCB="i32")
     adims = dict(C="i32", C1="i32", HW="i32", W="i32", SA="i32", LA="i32", SB="i32", LB="i32", NQ="i32", PQ="i32",
                  NCB="i32")
-    sums = dict(s1a_ptr="*fp32", s2a_ptr="*fp32", s1b_ptr="*fp32", s2b_ptr="*fp32")
+    sums = dict(s1a_ptr="*fp32", s2a_ptr="*fp32", ka_ptr="*fp32", s1b_ptr="*fp32", s2b_ptr="*fp32", kb_ptr="*fp32")
     rowstrides = dict(SC_S="i32", SH_S="i32", PB_S="i32")
     for st in ("*bf16", "*fp32"):
         for cl in (False, True):
             for two in (False, True):
-                check(gn._groupnorm_stats_kernel, dict(x_ptr=st, x2_ptr=st, s1_ptr="*fp32", s2_ptr="*fp32", **dims),
+                check(gn._groupnorm_stats_kernel, dict(x_ptr=st, x2_ptr=st, s1_ptr="*fp32", s2_ptr="*fp32", k_ptr="*fp32",
+                                                       **dims),
                       dict(CBW=32, CL=cl, TWO=two, CDT=tl.float32, BLOCK_P=128, CBLK=32), 8)
             for y, two, res in ((st, False, 0), ("*fp32", False, 0), (st, True, 0), (st, False, 1), (st, True, 2)):
                 check(gn._groupnorm_apply_kernel, dict(x_ptr=st, x2_ptr=st, **sums,
@@ -48,7 +49,7 @@ SCRIPT = textwrap.dedent('''
                       dict(Cg=12, GB=2, CL=cl, TWO=two, RES=res, SCALE_SHIFT=True, SILU=True, PRE_BIAS=True,
                            CDT=tl.float32, BLOCK_P=128, CBLK=32), 8)
     check(gn._groupnorm_apply_kernel, dict(x_ptr="*fp64", x2_ptr="*fp64", s1a_ptr="*fp64", s2a_ptr="*fp64",
-          s1b_ptr="*fp64", s2b_ptr="*fp64", w_ptr="*fp64", b_ptr="*fp64", sc_ptr="*fp64", sh_ptr="*fp64",
+          ka_ptr="*fp64", s1b_ptr="*fp64", s2b_ptr="*fp64", kb_ptr="*fp64", w_ptr="*fp64", b_ptr="*fp64", sc_ptr="*fp64", sh_ptr="*fp64",
           pb_ptr="*fp64", y_ptr="*fp64", eps="fp32", **adims, **rowstrides),
           dict(Cg=48, GB=1, CL=False, TWO=False, RES=2, SCALE_SHIFT=False, SILU=False, PRE_BIAS=False, CDT=tl.float64,
                BLOCK_P=64, CBLK=64, SA=1, SB=0))
@@ -56,7 +57,7 @@ SCRIPT = textwrap.dedent('''
         for res in range(3):
             for stats in (False, True):
                 check(rd._residual_add_kernel, dict(a_ptr=st, s_ptr=st, b_ptr=st, y_ptr=st, s1_ptr="*fp32",
-                      s2_ptr="*fp32", C="i32", H="i32", W="i32", NCB="i32", PS="i32", S="i32"),
+                      s2_ptr="*fp32", k_ptr="*fp32", C="i32", H="i32", W="i32", NCB="i32", PS="i32", S="i32"),
                       dict(RES=res, HAS_BIAS=True, CL=res != 1, CDT=tl.float32, STATS=stats, BLOCK_P=64, CBLK=64), 8)
     for st, cdt in (("*fp32", tl.float32), ("*bf16", tl.float32), ("*fp64", tl.float64)):
         check(ps._particle_step_kernel, dict(x_ptr=st, s_ptr=st, g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",

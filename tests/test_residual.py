@@ -79,6 +79,7 @@ def test_statistics_by_product(monkeypatch, resample, layout, dtype, programs):
     assert st.s1.dtype == torch.float32 and st.s1.shape[0] == 2 and st.s1.shape[2] == 80
     assert st.s1.shape[1] == (2 if programs == 8 else 4)
     d = y.double().flatten(2)
+    assert torch.equal(st.k.double(), d[:, :, 0])  # the shift: the stored y at pixel 0
     d = d - d[:, :, :1]
     assert_close_reduction(st.s1.sum(1), d.sum(2), d.abs().sum(2), torch.float32)
     assert_close_reduction(st.s2.sum(1), (d * d).sum(2), (d * d).sum(2), torch.float32)
