@@ -8,20 +8,24 @@ autotuning) and the error against a float64 forward of the same network on the b
 
 Variants (``--variants``, comma-separated; ``+`` adds modifiers):
 
-==================  ===============================================================================================
-``fp32``            float32 parameters and activations (on CUDA PyTorch's default: TF32 convolutions)
-``autocast``        bfloat16 autocast of the torso, float32 parameters, the modules' float32 GroupNorm (before
-                    issue 12)
-``autocast-fused``  the same with the fused GroupNorm + scale-shift + SiLU kernel
-``fast``            ``ADMUNet.to_inference(bfloat16, contiguous)``: bfloat16 parameters, fused norms
-``fast-cl``         ``to_inference(bfloat16, channels_last)``
-``fast-cl-unfused`` ``to_inference(bfloat16, channels_last, fused_norm=False)`` (the modules' GroupNorm)
-``best``            the fastest variant measured so far in this run for the same config and batch (before
-                    modifiers)
-``+cudnn``          ``torch.backends.cudnn.benchmark = True`` (autotuned convolution algorithms)
-``+graph``          the forward replayed from a CUDA graph (``EpsilonModel(cuda_graph=True)``'s mechanism)
-``+compile``        ``torch.compile`` of the network (default mode)
-==================  ===============================================================================================
+=====================  ============================================================================================
+``fp32``               float32 parameters and activations (on CUDA PyTorch's default: TF32 convolutions)
+``autocast``           bfloat16 autocast of the torso, float32 parameters, the modules' float32 GroupNorm (before
+                       issue 12)
+``autocast-fused``     the same with the fused GroupNorm + scale-shift + SiLU kernel
+``fast``               ``ADMUNet.to_inference(bfloat16, contiguous)``: bfloat16 parameters, fused norms
+``fast-cl``            ``to_inference(bfloat16, channels_last)``: also the GroupNorm statistics from the kernels that
+                       write the norms' inputs, and the input convolution with its bias and statistics in one kernel
+``fast-cl-noconvin``   ``to_inference(..., fused_conv_in=False)``: the statistics from the residual kernels only
+``fast-cl-nostats``    ``to_inference(..., fused_stats=False, fused_conv_in=False)``: every GroupNorm makes its own
+                       statistics (the path measured on 2026-12-04)
+``fast-cl-unfused``    ``to_inference(bfloat16, channels_last, fused_norm=False)`` (the modules' GroupNorm)
+``best``               the fastest variant measured so far in this run for the same config and batch (before
+                       modifiers)
+``+cudnn``             ``torch.backends.cudnn.benchmark = True`` (autotuned convolution algorithms)
+``+graph``             the forward replayed from a CUDA graph (``EpsilonModel(cuda_graph=True)``'s mechanism)
+``+compile``           ``torch.compile`` of the network (default mode)
+=====================  ============================================================================================
 
 ``--gn-sweep CHUNKS:PROGRAMS`` (e.g. ``32,128,512:1024,4096``) first times ``fast-cl+cudnn`` on the first config and
 batch with each setting of the GroupNorm kernel's channel block (at least CHUNK bytes of a pixel) and launch size
@@ -63,7 +67,8 @@ CONFIGS = {**ADM_PRESETS, "tiny": TINY}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Dense tensor-core peaks (TFLOP/s) from the vendors' data sheets, without sparsity: (bf16/fp16, tf32).
 PEAKS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0)}
-BASES = ("fp32", "autocast", "autocast-fused", "fast", "fast-cl", "fast-cl-unfused")
+BASES = ("fp32", "autocast", "autocast-fused", "fast", "fast-cl", "fast-cl-noconvin", "fast-cl-nostats",
+         "fast-cl-unfused")
 MODIFIERS = ("cudnn", "graph", "compile")
 PARITY_IMAGES = 4
 HEADER = ("| config | device | batch | variant | dtype | ms / forward (median) | images/s | TFLOP/s | % of peak "
@@ -125,7 +130,9 @@ def build(base: str, config: dict, device) -> tuple[torch.nn.Module, torch.dtype
     if base in ("autocast", "autocast-fused"):
         return model.set_fused_norm(base == "autocast-fused"), torch.bfloat16
     fmt = torch.channels_last if base.startswith("fast-cl") else torch.contiguous_format
-    return model.to_inference(torch.bfloat16, fmt, fused_norm=base != "fast-cl-unfused"), None
+    return model.to_inference(torch.bfloat16, fmt, fused_norm=base != "fast-cl-unfused",
+                              fused_stats=base not in ("fast-cl-nostats", "fast-cl-unfused"),
+                              fused_conv_in=base == "fast-cl" or base == "fast"), None
 
 
 def _sync(device: torch.device) -> None:
@@ -224,6 +231,7 @@ def format_row(r: dict) -> str:
 
 
 CATEGORIES = (  # (name, regular expression on the lower-cased kernel name), first match wins
+    ("input convolution (fused Triton)", r"_conv_in_kernel"),
     ("layout transform", r"nchwtonhwc|nhwctonchw|nchw2nhwc|nhwc2nchw|transpose|permute"),
     ("convolution / GEMM", r"conv|gemm|xmma|cutlass|wgmma|implicit|sm90|sm80|dgrad|fprop|cudnn|cublas"),
     ("attention", r"flash|fmha|attention|efficient|softmax"),

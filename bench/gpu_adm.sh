@@ -3,8 +3,10 @@
 #   1. pip install --no-deps --no-build-isolation -e .
 #   2. bench.bench_adm, FFHQ configuration, batch 64: the GroupNorm kernel's channel block and launch size timed
 #      (--gn-sweep; the fastest is kept for the rest of that run), then bfloat16 autocast (the path before issue
-#      12), ADMUNet.to_inference channels-last, the fastest with cuDNN autotuning and with a CUDA graph, and the
-#      kernel profile of the fastest (every row with its error against a float64 forward);
+#      12), ADMUNet.to_inference channels-last as measured on 2026-12-04 (fast-cl-nostats), with the GroupNorm
+#      statistics from the residual kernels (fast-cl-noconvin) and with the fused input convolution too (fast-cl),
+#      the fastest with cuDNN autotuning and with a CUDA graph, and the kernel profile of the fastest (every row
+#      with its error against a float64 forward);
 #   3. the ImageNet configuration, batch 64;
 #   4. whole restorations (N = 256, 10 steps, random weights): the old network path, the fastest, with the
 #      network's per-shape CUDA graph and inside the whole-run graph, the share of time outside the network and
@@ -42,8 +44,9 @@ else
   RES="$PY -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10"
 fi
 ADM="$PY -m bench.bench_adm $SIZE --markdown $REPORT --csv"
-run 150 $ADM $FFHQ $ITERS --batches 64 --best-out "$BEST" --header --profile best+cudnn --profile-out "$REPORT" \
-  --gn-sweep 32,128,512:1024,4096 --gn-best-out "$BEST.gn" --variants autocast,fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
+run 190 $ADM $FFHQ $ITERS --batches 64 --best-out "$BEST" --header --profile best+cudnn --profile-out "$REPORT" \
+  --gn-sweep 32,128,512:1024,4096 --gn-best-out "$BEST.gn" \
+  --variants autocast,fast-cl-nostats,fast-cl-noconvin,fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
 NET=$(cat "$BEST" 2>/dev/null || echo fast-cl)
 GN=$(cat "$BEST.gn" 2>/dev/null)  # the GroupNorm setting the sweep kept, for every later stage
 run 90 $ADM $IMNET $ITERS $GN --batches 64 --header --variants fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
@@ -55,8 +58,8 @@ for extra in "--network autocast" "--network $NET --cudnn" "--network $NET --cud
   HEAD=""
 done
 if [ "$MODE" = full ]; then
-  run 120 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_groupnorm.py tests/test_residual.py tests/test_adm.py \
-    tests/test_cuda_graph.py
+  run 120 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_groupnorm.py tests/test_residual.py tests/test_conv_in.py \
+    tests/test_adm.py tests/test_cuda_graph.py
 fi
 run 90 $ADM $FFHQ $ITERS $GN --batches 16,256 --no-parity --header --variants autocast,fast-cl,best+cudnn$GRAPH
 run 90 $ADM $FFHQ $ITERS $GN --batches 64 --header --variants fp32,autocast-fused,fast,fast-cl-unfused

@@ -213,9 +213,9 @@ def residual_add_triton(a, skip, bias=None, resample=None, stats=False):
     s1 = s2 = k = y  # unread without statistics
     if stats:
         sdt = torch.float64 if a.dtype == torch.float64 else torch.float32
-        s1 = torch.zeros(N, S, C, dtype=sdt, device=a.device)
-        s2 = torch.zeros_like(s1)
-        k = torch.zeros(N, C, dtype=sdt, device=a.device)
+        s1 = torch.empty(N, S, C, dtype=sdt, device=a.device)  # every element written
+        s2 = torch.empty_like(s1)
+        k = torch.empty(N, C, dtype=sdt, device=a.device)
     if y.numel():
         _residual_add_kernel[(N * NCB, S)](a, skip, bias if bias is not None else a, y, s1, s2, k, C, H, W, NCB, PS,
                                            S,

@@ -262,14 +262,20 @@ def test_bfloat16_autocast_error(case_a):
 
 
 @pytest.mark.interpreter
-@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
-def test_to_inference_within_the_bfloat16_rule(case_a, layout):
-    """``to_inference`` (bfloat16 parameters, no autocast, the fused norms; on CUDA the Triton kernels, on the CPU
-    the reference) against the float64 network: within the bfloat16 rule of tests/tolerances.py, twice the error
-    of today's bfloat16 autocast path plus a floor, in relative L2 over the output. Also: the output is float32,
-    the parameters of the time embedding and the head stay float32, the fused norms ran, and autocast_dtype
-    cannot be combined with stored bfloat16."""
+@pytest.mark.parametrize("layout,backend", [("channels_last", "auto"), ("contiguous", "auto"),
+                                            ("channels_last", "triton")])
+def test_to_inference_within_the_bfloat16_rule(case_a, layout, backend, monkeypatch):
+    """``to_inference`` (bfloat16 parameters, no autocast, the fused norms, statistics and input convolution; on
+    CUDA the Triton kernels, on the CPU the reference, or the kernels under the interpreter with "triton") against
+    the float64 network: within the bfloat16 rule of tests/tolerances.py, twice the error of today's bfloat16
+    autocast path plus a floor, in relative L2 over the output. Also: the output is float32, the parameters of the
+    time embedding and the head stay float32, the fused norms ran, and autocast_dtype cannot be combined with stored
+    bfloat16."""
     from tolerances import DEVICE
+
+    if backend == "triton":
+        pytest.importorskip("triton")
+        monkeypatch.setenv("AFDPS_BACKEND", "triton")
 
     model = _model(case_a, torch.float32).to(DEVICE)
     x, t = case_a["x"].float().to(DEVICE), case_a["timesteps"].to(DEVICE)
@@ -362,13 +368,14 @@ def test_bench_kernel_table_groups_kernels():
     rows, cats, total = kernel_table([
         ev("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", 700.0),
         ev("_groupnorm_apply_kernel", 100.0), ev("_groupnorm_stats_kernel", 50.0), ev("_residual_add_kernel", 5.0),
+        ev("_conv_in_kernel", 4.0),
         ev("pytorch_flash::flash_fwd_kernel", 20.0), ev("nchwToNhwcKernel", 30.0),
         ev("void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add>", 90.0),
         ev("aten::conv2d", 999.0, "DeviceType.CPU"), ev("mystery", 10.0)])
-    assert total == 1005.0 and rows[0][2] == 700.0 and len(rows) == 8
+    assert total == 1009.0 and rows[0][2] == 700.0 and len(rows) == 9
     assert cats == {"convolution / GEMM": 700.0, "GroupNorm (fused Triton)": 150.0, "attention": 20.0,
                     "layout transform": 30.0, "element-wise, copies, cat": 90.0, "other": 10.0,
-                    "residual add (fused Triton)": 5.0}
+                    "residual add (fused Triton)": 5.0, "input convolution (fused Triton)": 4.0}
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
@@ -435,8 +442,9 @@ def test_fused_statistics_in_the_whole_network(case_a, monkeypatch):
     every GroupNorm whose input a residual kernel wrote (the next ResBlock's, the attention blocks', the decoder's
     pairs', the head's) takes its statistics from that kernel, so the statistics launches drop from one per
     GroupNorm to one per ResBlock (its second norm, after a convolution) plus two for the input convolution's
-    output (the first ResBlock's norm and the last decoder pair's skip); the output equals ``fused_stats=False``'s
-    within the ResBlock test's 1e-4 (only the statistics' summation order differs), and the module forward's."""
+    output (the first ResBlock's norm and the last decoder pair's skip), and to one per ResBlock when the input
+    convolution's kernel makes its statistics too (``fused_conv_in``); the outputs agree within the ResBlock test's
+    1e-4 (the statistics' summation order differs) with each other and with the module forward's."""
     from tolerances import DEVICE
 
     from afdps.engine.models.adm import ResBlock
@@ -450,18 +458,15 @@ def test_fused_statistics_in_the_whole_network(case_a, monkeypatch):
         "__getitem__": lambda self, grid: (launches.append(grid), real[grid])[1]})())
     x, t = case_a["x"][:1].float().to(DEVICE), case_a["timesteps"][:1].to(DEVICE)  # one image: interpreter time
     model = _model(case_a, torch.float32).to(DEVICE)
-    with torch.no_grad():
-        want = model(x, t)
-        outs = {}
-        for keep in (False, True):
-            launches.clear()
-            outs[keep] = model.to_inference(torch.float32, torch.channels_last, fused_stats=keep)(x, t)
-            outs[keep, "launches"] = len(launches)
     norms = sum(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
     blocks = sum(isinstance(m, ResBlock) for m in model.modules())
-    assert outs[False, "launches"] == norms and outs[True, "launches"] == blocks + 2, (norms, blocks, outs)
-    torch.testing.assert_close(outs[True], outs[False], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(outs[True], want, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        want = model(x, t)
+        for stats, conv, expected in ((False, False, norms), (True, False, blocks + 2), (True, True, blocks)):
+            launches.clear()
+            out = model.to_inference(torch.float32, torch.channels_last, fused_stats=stats, fused_conv_in=conv)(x, t)
+            assert len(launches) == expected, (stats, conv, len(launches), norms, blocks)
+            torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
 
 
 def test_flop_count_of_the_ffhq_configuration():

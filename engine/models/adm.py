@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...kernels._triton import is_channels_last
+from ...kernels.conv_in import conv_in
 from ...kernels.groupnorm import groupnorm_silu
 from ...kernels.residual import residual_add
 
@@ -715,6 +716,7 @@ class ADMUNet(nn.Module):
         self.default_autocast_dtype = torch.float16 if cfg["use_fp16"] else None
         self.fused_norm = False  # set_fused_norm: the output head's GroupNorm + SiLU as the fused kernel
         self.fused_stats = True  # with fused_norm: GroupNorm statistics from the residual kernel (_WithStats)
+        self.fused_conv_in = True  # with fused_stats: the input convolution, its bias and statistics in one kernel
         self.memory_format = torch.contiguous_format  # to_inference: the torso's activation layout
 
         mc, emb_dim, widths = cfg["model_channels"], cfg["time_embed_dim"], cfg["widths"]
@@ -821,14 +823,15 @@ class ADMUNet(nn.Module):
         return self.input_blocks[0][0].weight.dtype
 
     def to_inference(self, dtype: torch.dtype = torch.bfloat16, memory_format=torch.channels_last,
-                     fused_norm: bool = True, fused_stats: bool = True) -> "ADMUNet":
+                     fused_norm: bool = True, fused_stats: bool = True, fused_conv_in: bool = True) -> "ADMUNet":
         """The inference path: the torso's parameters stored in ``dtype`` (no autocast, no per-call weight
         casts), activations in ``memory_format`` throughout (the input is converted once), and every
         normalisation as the fused kernel (:meth:`set_fused_norm`). The time embedding and the output head keep
         the parameter dtype, as with autocast. ``dtype=torch.float32`` with a float32 model changes only the
         layout and the kernels. ``fused_stats``: the residual kernel that writes a GroupNorm's input also sums its
-        statistics, and the GroupNorm skips its own statistics pass (``bench_adm`` times both). Returns the model
-        (in eval mode).
+        statistics, and the GroupNorm skips its own statistics pass; ``fused_conv_in`` (with ``fused_stats``): the
+        input convolution, its bias and its output's statistics in one kernel (:mod:`afdps.kernels.conv_in`; the
+        cast of the input folded in). ``bench_adm`` times each. Returns the model (in eval mode).
 
         Accuracy: the same rule as bfloat16 autocast (``tests/test_adm.py``); speed: ``bench/bench_adm.py``.
         """
@@ -842,6 +845,7 @@ class ADMUNet(nn.Module):
         self.to(memory_format=memory_format)
         self.memory_format = memory_format
         self.fused_stats = bool(fused_stats)
+        self.fused_conv_in = bool(fused_conv_in)
         return self.set_fused_norm(fused_norm).eval()
 
     def forward(
@@ -897,12 +901,21 @@ class ADMUNet(nn.Module):
         torso = (torch.autocast(device_type, dtype=autocast_dtype)
                  if autocast_dtype is not None else nullcontext())
         with torso:
-            h = x.to(torso_dtype).contiguous(memory_format=self.memory_format)
-            if self.fused_stats and _fused_ok(self.fused_norm, h) and not self.training:
-                h = _WithStats(h)  # the blocks pass the statistics of what they write to the next GroupNorm
+            blocks, skips = list(self.input_blocks), []
+            keep = self.fused_stats and _fused_ok(self.fused_norm, x) and not self.training
+            first = blocks[0][0]
+            if keep and self.fused_conv_in and autocast_dtype is None and (first.kernel_size, first.stride, first.padding) == ((3, 3), (1, 1),
+                                                                                                    (1, 1)):
+                # the input's cast, the convolution, its bias and its statistics in one pass
+                h = _WithStats(*conv_in(x, first.weight, first.bias, dtype=torso_dtype,
+                                        memory_format=self.memory_format, stats=True))
+                skips.append(h)
+                blocks = blocks[1:]
+            else:
+                h = x.to(torso_dtype).contiguous(memory_format=self.memory_format)
+                h = _WithStats(h) if keep else h  # the blocks pass the statistics of what they write to the next norm
             emb = emb.to(torso_dtype)
-            skips = []
-            for block in self.input_blocks:
+            for block in blocks:
                 h = block(h, emb)
                 skips.append(h)
             h = self.middle_block(h, emb)
