@@ -232,6 +232,8 @@ def format_row(r: dict) -> str:
 
 CATEGORIES = (  # (name, regular expression on the lower-cased kernel name), first match wins
     ("input convolution (fused Triton)", r"_conv_in_kernel"),
+    ("sampler kernels (Triton)", r"_particle_step|_blur_|_resample_kernel|_moved_list|_langevin|_stage1"),
+    ("FFT (cuFFT)", r"fft"),
     ("layout transform", r"nchwtonhwc|nhwctonchw|nchw2nhwc|nhwc2nchw|transpose|permute"),
     ("convolution / GEMM", r"conv|gemm|xmma|cutlass|wgmma|implicit|sm90|sm80|dgrad|fprop|cudnn|cublas"),
     ("attention", r"flash|fmha|attention|efficient|softmax"),
@@ -281,18 +283,28 @@ def profile(config_name: str, batch: int, base: str, mods, device, out: Path | N
             for _ in range(2):
                 model(x, t, autocast_dtype=autocast_dtype)
             _sync(device)
-    rows, cats, total = kernel_table(prof.key_averages())
-    lines = [f"### Kernels of two forwards: {config_name}, batch {batch}, {base}{''.join('+' + m for m in mods)} "
-             f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})", "",
-             f"{sum(r[1] for r in rows) // 2} kernel launches per forward; {total / 2e3:.2f} ms of kernel time per "
-             "forward.", "", "| category | ms / forward | share |", "| --- | --- | --- |"]
+    title = (f"### Kernels of two forwards: {config_name}, batch {batch}, {base}{''.join('+' + m for m in mods)} "
+             f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})")
+    write_report(kernel_report(prof.key_averages(), title, 2, "forward"), out)
+
+
+def kernel_report(events, title: str, per: float, unit: str, top: int = 30) -> str:
+    """Markdown of the device kernels of ``events`` (a profiler's ``key_averages()``) per ``unit`` (``per`` of them
+    were profiled): the totals by category, then the ``top`` kernels."""
+    rows, cats, total = kernel_table(events)
+    lines = [title, "", f"{sum(r[1] for r in rows) / per:g} kernel launches per {unit}; {total / per / 1e3:.2f} ms "
+             f"of kernel time per {unit}.", "", f"| category | ms / {unit} | share |", "| --- | --- | --- |"]
     for cat, us in sorted(cats.items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {cat} | {us / 2e3:.2f} | {100 * us / max(total, 1e-9):.1f}% |")
-    lines += ["", "| kernel | calls / forward | ms / forward | share |", "| --- | --- | --- | --- |"]
-    for name, calls, us in rows[:30]:
+        lines.append(f"| {cat} | {us / per / 1e3:.2f} | {100 * us / max(total, 1e-9):.1f}% |")
+    lines += ["", f"| kernel | calls / {unit} | ms / {unit} | share |", "| --- | --- | --- | --- |"]
+    for name, calls, us in rows[:top]:
         short = name if len(name) <= 110 else name[:107] + "..."
-        lines.append(f"| `{short}` | {calls / 2:g} | {us / 2e3:.3f} | {100 * us / max(total, 1e-9):.1f}% |")
-    text = "\n".join(lines) + "\n"
+        lines.append(f"| `{short}` | {calls / per:g} | {us / per / 1e3:.3f} | {100 * us / max(total, 1e-9):.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(text: str, out: Path | None) -> None:
+    """Print ``text`` and append it to ``out`` (if given)."""
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a") as fh:

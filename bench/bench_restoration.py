@@ -11,12 +11,17 @@ update and resampling). Variants of the prior: ``--network`` (a variant base of 
 
     python -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 100 --network fast-cl
     python -m bench.bench_restoration --smoke     # tiny config, 4 particles, 3 steps, CPU
+
+``--kernel-profile FILE`` runs the timed restoration once more under ``torch.profiler`` (without the per-part
+synchronisations) and appends its device kernels per step, grouped (network, cuFFT, the sampler's Triton kernels,
+element-wise work), to FILE: where the time outside the network goes, kernel by kernel.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -24,7 +29,7 @@ import afdps
 from afdps.engine.models import ADM_PRESETS
 from afdps.priors import EpsilonModel
 
-from bench.bench_adm import BASES, TINY, build, set_groupnorm
+from bench.bench_adm import BASES, TINY, build, kernel_report, set_groupnorm, write_report
 
 CONFIGS = {**ADM_PRESETS, "tiny": TINY}
 
@@ -47,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--header", action="store_true")
     p.add_argument("--markdown", default=None, help="markdown file the row (and header) is appended to")
+    p.add_argument("--kernel-profile", default=None, metavar="FILE",
+                   help="also profile the run's device kernels per step into FILE (markdown, appended)")
     p.add_argument("--gn-chunk-bytes", type=int, default=None, help="afdps.kernels.groupnorm.CHUNK_BYTES")
     p.add_argument("--gn-programs", type=int, default=None, help="afdps.kernels.groupnorm.PROGRAMS")
     p.add_argument("--smoke", action="store_true")
@@ -86,6 +93,18 @@ def run(args) -> dict:
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     t = res.timings or {}
+    if args.kernel_profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            afdps.sample(prior, op, y, 0.05, cuda_graph=args.whole_graph, **kw)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        title = (f"### Kernels of a restoration step: {args.config}, N = {args.particles}, {args.steps} steps, "
+                 f"potential {args.potential}, network {args.network} "
+                 f"({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})")
+        write_report(kernel_report(prof.key_averages(), title, args.steps, "step"), Path(args.kernel_profile))
     outside = sum(v for name, v in t.items() if name != "score")
     variant = "+".join([args.network] + [n for n, on in (("cudnn", args.cudnn), ("net-graph", args.cuda_graph),
                                                           ("whole-graph", args.whole_graph)) if on])

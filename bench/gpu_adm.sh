@@ -10,7 +10,8 @@
 #   3. the ImageNet configuration, batch 64;
 #   4. whole restorations (N = 256, 10 steps, random weights): the old network path, the fastest, with the
 #      network's per-shape CUDA graph and inside the whole-run graph, the share of time outside the network and
-#      each part's ms per step;
+#      each part's ms per step; the fastest's device kernels per step (--kernel-profile: cuFFT, the sampler's
+#      kernels, the network's);
 #   5. the GPU tests of the kernels and the network (pytest -m "gpu or interpreter": the interpreter-marked kernel
 #      tests run the real kernels on the GPU);
 #   6. batches 16 and 256, the other variants (float32, contiguous, unfused); 7. torch.compile of the network (its
@@ -51,7 +52,7 @@ NET=$(cat "$BEST" 2>/dev/null || echo fast-cl)
 GN=$(cat "$BEST.gn" 2>/dev/null)  # the GroupNorm setting the sweep kept, for every later stage
 run 90 $ADM $IMNET $ITERS $GN --batches 64 --header --variants fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
 HEAD="--header"
-for extra in "--network autocast" "--network $NET --cudnn" "--network $NET --cudnn --cuda-graph" \
+for extra in "--network autocast" "--network $NET --cudnn --kernel-profile $REPORT" "--network $NET --cudnn --cuda-graph" \
              "--network $NET --cudnn --whole-graph"; do
   [ "$MODE" = smoke ] && [[ "$extra" == *graph* ]] && continue  # CUDA only
   run 60 $RES $extra $GN --markdown "$REPORT" $HEAD

@@ -357,25 +357,30 @@ def test_bench_smoke():
 
 
 def test_bench_kernel_table_groups_kernels():
-    """bench_adm's profile groups device kernels by name (the categories a reader of the GPU profile needs)."""
+    """bench_adm's profile groups device kernels by name (the categories a reader of the GPU profile needs), and
+    its report (also bench_restoration's per step) divides by the profiled units."""
     from types import SimpleNamespace
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from bench_adm import kernel_table
+    from bench_adm import kernel_report, kernel_table
 
     ev = lambda key, us, dev="DeviceType.CUDA": SimpleNamespace(key=key, count=2, self_device_time_total=us,  # noqa
                                                                   device_type=dev)
-    rows, cats, total = kernel_table([
-        ev("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", 700.0),
-        ev("_groupnorm_apply_kernel", 100.0), ev("_groupnorm_stats_kernel", 50.0), ev("_residual_add_kernel", 5.0),
-        ev("_conv_in_kernel", 4.0),
-        ev("pytorch_flash::flash_fwd_kernel", 20.0), ev("nchwToNhwcKernel", 30.0),
-        ev("void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add>", 90.0),
-        ev("aten::conv2d", 999.0, "DeviceType.CPU"), ev("mystery", 10.0)])
-    assert total == 1009.0 and rows[0][2] == 700.0 and len(rows) == 9
+    events = [ev("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", 700.0),
+              ev("_groupnorm_apply_kernel", 100.0), ev("_groupnorm_stats_kernel", 50.0),
+              ev("_residual_add_kernel", 5.0), ev("_conv_in_kernel", 4.0), ev("void regular_fft_factor<256, float>", 6.0),
+              ev("_particle_step_kernel", 3.0), ev("pytorch_flash::flash_fwd_kernel", 20.0),
+              ev("nchwToNhwcKernel", 30.0), ev("void at::native::vectorized_elementwise_kernel<4, CUDAFunctor_add>", 90.0),
+              ev("aten::conv2d", 999.0, "DeviceType.CPU"), ev("mystery", 10.0)]
+    rows, cats, total = kernel_table(events)
+    assert total == 1018.0 and rows[0][2] == 700.0 and len(rows) == 11
     assert cats == {"convolution / GEMM": 700.0, "GroupNorm (fused Triton)": 150.0, "attention": 20.0,
                     "layout transform": 30.0, "element-wise, copies, cat": 90.0, "other": 10.0,
-                    "residual add (fused Triton)": 5.0, "input convolution (fused Triton)": 4.0}
+                    "residual add (fused Triton)": 5.0, "input convolution (fused Triton)": 4.0, "FFT (cuFFT)": 6.0,
+                    "sampler kernels (Triton)": 3.0}
+    report = kernel_report(events, "### t", 2, "step")  # per step of 2 profiled: 11 kernels x 2 calls / 2
+    assert "11 kernel launches per step; 0.51 ms of kernel time per step." in report
+    assert "| FFT (cuFFT) | 0.00 | 0.6% |" in report and "| convolution / GEMM | 0.35 | 68.8% |" in report
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
