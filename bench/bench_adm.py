@@ -18,7 +18,8 @@ Variants (``--variants``, comma-separated; ``+`` adds modifiers):
                        write the norms' inputs, and the input convolution with its bias and statistics in one kernel
 ``fast-cl-noconvin``   ``to_inference(..., fused_conv_in=False)``: the statistics from the residual kernels only
 ``fast-cl-nostats``    ``to_inference(..., fused_stats=False, fused_conv_in=False)``: every GroupNorm makes its own
-                       statistics (the path measured on 2026-12-04)
+                       statistics (the path measured on 2026-12-04; its residual kernel is the same code, the
+                       GroupNorm apply kernel now reads its shift with the sums)
 ``fast-cl-unfused``    ``to_inference(bfloat16, channels_last, fused_norm=False)`` (the modules' GroupNorm)
 ``best``               the fastest variant measured so far in this run for the same config and batch (before
                        modifiers)

@@ -26,7 +26,7 @@ from .backend import interpreting
 from .backend import use_triton as use_triton_rule
 from .residual import GNStats, channel_sums_ref
 
-__all__ = ["conv_in_ref", "conv_in_triton", "conv_in", "MAX_PATCH", "DTYPES", "STATS_PROGRAMS"]
+__all__ = ["conv_in_ref", "conv_in_triton", "conv_in", "conv_in_applies", "MAX_PATCH", "DTYPES", "STATS_PROGRAMS"]
 
 MAX_PATCH = 64
 """The largest patch (``Ci * 9`` values) the kernel gathers: up to 7 input channels."""
@@ -72,8 +72,9 @@ def conv_in_ref(x, weight, bias=None, *, dtype=None, memory_format=torch.contigu
 # Grid (sample n * output-channel block, pixel split s); a split holds PS consecutive output pixels in tiles of
 # BLOCK_P. Patch column k = i * 9 + 3 (dy + 1) + (dx + 1) of pixel p = (h, w) is x[n, i, h + dy, w + dx] (zero
 # outside), rounded to the output dtype; the weight as a [KP, CBLK] matrix W[k, o] = weight[o, k] (K = Ci * 9 <= KP).
-# Every program computes the first tile to take K_o = y at pixel 0 as its statistics' shift (the first split
-# writes it to k); each then sums its split's stored y - K_o and (y - K_o)^2 per channel into s1, s2 (N, S, Co).
+# The statistics' shift K_o is the (rounded) bias, the output where the patch is zero, near the data for images
+# about zero (the first split writes it to k); each program sums its split's stored y - K_o and (y - K_o)^2 per
+# channel, tile by tile, into s1, s2 (N, S, Co).
 
 
 @triton.jit
@@ -120,17 +121,16 @@ def _conv_in_kernel(
     wt = tl.load(w_ptr + o[None, :] * (Ci * 9) + k[:, None], mask=(k < Ci * 9)[:, None] & (o < Co)[None, :],
                  other=0.0).to(tl.float32)
     bias = tl.zeros([CBLK], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + o, mask=o < Co, other=0.0).to(tl.float32)
+    if HAS_BIAS:  # rounded to the output dtype, as the reference (and a torso stored in it) has it
+        bias = to_storage(tl.load(b_ptr + o, mask=o < Co, other=0.0), ty).to(tl.float32)
     ybase = y_ptr + n.to(tl.int64) * Co * HW
     if STATS:
-        y0 = _conv_tile(x_ptr, wt, bias, n, tl.arange(0, BLOCK_P), Ci, H, W, XCL, KP, IEEE, ty)
-        K = tl.sum(tl.where((tl.arange(0, BLOCK_P) == 0)[:, None], y0.to(tl.float32), 0.0), axis=0)
+        K = bias  # the shift: the bias, the channel's value where the patch is zero (the sums are exact for it)
         if tl.program_id(1) == 0:
             tl.store(k_ptr + n.to(tl.int64) * Co + o, K, mask=o < Co)
-        acc1 = tl.zeros([BLOCK_P, CBLK], dtype=tl.float32)
-        acc2 = tl.zeros([BLOCK_P, CBLK], dtype=tl.float32)
-    p0 = tl.program_id(1).to(tl.int64) * PS
+        acc1 = tl.zeros([CBLK], dtype=tl.float32)
+        acc2 = tl.zeros([CBLK], dtype=tl.float32)
+    p0 = tl.program_id(1) * PS  # pixel offsets within a sample fit int32 (the sample's own offset is int64)
     for start in range(0, PS, BLOCK_P):
         p = p0 + start + tl.arange(0, BLOCK_P)
         y = _conv_tile(x_ptr, wt, bias, n, p, Ci, H, W, XCL, KP, IEEE, ty)
@@ -138,12 +138,12 @@ def _conv_in_kernel(
         tl.store(ybase + tile_offsets(p, o, Co, HW, CL), y, mask=m)
         if STATS:
             d = tl.where(m, y.to(tl.float32) - K[None, :], 0.0)
-            acc1 += d
-            acc2 += d * d
+            acc1 += tl.sum(d, axis=0)  # per tile: a [CBLK] carry (registers: the tile's accumulator is the dot's)
+            acc2 += tl.sum(d * d, axis=0)
     if STATS:
         out = (n.to(tl.int64) * S + tl.program_id(1)) * Co + o
-        tl.store(s1_ptr + out, tl.sum(acc1, axis=0), mask=o < Co)
-        tl.store(s2_ptr + out, tl.sum(acc2, axis=0), mask=o < Co)
+        tl.store(s1_ptr + out, acc1, mask=o < Co)
+        tl.store(s2_ptr + out, acc2, mask=o < Co)
 
 
 @requires_triton
@@ -160,8 +160,9 @@ def conv_in_triton(x, weight, bias=None, *, dtype=None, memory_format=torch.cont
     HW = H * W
     y = torch.empty(N, Co, H, W, dtype=dtype, device=x.device, memory_format=memory_format)
     KP = max(16, triton.next_power_of_2(Ci * 9))
-    CBLK = max(16, min(triton.next_power_of_2(Co), 128))
-    BLOCK_P = 1024 if interpreting() else 64
+    CBLK = max(16, min(triton.next_power_of_2(Co), 64))
+    BLOCK_P = 1024 if interpreting() else 64  # and at most 64 channels a block, 8 warps: no register spills on
+    # sm_90 (171 registers with the statistics, 127 without; 128 channels: 243 and 181)
     NCB = triton.cdiv(Co, CBLK)
     S = max(1, min(triton.cdiv(STATS_PROGRAMS, max(N * NCB, 1)), triton.cdiv(HW, BLOCK_P)))
     PS = triton.cdiv(triton.cdiv(HW, S), BLOCK_P) * BLOCK_P
@@ -177,7 +178,7 @@ def conv_in_triton(x, weight, bias=None, *, dtype=None, memory_format=torch.cont
         _conv_in_kernel[(N * NCB, S)](x, w, bias if bias is not None else w, y, s1, s2, k, Ci, Co, H, W, NCB, PS, S,
                                       XCL=is_channels_last(x), CL=memory_format == torch.channels_last,
                                       HAS_BIAS=bias is not None, STATS=bool(stats), IEEE=dtype == torch.float32,
-                                      KP=KP, BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=4)
+                                      KP=KP, BLOCK_P=BLOCK_P, CBLK=CBLK, num_warps=8)
     return (y, GNStats(s1, s2, k)) if stats else y
 
 

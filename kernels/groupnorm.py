@@ -22,7 +22,8 @@ Two more options fold the passes around an ADM ResBlock's first normalisation in
   the resampling kernel's read and write of it go).
 
 And ``stats`` (``concat_stats``): the input's :class:`GNStats`, made by the pass that wrote it (the residual kernel,
-``afdps.kernels.residual.residual_add(stats=True)``): the kernels skip their statistics pass over that input, which
+``afdps.kernels.residual.residual_add(stats=True)``, or the input convolution's, ``afdps.kernels.conv_in``): the
+kernels skip their statistics pass over that input, which
 is then read once.
 """
 from __future__ import annotations
@@ -54,7 +55,17 @@ def _check_stats(name, st, t):
     for v in st:
         if v.dtype != cdt or v.device != t.device:
             raise ValueError(f"{name} must be {cdt} on {t.device}, got {v.dtype} on {v.device}")
-    return GNStats(s1.contiguous(), s2.contiguous(), k.contiguous())
+    return GNStats(*(_canonical(v) for v in st))
+
+
+def _canonical(v):
+    """``v`` with the strides of a fresh contiguous tensor (the kernels take row lengths from them; ``contiguous()``
+    keeps any stride of a size-1 dimension)."""
+    want, step = [], 1
+    for size in reversed(v.shape):
+        want.insert(0, step)
+        step *= size
+    return v if list(v.stride()) == want else v.clone(memory_format=torch.contiguous_format)
 
 
 def _check(x, weight, bias, groups, scale, shift, pre_bias=None, concat=None, resample=None, stats=None,

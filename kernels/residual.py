@@ -48,9 +48,11 @@ class GNStats(NamedTuple):
     """GroupNorm statistics of an ``(N, C, H, W)`` tensor ``x`` in ``S`` pixel splits: ``s1[n, s, c]`` the sum of
     ``x - k[n, c]`` over split ``s``'s pixels of channel ``c``, ``s2`` the sum of ``(x - k[n, c])^2``, ``s1`` and
     ``s2`` ``(N, S, C)``, the shift ``k`` ``(N, C)``, all float32 (float64 for float64 ``x``). Any shift near the data
-    will do (the producers take ``x`` at pixel 0, so that an offset channel's sums do not cancel); the sums are exact
-    for the shift they carry, and any split of the pixels gives the same totals. Made by the residual kernel
-    (``stats=True``), the GroupNorm's own statistics launch, or :func:`channel_sums_ref`; taken by the GroupNorm
+    will do, so that an offset channel's sums do not cancel (the residual kernel and the GroupNorm take ``x`` at
+    pixel 0, the input convolution its bias); the sums are exact for the shift they carry, and any split of the
+    pixels gives the same totals. Made by the residual kernel
+    (``stats=True``), the input convolution's kernel (:func:`afdps.kernels.conv_in.conv_in`), the GroupNorm's own
+    statistics launch, or :func:`channel_sums_ref`; taken by the GroupNorm
     kernels (``stats=``), which trust that they are ``x``'s."""
 
     s1: torch.Tensor
@@ -108,8 +110,8 @@ def residual_add_ref(a, skip, bias=None, resample=None, stats=False):
 # (p // W, p % W); its skip value is skip[h, w] (RES 0), skip[h // 2, w // 2] of the (H/2, W/2) skip (RES 1), or the
 # mean of skip[2h + i, 2w + j], i, j in {0, 1}, of the (2H, 2W) skip (RES 2). Without statistics a split is one tile
 # (PS = BLOCK_P); with them (STATS) about STATS_PROGRAMS programs each sum their split's stored y - K_c and
-# (y - K_c)^2 per channel into s1, s2 (N, S, C), K_c the stored y at pixel 0 (every program computes it, the
-# first split's writes it to k (N, C)).
+# (y - K_c)^2 per channel, tile by tile, into s1, s2 (N, S, C), K_c the stored y at pixel 0 (every program computes
+# it, the first split's writes it to k (N, C)).
 
 
 @triton.jit
@@ -166,23 +168,26 @@ def _residual_add_kernel(
         K = to_storage(y0, ty).to(CDT)
         if tl.program_id(1) == 0:
             tl.store(k_ptr + n.to(tl.int64) * C + c[None, :], K, mask=cm[None, :])
-        acc1 = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
-        acc2 = tl.zeros([BLOCK_P, CBLK], dtype=CDT)
-    p0 = tl.program_id(1).to(tl.int64) * PS
-    for start in range(0, PS, BLOCK_P):
-        p = p0 + start + tl.arange(0, BLOCK_P)
-        m = ((start + tl.arange(0, BLOCK_P) < PS) & (p < HW))[:, None] & cm[None, :]
-        acc, off = _residual_tile(a_ptr, s_ptr, b_ptr, n, p, c, m, C, H, W, RES, HAS_BIAS, CL, CDT)
-        y = to_storage(acc, ty)
-        tl.store(y_ptr + off, y, mask=m)
-        if STATS:
+        acc1 = tl.zeros([CBLK], dtype=CDT)
+        acc2 = tl.zeros([CBLK], dtype=CDT)
+        p0 = tl.program_id(1) * PS  # pixel offsets within a sample fit int32 (the sample's own offset is int64)
+        for start in range(0, PS, BLOCK_P):
+            p = p0 + start + tl.arange(0, BLOCK_P)
+            m = ((start + tl.arange(0, BLOCK_P) < PS) & (p < HW))[:, None] & cm[None, :]
+            acc, off = _residual_tile(a_ptr, s_ptr, b_ptr, n, p, c, m, C, H, W, RES, HAS_BIAS, CL, CDT)
+            y = to_storage(acc, ty)
+            tl.store(y_ptr + off, y, mask=m)
             d = tl.where(m, y.to(CDT) - K, 0.0)
-            acc1 += d
-            acc2 += d * d
-    if STATS:
+            acc1 += tl.sum(d, axis=0)  # per tile: a [CBLK] carry instead of two [BLOCK_P, CBLK] ones (registers)
+            acc2 += tl.sum(d * d, axis=0)
         out = (n.to(tl.int64) * S + tl.program_id(1)) * C + c
-        tl.store(s1_ptr + out, tl.sum(acc1, axis=0), mask=cm)
-        tl.store(s2_ptr + out, tl.sum(acc2, axis=0), mask=cm)
+        tl.store(s1_ptr + out, acc1, mask=cm)
+        tl.store(s2_ptr + out, acc2, mask=cm)
+    else:  # one tile per program
+        p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+        m = (p < HW)[:, None] & cm[None, :]
+        acc, off = _residual_tile(a_ptr, s_ptr, b_ptr, n, p, c, m, C, H, W, RES, HAS_BIAS, CL, CDT)
+        tl.store(y_ptr + off, to_storage(acc, ty), mask=m)
 
 
 STATS_PROGRAMS = 1024
@@ -208,8 +213,8 @@ def residual_add_triton(a, skip, bias=None, resample=None, stats=False):
     PS = BLOCK_P
     if stats:
         S = max(1, min(triton.cdiv(STATS_PROGRAMS, max(N * NCB, 1)), triton.cdiv(HW, BLOCK_P)))
-        PS = triton.cdiv(triton.cdiv(HW, S), BLOCK_P) * BLOCK_P
-    S = triton.cdiv(HW, PS)
+        PS = max(triton.cdiv(triton.cdiv(HW, S), BLOCK_P), 1) * BLOCK_P
+    S = max(triton.cdiv(HW, PS), 1)
     s1 = s2 = k = y  # unread without statistics
     if stats:
         sdt = torch.float64 if a.dtype == torch.float64 else torch.float32
@@ -222,6 +227,8 @@ def residual_add_triton(a, skip, bias=None, resample=None, stats=False):
                                            RES=RESAMPLES.index(resample), HAS_BIAS=bias is not None, CL=cl,
                                            CDT=tl_dtype(a.dtype), STATS=bool(stats), BLOCK_P=BLOCK_P, CBLK=CBLK,
                                            num_warps=8 if BLOCK_P * CBLK >= 4096 else 4)
+    if stats and not y.numel():  # nothing to sum (no launch): zero sums, zero shift
+        s1, s2, k = s1.zero_(), s2.zero_(), k.zero_()
     return (y, GNStats(s1, s2, k)) if stats else y
 
 

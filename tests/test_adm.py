@@ -474,6 +474,31 @@ def test_fused_statistics_in_the_whole_network(case_a, monkeypatch):
             torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.interpreter
+def test_fused_inference_keeps_parameter_gradients_and_enclosing_autocast(case_a, monkeypatch):
+    """Two passes the input convolution's kernel must leave to the modules: a gradient pass over the parameters
+    of an eval-mode network (the kernels have no backward; with the Triton kernels every parameter still gets its
+    gradient), and an enclosing ``torch.autocast`` (the first activation in autocast's dtype: the fused network
+    runs as with ``fused_stats=False``, exactly on the reference kernels)."""
+    pytest.importorskip("triton")
+    import copy
+
+    from tolerances import DEVICE
+
+    x, t = case_a["x"][:1].float().to(DEVICE), case_a["timesteps"][:1].to(DEVICE)
+    model = _model(case_a, torch.float32).to(DEVICE)
+    monkeypatch.setenv("AFDPS_BACKEND", "triton")
+    fast = copy.deepcopy(model).to_inference(torch.float32, torch.channels_last)
+    fast(x, t).sum().backward()
+    missing = [n for n, p in fast.named_parameters() if p.grad is None]
+    assert not missing, missing
+    monkeypatch.setenv("AFDPS_BACKEND", "torch")
+    with torch.no_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        outs = [copy.deepcopy(model).to_inference(torch.float32, torch.channels_last, fused_stats=keep)(x, t)
+                for keep in (True, False)]
+    assert torch.equal(outs[0], outs[1])
+
+
 def test_flop_count_of_the_ffhq_configuration():
     """bench_adm's FLOP counter (FlopCounterMode on fake tensors): 387.5 GFLOP per 256x256 image for the
     FFHQ configuration (issue 12's count; convolutions, matmuls and attention at 2 FLOP per multiply-add)."""

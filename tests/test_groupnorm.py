@@ -283,16 +283,17 @@ def test_other_channel_blocks_and_launch_sizes(monkeypatch, chunk, programs):
 @pytest.mark.parametrize("given", ["x", "concat", "both"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_given_statistics_replace_the_statistics_pass(monkeypatch, given, layout):
-    """``stats`` / ``concat_stats`` from the residual kernel or made by hand with a shift other than pixel 0's in place of the statistics launch, for either part of a concatenation whose groups straddle the
-    boundary (C1 = 12 in groups of 8), offset inputs, a resampling write: against the float64 oracle within the
-    float32 rule, as without them; the launch count shows the pass skipped."""
+    """``stats`` / ``concat_stats`` from the residual kernel, or made by hand with a shift other than pixel 0's, in
+    place of the statistics launch, for either part of a concatenation where a group straddles the boundary
+    (C1 = 10 in groups of 4 channels), offset inputs, a resampling write, the GroupNorm's own plan in 2 pixel
+    splits against the given statistics' 1: against the float64 oracle within the float32 rule, as without them;
+    the launch count shows the pass skipped."""
     from afdps.kernels import residual as rs
-    N, C1, C2, H, W = 2, 12, 20, 6, 8
+    N, C1, C2, H, W = 2, 10, 22, 6, 8
     x, w, b, sc, sh = _inputs(N, C1 + C2, H, W, torch.float32, seed=11)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     x1, x2 = (t.contiguous(memory_format=fmt) for t in (x[:, :C1] + 4.0, x[:, C1:] - 2.0))
-    zero1, zero2 = torch.zeros_like(x1), torch.zeros_like(x2)
-    x1, st1 = rs.residual_add_triton(x1, zero1, None, None, stats=True)  # the same tensors, with their sums
+    x1, st1 = rs.residual_add_triton(x1, torch.zeros_like(x1), None, None, stats=True)  # the same tensor, with sums
     k2 = x2[:, :, 0, 0] + 0.37  # any shift near the data: the kernels use the one the sums carry
     d2 = x2.double().flatten(2) - k2.double()[:, :, None]
     st2 = gn.GNStats(d2.sum(2)[:, None].float(), (d2 * d2).sum(2)[:, None].float(), k2)
@@ -303,14 +304,20 @@ def test_given_statistics_replace_the_statistics_pass(monkeypatch, given, layout
     real = gn._groupnorm_stats_kernel
     monkeypatch.setattr(gn, "_groupnorm_stats_kernel", type("Count", (), {
         "__getitem__": lambda self, grid: (launches.append(grid), real[grid])[1]})())
-    out = gn.groupnorm_silu_triton(x1, w, b, groups=8, concat=x2, **stats, **kw)
+    out = gn.groupnorm_silu_triton(x1, w, b, groups=8, concat=x2, _split=2, **stats, **kw)
     assert len(launches) == (0 if given == "both" else 1)
     oracle = _oracle_cat_resample(x1, x2, w, b, 8, "down", scale=sc, shift=sh)
     assert_close_elementwise(out, oracle.float(), torch.float32)
     ref = gn.groupnorm_silu_ref(x1, w, b, groups=8, concat=x2, **stats, **kw)
     assert_close_elementwise(ref, oracle.float(), torch.float32)
-    single = gn.groupnorm_silu_triton(x2, w[:C2], b[:C2], groups=4, stats=st2)  # no concatenation
-    assert_close_elementwise(single, _oracle_cat_resample(x2, None, w[:C2], b[:C2], 4, None).float(), torch.float32)
+    single = gn.groupnorm_silu_triton(x2, w[:C2], b[:C2], groups=2, stats=st2)  # no concatenation
+    assert_close_elementwise(single, _oracle_cat_resample(x2, None, w[:C2], b[:C2], 2, None).float(), torch.float32)
+    # the same sums held with other strides (a size-1 split dimension may have any stride and still count as
+    # contiguous): the kernels take canonical copies
+    odd = lambda t: torch.stack([t[:, 0], t[:, 0]], 0)[0:1].transpose(0, 1)  # noqa: E731
+    st_odd = gn.GNStats(odd(st2.s1), odd(st2.s2), st2.k)
+    assert st_odd.s1.is_contiguous() and st_odd.s1.stride() != st2.s1.stride()
+    assert torch.equal(gn.groupnorm_silu_triton(x2, w[:C2], b[:C2], groups=2, stats=st_odd), single)
 
 
 def test_given_statistics_errors():

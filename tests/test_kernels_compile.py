@@ -63,7 +63,7 @@ SCRIPT = textwrap.dedent('''
         for cl in (False, True):
             check(ci._conv_in_kernel, dict(x_ptr="*fp32", w_ptr=st, b_ptr=st, y_ptr=st, s1_ptr="*fp32", s2_ptr="*fp32",
                   k_ptr="*fp32", Ci="i32", Co="i32", H="i32", W="i32", NCB="i32", PS="i32", S="i32"),
-                  dict(XCL=not cl, CL=cl, HAS_BIAS=True, STATS=True, IEEE=ieee, KP=32, BLOCK_P=64, CBLK=128))
+                  dict(XCL=not cl, CL=cl, HAS_BIAS=True, STATS=True, IEEE=ieee, KP=32, BLOCK_P=64, CBLK=64), 8)
     for st, cdt in (("*fp32", tl.float32), ("*bf16", tl.float32), ("*fp64", tl.float64)):
         check(ps._particle_step_kernel, dict(x_ptr=st, s_ptr=st, g_ptr="*fp32", keys_ptr="*i64", p_ptr="*fp64",
               out_ptr=st, part_ptr="*fp64" if cdt == tl.float64 else "*fp32", ROW0="i32", **rows),

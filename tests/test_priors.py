@@ -228,3 +228,28 @@ def test_epsilon_model_cuda_graph_replays_equal_eager_calls():
     a = afdps.sample(eager, op, y, 0.1, num_particles=4, num_steps=5, seed=0, potential="scaled")
     b = afdps.sample(graphed, op, y, 0.1, num_particles=4, num_steps=5, seed=0, potential="scaled")
     torch.testing.assert_close(a.particles, b.particles, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_measured_activation_bound_holds_for_the_fused_network():
+    """On CUDA the activation bound is measured (half the peak of a 2-image forward): it bounds the peak of the
+    fused inference network (whose kernels no module hook sees) at batches 2 to 32, and is more than the
+    fake-tensor count of the module outputs, which misses them."""
+    from afdps.engine.models import ADMUNet
+
+    torch.manual_seed(0)
+    net = ADMUNet(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="16",
+                  num_heads=2, num_head_channels=16, use_scale_shift_norm=True, resblock_updown=True,
+                  learn_sigma=True).cuda().to_inference()
+    prior = EpsilonModel(net, event_shape=(3, 32, 32), batch_size="auto")
+    per = prior.activation_bytes_per_image()
+    assert per > prior._counted_bytes_per_image(torch.device("cuda"))
+    for b in (2, 8, 32):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.no_grad():
+            net(torch.zeros(b, 3, 32, 32, device="cuda"), torch.full((b,), 500.0, device="cuda"))
+        torch.cuda.synchronize()
+        assert torch.cuda.max_memory_allocated() - base <= b * per, (b, per)

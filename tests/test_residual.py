@@ -3,7 +3,8 @@ reference against PyTorch's own sequence (bias add, upsample or pool, add), in b
 tests/tolerances.py (float32 element-wise; bfloat16 by the rule of twice PyTorch's own bfloat16 error)."""
 import pytest
 import torch
-from tolerances import DEVICE, assert_bf16_rule, assert_close_elementwise, assert_close_reduction
+from tolerances import (DEVICE, assert_bf16_rule, assert_close_elementwise, assert_close_reduction,
+                        nan_filled_allocations)
 
 from afdps.kernels import residual as rs
 from afdps.kernels._triton import HAS_TRITON
@@ -57,6 +58,8 @@ def test_errors_and_dispatch():
         rs.residual_add_ref(a, s, b, "up")
     with pytest.raises(ValueError, match=r"bias must be \(4,\)"):
         rs.residual_add_ref(a, s, b[:3])
+    y, st = rs.residual_add_triton(a[:, :, :0], s[:, :, :0], b, stats=True)  # no pixels: zero sums
+    assert y.shape == (1, 4, 0, 4) and st.s1.shape == (1, 1, 4) and not st.s1.any() and not st.k.any()
     auto = rs.residual_add(a, s, b)
     picked = (rs.residual_add_triton if a.device.type == "cuda" else rs.residual_add_ref)(a, s, b)
     assert torch.equal(auto, picked)
@@ -74,6 +77,7 @@ def test_statistics_by_product(monkeypatch, resample, layout, dtype, programs):
     a, s, b = _inputs(2, 80, 12, 20, resample, dtype, layout, seed=7)
     a = a + 3.0  # offset channels: the shift keeps the squares from cancelling
     monkeypatch.setattr(rs, "interpreting", lambda: False)  # GPU tiles (4096 values): several per split
+    nan_filled_allocations(monkeypatch)  # an unwritten element of y or the statistics would be NaN
     y, st = rs.residual_add_triton(a, s, b, resample, stats=True)
     assert torch.equal(y, rs.residual_add_triton(a, s, b, resample))
     assert st.s1.dtype == torch.float32 and st.s1.shape[0] == 2 and st.s1.shape[2] == 80

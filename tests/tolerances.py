@@ -61,3 +61,15 @@ def assert_close_reduction(out: torch.Tensor, ref: torch.Tensor, scale: torch.Te
     bound = TOL[dtype]["reduce"] * scale.double().abs() + 1e-300
     assert bool((diff <= bound).all()), (
         f"reduction off by {(diff / bound).max().item():.2f} x the {dtype} tolerance")
+
+
+def nan_filled_allocations(monkeypatch):
+    """Make ``torch.empty`` / ``torch.empty_like`` return NaN-filled floating tensors for the rest of a test: an
+    element a kernel should have written and did not is then NaN, not a stale value that may pass."""
+    real_empty, real_like = torch.empty, torch.empty_like
+
+    def fill(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: fill(real_empty(*a, **k)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: fill(real_like(*a, **k)))

@@ -636,7 +636,7 @@ class AttentionBlock(nn.Module):
         a = a.transpose(1, 2).reshape(b, height * width, c)
         h = F.linear(a, self.proj_out.weight[:, :, 0], self.proj_out.bias).transpose(1, 2).reshape(b, c, height, width)
         if fused and keep and not self.training:  # the add in the residual kernel, which also sums the statistics
-            return _WithStats(*residual_add(h, x, stats=True))
+            return _WithStats(*residual_add(x, h, stats=True))  # (the output in x's layout)
         out = x + h
         return _WithStats(out) if keep else out
 
@@ -715,8 +715,8 @@ class ADMUNet(nn.Module):
         self.num_levels = len(cfg["widths"])
         self.default_autocast_dtype = torch.float16 if cfg["use_fp16"] else None
         self.fused_norm = False  # set_fused_norm: the output head's GroupNorm + SiLU as the fused kernel
-        self.fused_stats = True  # with fused_norm: GroupNorm statistics from the residual kernel (_WithStats)
-        self.fused_conv_in = True  # with fused_stats: the input convolution, its bias and statistics in one kernel
+        self.fused_stats = False  # to_inference: GroupNorm statistics from the residual kernels (_WithStats)
+        self.fused_conv_in = False  # to_inference: the input convolution, its bias and statistics in one kernel
         self.memory_format = torch.contiguous_format  # to_inference: the torso's activation layout
 
         mc, emb_dim, widths = cfg["model_channels"], cfg["time_embed_dim"], cfg["widths"]
@@ -806,6 +806,19 @@ class ADMUNet(nn.Module):
                 raise ValueError(f"y must have shape ({batch},), got {tuple(y.shape)}")
         return timesteps
 
+    def _conv_in_ok(self, x) -> bool:
+        """Whether the input convolution runs as :func:`afdps.kernels.conv_in.conv_in`: a plain 3x3 convolution
+        (stride 1, padding 1, no dilation or groups, zero padding), alone in its block, in a pass that neither
+        differentiates its parameters (the kernel has no backward) nor runs under autocast (whose dtype the
+        torso's first activation must have)."""
+        block = self.input_blocks[0]
+        first = block[0]
+        return (len(block) == 1 and isinstance(first, nn.Conv2d)
+                and (first.kernel_size, first.stride, first.padding, first.dilation, first.groups,
+                     first.padding_mode) == ((3, 3), (1, 1), (1, 1), (1, 1), 1, "zeros")
+                and not (torch.is_grad_enabled() and any(p.requires_grad for p in first.parameters()))
+                and not torch.is_autocast_enabled(x.device.type))
+
     def set_fused_norm(self, enabled: bool = True) -> "ADMUNet":
         """Run every GroupNorm (+ scale-shift) (+ SiLU) of the network, the ResBlocks', the attention blocks' and
         the output head's, as the fused kernel (:mod:`afdps.kernels.groupnorm`; the Triton kernels on CUDA, the
@@ -831,7 +844,10 @@ class ADMUNet(nn.Module):
         layout and the kernels. ``fused_stats``: the residual kernel that writes a GroupNorm's input also sums its
         statistics, and the GroupNorm skips its own statistics pass; ``fused_conv_in`` (with ``fused_stats``): the
         input convolution, its bias and its output's statistics in one kernel (:mod:`afdps.kernels.conv_in`; the
-        cast of the input folded in). ``bench_adm`` times each. Returns the model (in eval mode).
+        cast of the input folded in). ``bench_adm`` times each. Returns the model (in eval mode). With the
+        statistics carried, forward hooks on the blocks see their wrapper (``_WithStats``, the tensor and its
+        statistics) instead of a tensor, and with ``fused_conv_in`` hooks on ``input_blocks[0]`` do not run; pass
+        ``fused_stats=False`` to hook the blocks.
 
         Accuracy: the same rule as bfloat16 autocast (``tests/test_adm.py``); speed: ``bench/bench_adm.py``.
         """
@@ -903,14 +919,12 @@ class ADMUNet(nn.Module):
         with torso:
             blocks, skips = list(self.input_blocks), []
             keep = self.fused_stats and _fused_ok(self.fused_norm, x) and not self.training
-            first = blocks[0][0]
-            if keep and self.fused_conv_in and autocast_dtype is None and (first.kernel_size, first.stride, first.padding) == ((3, 3), (1, 1),
-                                                                                                    (1, 1)):
+            if keep and self.fused_conv_in and self._conv_in_ok(x):
                 # the input's cast, the convolution, its bias and its statistics in one pass
+                first = blocks.pop(0)[0]
                 h = _WithStats(*conv_in(x, first.weight, first.bias, dtype=torso_dtype,
                                         memory_format=self.memory_format, stats=True))
                 skips.append(h)
-                blocks = blocks[1:]
             else:
                 h = x.to(torso_dtype).contiguous(memory_format=self.memory_format)
                 h = _WithStats(h) if keep else h  # the blocks pass the statistics of what they write to the next norm
