@@ -24,7 +24,7 @@ import torch
 from ._triton import is_channels_last, requires_triton, tile_offsets, tl, to_storage, triton
 from .backend import interpreting
 from .backend import use_triton as use_triton_rule
-from .residual import GNStats, channel_sums_ref
+from .residual import GNStats, channel_sums_ref, stats_splits
 
 __all__ = ["conv_in_ref", "conv_in_triton", "conv_in", "conv_in_applies", "MAX_PATCH", "DTYPES", "STATS_PROGRAMS"]
 
@@ -164,9 +164,7 @@ def conv_in_triton(x, weight, bias=None, *, dtype=None, memory_format=torch.cont
     BLOCK_P = 1024 if interpreting() else 64  # and at most 64 channels a block, 8 warps: no register spills on
     # sm_90 (171 registers with the statistics, 127 without; 128 channels: 243 and 181)
     NCB = triton.cdiv(Co, CBLK)
-    S = max(1, min(triton.cdiv(STATS_PROGRAMS, max(N * NCB, 1)), triton.cdiv(HW, BLOCK_P)))
-    PS = triton.cdiv(triton.cdiv(HW, S), BLOCK_P) * BLOCK_P
-    S = triton.cdiv(HW, PS) if HW else 1
+    S, PS = stats_splits(N * NCB, HW, BLOCK_P, STATS_PROGRAMS)
     s1 = s2 = k = y  # unread without statistics
     if stats:
         s1 = torch.empty(N, S, Co, dtype=torch.float32, device=x.device)  # every element written

@@ -27,7 +27,7 @@ from .backend import interpreting
 from .backend import use_triton as use_triton_rule
 
 __all__ = ["residual_add_ref", "residual_add_triton", "residual_add", "RESAMPLES", "resample_ref", "GNStats",
-           "channel_sums_ref", "STATS_PROGRAMS"]
+           "channel_sums_ref", "STATS_PROGRAMS", "stats_splits"]
 
 RESAMPLES = (None, "up", "down")
 """The resamplings ``R`` of this module and of :mod:`afdps.kernels.groupnorm`'s write (a kernel's ``RES`` is the
@@ -195,6 +195,14 @@ STATS_PROGRAMS = 1024
 over tiles): fixed, so that the sums do not depend on the device. Without statistics each program is one tile."""
 
 
+def stats_splits(blocks: int, HW: int, BLOCK_P: int, programs: int) -> tuple[int, int]:
+    """``(S, PS)``: pixel splits of whole tiles for a launch of ``blocks`` x S programs that sums statistics, about
+    ``programs`` of them (at least one split, also for no pixels); shared by the kernels that make a GNStats."""
+    S = max(1, min(triton.cdiv(programs, max(blocks, 1)), triton.cdiv(HW, BLOCK_P)))
+    PS = max(triton.cdiv(triton.cdiv(HW, S), BLOCK_P), 1) * BLOCK_P
+    return max(triton.cdiv(HW, PS), 1), PS
+
+
 @requires_triton
 def residual_add_triton(a, skip, bias=None, resample=None, stats=False):
     """:func:`residual_add_ref` in one launch (same signature and results; the statistics' splits differ, their
@@ -210,11 +218,8 @@ def residual_add_triton(a, skip, bias=None, resample=None, stats=False):
     tile = 1 << 16 if interpreting() else 4096
     BLOCK_P = max(1, min(triton.next_power_of_2(HW), tile // CBLK))
     NCB = triton.cdiv(C, CBLK)
-    PS = BLOCK_P
-    if stats:
-        S = max(1, min(triton.cdiv(STATS_PROGRAMS, max(N * NCB, 1)), triton.cdiv(HW, BLOCK_P)))
-        PS = max(triton.cdiv(triton.cdiv(HW, S), BLOCK_P), 1) * BLOCK_P
-    S = max(triton.cdiv(HW, PS), 1)
+    S, PS = stats_splits(N * NCB, HW, BLOCK_P, STATS_PROGRAMS) if stats else (max(triton.cdiv(HW, BLOCK_P), 1),
+                                                                               BLOCK_P)
     s1 = s2 = k = y  # unread without statistics
     if stats:
         sdt = torch.float64 if a.dtype == torch.float64 else torch.float32
