@@ -174,20 +174,44 @@ class LinearOperator:
         return self.A(eye).reshape(d, -1).T.contiguous()
 
     # -- what the sampler needs ------------------------------------------------------------
-    def normal_residual(self, x: torch.Tensor, y: torch.Tensor, with_norm: bool = False, use_triton=None):
-        """``A^T (A x - y)`` (shape of ``x``) and, if ``with_norm``, ``||A x - y||^2`` over the event
-        dims (float64, shape of the batch dims). ``use_triton`` selects fused kernels where the operator
-        has them (``None``: the backend rule of :mod:`afdps.kernels.backend`)."""
+    keeps_spectrum: bool = False
+    """Whether :meth:`exact_guidance_step` can also return its result's transform (``keep_spectrum=True``) and
+    :meth:`normal_residual` take it back (``spectrum=``): the sampler then carries each particle's spectrum from one
+    step's guidance to the next step's gradient, one transform fewer per step (the circular :class:`Blur`)."""
+
+    def _no_spectrum(self, spectrum=None, keep_spectrum: bool = False):
+        if spectrum is not None or keep_spectrum:
+            raise ValueError(f"{type(self).__name__} keeps no spectrum (keeps_spectrum is False): call it without "
+                             "spectrum= or keep_spectrum=True")
+
+    def normal_residual(self, x: torch.Tensor, y: torch.Tensor, with_norm: bool = False, use_triton=None, *,
+                        scale: float = 1.0, second: float | None = None, spectrum=None):
+        """``scale A^T (A x - y)`` (shape of ``x``) and, if ``with_norm``, ``||A x - y||^2`` (unscaled) over
+        the event dims (float64, shape of the batch dims); with ``second`` as well, the norm is ``(2, *batch)``:
+        ``||A x - y||^2`` and ``||A x - second y||^2``. ``use_triton`` selects fused kernels where the
+        operator has them (``None``: the backend rule of :mod:`afdps.kernels.backend`); ``spectrum``: ``x``'s
+        transform from ``exact_guidance_step(..., keep_spectrum=True)``, where :attr:`keeps_spectrum`."""
+        self._no_spectrum(spectrum)
+        if second is not None and not with_norm:
+            raise ValueError("second scales a norm: it needs with_norm=True")
         r = self.A(x) - y
         out = self.A_adjoint(r)
+        if float(scale) != 1.0:
+            out = out * float(scale)
         if not with_norm:
             return out, None
         dims = tuple(range(-len(self.output_shape), 0))
-        return out, r.square().sum(dim=dims, dtype=torch.float64)
+        norm = r.square().sum(dim=dims, dtype=torch.float64)
+        if second is None:
+            return out, norm
+        return out, torch.stack([norm, (r + (1.0 - float(second)) * y).square().sum(dim=dims, dtype=torch.float64)])
 
-    def exact_guidance_step(self, x: torch.Tensor, y: torch.Tensor, h: float, kappa: float, use_triton=None) -> torch.Tensor:
+    def exact_guidance_step(self, x: torch.Tensor, y: torch.Tensor, h: float, kappa: float, use_triton=None, *,
+                            keep_spectrum: bool = False):
         """``x - h phi(h kappa A^T A) kappa (A^T A x - A^T y)``: the guidance flow ``dx/dt = -kappa
-        A^T (A x - y)`` integrated exactly over a step of length ``h``."""
+        A^T (A x - y)`` integrated exactly over a step of length ``h``. With ``keep_spectrum`` (where
+        :attr:`keeps_spectrum`): ``(x_new, its transform)``, which :meth:`normal_residual` takes back."""
+        self._no_spectrum(keep_spectrum=keep_spectrum)
         r, _ = self.normal_residual(x, y)
         c = float(h) * float(kappa)
         return x - self.spectral_apply(r, lambda e: c * phi(c * e))
@@ -366,17 +390,33 @@ class Blur(LinearOperator):
         # square and circulant: A A^T = A^T A, the same Fourier eigenbasis
         return self.spectral_apply(u, fn)
 
-    def normal_residual(self, x, y, with_norm=False, use_triton=None):
+    keeps_spectrum = True
+
+    def _spectrum_of(self, x, spectrum):
+        """``rfft2(x)``, or ``spectrum`` (``x``'s, kept by :meth:`exact_guidance_step`) after checking its shape."""
+        if spectrum is None:
+            return self._fft(x)
+        C, Hh, Ww = self.input_shape
+        want = (*x.shape[:-2], Hh, Ww // 2 + 1)
+        cdtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+        if tuple(spectrum.shape) != want or spectrum.dtype != cdtype or spectrum.device != x.device:
+            raise ValueError(f"spectrum must be rfft2 of x: {cdtype} {want} on {x.device}, got {spectrum.dtype} "
+                             f"{tuple(spectrum.shape)} on {spectrum.device}")
+        return spectrum
+
+    def normal_residual(self, x, y, with_norm=False, use_triton=None, *, scale=1.0, second=None, spectrum=None):
         self._check_input(x)
-        R, norm = fourier.blur_residual(self._fft(x), self._buf("transfer", x, True), self._fft(y),
-                                        self.input_shape[-1], with_norm, use_triton=use_triton)
+        R, norm = fourier.blur_residual(self._spectrum_of(x, spectrum), self._buf("transfer", x, True), self._fft(y),
+                                        self.input_shape[-1], with_norm, use_triton=use_triton, scale=float(scale),
+                                        second=None if second is None else float(second))
         return self._ifft(R), norm
 
-    def exact_guidance_step(self, x, y, h, kappa, use_triton=None):
+    def exact_guidance_step(self, x, y, h, kappa, use_triton=None, *, keep_spectrum=False):
         self._check_input(x)
         X = fourier.blur_guidance(self._fft(x), self._buf("transfer", x, True), self._fft(y), float(h) * float(kappa),
                                   use_triton=use_triton)
-        return self._ifft(X)
+        out = self._ifft(X)
+        return (out, X) if keep_spectrum else out
 
     def __repr__(self):
         return f"Blur(kernel={tuple(self.kernel.shape)}, image_shape={self.input_shape})"
@@ -464,10 +504,12 @@ class ValidBlur(Blur):
         """``fn(K^T K) v``: the circular blur's ``A^T A``, which a valid blur's equals away from the edges."""
         return Blur.spectral_apply(self, v, fn)
 
-    def normal_residual(self, x, y, with_norm=False, use_triton=None):
-        return LinearOperator.normal_residual(self, x, y, with_norm)
+    keeps_spectrum = False
 
-    def exact_guidance_step(self, x, y, h, kappa, use_triton=None):
+    def normal_residual(self, x, y, with_norm=False, use_triton=None, *, scale=1.0, second=None, spectrum=None):
+        return LinearOperator.normal_residual(self, x, y, with_norm, scale=scale, second=second, spectrum=spectrum)
+
+    def exact_guidance_step(self, x, y, h, kappa, use_triton=None, *, keep_spectrum=False):
         raise NotImplementedError("a valid blur has no exact guidance step (use guidance='implicit')")
 
     def implicit_guidance_step(self, x, y, h, kappa):

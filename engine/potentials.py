@@ -80,13 +80,24 @@ def _scaled(y: torch.Tensor, m: Member) -> torch.Tensor:
     return y if m.a == 1.0 else m.a * y
 
 
-def gradient(op, x, y, m: Member, *, with_value: bool = False, use_triton=None):
+def gradient(op, x, y, m: Member, *, with_value: bool = False, use_triton=None, spectrum=None,
+             also: Member | None = None):
     """``(A^T W (A x - a y), raw)`` for particles ``x`` and measurements ``y`` broadcasting against them;
     ``raw`` (float64, per particle, only ``with_value``) is what :func:`half_value` turns into
-    ``nu / lam``."""
-    r, raw = op.normal_residual(x, _scaled(y, m), with_norm=with_value and m.d == 0.0, use_triton=use_triton)
-    if m.d == 0.0:
-        return r / m.c, raw
+    ``nu / lam``. With ``also`` (another member; both with ``d = 0``), ``raw`` is ``(2, ...)``: ``m``'s and
+    ``also``'s at the same ``x``, from the same pass (the potential at a step's two grid times).
+    ``spectrum``: ``x``'s transform kept by :func:`guidance_step` (``keep_spectrum=True``; ``d = 0``)."""
+    if m.d == 0.0:  # W = I / c: the operator's residual with the scale 1 / c folded in
+        extra = {} if spectrum is None else {"spectrum": spectrum}
+        if also is not None:
+            if also.d != 0.0 or not with_value:
+                raise ValueError("also= takes a member with d = 0 and needs with_value=True")
+            extra["second"] = also.a / m.a  # A x - (a' / a)(a y)
+        return op.normal_residual(x, _scaled(y, m), with_norm=with_value, use_triton=use_triton, scale=1.0 / m.c,
+                                  **extra)
+    if spectrum is not None or also is not None:
+        raise ValueError("spectrum= and also= serve the potentials with d = 0 ('noisy', 'scaled')")
+    r, _ = op.normal_residual(x, _scaled(y, m), use_triton=use_triton)
     g = op.spectral_apply(r, m.f)
     if with_value:
         raw = _weighted_norm(op, op.A(x) - _scaled(y, m), m)
@@ -126,11 +137,15 @@ def laplacian(op, m: Member) -> float:
     return op.spectral_trace(m.g)
 
 
-def guidance_step(op, x, y, m: Member, h: float, kappa: float, use_triton=None) -> torch.Tensor:
+def guidance_step(op, x, y, m: Member, h: float, kappa: float, use_triton=None, keep_spectrum: bool = False):
     """The guidance flow ``dx/dt = -kappa grad nu`` (before ``lam``: ``kappa = eta V^2 lam``) integrated
-    exactly over a step of length ``h`` (spec sections 4 and 9)."""
+    exactly over a step of length ``h`` (spec sections 4 and 9). ``keep_spectrum`` (``d = 0``, an operator that
+    :attr:`keeps_spectrum`): ``(x_new, its transform)`` for :func:`gradient`'s ``spectrum``."""
     if m.d == 0.0:
-        return op.exact_guidance_step(x, _scaled(y, m), h, kappa / m.c, use_triton=use_triton)
+        extra = {"keep_spectrum": True} if keep_spectrum else {}
+        return op.exact_guidance_step(x, _scaled(y, m), h, kappa / m.c, use_triton=use_triton, **extra)
+    if keep_spectrum:
+        raise ValueError("a kept spectrum serves the potentials with d = 0 ('noisy', 'scaled')")
     r, _ = op.normal_residual(x, _scaled(y, m), use_triton=use_triton)
     hk = float(h) * float(kappa)
     return x - op.spectral_apply(r, lambda e: hk * m.f(e) * phi(hk * m.g(e)))

@@ -168,6 +168,25 @@ class ParticleState:
     logw: torch.Tensor
     k: int = 0
     lam: torch.Tensor | None = None  # (B,) float64 with tempering="adaptive": each image's lam at step k
+    # x's transform, kept by the guidance step that made x (Plan.keep_spectrum); the next step's gradient takes it
+    # instead of transforming x again, unless x has changed since (another tensor, or written in place)
+    spectrum: "_Kept | None" = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """``X``, the operator's transform of the particles ``of`` at their in-place version ``version``."""
+
+    X: torch.Tensor
+    of: torch.Tensor
+    version: int
+
+    @staticmethod
+    def of_state(X, x) -> "_Kept | None":
+        return None if X is None else _Kept(X, x, x._version)
+
+    def valid_for(self, x: torch.Tensor) -> bool:
+        return x is self.of and x._version == self.version
 
 
 # Why a particle died (spec section 5 and the non-finite rule): codes of StepInfo.cause.
@@ -228,6 +247,9 @@ class Plan:
     # the Tweedie guidance step's largest relative move per step (device scalars): step() appends, sample() reads
     # and clears them; a caller running step() itself owns the list
     jumps: list = field(default_factory=list)
+    # carry each particle's spectrum from a step's exact guidance to the next step's gradient (ParticleState.spectrum):
+    # an operator that keeps one (the circular blur), a potential with d = 0, one lam per step, one process
+    keep_spectrum: bool = False
 
     @property
     def batch(self) -> int:
@@ -485,7 +507,10 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
                 stage1_keys=stream_keys(seeds, 0, PURPOSE["stage1"], device), step_keys=keys(PURPOSE["step"]),
                 resample_keys=keys(PURPOSE["resample"]),
                 corrector_keys=tuple(keys(PURPOSE["corrector"] + m) for m in range(M)),
-                timer=_Timer(profile, device), group=particle_group, row0=row0)
+                timer=_Timer(profile, device), group=particle_group, row0=row0,
+                keep_spectrum=(guidance == "exact" and bool(getattr(op, "keeps_spectrum", False))
+                               and potential in ("noisy", "scaled") and tempering not in ADAPTIVE
+                               and particle_group is None))
 
 
 MAX_MOVE = 1.0
@@ -547,6 +572,8 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     v2 = g2 if plan.method == "sde" else 0.0
     before = dict(timer.t)
     tweedie = plan.potential == "tweedie"
+    kept = state.spectrum if plan.keep_spectrum else None
+    spec = kept.X if kept is not None and kept.valid_for(x) else None  # x's transform, or None: transform again
     with timer("score"):
         if tweedie:
             s, g_tw, half_k, half_n = pot.tweedie_terms(prior, op, x, yb, t, tn, plan.sigma_y,
@@ -569,12 +596,18 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
         gk, a_val, b_val = g_tw, half_k, half_n
     else:
         with timer("operator"):
-            gk, raw = pot.gradient(op, x, yb, m_k, with_value=need_value, use_triton=plan.use_triton)
+            # members that differ only in how y is scaled (d = 0): both potentials from the gradient's pass
+            pair = plan.weights and not same and m_k.d == 0.0 and m_n.d == 0.0
+            gk, raw = pot.gradient(op, x, yb, m_k, with_value=need_value or pair, use_triton=plan.use_triton,
+                                   spectrum=spec, also=m_n if pair else None)
             if need_value and adaptive:  # (a fixed schedule takes tempering_change(raw) below)
                 a_val = b_val = pot.half_value(m_k, raw)
+            elif pair:
+                a_val, b_val = pot.half_value(m_k, raw[0]), pot.half_value(m_n, raw[1])
             elif plan.weights and not same:
                 Ax = op.A(x)
                 a_val, b_val = pot.value_from_Ax(op, Ax, yb, m_k), pot.value_from_Ax(op, Ax, yb, m_n)
+    spec = None  # the update below moves x
     kappa = plan.eta * v2 * lam_k
     with timer("update"):
         # with a lam per image the kernel takes lam = 1 and gm = lam_b grad_mu; its Laplacian term is then
@@ -600,6 +633,9 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
                 x, ratio = _cap_move(x_old, x, MAX_MOVE)
                 live = torch.isfinite(logw) & torch.isfinite(ratio)  # a particle dying in this step is not a jump
                 plan.jumps.append(torch.where(live, ratio, 0.0).max())
+            elif plan.keep_spectrum:  # one kappa for the batch (a fixed lam): keep the result's spectrum
+                if kappa != 0.0:
+                    x, spec = pot.guidance_step(op, x, yb, m_k, h, kappa, use_triton=plan.use_triton, keep_spectrum=True)
             else:
                 flow = pot.implicit_guidance_step if implicit else pot.guidance_step
                 x = _per_image(kappa, lambda kap, xb, yy: xb if kap == 0.0 else
@@ -631,7 +667,8 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
             s = prior.score(x, tn)
         if plan.corrector == "song":
             with timer("operator"):
-                gn, _ = pot.gradient(op, x, yb, m_n, use_triton=plan.use_triton)
+                gn, _ = pot.gradient(op, x, yb, m_n, use_triton=plan.use_triton, spectrum=spec)
+            spec = None
             with timer("update"):
                 x_new, _ = langevin_step(x.reshape(B * N, D), s.reshape(B * N, D), gn.reshape(B * N, D),
                                          plan.corrector_keys[m][k], num_particles=N, lam=lam_n,
@@ -650,10 +687,16 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
                                          f=0.0, g2=0.0, v2=2.0, eta=0.0, h=e, lam=0.0, lap_mu=0.0, euler=False,
                                          use_triton=plan.use_triton, row0=plan.row0)
                 x = x_new.reshape(B, N, *event)
+                spec = None
             with timer("operator"):
-                flow = pot.implicit_guidance_step if implicit else pot.guidance_step
-                x = _per_image(lam_n, lambda lam, xb, yy: xb if lam == 0.0 else
-                               flow(op, xb, yy, m_n, e, lam, use_triton=plan.use_triton), x, yb)
+                if plan.keep_spectrum:
+                    if lam_n != 0.0:
+                        x, spec = pot.guidance_step(op, x, yb, m_n, e, lam_n, use_triton=plan.use_triton,
+                                                    keep_spectrum=True)
+                else:
+                    flow = pot.implicit_guidance_step if implicit else pot.guidance_step
+                    x = _per_image(lam_n, lambda lam, xb, yy: xb if lam == 0.0 else
+                                   flow(op, xb, yy, m_n, e, lam, use_triton=plan.use_triton), x, yb)
     # a particle whose new state is not finite dies now, before resampling could copy it
     new_bad = torch.isfinite(logw) & ~torch.isfinite(x).reshape(B, N, -1).all(-1)
     cause = torch.where(new_bad, torch.ones_like(cause), cause)
@@ -665,14 +708,14 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
         threshold = plan.ess_threshold if resampling else -1.0
         if plan.group is None:
             x, logw, ess, did = resample_and_gather(x, logw, plan.resample_keys[k], scheme=scheme, threshold=threshold,
-                                                    use_triton=plan.use_triton)
+                                                    use_triton=plan.use_triton, also=() if spec is None else (spec,))
         else:  # every rank resamples the gathered log-weights alike, then the moved rows travel
             anc, new_logw, ess, did = resample(plan.group.all_gather(logw), plan.resample_keys[k], scheme=scheme,
                                                threshold=threshold, use_triton=plan.use_triton)
             x = plan.group.exchange(x, anc)
             logw = new_logw[:, plan.row0:plan.row0 + N]
     timings = {name: v - before.get(name, 0.0) for name, v in timer.t.items()} if timer.enabled else {}
-    return (ParticleState(x=x, logw=logw, k=k + 1, lam=lam_n if adaptive else None),
+    return (ParticleState(x=x, logw=logw, k=k + 1, lam=lam_n if adaptive else None, spectrum=_Kept.of_state(spec, x)),
             StepInfo(ess=ess, resampled=did, cause=cause, timings=timings))
 
 

@@ -4,7 +4,8 @@ With ``H`` the transfer function of the blur (``A x = irfft2(H * rfft2(x))``), `
 eigenvalues of ``A^T A`` and every operator-side step of the sampler is one filter on the
 spectrum between one ``rfft2`` and one ``irfft2``:
 
-- normal residual ``A^T (A x - y)``:  ``R = |H|^2 X - conj(H) Y``
+- normal residual ``A^T (A x - y)``:  ``R = |H|^2 X - conj(H) Y`` (times a scale; with ``||A x - y||^2``, and
+                                      ``||A x - t y||^2`` for a second ``t``, by Parseval)
 - exact guidance step:                ``X - c phi(c |H|^2) R`` with ``c = h kappa``
 - Stage-I filter:                     ``m(|H|^2) B + s(|H|^2) Z`` (mean filter on ``A^T y``, square-root
                                       covariance on white noise)
@@ -54,19 +55,30 @@ def rfft_weights(width: int, device=None, dtype=torch.float32) -> torch.Tensor:
     return w
 
 
-def blur_residual_ref(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, width: int, with_norm: bool):
-    """Spectrum of ``A^T (A x - y)`` and, if asked, ``||A x - y||^2`` per leading index.
+def blur_residual_ref(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, width: int, with_norm: bool,
+                      scale: float = 1.0, second: float | None = None):
+    """Spectrum of ``scale A^T (A x - y)`` and, if asked, ``||A x - y||^2`` (unscaled) per leading index.
 
     ``X``: ``(..., C, H, Wr)`` complex, ``H``: ``(H, Wr)`` complex, ``Y`` broadcastable to ``X``.
-    Reads ``X`` once and writes one spectrum: 16 bytes per complex64 element each way.
+    Reads ``X`` once and writes one spectrum: 16 bytes per complex64 element each way. ``scale`` (the
+    potential's ``1 / sigma^2``) rides along, so the gradient needs no pass of its own. ``second`` (with
+    ``with_norm``): the norm is ``(2, ...)``, ``||A x - y||^2`` and ``||A x - second y||^2`` (the potential at
+    the step's two grid times, whose measurements are scaled differently) from the same pass.
     """
     AX_minus_Y = H * X - Y
     R = torch.conj(H) * AX_minus_Y
+    if float(scale) != 1.0:
+        R = R * float(scale)
     if not with_norm:
         return R, None
     w = rfft_weights(width, device=X.device, dtype=X.real.dtype)
-    norm = (AX_minus_Y.real.square() + AX_minus_Y.imag.square()).mul(w).sum(dim=(-3, -2, -1), dtype=torch.float64)
-    return R, norm
+
+    def norm(a):
+        return (a.real.square() + a.imag.square()).mul(w).sum(dim=(-3, -2, -1), dtype=torch.float64)
+
+    if second is None:
+        return R, norm(AX_minus_Y)
+    return R, torch.stack([norm(AX_minus_Y), norm(AX_minus_Y + (1.0 - float(second)) * Y)])
 
 
 def blur_guidance_ref(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, c: float) -> torch.Tensor:
@@ -97,12 +109,14 @@ def _blur_residual_kernel(
     x_ptr,  # (L, M, 2) X = rfft2(x) as real pairs
     h_ptr,  # (Hh * Wr, 2) transfer function H
     y_ptr,  # (L // YDIV, M, 2) Y = rfft2(y)
-    r_ptr,  # (L, M, 2) out: conj(H) (H X - Y)
-    part_ptr,  # (L, NB) float32 out: block partials of the weighted |H X - Y|^2 (when WITH_NORM)
-    M, HW, WR, LASTW, YDIV, NB,
-    WITH_NORM: tl.constexpr, BLOCK: tl.constexpr,
+    r_ptr,  # (L, M, 2) out: s conj(H) (H X - Y)
+    s_ptr,  # (2,) float64 s and t (read at run time: one compilation, graph-replayable)
+    part_ptr,  # (NORMS, L, NB) float32 out: block partials of the weighted |H X - Y|^2, |H X - t Y|^2
+    M, HW, WR, LASTW, YDIV, NB, L,
+    NORMS: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    # a = H X - Y; R = conj(H) a; norm += w_col |a|^2 with w_col = 1 for columns 0 and LASTW, else 2
+    # a = H X - Y; R = s conj(H) a; norm += w_col |a|^2 with w_col = 1 for columns 0 and LASTW, else 2;
+    # the second norm of a + (1 - t) Y
     pid = tl.program_id(0)
     row = pid // NB
     blk = pid % NB
@@ -118,13 +132,19 @@ def _blur_residual_kernel(
     yr, yi = tl.split(tl.load(y_ptr + yo, mask=mask2, other=0.0).to(xr.dtype))
     ar = (hr * xr - hi * xi) - yr
     ai = (hr * xi + hi * xr) - yi
-    rr = hr * ar + hi * ai
-    ri = hr * ai - hi * ar
+    sc = tl.load(s_ptr).to(xr.dtype)
+    rr = (hr * ar + hi * ai) * sc
+    ri = (hr * ai - hi * ar) * sc
     tl.store(r_ptr + xo, tl.join(rr, ri), mask=mask2)
-    if WITH_NORM:
+    if NORMS > 0:
         col = m % WR
         wcol = tl.where((col == 0) | (col == LASTW), 1.0, 2.0)
         tl.store(part_ptr + row * NB + blk, tl.sum(tl.where(mask, (ar * ar + ai * ai) * wcol, 0.0), axis=0))
+    if NORMS > 1:
+        u = 1.0 - tl.load(s_ptr + 1).to(xr.dtype)
+        br = ar + u * yr
+        bi = ai + u * yi
+        tl.store(part_ptr + (L + row) * NB + blk, tl.sum(tl.where(mask, (br * br + bi * bi) * wcol, 0.0), axis=0))
 
 
 @triton.jit
@@ -218,21 +238,28 @@ def _spectral_block(M: int) -> int:
 
 
 @requires_triton
-def blur_residual_triton(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, width: int, with_norm: bool):
-    """:func:`blur_residual_ref` in one launch (plus a float64 sum of the block partials for the norm)."""
+def blur_residual_triton(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, width: int, with_norm: bool,
+                         scale: float = 1.0, second: float | None = None):
+    """:func:`blur_residual_ref` in one launch (plus a float64 sum of the block partials for each norm)."""
+    if second is not None and not with_norm:
+        raise ValueError("second scales a norm: it needs with_norm=True")
     Xr, Hr, Yr, L, M, ydiv = _spectral_rows(X, H, Y)
+    norms = 0 if not with_norm else (1 if second is None else 2)
+    s_t = f64_scalars([scale, 1.0 if second is None else second], X.device)
     Wr = X.shape[-1]
     out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
     BLOCK = _spectral_block(M)
     NB = triton.cdiv(M, BLOCK) if M else 0
-    part = torch.zeros(L, NB, dtype=torch.float32 if X.dtype == torch.complex64 else torch.float64, device=X.device)
+    part = torch.zeros(max(norms, 1), L, NB, dtype=torch.float32 if X.dtype == torch.complex64 else torch.float64,
+                       device=X.device)
     if L and M:
-        _blur_residual_kernel[(L * NB,)](Xr, Hr, Yr, torch.view_as_real(out), part, M, H.shape[0] * Wr, Wr,
-                                         Wr - 1 if int(width) % 2 == 0 else 0, ydiv, NB,
-                                         WITH_NORM=bool(with_norm), BLOCK=BLOCK, num_warps=4)
+        _blur_residual_kernel[(L * NB,)](Xr, Hr, Yr, torch.view_as_real(out), s_t, part, M, H.shape[0] * Wr, Wr,
+                                         Wr - 1 if int(width) % 2 == 0 else 0, ydiv, NB, L,
+                                         NORMS=norms, BLOCK=BLOCK, num_warps=4)
     if not with_norm:
         return out, None
-    return out, part.sum(-1, dtype=torch.float64).view(X.shape[:-3])
+    sums = part.sum(-1, dtype=torch.float64)
+    return out, (sums[0].view(X.shape[:-3]) if second is None else sums.view(2, *X.shape[:-3]))
 
 
 @requires_triton
@@ -250,11 +277,14 @@ def blur_guidance_triton(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, c) -
     return out
 
 
-def blur_residual(X, H, Y, width: int, with_norm: bool, use_triton=None):
+def blur_residual(X, H, Y, width: int, with_norm: bool, use_triton=None, scale: float = 1.0,
+                  second: float | None = None):
     """Dispatch between :func:`blur_residual_triton` and :func:`blur_residual_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
+    if second is not None and not with_norm:
+        raise ValueError("second scales a norm: it needs with_norm=True")
     fn = blur_residual_triton if use_triton_rule(use_triton, X.device, "blur_residual", X) else blur_residual_ref
-    return fn(X, H, Y, width, with_norm)
+    return fn(X, H, Y, width, with_norm, scale, second)
 
 
 def blur_guidance(X, H, Y, c: float, use_triton=None):

@@ -539,17 +539,25 @@ def gather_rows_triton(x: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor
     return _launch_gather(x, (moved[0], moved[1], mvn), B, N)
 
 
+def _real_rows(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or its real view where complex (the gather kernel moves real words)."""
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
 @requires_triton
 def resample_and_gather_triton(x: torch.Tensor, logw: torch.Tensor, keys: torch.Tensor, *,
-                               scheme: str = "systematic", threshold: float = 0.5):
-    """Resample and move the rows of ``x (B, N, ...)`` in place: two launches, no host synchronisation.
+                               scheme: str = "systematic", threshold: float = 0.5, also: tuple = ()):
+    """Resample and move the rows of ``x (B, N, ...)`` in place: two launches, no host synchronisation
+    (one more per tensor of ``also``, each ``(B, N, ...)`` and moved alike).
 
     Returns ``(x, new_logw, ess, resampled)``.
     """
     B, N = logw.shape
-    _check_rows_layout(x, B, N)
+    for t in (x, *also):
+        _check_rows_layout(t, B, N)
     _, nlw, ess, res, moved = _launch_resample(logw, keys, scheme, threshold)
-    _launch_gather(x, moved, B, N)
+    for t in (x, *also):
+        _launch_gather(_real_rows(t), moved, B, N)
     return x, nlw, ess, res
 
 
@@ -561,13 +569,16 @@ def resample(logw, keys, *, scheme="systematic", threshold=0.5, use_triton=None)
     return resample_ref(logw, keys, scheme=scheme, threshold=threshold)
 
 
-def resample_and_gather(x, logw, keys, *, scheme="systematic", threshold=0.5, use_triton=None):
-    """Resample each image whose ESS is below ``threshold`` and move the rows of ``x (B, N, ...)`` in place.
+def resample_and_gather(x, logw, keys, *, scheme="systematic", threshold=0.5, use_triton=None, also: tuple = ()):
+    """Resample each image whose ESS is below ``threshold`` and move the rows of ``x (B, N, ...)`` in place,
+    and those of each tensor of ``also`` (``(B, N, ...)``, any dtype: what travels with a particle).
 
     Returns ``(x, new_logw, ess, resampled)`` as :func:`resample_ref` defines them. The Triton path
     never synchronises with the host; the reference path does (``gather_rows`` looks up the moved rows).
     """
-    if use_triton_rule(use_triton, x.device, "resample_and_gather", x) and x.is_contiguous():
-        return resample_and_gather_triton(x, logw, keys, scheme=scheme, threshold=threshold)
+    if use_triton_rule(use_triton, x.device, "resample_and_gather", x) and all(t.is_contiguous() for t in (x, *also)):
+        return resample_and_gather_triton(x, logw, keys, scheme=scheme, threshold=threshold, also=also)
     anc, nlw, ess, res = resample_ref(logw, keys, scheme=scheme, threshold=threshold)
+    for t in also:
+        gather_rows(t, anc)
     return gather_rows(x, anc), nlw, ess, res

@@ -84,15 +84,22 @@ def test_complex128():
 
 
 def test_parseval_norm_is_the_pixel_norm():
-    """The weighted half-spectrum norm equals ||A x - y||^2 computed in pixels (odd and even widths)."""
+    """The weighted half-spectrum norms equal ||A x - y||^2 and ||A x - t y||^2 computed in pixels, and the scaled
+    residual spectrum is scale * A^T (A x - y) (odd and even widths, complex128, kernel and reference)."""
     for W in (10, 11):
         op = Blur(gaussian_kernel(5, 1.2), (2, 9, W))
         x = torch.randn(3, 2, 2, 9, W, dtype=torch.float64)
         y = torch.randn(3, 1, 2, 9, W, dtype=torch.float64)
         X, Y = torch.fft.rfft2(x, norm="ortho"), torch.fft.rfft2(y, norm="ortho")
-        _, n = fo.blur_residual_triton(X.to(DEVICE), op.transfer.to(DEVICE), Y.to(DEVICE), W, True)
-        direct = (op.A(x) - y).square().sum(dim=(-3, -2, -1))
-        torch.testing.assert_close(n.cpu(), direct, rtol=1e-10, atol=0)
+        ax = op.A(x)
+        for fn in (fo.blur_residual_ref, fo.blur_residual_triton):
+            _, n = fn(X.to(DEVICE), op.transfer.to(DEVICE), Y.to(DEVICE), W, True)
+            torch.testing.assert_close(n.cpu(), (ax - y).square().sum(dim=(-3, -2, -1)), rtol=1e-10, atol=0)
+            R, n2 = fn(X.to(DEVICE), op.transfer.to(DEVICE), Y.to(DEVICE), W, True, 3.0, 0.6)
+            for got, t in ((n2[0], 1.0), (n2[1], 0.6)):
+                torch.testing.assert_close(got.cpu(), (ax - t * y).square().sum(dim=(-3, -2, -1)), rtol=1e-10, atol=0)
+            r = torch.fft.irfft2(R.cpu(), s=(9, W), norm="ortho")
+            torch.testing.assert_close(r, 3.0 * op.A_adjoint(ax - y), rtol=1e-10, atol=1e-12)
 
 
 def test_dispatch():
@@ -128,3 +135,28 @@ def test_blur_operator_uses_the_kernels(monkeypatch):
     torch.testing.assert_close(n1, n0, rtol=1e-5, atol=0)
     torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-5 * g0.abs().max().item())
     assert math.isfinite(float(n1.sum()))
+
+
+@pytest.mark.parametrize("xshape,yshape", SHAPES[:4] + SHAPES[-1:])
+@pytest.mark.parametrize("second", [None, 0.5, 1.0, 1.7])
+def test_blur_residual_scale_and_second_norm(xshape, yshape, second):
+    """The scale rides in the residual's pass (the kernel equals the reference times the scale); the second norm
+    is ||A x - t y||^2 from the same pass; with t = 1 it equals the first."""
+    X, H, Y = _spectra(xshape, yshape, seed=3)
+    R0, n0 = fo.blur_residual_ref(X, H, Y, xshape[-1], True)
+    for fn in (fo.blur_residual_ref, fo.blur_residual_triton):
+        R, n = fn(X, H, Y, xshape[-1], True, 0.25, second)
+        _close(R, 0.25 * R0, torch.complex64)
+        if second is None:
+            assert n.shape == n0.shape
+            torch.testing.assert_close(n, n0, rtol=1e-5, atol=0)
+            continue
+        assert n.shape == (2, *n0.shape) and n.dtype == torch.float64
+        torch.testing.assert_close(n[0], n0, rtol=1e-5, atol=0)
+        _, n_t = fo.blur_residual_ref(X, H, Y * second, xshape[-1], True)  # the norm with y scaled by t
+        torch.testing.assert_close(n[1], n_t, rtol=1e-5, atol=0)
+        if second == 1.0:
+            torch.testing.assert_close(n[1], n[0], rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="needs with_norm"):
+        fo.blur_residual(X, H, Y, xshape[-1], False, second=0.5)
+

@@ -93,8 +93,10 @@ SCRIPT = textwrap.dedent('''
     check(rs._gather_moved_kernel, dict(x_ptr="*bf16", mvd_ptr="*i32", mvs_ptr="*i32", mvn_ptr="*i32", B="i32",
           N="i32", D="i32", NC="i32"), dict(BLOCK=4096, BLOCK_B=16))
     for st in ("*fp32", "*fp64"):
-        check(fo._blur_residual_kernel, dict(x_ptr=st, h_ptr=st, y_ptr=st, r_ptr=st, part_ptr=st, M="i32", HW="i32",
-              WR="i32", LASTW="i32", YDIV="i32", NB="i32"), dict(WITH_NORM=True, BLOCK=1024, YDIV=1))
+        for norms in (0, 1, 2):
+            check(fo._blur_residual_kernel, dict(x_ptr=st, h_ptr=st, y_ptr=st, r_ptr=st, s_ptr="*fp64", part_ptr=st,
+                  M="i32", HW="i32", WR="i32", LASTW="i32", YDIV="i32", NB="i32", L="i32"),
+                  dict(NORMS=norms, BLOCK=1024, YDIV=1))
         check(fo._blur_guidance_kernel, dict(x_ptr=st, h_ptr=st, y_ptr=st, o_ptr=st, c_ptr="*fp64", M="i32",
               HW="i32", YDIV="i32", NB="i32"), dict(BLOCK=1024))
     print("\\n".join(failed))

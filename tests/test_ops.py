@@ -96,6 +96,38 @@ def test_normal_residual_and_norm(name):
     torch.testing.assert_close(r, op.A_adjoint(op.A(x) - y), rtol=0, atol=1e-10)
     dims = tuple(range(-len(op.output_shape), 0))
     torch.testing.assert_close(nrm, (op.A(x) - y).square().sum(dims), rtol=1e-12, atol=1e-10)
+    # the scale rides along; a second norm is ||A x - t y||^2 at the same x
+    r2, nrm2 = op.normal_residual(x, y, with_norm=True, scale=0.3, second=1.6)
+    torch.testing.assert_close(r2, 0.3 * r, rtol=1e-12, atol=1e-12)
+    assert nrm2.shape == (2, *nrm.shape)
+    torch.testing.assert_close(nrm2[0], nrm, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(nrm2[1], (op.A(x) - 1.6 * y).square().sum(dims), rtol=1e-12, atol=1e-10)
+    with pytest.raises(ValueError, match="needs with_norm"):
+        op.normal_residual(x, y, second=1.6)
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_kept_spectrum_round_trip(name):
+    """An operator that keeps a spectrum: the guidance step's kept transform is rfft2 of its result, and the
+    residual from it equals the residual from x; the others refuse both keywords."""
+    op = ALL[name]
+    x, y = _x(op, 2, 3), _y(op, 2, 1)
+    if not op.keeps_spectrum:
+        with pytest.raises(ValueError, match="keeps no spectrum"):
+            op.normal_residual(x, y, spectrum=torch.zeros(1))
+        with pytest.raises(ValueError, match="keeps no spectrum"):
+            op.exact_guidance_step(x, y, 0.1, 2.0, keep_spectrum=True)
+        return
+    x1, X1 = op.exact_guidance_step(x, y, 0.1, 2.0, keep_spectrum=True)
+    torch.testing.assert_close(x1, op.exact_guidance_step(x, y, 0.1, 2.0), rtol=0, atol=0)
+    torch.testing.assert_close(X1, torch.fft.rfft2(x1, norm="ortho"), rtol=0, atol=1e-12)
+    r, n = op.normal_residual(x1, y, with_norm=True, scale=2.0, spectrum=X1)
+    r0, n0 = op.normal_residual(x1, y, with_norm=True, scale=2.0)
+    torch.testing.assert_close(r, r0, rtol=0, atol=1e-12)
+    torch.testing.assert_close(n, n0, rtol=1e-12, atol=0)
+    for bad in (X1[:1], X1.to(torch.complex64), X1.real):
+        with pytest.raises(ValueError, match="spectrum must be rfft2 of x"):
+            op.normal_residual(x1, y, spectrum=bad)
 
 
 @pytest.mark.parametrize("name", list(ALL))

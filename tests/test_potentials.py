@@ -45,6 +45,24 @@ def test_gradient_value_and_laplacian(m):
     assert pot.laplacian(OP, m) == pytest.approx(float(torch.trace(F)), rel=1e-10)
 
 
+@pytest.mark.parametrize("op", [OP, ops.Blur(ops.gaussian_kernel(3, 0.8), (2, 5, 6)),
+                                ops.Inpaint(ops.box_mask((5, 6), 2), (2, 5, 6))], ids=["dense", "blur", "inpaint"])
+def test_gradient_gives_the_next_members_value_too(op):
+    """``also=``: the potential of a step's other grid time (another ``a`` and ``s``) at the same particles, from the
+    gradient's pass, equals :func:`value_from_Ax` at that member (the sampler's weights use both)."""
+    m, m2 = MEMBERS[1], pot.Member(0.8, 0.4, 0.0)
+    x = torch.randn(2, 5, *op.input_shape, generator=G, dtype=torch.float64)
+    y = torch.randn(2, 1, *op.output_shape, generator=G, dtype=torch.float64)
+    g, raw = pot.gradient(op, x, y, m, with_value=True, also=m2)
+    g0, _ = pot.gradient(op, x, y, m)
+    torch.testing.assert_close(g, g0, rtol=1e-12, atol=1e-12)
+    ax = op.A(x)
+    torch.testing.assert_close(pot.half_value(m, raw[0]), pot.value_from_Ax(op, ax, y, m), rtol=1e-10, atol=0)
+    torch.testing.assert_close(pot.half_value(m2, raw[1]), pot.value_from_Ax(op, ax, y, m2), rtol=1e-10, atol=0)
+    with pytest.raises(ValueError, match="also= takes a member with d = 0"):
+        pot.gradient(op, x, y, m, with_value=True, also=MEMBERS[2])
+
+
 @pytest.mark.parametrize("m", MEMBERS, ids=["noisy", "scaled", "inflated"])
 def test_exact_guidance_step_is_the_flow(m):
     x = torch.randn(3, 4, generator=G, dtype=torch.float64)

@@ -173,6 +173,26 @@ def test_resample_and_gather_matches_reference(scheme):
     _assert_same((slots,) + tuple(got[1:]), (slots,) + tuple(want[1:]))
 
 
+def test_resample_and_gather_moves_what_travels_with_a_particle():
+    """``also``: each tensor (complex spectra included) moves by the same ancestors as x, on both paths."""
+    B, N = 5, 31
+    lw, keys = _awkward(B, N, seed=11)
+    x = torch.randn(B, N, 2, 6)
+    X = torch.fft.rfft2(x)  # complex64 (B, N, 2, 4)
+    tag = torch.arange(B * N, dtype=torch.float64).view(B, N, 1).repeat(1, 1, 3)
+    anc, *_ = rs.resample_ref(lw, keys, threshold=0.7)
+    for use_triton in (False, True):
+        xs, Xs, tags = x.clone().to(DEVICE), X.clone().to(DEVICE), tag.clone().to(DEVICE)
+        out = rs.resample_and_gather(xs, lw.to(DEVICE), keys.to(DEVICE), threshold=0.7, use_triton=use_triton,
+                                     also=(Xs, tags))
+        assert out[0] is xs
+        want = rs.gather_rows(x.clone(), anc)
+        assert torch.equal(xs.cpu(), want)
+        assert torch.equal(Xs.cpu(), rs.gather_rows(X.clone(), anc))
+        assert torch.equal(tags.cpu()[..., 0], (torch.arange(B)[:, None] * N + anc).double())
+    assert bool((anc != torch.arange(N)).any()), "no row moved: the test would not see a missed gather"
+
+
 def test_dispatch_and_errors():
     lw, keys = _logw(2, 5)
     ref = rs.resample(lw, keys, use_triton=False)
