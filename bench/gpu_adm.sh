@@ -12,8 +12,8 @@
 #      network's per-shape CUDA graph and inside the whole-run graph, the share of time outside the network and
 #      each part's ms per step; the fastest's device kernels per step (--kernel-profile: cuFFT, the sampler's
 #      kernels, the network's);
-#   5. the GPU tests of the kernels and the network (pytest -m "gpu or interpreter": the interpreter-marked kernel
-#      tests run the real kernels on the GPU);
+#   5. the GPU tests of the kernels, the blur's kept spectra, CUDA-graph replays and the network (pytest -m "gpu or
+#      interpreter": the interpreter-marked kernel tests run the real kernels on the GPU; newest kernels first);
 #   6. batches 16 and 256, the other variants (float32, contiguous, unfused); 7. torch.compile of the network (its
 #      compile time), last: the likeliest to overrun.
 # Everything lands in bench/results/gpu_adm-<time>.md (and bench/results/adm.csv); with $OUT set (the device tool)
@@ -59,8 +59,8 @@ for extra in "--network autocast" "--network $NET --cudnn --kernel-profile $REPO
   HEAD=""
 done
 if [ "$MODE" = full ]; then
-  run 120 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_groupnorm.py tests/test_residual.py tests/test_conv_in.py \
-    tests/test_adm.py tests/test_cuda_graph.py
+  run 120 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_conv_in.py tests/test_kept_spectrum.py \
+    tests/test_fourier.py tests/test_cuda_graph.py tests/test_residual.py tests/test_groupnorm.py tests/test_adm.py
 fi
 run 90 $ADM $FFHQ $ITERS $GN --batches 16,256 --no-parity --header --variants autocast,fast-cl,best+cudnn$GRAPH
 run 90 $ADM $FFHQ $ITERS $GN --batches 64 --header --variants fp32,autocast-fused,fast,fast-cl-unfused
