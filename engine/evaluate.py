@@ -113,10 +113,16 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
 
     Image ``i`` uses seed ``seed + i`` for its measurement noise and its sampler, so a row does not
     depend on ``batch_size``. ``images (n, C, H, W)`` on [-1, 1]; ``labels`` and ``classifier`` enable
-    the accuracy columns. ``on_result(summary, per_image)`` is called after each task x method (the
-    command line rewrites its files then, so an interrupted run keeps what it finished). ``previous``:
-    ``(summary_rows, per_image_rows)`` of an interrupted run with the same settings; the task x method
-    pairs it holds are kept and not run again (``afdps eval --resume``).
+    the accuracy columns. ``on_result(summary, per_image)`` is called after each sampler call (batch of images)
+    with the rows so far, the unfinished pair's images included (the command line rewrites its files then, so an
+    interrupted run keeps every finished batch). Each per-image row carries ``seconds``, its share of its batch's
+    sampler time; a summary's ``wall_s`` and ``s_per_image`` sum and average them.
+
+    ``previous``: ``(summary_rows, per_image_rows)`` of an interrupted run with the same settings, or of a run of
+    the same settings on fewer images (the first ones: ``afdps eval --resume`` with a larger ``--num-images``). A
+    task x method pair whose summary covers all ``n`` images is kept as it is; of any other pair the per-image rows
+    are kept and only the missing images run (rows do not depend on batching). Kept rows written before rows
+    carried ``seconds`` take their old summary's ``s_per_image``.
     """
     for m in methods:
         if m not in METHODS:
@@ -130,7 +136,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     n = images.shape[0]
     shape = tuple(images.shape[1:])
     bar = progress_bar(len(tasks) * len(methods) * math.ceil(n / batch_size), "eval (batches)", progress, lines=True)
-    summary, per_image = (list(previous[0]), list(previous[1])) if previous else ([], [])
+    summary, per_image, partial = _kept(previous, n)
     done = {(r["task"], r["method"]) for r in summary}
     try:
         for task in tasks:
@@ -140,19 +146,29 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                 if (task, method) in done:
                     bar.update(math.ceil(n / batch_size))
                     continue
-                rows, wall, nfe = [], 0.0, 0
-                for a, b in _batches(n, batch_size):
-                    y = ys[a:b].to(device)
+                rows = dict(partial.get((task, method), {}))  # image -> row
+                batches = list(_batches(n, batch_size))
+                ran = False
+                for bi, (a, b) in enumerate(batches):
+                    idx = [i for i in range(a, b) if i not in rows]
+                    if not idx and (ran or bi < len(batches) - 1):
+                        bar.update(1)
+                        continue
+                    # (every image kept but no summary: the last batch runs again for the run's NFE and potential;
+                    # its rows come out the same)
+                    idx = idx or list(range(a, b))
+                    ran = True
+                    y = ys[idx].to(device)
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     t0 = time.perf_counter()
                     res = run_method(method, prior, op, y, sigma_y, particles=particles, steps=steps,
-                                     seeds=[seed + i for i in range(a, b)], tempering=tempering, potential=potential,
+                                     seeds=[seed + i for i in idx], tempering=tempering, potential=potential,
                                      time_power=time_power, dps_zeta=dps_zeta, dps_steps=dps_steps,
                                      corrector_steps=corrector_steps, corrector_snr=corrector_snr, corrector=corrector,
                                      backend=backend, tempering_ess=tempering_ess, ess_threshold=ess_threshold)
                     best, mean = res.best.float().cpu(), res.mean.float().cpu()
-                    wall += time.perf_counter() - t0
+                    seconds = (time.perf_counter() - t0) / len(idx)
                     nfe = res.nfe
                     final_ess = res.ess[-1].cpu() if method != "dps" else None
                     if classifier is not None:
@@ -162,7 +178,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                         lab_all = classify(classifier, parts.reshape(-1, *shape).nan_to_num().clamp(-1, 1))[0]
                         live = torch.isfinite(torch.as_tensor(res.log_weights)).cpu()
                         lab_all = torch.where(live, lab_all.view(*parts.shape[:2]), -1)  # dead particles: -1
-                    for j, i in enumerate(range(a, b)):
+                    for j, i in enumerate(idx):
                         truth = images[i].float()
                         row = {"task": task, "method": method, "image": i,
                                "psnr_best": psnr(best[j], truth), "ssim_best": ssim(best[j], truth),
@@ -174,10 +190,14 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                             row["correct_best"] = int(lab_best[j] == labels[i])
                             row["correct_mean"] = int(lab_mean[j] == labels[i])
                             row["correct_any"] = int(bool((lab_all[j] == labels[i]).any()))
-                        rows.append(row)
+                        row["seconds"] = seconds
+                        rows[i] = row
                     bar.update(1)
+                    if on_result is not None and bi < len(batches) - 1:
+                        on_result(summary, per_image + [rows[i] for i in sorted(rows)])
+                rows = [rows[i] for i in sorted(rows)]
                 per_image += rows
-                summary.append(_summarise(task, method, rows, wall=wall, nfe=nfe, particles=1 if method == "dps"
+                summary.append(_summarise(task, method, rows, nfe=nfe, particles=1 if method == "dps"
                                           else particles, steps=(dps_steps or steps) if method == "dps" else steps))
                 summary[-1]["potential"] = getattr(res, "potential", None) or "-"
                 if on_result is not None:
@@ -203,15 +223,38 @@ def mean_se(values) -> tuple[float, float] | tuple[str, str]:
     return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0)
 
 
-def _summarise(task, method, rows, *, wall, nfe, particles, steps) -> dict:
+def _kept(previous, n: int):
+    """What ``evaluate`` keeps of ``previous`` for ``n`` images: the summary and per-image rows of the pairs it
+    finished on all ``n`` images, and ``{(task, method): {image: row}}`` of the others."""
+    if not previous:
+        return [], [], {}
+    old_summary, old_rows = previous
+    summary = [r for r in old_summary if r["images"] == n]
+    done = {(r["task"], r["method"]) for r in summary}
+    rate = {(r["task"], r["method"]): r["s_per_image"] for r in old_summary if r["images"] != n}
+    per_image, partial = [], {}
+    for r in old_rows:
+        key = (r["task"], r["method"])
+        if r["image"] >= n:
+            raise ValueError(f"the earlier run has image {r['image']} of {key[0]} x {key[1]}; {n} image(s) are asked "
+                             "for: a resumed run can restore more images than the earlier one, not fewer")
+        if key in done:
+            per_image.append(r)
+        else:
+            partial.setdefault(key, {})[r["image"]] = r if r.get("seconds", "") != "" else {**r, "seconds": rate.get(key, "")}
+    return summary, per_image, partial
+
+
+def _summarise(task, method, rows, *, nfe, particles, steps) -> dict:
     out = {"task": task, "method": method, "images": len(rows), "particles": particles, "steps": steps, "nfe": nfe}
     for key in ("psnr_best", "ssim_best", "psnr_mean", "ssim_mean", "correct_best", "correct_mean", "correct_any",
                 "labels_distinct", "final_ess"):
         m, se = mean_se(r[key] for r in rows if r.get(key, "") != "")
         name = key.replace("correct", "accuracy")
         out[name], out[name + "_se"] = m, se
-    out["wall_s"] = wall
-    out["s_per_image"] = wall / max(len(rows), 1)
+    timed = [r["seconds"] for r in rows if r.get("seconds", "") != ""]
+    out["wall_s"] = float(sum(timed))
+    out["s_per_image"] = out["wall_s"] / len(timed) if timed else ""
     return out
 
 
@@ -258,8 +301,10 @@ def read_csv_rows(path) -> list[dict]:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def csv_text(rows: list[dict]) -> str:
-    """Rows (dicts; the union of their keys in first-seen order as columns) as CSV text, floats to 6 digits."""
+def csv_text(rows: list[dict], digits: int = 6) -> str:
+    """Rows (dicts; the union of their keys in first-seen order as columns) as CSV text, floats to ``digits``
+    significant digits (``afdps eval`` writes per-image rows with 9, so that a resumed run's means, taken over rows
+    read back, agree with an uninterrupted run's at the summary's 6)."""
     fields = []
     for r in rows:
         fields += [k for k in r if k not in fields]
@@ -267,5 +312,5 @@ def csv_text(rows: list[dict]) -> str:
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        w.writerow({k: (f"{v:.{digits}g}" if isinstance(v, float) else v) for k, v in r.items()})
     return buf.getvalue()

@@ -132,6 +132,90 @@ def test_interrupted_run_keeps_finished_rows(tmp_path, monkeypatch):
     assert cli.main(argv[:-3] + ["--steps", "3", "--out", str(tmp_path), "--no-progress", "--resume"]) == 2
 
 
+def _rows(path, drop=("seconds", "wall_s", "s_per_image")):
+    """A CSV's rows without its timing columns (times differ between runs; nothing else may)."""
+    return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(open(path))]
+
+
+def _same_summary(a, b):
+    """Summary rows equal, numbers to the six significant digits they are written with (a resumed pair's means come
+    from kept rows read back at nine; a last-digit rounding may differ). Per-image rows are compared exactly."""
+    a, b = _rows(a), _rows(b)
+    assert [r.keys() for r in a] == [r.keys() for r in b]
+    for ra, rb in zip(a, b):
+        for k in ra:
+            try:
+                assert float(ra[k]) == pytest.approx(float(rb[k]), rel=1e-5, abs=1e-12), k
+            except ValueError:
+                assert ra[k] == rb[k], k
+
+
+def _recording(monkeypatch, fail_at=None):
+    """Replace ``run_method`` by one that records each call's image seeds (and fails at call ``fail_at``)."""
+    real, calls = ev.run_method, []
+
+    def run(method, *a, seeds, **k):
+        calls.append(list(seeds))
+        if len(calls) == fail_at:
+            raise RuntimeError("simulated failure")
+        return real(method, *a, seeds=seeds, **k)
+
+    monkeypatch.setattr(ev, "run_method", run)
+    return calls
+
+
+EVAL = ["eval", "--particles", "2", "--steps", "2", "--task", "box", "--batch-size", "1", "--no-progress"]
+
+
+def test_resume_runs_only_the_missing_images(tmp_path, monkeypatch):
+    """A failure in a pair's second batch keeps the first batch's image row on disk (no summary row yet);
+    --resume runs only the missing image and ends with the files of an uninterrupted run."""
+    argv = EVAL + ["--num-images", "2", "--methods", "fk"]
+    assert cli.main(argv + ["--out", str(tmp_path / "whole")]) == 0
+    cut = tmp_path / "cut"
+    _recording(monkeypatch, fail_at=2)
+    assert cli.main(argv + ["--out", str(cut)]) == 1
+    assert [r["image"] for r in csv.DictReader(open(cut / "per_image.csv"))] == ["0"]
+    assert list(csv.DictReader(open(cut / "results.csv"))) == []
+    calls = _recording(monkeypatch)
+    assert cli.main(argv + ["--out", str(cut), "--resume"]) == 0
+    assert calls == [[1]]  # image 1's seed only (seed 0 + image)
+    assert _rows(cut / "per_image.csv") == _rows(tmp_path / "whole" / "per_image.csv")
+    _same_summary(cut / "results.csv", tmp_path / "whole" / "results.csv")
+    (row,) = list(csv.DictReader(open(cut / "results.csv")))
+    seconds = [float(r["seconds"]) for r in csv.DictReader(open(cut / "per_image.csv"))]
+    assert float(row["wall_s"]) == pytest.approx(sum(seconds), rel=1e-5) and min(seconds) > 0
+
+
+def test_resume_extends_a_run_to_more_images(tmp_path, monkeypatch, capsys):
+    """--resume with a larger --num-images keeps the earlier images' rows and runs only the new ones, the files
+    then equal a run of all images from the start; rows written before the ``seconds`` column take their old
+    summary's time per image. Fewer images, or any other setting changed, are refused."""
+    argv = EVAL + ["--methods", "fk,dps"]
+    assert cli.main(argv + ["--num-images", "2", "--out", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "grown"
+    assert cli.main(argv + ["--num-images", "1", "--out", str(out)]) == 0
+    old = {r["method"]: float(r["s_per_image"]) for r in csv.DictReader(open(out / "results.csv"))}
+    lines = (out / "per_image.csv").read_text().splitlines()  # as an earlier version wrote it: no seconds column
+    assert lines[0].endswith(",seconds")
+    (out / "per_image.csv").write_text("\n".join(l.rsplit(",", 1)[0] for l in lines) + "\n")
+    calls = _recording(monkeypatch)
+    assert cli.main(argv + ["--num-images", "2", "--out", str(out), "--resume"]) == 0
+    assert calls == [[1], [1]]
+    assert _rows(out / "per_image.csv") == _rows(tmp_path / "whole" / "per_image.csv")
+    _same_summary(out / "results.csv", tmp_path / "whole" / "results.csv")
+    new = {(r["method"], r["image"]): float(r["seconds"]) for r in csv.DictReader(open(out / "per_image.csv"))}
+    for r in csv.DictReader(open(out / "results.csv")):
+        assert new[r["method"], "0"] == pytest.approx(old[r["method"]], rel=1e-5)
+        assert float(r["wall_s"]) == pytest.approx(old[r["method"]] + new[r["method"], "1"], rel=1e-5)
+    assert "2 images" in (out / "results.md").read_text()
+    capsys.readouterr()
+    assert cli.main(argv + ["--num-images", "1", "--out", str(out), "--resume"]) == 2
+    assert "settings differ" in capsys.readouterr().err and calls == [[1], [1]]
+    assert cli.main(argv + ["--steps", "3", "--num-images", "3", "--out", str(out), "--resume"]) == 2
+    assert "(num_images, steps; only --num-images may grow)" in capsys.readouterr().err
+
+
 def test_image_folder(tmp_path):
     """Users' own images: resized/cropped to the prior's shape; no classifier, so no accuracy columns."""
     import numpy as np

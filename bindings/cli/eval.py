@@ -69,8 +69,8 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                    help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
     p.add_argument("--out", default="eval_out", help="output folder")
-    p.add_argument("--resume", action="store_true", help="keep the task x method rows of an interrupted run in "
-                   "--out (same settings) and run only the rest")
+    p.add_argument("--resume", action="store_true", help="keep the image rows of an interrupted run in --out (same "
+                   "settings; a larger --num-images extends it) and run only the missing images")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_fast_network(p)
 
@@ -110,11 +110,16 @@ def run(args) -> int:
             raise ValueError(f"{str(out)!r} holds results of an earlier run; pass --resume to continue it, or choose "
                              "another --out")
         old = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else None
-        if old != settings:
-            raise ValueError(f"--resume: the settings differ from those of the run in {str(out)!r} "
-                             f"({', '.join(sorted(k for k in settings if (old or {}).get(k) != settings[k]))})")
+        differ = sorted(k for k in set(settings) | set(old or {}) if (old or {}).get(k) != settings.get(k))
+        if differ == ["num_images"] and isinstance(old["num_images"], int) and old["num_images"] < args.num_images:
+            print(f"afdps eval: extending the run in {out}/ from {old['num_images']} to {args.num_images} images")
+        elif differ:
+            raise ValueError(f"--resume: the settings differ from those of the run in {str(out)!r} ({', '.join(differ)}; "
+                             "only --num-images may grow)")
         previous = (read_csv_rows(out / "results.csv"), read_csv_rows(out / "per_image.csv"))
-        print(f"afdps eval: resuming: {len(previous[0])} task x method row(s) kept from {out}/")
+        kept = {(r["task"], r["method"]) for r in previous[1]}
+        print(f"afdps eval: resuming: {len(previous[1])} image row(s) of {len(kept)} task x method pair(s) kept from "
+              f"{out}/; only the missing images run")
     write_json(out / "settings.json", settings)
     t0 = time.perf_counter()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
@@ -140,7 +145,7 @@ def run(args) -> int:
                   "mean). Means ± standard errors over images; accuracy: fraction classified as the true digit; NFE: "
                   "score evaluations per particle (DPS: each with a backward pass).\n\n")
         # per-image rows first: --resume trusts results.csv, so its rows must never lack their images
-        write_text(out / "per_image.csv", csv_text(per_image))
+        write_text(out / "per_image.csv", csv_text(per_image, digits=9))
         write_text(out / "results.csv", csv_text(summary))
         write_text(out / "results.md", header + markdown_table(summary))
         return header
