@@ -1,6 +1,7 @@
 """The evaluation harness (``afdps eval``): task operators, a smoke run of the command with its files,
 results independent of the batch size, and usage errors."""
 import csv
+import json
 
 import pytest
 import torch
@@ -190,7 +191,8 @@ def test_resume_runs_only_the_missing_images(tmp_path, monkeypatch):
 def test_resume_extends_a_run_to_more_images(tmp_path, monkeypatch, capsys):
     """--resume with a larger --num-images keeps the earlier images' rows and runs only the new ones, the files
     then equal a run of all images from the start; rows written before the ``seconds`` column take their old
-    summary's time per image. Fewer images, or any other setting changed, are refused."""
+    summary's time per image, and settings written before --fast-network existed match its default. Fewer images,
+    or any other setting changed, are refused."""
     argv = EVAL + ["--methods", "fk,dps"]
     assert cli.main(argv + ["--num-images", "2", "--out", str(tmp_path / "whole")]) == 0
     out = tmp_path / "grown"
@@ -199,6 +201,8 @@ def test_resume_extends_a_run_to_more_images(tmp_path, monkeypatch, capsys):
     lines = (out / "per_image.csv").read_text().splitlines()  # as an earlier version wrote it: no seconds column
     assert lines[0].endswith(",seconds")
     (out / "per_image.csv").write_text("\n".join(l.rsplit(",", 1)[0] for l in lines) + "\n")
+    settings = json.loads((out / "settings.json").read_text())  # as written before --fast-network existed
+    (out / "settings.json").write_text(json.dumps({k: v for k, v in settings.items() if k != "fast_network"}))
     calls = _recording(monkeypatch)
     assert cli.main(argv + ["--num-images", "2", "--out", str(out), "--resume"]) == 0
     assert calls == [[1], [1]]

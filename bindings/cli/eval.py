@@ -75,6 +75,10 @@ def add_arguments(p) -> None:
     add_fast_network(p)
 
 
+# options added after runs were written with settings.json, and the value those runs had in effect
+ADDED_LATER = {"fast_network": False}
+
+
 def run(args) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -110,6 +114,8 @@ def run(args) -> int:
             raise ValueError(f"{str(out)!r} holds results of an earlier run; pass --resume to continue it, or choose "
                              "another --out")
         old = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else None
+        if old is not None:  # runs from before an option was added ran as its default does
+            old = {**{k: v for k, v in ADDED_LATER.items() if k in settings}, **old}
         differ = sorted(k for k in set(settings) | set(old or {}) if (old or {}).get(k) != settings.get(k))
         if differ == ["num_images"] and isinstance(old["num_images"], int) and old["num_images"] < args.num_images:
             print(f"afdps eval: extending the run in {out}/ from {old['num_images']} to {args.num_images} images")
