@@ -10,7 +10,7 @@
 #        potentials   every method x the potentials it can take, linear tempering, time power 2 (FK first;
 #                     the defaults, SDE and ODE with "scaled", FK with "tweedie", are in the table already)
 #        adaptive     the three defaults with adaptive tempering (ESS target 0.5)
-#        power1       the three defaults on the uniform time grid
+#        power1       the ODE's and FK's defaults on the uniform time grid (the SDE's ran on the CPU)
 #        ode_r0.1-0.3 afdps-ode with the corrector's r 0.1 then 0.3 (r = 0.3 and 0.1 then 0.2 ran on this CPU, 0.1 then 0.3 on x4 only: docs/quality.md)
 #        fk_ess0      the default (FK) never resampled: the diversity lead (20 digits on this CPU:
 #                     bench/results/fk_ess0_dev20_<task>/)
@@ -61,7 +61,8 @@ else  # done on 2026-12-04 (bench/results/sweep_mnist_gpu-20261204-152748/): FK 
 fi
 run 100 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $OUT/adaptive
 run 70 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $OUT/adaptive_fk
-run 100 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --time-powers 1 --out $OUT/power1
+# (the SDE on the uniform grid ran on 100 digits on the CPU: bench/results/sde_p1_dev100/)
+run 70 $SWEEP --methods afdps-ode --potentials scaled --time-powers 1 --out $OUT/power1
 run 70 $SWEEP --methods fk --potentials tweedie --time-powers 1 --out $OUT/power1_fk
 run 70 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 0.1,0.3 --out $OUT/ode_r0.1-0.3
 run 70 $SWEEP --methods fk --potentials tweedie --ess-threshold 0 --out $OUT/fk_ess0
