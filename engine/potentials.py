@@ -98,7 +98,7 @@ def gradient(op, x, y, m: Member, *, with_value: bool = False, use_triton=None, 
     if spectrum is not None or also is not None:
         raise ValueError("spectrum= and also= serve the potentials with d = 0 ('noisy', 'scaled')")
     r, _ = op.normal_residual(x, _scaled(y, m), use_triton=use_triton)
-    g = op.spectral_apply(r, m.f)
+    g, raw = op.spectral_apply(r, m.f), None
     if with_value:
         raw = _weighted_norm(op, op.A(x) - _scaled(y, m), m)
     return g, raw

@@ -183,7 +183,9 @@ class _Kept:
 
     @staticmethod
     def of_state(X, x) -> "_Kept | None":
-        return None if X is None else _Kept(X, x, x._version)
+        # (an inference tensor, made under torch.inference_mode, has no version counter to show an in-place write:
+        # nothing is kept for it. Writes PyTorch does not see, e.g. through .numpy(), are not seen here either.)
+        return None if X is None or x.is_inference() else _Kept(X, x, x._version)
 
     def valid_for(self, x: torch.Tensor) -> bool:
         return x is self.of and x._version == self.version
