@@ -146,7 +146,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                 if (task, method) in done:
                     bar.update(math.ceil(n / batch_size))
                     continue
-                rows = dict(partial.get((task, method), {}))  # image -> row
+                rows = dict(partial.pop((task, method), {}))  # image -> row
                 batches = list(_batches(n, batch_size))
                 ran = False
                 for bi, (a, b) in enumerate(batches):
@@ -194,14 +194,14 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                         rows[i] = row
                     bar.update(1)
                     if on_result is not None and bi < len(batches) - 1:
-                        on_result(summary, per_image + [rows[i] for i in sorted(rows)])
+                        on_result(summary, per_image + [rows[i] for i in sorted(rows)] + _rows_of(partial))
                 rows = [rows[i] for i in sorted(rows)]
                 per_image += rows
                 summary.append(_summarise(task, method, rows, nfe=nfe, particles=1 if method == "dps"
                                           else particles, steps=(dps_steps or steps) if method == "dps" else steps))
                 summary[-1]["potential"] = getattr(res, "potential", None) or "-"
-                if on_result is not None:
-                    on_result(summary, per_image)
+                if on_result is not None:  # (with the kept rows of the pairs not reached yet: nothing kept is lost)
+                    on_result(summary, per_image + _rows_of(partial))
     finally:
         bar.close()
     return summary, per_image
@@ -243,6 +243,11 @@ def _kept(previous, n: int):
         else:
             partial.setdefault(key, {})[r["image"]] = r if r.get("seconds", "") != "" else {**r, "seconds": rate.get(key, "")}
     return summary, per_image, partial
+
+
+def _rows_of(partial: dict) -> list[dict]:
+    """The rows of ``{(task, method): {image: row}}``, each pair's in image order."""
+    return [rs[i] for rs in partial.values() for i in sorted(rs)]
 
 
 def _summarise(task, method, rows, *, nfe, particles, steps) -> dict:

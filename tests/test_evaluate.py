@@ -220,6 +220,24 @@ def test_resume_extends_a_run_to_more_images(tmp_path, monkeypatch, capsys):
     assert "(num_images, steps; only --num-images may grow)" in capsys.readouterr().err
 
 
+def test_an_interrupted_extension_keeps_the_rows_not_reached(tmp_path, monkeypatch):
+    """Extending a two-pair run from 1 to 3 images and failing in the first pair's last batch keeps, on disk, the
+    second pair's earlier row with the first pair's new ones; the resume then runs only the missing images."""
+    argv = EVAL + ["--methods", "fk,dps"]
+    assert cli.main(argv + ["--num-images", "3", "--out", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "grown"
+    assert cli.main(argv + ["--num-images", "1", "--out", str(out)]) == 0
+    _recording(monkeypatch, fail_at=2)  # fk's image 1 runs and is written, image 2 fails
+    assert cli.main(argv + ["--num-images", "3", "--out", str(out), "--resume"]) == 1
+    on_disk = [(r["method"], r["image"]) for r in csv.DictReader(open(out / "per_image.csv"))]
+    assert sorted(on_disk) == [("dps", "0"), ("fk", "0"), ("fk", "1")]
+    calls = _recording(monkeypatch)
+    assert cli.main(argv + ["--num-images", "3", "--out", str(out), "--resume"]) == 0
+    assert calls == [[2], [1], [2]]
+    assert _rows(out / "per_image.csv") == _rows(tmp_path / "whole" / "per_image.csv")
+    _same_summary(out / "results.csv", tmp_path / "whole" / "results.csv")
+
+
 def test_image_folder(tmp_path):
     """Users' own images: resized/cropped to the prior's shape; no classifier, so no accuracy columns."""
     import numpy as np
