@@ -121,8 +121,9 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     ``previous``: ``(summary_rows, per_image_rows)`` of an interrupted run with the same settings, or of a run of
     the same settings on fewer images (the first ones: ``afdps eval --resume`` with a larger ``--num-images``). A
     task x method pair whose summary covers all ``n`` images is kept as it is; of any other pair the per-image rows
-    are kept and only the missing images run (rows do not depend on batching). Kept rows written before rows
-    carried ``seconds`` take their old summary's ``s_per_image``.
+    are kept and only the batches with a missing image run (whole: rows depend on a batch's make-up at float32
+    rounding, so the files then equal a run from scratch). Kept rows written before rows carried ``seconds`` take
+    their old summary's ``s_per_image``.
     """
     for m in methods:
         if m not in METHODS:
@@ -150,13 +151,14 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                 batches = list(_batches(n, batch_size))
                 ran = False
                 for bi, (a, b) in enumerate(batches):
-                    idx = [i for i in range(a, b) if i not in rows]
-                    if not idx and (ran or bi < len(batches) - 1):
+                    if all(i in rows for i in range(a, b)) and (ran or bi < len(batches) - 1):
                         bar.update(1)
                         continue
-                    # (every image kept but no summary: the last batch runs again for the run's NFE and potential;
-                    # its rows come out the same)
-                    idx = idx or list(range(a, b))
+                    # A batch with an image missing runs whole, its rows replacing any kept: a row depends on the
+                    # batch's make-up at float32 rounding (the network's batched arithmetic), and an extended run's
+                    # batches are the from-scratch run's. (Every image kept but no summary: the last batch runs
+                    # again for the run's NFE and potential.)
+                    idx = list(range(a, b))
                     ran = True
                     y = ys[idx].to(device)
                     if device.type == "cuda":

@@ -218,6 +218,14 @@ def test_resume_extends_a_run_to_more_images(tmp_path, monkeypatch, capsys):
     assert "settings differ" in capsys.readouterr().err and calls == [[1], [1]]
     assert cli.main(argv + ["--steps", "3", "--num-images", "3", "--out", str(out), "--resume"]) == 2
     assert "(num_images, steps; only --num-images may grow)" in capsys.readouterr().err
+    # batches of 2: the extended run's first batch (images 0, 1) runs whole, as the from-scratch run's does
+    half = EVAL[:-3] + ["--batch-size", "2", "--no-progress", "--methods", "fk"]
+    assert cli.main(half + ["--num-images", "3", "--out", str(tmp_path / "whole2")]) == 0
+    assert cli.main(half + ["--num-images", "1", "--out", str(tmp_path / "grown2")]) == 0
+    calls.clear()
+    assert cli.main(half + ["--num-images", "3", "--out", str(tmp_path / "grown2"), "--resume"]) == 0
+    assert calls == [[0, 1], [2]]
+    assert _rows(tmp_path / "grown2" / "per_image.csv") == _rows(tmp_path / "whole2" / "per_image.csv")
 
 
 def test_an_interrupted_extension_keeps_the_rows_not_reached(tmp_path, monkeypatch):
