@@ -61,7 +61,8 @@ else  # done on 2026-12-04 (bench/results/sweep_mnist_gpu-20261204-152748/): FK 
 fi
 run 100 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $OUT/adaptive
 run 70 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $OUT/adaptive_fk
-# (the SDE on the uniform grid ran on 100 digits on the CPU: bench/results/sde_p1_dev100/)
+# (on the uniform grid the SDE ran on 100 digits on the CPU, bench/results/sde_p1_dev100/; FK and the ODE on box
+# only, bench/results/fk_p1_dev100/box/, ode_p1_dev100/box/: the GPU runs them on all five tasks alike)
 run 70 $SWEEP --methods afdps-ode --potentials scaled --time-powers 1 --out $OUT/power1
 run 70 $SWEEP --methods fk --potentials tweedie --time-powers 1 --out $OUT/power1_fk
 run 70 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 0.1,0.3 --out $OUT/ode_r0.1-0.3
