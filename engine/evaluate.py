@@ -112,7 +112,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     """Run every method on every task; returns ``(summary_rows, per_image_rows)``.
 
     Image ``i`` uses seed ``seed + i`` for its measurement noise and its sampler, so a row does not
-    depend on ``batch_size``. ``images (n, C, H, W)`` on [-1, 1]; ``labels`` and ``classifier`` enable
+    depend on ``batch_size`` beyond float32 rounding (the network's batched arithmetic). ``images (n, C, H, W)`` on [-1, 1]; ``labels`` and ``classifier`` enable
     the accuracy columns. ``on_result(summary, per_image)`` is called after each sampler call (batch of images)
     with the rows so far, the unfinished pair's images included (the command line rewrites its files then, so an
     interrupted run keeps every finished batch). Each per-image row carries ``seconds``, its share of its batch's
@@ -158,19 +158,18 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                     # batch's make-up at float32 rounding (the network's batched arithmetic), and an extended run's
                     # batches are the from-scratch run's. (Every image kept but no summary: the last batch runs
                     # again for the run's NFE and potential.)
-                    idx = list(range(a, b))
                     ran = True
-                    y = ys[idx].to(device)
+                    y = ys[a:b].to(device)
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     t0 = time.perf_counter()
                     res = run_method(method, prior, op, y, sigma_y, particles=particles, steps=steps,
-                                     seeds=[seed + i for i in idx], tempering=tempering, potential=potential,
+                                     seeds=[seed + i for i in range(a, b)], tempering=tempering, potential=potential,
                                      time_power=time_power, dps_zeta=dps_zeta, dps_steps=dps_steps,
                                      corrector_steps=corrector_steps, corrector_snr=corrector_snr, corrector=corrector,
                                      backend=backend, tempering_ess=tempering_ess, ess_threshold=ess_threshold)
                     best, mean = res.best.float().cpu(), res.mean.float().cpu()
-                    seconds = (time.perf_counter() - t0) / len(idx)
+                    seconds = (time.perf_counter() - t0) / (b - a)
                     nfe = res.nfe
                     final_ess = res.ess[-1].cpu() if method != "dps" else None
                     if classifier is not None:
@@ -180,7 +179,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                         lab_all = classify(classifier, parts.reshape(-1, *shape).nan_to_num().clamp(-1, 1))[0]
                         live = torch.isfinite(torch.as_tensor(res.log_weights)).cpu()
                         lab_all = torch.where(live, lab_all.view(*parts.shape[:2]), -1)  # dead particles: -1
-                    for j, i in enumerate(idx):
+                    for j, i in enumerate(range(a, b)):
                         truth = images[i].float()
                         row = {"task": task, "method": method, "image": i,
                                "psnr_best": psnr(best[j], truth), "ssim_best": ssim(best[j], truth),

@@ -65,6 +65,8 @@ def blur_residual_ref(X: torch.Tensor, H: torch.Tensor, Y: torch.Tensor, width: 
     ``with_norm``): the norm is ``(2, ...)``, ``||A x - y||^2`` and ``||A x - second y||^2`` (the potential at
     the step's two grid times, whose measurements are scaled differently) from the same pass.
     """
+    if second is not None and not with_norm:
+        raise ValueError("second scales a norm: it needs with_norm=True")
     AX_minus_Y = H * X - Y
     R = torch.conj(H) * AX_minus_Y
     if float(scale) != 1.0:
@@ -281,8 +283,6 @@ def blur_residual(X, H, Y, width: int, with_norm: bool, use_triton=None, scale: 
                   second: float | None = None):
     """Dispatch between :func:`blur_residual_triton` and :func:`blur_residual_ref` by the rule of
     :func:`afdps.kernels.backend.use_triton`."""
-    if second is not None and not with_norm:
-        raise ValueError("second scales a norm: it needs with_norm=True")
     fn = blur_residual_triton if use_triton_rule(use_triton, X.device, "blur_residual", X) else blur_residual_ref
     return fn(X, H, Y, width, with_norm, scale, second)
 
