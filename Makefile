@@ -27,7 +27,7 @@ demo: $(VENV)/.base
 
 # The whole suite; Triton kernels run under TRITON_INTERPRET=1 when there is no GPU (tests/conftest.py).
 # One pytest-xdist worker per core (each test process runs one intra-op thread, tests/conftest.py): on the
-# 2-core CPU 10 min 1 s from a clean clone (881 tests, 2026-12-06, an AMD EPYC with AVX2; 4 min 52 s for 823 tests on
+# 2-core CPU 10 min 1 s and 11 min 57 s in two runs from a clean clone (881 tests, 2026-12-06, an AMD EPYC with AVX2; 4 min 52 s for 823 tests on
 # 2026-12-04's faster CPU, where one process took 18 min 7 s). TEST_WORKERS=0 runs in one process. (--dist worksteal
 # measured no better: 10 min 36 s.)
 TEST_WORKERS ?= auto
