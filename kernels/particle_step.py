@@ -36,6 +36,15 @@ __all__ = [
 ]
 
 
+def _row_sum(a: torch.Tensor) -> torch.Tensor:
+    """``a.sum(-1, dtype=torch.float64)``. Two columns are added directly, which is the same sum bit for bit: torch's
+    CPU reduction over a last dimension of 2 took 1.44 ms for 40000 float64 rows against 0.39 ms for 4 columns and
+    0.05 ms for the direct add (one thread, 2026-12-06); the 2-D exactness tests make three such sums a step."""
+    if a.shape[-1] == 2:
+        return a[..., 0].double() + a[..., 1].double()
+    return a.sum(-1, dtype=torch.float64)
+
+
 def particle_step_ref(x, score, grad_mu, keys, *, num_particles: int, f: float, g2: float, v2: float, eta: float,
                       h: float, lam: float, lap_mu: float, euler: bool, row0: int = 0):
     """Reference of the fused step.
@@ -62,9 +71,7 @@ def particle_step_ref(x, score, grad_mu, keys, *, num_particles: int, f: float, 
     xf, sf, gf = x.to(cdt), score.to(cdt), grad_mu.to(cdt)
     gm = lam * gf
     c = (-f) * xf + 0.5 * (g2 + v2) * sf
-    c_gm = (c * gm).sum(-1, dtype=torch.float64)
-    gm2 = (gm * gm).sum(-1, dtype=torch.float64)
-    s_gm = (sf * gm).sum(-1, dtype=torch.float64)
+    c_gm, gm2, s_gm = _row_sum(c * gm), _row_sum(gm * gm), _row_sum(sf * gm)
     L = lam * lap_mu
     rate = 0.5 * v2 * (gm2 - L) - c_gm + (1.0 - eta) * v2 * (L + s_gm - gm2)
     x_new = xf + h * c
