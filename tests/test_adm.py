@@ -279,6 +279,8 @@ def test_to_inference_within_the_bfloat16_rule(case_a, layout, backend, monkeypa
 
     model = _model(case_a, torch.float32).to(DEVICE)
     x, t = case_a["x"].float().to(DEVICE), case_a["timesteps"].to(DEVICE)
+    if backend == "triton" and DEVICE.type == "cpu":  # one image: the interpreter's time grows with the batch (10 s each)
+        x, t = x[:1], t[:1]
     with torch.no_grad():
         oracle = _model(case_a, torch.float64).to(DEVICE)(x.double(), t.double())
         autocast = model(x, t, autocast_dtype=torch.bfloat16)
@@ -338,7 +340,7 @@ def test_use_checkpoint_gives_same_gradients(case_a):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
-def test_bench_smoke():
+def test_bench_smoke(capsys):
     import subprocess
     import sys
 
@@ -351,9 +353,12 @@ def test_bench_smoke():
     assert [r[3] for r in rows[:-1]] == variants.split(",")[:-1] and rows[-1][3].startswith("best=")
     for r in rows:  # every variant computes the network: error against float64 within bfloat16's reach
         assert float(r[-1].rstrip(" |")) < (1e-5 if r[3] == "fp32" else 0.05), r
-    bad = subprocess.run([sys.executable, str(script), "--smoke", "--variants", "fast+turbo"], capture_output=True,
-                         text=True, timeout=120)
-    assert bad.returncode == 2 and "variant modifier 'turbo' in 'fast+turbo' is not one of" in bad.stderr
+    sys.path.insert(0, str(script.parent))  # the refusal in-process: a second interpreter start cost 4 s
+    from bench_adm import parse_args
+
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--smoke", "--variants", "fast+turbo"])
+    assert exc.value.code == 2 and "variant modifier 'turbo' in 'fast+turbo' is not one of" in capsys.readouterr().err
 
 
 def test_bench_kernel_table_groups_kernels():

@@ -1,11 +1,14 @@
 """Particle-parallel sampling over torch.distributed (gloo, on the CPU): 2 and 3 processes give exactly
 the particles, log-weights, ESS trace and resampling decisions of one process with the same seeds (analytic
 priors: bit-identical), with resampling forced often (ESS threshold 0.9) so rows travel between ranks."""
+import contextlib
+import io
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -79,10 +82,17 @@ def _digits(root: Path, n: int = 4) -> Path:
 
 
 def _restore(inputs: Path, out: Path, world: int, *extra):
+    """``afdps restore`` on ``world`` torchrun ranks; one process runs here, in the test's (a start of the
+    interpreter and torch costs 3 s on the 2-core CPU)."""
     args = ["-m", "afdps.cli", "restore", str(inputs), "--task", "box", "--prior", "mnist", "--particles", "4",
             "--steps", "4", "--no-progress", "--threads", "1", "--out", str(out), *extra]
-    launcher = [] if world == 1 else ["-m", "torch.distributed.run", "--nproc-per-node", str(world),
-                                      "--master-port", str(_free_port())]
+    if world == 1:
+        from afdps import cli
+
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            assert cli.main(args[2:]) == 0
+        return SimpleNamespace(stdout=stdout.getvalue())
+    launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(world), "--master-port", str(_free_port())]
     cmd = [sys.executable, *launcher, *args]
     p = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -230,6 +230,23 @@ def test_inference_path(tiny_net, files):
     assert got.dtype == torch.float32 and got.shape == want.shape
     err, ref_err = float((got - want).norm()), float((autocast - want).norm())
     assert 0 < err <= 2 * ref_err + 1e-6, (err, ref_err)
+
+    # The Tweedie potential's vector-Jacobian product through the bfloat16 torso (`afdps restore --fast-network`
+    # with the default potential runs it): finite, float32, and within the same rule against the float32 network's
+    # (whose own rounding, ~1e-7 relative, is negligible beside bfloat16's ~1e-2).
+    def vjp(prior, xx):
+        xx = xx.clone().requires_grad_(True)
+        s = prior.score(xx, tau, grad=True)
+        (gx,) = torch.autograd.grad((s * v.to(s.dtype)).sum(), xx)
+        return gx
+
+    v = torch.randn(x.shape, generator=g)
+    want_vjp = vjp(load_prior(files / "own.pt"), x)
+    got_vjp = vjp(fast, x)
+    auto_vjp = vjp(load_prior(files / "own.pt", autocast_dtype=torch.bfloat16), x)
+    assert got_vjp.dtype == torch.float32 and torch.isfinite(got_vjp).all()
+    err, ref_err = float((got_vjp - want_vjp).norm()), float((auto_vjp - want_vjp).norm())
+    assert 0 < err <= 2 * ref_err + 1e-6, (err, ref_err)
     with pytest.raises(ValueError, match="inference=True stores the network's torso in bfloat16"):
         load_prior(files / "own.pt", inference=True, autocast_dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="inference must be True or False, got 'yes'"):

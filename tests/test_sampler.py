@@ -375,18 +375,19 @@ def test_cap_move_keeps_small_moves_bit_for_bit():
 
 
 def test_tweedie_guidance_cap_on_a_coarse_grid(monkeypatch):
-    """The default (FK, Tweedie potential) on the shipped MNIST prior, box inpainting, 4 particles, 20 steps: without
-    the cap the undamped guidance inside the box runs away (measured |x| about 1,000); with it the particles stay in
-    the data range (|x| < 3 against images in [-1, 1]) and a RuntimeWarning says the cap bound hard (a move over
-    WARN_MOVE). At 60 steps every move stays within the cap here (the sampler's warning names 60 as measured): no
-    warning."""
+    """The default (FK, Tweedie potential) on the shipped MNIST prior, box inpainting of the first test digit, 4
+    particles, 20 steps: without the cap the undamped guidance inside the box runs away (measured |x| about 1,000);
+    with it the particles stay in the data range (|x| < 3 against images in [-1, 1]) and a RuntimeWarning says the cap
+    bound hard (a move over WARN_MOVE). At 60 steps every move stays within the cap here (the sampler's warning names
+    60 as measured): no warning. (The second test digit, here until 2026-12-06, made no larger move and took 40% of
+    the time: largest move at 60 steps 0.38 with or without it.)"""
     import warnings
 
     import afdps
     from afdps.engine import sampler as S
     from afdps.engine.evaluate import make_operator
 
-    x, _ = afdps.load_mnist_test(2)
+    x, _ = afdps.load_mnist_test(1)
     op = make_operator("box", (1, 28, 28))
     y = op.measure(x.double(), 0.05, torch.Generator().manual_seed(0)).float()
     prior = afdps.load_prior("mnist")
