@@ -152,6 +152,11 @@ def _langevin_update_kernel(
     tl.store(out_ptr + base + d, to_storage(xn, out_ptr.dtype.element_ty), mask=mask)
 
 
+SIZE_CHUNK = 64
+"""Particles per chunk of the step-size kernel's loop over an image's rows (a power of 2; tests set it lower to reach
+two chunks with few rows under the interpreter)."""
+
+
 def langevin_step_params(*, lam: float, snr: float, device="cpu") -> torch.Tensor:
     """The (2,) float64 tensor ``(lam, snr)`` that :func:`langevin_step_launch` reads."""
     return f64_scalars([lam, snr], device)
@@ -182,7 +187,7 @@ def langevin_step_launch(x, score, grad_mu, keys, params, *, num_particles: int,
     _langevin_norms_kernel[(R * NB,)](score, grad_mu, keys, params, part, R, D, N, NB, CDT=tl_dtype(x.dtype),
                                       BLOCK=BLOCK, num_warps=warps)
     _langevin_size_kernel[(B,)](part, params, e if live is None else live.contiguous().view(torch.uint8), e, R, N, NB,
-                                BLOCK_N=min(64, triton.next_power_of_2(N)), BLOCK_K=min(64, triton.next_power_of_2(NB)),
+                                BLOCK_N=min(SIZE_CHUNK, triton.next_power_of_2(N)), BLOCK_K=min(64, triton.next_power_of_2(NB)),
                                 HAS_LIVE=live is not None, num_warps=4)
     _langevin_update_kernel[(R * NB,)](x, score, grad_mu, keys, params, e, out, D, N, NB, CDT=tl_dtype(x.dtype),
                                        BLOCK=BLOCK, num_warps=warps)

@@ -156,7 +156,8 @@ def test_fast_blur_path_equals_the_generic_path(backend, kw):
     pixel path on the same problem, seeds and keys, float64; resampling at most steps (threshold 0.9)."""
     op = _blur()
     y = _y(op)
-    opts = dict(num_particles=8, num_steps=8, seed=3, dtype=torch.float64, ess_threshold=0.9, backend=backend, **kw)
+    n = 4 if backend == "triton" else 8  # the interpreter's time grows with the rows (8 particles: 18-23 s a case)
+    opts = dict(num_particles=n, num_steps=8, seed=3, dtype=torch.float64, ess_threshold=0.9, backend=backend, **kw)
     fast = afdps.sample(_prior(), op, y, 0.1, **opts)
     slow = afdps.sample(_prior(), _PixelBlur(op), y, 0.1, **opts)
     assert bool(fast.resampled.any()), "no resampling: the gather of the kept spectra would go untested"
