@@ -188,11 +188,22 @@ def gather_rows(x: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
     Bytes moved: ``2 * M * row_bytes`` for the ``M`` rows that move (read the ancestor, write the slot);
     rows that keep their particle are not touched.
     """
+    return _copy_moved(x, _moved_rows(ancestors))
+
+
+def _moved_rows(ancestors: torch.Tensor):
+    """The ``(image, slot)`` indices of the rows that take another particle, and those particles' indices (one
+    host synchronisation, for the number of moved rows)."""
     B, N = ancestors.shape
     slots = torch.arange(N, device=ancestors.device).expand(B, N)
     moved = (ancestors != slots).nonzero(as_tuple=True)
-    if moved[0].numel():
-        x[moved] = x[moved[0], ancestors[moved]]
+    return moved, ancestors[moved]
+
+
+def _copy_moved(x: torch.Tensor, rows) -> torch.Tensor:
+    (b, i), src = rows
+    if b.numel():
+        x[b, i] = x[b, src]
     return x
 
 
@@ -579,6 +590,7 @@ def resample_and_gather(x, logw, keys, *, scheme="systematic", threshold=0.5, us
     if use_triton_rule(use_triton, x.device, "resample_and_gather", x) and all(t.is_contiguous() for t in (x, *also)):
         return resample_and_gather_triton(x, logw, keys, scheme=scheme, threshold=threshold, also=also)
     anc, nlw, ess, res = resample_ref(logw, keys, scheme=scheme, threshold=threshold)
+    rows = _moved_rows(anc)  # looked up once for x and every tensor of also
     for t in also:
-        gather_rows(t, anc)
-    return gather_rows(x, anc), nlw, ess, res
+        _copy_moved(t, rows)
+    return _copy_moved(x, rows), nlw, ess, res
