@@ -16,6 +16,9 @@ if not torch.cuda.is_available():
 # to 30x slower whenever another process shared the 2 cores (measured: 14.7 s vs 0.48 s for 40 steps of
 # the 2-D exact-posterior test with 20000 particles). AFDPS_TEST_THREADS overrides.
 torch.set_num_threads(int(os.environ.get("AFDPS_TEST_THREADS", "1")))
+# The same for the processes tests start (benchmarks' smoke runs, the CLI, torchrun): without it each took both
+# cores' threads beside the other test worker (bench_adm's smoke: 12.6 s alone, 32 s in the suite).
+os.environ["OMP_NUM_THREADS"] = os.environ.get("AFDPS_TEST_THREADS", "1")
 
 DATA = Path(__file__).parent / "data"
 
