@@ -340,6 +340,7 @@ def test_use_checkpoint_gives_same_gradients(case_a):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bench_smoke(capsys):
     import subprocess
     import sys
@@ -446,6 +447,7 @@ def test_fused_norm_kernel_in_a_resblock(monkeypatch, layout, scale_shift, kind)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.interpreter
 def test_fused_statistics_in_the_whole_network(monkeypatch):
     """``to_inference(fused_stats=True)`` with the Triton kernels (under the interpreter on CPUs), float32 torso:

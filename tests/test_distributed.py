@@ -35,6 +35,7 @@ def _launch(out, world):
     assert all(p.returncode == 0 for p in procs), "\n".join(errs)
 
 
+@pytest.mark.slow
 def test_particle_parallel_equals_one_process(tmp_path):
     """The cases of tests/dist_worker.py (FK with the Tweedie potential, the ODE with its split corrector, a
     valid blur with implicit guidance and a perturbation-optimisation Stage I, adaptive tempering), each with 2

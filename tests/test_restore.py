@@ -303,6 +303,7 @@ def test_ode_corrector_schedule_is_taken_and_recorded(digits, tmp_path):
     assert m["settings"]["method"] == "ode" and m["settings"]["corrector_snr"] == "(0.1, 0.3)" and m["nfe"] == 6
 
 
+@pytest.mark.slow
 def test_fast_network_flag(digits, tmp_path):
     """``--fast-network`` restores through load_prior(..., inference=True): the run finishes, its journal records
     the network's bfloat16 torso (float32 without the flag), and the restoration stays close to the float32

@@ -374,6 +374,7 @@ def test_cap_move_keeps_small_moves_bit_for_bit():
                 assert cos == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_tweedie_guidance_cap_on_a_coarse_grid(monkeypatch):
     """The default (FK, Tweedie potential) on the shipped MNIST prior, box inpainting of the first test digit, 4
     particles, 20 steps: without the cap the undamped guidance inside the box runs away (measured |x| about 1,000);

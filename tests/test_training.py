@@ -22,6 +22,7 @@ def test_classifier_accuracy_on_shipped_digits():
     assert accuracy >= 0.97, accuracy  # measured 0.996 on these 1000 (0.995 on all 10,000)
 
 
+@pytest.mark.slow
 def test_shipped_prior_makes_digits():
     """Fast version of the model card's sanity check (there: 1000 samples, 100 steps).
 
