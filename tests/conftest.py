@@ -27,8 +27,3 @@ DATA = Path(__file__).parent / "data"
 def data_dir():
     return DATA
 
-
-def pytest_collection_modifyitems(items):
-    """The tests marked slow first (stable order otherwise): pytest-xdist hands tests out in this order, and a long
-    test handed out last kept one worker busy while the other idled (about 30 s of the suite's wall time)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
