@@ -585,7 +585,8 @@ def resample_and_gather(x, logw, keys, *, scheme="systematic", threshold=0.5, us
     and those of each tensor of ``also`` (``(B, N, ...)``, any dtype: what travels with a particle).
 
     Returns ``(x, new_logw, ess, resampled)`` as :func:`resample_ref` defines them. The Triton path
-    never synchronises with the host; the reference path does (``gather_rows`` looks up the moved rows).
+    never synchronises with the host; the reference path does, once (one ``nonzero`` finds the moved rows for
+    ``x`` and every tensor of ``also``).
     """
     if use_triton_rule(use_triton, x.device, "resample_and_gather", x) and all(t.is_contiguous() for t in (x, *also)):
         return resample_and_gather_triton(x, logw, keys, scheme=scheme, threshold=threshold, also=also)

@@ -26,4 +26,3 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture
 def data_dir():
     return DATA
-

@@ -144,7 +144,7 @@ CASES = [("torch", dict(potential="scaled", eta=1.0)), ("torch", dict(potential=
          ("torch", dict(potential="inflated", eta=1.0)), ("torch", dict(method="ode", potential="inflated",
                                                                          corrector="song"))]
 IDS = ["sde-scaled", "fk-scaled", "sde-noisy", "ode", "ode-song", "sde-inflated", "ode-song-inflated"]
-if HAS_TRITON:  # the kernels under the interpreter take 6-8 s a run here: the two that differ most
+if HAS_TRITON:  # the kernels under the interpreter take 5-6 s a run here (4 particles): the two that differ most
     CASES += [("triton", dict(potential="scaled", eta=1.0)), ("triton", dict(method="ode", potential="scaled"))]
     IDS += ["sde-scaled-triton", "ode-triton"]
 

@@ -36,16 +36,20 @@ SCRIPT = textwrap.dedent('''
                  NCB="i32")
     sums = dict(s1a_ptr="*fp32", s2a_ptr="*fp32", ka_ptr="*fp32", s1b_ptr="*fp32", s2b_ptr="*fp32", kb_ptr="*fp32")
     rowstrides = dict(SC_S="i32", SH_S="i32", PB_S="i32")
-    # Where a kernel has three or more options, every pair of two options' values is compiled (a pairwise covering
-    # design), not every combination: a cold compile cache took 80 s for the 70 compilations of the full products on
-    # the 2-core CPU, and an error of one branch, or of two together, still shows.
-    for st, cl, two in (("*bf16", False, False), ("*bf16", True, True), ("*fp32", False, True), ("*fp32", True, False)):
+    # Where a kernel has three or more options, every pair of values of two options that the full products had is
+    # compiled (a pairwise covering design), not every combination: a cold compile cache took 80 s for the 70
+    # compilations of the full products on the 2-core CPU, and an error of one branch, or of two together, still
+    # shows. The rows include what the fast network compiles on the GPU (bfloat16, channels-last: the statistics
+    # alone, the plain norm, the head's float32 output, the residual with statistics).
+    for st, cl, two in (("*bf16", True, False), ("*bf16", False, True), ("*fp32", False, False), ("*fp32", True, True)):
         check(gn._groupnorm_stats_kernel, dict(x_ptr=st, x2_ptr=st, s1_ptr="*fp32", s2_ptr="*fp32", k_ptr="*fp32",
                                                **dims),
               dict(CBW=32, CL=cl, TWO=two, CDT=tl.float32, BLOCK_P=128, CBLK=32), 8)
     for i, (out32, two, res) in enumerate(((False, False, 0), (True, False, 0), (False, True, 0), (False, False, 1),
                                            (False, True, 2))):
-        for st, cl in ((("*bf16", False), ("*fp32", True)) if i < 2 else (("*bf16", True), ("*fp32", False))):
+        pairs = {0: (("*bf16", True), ("*fp32", False)), 1: (("*bf16", True), ("*bf16", False)),
+                 4: (("*bf16", False), ("*fp32", True))}.get(i, (("*bf16", True), ("*fp32", False)))
+        for st, cl in pairs:
             check(gn._groupnorm_apply_kernel, dict(x_ptr=st, x2_ptr=st, **sums,
                   w_ptr="*fp32", b_ptr="*fp32", sc_ptr=st, sh_ptr=st, pb_ptr="*fp32", y_ptr="*fp32" if out32 else st,
                   eps="fp32", **adims, **rowstrides),
@@ -57,7 +61,7 @@ SCRIPT = textwrap.dedent('''
           dict(Cg=48, GB=1, CL=False, TWO=False, RES=2, SCALE_SHIFT=False, SILU=False, PRE_BIAS=False, CDT=tl.float64,
                BLOCK_P=64, CBLK=64, SA=1, SB=0))
     for res in range(3):
-        for st, stats in ((("*bf16", False), ("*fp32", True)) if res != 1 else (("*bf16", True), ("*fp32", False))):
+        for st, stats in ((("*bf16", True), ("*fp32", False)) if res != 1 else (("*bf16", False), ("*fp32", True))):
             check(rd._residual_add_kernel, dict(a_ptr=st, s_ptr=st, b_ptr=st, y_ptr=st, s1_ptr="*fp32",
                   s2_ptr="*fp32", k_ptr="*fp32", C="i32", H="i32", W="i32", NCB="i32", PS="i32", S="i32"),
                   dict(RES=res, HAS_BIAS=True, CL=res != 1, CDT=tl.float32, STATS=stats, BLOCK_P=64, CBLK=64), 8)

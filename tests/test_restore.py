@@ -93,7 +93,7 @@ def test_killed_runs_resume_to_the_same_outputs(digits, tmp_path):
     run removes it), and the final outputs equal, byte for byte, those of one uninterrupted run. Then SIGTERM:
     exit 143 after the current image, and --resume finishes."""
     # "scaled" needs no VJP and 2 particles do: 8 s for the uninterrupted run instead of 17 (2-core CPU), 3 of them
-    # starting Python and torch, so the kills (1.5-4 s in) land in the start, the first images and their writes
+    # starting Python and torch
     args = [str(digits / "in"), "--task", "box", "--particles", "2", "--steps", "12", "--potential", "scaled",
             "--no-progress", "--threads", "1"]
     whole = tmp_path / "whole"
@@ -101,18 +101,25 @@ def test_killed_runs_resume_to_the_same_outputs(digits, tmp_path):
     assert p.wait(timeout=300) == 0, p.stderr.read()
     rng = random.Random(11)
     out = tmp_path / "killed"
-    first = True
-    for _ in range(3):
-        p = _run_cli(args + ["--out", str(out)] + ([] if first else ["--resume"]))
-        time.sleep(rng.uniform(1.5, 4.0))
+    journal = out / "journal.jsonl"
+    for k in range(3):
+        p = _run_cli(args + ["--out", str(out)] + (["--resume"] if k else []))
+        # kill k waits until k images are journaled (by this run or the ones before), then up to about one image's
+        # time more, so the kills land in the start, inside later images and inside their writes (a fixed 1.5-4 s
+        # after the start, as until 2026-12-06, never outlasted the first image: no journal to check)
+        deadline = time.time() + 120
+        while (journal.read_text().count("\n") if journal.exists() else 0) < k and p.poll() is None \
+                and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=60)
-        first = False
         journaled = set()
         for line in (out / "journal.jsonl").read_text().splitlines() if (out / "journal.jsonl").exists() else []:
             name = json.loads(line)["name"]
             assert (out / name / "metrics.json").is_file()  # journaled only after its files
             journaled.add(name)
+        assert len(journaled) >= k, (k, journaled)  # the checks below meet journaled images from the second kill on
         # atomic writes: a temporary can only be an unfinished image's (the kill landed inside its write)
         assert not [f for f in out.rglob(".*.tmp") if f.parent.name in journaled
                     or (f.parent == out and not f.name.startswith(".index.html."))]
