@@ -112,8 +112,8 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     """Run every method on every task; returns ``(summary_rows, per_image_rows)``.
 
     Image ``i`` uses seed ``seed + i`` for its measurement noise and its sampler, so a row does not
-    depend on ``batch_size`` beyond float32 rounding (the network's batched arithmetic). ``images (n, C, H, W)`` on [-1, 1]; ``labels`` and ``classifier`` enable
-    the accuracy columns. ``on_result(summary, per_image)`` is called after each sampler call (batch of images)
+    depend on ``batch_size`` beyond float32 rounding (the network's batched arithmetic). ``images (n, C, H, W)``
+    on [-1, 1]; ``labels`` and ``classifier`` enable the accuracy columns. ``on_result(summary, per_image)`` is called after each sampler call (batch of images)
     with the rows so far, the unfinished pair's images included (the command line rewrites its files then, so an
     interrupted run keeps every finished batch). Each per-image row carries ``seconds``, its share of its batch's
     sampler time; a summary's ``wall_s`` and ``s_per_image`` sum and average them.

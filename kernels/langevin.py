@@ -187,7 +187,8 @@ def langevin_step_launch(x, score, grad_mu, keys, params, *, num_particles: int,
     _langevin_norms_kernel[(R * NB,)](score, grad_mu, keys, params, part, R, D, N, NB, CDT=tl_dtype(x.dtype),
                                       BLOCK=BLOCK, num_warps=warps)
     _langevin_size_kernel[(B,)](part, params, e if live is None else live.contiguous().view(torch.uint8), e, R, N, NB,
-                                BLOCK_N=min(SIZE_CHUNK, triton.next_power_of_2(N)), BLOCK_K=min(64, triton.next_power_of_2(NB)),
+                                BLOCK_N=min(SIZE_CHUNK, triton.next_power_of_2(N)),
+                                BLOCK_K=min(64, triton.next_power_of_2(NB)),
                                 HAS_LIVE=live is not None, num_warps=4)
     _langevin_update_kernel[(R * NB,)](x, score, grad_mu, keys, params, e, out, D, N, NB, CDT=tl_dtype(x.dtype),
                                        BLOCK=BLOCK, num_warps=warps)

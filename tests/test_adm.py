@@ -279,7 +279,7 @@ def test_to_inference_within_the_bfloat16_rule(case_a, layout, backend, monkeypa
 
     model = _model(case_a, torch.float32).to(DEVICE)
     x, t = case_a["x"].float().to(DEVICE), case_a["timesteps"].to(DEVICE)
-    if backend == "triton" and DEVICE.type == "cpu":  # one image: the interpreter's time grows with the batch (10 s each)
+    if backend == "triton" and DEVICE.type == "cpu":  # one image: the interpreter's time grows with the batch
         x, t = x[:1], t[:1]
     with torch.no_grad():
         oracle = _model(case_a, torch.float64).to(DEVICE)(x.double(), t.double())

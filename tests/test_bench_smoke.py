@@ -10,8 +10,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-# bench_adm's smoke run (all seven of its variants, each checked against float64) is tests/test_adm.py::test_bench_smoke;
-# running its three default variants here too cost 13 s on the 2-core CPU.
+# bench_adm's smoke run (all seven of its variants, each checked against float64) is
+# tests/test_adm.py::test_bench_smoke; running its three default variants here too cost 13 s on the 2-core CPU.
 BENCHES = sorted(p.stem for p in (ROOT / "bench").glob("bench_*.py") if p.stem != "bench_adm")
 
 
