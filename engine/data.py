@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .validation import check_int
+
 __all__ = ["DEMO_PHOTO", "PRIOR_PHOTOS", "load_photo", "prior_photos", "to_unit", "from_unit",
            "DIGIT_SHAPE", "load_mnist", "to_model_scale", "load_digits", "load_image_folder", "IMAGE_SUFFIXES"]
 
@@ -44,14 +46,16 @@ def from_unit(x: torch.Tensor) -> np.ndarray:
 def _skimage(name: str) -> np.ndarray:
     import skimage.data
 
-    if name not in {DEMO_PHOTO, *PRIOR_PHOTOS}:
+    if name not in (DEMO_PHOTO, *PRIOR_PHOTOS):  # a tuple: an unhashable name is refused too, not a TypeError
         raise ValueError(f"unknown bundled photo {name!r}; available: {', '.join((DEMO_PHOTO,) + PRIOR_PHOTOS)}")
     return getattr(skimage.data, name)()
 
 
 def load_photo(name: str = DEMO_PHOTO, size: int | None = 256) -> torch.Tensor:
     """A bundled photo, resized (Lanczos) so that its shorter side is ``size`` and centre-cropped to
-    ``size x size`` (``None``: as stored)."""
+    ``size x size`` (``None``: as stored). ``size`` is an integer >= 1 (``64.0`` counts as 64)."""
+    if size is not None:
+        size = check_int("size", size, 1)
     img = _skimage(name)
     if size is not None:
         from PIL import Image

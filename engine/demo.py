@@ -29,8 +29,10 @@ def run_demo(out, *, particles: int = 64, steps: int = 60, method: str = "sde", 
     """Run the demo into folder ``out``; ``log`` receives the lines to show (``print`` by default)."""
     if particles < 1 or steps < 1:
         raise ValueError(f"--particles and --steps must be >= 1, got {particles} and {steps}")
-    if size < 64:
-        raise ValueError(f"--size must be at least 64 (the blur kernel is 61x61), got {size}")
+    largest = min(min(p.shape[-2:]) for p in prior_photos())  # the prior is fitted on size x size crops of them
+    if not 64 <= size <= largest:
+        raise ValueError(f"--size must be from 64 (the blur kernel is 61x61) to {largest} (the prior's photos are "
+                         f"at least {largest} pixels on a side), got {size}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

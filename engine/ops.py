@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..kernels import fourier
 from .motion import motion_kernel
+from .validation import check_real
 
 __all__ = [
     "LinearOperator",
@@ -278,7 +279,9 @@ class LinearOperator:
                         tol=self.cg_tol(rhs.dtype), maxiter=self.cg_maxiter, what=f"{type(self).__name__} Stage I")
 
     def measure(self, x: torch.Tensor, sigma_y: float, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``A x + sigma_y n`` with ``n ~ N(0, I)`` drawn from ``generator`` on ``x``'s device."""
+        """``A x + sigma_y n`` with ``n ~ N(0, I)`` drawn from ``generator`` on ``x``'s device; ``sigma_y`` is a
+        finite number >= 0 (0: no noise)."""
+        check_real("sigma_y", sigma_y, low=0.0)
         ax = self.A(x)
         return ax + float(sigma_y) * torch.randn(ax.shape, generator=generator, device=ax.device, dtype=ax.dtype)
 
@@ -650,6 +653,7 @@ class Inpaint(LinearOperator):
     output_spectral_apply = spectral_apply
 
     def measure(self, x, sigma_y, generator=None):
+        check_real("sigma_y", sigma_y, low=0.0)
         return self.A(x + float(sigma_y) * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
 
     def __repr__(self):

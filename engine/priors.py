@@ -16,6 +16,7 @@ import torch
 
 from .ops import solve_cg
 from .schedules import Schedule, VESchedule, VPSchedule
+from .validation import check_int, check_real
 
 __all__ = ["score_with_graph", "Prior", "GaussianMixture", "SpectralGaussian", "EpsilonModel"]
 
@@ -205,9 +206,16 @@ class SpectralGaussian(Prior):
         Parameters
         ----------
         images : sequence of (C, H_i, W_i) arrays on the [-1, 1] scale (each at least ``size``).
-        size : (H, W) of the prior's images.
+        size : (H, W) of the prior's images, integers >= 1.
+        num_crops : crops averaged, an integer >= 1.
+        floor : lower bound on the fitted variances, a finite number >= 0.
         """
-        Hh, Ww = (int(s) for s in size)
+        try:
+            Hh, Ww = (check_int("size", s.item() if isinstance(s, torch.Tensor) else s, 1) for s in size)
+        except (TypeError, ValueError):
+            raise ValueError(f"size must be a pair (H, W) of integers >= 1, got {size!r}") from None
+        check_int("num_crops", num_crops, 1)
+        check_real("floor", floor, low=0.0)
         imgs = [torch.as_tensor(np.asarray(im), dtype=torch.float64) for im in images]
         if not imgs:
             raise ValueError("fit needs at least one image")

@@ -70,10 +70,14 @@ class Job:
     name: str = ""
     kernel: str | None = None
     mask: str | None = None
-    factor: int = 4
+    factor: int | None = None  # sr4's downsampling factor (None: 4)
     sigma_y: float | str = 0.05
     seed: int | None = None
     options: dict = field(default_factory=dict)
+
+    @property
+    def sr_factor(self) -> int:
+        return 4 if self.factor is None else int(self.factor)
 
 
 class Interrupted(Exception):
@@ -88,6 +92,24 @@ def seed_of(name: str, base: int = 0) -> int:
 
 # ---- reading -----------------------------------------------------------------------------------------
 
+def _open_image(path: Path, what: str):
+    """A PIL image, loaded; a file PIL cannot read is bad input (``ValueError`` naming ``what``)."""
+    from PIL import Image, UnidentifiedImageError  # pillow is a dependency; deferred like data.py's
+
+    try:
+        im = Image.open(path)
+        im.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{what} {str(path)!r} is not an image PIL can read ({exc})") from None
+    return im
+
+
+# A measurement on [-1, 1] with noise stays within this in all but its extreme pixels (noise of sigma 0.3 on a
+# saturated pixel reaches about 1.6 at the 99.5th percentile); values of 8-bit (0..255) or [0, 1] images scaled
+# wrongly do not.
+NPY_RANGE = 2.0
+
+
 def read_image(path, channels: int) -> torch.Tensor:
     """A measured image as ``(channels, H, W)`` float32 on [-1, 1] (see the module's conventions)."""
     path = Path(path)
@@ -101,25 +123,33 @@ def read_image(path, channels: int) -> torch.Tensor:
         if a.ndim == 3 and a.shape[-1] in (1, 3) and a.shape[0] not in (1, 3):
             a = a.transpose(2, 0, 1)
         a = a[None] if a.ndim == 2 else a
-        if a.ndim != 3:
-            raise ValueError(f"{str(path)!r} has shape {a.shape}; expected (H, W), (C, H, W) or (H, W, C)")
+        if a.ndim != 3 or a.shape[0] not in (1, 3):
+            raise ValueError(f"{str(path)!r} has shape {a.shape}; expected (H, W), or (C, H, W) or (H, W, C) with "
+                             "C = 1 or 3")
+        if a.size == 0:
+            raise ValueError(f"{str(path)!r} holds an empty array of shape {a.shape}")
         if not np.isfinite(a).all():
             raise ValueError(f"{str(path)!r} has non-finite values")
+        lo, hi = (float(v) for v in np.quantile(a, [0.005, 0.995]))
+        if lo < -NPY_RANGE or hi > NPY_RANGE:
+            raise ValueError(f"{str(path)!r} holds values from {lo:.4g} to {hi:.4g} (0.5% and 99.5% quantiles); .npy "
+                             f"measurements must be on [-1, 1] (plus noise): scale 8-bit values by x / 127.5 - 1")
     else:
-        from PIL import Image, UnidentifiedImageError  # pillow is a dependency; deferred like data.py's
-
-        try:
-            im = Image.open(path)
-            im.load()
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"{str(path)!r} is not an image PIL can read ({exc})") from None
-        if im.mode in ("I;16", "I;16B", "I"):
-            a = np.asarray(im, dtype=np.float32) / 65535.0 * 2.0 - 1.0
-            a = a[None]
+        im = _open_image(path, "measurement")
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16- or 32-bit integers, or floats: one channel
+            a = np.asarray(im, dtype=np.float64)
+            top = 1.0 if im.mode == "F" else 65535.0  # float images on [0, 1], integer ones on 0..65535
+            if a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= top):
+                raise ValueError(f"{str(path)!r} is a {'float' if im.mode == 'F' else 'integer'} image with values from "
+                                 f"{a.min():.6g} to {a.max():.6g}; read as on [0, {top:g}], it must stay in that range "
+                                 "(save it as 8- or 16-bit, or as .npy on [-1, 1])")
+            a = (a / top * 2.0 - 1.0).astype(np.float32)[None]
         else:
             im = im.convert("L" if channels == 1 else "RGB")
             a = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
             a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        if a.size == 0:
+            raise ValueError(f"{str(path)!r} is an empty image")
     x = torch.from_numpy(np.ascontiguousarray(a))
     if x.shape[0] != channels:
         if x.shape[0] == 1:
@@ -148,9 +178,7 @@ def _read_kernel(path: str, flip: bool, size: int, mtime_ns: int) -> torch.Tenso
     if path.suffix.lower() == ".npy":
         k = np.load(path, allow_pickle=False).astype(np.float64)
     else:
-        from PIL import Image
-
-        k = np.asarray(Image.open(path).convert("F"), dtype=np.float64)
+        k = np.asarray(_open_image(path, "kernel").convert("F"), dtype=np.float64)
     if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
         raise ValueError(f"kernel {str(path)!r} must be a 2-D array of odd sizes, got shape {k.shape}")
     if not np.isfinite(k).all() or (k < 0).any() or k.sum() <= 0:
@@ -167,9 +195,7 @@ def read_mask(path, shape) -> torch.Tensor:
     if path.suffix.lower() == ".npy":
         m = np.load(path, allow_pickle=False)
     else:
-        from PIL import Image
-
-        m = np.asarray(Image.open(path).convert("L"))
+        m = np.asarray(_open_image(path, "mask").convert("L"))
     m = (np.asarray(m) != 0).astype(np.float64)
     if m.shape != tuple(shape):
         raise ValueError(f"mask {str(path)!r} has shape {m.shape}; the measurement is {tuple(shape)}")
@@ -210,26 +236,80 @@ def _unique_names(paths) -> list[str]:
     return names
 
 
-def jobs_from_inputs(inputs, *, task: str, kernel=None, mask=None, factor: int = 4, sigma_y=0.05,
+MASK_TASKS = ("box", "random70", "denoise")
+
+
+def check_job(job: Job, where: str = "") -> Job:
+    """Refuse a job whose files or factor its task would not use (they would be ignored, or change the task
+    silently): a kernel file is task ``blur``'s, a mask file the inpainting tasks' (``denoise`` with a mask is
+    inpainting), a factor ``sr4``'s. ``where`` prefixes the message (a manifest row)."""
+    at = where or job.name
+    if job.task not in RESTORE_TASKS:
+        raise ValueError(f"{at}: unknown task {job.task!r}; available: {', '.join(RESTORE_TASKS)}")
+    if job.kernel is not None and job.task != "blur":
+        raise ValueError(f"{at}: a kernel file is used by task 'blur' only; task {job.task!r} has its own operator "
+                         f"(for your kernel, the task is blur)")
+    if job.mask is not None and job.task not in MASK_TASKS:
+        raise ValueError(f"{at}: a mask file is used by the tasks {', '.join(MASK_TASKS)} only, not {job.task!r}")
+    if job.factor is not None and job.task != "sr4":
+        raise ValueError(f"{at}: a downsampling factor is used by task 'sr4' only, not {job.task!r}")
+    return job
+
+
+def jobs_from_inputs(inputs, *, task: str, kernel=None, mask=None, factor: int | None = None, sigma_y=0.05,
                      seed: int = 0) -> list[Job]:
-    """One job per image in ``inputs`` (files, folders, glob patterns), all with the same operator."""
+    """One job per image in ``inputs`` (files, folders, glob patterns), all with the same operator. Each
+    image's seed comes from its file stem, so it is restored the same whatever else is in the run (its name
+    becomes ``<folder>_<stem>`` where two inputs share a stem; its seed does not change)."""
     paths = _expand(inputs)
-    return [Job(str(p), task, name, kernel, mask, factor, sigma_y, seed_of(name, seed))
+    return [check_job(Job(str(p), task, name, kernel, mask, factor, sigma_y, seed_of(p.stem, seed)))
             for p, name in zip(paths, _unique_names(paths))]
 
 
 _MANIFEST_KEYS = {"path", "task", "kernel", "mask", "factor", "sigma_y", "seed", "name"}
 
 
+def _manifest_int(value, what: str, where: str) -> int:
+    """An integer cell of a manifest: a JSON integer or an integer written as text (not 1.5, not true)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"{where}: {what} must be an integer, got {value!r}")
+
+
+def _manifest_sigma(value, where: str):
+    """``sigma_y``: ``"auto"`` or a positive finite number."""
+    if value == "auto":
+        return value
+    try:
+        v = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{where}: sigma_y must be a positive number or 'auto', got {value!r}")
+    return v
+
+
 def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
     """Jobs from a JSON-lines or CSV file with columns ``path, task, kernel, mask, factor, sigma_y, seed``
-    (and optionally ``name``); empty cells take ``defaults``; relative paths are relative to the file."""
+    (and optionally ``name``); empty cells take ``defaults``; relative paths are relative to the file. A default
+    kernel, mask or factor applies to the rows whose task uses it (:func:`check_job`), and is refused if no row
+    does."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no manifest file at {str(path)!r}")
     text = path.read_text()
     if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
+        reader = csv.DictReader(text.splitlines())
+        rows = list(reader)
+        for n, row in enumerate(rows, 1):
+            if None in row:  # DictReader keeps a row's cells beyond the header under the key None
+                raise ValueError(f"manifest {str(path)!r} row {n} has more cells than the header's "
+                                 f"{len(reader.fieldnames)} columns ({', '.join(reader.fieldnames)})")
     else:
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -243,15 +323,15 @@ def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
                 rows.append(row)
     if not rows:
         raise ValueError(f"manifest {str(path)!r} lists no images")
-    jobs = []
+    jobs, used = [], set()
     for n, row in enumerate(rows, 1):
+        where = f"manifest {str(path)!r} row {n}"
         extra = set(row) - _MANIFEST_KEYS
         if extra:
-            raise ValueError(f"manifest {str(path)!r} row {n} has unknown columns {sorted(extra)}; "
-                             f"allowed: {', '.join(sorted(_MANIFEST_KEYS))}")
+            raise ValueError(f"{where} has unknown columns {sorted(extra)}; allowed: {', '.join(sorted(_MANIFEST_KEYS))}")
         row = {k: v for k, v in row.items() if v not in (None, "")}
         if "path" not in row:
-            raise ValueError(f"manifest {str(path)!r} row {n} has no path")
+            raise ValueError(f"{where} has no path")
 
         def rel(v):
             return None if v is None else str(Path(v) if Path(v).is_absolute() else path.parent / v)
@@ -259,16 +339,27 @@ def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
         p = rel(row["path"])
         name = str(row.get("name") or Path(p).stem)
         if any(sep in name for sep in ("/", "\\")) or name in (".", "..") or not name.strip():
-            raise ValueError(f"manifest {str(path)!r} row {n}: the name {name!r} must be a plain file name")
-        try:
-            factor = int(row.get("factor", defaults.get("factor", 4)))
-            job_seed = int(row["seed"]) if "seed" in row else seed_of(name, seed)
-        except (TypeError, ValueError):
-            raise ValueError(f"manifest {str(path)!r} row {n}: factor and seed must be integers") from None
-        sig = row.get("sigma_y", defaults.get("sigma_y", 0.05))
-        jobs.append(Job(p, row.get("task", defaults.get("task")), name, rel(row.get("kernel", defaults.get("kernel"))),
-                        rel(row.get("mask", defaults.get("mask"))), factor, sig if sig == "auto" else float(sig),
-                        job_seed))
+            raise ValueError(f"{where}: the name {name!r} must be a plain file name")
+        task = row.get("task", defaults.get("task"))
+        spec = {}
+        for key, tasks in (("kernel", ("blur",)), ("mask", MASK_TASKS), ("factor", ("sr4",))):
+            if key in row:
+                spec[key] = row[key]
+            elif defaults.get(key) is not None and task in tasks:
+                spec[key] = defaults[key]
+                used.add(key)
+        factor = None if "factor" not in spec else _manifest_int(spec["factor"], "factor", where)
+        job_seed = _manifest_int(row["seed"], "seed", where) if "seed" in row else seed_of(name, seed)
+        if not -2**63 <= job_seed < 2**63:
+            raise ValueError(f"{where}: seed must be a 64-bit integer, got {job_seed}")
+        sig = _manifest_sigma(row.get("sigma_y", defaults.get("sigma_y", 0.05)), where)
+        if task is not None:
+            check_job(Job(p, task, name, spec.get("kernel"), spec.get("mask"), factor, sig, job_seed), where)
+        jobs.append(Job(p, task, name, rel(spec.get("kernel")), rel(spec.get("mask")), factor, sig, job_seed))
+    for key in ("kernel", "mask", "factor"):
+        if defaults.get(key) is not None and key not in used:
+            raise ValueError(f"--{key} was given, but no row of manifest {str(path)!r} without its own {key} has a task "
+                             f"that uses one")
     names = [j.name for j in jobs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -278,11 +369,17 @@ def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
 
 # ---- the operator ------------------------------------------------------------------------------------
 
+SIGMA_MIN_SIZE = 8  # 16 finest-band coefficients per channel at least: a median of fewer is mostly noise
+
+
 def estimate_sigma(y: torch.Tensor) -> float:
     """The noise standard deviation of ``y (C, H, W)`` (on [-1, 1]) by Donoho's robust wavelet estimator:
     ``median(|HH|) / 0.6745`` of the finest diagonal Haar detail coefficients, averaged over channels (the
     estimator of scikit-image's ``estimate_sigma``, which needs PyWavelets; Haar here, so no new
     dependency). Image structure inflates it slightly; pass a number where the noise is known."""
+    if min(y.shape[-2:]) < SIGMA_MIN_SIZE:
+        raise ValueError(f"estimating the noise needs at least {SIGMA_MIN_SIZE}x{SIGMA_MIN_SIZE} pixels, the measurement "
+                         f"is {y.shape[-2]}x{y.shape[-1]}: give sigma_y as a number (--sigma-y)")
     a = y.double()
     H, W = a.shape[-2] // 2 * 2, a.shape[-1] // 2 * 2
     a = a[:, :H, :W]
@@ -316,9 +413,9 @@ def build_operator(job: Job, measured_shape, event_shape, *, kernel_flip: bool =
         raise ValueError(f"unknown task {job.task!r} for {job.name}; available: {', '.join(RESTORE_TASKS)}")
     h, w = measured_shape[-2:]
     if job.task == "sr4":
-        f = int(job.factor)
+        f = job.sr_factor
         if f < 1 or H % f or W % f:
-            raise ValueError(f"factor {job.factor} does not divide the prior's size {H}x{W}")
+            raise ValueError(f"factor {f} does not divide the prior's size {H}x{W}")
         if (h, w) != (H // f, W // f):
             raise ValueError(f"{job.name}: a x{f} measurement for this prior must be {H // f}x{W // f}, got {h}x{w} "
                              "(no silent resizing)")
@@ -378,9 +475,9 @@ class TiledResult:
     tiles' mean ESS trace, ``nfe`` summed over the tiles (score evaluations per particle of every tile), and
     per-tile numbers."""
 
-    def __init__(self, best, mean, std, ess, resampled, nfe, dead, tiles):
+    def __init__(self, best, mean, std, ess, resampled, nfe, dead, tiles, potential=None):
         self.best, self.mean, self.std, self.ess, self.resampled = best, mean, std, ess, resampled
-        self.nfe, self.dead, self.tiles = nfe, dead, tiles
+        self.nfe, self.dead, self.tiles, self.potential = nfe, dead, tiles, potential
         self.particles = None
 
 
@@ -399,7 +496,7 @@ def tile_geometry(job: Job, measured_shape, event_shape, *, boundary: str = "val
         op = ops.Blur(kernel, event_shape, boundary="valid")
         return op.output_shape[1:], 1, (kh // 2, kw // 2), lambda top, left: op
     if task == "sr4":
-        f = int(job.factor)
+        f = job.sr_factor
         op = ops.BlockDownsample(f, event_shape)
         return (H // f, W // f), f, (0, 0), lambda top, left: op
     if task == "denoise" and job.mask is None:
@@ -475,7 +572,8 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
         tiles.append({"top": top, "left": left, "seed": seed, "final_ess": float(res.ess[-1, 0])})
     out = {k: (v / wsum)[None] for k, v in acc.items()}
     return TiledResult(out["best"].float(), out["mean"].float(), out["var"].sqrt().float(),
-                       torch.stack(ess).mean(0)[:, None], torch.stack(resampled).any(0)[:, None], nfe, [dead], tiles)
+                       torch.stack(ess).mean(0)[:, None], torch.stack(resampled).any(0)[:, None], nfe, [dead], tiles,
+                       getattr(res, "potential", None))
 
 
 def _kernel_size(job: Job, event_shape, boundary: str, kernel_flip: bool):
@@ -490,7 +588,7 @@ def needs_tiles(job: Job, measured_shape, event_shape, kernel_size=None) -> bool
     C, H, W = event_shape
     h, w = measured_shape[-2:]
     if job.task == "sr4":
-        f = int(job.factor)
+        f = job.sr_factor
         return h * f > H or w * f > W
     if job.task in BLUR_TASKS and kernel_size is not None:
         most = ops.valid_size(kernel_size, (H, W))
@@ -638,6 +736,10 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     if particle_group is not None:
         rank, world = particle_group.rank, particle_group.world
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the output folder {str(out)!r} is a file; choose a folder")
+    if reference is not None and not Path(reference).is_dir():
+        raise FileNotFoundError(f"no reference folder at {str(reference)!r}")
     out.mkdir(parents=True, exist_ok=True)
     probe = out / f".afdps-write-test.{rank}.{os.getpid()}"
     try:
@@ -664,6 +766,13 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         previous = signal.signal(signal.SIGTERM, on_term)
     if world > 1:
         torch.distributed.barrier()  # every rank has read the journals before any rank adds to them
+    settings = {k: _plain(v) for k, v in sample_options.items()}
+    run_opts = {"boundary": boundary, "kernel_flip": bool(kernel_flip), "tile_overlap": tile_overlap}
+    _check_resumed(out, jobs, done, settings, run_opts)
+    others = sorted(set(done) - {j.name for j in jobs})
+    if others and rank == 0:
+        log(f"afdps restore: {len(others)} image(s) journaled in {out} are not in this run and stay out of the index: "
+            f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''}")
     todo = [j for j in jobs if j.name not in done]
     if len(todo) < len(jobs) and rank == 0:
         log(f"afdps restore: {len(jobs) - len(todo)} image(s) already restored in {out}, {len(todo)} to go")
@@ -690,6 +799,9 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                 raise ValueError(f"{job.name}: sigma_y must be positive, got {sigma_y!r}"
                                  + (" (estimated: pass a number with --sigma-y)" if job.sigma_y == "auto" else ""))
             ref = None if reference is None else _reference(reference, job, event[0])
+            if reference is not None and ref is None and rank == 0:
+                log(f"afdps restore: {job.name}: no image named {Path(job.path).stem}.* in the reference folder "
+                    f"{reference}: not scored")
             if lpips is not None and ref is not None and min(ref.shape[-2:]) < MIN_SIZE:
                 raise ValueError(f"{job.name}: LPIPS (AlexNet) needs at least {MIN_SIZE}x{MIN_SIZE} pixels; its reference "
                                  f"is {ref.shape[-2]}x{ref.shape[-1]} (leave out --lpips)")
@@ -715,12 +827,12 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             if tiled and save_particles:
                 log(f"afdps restore: {job.name} was restored in {len(res.tiles)} tiles; its particles are not saved")
             outs = _write_outputs(out / job.name, y, res, window, event, save_particles and not tiled)
-            record = {"name": job.name, "path": job.path, "task": job.task, "sigma_y": sigma_y,
-                      "sigma_y_estimated": job.sigma_y == "auto", "seed": job.seed, "nfe": res.nfe,
+            record = {"name": job.name, "path": job.path, **_job_spec(job, run_opts, tiled),
+                      "sigma_y": sigma_y, "sigma_y_estimated": job.sigma_y == "auto", "nfe": res.nfe,
+                      "potential": getattr(res, "potential", None),
                       "final_ess": float(res.ess[-1, 0]), "resampling_events": int(res.resampled.sum()),
                       "dead_particles": int(res.dead[0]), "wall_s": time.perf_counter() - t0,
-                      "settings": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
-                                   for k, v in sample_options.items()}}
+                      "settings": settings}
             if getattr(res, "guidance_jump", None) is not None:  # the Tweedie guidance cap (engine/sampler.py)
                 record["guidance_jump"] = res.guidance_jump
             torso = getattr(getattr(prior, "net", None), "torso_dtype", None)
@@ -730,8 +842,6 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                 record["network_batch"] = prior.auto_batch if prior.batch_size == "auto" else prior.batch_size
             record["measured_size"] = "x".join(map(str, y.shape[-2:]))
             record["restored_size"] = "x".join(map(str, outs["mean"].shape[-2:]))
-            if job.task in BLUR_TASKS:
-                record["boundary"] = boundary
             if tiled:
                 record["tiles"] = res.tiles
             if reference is not None:
@@ -774,6 +884,60 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         if handle_sigterm and previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return records
+
+
+def _plain(value):
+    """A setting as the journal keeps it: numbers, text, booleans and None as they are, tuples as lists,
+    anything else as text."""
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _absolute(path):
+    return None if path is None else str(Path(path).resolve())
+
+
+def _job_spec(job: Job, run_opts: dict, tiled: bool) -> dict:
+    """What fixes a job's restoration besides the sampler's options, as its journal record keeps it."""
+    spec = {"task": job.task, "seed": job.seed, "kernel": _absolute(job.kernel), "mask": _absolute(job.mask)}
+    if job.task == "sr4":
+        spec["factor"] = job.sr_factor
+    if job.task in BLUR_TASKS:
+        spec["boundary"] = run_opts["boundary"]
+    if job.task == "blur":
+        spec["kernel_flip"] = run_opts["kernel_flip"]
+    if tiled:
+        spec["tile_overlap"] = run_opts["tile_overlap"]
+    return spec
+
+
+UNCOMPARED = ("progress",)  # sampler options that change only what is shown
+
+
+def _check_resumed(out: Path, jobs: list[Job], done: dict, settings: dict, run_opts: dict) -> None:
+    """Refuse to resume a run whose journaled images were restored otherwise than this run would restore them
+    (the finished and the new images would not be one run's). Keys an older journal lacks are not compared."""
+    for job in jobs:
+        rec = done.get(job.name)
+        if rec is None:
+            continue
+        want = _job_spec(job, run_opts, "tiles" in rec)
+        want["sigma_y"] = "auto" if job.sigma_y == "auto" else float(job.sigma_y)
+        had = {k: rec[k] for k in want if k in rec}
+        if "sigma_y_estimated" in rec:
+            had["sigma_y"] = "auto" if rec["sigma_y_estimated"] else rec["sigma_y"]
+        old = rec.get("settings", {})
+        want.update({k: v for k, v in settings.items() if k not in UNCOMPARED and k in old})
+        had.update({k: v for k, v in old.items() if k not in UNCOMPARED and k in settings})
+        differ = [k for k in want if k in had and had[k] != want[k]]
+        if differ:
+            what = ", ".join(f"{k} {had[k]!r} then, {want[k]!r} now" for k in differ[:3])
+            raise ValueError(f"--resume: {job.name} in {str(out)!r} was restored with other settings ({what}"
+                             f"{', ...' if len(differ) > 3 else ''}); resume with that run's settings, or choose "
+                             "another --out")
 
 
 def _ordered(jobs: list[Job], done: dict) -> list[dict]:

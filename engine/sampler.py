@@ -18,6 +18,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 from ..kernels import backend as _backend
@@ -42,6 +43,14 @@ VE_SIGMA_MAX = 80.0  # the authors' annealing constant of "ve-linear" tempering
 GUIDANCES = ("exact", "implicit", "euler")
 CORRECTORS = ("split", "song")
 RESAMPLINGS = SCHEMES + ("none",)
+
+
+def _check_flag(name: str, value) -> bool:
+    """``value`` as a bool if it is ``True`` or ``False`` (a NumPy bool too), else ``ValueError`` (a string such
+    as ``"no"`` is truthy, so it is refused rather than read)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 class Result:
@@ -429,7 +438,9 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     :func:`finish` take. ``y (B, *op.output_shape)`` is a torch tensor; the options are those of
     :func:`sample` (which calls this), with ``seed`` and ``backend`` resolved here."""
     check_choice("method", method, METHODS)
-    eta = check_real("eta", eta)
+    eta = check_real("eta", eta, low=0.0)
+    weights = _check_flag("weights", weights)
+    denoise = _check_flag("denoise", denoise)
     if potential is None:
         potential = default_potential(method, eta)
     check_choice("potential", potential, pot.POTENTIALS)
@@ -450,7 +461,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     check_choice("corrector", corrector, CORRECTORS)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    eta = check_real("eta", eta)
+    eta = check_real("eta", eta, low=0.0)
     check_real("ess_threshold", ess_threshold, low=0.0, high=1.0)
     corrector_snr, corrector_rs = corrector_schedule(corrector_snr, K)
     check_real("time_power", time_power, low=1.0)
@@ -816,7 +827,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
         or ``"tweedie"`` (``lam mu(x0_hat(x))``, DPS's guidance with exact weights; needs ``eta=0.5``,
         tempering from 0 and a differentiable score; one network VJP and one more call per step). Every
         family ends at ``mu``, so the weights stay exact.
-    eta : guidance weight of the SDE (spec section 2); any real value; unused by ``"ode"``.
+    eta : guidance weight of the SDE (spec section 2), a finite number >= 0 (0: the unguided prior SDE with
+        reweighting); unused by ``"ode"``.
     corrector_steps, corrector, corrector_snr : the ODE's Langevin corrector towards the target at the new
         time: ``corrector_steps`` steps (1), by the rule ``"split"`` (the default: a prior Langevin step of
         size ``e = 2 (corrector_snr sigma)^2`` followed by the likelihood flow integrated exactly over ``e``,
@@ -841,17 +853,19 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
     resample : ``"systematic"``, ``"stratified"``, ``"multinomial"``, ``"residual"`` or ``"none"``;
         triggered per image when the normalised ESS falls below ``ess_threshold`` (0 disables). The
         ensemble is not resampled after the last step, so the final weights are kept.
-    weights : ``False`` ignores the weights (the unweighted guided baseline): no reweighting, no
-        resampling, uniform final weights.
+    weights : ``True`` or ``False`` (a NumPy bool too); ``False`` ignores the weights (the unweighted guided
+        baseline): no reweighting, no resampling, uniform final weights.
     seed : int (every image uses the same random streams, so an image's result depends only on the
         seed and its own measurement, whatever else is in the batch), a sequence of one int per image,
-        or ``None`` (a fresh random seed, recorded in ``Result.seeds``).
+        or ``None`` (one seed drawn from torch's global CPU generator, so ``torch.manual_seed`` makes the run
+        reproducible; recorded in ``Result.seeds``).
     progress : show a progress bar (``None``: when stderr is a terminal).
     backend : ``"auto"``, ``"torch"`` or ``"triton"`` (default: ``AFDPS_BACKEND`` or ``auto``).
     dtype : particle dtype (float32 or float64).
     time_power : time grid ``tau_k = tau_min + (T - tau_min) (1 - k / K)^time_power`` (VP); 1 is uniform,
         2 puts shorter steps near the data end.
-    denoise : finish with a Tweedie denoising step ``x0 = (x + sigma^2 s) / alpha`` at ``tau_min``.
+    denoise : ``True`` or ``False``: finish with a Tweedie denoising step ``x0 = (x + sigma^2 s) / alpha`` at
+        ``tau_min``.
     profile : time score, operator, update and resampling separately (synchronises; slower). With the
         Tweedie potential the operator work inside its network VJP (``A`` of the Tweedie estimate and its
         backward) counts as score: the two are one autograd pass.
@@ -877,7 +891,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(k, state, info), got {type(callback).__name__}")
     if potential is None:
-        potential = default_potential(method, check_real("eta", eta), bool(cuda_graph))
+        potential = default_potential(method, check_real("eta", eta, low=0.0), bool(cuda_graph))
     plan = prepare(prior, op, y, sigma_y, method=method, potential=potential, eta=eta, num_particles=num_particles,
                    num_steps=num_steps,
                    tempering=tempering, guidance=guidance, resample=resample, ess_threshold=ess_threshold,
@@ -1013,7 +1027,8 @@ def sample_prior(prior, num_samples: int, *, num_steps: int = 100, method: str =
                  dtype: torch.dtype = torch.float32, device=None, batch_size: int | None = None,
                  clip_denoised: bool = True, timesteps=None) -> torch.Tensor:
     """Unconditional samples ``(num_samples, *event)`` from ``N(0, rho^2 I)`` on ``prior.schedule``'s grid,
-    with the Philox streams of :func:`sample` (an int ``seed`` gives the same draws every time).
+    with the Philox streams of :func:`sample` (an int ``seed`` gives the same draws every time; ``None`` draws
+    the seed from torch's global CPU generator, so ``torch.manual_seed`` makes it reproducible).
 
     ``method``: ``"sde"`` (reverse SDE, Euler-Maruyama), ``"ode"`` (probability flow, Euler) or ``"ddpm"``
     (ancestral sampling, Ho et al. 2020: each step estimates ``x0 = (x + sigma^2 s) / alpha``, clipped to

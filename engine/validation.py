@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import secrets
 
 import torch
 
@@ -52,12 +51,14 @@ def check_real(name: str, value, *, low: float | None = None, high: float | None
 
 
 def per_image_seeds(seed, B: int) -> list[int]:
-    """One seed per image: an int for all, one int per image, or ``None`` (a fresh random seed for all)."""
+    """One seed per image: an int for all, one int per image, or ``None``: one seed for all drawn from torch's
+    global CPU generator, so ``torch.manual_seed`` makes the run reproducible, in ``[0, 2**63 - 1)`` as the integer
+    seeds of the Philox streams."""
     def is_int(v):
         return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
     if seed is None:
-        return [secrets.randbits(63)] * B
+        return [int(torch.randint(0, 2**63 - 1, (), generator=torch.default_generator))] * B
     if is_int(seed):
         return [int(seed)] * B
     if isinstance(seed, (str, bytes)) or not hasattr(seed, "__iter__"):

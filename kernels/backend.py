@@ -6,7 +6,8 @@ Every op of :mod:`afdps.kernels` (and the sampler, the operators and the custom 
 - ``None`` or ``"auto"``: the environment variable ``AFDPS_BACKEND`` if set (the one place it is read),
   else the kernel on CUDA tensors when Triton is installed and the reference everywhere else;
 - ``False`` or ``"torch"``: the reference;
-- ``True`` or ``"triton"``: the kernel, or ``RuntimeError`` saying why it cannot run.
+- ``True`` or ``"triton"``: the kernel, or ``ValueError`` saying why it cannot run (a request this machine
+  cannot meet is bad input).
 
 Whatever the request, a fake tensor (``FakeTensorMode``: memory estimates, FLOP counts, ``torch.compile``'s
 tracing; or the meta device) takes the reference when the caller passes it as ``tensor``: it has no memory for a
@@ -84,6 +85,6 @@ def use_triton(request, device: torch.device | str, what: str = "afdps", tensor:
     ok, why = triton_available(device)
     if name == "triton":
         if not ok:
-            raise RuntimeError(f"{what}: the Triton backend was requested but cannot run: {why}")
+            raise ValueError(f"{what}: the Triton backend was requested but cannot run: {why}")
         return True
     return ok and torch.device(device).type == "cuda"

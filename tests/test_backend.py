@@ -35,7 +35,7 @@ def test_auto_is_the_kernel_on_cuda_only(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     ok, why = backend.triton_available("cpu")
     assert not ok and ("CUDA" in why or "not installed" in why)
-    with pytest.raises(RuntimeError, match="my_op: the Triton backend was requested but cannot run"):
+    with pytest.raises(ValueError, match="my_op: the Triton backend was requested but cannot run"):
         backend.use_triton("triton", "cpu", "my_op")
     assert backend.use_triton(None, "cpu") is False
     if torch.cuda.is_available() and _triton.HAS_TRITON:

@@ -43,7 +43,7 @@ def test_tiny_demo_run(tmp_path, capsys):
 
 def test_demo_bad_input_exits_2(tmp_path, capsys):
     assert cli.main(["demo", "--size", "32", "--out", str(tmp_path)]) == 2
-    assert "--size must be at least 64" in capsys.readouterr().err
+    assert "--size must be from 64" in capsys.readouterr().err
 
 
 def test_module_entry_point():

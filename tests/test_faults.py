@@ -102,24 +102,50 @@ def test_nan_final_denoising_score_is_named(weights):
 
 
 def test_exploding_increments_are_named():
-    """eta = -1 with a stiff explicit guidance step: the log-weight increments overflow."""
+    """A stiff explicit guidance step (sigma_y 1e-6): the log-weight increments overflow."""
     op = ops.Dense(torch.tensor([[40.0, 20.0]]))
     with pytest.raises(FloatingPointError, match=r"image 0 has died after step 1 .*non-finite increment"):
-        afdps.sample(FaultyPrior({}), op, Y2, 1e-6, num_particles=4, num_steps=2, seed=0, eta=-1.0, guidance="euler",
+        afdps.sample(FaultyPrior({}), op, Y2, 1e-6, num_particles=4, num_steps=2, seed=0, eta=1.0, guidance="euler",
                      potential="noisy", tempering="none", time_power=1.0)
 
 
-def test_demo_with_exploding_states_fails_and_writes_nothing(tmp_path, capsys):
-    """The issue's probe `afdps demo --eta -1 --size 64 --particles 2 --steps 2`: every particle leaves the
-    floating-point range in the last step with finite log-weights; the end-of-step state check catches it,
-    the command exits 1 with one sentence, and no image or metrics.json is written."""
+class _NaNGuidance(ops.Dense):
+    """A dense operator whose exact guidance flow returns NaN for every particle of image 0 from its ``at``-th
+    call: a state that is not finite while the step's score and log-weight increments are."""
+
+    def __init__(self, matrix, at):
+        super().__init__(matrix)
+        self.at, self.calls = at, 0
+
+    def exact_guidance_step(self, x, y, h, kappa, **kw):
+        out = super().exact_guidance_step(x, y, h, kappa, **kw)
+        self.calls += 1
+        if self.calls > self.at:
+            out = out.clone()
+            out[0] = float("nan")
+        return out
+
+
+def test_non_finite_states_are_named():
+    """The end-of-step state check: the guidance flow's NaN kills image 0's particles with the cause "non-finite
+    state" (the score and the increments of that step were finite)."""
+    op = _NaNGuidance(torch.tensor([[1.0, 0.5]]), at=0)  # lam is 0 at step 0: the first flow is step 1's
+    with pytest.raises(FloatingPointError, match=r"image 0 has died after step 1 .*non-finite state"):
+        afdps.sample(FaultyPrior({}), op, Y2, 0.5, num_particles=4, num_steps=3, seed=0, guidance="exact",
+                     **METHODS["sde"])
+
+
+def test_demo_that_dies_fails_and_writes_nothing(tmp_path, capsys):
+    """A demo whose particles all die (no tempering and sigma_y 1e-9: the first step's increments overflow) exits
+    1 with one sentence and writes no image or metrics.json. (The issue's probe, `afdps demo --eta -1`, is now
+    refused at the entry: eta must be >= 0.)"""
     from afdps import cli
 
     out = tmp_path / "d"
-    rc = cli.main(["demo", "--eta", "-1", "--size", "64", "--particles", "2", "--steps", "2", "--out", str(out),
-                   "--no-progress"])
+    rc = cli.main(["demo", "--eta", "1", "--tempering", "none", "--sigma-y", "1e-9", "--size", "64", "--particles", "2",
+                   "--steps", "2", "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 1 and "died after step 1 (tau=0.2507 -> 0.001): non-finite state" in err and "Traceback" not in err
+    assert rc == 1 and "died after step 0 (tau=1 -> 0.2507): non-finite increment" in err and "Traceback" not in err
     assert list(out.iterdir()) == []
 
 

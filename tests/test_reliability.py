@@ -9,12 +9,15 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import afdps
 from afdps import cli, ops
 from afdps.baselines import dps
+from afdps.engine import restore as rs
 from afdps.engine.lpips import LPIPS, load_lpips
 from afdps.priors import GaussianMixture
 
@@ -59,6 +62,20 @@ def _files(tmp):
     (tmp / "unet" / "config.json").write_text("{not json")
     (tmp / "bad.json").write_text("{not json")
     torch.save({k: v for k, v in LPIPS().state_dict().items() if k.startswith("lin")}, tmp / "heads.pth")
+    # afdps restore's inputs
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp / "x.png")
+    Image.fromarray(np.full((28, 28), 2.0, dtype=np.float32)).save(tmp / "float.tif")  # floats are read on [0, 1]
+    np.save(tmp / "k.npy", np.ones((3, 3)))
+    np.save(tmp / "bytes.npy", np.full((28, 28), 200.0))
+    np.save(tmp / "two.npy", np.zeros((2, 28, 28)))
+    np.save(tmp / "empty.npy", np.zeros((0, 28)))
+    (tmp / "notimg.png").write_text("not an image")
+    for name, row in (("seed.jsonl", {"path": "x.png", "task": "box", "seed": 1.5}),
+                      ("factor.jsonl", {"path": "x.png", "task": "sr4", "factor": 2.5}),
+                      ("sigma.jsonl", {"path": "x.png", "task": "box", "sigma_y": True}),
+                      ("kernel.jsonl", {"path": "x.png", "task": "box", "kernel": "k.npy"})):
+        (tmp / name).write_text(json.dumps(row) + "\n")
+    (tmp / "cells.csv").write_text("path,task\nx.png,box,extra\n")
     return tmp
 
 
@@ -145,6 +162,34 @@ def _api_cases(tmp):
         ("load_classifier", "a missing file", lambda: afdps.load_classifier(tmp / "nowhere.pt")),
         ("load_mnist_test", "n=1001", lambda: afdps.load_mnist_test(1001)),
         ("load_mnist_test", "n=2.5", lambda: afdps.load_mnist_test(2.5)),
+        ("sample", "eta=-1", _s(eta=-1)),
+        ("sample", "weights='no'", _s(weights="no")),
+        ("sample", "denoise='x'", _s(denoise="x")),
+        ("load_photo", "size=63.5", lambda: afdps.load_photo("astronaut", 63.5)),
+        ("SpectralGaussian.fit", "size=(0, 0)",
+         lambda: afdps.priors.SpectralGaussian.fit([torch.zeros(3, 8, 8)], (0, 0))),
+        ("measure", "sigma_y=-1", lambda: A2.measure(torch.zeros(1, 2), -1.0)),
+        ("restore", "a kernel file with task gaussian-blur",
+         lambda: rs.jobs_from_inputs([tmp / "x.png"], task="gaussian-blur", kernel=str(tmp / "k.npy"))),
+        ("restore", "a mask file with task sr4",
+         lambda: rs.jobs_from_inputs([tmp / "x.png"], task="sr4", mask=str(tmp / "x.png"))),
+        ("restore", "a factor with task box", lambda: rs.jobs_from_inputs([tmp / "x.png"], task="box", factor=2)),
+        ("restore", "an .npy of 8-bit values", lambda: rs.read_image(tmp / "bytes.npy", 1)),
+        ("restore", "an .npy of 2 channels", lambda: rs.read_image(tmp / "two.npy", 1)),
+        ("restore", "an empty .npy", lambda: rs.read_image(tmp / "empty.npy", 1)),
+        ("restore", "a float TIFF with values above 1", lambda: rs.read_image(tmp / "float.tif", 1)),
+        ("restore", "a kernel file that is not an image", lambda: rs.read_kernel(tmp / "notimg.png")),
+        ("restore", "a mask file that is not an image", lambda: rs.read_mask(tmp / "notimg.png", (28, 28))),
+        ("restore", "sigma_y 'auto' for a 1x1 measurement", lambda: rs.estimate_sigma(torch.zeros(1, 1, 1))),
+        ("restore", "a manifest seed of 1.5", lambda: rs.jobs_from_manifest(tmp / "seed.jsonl", defaults={})),
+        ("restore", "a manifest factor of 2.5", lambda: rs.jobs_from_manifest(tmp / "factor.jsonl", defaults={})),
+        ("restore", "a manifest sigma_y of true", lambda: rs.jobs_from_manifest(tmp / "sigma.jsonl", defaults={})),
+        ("restore", "a manifest kernel for task box", lambda: rs.jobs_from_manifest(tmp / "kernel.jsonl", defaults={})),
+        ("restore", "a CSV manifest row with an extra cell",
+         lambda: rs.jobs_from_manifest(tmp / "cells.csv", defaults={})),
+        ("restore", "a missing reference folder",
+         lambda: rs.restore(None, [], tmp / "out", sample_options={}, reference=tmp / "nowhere")),
+        ("restore", "an output folder that is a file", lambda: rs.restore(None, [], tmp / "k.npy", sample_options={})),
     ]
 
 
@@ -164,10 +209,14 @@ CLI_CASES = [
     ["eval", "--threads", "0"],
     ["eval", "--prior", "nowhere.pt", "--arch", "adm-ffhq256"],
     ["eval", "--potential", "bent"],
+    ["eval", "--methods", "fk,fk"],
+    ["eval", "--device", "gpu0"],
     ["demo", "--size", "32"],
     ["demo", "--particles", "0"],
     ["demo", "--sigma-y", "abc"],
     ["demo", "--seed", "1.5"],
+    ["demo", "--size", "100000"],
+    ["demo", "--eta", "-1"],
     ["train-prior", "--out", "p.pt", "--steps", "0"],
     ["train-prior", "--out", "p.pt", "--ema-decay", "1.5"],
     ["train-classifier", "--out", "c.pt", "--lr", "-1"],
@@ -179,6 +228,7 @@ CLI_CASES = [
     ["restore", "x.png", "--task", "denoise", "--tile-overlap", "1", "--out", "r"],
     ["restore", "x.png", "--task", "denoise", "--network-batch", "0", "--out", "r"],
     ["restore", "x.png", "--task", "denoise", "--particle-parallel", "--out", "r"],
+    ["restore", "x.png", "--task", "denoise", "--device", "gpu0", "--out", "r"],
     [],
 ]
 

@@ -211,6 +211,38 @@ def test_unwritable_output_folder_is_refused_before_work(tmp_path, capsys):
     assert rc == 2 and "afdps restore: error" in capsys.readouterr().err
 
 
+def test_resume_refuses_other_settings_and_reports_missing_references(digits, tmp_path, capsys):
+    """--resume continues a run only with that run's settings (the journaled images and the new ones must be one run's);
+    metrics.json records the operator's files and the potential that ran; an image without a reference is reported."""
+    out = tmp_path / "out"
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "d0.png").write_bytes((digits / "ref" / "d0.png").read_bytes())
+    opts = ["--task", "box", "--out", str(out), *FAST]
+    assert cli.main(["restore", str(digits / "in" / "d1.png"), *opts, "--reference", str(tmp_path / "ref")]) == 0
+    err = capsys.readouterr().out
+    assert "d1: no image named d1.* in the reference folder" in err and "not scored" in err
+    m = json.loads((out / "d1" / "metrics.json").read_text())
+    assert m["potential"] == "tweedie" and m["kernel"] is None and m["mask"] is None and "factor" not in m
+    assert m["settings"]["corrector_snr"] == [0.1, 0.2] and "psnr_mean" not in m
+    for change, what in ((["--particles", "3"], "num_particles 2 then, 3 now"), (["--sigma-y", "0.1"], "sigma_y 0.05 then"),
+                         (["--seed", "1"], "seed "), (["--eta", "1"], "eta 0.5 then, 1.0 now")):
+        assert cli.main(["restore", str(digits / "in"), *opts, "--resume", *change]) == 2
+        err = capsys.readouterr().err
+        assert "--resume: d1 in" in err and what in err, (change, err)
+    assert cli.main(["restore", str(digits / "in"), *opts, "--resume"]) == 0  # the same settings: the other three run
+    assert len((out / "journal.jsonl").read_text().splitlines()) == 4
+
+
+def test_image_modes_are_read_on_their_range(tmp_path):
+    """16-bit images on 0..65535 and float images on [0, 1] map to [-1, 1] (a float TIFF used to be cut to 8 bits)."""
+    a = np.linspace(0.0, 1.0, 28 * 28).reshape(28, 28)
+    Image.fromarray(a.astype(np.float32)).save(tmp_path / "f.tif")
+    Image.fromarray((a * 65535).round().astype(np.uint16)).save(tmp_path / "s.png")
+    for name, tol in (("f.tif", 1e-6), ("s.png", 1e-4)):
+        x = rs.read_image(tmp_path / name, 1)
+        np.testing.assert_allclose(x[0].numpy(), 2 * a - 1, atol=tol, err_msg=name)
+
+
 def test_sigma_estimate_on_bundled_photos():
     """The wavelet noise estimator on the bundled photos at 256x256 with known noise on [-1, 1]. It
     over-estimates, since fine image detail leaks into the finest wavelet band: measured ratios (estimate /
@@ -233,6 +265,9 @@ def test_names_are_unique_and_do_not_depend_on_order(tmp_path):
     one = rs.jobs_from_inputs([tmp_path / "a", tmp_path / "b"], task="denoise")
     two = rs.jobs_from_inputs([tmp_path / "b", tmp_path / "a"], task="denoise")
     assert sorted(j.name for j in one) == ["a_x", "b_x"] and {j.name: j.seed for j in one} == {j.name: j.seed for j in two}
+    # an image's seed is its stem's, as in a run without the other image: restored the same whatever else is in the run
+    assert {j.seed for j in one} == {rs.seed_of("x")} == {j.seed for j in rs.jobs_from_inputs([tmp_path / "a" / "x.png"],
+                                                                                               task="denoise")}
     _png(torch.zeros(28, 28), tmp_path / "a" / "x.npy.png")
     np.save(tmp_path / "a" / "x.npy", np.zeros((28, 28), dtype=np.float32))
     with pytest.raises(ValueError, match="would be named"):
@@ -307,7 +342,7 @@ def test_ode_corrector_schedule_is_taken_and_recorded(digits, tmp_path):
                    "--corrector-snr", "0.1,0.3", *FAST])
     assert rc == 0
     m = json.loads((out / "d0" / "metrics.json").read_text())
-    assert m["settings"]["method"] == "ode" and m["settings"]["corrector_snr"] == "(0.1, 0.3)" and m["nfe"] == 6
+    assert m["settings"]["method"] == "ode" and m["settings"]["corrector_snr"] == [0.1, 0.3] and m["nfe"] == 6
 
 
 @pytest.mark.slow

@@ -138,7 +138,7 @@ def test_bad_inputs_raise():
 def test_triton_backend_request_is_honoured_or_raises(monkeypatch):
     """An explicitly requested backend that cannot run raises instead of silently falling back."""
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(RuntimeError, match="Triton backend was requested but cannot run"):
+    with pytest.raises(ValueError, match="Triton backend was requested but cannot run"):
         afdps.sample(_gm(), A2, Y2, 0.5, num_particles=4, num_steps=2, backend="triton")
     monkeypatch.setenv("AFDPS_BACKEND", "bogus")
     with pytest.raises(ValueError, match="AFDPS_BACKEND"):

@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
 
 from . import demo, eval, restore, train_classifier, train_prior
 from ._common import HelpFormatter
@@ -19,7 +20,8 @@ COMMANDS = {"demo": demo, "restore": restore, "eval": eval, "train-prior": train
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="afdps", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="afdps", description="Image restoration by posterior sampling with AFDPS "
+                                     "(afdps <command> --help describes a command and its options)")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="command")
     for name, module in COMMANDS.items():
@@ -32,6 +34,14 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     debug = args.debug or os.environ.get("AFDPS_DEBUG", "") not in ("", "0")
+    with warnings.catch_warnings():  # restores warnings.showwarning afterwards
+        if not debug:  # one line each, like the errors (Python's format shows a source line of afdps)
+            warnings.showwarning = lambda message, category, *rest, **kw: print(
+                f"afdps {args.command}: warning: {message}", file=sys.stderr)
+        return _run(args, debug)
+
+
+def _run(args, debug: bool) -> int:
     try:
         return int(COMMANDS[args.command].run(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, MemoryError, ImportError) as exc:

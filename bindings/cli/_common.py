@@ -7,7 +7,11 @@ import os
 import shlex
 import sys
 
-__all__ = ["command_line", "positive_int", "nonneg_int", "seed_int", "positive_float", "nonneg_float", "snr_schedule", "format_snr",
+import torch
+
+from ..engine.sampler import CORRECTORS, RESAMPLINGS
+
+__all__ = ["command_line", "resolve_device", "threads_text", "add_sampler_extras", "positive_int", "nonneg_int", "seed_int", "positive_float", "nonneg_float", "snr_schedule", "format_snr",
            "unit_float", "fraction_float", "power_float", "DEFAULT_THREADS", "HelpFormatter"]
 
 # Default torch CPU threads of the commands: half the cores, at most 8. Measured on this project's 2-core
@@ -21,8 +25,11 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
+                or not action.option_strings:
             return text
+        if isinstance(action.default, tuple):  # as the option takes it: 0.1,0.2
+            return f"{text} (default: {','.join(map(str, action.default))})"
         return f"{text} (default: %(default)s)"
 
 
@@ -66,6 +73,45 @@ def snr_schedule(text: str):
 def format_snr(value) -> str:
     """``r`` or ``r_early,r_late``, as ``--corrector-snr`` takes it."""
     return ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
+
+
+def resolve_device(text: str | None, local_rank: int | None = None):
+    """``--device``: ``None`` is CUDA (``cuda:<local_rank>`` under torchrun) where torch sees a GPU, else the CPU;
+    a name torch does not know, or CUDA where torch sees none, is bad input (``ValueError``)."""
+    if text is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda" if local_rank is None else f"cuda:{local_rank}")
+        return torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"--device {text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {text!r}: torch sees no CUDA device here (torch {torch.__version__}"
+                             f"{', a CPU build' if torch.version.cuda is None else ''}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {text!r}: torch sees {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {text!r}: afdps runs on cpu or cuda devices")
+    return device
+
+
+def threads_text(n: int) -> str:
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def add_sampler_extras(p, resample: bool = True) -> None:
+    """``--ess-threshold``, ``--corrector`` (and ``--resample``): the sampler's options that ``eval`` and
+    ``restore`` share (``afdps.sample``'s defaults)."""
+    p.add_argument("--ess-threshold", type=fraction_float, default=0.5,
+                   help="the particle methods resample an image when its normalised ESS falls below this, in [0, 1] "
+                   "(0: never; default: 0.5, as afdps.sample)")
+    p.add_argument("--corrector", choices=CORRECTORS, default="split",
+                   help="Langevin step rule of the ODE's corrector: split (likelihood exact) or song")
+    if resample:
+        p.add_argument("--resample", choices=RESAMPLINGS, default="systematic", help="resampling scheme")
 
 
 def command_line() -> str:

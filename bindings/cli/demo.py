@@ -6,7 +6,7 @@ import argparse
 import torch
 
 from ..engine.demo import run_demo
-from ._common import DEFAULT_THREADS, positive_float, positive_int, seed_int
+from ._common import DEFAULT_THREADS, positive_float, positive_int, resolve_device, seed_int
 
 HELP = "restore a bundled photo with the bundled prior"
 
@@ -17,8 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=60, help="time steps (default: 60)")
     p.add_argument("--method", choices=("sde", "ode"), default="sde", help="sampler (default: sde)")
     p.add_argument("--eta", type=float, default=1.0, help="guidance weight of the SDE (default: 1, AFDPS-SDE)")
-    p.add_argument("--tempering", choices=("none", "linear"), default="linear", help="(default: linear)")
-    p.add_argument("--size", type=positive_int, default=256, help="image side (default: 256)")
+    p.add_argument("--tempering", choices=("none", "linear"), default="linear",
+                   help="lam schedule: the likelihood's weight grows from 0 to 1 along the run (linear) or is 1 "
+                   "throughout (none) (default: linear)")
+    p.add_argument("--size", type=positive_int, default=256, help="image side, 64 to 300 (default: 256)")
     p.add_argument("--sigma-y", type=positive_float, default=0.05, help="measurement noise on [-1, 1] (default: 0.05)")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default: 0)")
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
@@ -30,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     torch.set_num_threads(args.threads)
     run_demo(args.out, particles=args.particles, steps=args.steps, method=args.method, eta=args.eta,
-             tempering=args.tempering, size=args.size, sigma_y=args.sigma_y, seed=args.seed, device=args.device,
+             tempering=args.tempering, size=args.size, sigma_y=args.sigma_y, seed=args.seed,
+             device=resolve_device(args.device),
              progress=False if args.no_progress else None)
     return 0

@@ -16,9 +16,9 @@ from ..engine.data import load_image_folder
 from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows
 from ..engine.io import write_json, write_text
 from ..engine.potentials import POTENTIALS
-from ..engine.sampler import CORRECTORS, DEFAULT_CORRECTOR_SNR, TEMPERINGS
-from ._common import (DEFAULT_THREADS, add_fast_network, format_snr, snr_schedule, fraction_float, nonneg_float, nonneg_int, positive_float, positive_int, power_float,
-                      seed_int)
+from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
+from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, format_snr, nonneg_float, nonneg_int,
+                      positive_float, positive_int, power_float, resolve_device, seed_int, snr_schedule, threads_text)
 
 HELP = "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"
 
@@ -28,6 +28,8 @@ def _split(value: str, allowed, what: str) -> list[str]:
     bad = [v for v in items if v not in allowed]
     if bad or not items:
         raise ValueError(f"--{what} {value!r}: unknown {', '.join(bad) or '(empty)'}; available: {', '.join(allowed)}")
+    if len(set(items)) < len(items):
+        raise ValueError(f"--{what} {value!r} names {sorted({v for v in items if items.count(v) > 1})[0]} more than once")
     return items
 
 
@@ -46,18 +48,15 @@ def add_arguments(p) -> None:
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule of the particle methods")
     p.add_argument("--tempering-ess", type=float, default=0.5,
                    help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
-    p.add_argument("--ess-threshold", type=fraction_float, default=0.5,
-                   help="the particle methods resample an image when its normalised ESS falls below this, in [0, 1] "
-                   "(0: never; default: 0.5, as afdps.sample)")
     p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
                    help="where the likelihood is evaluated along the path (spec section 9); auto: tweedie for fk "
                    "(eta 0.5), scaled for afdps-sde and afdps-ode")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP; 1 = uniform)")
-    p.add_argument("--dps-zeta", type=nonneg_float, default=1.0, help="DPS step size")
+    p.add_argument("--dps-zeta", type=nonneg_float, default=None,
+                   help=f"DPS step size (default: {MNIST_ZETA:g} for the shipped mnist prior, chosen on its development "
+                   f"digits; {PAPER_ZETA:g} for other priors, as in the DPS paper)")
     p.add_argument("--dps-steps", type=positive_int, default=None, help="DPS steps (default: --steps)")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step of afdps-ode")
-    p.add_argument("--corrector", choices=CORRECTORS, default="split",
-                   help="Langevin step rule of afdps-ode: split (likelihood exact) or song")
     p.add_argument("--corrector-snr", type=snr_schedule, default=DEFAULT_CORRECTOR_SNR,
                    help="Langevin step-size parameter r of afdps-ode (spec section 2), or r_early,r_late: the first "
                         "half of the steps, the rest")
@@ -72,8 +71,11 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="keep the image rows of an interrupted run in --out (same "
                    "settings; a larger --num-images extends it) and run only the missing images")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_sampler_extras(p, resample=False)
     add_fast_network(p)
 
+
+MNIST_ZETA, PAPER_ZETA = 3.0, 1.0  # docs/design.md: zeta 0.3 / 1 / 3 / 10 on the shipped prior's first digits
 
 # options added after runs were written with settings.json, and the value those runs had in effect
 ADDED_LATER = {"fast_network": False}
@@ -81,8 +83,10 @@ ADDED_LATER = {"fast_network": False}
 
 def run(args) -> int:
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     methods = _split(args.methods, METHODS, "methods")
+    if args.dps_zeta is None:
+        args.dps_zeta = MNIST_ZETA if args.prior == "mnist" else PAPER_ZETA
     prior = load_prior(args.prior, args.arch, device=device, inference=args.fast_network)
     shape = tuple(prior.event_shape)
     tasks = _split(args.task, TASKS, "task") if args.task is not None else list(DEFAULT_TASKS.get(shape[1], ()))
@@ -128,7 +132,7 @@ def run(args) -> int:
               f"{out}/; only the missing images run")
     write_json(out / "settings.json", settings)
     t0 = time.perf_counter()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({threads_text(torch.get_num_threads())})"
     planned = len(tasks) * len(methods)
 
     def write(summary, per_image):

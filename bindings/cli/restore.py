@@ -27,7 +27,8 @@ from ..engine.lpips import load_lpips
 from ..engine.potentials import POTENTIALS
 from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
-from ._common import DEFAULT_THREADS, add_fast_network, nonneg_int, positive_float, positive_int, power_float, seed_int, snr_schedule
+from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, nonneg_int, positive_float, positive_int,
+                      power_float, resolve_device, seed_int, snr_schedule)
 
 HELP = "restore your own measured images (files, folders, globs or a manifest) with AFDPS"
 
@@ -71,7 +72,7 @@ def add_arguments(p) -> None:
     p.add_argument("--arch", default=None, help="architecture of a checkpoint (adm-ffhq256, adm-imagenet256, JSON)")
     p.add_argument("--task", choices=RESTORE_TASKS, default=None,
                    help="the degradation (required unless the manifest names it per image)")
-    p.add_argument("--kernel", default=None, help="blur kernel for --task blur (.npy or grayscale image; "
+    p.add_argument("--kernel", default=None, help="blur kernel of --task blur (.npy or grayscale image; "
                    "normalised; applied as conv2d's cross-correlation)")
     p.add_argument("--kernel-flip", action="store_true", help="flip the kernel (it was defined for a true "
                    "convolution, as deepinv's BlurFFT and scipy.signal.fftconvolve apply it)")
@@ -79,16 +80,19 @@ def add_arguments(p) -> None:
                    help="blur boundary: valid (a real photo: the measurement is the part of a larger scene the kernel "
                    "saw whole, at most the prior's size minus the kernel's plus 1; the whole scene is restored) or "
                    "circular (wrap-around; the measurement has the prior's size)")
-    p.add_argument("--mask", default=None, help="mask for box/random70 (binary image or .npy; white = observed)")
-    p.add_argument("--factor", type=positive_int, default=4, help="downsampling factor of sr4")
+    p.add_argument("--mask", default=None, help="mask of --task box, random70 or denoise (binary image or .npy; white = "
+                   "observed; replaces the task's own mask: denoise with a mask inpaints its unobserved pixels)")
+    p.add_argument("--factor", type=positive_int, default=None, help="downsampling factor of --task sr4 (default: 4)")
     p.add_argument("--sigma-y", type=_sigma, default=0.05, help="noise std on [-1, 1], or 'auto' to estimate it "
                    "(Donoho's wavelet estimator on the finest Haar details)")
-    p.add_argument("--seed", type=seed_int, default=0, help="base seed (each image's seed comes from its name)")
+    p.add_argument("--seed", type=seed_int, default=0, help="base seed (each image's seed comes from it and the image's file stem, so an image is restored "
+                   "the same whatever else is in the run)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished images")
     p.add_argument("--save-particles", action="store_true", help="also write particles.npz (float16)")
     p.add_argument("--reference", default=None, help="folder of clean images with the same names (the whole restored scene, or for a "
-                   "valid blur the measured window): PSNR/SSIM, and LPIPS with --lpips")
+                   "valid blur the measured window): PSNR/SSIM, and LPIPS with --lpips; an image without one is "
+                   "reported and not scored")
     p.add_argument("--lpips", default=None, help="LPIPS weights (a saved lpips.LPIPS(net='alex').state_dict(); "
                    "nothing is downloaded) to score against --reference too")
     p.add_argument("--particles", type=positive_int, default=16, help="particles per image")
@@ -105,9 +109,11 @@ def add_arguments(p) -> None:
     p.add_argument("--corrector-snr", type=snr_schedule, default=DEFAULT_CORRECTOR_SNR,
                    help="the corrector's r (ode), or r_early,r_late: the first half of the steps, the rest")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--backend", default=None, choices=("auto", "torch", "triton"), help="kernels or references")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"),
+                   help="Triton kernels or PyTorch references (auto: AFDPS_BACKEND if set, else the kernels on CUDA)")
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
-                   help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
+                   help="torch CPU threads (default: half the cores, at most 8; here %(default)s; on the CPU the "
+                   "results' last digits depend on it, so byte-identical reruns need the same number)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines every 10%% instead)")
     p.add_argument("--tile-overlap", type=_fraction, default=0.25,
                    help="a measurement larger than the prior's frame is restored in overlapping tiles blended "
@@ -116,6 +122,7 @@ def add_arguments(p) -> None:
                    help="images per network call: a number, or auto (as many as fit in free memory; the network's "
                    "last bits can then vary with the free memory, so byte-identical reruns need a number) "
                    "(default: all of an image's particles in one call)")
+    add_sampler_extras(p)
     add_fast_network(p)
     p.add_argument("--particle-parallel", action="store_true",
                    help="under torchrun: spread each image's particles over the ranks (default: shard the images)")
@@ -126,6 +133,8 @@ def run(args) -> int:
     if args.particle_parallel and env_world()[1] == 1:
         raise ValueError("--particle-parallel spreads particles over the ranks of a torchrun launch; this run has one "
                          "process (launch with torchrun --nproc-per-node R)")
+    _, world_env, local_rank = env_world()
+    device = resolve_device(args.device, local_rank)
     if bool(args.inputs) == bool(args.manifest):
         raise ValueError("name the measured images (files, folders or patterns) or --manifest FILE, not both "
                          "and not neither")
@@ -141,8 +150,6 @@ def run(args) -> int:
             raise ValueError(f"--task is required with image inputs; one of {', '.join(RESTORE_TASKS)}")
         jobs = jobs_from_inputs(args.inputs, task=args.task, kernel=args.kernel, mask=args.mask, factor=args.factor,
                                 sigma_y=args.sigma_y, seed=args.seed)
-    _, world_env, local_rank = env_world()
-    device = torch.device(args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and world_env > 1 and args.device is None:
         torch.cuda.set_device(device)
     rank, world = init_from_env(device)
@@ -154,7 +161,9 @@ def run(args) -> int:
     options = dict(num_particles=args.particles, num_steps=args.steps, method=args.method, eta=args.eta,
                    potential=None if args.potential == "auto" else args.potential, tempering=args.tempering,
                    tempering_ess=args.tempering_ess, time_power=args.time_power,
-                   corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, backend=args.backend,
+                   corrector_steps=args.corrector_steps, corrector=args.corrector, corrector_snr=args.corrector_snr,
+                   ess_threshold=args.ess_threshold, resample=args.resample,
+                   backend=None if args.backend == "auto" else args.backend,  # None: as journals before --backend's default
                    progress=False if args.no_progress else None)
     log = print if rank == 0 else (lambda *a, **k: None)
     mode = "" if world == 1 else (f", {world} ranks sharing each image's particles" if group is not None

@@ -1,0 +1,122 @@
+"""Bad arguments of the public API refused at the entry with one sentence naming the argument, and
+``seed=None`` drawing its seed from torch's global generator (a user audit)."""
+import numpy as np
+import pytest
+import torch
+
+import afdps
+from afdps import ops
+from afdps.priors import GaussianMixture, SpectralGaussian
+
+GM = GaussianMixture(torch.tensor([[-1.0, 0.0], [1.5, 1.0]]), torch.stack([0.3 * torch.eye(2), 0.5 * torch.eye(2)]),
+                     torch.tensor([0.4, 0.6]))
+A2 = ops.Dense(torch.tensor([[1.0, 0.5]]))
+Y2 = torch.tensor([[0.3], [-1.0]])
+
+
+def _sample(**kw):
+    opts = dict(num_particles=4, num_steps=2, seed=0)
+    opts.update(kw)
+    return afdps.sample(GM, A2, Y2, 0.5, **opts)
+
+
+@pytest.mark.parametrize("kw", [dict(eta=-1), dict(eta=-0.3, method="ode"), dict(eta=-1.0, potential="scaled")])
+def test_negative_eta_is_refused(kw):
+    with pytest.raises(ValueError, match=r"^eta must be a finite number >= 0, got -"):
+        _sample(**kw)
+
+
+def test_eta_zero_is_the_unguided_prior_sde():
+    assert torch.isfinite(_sample(eta=0.0).mean).all()
+
+
+def test_negative_eta_is_refused_by_prepare():
+    from afdps.engine.sampler import prepare
+
+    with pytest.raises(ValueError, match=r"^eta must be a finite number >= 0, got -1"):
+        prepare(GM, A2, Y2, 0.5, eta=-1, num_particles=4, num_steps=2, seed=0)
+
+
+@pytest.mark.parametrize("name,value", [("weights", "no"), ("weights", 0), ("weights", None), ("denoise", "x"),
+                                        ("denoise", 1), ("denoise", "False")])
+def test_flags_must_be_bools(name, value):
+    with pytest.raises(ValueError, match=rf"^{name} must be True or False, got {value!r}$"):
+        _sample(**{name: value})
+
+
+def test_numpy_bool_flags_equal_python_bools():
+    a = _sample(weights=np.False_, denoise=np.True_)
+    b = _sample(weights=False, denoise=True)
+    assert torch.equal(a.particles, b.particles) and torch.equal(a.log_weights, b.log_weights) and a.nfe == b.nfe
+
+
+@pytest.mark.parametrize("size", [63.5, 0, -1, "64", True])
+def test_load_photo_size(size):
+    with pytest.raises(ValueError, match=rf"^size must be an integer >= 1, got {size!r}$"):
+        afdps.load_photo("astronaut", size)
+
+
+def test_load_photo_unhashable_name():
+    with pytest.raises(ValueError, match=r"^unknown bundled photo \[\]; available: astronaut"):
+        afdps.load_photo([], 64)
+
+
+def test_load_photo_integral_float_size():
+    assert torch.equal(afdps.load_photo("astronaut", 16.0), afdps.load_photo("astronaut", 16))
+
+
+PHOTO = torch.linspace(-1, 1, 3 * 12 * 12, dtype=torch.float64).reshape(3, 12, 12).sin()
+
+
+@pytest.mark.parametrize("size", [(0, 0), (8, -1), (8.5, 8), (8,), (8, 8, 8), 8, "ab"])
+def test_spectral_fit_size(size):
+    with pytest.raises(ValueError, match=r"^size must be a pair \(H, W\) of integers >= 1, got "):
+        SpectralGaussian.fit([PHOTO], size)
+
+
+@pytest.mark.parametrize("kw,msg", [(dict(num_crops=0), "num_crops must be an integer >= 1, got 0"),
+                                    (dict(floor=-1.0), "floor must be a finite number >= 0, got -1.0")])
+def test_spectral_fit_other_args(kw, msg):
+    with pytest.raises(ValueError, match="^" + msg):
+        SpectralGaussian.fit([PHOTO], (8, 8), **kw)
+
+
+def test_spectral_fit_valid_sizes_unchanged():
+    a = SpectralGaussian.fit([PHOTO], (8, 6), num_crops=4)
+    b = SpectralGaussian.fit([PHOTO], torch.Size([8, 6]), num_crops=4)
+    assert a.event_shape == (3, 8, 6) and torch.equal(a.power, b.power)
+
+
+@pytest.mark.parametrize("op", [A2, ops.Inpaint(torch.ones(2, 2), (1, 2, 2))], ids=["dense", "inpaint"])
+@pytest.mark.parametrize("sigma_y", [-1.0, float("nan"), float("inf"), "0.1"])
+def test_measure_noise_level(op, sigma_y):
+    x = torch.zeros(1, *op.input_shape)
+    with pytest.raises(ValueError, match=r"^sigma_y must be a finite number >= 0, got "):
+        op.measure(x, sigma_y, torch.Generator().manual_seed(0))
+
+
+def test_measure_noise_free_is_allowed():
+    x = torch.ones(1, 2)
+    assert torch.equal(A2.measure(x, 0.0, torch.Generator().manual_seed(0)), A2.A(x))
+
+
+def _run_none(manual_seed):
+    torch.manual_seed(manual_seed)
+    return afdps.sample(GM, A2, Y2, 0.5, num_particles=4, num_steps=3, seed=None)
+
+
+def test_seed_none_follows_torch_manual_seed():
+    a, b, c = _run_none(1), _run_none(1), _run_none(2)
+    assert a.seeds == b.seeds and torch.equal(a.particles, b.particles) and torch.equal(a.log_weights, b.log_weights)
+    assert a.seeds != c.seeds and not torch.equal(a.particles, c.particles)
+    # the drawn seed is an ordinary seed: passing it back gives the same run
+    d = afdps.sample(GM, A2, Y2, 0.5, num_particles=4, num_steps=3, seed=a.seeds)
+    assert torch.equal(a.particles, d.particles)
+
+
+def test_sample_prior_seed_none_follows_torch_manual_seed():
+    def run(s):
+        torch.manual_seed(s)
+        return afdps.sample_prior(GM, 4, num_steps=3, seed=None)
+
+    assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
