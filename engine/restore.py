@@ -136,20 +136,24 @@ def read_image(path, channels: int) -> torch.Tensor:
                              f"measurements must be on [-1, 1] (plus noise): scale 8-bit values by x / 127.5 - 1")
     else:
         im = _open_image(path, "measurement")
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16- or 32-bit integers, or floats: one channel
+        if im.mode == "F":  # floats on [0, 1] (plus noise: the .npy files' margin, on [-1, 1])
+            a = np.asarray(im, dtype=np.float64) * 2.0 - 1.0
+            lo, hi = (float(v) for v in np.quantile(a, [0.005, 0.995])) if a.size else (0.0, 0.0)
+            if not np.isfinite(a).all() or lo < -NPY_RANGE or hi > NPY_RANGE:
+                raise ValueError(f"{str(path)!r} is a float image with values from {(lo + 1) / 2:.4g} to "
+                                 f"{(hi + 1) / 2:.4g} (0.5% and 99.5% quantiles); float images are read on [0, 1] "
+                                 "(plus noise): save it on [0, 1], as 8- or 16-bit, or as .npy on [-1, 1]")
+            a = a.astype(np.float32)[None]
+        elif im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16- or 32-bit integers on 0..65535: one channel
             a = np.asarray(im, dtype=np.float64)
-            top = 1.0 if im.mode == "F" else 65535.0  # float images on [0, 1], integer ones on 0..65535
-            if a.size and not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= top):
-                raise ValueError(f"{str(path)!r} is a {'float' if im.mode == 'F' else 'integer'} image with values from "
-                                 f"{a.min():.6g} to {a.max():.6g}; read as on [0, {top:g}], it must stay in that range "
-                                 "(save it as 8- or 16-bit, or as .npy on [-1, 1])")
-            a = (a / top * 2.0 - 1.0).astype(np.float32)[None]
+            if a.size and not (a.min() >= 0 and a.max() <= 65535):
+                raise ValueError(f"{str(path)!r} is an integer image with values from {a.min():.6g} to {a.max():.6g}; "
+                                 "integer images are read on 0..65535 (save it as 8- or 16-bit, or as .npy on [-1, 1])")
+            a = (a / 65535.0 * 2.0 - 1.0).astype(np.float32)[None]
         else:
             im = im.convert("L" if channels == 1 else "RGB")
             a = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
             a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-        if a.size == 0:
-            raise ValueError(f"{str(path)!r} is an empty image")
     x = torch.from_numpy(np.ascontiguousarray(a))
     if x.shape[0] != channels:
         if x.shape[0] == 1:
@@ -328,7 +332,8 @@ def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
         where = f"manifest {str(path)!r} row {n}"
         extra = set(row) - _MANIFEST_KEYS
         if extra:
-            raise ValueError(f"{where} has unknown columns {sorted(extra)}; allowed: {', '.join(sorted(_MANIFEST_KEYS))}")
+            raise ValueError(f"{where} has unknown columns {sorted(extra)}; allowed: "
+                             f"{', '.join(sorted(_MANIFEST_KEYS))}")
         row = {k: v for k, v in row.items() if v not in (None, "")}
         if "path" not in row:
             raise ValueError(f"{where} has no path")
@@ -356,10 +361,10 @@ def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
         if task is not None:
             check_job(Job(p, task, name, spec.get("kernel"), spec.get("mask"), factor, sig, job_seed), where)
         jobs.append(Job(p, task, name, rel(spec.get("kernel")), rel(spec.get("mask")), factor, sig, job_seed))
-    for key in ("kernel", "mask", "factor"):
-        if defaults.get(key) is not None and key not in used:
-            raise ValueError(f"--{key} was given, but no row of manifest {str(path)!r} without its own {key} has a task "
-                             f"that uses one")
+    for key in ("kernel", "mask", "factor"):  # (rows without a task: the caller reports them first)
+        if defaults.get(key) is not None and key not in used and all(j.task is not None for j in jobs):
+            raise ValueError(f"--{key} was given, but no row of manifest {str(path)!r} without its own {key} has a "
+                             f"task that uses one")
     names = [j.name for j in jobs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -378,8 +383,8 @@ def estimate_sigma(y: torch.Tensor) -> float:
     estimator of scikit-image's ``estimate_sigma``, which needs PyWavelets; Haar here, so no new
     dependency). Image structure inflates it slightly; pass a number where the noise is known."""
     if min(y.shape[-2:]) < SIGMA_MIN_SIZE:
-        raise ValueError(f"estimating the noise needs at least {SIGMA_MIN_SIZE}x{SIGMA_MIN_SIZE} pixels, the measurement "
-                         f"is {y.shape[-2]}x{y.shape[-1]}: give sigma_y as a number (--sigma-y)")
+        raise ValueError(f"estimating the noise needs at least {SIGMA_MIN_SIZE}x{SIGMA_MIN_SIZE} pixels, the "
+                         f"measurement is {y.shape[-2]}x{y.shape[-1]}: give sigma_y as a number (--sigma-y)")
     a = y.double()
     H, W = a.shape[-2] // 2 * 2, a.shape[-1] // 2 * 2
     a = a[:, :H, :W]
@@ -709,7 +714,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             save_particles: bool = False, kernel_flip: bool = False, boundary: str = "valid", device=None,
             progress=None, log=print,
             handle_sigterm: bool = True, rank: int = 0, world: int = 1, particle_group=None,
-            lpips=None, tile_overlap: float = 0.25) -> list[dict]:
+            lpips=None, tile_overlap: float = 0.25, prior_name: str | None = None) -> list[dict]:
     """Restore every job into folder ``out``; returns the journal records of all finished images.
 
     ``sample_options`` go to :func:`afdps.engine.sampler.sample` (``seed`` comes from each job).
@@ -718,6 +723,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     ``reference``: a folder of clean images with the same stems, for PSNR/SSIM, and LPIPS with ``lpips``
     (an :class:`afdps.engine.lpips.LPIPS` network, :func:`~afdps.engine.lpips.load_lpips`). Raises
     :class:`Interrupted` after the current image when SIGTERM arrives (the caller exits 143).
+    ``prior_name`` (e.g. ``"mnist"`` or a checkpoint's path) is journaled, and ``resume`` refuses another.
 
     Many processes (``torch.distributed``, every rank calls this with the same jobs): by default rank
     ``rank`` of ``world`` restores its share of the images (:func:`~afdps.engine.distributed.shard` of
@@ -754,6 +760,17 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     if done and not resume:
         raise ValueError(f"{str(out)!r} holds {len(done)} restored image(s) of an earlier run; pass --resume to "
                          "continue it, or choose another --out")
+    settings = {k: _plain(v) for k, v in sample_options.items()}
+    if settings.get("backend") == "auto":
+        settings["backend"] = None  # the same request: journals keep None for it
+    torso = getattr(getattr(prior, "net", None), "torso_dtype", None)  # bfloat16 with load_prior(..., inference=True)
+    run_opts = {"boundary": boundary, "kernel_flip": bool(kernel_flip), "tile_overlap": tile_overlap,
+                "prior": prior_name, "network_dtype": None if torso is None else str(torso).replace("torch.", "")}
+    _check_resumed(out, jobs, done, settings, run_opts)  # before the signal handler and the barrier: nothing to undo
+    others = sorted(set(done) - {j.name for j in jobs})
+    if others and rank == 0:
+        log(f"afdps restore: {len(others)} image(s) journaled in {out} are not in this run and stay out of the index: "
+            f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''}")
     device = torch.device(device or "cpu")
     event = tuple(prior.event_shape)
     stop = {"flag": False}
@@ -766,13 +783,6 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         previous = signal.signal(signal.SIGTERM, on_term)
     if world > 1:
         torch.distributed.barrier()  # every rank has read the journals before any rank adds to them
-    settings = {k: _plain(v) for k, v in sample_options.items()}
-    run_opts = {"boundary": boundary, "kernel_flip": bool(kernel_flip), "tile_overlap": tile_overlap}
-    _check_resumed(out, jobs, done, settings, run_opts)
-    others = sorted(set(done) - {j.name for j in jobs})
-    if others and rank == 0:
-        log(f"afdps restore: {len(others)} image(s) journaled in {out} are not in this run and stay out of the index: "
-            f"{', '.join(others[:5])}{' ...' if len(others) > 5 else ''}")
     todo = [j for j in jobs if j.name not in done]
     if len(todo) < len(jobs) and rank == 0:
         log(f"afdps restore: {len(jobs) - len(todo)} image(s) already restored in {out}, {len(todo)} to go")
@@ -835,9 +845,6 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                       "settings": settings}
             if getattr(res, "guidance_jump", None) is not None:  # the Tweedie guidance cap (engine/sampler.py)
                 record["guidance_jump"] = res.guidance_jump
-            torso = getattr(getattr(prior, "net", None), "torso_dtype", None)
-            if torso is not None:  # bfloat16 with load_prior(..., inference=True) (afdps restore --fast-network)
-                record["network_dtype"] = str(torso).replace("torch.", "")
             if hasattr(prior, "network_batch"):  # the network's last bits can depend on its batch
                 record["network_batch"] = prior.auto_batch if prior.batch_size == "auto" else prior.batch_size
             record["measured_size"] = "x".join(map(str, y.shape[-2:]))
@@ -902,7 +909,11 @@ def _absolute(path):
 
 def _job_spec(job: Job, run_opts: dict, tiled: bool) -> dict:
     """What fixes a job's restoration besides the sampler's options, as its journal record keeps it."""
-    spec = {"task": job.task, "seed": job.seed, "kernel": _absolute(job.kernel), "mask": _absolute(job.mask)}
+    spec = {"input": _absolute(job.path), "task": job.task, "seed": job.seed, "kernel": _absolute(job.kernel),
+            "mask": _absolute(job.mask)}
+    for key in ("prior", "network_dtype"):  # the network's torso dtype: float32, or bfloat16 (--fast-network)
+        if run_opts.get(key) is not None:
+            spec[key] = run_opts[key]
     if job.task == "sr4":
         spec["factor"] = job.sr_factor
     if job.task in BLUR_TASKS:
@@ -912,6 +923,13 @@ def _job_spec(job: Job, run_opts: dict, tiled: bool) -> dict:
     if tiled:
         spec["tile_overlap"] = run_opts["tile_overlap"]
     return spec
+
+
+def _same(had, want) -> bool:
+    """Whether a journaled setting equals this run's; journals before 2026-12-06 kept a tuple as its text."""
+    if isinstance(had, str) and isinstance(want, list):
+        return had == str(tuple(want))
+    return had == want
 
 
 UNCOMPARED = ("progress",)  # sampler options that change only what is shown
@@ -932,7 +950,7 @@ def _check_resumed(out: Path, jobs: list[Job], done: dict, settings: dict, run_o
         old = rec.get("settings", {})
         want.update({k: v for k, v in settings.items() if k not in UNCOMPARED and k in old})
         had.update({k: v for k, v in old.items() if k not in UNCOMPARED and k in settings})
-        differ = [k for k in want if k in had and had[k] != want[k]]
+        differ = [k for k in want if k in had and not _same(had[k], want[k])]
         if differ:
             what = ", ".join(f"{k} {had[k]!r} then, {want[k]!r} now" for k in differ[:3])
             raise ValueError(f"--resume: {job.name} in {str(out)!r} was restored with other settings ({what}"

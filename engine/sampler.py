@@ -461,7 +461,6 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     check_choice("corrector", corrector, CORRECTORS)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    eta = check_real("eta", eta, low=0.0)
     check_real("ess_threshold", ess_threshold, low=0.0, high=1.0)
     corrector_snr, corrector_rs = corrector_schedule(corrector_snr, K)
     check_real("time_power", time_power, low=1.0)

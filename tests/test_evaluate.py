@@ -168,6 +168,19 @@ def _recording(monkeypatch, fail_at=None):
 EVAL = ["eval", "--particles", "2", "--steps", "2", "--task", "box", "--batch-size", "1", "--no-progress"]
 
 
+def test_resume_keeps_the_dps_zeta_the_run_had(tmp_path):
+    """--dps-zeta's default became 3 for the shipped prior on 2026-12-06 (it was 1): a run from before, resumed
+    without the option, keeps its 1 rather than being refused as changed; an explicit other value is refused."""
+    argv = EVAL + ["--methods", "fk", "--out", str(tmp_path)]
+    assert cli.main(argv + ["--num-images", "1"]) == 0
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["dps_zeta"] == 3.0
+    (tmp_path / "settings.json").write_text(json.dumps({**settings, "dps_zeta": 1.0}))
+    assert cli.main(argv + ["--num-images", "2", "--resume"]) == 0
+    assert json.loads((tmp_path / "settings.json").read_text())["dps_zeta"] == 1.0
+    assert cli.main(argv + ["--num-images", "2", "--resume", "--dps-zeta", "3"]) == 2
+
+
 def test_resume_runs_only_the_missing_images(tmp_path, monkeypatch):
     """A failure in a pair's second batch keeps the first batch's image row on disk (no summary row yet);
     --resume runs only the missing image and ends with the files of an uninterrupted run."""

@@ -224,11 +224,26 @@ def test_resume_refuses_other_settings_and_reports_missing_references(digits, tm
     m = json.loads((out / "d1" / "metrics.json").read_text())
     assert m["potential"] == "tweedie" and m["kernel"] is None and m["mask"] is None and "factor" not in m
     assert m["settings"]["corrector_snr"] == [0.1, 0.2] and "psnr_mean" not in m
-    for change, what in ((["--particles", "3"], "num_particles 2 then, 3 now"), (["--sigma-y", "0.1"], "sigma_y 0.05 then"),
-                         (["--seed", "1"], "seed "), (["--eta", "1"], "eta 0.5 then, 1.0 now")):
-        assert cli.main(["restore", str(digits / "in"), *opts, "--resume", *change]) == 2
+    (tmp_path / "other").mkdir()  # another image under the same name
+    (tmp_path / "other" / "d1.png").write_bytes((digits / "in" / "d2.png").read_bytes())
+    handler = signal.getsignal(signal.SIGTERM)
+    for inputs, change, what in (
+            ([digits / "in"], ["--particles", "3"], "num_particles 2 then, 3 now"),
+            ([digits / "in"], ["--sigma-y", "0.1"], "sigma_y 0.05 then"),
+            ([digits / "in"], ["--seed", "1"], "seed "), ([digits / "in"], ["--eta", "1"], "eta 0.5 then, 1.0 now"),
+            ([tmp_path / "other"], [], "input "),
+            ([digits / "in"], ["--fast-network"], "network_dtype 'float32' then")):
+        assert cli.main(["restore", *map(str, inputs), *opts, "--resume", *change]) == 2
         err = capsys.readouterr().err
         assert "--resume: d1 in" in err and what in err, (change, err)
+        assert signal.getsignal(signal.SIGTERM) is handler  # refused before the run installs its own
+    # a journal written before 2026-12-06 kept the corrector's pair as text and lacked the files' keys: the same
+    # settings resume it
+    rec = json.loads((out / "journal.jsonl").read_text())
+    rec["settings"]["corrector_snr"] = "(0.1, 0.2)"
+    for key in ("input", "kernel", "mask", "prior", "network_dtype"):
+        rec.pop(key)
+    (out / "journal.jsonl").write_text(json.dumps(rec) + "\n")
     assert cli.main(["restore", str(digits / "in"), *opts, "--resume"]) == 0  # the same settings: the other three run
     assert len((out / "journal.jsonl").read_text().splitlines()) == 4
 
@@ -241,6 +256,9 @@ def test_image_modes_are_read_on_their_range(tmp_path):
     for name, tol in (("f.tif", 1e-6), ("s.png", 1e-4)):
         x = rs.read_image(tmp_path / name, 1)
         np.testing.assert_allclose(x[0].numpy(), 2 * a - 1, atol=tol, err_msg=name)
+    noisy = a + 0.05 * np.random.default_rng(0).standard_normal(a.shape)  # a noisy measurement leaves [0, 1] a little
+    Image.fromarray(noisy.astype(np.float32)).save(tmp_path / "n.tif")
+    np.testing.assert_allclose(rs.read_image(tmp_path / "n.tif", 1)[0].numpy(), 2 * noisy - 1, atol=1e-6)
 
 
 def test_sigma_estimate_on_bundled_photos():
@@ -266,8 +284,8 @@ def test_names_are_unique_and_do_not_depend_on_order(tmp_path):
     two = rs.jobs_from_inputs([tmp_path / "b", tmp_path / "a"], task="denoise")
     assert sorted(j.name for j in one) == ["a_x", "b_x"] and {j.name: j.seed for j in one} == {j.name: j.seed for j in two}
     # an image's seed is its stem's, as in a run without the other image: restored the same whatever else is in the run
-    assert {j.seed for j in one} == {rs.seed_of("x")} == {j.seed for j in rs.jobs_from_inputs([tmp_path / "a" / "x.png"],
-                                                                                               task="denoise")}
+    alone = rs.jobs_from_inputs([tmp_path / "a" / "x.png"], task="denoise")
+    assert {j.seed for j in one} == {rs.seed_of("x")} == {j.seed for j in alone}
     _png(torch.zeros(28, 28), tmp_path / "a" / "x.npy.png")
     np.save(tmp_path / "a" / "x.npy", np.zeros((28, 28), dtype=np.float32))
     with pytest.raises(ValueError, match="would be named"):

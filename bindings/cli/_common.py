@@ -11,8 +11,9 @@ import torch
 
 from ..engine.sampler import CORRECTORS, RESAMPLINGS
 
-__all__ = ["command_line", "resolve_device", "threads_text", "add_sampler_extras", "positive_int", "nonneg_int", "seed_int", "positive_float", "nonneg_float", "snr_schedule", "format_snr",
-           "unit_float", "fraction_float", "power_float", "DEFAULT_THREADS", "HelpFormatter"]
+__all__ = ["command_line", "resolve_device", "threads_text", "add_sampler_extras", "positive_int", "nonneg_int",
+           "seed_int", "positive_float", "nonneg_float", "snr_schedule", "format_snr", "unit_float", "fraction_float",
+           "power_float", "DEFAULT_THREADS", "HelpFormatter"]
 
 # Default torch CPU threads of the commands: half the cores, at most 8. Measured on this project's 2-core
 # CPU with one other busy process: a tiny `afdps eval` took 189 s with torch's default (all cores, OpenMP

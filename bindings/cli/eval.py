@@ -29,7 +29,8 @@ def _split(value: str, allowed, what: str) -> list[str]:
     if bad or not items:
         raise ValueError(f"--{what} {value!r}: unknown {', '.join(bad) or '(empty)'}; available: {', '.join(allowed)}")
     if len(set(items)) < len(items):
-        raise ValueError(f"--{what} {value!r} names {sorted({v for v in items if items.count(v) > 1})[0]} more than once")
+        twice = sorted({v for v in items if items.count(v) > 1})[0]
+        raise ValueError(f"--{what} {value!r} names {twice} more than once")
     return items
 
 
@@ -53,8 +54,8 @@ def add_arguments(p) -> None:
                    "(eta 0.5), scaled for afdps-sde and afdps-ode")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP; 1 = uniform)")
     p.add_argument("--dps-zeta", type=nonneg_float, default=None,
-                   help=f"DPS step size (default: {MNIST_ZETA:g} for the shipped mnist prior, chosen on its development "
-                   f"digits; {PAPER_ZETA:g} for other priors, as in the DPS paper)")
+                   help=f"DPS step size (default: {MNIST_ZETA:g} for the shipped mnist prior, chosen on its "
+                   f"development digits; {PAPER_ZETA:g} for other priors, as in the DPS paper)")
     p.add_argument("--dps-steps", type=positive_int, default=None, help="DPS steps (default: --steps)")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step of afdps-ode")
     p.add_argument("--corrector-snr", type=snr_schedule, default=DEFAULT_CORRECTOR_SNR,
@@ -85,8 +86,10 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     methods = _split(args.methods, METHODS, "methods")
-    if args.dps_zeta is None:
-        args.dps_zeta = MNIST_ZETA if args.prior == "mnist" else PAPER_ZETA
+    if args.dps_zeta is None:  # a resumed run keeps the zeta it ran with (runs before 2026-12-06 had 1 by default)
+        ran = Path(args.out) / "settings.json"
+        old = json.loads(ran.read_text()).get("dps_zeta") if args.resume and ran.exists() else None
+        args.dps_zeta = old if old is not None else MNIST_ZETA if args.prior == "mnist" else PAPER_ZETA
     prior = load_prior(args.prior, args.arch, device=device, inference=args.fast_network)
     shape = tuple(prior.event_shape)
     tasks = _split(args.task, TASKS, "task") if args.task is not None else list(DEFAULT_TASKS.get(shape[1], ()))
@@ -132,7 +135,8 @@ def run(args) -> int:
               f"{out}/; only the missing images run")
     write_json(out / "settings.json", settings)
     t0 = time.perf_counter()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({threads_text(torch.get_num_threads())})"
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"cpu ({threads_text(torch.get_num_threads())})")
     planned = len(tasks) * len(methods)
 
     def write(summary, per_image):

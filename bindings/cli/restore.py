@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -80,13 +81,14 @@ def add_arguments(p) -> None:
                    help="blur boundary: valid (a real photo: the measurement is the part of a larger scene the kernel "
                    "saw whole, at most the prior's size minus the kernel's plus 1; the whole scene is restored) or "
                    "circular (wrap-around; the measurement has the prior's size)")
-    p.add_argument("--mask", default=None, help="mask of --task box, random70 or denoise (binary image or .npy; white = "
-                   "observed; replaces the task's own mask: denoise with a mask inpaints its unobserved pixels)")
+    p.add_argument("--mask", default=None, help="mask of --task box, random70 or denoise (binary image or .npy; "
+                   "white = observed; replaces the task's own mask: denoise with a mask inpaints its unobserved "
+                   "pixels)")
     p.add_argument("--factor", type=positive_int, default=None, help="downsampling factor of --task sr4 (default: 4)")
     p.add_argument("--sigma-y", type=_sigma, default=0.05, help="noise std on [-1, 1], or 'auto' to estimate it "
                    "(Donoho's wavelet estimator on the finest Haar details)")
-    p.add_argument("--seed", type=seed_int, default=0, help="base seed (each image's seed comes from it and the image's file stem, so an image is restored "
-                   "the same whatever else is in the run)")
+    p.add_argument("--seed", type=seed_int, default=0, help="base seed (each image's seed comes from it and the "
+                   "image's file stem, so an image is restored the same whatever else is in the run)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished images")
     p.add_argument("--save-particles", action="store_true", help="also write particles.npz (float16)")
@@ -128,6 +130,12 @@ def add_arguments(p) -> None:
                    help="under torchrun: spread each image's particles over the ranks (default: shard the images)")
 
 
+def _prior_name(args) -> str:
+    """The prior as the journal keeps it: a shipped name, or a checkpoint's absolute path (and its --arch)."""
+    name = str(Path(args.prior).resolve()) if Path(args.prior).exists() else args.prior
+    return name + (f" --arch {args.arch}" if args.arch else "")
+
+
 def run(args) -> int:
     torch.set_num_threads(args.threads)
     if args.particle_parallel and env_world()[1] == 1:
@@ -150,6 +158,8 @@ def run(args) -> int:
             raise ValueError(f"--task is required with image inputs; one of {', '.join(RESTORE_TASKS)}")
         jobs = jobs_from_inputs(args.inputs, task=args.task, kernel=args.kernel, mask=args.mask, factor=args.factor,
                                 sigma_y=args.sigma_y, seed=args.seed)
+    if args.kernel_flip and not any(j.task == "blur" for j in jobs):
+        raise ValueError("--kernel-flip flips the kernel file of task blur; no image here has that task")
     if device.type == "cuda" and world_env > 1 and args.device is None:
         torch.cuda.set_device(device)
     rank, world = init_from_env(device)
@@ -163,7 +173,7 @@ def run(args) -> int:
                    tempering_ess=args.tempering_ess, time_power=args.time_power,
                    corrector_steps=args.corrector_steps, corrector=args.corrector, corrector_snr=args.corrector_snr,
                    ess_threshold=args.ess_threshold, resample=args.resample,
-                   backend=None if args.backend == "auto" else args.backend,  # None: as journals before --backend's default
+                   backend=None if args.backend == "auto" else args.backend,  # None: as journals kept it
                    progress=False if args.no_progress else None)
     log = print if rank == 0 else (lambda *a, **k: None)
     mode = "" if world == 1 else (f", {world} ranks sharing each image's particles" if group is not None
@@ -175,7 +185,7 @@ def run(args) -> int:
                           resume=args.resume, save_particles=args.save_particles, kernel_flip=args.kernel_flip,
                           boundary=args.boundary, rank=rank, world=world, particle_group=group, log=print,
                           lpips=None if args.lpips is None else load_lpips(args.lpips, device),
-                          tile_overlap=args.tile_overlap,
+                          tile_overlap=args.tile_overlap, prior_name=_prior_name(args),
                           device=device, progress=False if args.no_progress else None)
     except Interrupted as exc:
         print(f"afdps restore: {exc}", file=sys.stderr)
