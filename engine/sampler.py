@@ -128,10 +128,10 @@ class Result:
         return self._out(self._weights())
 
     @property
-    def dead(self) -> torch.Tensor:
+    def dead(self):
         """(B,) int64: how many particles of each image died (log-weight ``-inf``); they never enter
-        :attr:`best`, :attr:`mean` or :attr:`std`."""
-        return (~torch.isfinite(self._log_weights)).sum(1).cpu()
+        :attr:`best`, :attr:`mean` or :attr:`std`. (An array of the input's kind, as every array field.)"""
+        return self._out((~torch.isfinite(self._log_weights)).sum(1).cpu())
 
     def _w(self) -> torch.Tensor:
         w = self._weights().to(self._particles.device)

@@ -355,6 +355,8 @@ def train_classifier(out, *, epochs: int = 4, batch_size: int = 128, seed: int =
     model = MNISTClassifier()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     per_epoch = xtr.shape[0] // batch_size
+    if per_epoch < 1:
+        raise ValueError(f"batch_size must be at most the {xtr.shape[0]} training digits, got {batch_size}")
     total = epochs * per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
     t0 = time.time()
@@ -408,15 +410,21 @@ def prior_sanity_check(prior, classifier, num_samples: int = 1000, num_steps: in
     """Fraction of prior samples (DDPM ancestral, :func:`afdps.engine.sampler.sample_prior` with
     ``method="ddpm"``) that the classifier labels with probability >= ``confidence``.
 
-    A prior that makes digits scores near 1; blobs and mixtures of digits score low. Returns ``{"fraction_confident", "num_samples",
-    "num_steps", "seed", "confidence", "label_counts", "wall_time_s"}``.
+    A prior that makes digits scores near 1, but so does noise: the shipped classifier labels uniform noise on
+    [-1, 1] 8 with probability 1.0 (2026-12-06), so ``noise_fraction_confident`` is the same fraction for as many
+    uniform-noise images (at most 256) and ``label_counts`` shows whether one label takes everything; look at
+    the samples too. Returns ``{"fraction_confident", "noise_fraction_confident", "num_samples", "num_steps",
+    "seed", "confidence", "label_counts", "wall_time_s"}``.
     """
     t0 = time.time()
     x = sample_prior(prior, num_samples, num_steps=num_steps, method="ddpm", seed=seed, progress=progress,
                      batch_size=batch_size)
     labels, conf = classify(classifier, x.cpu())
+    noise = torch.rand((min(num_samples, 256), *x.shape[1:]), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    _, noise_conf = classify(classifier, noise)
     return {
         "fraction_confident": float((conf >= confidence).float().mean()),
+        "noise_fraction_confident": float((noise_conf >= confidence).float().mean()),
         "num_samples": num_samples, "num_steps": num_steps, "seed": seed, "confidence": confidence,
         "label_counts": torch.bincount(labels, minlength=10).tolist(),
         "wall_time_s": round(time.time() - t0, 1),

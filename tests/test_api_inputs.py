@@ -120,3 +120,10 @@ def test_sample_prior_seed_none_follows_torch_manual_seed():
         return afdps.sample_prior(GM, 4, num_steps=3, seed=None)
 
     assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
+
+
+def test_numpy_integers_and_numpy_results():
+    """``load_mnist_test`` takes NumPy integers; a NumPy ``y`` makes every array field NumPy, ``dead`` too."""
+    assert afdps.load_mnist_test(np.int64(3))[0].shape == (3, 1, 28, 28)
+    r = afdps.sample(GM, A2, Y2.numpy(), 0.5, num_particles=4, num_steps=2, seed=0)
+    assert isinstance(r.dead, np.ndarray) and isinstance(r.mean, np.ndarray) and r.dead.tolist() == [0, 0]

@@ -176,7 +176,7 @@ def test_resume_keeps_the_dps_zeta_the_run_had(tmp_path):
     settings = json.loads((tmp_path / "settings.json").read_text())
     assert settings["dps_zeta"] == 3.0
     (tmp_path / "settings.json").write_text(json.dumps({**settings, "dps_zeta": 1.0}))
-    assert cli.main(argv + ["--num-images", "2", "--resume"]) == 0
+    assert cli.main(["--debug"] + argv + ["--num-images", "2", "--resume"]) == 0  # --debug is not a setting
     assert json.loads((tmp_path / "settings.json").read_text())["dps_zeta"] == 1.0
     assert cli.main(argv + ["--num-images", "2", "--resume", "--dps-zeta", "3"]) == 2
 
@@ -283,4 +283,23 @@ def test_image_folder(tmp_path):
     assert rc == 0
     row = next(csv.DictReader(open(tmp_path / "o" / "results.csv")))
     assert row["accuracy_best"] == "" and float(row["psnr_best"]) > 0
+    # read as afdps restore reads them: 16-bit PNGs on 0..65535, float TIFFs on [0, 1], .npy on [-1, 1] (were cut
+    # to 8 bits: saturated, or all black); a file PIL cannot read is an error, not a crash
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    u = (digits[0, 0].numpy().astype(np.float64) + 1) / 2
+    Image.fromarray((u * 65535).round().astype(np.uint16)).save(wide / "a.png")
+    Image.fromarray(u.astype(np.float32)).save(wide / "b.tif")
+    np.save(wide / "c.npy", digits[1, 0].numpy())
+    loaded = load_image_folder(wide, (1, 28, 28), 3)
+    torch.testing.assert_close(loaded, digits[[0, 0, 1]], atol=1e-4, rtol=0)
+    (wide / "d.png").write_text("not a PNG")
+    with pytest.raises(ValueError, match="is not an image PIL can read"):
+        load_image_folder(wide, (1, 28, 28), 4)
     assert "acc. best" not in (tmp_path / "o" / "results.md").read_text()
+
+
+def test_eval_runs_in_one_process(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(EVAL + ["--out", str(tmp_path)]) == 2
+    assert "runs in one process" in capsys.readouterr().err

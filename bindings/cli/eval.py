@@ -13,12 +13,14 @@ import torch
 
 from ..api import load_classifier, load_mnist_test, load_prior
 from ..engine.data import load_image_folder
+from ..engine.distributed import env_world
 from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows
 from ..engine.io import write_json, write_text
 from ..engine.potentials import POTENTIALS
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
-from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, format_snr, nonneg_float, nonneg_int,
-                      positive_float, positive_int, power_float, resolve_device, seed_int, snr_schedule, threads_text)
+from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, format_snr, fraction_float, nonneg_float,
+                      nonneg_int, positive_float, positive_int, power_float, resolve_device, seed_int, snr_schedule,
+                      threads_text)
 
 HELP = "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"
 
@@ -36,9 +38,11 @@ def _split(value: str, allowed, what: str) -> list[str]:
 
 def add_arguments(p) -> None:
     p.add_argument("--prior", default="mnist", help="'mnist' (shipped) or a checkpoint path")
-    p.add_argument("--arch", default=None, help="architecture of a checkpoint (adm-ffhq256, adm-imagenet256, JSON)")
-    p.add_argument("--images", default=None, help="folder of test images (default for 1x28x28 priors: the "
-                   "shipped MNIST test digits, scored also by the shipped classifier)")
+    p.add_argument("--arch", default=None,
+                   help="architecture of a checkpoint: adm-ffhq256, adm-imagenet256, or a JSON file of its config")
+    p.add_argument("--images", default=None, help="folder of test images, resized so the shorter side fits and "
+                   "centre-cropped to the prior's size (.npy: not resized) (default for 1x28x28 priors: the shipped "
+                   "MNIST test digits, scored also by the shipped classifier)")
     p.add_argument("--task", default=None, help=f"comma-separated, from {', '.join(TASKS)} "
                    "(default: the four tasks of the image size)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
@@ -47,8 +51,8 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=positive_int, default=100, help="time steps")
     p.add_argument("--sigma-y", type=positive_float, default=0.05, help="measurement noise on [-1, 1]")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule of the particle methods")
-    p.add_argument("--tempering-ess", type=float, default=0.5,
-                   help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
+    p.add_argument("--tempering-ess", type=fraction_float, default=0.5,
+                   help="ESS target of --tempering adaptive / adaptive-linear, in [0, 1] (default: 0.5)")
     p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
                    help="where the likelihood is evaluated along the path (spec section 9); auto: tweedie for fk "
                    "(eta 0.5), scaled for afdps-sde and afdps-ode")
@@ -84,6 +88,9 @@ ADDED_LATER = {"fast_network": False}
 
 def run(args) -> int:
     torch.set_num_threads(args.threads)
+    if env_world()[1] > 1:
+        raise ValueError("afdps eval runs in one process (every rank would run the whole benchmark and write the same "
+                         "files); afdps restore shards images over torchrun's ranks")
     device = resolve_device(args.device)
     methods = _split(args.methods, METHODS, "methods")
     if args.dps_zeta is None:  # a resumed run keeps the zeta it ran with (runs before 2026-12-06 had 1 by default)
@@ -94,7 +101,9 @@ def run(args) -> int:
     shape = tuple(prior.event_shape)
     tasks = _split(args.task, TASKS, "task") if args.task is not None else list(DEFAULT_TASKS.get(shape[1], ()))
     if not tasks:
-        raise ValueError(f"no default tasks for {shape} images; name them with --task")
+        raise ValueError(f"afdps eval's tasks are defined for 1x28x28 digits and 256x256 images; this prior's are "
+                         f"{'x'.join(map(str, shape))} (afdps restore takes any size, with its tasks or your kernel "
+                         "and mask)")
     labels = classifier = None
     if args.images is None:
         if shape != (1, 28, 28):
@@ -111,7 +120,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     previous = None
     settings = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in vars(args).items()
-                if k not in ("resume", "no_progress", "threads", "out", "device", "backend")}
+                if k not in ("resume", "no_progress", "threads", "out", "device", "backend", "debug", "command")}
     if not args.tempering.startswith("adaptive"):
         settings.pop("tempering_ess")  # unused: runs from before the option resume as they were
     if args.ess_threshold == 0.5:
@@ -120,7 +129,11 @@ def run(args) -> int:
         if not args.resume:
             raise ValueError(f"{str(out)!r} holds results of an earlier run; pass --resume to continue it, or choose "
                              "another --out")
-        old = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else None
+        lost = [f for f in ("settings.json", "per_image.csv") if not (out / f).exists()]
+        if lost:
+            raise ValueError(f"--resume: the run in {str(out)!r} lacks {' and '.join(lost)}, so it cannot be "
+                             "continued; choose another --out")
+        old = json.loads((out / "settings.json").read_text())
         if old is not None:  # runs from before an option was added ran as its default does
             old = {**{k: v for k, v in ADDED_LATER.items() if k in settings}, **old}
         differ = sorted(k for k in set(settings) | set(old or {}) if (old or {}).get(k) != settings.get(k))

@@ -28,8 +28,8 @@ from ..engine.lpips import load_lpips
 from ..engine.potentials import POTENTIALS
 from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
-from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, nonneg_int, positive_float, positive_int,
-                      power_float, resolve_device, seed_int, snr_schedule)
+from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, fraction_float, nonneg_int, positive_float,
+                      positive_int, power_float, resolve_device, seed_int, snr_schedule)
 
 HELP = "restore your own measured images (files, folders, globs or a manifest) with AFDPS"
 
@@ -70,7 +70,8 @@ def add_arguments(p) -> None:
     p.add_argument("--manifest", default=None, help="JSON-lines or CSV file with columns path, task, kernel, mask, "
                    "factor, sigma_y, seed (a different operator per image; empty cells take the options below)")
     p.add_argument("--prior", default="mnist", help="'mnist' (shipped) or a checkpoint path")
-    p.add_argument("--arch", default=None, help="architecture of a checkpoint (adm-ffhq256, adm-imagenet256, JSON)")
+    p.add_argument("--arch", default=None,
+                   help="architecture of a checkpoint: adm-ffhq256, adm-imagenet256, or a JSON file of its config")
     p.add_argument("--task", choices=RESTORE_TASKS, default=None,
                    help="the degradation (required unless the manifest names it per image)")
     p.add_argument("--kernel", default=None, help="blur kernel of --task blur (.npy or grayscale image; "
@@ -104,8 +105,8 @@ def add_arguments(p) -> None:
     p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
                    help="intermediate potential (spec section 9); auto: tweedie with eta 0.5, scaled otherwise")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule")
-    p.add_argument("--tempering-ess", type=float, default=0.5,
-                   help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
+    p.add_argument("--tempering-ess", type=fraction_float, default=0.5,
+                   help="ESS target of --tempering adaptive / adaptive-linear, in [0, 1] (default: 0.5)")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP)")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step (ode)")
     p.add_argument("--corrector-snr", type=snr_schedule, default=DEFAULT_CORRECTOR_SNR,
@@ -196,5 +197,6 @@ def run(args) -> int:
     if scored:
         mean_psnr = sum(r["psnr_mean"] for r in scored) / len(scored)
         print(f"afdps restore: mean PSNR of the weighted mean {mean_psnr:.2f} dB over {len(scored)} image(s)")
-    print(f"afdps restore: {len(records)} image(s) in {args.out}/ (index.html, journal.jsonl)")
+    journal = "journal.jsonl" if world == 1 or group is not None else "journal.rank*.jsonl"
+    print(f"afdps restore: {len(records)} image(s) in {args.out}/ (index.html, {journal})")
     return 0
