@@ -259,7 +259,7 @@ def test_an_interrupted_extension_keeps_the_rows_not_reached(tmp_path, monkeypat
     _same_summary(out / "results.csv", tmp_path / "whole" / "results.csv")
 
 
-def test_image_folder(tmp_path):
+def test_image_folder(tmp_path, capsys):
     """Users' own images: resized/cropped to the prior's shape; no classifier, so no accuracy columns."""
     import numpy as np
     from PIL import Image
@@ -297,7 +297,13 @@ def test_image_folder(tmp_path):
     with pytest.raises(ValueError, match="is not an image PIL can read"):
         load_image_folder(wide, (1, 28, 28), 4)
     assert "acc. best" not in (tmp_path / "o" / "results.md").read_text()
-
+    # an image added to the folder sorts between 0.png and 1.png: the run's image 1 is no longer image 1, and
+    # --resume refuses
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(folder / "00.png")
+    rc = cli.main(["eval", "--images", str(folder), "--num-images", "3", "--particles", "2", "--steps", "2",
+                   "--task", "sr4", "--methods", "afdps-sde", "--out", str(tmp_path / "o"), "--no-progress",
+                   "--resume"])
+    assert rc == 2 and "image 1 (1 in all) is not the image the run" in capsys.readouterr().err
 
 def test_eval_runs_in_one_process(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -5,10 +5,12 @@ the images, and rewrites ``results.md``, ``results.csv`` and ``per_image.csv`` a
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..api import load_classifier, load_mnist_test, load_prior
@@ -82,6 +84,8 @@ def add_arguments(p) -> None:
 
 MNIST_ZETA, PAPER_ZETA = 3.0, 1.0  # docs/design.md: zeta 0.3 / 1 / 3 / 10 on the shipped prior's first digits
 
+IMAGE_HASHES = "image_sha256"  # settings.json: the first 16 hex digits of each image's float32 sha256, in order
+
 # options added after runs were written with settings.json, and the value those runs had in effect
 ADDED_LATER = {"fast_network": False}
 
@@ -119,6 +123,7 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     previous = None
+    hashes = [hashlib.sha256(np.ascontiguousarray(im.float().numpy()).tobytes()).hexdigest()[:16] for im in images]
     settings = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in vars(args).items()
                 if k not in ("resume", "no_progress", "threads", "out", "device", "backend", "debug", "command")}
     if not args.tempering.startswith("adaptive"):
@@ -134,6 +139,11 @@ def run(args) -> int:
             raise ValueError(f"--resume: the run in {str(out)!r} lacks {' and '.join(lost)}, so it cannot be "
                              "continued; choose another --out")
         old = json.loads((out / "settings.json").read_text())
+        ran_on = old.pop(IMAGE_HASHES, None)  # runs before 2026-12-06 did not record their images
+        changed = [i for i, (a, b) in enumerate(zip(ran_on or [], hashes)) if a != b]
+        if changed:
+            raise ValueError(f"--resume: image {changed[0]} ({len(changed)} in all) is not the image the run in "
+                             f"{str(out)!r} restored (the images changed); choose another --out")
         if old is not None:  # runs from before an option was added ran as its default does
             old = {**{k: v for k, v in ADDED_LATER.items() if k in settings}, **old}
         differ = sorted(k for k in set(settings) | set(old or {}) if (old or {}).get(k) != settings.get(k))
@@ -146,7 +156,7 @@ def run(args) -> int:
         kept = {(r["task"], r["method"]) for r in previous[1]}
         print(f"afdps eval: resuming: {len(previous[1])} image row(s) of {len(kept)} task x method pair(s) kept from "
               f"{out}/; only the missing images run")
-    write_json(out / "settings.json", settings)
+    write_json(out / "settings.json", {**settings, IMAGE_HASHES: hashes})
     t0 = time.perf_counter()
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"cpu ({threads_text(torch.get_num_threads())})")
