@@ -230,7 +230,12 @@ def _kept(previous, n: int):
     if not previous:
         return [], [], {}
     old_summary, old_rows = previous
-    summary = [r for r in old_summary if r["images"] == n]
+    have: dict = {}
+    for r in old_rows:
+        have.setdefault((r["task"], r["method"]), set()).add(r["image"])
+    # a pair is finished when its summary covers n images and its per-image rows are there (a per_image.csv cut
+    # short outside afdps loses a finished pair's rows: its missing images run again)
+    summary = [r for r in old_summary if r["images"] == n and have.get((r["task"], r["method"])) == set(range(n))]
     done = {(r["task"], r["method"]) for r in summary}
     rate = {(r["task"], r["method"]): r["s_per_image"] for r in old_summary if r["images"] != n}
     per_image, partial = [], {}

@@ -641,7 +641,8 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             save_particles: bool = False, kernel_flip: bool = False, boundary: str = "valid", device=None,
             progress=None, log=print,
             handle_sigterm: bool = True, rank: int = 0, world: int = 1, particle_group=None,
-            lpips=None, tile_overlap: float = 0.25, prior_name: str | None = None) -> list[dict]:
+            lpips=None, tile_overlap: float = 0.25, prior_name: str | None = None,
+            prior_digest: str | None = None) -> list[dict]:
     """Restore every job into folder ``out``; returns the journal records of all finished images.
 
     ``sample_options`` go to :func:`afdps.engine.sampler.sample` (``seed`` comes from each job).
@@ -650,7 +651,9 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     ``reference``: a folder of clean images with the same stems, for PSNR/SSIM, and LPIPS with ``lpips``
     (an :class:`afdps.engine.lpips.LPIPS` network, :func:`~afdps.engine.lpips.load_lpips`). Raises
     :class:`Interrupted` after the current image when SIGTERM arrives (the caller exits 143).
-    ``prior_name`` (e.g. ``"mnist"`` or a checkpoint's path) is journaled, and ``resume`` refuses another.
+    ``prior_name`` (e.g. ``"mnist"`` or a checkpoint's path) and ``prior_digest`` (its bytes,
+    :func:`~afdps.engine.io.content_digest`) are journaled, and ``resume`` refuses others (a checkpoint replaced in
+    place included).
 
     Many processes (``torch.distributed``, every rank calls this with the same jobs): by default rank
     ``rank`` of ``world`` restores its share of the images (:func:`~afdps.engine.distributed.shard` of
@@ -692,7 +695,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         settings["backend"] = None  # the same request: journals keep None for it
     torso = getattr(getattr(prior, "net", None), "torso_dtype", None)  # bfloat16 with load_prior(..., inference=True)
     run_opts = {"boundary": boundary, "kernel_flip": bool(kernel_flip), "tile_overlap": tile_overlap,
-                "prior": prior_name, "network_dtype": None if torso is None else str(torso).replace("torch.", "")}
+                "prior": prior_name, "prior_sha256": prior_digest, "network_dtype": None if torso is None else str(torso).replace("torch.", "")}
     _check_resumed(out, jobs, done, settings, run_opts)  # before the signal handler and the barrier: nothing to undo
     others = sorted(set(done) - {j.name for j in jobs})
     if others and rank == 0:
@@ -838,7 +841,7 @@ def _job_spec(job: Job, run_opts: dict, tiled: bool) -> dict:
     """What fixes a job's restoration besides the sampler's options, as its journal record keeps it."""
     spec = {"input": _absolute(job.path), "task": job.task, "seed": job.seed, "kernel": _absolute(job.kernel),
             "mask": _absolute(job.mask)}
-    for key in ("prior", "network_dtype"):  # the network's torso dtype: float32, or bfloat16 (--fast-network)
+    for key in ("prior", "prior_sha256", "network_dtype"):  # the network's torso dtype: float32, or bfloat16 (--fast-network)
         if run_opts.get(key) is not None:
             spec[key] = run_opts[key]
     if job.task == "sr4":

@@ -2,12 +2,15 @@
 results independent of the batch size, and usage errors."""
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from afdps import cli, ops
 from afdps.engine import evaluate as ev
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("size", [28, 256])
@@ -179,6 +182,44 @@ def test_resume_keeps_the_dps_zeta_the_run_had(tmp_path):
     assert cli.main(["--debug"] + argv + ["--num-images", "2", "--resume"]) == 0  # --debug is not a setting
     assert json.loads((tmp_path / "settings.json").read_text())["dps_zeta"] == 1.0
     assert cli.main(argv + ["--num-images", "2", "--resume", "--dps-zeta", "3"]) == 2
+
+
+def test_resume_reruns_a_finished_pair_whose_image_rows_were_cut(tmp_path, monkeypatch):
+    """A per_image.csv cut short outside afdps (a copy, an editor) leaves results.csv claiming a finished pair: the
+    resume runs the images whose rows are missing and writes the files of the uninterrupted run, instead of
+    keeping a summary without its rows; the header says the seconds are this invocation's."""
+    argv = EVAL + ["--num-images", "2", "--methods", "fk", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    whole = _rows(tmp_path / "per_image.csv")
+    (tmp_path / "before.csv").write_text((tmp_path / "results.csv").read_text())
+    lines = (tmp_path / "per_image.csv").read_text().splitlines()
+    (tmp_path / "per_image.csv").write_text("\n".join(lines[:2]) + "\n")  # the header and image 0
+    calls = _recording(monkeypatch)
+    assert cli.main(argv + ["--resume"]) == 0
+    assert calls == [[1]]
+    assert _rows(tmp_path / "per_image.csv") == whole
+    _same_summary(tmp_path / "results.csv", tmp_path / "before.csv")
+    assert "s in this invocation (resumed)" in (tmp_path / "results.md").read_text().splitlines()[0]
+
+
+def test_a_path_to_the_shipped_prior_is_the_shipped_prior_and_a_replaced_one_is_refused(tmp_path, capsys):
+    """--dps-zeta's default for the shipped prior (3) holds for the file under any path, since it follows the
+    checkpoint's bytes, not its name; a checkpoint replaced in place under the same path is refused on --resume."""
+    ckpt = tmp_path / "prior.pt"
+    ckpt.write_bytes((ROOT / "bindings" / "data" / "mnist_prior.pt").read_bytes())
+    argv = EVAL + ["--num-images", "1", "--methods", "fk", "--prior", str(ckpt), "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 0
+    settings = json.loads((tmp_path / "out" / "settings.json").read_text())
+    assert settings["dps_zeta"] == 3.0 and len(settings["prior_sha256"]) == 16
+    state = torch.load(ckpt, weights_only=False)
+    name = next(iter(state["state_dict"]))
+    state["state_dict"][name] = state["state_dict"][name] + 1e-3
+    torch.save(state, ckpt)
+    capsys.readouterr()
+    assert cli.main(argv[:-2] + ["--out", str(tmp_path / "fresh")]) == 0  # a retrained prior: the paper's zeta
+    assert json.loads((tmp_path / "fresh" / "settings.json").read_text())["dps_zeta"] == 1.0
+    assert cli.main(argv + ["--resume"]) == 2
+    assert "is not the checkpoint the run in" in capsys.readouterr().err
 
 
 def test_resume_runs_only_the_missing_images(tmp_path, monkeypatch):

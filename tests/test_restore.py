@@ -241,11 +241,30 @@ def test_resume_refuses_other_settings_and_reports_missing_references(digits, tm
     # settings resume it
     rec = json.loads((out / "journal.jsonl").read_text())
     rec["settings"]["corrector_snr"] = "(0.1, 0.2)"
-    for key in ("input", "kernel", "mask", "prior", "network_dtype"):
+    for key in ("input", "kernel", "mask", "prior", "prior_sha256", "network_dtype"):
         rec.pop(key)
     (out / "journal.jsonl").write_text(json.dumps(rec) + "\n")
     assert cli.main(["restore", str(digits / "in"), *opts, "--resume"]) == 0  # the same settings: the other three run
     assert len((out / "journal.jsonl").read_text().splitlines()) == 4
+
+
+def test_resume_refuses_a_checkpoint_replaced_in_place(digits, tmp_path, capsys):
+    """The journal keeps the checkpoint's content digest beside its path: a file retrained or edited under the same
+    name is refused on --resume (names and paths alone did not notice it)."""
+    ckpt = tmp_path / "prior.pt"
+    ckpt.write_bytes((ROOT / "bindings" / "data" / "mnist_prior.pt").read_bytes())
+    opts = ["--task", "box", "--out", str(tmp_path / "out"), *FAST, "--prior", str(ckpt)]
+    assert cli.main(["restore", str(digits / "in" / "d1.png"), *opts]) == 0
+    rec = json.loads((tmp_path / "out" / "journal.jsonl").read_text())
+    assert rec["prior"] == str(ckpt.resolve()) and len(rec["prior_sha256"]) == 16
+    state = torch.load(ckpt, weights_only=False)
+    name = next(iter(state["state_dict"]))
+    state["state_dict"][name] = state["state_dict"][name] + 1e-3
+    torch.save(state, ckpt)
+    capsys.readouterr()
+    assert cli.main(["restore", str(digits / "in"), *opts, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"prior_sha256 {rec['prior_sha256']!r} then" in err, err
 
 
 def test_image_modes_are_read_on_their_range(tmp_path):

@@ -6,19 +6,34 @@ import math
 import os
 import shlex
 import sys
+from pathlib import Path
 
 import torch
 
+from ..engine.io import content_digest
 from ..engine.sampler import CORRECTORS, RESAMPLINGS
+from ..shipped import SHIPPED_PRIORS, shipped_file
 
 __all__ = ["command_line", "resolve_device", "threads_text", "add_sampler_extras", "positive_int", "nonneg_int",
            "seed_int", "positive_float", "nonneg_float", "snr_schedule", "format_snr", "unit_float", "fraction_float",
-           "power_float", "DEFAULT_THREADS", "HelpFormatter"]
+           "power_float", "DEFAULT_THREADS", "HelpFormatter", "prior_digest", "is_shipped_prior"]
 
 # Default torch CPU threads of the commands: half the cores, at most 8. Measured on this project's 2-core
 # CPU with one other busy process: a tiny `afdps eval` took 189 s with torch's default (all cores, OpenMP
 # threads spinning against the other process) and 15.5 s with one thread.
 DEFAULT_THREADS = max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def prior_digest(prior: str) -> str:
+    """:func:`~afdps.engine.io.content_digest` of the checkpoint behind ``--prior`` (a shipped name or a path,
+    loaded already): what a resumed run compares to notice a checkpoint replaced in place."""
+    return content_digest(shipped_file(prior, SHIPPED_PRIORS, "prior") or Path(prior))
+
+
+def is_shipped_prior(digest: str, name: str) -> bool:
+    """Whether the checkpoint of ``digest`` (:func:`prior_digest`) is the shipped prior ``name``, under either
+    its name or a path to the file (or a copy)."""
+    return digest == prior_digest(name)
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -21,8 +21,8 @@ from ..engine.io import write_json, write_text
 from ..engine.potentials import POTENTIALS
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
 from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, format_snr, fraction_float, nonneg_float,
-                      nonneg_int, positive_float, positive_int, power_float, resolve_device, seed_int, snr_schedule,
-                      threads_text)
+                      is_shipped_prior, nonneg_int, positive_float, positive_int, power_float, prior_digest,
+                      resolve_device, seed_int, snr_schedule, threads_text)
 
 HELP = "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"
 
@@ -85,6 +85,7 @@ def add_arguments(p) -> None:
 MNIST_ZETA, PAPER_ZETA = 3.0, 1.0  # docs/design.md: zeta 0.3 / 1 / 3 / 10 on the shipped prior's first digits
 
 IMAGE_HASHES = "image_sha256"  # settings.json: the first 16 hex digits of each image's float32 sha256, in order
+PRIOR_HASH = "prior_sha256"  # settings.json: the checkpoint's content_digest (afdps.engine.io)
 
 # options added after runs were written with settings.json, and the value those runs had in effect
 ADDED_LATER = {"fast_network": False}
@@ -97,11 +98,12 @@ def run(args) -> int:
                          "files); afdps restore shards images over torchrun's ranks")
     device = resolve_device(args.device)
     methods = _split(args.methods, METHODS, "methods")
+    prior = load_prior(args.prior, args.arch, device=device, inference=args.fast_network)
+    digest = prior_digest(args.prior)
     if args.dps_zeta is None:  # a resumed run keeps the zeta it ran with (runs before 2026-12-06 had 1 by default)
         ran = Path(args.out) / "settings.json"
         old = json.loads(ran.read_text()).get("dps_zeta") if args.resume and ran.exists() else None
-        args.dps_zeta = old if old is not None else MNIST_ZETA if args.prior == "mnist" else PAPER_ZETA
-    prior = load_prior(args.prior, args.arch, device=device, inference=args.fast_network)
+        args.dps_zeta = old if old is not None else MNIST_ZETA if is_shipped_prior(digest, "mnist") else PAPER_ZETA
     shape = tuple(prior.event_shape)
     tasks = _split(args.task, TASKS, "task") if args.task is not None else list(DEFAULT_TASKS.get(shape[1], ()))
     if not tasks:
@@ -140,6 +142,10 @@ def run(args) -> int:
                              "continued; choose another --out")
         old = json.loads((out / "settings.json").read_text())
         ran_on = old.pop(IMAGE_HASHES, None)  # runs before 2026-12-06 did not record their images
+        ran_with = old.pop(PRIOR_HASH, None)  # runs before 2026-12-07 did not record their checkpoint's bytes
+        if ran_with is not None and ran_with != digest:
+            raise ValueError(f"--resume: the prior {args.prior!r} is not the checkpoint the run in {str(out)!r} used "
+                             f"(its bytes changed: sha256 {ran_with}... then, {digest}... now); choose another --out")
         changed = [i for i, (a, b) in enumerate(zip(ran_on or [], hashes)) if a != b]
         if changed:
             raise ValueError(f"--resume: image {changed[0]} ({len(changed)} in all) is not the image the run in "
@@ -156,7 +162,7 @@ def run(args) -> int:
         kept = {(r["task"], r["method"]) for r in previous[1]}
         print(f"afdps eval: resuming: {len(previous[1])} image row(s) of {len(kept)} task x method pair(s) kept from "
               f"{out}/; only the missing images run")
-    write_json(out / "settings.json", {**settings, IMAGE_HASHES: hashes})
+    write_json(out / "settings.json", {**settings, PRIOR_HASH: digest, IMAGE_HASHES: hashes})
     t0 = time.perf_counter()
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"cpu ({threads_text(torch.get_num_threads())})")
@@ -176,12 +182,12 @@ def run(args) -> int:
                          corrector_snr=format_snr(args.corrector_snr))
         done = "" if len(summary) == planned else f" (partial: {len(summary)} of {planned} task x method rows)"
         header = (f"# afdps eval: prior {args.prior}, {len(images)} images, sigma_y {args.sigma_y}, device {name}, "
-                  f"{time.perf_counter() - t0:.0f} s{done}\n\nParticle methods: tempering {args.tempering}, potential {args.potential}, time grid "
+                  f"{time.perf_counter() - t0:.0f} s{' in this invocation (resumed)' if previous else ''}{done}\n\nParticle methods: tempering {args.tempering}, potential {args.potential}, time grid "
                   f"power {args.time_power:g}, resampling below ESS/N {args.ess_threshold:g}; afdps-ode: {args.corrector_steps} Langevin step(s), rule {args.corrector}, r = "
                   f"{format_snr(args.corrector_snr)}; dps: zeta = {args.dps_zeta:g}, one sample per image, no weights (best = "
                   "mean). Means ± standard errors over images; accuracy: fraction classified as the true digit; NFE: "
                   "score evaluations per particle (DPS: each with a backward pass).\n\n")
-        # per-image rows first: --resume trusts results.csv, so its rows must never lack their images
+        # per-image rows first: --resume keeps a finished pair only with its images' rows
         write_text(out / "per_image.csv", csv_text(per_image, digits=9))
         write_text(out / "results.csv", csv_text(summary))
         write_text(out / "results.md", header + markdown_table(summary))

@@ -29,7 +29,7 @@ from ..engine.potentials import POTENTIALS
 from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
 from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, fraction_float, nonneg_int, positive_float,
-                      positive_int, power_float, resolve_device, seed_int, snr_schedule)
+                      positive_int, power_float, prior_digest, resolve_device, seed_int, snr_schedule)
 
 HELP = "restore your own measured images (files, folders, globs or a manifest) with AFDPS"
 
@@ -187,6 +187,7 @@ def run(args) -> int:
                           boundary=args.boundary, rank=rank, world=world, particle_group=group, log=print,
                           lpips=None if args.lpips is None else load_lpips(args.lpips, device),
                           tile_overlap=args.tile_overlap, prior_name=_prior_name(args),
+                          prior_digest=prior_digest(args.prior),
                           device=device, progress=False if args.no_progress else None)
     except Interrupted as exc:
         print(f"afdps restore: {exc}", file=sys.stderr)
