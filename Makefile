@@ -62,5 +62,6 @@ gpu-eval:
 # docs/quality.md (DPS zeta 3 and the ODE corrector's r schedule were chosen on the 100 development digits).
 EVAL_ARGS ?= --prior mnist --num-images 100 --particles 16 --steps 100 --dps-zeta 3 --batch-size 100 \
 	--task gaussian-blur,motion-blur,sr4,box,random70
+# Each run writes a folder of its own (bench/results/eval_mnist/ is the table before the potential family, kept).
 eval-mnist: $(VENV)/.base
-	$(PY) -m afdps.cli eval $(EVAL_ARGS) --out bench/results/eval_mnist
+	$(PY) -m afdps.cli eval $(EVAL_ARGS) --out bench/results/eval_mnist-$$(date -u +%Y%m%d-%H%M%S)

@@ -411,6 +411,8 @@ class TiledResult:
         self.best, self.mean, self.std, self.ess, self.resampled = best, mean, std, ess, resampled
         self.nfe, self.dead, self.tiles, self.potential = nfe, dead, tiles, potential
         self.particles = None
+        jumps = [t["guidance_jump"] for t in tiles if t.get("guidance_jump") is not None]
+        self.guidance_jump = max(jumps) if jumps else None  # the Tweedie guidance's largest move over the tiles
 
 
 def tile_geometry(job: Job, measured_shape, event_shape, *, boundary: str = "valid", kernel_flip: bool = False):
@@ -502,6 +504,8 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
         resampled.append(res.resampled[:, 0])
         nfe, dead = nfe + res.nfe, dead + int(res.dead[0])
         tiles.append({"top": top, "left": left, "seed": seed, "final_ess": float(res.ess[-1, 0])})
+        if getattr(res, "guidance_jump", None) is not None:
+            tiles[-1]["guidance_jump"] = res.guidance_jump
     out = {k: (v / wsum)[None] for k, v in acc.items()}
     return TiledResult(out["best"].float(), out["mean"].float(), out["var"].sqrt().float(),
                        torch.stack(ess).mean(0)[:, None], torch.stack(resampled).any(0)[:, None], nfe, [dead], tiles,

@@ -350,10 +350,14 @@ def test_tiles_cover_large_measurements_and_blend_them(tmp_path):
     opts = dict(num_particles=2, num_steps=3, method="sde", eta=0.5, potential=None, tempering="linear",
                 time_power=2.0, corrector_steps=1, backend=None, progress=False)
     y = rs.read_image(tmp_path / "big.png", 1)
-    own = afdps.sample(afdps.load_prior("mnist"), afdps.ops.Identity((1, 28, 28)), y[None, :, :28, :28], 0.1,
-                       seed=rec["tiles"][0]["seed"], **opts).mean[0]
+    res = afdps.sample(afdps.load_prior("mnist"), afdps.ops.Identity((1, 28, 28)), y[None, :, :28, :28], 0.1,
+                       seed=rec["tiles"][0]["seed"], **opts)
+    own = res.mean[0]
     torch.testing.assert_close(torch.from_numpy(np.load(out / "big" / "mean.npy"))[:, :12, :12], own[:, :12, :12],
                                rtol=0, atol=1e-6)
+    # the Tweedie guidance's largest move is kept per tile, and the image's is the largest of its tiles'
+    assert rec["tiles"][0]["guidance_jump"] == pytest.approx(res.guidance_jump, rel=1e-5)
+    assert rec["guidance_jump"] == max(t["guidance_jump"] for t in rec["tiles"])
     rec = json.loads((out / "blurred" / "metrics.json").read_text())
     assert [(t["top"], t["left"]) for t in rec["tiles"]] == [(0, 0), (0, 10), (10, 0), (10, 10)]
     assert np.load(out / "blurred" / "mean.npy").shape == (1, 38, 38)

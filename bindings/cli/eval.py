@@ -142,7 +142,7 @@ def run(args) -> int:
                              "continued; choose another --out")
         old = json.loads((out / "settings.json").read_text())
         ran_on = old.pop(IMAGE_HASHES, None)  # runs before 2026-12-06 did not record their images
-        ran_with = old.pop(PRIOR_HASH, None)  # runs before 2026-12-07 did not record their checkpoint's bytes
+        ran_with = old.pop(PRIOR_HASH, None)  # runs before 802ec81 (2026-12-06) did not record their checkpoint's bytes
         if ran_with is not None and ran_with != digest:
             raise ValueError(f"--resume: the prior {args.prior!r} is not the checkpoint the run in {str(out)!r} used "
                              f"(its bytes changed: sha256 {ran_with}... then, {digest}... now); choose another --out")
