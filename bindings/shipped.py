@@ -20,9 +20,14 @@ def data_path(name: str) -> Path:
 
 
 def shipped_file(name_or_path, table: dict, what: str) -> Path | None:
-    """The shipped file behind ``name_or_path`` when it is a name of ``table`` (and not an existing path),
-    else ``None``. Raises ``FileNotFoundError`` if the installation lacks the shipped file."""
-    if not (isinstance(name_or_path, str) and name_or_path in table and not Path(name_or_path).exists()):
+    """The shipped file behind ``name_or_path`` when it is a name of ``table``, else ``None``. A checkpoint of that
+    name in the working folder (a file, or a model folder with a ``config.json``) is the user's and wins; any other
+    folder of that name (a data folder ``mnist/``) does not hide the shipped file. Raises ``FileNotFoundError`` if
+    the installation lacks the shipped file."""
+    if not (isinstance(name_or_path, str) and name_or_path in table):
+        return None
+    local = Path(name_or_path)
+    if local.is_file() or (local / "config.json").is_file():
         return None
     path = data_path(table[name_or_path])
     if not path.is_file():

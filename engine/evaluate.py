@@ -297,7 +297,9 @@ def markdown_table(summary: list[dict]) -> str:
 
 
 def read_csv_rows(path) -> list[dict]:
-    """Rows written by :func:`csv_text`, numbers parsed back (empty cells stay ``""``)."""
+    """Rows written by :func:`csv_text`, numbers parsed back (empty cells stay ``""``). A row with fewer or more
+    cells than the header (a file cut short, or edited, outside afdps) is left out: ``--resume`` runs its image
+    again."""
     def parse(v):
         if v == "":
             return v
@@ -309,7 +311,8 @@ def read_csv_rows(path) -> list[dict]:
         return v
 
     with open(path, newline="") as f:
-        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)
+                if None not in row and None not in row.values()]
 
 
 def csv_text(rows: list[dict], digits: int = 6) -> str:

@@ -661,7 +661,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
 
     Many processes (``torch.distributed``, every rank calls this with the same jobs): by default rank
     ``rank`` of ``world`` restores its share of the images (:func:`~afdps.engine.distributed.shard` of
-    those not journaled yet) and journals them in its own file; with ``particle_group`` every rank takes
+    the whole image list, less those journaled already, so no rank's share depends on the journals) and journals them in its own file; with ``particle_group`` every rank takes
     part in every image (its share of the particles) and rank 0 writes the files. Seeds come from image
     names, so the outputs do not depend on the world size.
     """
@@ -885,6 +885,10 @@ def _check_resumed(out: Path, jobs: list[Job], done: dict, settings: dict, run_o
         want.update({k: v for k, v in settings.items() if k not in UNCOMPARED and k in old})
         had.update({k: v for k, v in old.items() if k not in UNCOMPARED and k in settings})
         differ = [k for k in want if k in had and not _same(had[k], want[k])]
+        if differ == ["prior_sha256"]:
+            raise ValueError(f"--resume: the checkpoint {want.get('prior', '')!r} changed since {job.name} in {str(out)!r} was "
+                             f"restored with it (sha256 {had['prior_sha256']}... then, {want['prior_sha256']}... now: "
+                             "retrained or replaced in place); choose another --out")
         if differ:
             what = ", ".join(f"{k} {had[k]!r} then, {want[k]!r} now" for k in differ[:3])
             raise ValueError(f"--resume: {job.name} in {str(out)!r} was restored with other settings ({what}"

@@ -185,15 +185,16 @@ def test_resume_keeps_the_dps_zeta_the_run_had(tmp_path):
 
 
 def test_resume_reruns_a_finished_pair_whose_image_rows_were_cut(tmp_path, monkeypatch):
-    """A per_image.csv cut short outside afdps (a copy, an editor) leaves results.csv claiming a finished pair: the
-    resume runs the images whose rows are missing and writes the files of the uninterrupted run, instead of
-    keeping a summary without its rows; the header says the seconds are this invocation's."""
+    """A per_image.csv cut short outside afdps (a copy, an editor), here in the middle of image 1's row, leaves
+    results.csv claiming a finished pair: the resume drops the cut row, runs the images whose rows are missing and
+    writes the files of the uninterrupted run, instead of keeping a summary without its rows; the header says the
+    seconds are this invocation's."""
     argv = EVAL + ["--num-images", "2", "--methods", "fk", "--out", str(tmp_path)]
     assert cli.main(argv) == 0
     whole = _rows(tmp_path / "per_image.csv")
     (tmp_path / "before.csv").write_text((tmp_path / "results.csv").read_text())
     lines = (tmp_path / "per_image.csv").read_text().splitlines()
-    (tmp_path / "per_image.csv").write_text("\n".join(lines[:2]) + "\n")  # the header and image 0
+    (tmp_path / "per_image.csv").write_text("\n".join(lines[:2]) + "\n" + lines[2][:30])  # image 1's row cut
     calls = _recording(monkeypatch)
     assert cli.main(argv + ["--resume"]) == 0
     assert calls == [[1]]
@@ -202,9 +203,13 @@ def test_resume_reruns_a_finished_pair_whose_image_rows_were_cut(tmp_path, monke
     assert "s in this invocation (resumed)" in (tmp_path / "results.md").read_text().splitlines()[0]
 
 
-def test_a_path_to_the_shipped_prior_is_the_shipped_prior_and_a_replaced_one_is_refused(tmp_path, capsys):
+def test_a_path_to_the_shipped_prior_is_the_shipped_prior_and_a_replaced_one_is_refused(tmp_path, capsys,
+                                                                                         monkeypatch):
     """--dps-zeta's default for the shipped prior (3) holds for the file under any path, since it follows the
-    checkpoint's bytes, not its name; a checkpoint replaced in place under the same path is refused on --resume."""
+    checkpoint's bytes, not its name (nor a folder named mnist where the command runs); a checkpoint replaced in
+    place under the same path is refused on --resume as changed, another --prior as another setting."""
+    (tmp_path / "mnist").mkdir()  # shipped names are looked up as paths first: this must not be taken for the prior
+    monkeypatch.chdir(tmp_path)
     ckpt = tmp_path / "prior.pt"
     ckpt.write_bytes((ROOT / "bindings" / "data" / "mnist_prior.pt").read_bytes())
     argv = EVAL + ["--num-images", "1", "--methods", "fk", "--prior", str(ckpt), "--out", str(tmp_path / "out")]
@@ -219,7 +224,11 @@ def test_a_path_to_the_shipped_prior_is_the_shipped_prior_and_a_replaced_one_is_
     assert cli.main(argv[:-2] + ["--out", str(tmp_path / "fresh")]) == 0  # a retrained prior: the paper's zeta
     assert json.loads((tmp_path / "fresh" / "settings.json").read_text())["dps_zeta"] == 1.0
     assert cli.main(argv + ["--resume"]) == 2
-    assert "is not the checkpoint the run in" in capsys.readouterr().err
+    assert f"the checkpoint {str(ckpt)!r} changed since the run in" in capsys.readouterr().err
+    (tmp_path / "other.pt").write_bytes((ROOT / "bindings" / "data" / "mnist_prior.pt").read_bytes())
+    assert cli.main(argv[:argv.index("--prior")] + ["--prior", str(tmp_path / "other.pt")] + argv[argv.index("--prior") + 2:]
+                    + ["--resume"]) == 2
+    assert "the settings differ from those of the run in" in capsys.readouterr().err
 
 
 def test_resume_runs_only_the_missing_images(tmp_path, monkeypatch):

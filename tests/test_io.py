@@ -64,3 +64,27 @@ def test_line_bar_logs_progress_without_a_terminal(capsys, monkeypatch):
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("eval: 1/4 (25%), ") and "left" in err[0]
     assert err[1].startswith("eval: 4/4 (100%), ") and "left" not in err[1]
+
+
+def test_content_digest_follows_a_checkpoint_s_bytes(tmp_path):
+    """A file's digest is its sha256 (first 16 hex digits); a model folder's covers config.json and the weight files
+    (their names and bytes) but not notes or caches beside them, so a README added to the folder does not refuse a
+    resume while retrained weights do."""
+    import hashlib
+    f = tmp_path / "w.pt"
+    f.write_bytes(b"weights")
+    assert io.content_digest(f) == hashlib.sha256(b"weights").hexdigest()[:16]
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"abc")
+    before = io.content_digest(folder)
+    (folder / "README.md").write_text("notes")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "x.lock").write_text("")
+    assert io.content_digest(folder) == before
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"abd")
+    assert io.content_digest(folder) != before
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"abc")
+    (folder / "config.json").write_text('{"a": 1}')
+    assert io.content_digest(folder) != before

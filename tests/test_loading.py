@@ -215,6 +215,20 @@ def test_shipped_prior_and_classifier_load():
         load_prior("mnist", arch="adm-ffhq256")
 
 
+def test_a_data_folder_named_like_a_shipped_file_does_not_hide_it(tmp_path, monkeypatch):
+    """Shipped names are looked up as paths first; a folder ``mnist/`` of training data where the command runs
+    used to be taken for the prior and the classifier (``afdps eval`` refused to start). Only a checkpoint of that
+    name (a file, or a model folder with a config.json) is the user's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "train-images.gz").write_bytes(b"")
+    assert load_prior("mnist").event_shape == (1, 28, 28)
+    assert load_classifier("mnist")(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    (tmp_path / "mnist" / "config.json").write_text("{}")  # now a model folder of the user's: it is tried
+    with pytest.raises(ValueError, match="'mnist' is a directory, not a checkpoint"):
+        load_prior("mnist")
+
+
 def test_inference_path(tiny_net, files, tmp_path):
     """``inference=True`` loads the network onto ADMUNet.to_inference (bfloat16 torso, channels-last, fused
     norms): its score is the float32 network's within twice bfloat16 autocast's error on the same inputs (the

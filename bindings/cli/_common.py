@@ -12,7 +12,7 @@ import torch
 
 from ..engine.io import content_digest
 from ..engine.sampler import CORRECTORS, RESAMPLINGS
-from ..shipped import SHIPPED_PRIORS, shipped_file
+from ..shipped import SHIPPED_PRIORS, data_path, shipped_file
 
 __all__ = ["command_line", "resolve_device", "threads_text", "add_sampler_extras", "positive_int", "nonneg_int",
            "seed_int", "positive_float", "nonneg_float", "snr_schedule", "format_snr", "unit_float", "fraction_float",
@@ -32,8 +32,9 @@ def prior_digest(prior: str) -> str:
 
 def is_shipped_prior(digest: str, name: str) -> bool:
     """Whether the checkpoint of ``digest`` (:func:`prior_digest`) is the shipped prior ``name``, under either
-    its name or a path to the file (or a copy)."""
-    return digest == prior_digest(name)
+    its name or a path to the file (or a copy); ``False`` when the installation lacks that file."""
+    path = data_path(SHIPPED_PRIORS[name])  # the package's file, whatever the working folder holds
+    return path.is_file() and digest == content_digest(path)
 
 
 class HelpFormatter(argparse.HelpFormatter):

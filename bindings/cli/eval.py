@@ -143,9 +143,10 @@ def run(args) -> int:
         old = json.loads((out / "settings.json").read_text())
         ran_on = old.pop(IMAGE_HASHES, None)  # runs before 2026-12-06 did not record their images
         ran_with = old.pop(PRIOR_HASH, None)  # runs before 802ec81 (2026-12-06) did not record their checkpoint's bytes
-        if ran_with is not None and ran_with != digest:
-            raise ValueError(f"--resume: the prior {args.prior!r} is not the checkpoint the run in {str(out)!r} used "
-                             f"(its bytes changed: sha256 {ran_with}... then, {digest}... now); choose another --out")
+        if ran_with is not None and ran_with != digest and old.get("prior") == settings.get("prior"):
+            raise ValueError(f"--resume: the checkpoint {args.prior!r} changed since the run in {str(out)!r} used it "
+                             f"(sha256 {ran_with}... then, {digest}... now: retrained or replaced in place); "
+                             "choose another --out")  # (another --prior is a differing setting, below)
         changed = [i for i, (a, b) in enumerate(zip(ran_on or [], hashes)) if a != b]
         if changed:
             raise ValueError(f"--resume: image {changed[0]} ({len(changed)} in all) is not the image the run in "
