@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from afdps import load_classifier, load_mnist_test, load_prior, sample_prior
+from afdps import cli, load_classifier, load_mnist_test, load_prior, sample_prior
 from afdps.engine import training
 from afdps.models import classify
 
@@ -104,3 +104,20 @@ def test_train_prior_init_from(tmp_path):
     with pytest.raises(ValueError, match="config differs"):
         training.train_prior(tmp_path / "c.pt", steps=1, batch_size=4, init_from=first,
                           config=dict(config, num_channels=64))
+
+
+def test_train_classifier_stops_after_steps(tmp_path, monkeypatch, capsys):
+    """``--steps`` replaces whole epochs: 3 steps of 2-step epochs are one whole pass and one of one step, the
+    rate's cycle spans the 3, and the checkpoint loads. Small random digits stand in for the training files."""
+    rng = np.random.default_rng(0)
+    fake = {s: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n))
+            for s, n in (("train", 10), ("validation", 6), ("test", 6))}
+    monkeypatch.setattr(training, "load_mnist", lambda split: fake[split])
+    out = tmp_path / "c.pt"
+    assert cli.main(["train-classifier", "--out", str(out), "--steps", "3", "--batch-size", "4", "--threads", "1"]) == 0
+    assert "after 3 steps" in capsys.readouterr().out
+    assert load_classifier(out)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    meta = torch.load(out, weights_only=False)["meta"]
+    assert meta["steps"] == 3 and [h["steps"] for h in meta["history"]] == [2, 1]
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        training.train_classifier(out, steps=0)
