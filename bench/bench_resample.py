@@ -48,7 +48,7 @@ EVENT_FULL = (3, 256, 256)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    runner.add_common_args(parser)
+    runner.add_common_args(parser, compiled=False)
     parser.add_argument("--particles", type=int, nargs="*", default=None)
     parser.add_argument("--weights", nargs="*", default=["balanced", "degenerate"])
     return parser.parse_args(argv)

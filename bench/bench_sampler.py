@@ -1,4 +1,5 @@
-"""One whole AFDPS step: time per step split into score, operator, update and resampling.
+"""One whole AFDPS step: time per step split into score, operator, update, resampling and Stage I's share (its one
+run divided by the steps).
 
 Stationary Gaussian prior (its score is one FFT pair, like a cheap network) and the paper's Gaussian
 blur (61x61, std 3; here 3x64x64 images use a 31x31 kernel of std 3 so the kernel fits), sigma_y 0.05,
@@ -63,7 +64,7 @@ def one(N: int, size: int, steps: int, device, backend: str, cuda_graph: bool = 
         graph = {"eager_ms_per_step": eager_ms, "graph_ms_per_step": graph_ms, "graph_speedup": eager_ms / graph_ms}
     return {
         "bench": "sampler", "case": f"N={N}", "shape": f"{N}x{C}x{size}x{size}", "backend": backend,
-        "kernel": f"{k}x{k}", "steps": steps, "score_ms": ms.get("score", 0.0), "operator_ms": ms.get("operator", 0.0),
+        "kernel": f"{k}x{k}", "steps": steps, "stage1_ms": ms.get("stage1", 0.0), "score_ms": ms.get("score", 0.0), "operator_ms": ms.get("operator", 0.0),
         "update_ms": ms.get("update", 0.0), "resample_ms": ms.get("resample", 0.0), "step_ms": total,
         "outside_score_ms": total - ms.get("score", 0.0), "wall_ms_per_step": 1e3 * wall / steps,
         "resampled_steps": int(r.resampled.sum()), "threads": torch.get_num_threads(), **graph,
@@ -72,7 +73,7 @@ def one(N: int, size: int, steps: int, device, backend: str, cuda_graph: bool = 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    runner.add_common_args(p)
+    runner.add_common_args(p, variants=False, compiled=False)
     p.add_argument("--particles", type=int, nargs="*", default=[16, 64, 256])
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
         row = one(N, args.size, args.steps, device, args.backend, args.cuda_graph)
         rows.append({**env, **row})
         runner.release(device)
-    cols = ["shape", "backend", "threads", "kernel", "score_ms", "operator_ms", "update_ms", "resample_ms", "step_ms",
+    cols = ["shape", "backend", "threads", "kernel", "stage1_ms", "score_ms", "operator_ms", "update_ms", "resample_ms", "step_ms",
             "outside_score_ms", "resampled_steps"] + (["eager_ms_per_step", "graph_ms_per_step", "graph_speedup"]
                                                       if args.cuda_graph else [])
     title = f"AFDPS step, ms per step, {env['device']}, torch {env['torch']}"
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
     if args.markdown:
         with open(args.markdown, "a") as fh:
             fh.write(f"\n### {title}\n\n{table}\n")
-    if not args.no_csv:
+    if runner.writes_csv(args):
         runner.append_csv("sampler", rows)
     return 0
 

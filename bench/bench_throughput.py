@@ -84,9 +84,14 @@ def main(argv=None) -> int:
     rows = []
     for pot in args.potentials:
         for N in args.particles:
-            out = subprocess.run([sys.executable, "-m", "bench.bench_throughput", "--one", str(N), pot, "--steps",
-                                  str(args.steps), "--device", args.device], check=True, capture_output=True, text=True,
-                                 cwd=Path(__file__).resolve().parents[1]).stdout
+            run = subprocess.run([sys.executable, "-m", "bench.bench_throughput", "--one", str(N), pot, "--steps",
+                                  str(args.steps), "--device", args.device], capture_output=True, text=True,
+                                 cwd=Path(__file__).resolve().parents[1])
+            if run.returncode != 0:  # the child's own error, not a CalledProcessError that hides it
+                last = (run.stderr.strip().splitlines() or ["(no output)"])[-1]
+                print(f"bench_throughput: potential {pot}, N = {N} failed: {last}", file=sys.stderr)
+                return 1
+            out = run.stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     lines = [f"Box inpainting of one MNIST digit, 100 steps (timed over {args.steps} after a warm-up step), device "

@@ -176,6 +176,9 @@ def run_case(bench: str, case: str, shape: str, dtype: str, nbytes: int, variant
     """
     device = torch.device(device)
     if only:
+        unknown = sorted(set(only) - set(variants))
+        if unknown:
+            raise ValueError(f"--variants {' '.join(unknown)}: {bench}'s variants are {', '.join(variants)}")
         variants = {k: v for k, v in variants.items() if k in set(only)}
     env = env or environment(device)
     copy = copy_bandwidth(device)
@@ -271,7 +274,7 @@ def emit(name: str, title: str, rows: list[dict], args) -> None:
     """Print the table, append the CSV rows (unless ``--no-csv``) and the table to ``--markdown``."""
     table = markdown_table(rows)
     print(f"\n### {title}\n\n{table}\n", flush=True)
-    if not getattr(args, "no_csv", False) and rows:
+    if writes_csv(args) and rows:
         append_csv(name, rows)
     md = getattr(args, "markdown", None)
     if md:
@@ -287,15 +290,31 @@ def print_report(text: str, out=None) -> None:
         Path(out).write_text(text)
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (checks that the script runs)")
+def add_common_args(parser: argparse.ArgumentParser, *, variants: bool = True,
+                    compiled: bool = True) -> argparse.ArgumentParser:
+    """The options every benchmark shares; ``variants`` (``--rep``, ``--variants``) and ``compiled``
+    (``--no-compile``) only where the script has timed variants and a torch_compile one."""
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"tiny shapes on the CPU (checks that the script runs; CSV rows only into ${RESULTS_ENV})")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--rep", type=float, default=100.0, help="milliseconds of timed repetitions per variant")
-    parser.add_argument("--no-csv", action="store_true", help="do not append rows to bench/results/<name>.csv")
+    if variants:
+        parser.add_argument("--rep", type=float, default=100.0, help="milliseconds of timed repetitions per variant")
+        parser.add_argument("--variants", nargs="*", default=None, help="time only these variants")
+    parser.add_argument("--no-csv", action="store_true",
+                        help=f"do not append rows to bench/results/<name>.csv (or ${RESULTS_ENV}/<name>.csv)")
     parser.add_argument("--markdown", default=None, help="also append the tables to this markdown file")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch_compile variants")
-    parser.add_argument("--variants", nargs="*", default=None, help="time only these variants")
+    if compiled:
+        parser.add_argument("--no-compile", action="store_true", help="skip the torch_compile variants")
     return parser
+
+
+def writes_csv(args) -> bool:
+    """Whether a run appends its rows to the results CSV: not with ``--no-csv``, and for ``--smoke`` (tiny shapes
+    on the CPU, interpreter timings) only into a folder named by ``AFDPS_BENCH_RESULTS`` (the smoke tests'), never
+    beside the real measurements in bench/results/."""
+    if getattr(args, "no_csv", False):
+        return False
+    return not getattr(args, "smoke", False) or bool(os.environ.get(RESULTS_ENV))
 
 
 def run_rows_case(name: str, rows: int, event, dtype: str, nbytes: int, variants: dict, device, args, env) -> list:

@@ -23,6 +23,7 @@ from .validation import check_real
 
 __all__ = [
     "LinearOperator",
+    "check_operator",
     "Blur",
     "ValidBlur",
     "valid_size",
@@ -103,8 +104,17 @@ def solve_cg(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, eve
 
 
 class LinearOperator:
-    """Base class. Subclasses set ``input_shape``/``output_shape`` and implement ``A``, ``A_adjoint``
-    and ``spectral_apply``."""
+    """Base class of every operator the sampler takes. A subclass sets ``input_shape`` and ``output_shape`` (the
+    prior's ``(C, H, W)`` and the measurement's, without batch dims) and implements
+
+    - ``A(x)`` and ``A_adjoint(y)`` on batches ``(*batch, *input_shape)`` / ``(*batch, *output_shape)`` (always);
+    - ``frobenius_sq()`` = ``trace(A^T A)`` (the potentials "noisy" and "scaled"; by default from
+      ``spectral_trace``);
+    - optionally ``spectral_apply(v, fn)`` = ``fn(A^T A) v``: the exact guidance step and Stage I; without it the
+      sampler solves with conjugate gradients (``guidance="implicit"``);
+    - ``spectral_trace(fn)`` and ``output_spectral_apply(u, fn)`` as well for the potential "inflated".
+
+    :func:`check_operator` checks these, the shapes, and that ``A_adjoint`` is ``A``'s adjoint, before a run."""
 
     input_shape: tuple
     output_shape: tuple
@@ -129,10 +139,10 @@ class LinearOperator:
 
     # -- the operator -------------------------------------------------------------------------
     def A(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement A(x), the forward operator")
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not implement A_adjoint(y), the adjoint of A")
 
     def __call__(self, x):
         return self.A(x)
@@ -141,21 +151,26 @@ class LinearOperator:
         return self.A_adjoint(self.A(x))
 
     def frobenius_sq(self) -> float:
-        """``||A||_F^2 = trace(A^T A)``."""
-        raise NotImplementedError
+        """``||A||_F^2 = trace(A^T A)`` (by default ``spectral_trace`` of the identity; for a small operator
+        ``float(op.to_matrix().square().sum())``)."""
+        if _implements(self, "spectral_trace"):
+            return float(self.spectral_trace(lambda e: e))
+        raise NotImplementedError(f"{type(self).__name__} implements neither frobenius_sq() (trace(A^T A)) nor "
+                                  "spectral_trace(fn)")
 
     def spectral_apply(self, v: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """``fn(A^T A) v``: ``fn`` maps a tensor of eigenvalues of ``A^T A`` to multipliers."""
-        raise NotImplementedError(f"{type(self).__name__} cannot diagonalise A^T A")
+        raise NotImplementedError(f"{type(self).__name__} cannot diagonalise A^T A (no spectral_apply(v, fn))")
 
     def spectral_trace(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> float:
         """``trace(fn(A^T A))``: the sum of ``fn`` over the eigenvalues of ``A^T A`` with multiplicity."""
-        raise NotImplementedError(f"{type(self).__name__} cannot diagonalise A^T A")
+        raise NotImplementedError(f"{type(self).__name__} does not implement spectral_trace(fn) (trace(fn(A^T A)))")
 
     def output_spectral_apply(self, u: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """``fn(A A^T) u`` for ``u`` in the measurement space (the potentials of spec section 9 weight the
         residual with a function of ``A A^T``)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot diagonalise A A^T")
+        raise NotImplementedError(f"{type(self).__name__} does not implement output_spectral_apply(u, fn) "
+                                  "(fn(A A^T) u)")
 
     @property
     def supports_exact(self) -> bool:
@@ -296,6 +311,64 @@ def _image_shape(image_shape) -> tuple:
     if len(shape) != 3:
         raise ValueError(f"image_shape must be (C, H, W), got {shape}")
     return shape
+
+
+def _implements(op, name: str) -> bool:
+    """Whether ``op``'s class (or a class between it and :class:`LinearOperator`) defines ``name`` itself."""
+    return getattr(type(op), name, None) is not getattr(LinearOperator, name, None)
+
+
+# Tolerance of the adjoint test, in units of the dtype's epsilon: ||A x||^2 - <x, A^T (A x)> relative to
+# ||x|| ||A^T A x|| (>= ||A x||^2), for one random x. Measured 2026-12-06: the shipped operators (every eval task
+# at 1x28x28 and 3x256x256, a valid blur, a dense 5x3, the identity) at most 0.21 epsilons in float32 and float64;
+# the Gaussian blur's adjoint scaled by 1.001 gave 1,116 float32 epsilons (3x256x256).
+ADJOINT_EPS = 1000
+
+
+def check_operator(op, dtype=torch.float32, device=None, needs: dict | None = None) -> None:
+    """Refuse an operator the sampler cannot use, before any work, in one sentence: not a
+    :class:`LinearOperator`; a method it lacks (``A``, ``A_adjoint``, and ``needs``: ``{method: what needs it}``);
+    ``A`` or ``A_adjoint`` returning another shape than ``output_shape`` / ``input_shape``; or an ``A_adjoint`` that
+    is not ``A``'s adjoint (``||A x||^2 = <x, A^T A x>`` for one random ``x`` in ``dtype``, within ``ADJOINT_EPS``
+    epsilons)."""
+    if not isinstance(op, LinearOperator):
+        raise TypeError(f"op must be an afdps.ops.LinearOperator: subclass it, set input_shape and output_shape and "
+                        f"implement A and A_adjoint (README, 'Your own operator'); got {type(op).__name__}")
+    name = type(op).__name__
+    for method, why in {"A": "every run", "A_adjoint": "every run", **(needs or {})}.items():
+        if method == "frobenius_sq" and _implements(op, "spectral_trace"):
+            continue
+        if not _implements(op, method):
+            raise TypeError(f"{name} does not implement {method}, which {why} needs (afdps.ops.LinearOperator "
+                            "lists what an operator provides)")
+    x = torch.randn((1, *op.input_shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = x.to(device=device, dtype=dtype)
+    with torch.no_grad():
+        Ax = _call(name, "A", op.A, x)
+        _check_shape(name, "A", Ax, (1, *op.output_shape), "output_shape")
+        AtAx = _call(name, "A_adjoint", op.A_adjoint, Ax)
+        _check_shape(name, "A_adjoint", AtAx, (1, *op.input_shape), "input_shape")
+    Ax, AtAx, x = Ax.double(), AtAx.double(), x.double()
+    lhs, rhs = float(Ax.square().sum()), float((x * AtAx).sum())
+    scale = float(x.norm() * AtAx.norm())
+    if not abs(lhs - rhs) <= ADJOINT_EPS * torch.finfo(dtype).eps * scale:
+        raise ValueError(f"{name}.A_adjoint is not the adjoint of {name}.A: for a random x, ||A x||^2 = {lhs:.6g} but "
+                         f"<x, A_adjoint(A x)> = {rhs:.6g} (they must agree to {ADJOINT_EPS} {str(dtype)[6:]} epsilons "
+                         f"of ||x|| ||A_adjoint(A x)|| = {scale:.4g})")
+
+
+def _call(name, what, fn, v):
+    try:
+        return fn(v)
+    except Exception as exc:  # the user's operator: say which call, on what, failed
+        raise ValueError(f"{name}.{what} failed on a {str(v.dtype)[6:]} batch of shape {tuple(v.shape)} on {v.device} "
+                         f"({type(exc).__name__}: {exc})") from exc
+
+
+def _check_shape(name, what, got, want, attr):
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != want:
+        shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+        raise ValueError(f"{name}.{what} returned {shape} for a batch of one; (1, *{attr}) = {want} is needed")
 
 
 class Blur(LinearOperator):

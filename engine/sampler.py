@@ -28,6 +28,7 @@ from ..kernels.philox import PURPOSE, randn_rows, stream_keys
 from ..kernels.resample import SCHEMES, normalize_log_weights, resample, resample_and_gather
 from . import potentials as pot
 from .io import progress_bar
+from .ops import check_operator
 from .schedules import ancestral_step
 from .validation import (CG_COPIES, PARTICLE_COPIES, available_memory, check_choice, check_int, check_memory, check_problem,
                          check_real, per_image_seeds)
@@ -491,6 +492,10 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     if potential == "inflated" and not getattr(op, "supports_exact", False):
         raise ValueError(f"potential='inflated' weights the residual by a function of A A^T, which "
                          f"{type(op).__name__} cannot diagonalise; use potential='noisy' or 'scaled'")
+    needs = {"frobenius_sq": f"potential={potential!r}"} if potential in ("noisy", "scaled") else {}
+    if potential == "inflated":
+        needs.update({m: "potential='inflated'" for m in ("spectral_trace", "output_spectral_apply")})
+    check_operator(op, dtype, y.device, needs)
     device = y.device
     use_triton = _backend.use_triton(backend, device, "afdps.sample")
     seeds = per_image_seeds(seed, y.shape[0])
@@ -573,6 +578,12 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     k, x, logw = state.k, state.x, state.logw
     prior, op, sched, timer, yb = plan.prior, plan.op, plan.prior.schedule, plan.timer, plan.y
     B, N, event = plan.batch, plan.num_particles, plan.event
+    if not 0 <= k < plan.num_steps:
+        raise ValueError(f"the state has taken {k} of the plan's {plan.num_steps} steps; a finished run goes to "
+                         "finish(state, plan)" if k >= plan.num_steps else f"the state's step count is {k}")
+    if tuple(x.shape) != (B, N, *event):
+        raise ValueError(f"the state's particles have shape {tuple(x.shape)}, the plan's are {(B, N, *event)} (images, "
+                         "particles, event): step a state with the plan init() made it from")
     D = math.prod(event)
     t, tn = plan.times[k], plan.times[k + 1]
     h = t - tn
@@ -889,6 +900,10 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
     """
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(k, state, info), got {type(callback).__name__}")
+    profile = _check_flag("profile", profile)
+    cuda_graph = _check_flag("cuda_graph", cuda_graph)
+    if progress is not None:
+        progress = _check_flag("progress", progress)  # None: a bar when stderr is a terminal
     if potential is None:
         potential = default_potential(method, check_real("eta", eta, low=0.0), bool(cuda_graph))
     plan = prepare(prior, op, y, sigma_y, method=method, potential=potential, eta=eta, num_particles=num_particles,

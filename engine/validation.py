@@ -25,9 +25,19 @@ def check_choice(name: str, value, allowed) -> str:
     return value
 
 
+def _number(value):
+    """A 0-d tensor or array (``torch.tensor(0.05)``, ``np.array(3)``) as the Python number it holds; anything
+    else as it is (a boolean one stays a tensor, and is refused as a bool would be)."""
+    if not isinstance(value, numbers.Number) and getattr(value, "ndim", None) == 0 and hasattr(value, "item") \
+            and "bool" not in str(getattr(value, "dtype", "")):
+        return value.item()
+    return value
+
+
 def check_int(name: str, value, minimum: int) -> int:
-    """``value`` as an int if it is an integer ``>= minimum`` (not a bool; ``16.0`` is accepted), else
-    ``ValueError``."""
+    """``value`` as an int if it is an integer ``>= minimum`` (not a bool; ``16.0`` and 0-d tensors are accepted),
+    else ``ValueError``."""
+    value = _number(value)
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
         and int(value) == value and value >= minimum
     if not ok:
@@ -38,7 +48,8 @@ def check_int(name: str, value, minimum: int) -> int:
 def check_real(name: str, value, *, low: float | None = None, high: float | None = None, positive: bool = False,
                allowed: str | None = None) -> float:
     """``value`` as a float if it is a finite real number (not a bool) in ``[low, high]`` (``> 0`` if
-    ``positive``), else ``ValueError`` naming it and what is allowed."""
+    ``positive``), else ``ValueError`` naming it and what is allowed. A 0-d tensor or array counts as its number."""
+    value = _number(value)
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
     ok = ok and (low is None or value >= low) and (high is None or value <= high) and (not positive or value > 0)
     if not ok:
@@ -57,10 +68,17 @@ def per_image_seeds(seed, B: int) -> list[int]:
     def is_int(v):
         return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
+    def in_range(seeds):
+        bad = [v for v in seeds if not 0 <= v < 2**64]
+        if bad:  # the Philox key takes 64 bits: seed 2**64 would silently be seed 0
+            raise ValueError(f"seed must be in [0, 2**64), got {bad[0]!r}")
+        return seeds
+
     if seed is None:
         return [int(torch.randint(0, 2**63 - 1, (), generator=torch.default_generator))] * B
+    seed = _number(seed)
     if is_int(seed):
-        return [int(seed)] * B
+        return in_range([int(seed)] * B)
     if isinstance(seed, (str, bytes)) or not hasattr(seed, "__iter__"):
         raise ValueError(f"seed must be an int, a sequence of one int per image, or None, got {seed!r}")
     seeds = list(seed)
@@ -68,7 +86,7 @@ def per_image_seeds(seed, B: int) -> list[int]:
     if bad:
         raise ValueError(f"seed must be an int, a sequence of one int per image, or None; the sequence holds "
                          f"{bad[0]!r}")
-    seeds = [int(v) for v in seeds]
+    seeds = in_range([int(v) for v in seeds])
     if len(seeds) != B:
         raise ValueError(f"seed must be an int or one int per image ({B}), got {len(seeds)} seeds")
     return seeds

@@ -127,3 +127,98 @@ def test_numpy_integers_and_numpy_results():
     assert afdps.load_mnist_test(np.int64(3))[0].shape == (3, 1, 28, 28)
     r = afdps.sample(GM, A2, Y2.numpy(), 0.5, num_particles=4, num_steps=2, seed=0)
     assert isinstance(r.dead, np.ndarray) and isinstance(r.mean, np.ndarray) and r.dead.tolist() == [0, 0]
+
+
+# ---- a user's own operator (a third audit): refused before any work, in one sentence naming the method ----------
+M2 = torch.tensor([[1.0, 0.5]])
+
+
+class _Mine(ops.LinearOperator):
+    """A user's 1x2 operator with only the two methods every run needs."""
+    input_shape, output_shape = (2,), (1,)
+
+    def A(self, x):
+        return x @ M2.to(x).T
+
+    def A_adjoint(self, v):
+        return v @ M2.to(v)
+
+
+class _WithTrace(_Mine):
+    def frobenius_sq(self):
+        return float(M2.square().sum())
+
+
+def test_own_operator_with_A_and_its_adjoint_runs_the_default_and_matches_dense():
+    """A and A_adjoint alone run the default (FK, the Tweedie potential, conjugate-gradient guidance); with
+    frobenius_sq the SDE with "scaled" runs too. Same seeds, implicit guidance: the user's operator and Dense give
+    the same particles (the same arithmetic up to float32 rounding)."""
+    for op, kw in ((_Mine(), {}), (_WithTrace(), dict(eta=1.0, potential="scaled"))):
+        mine = afdps.sample(GM, op, Y2, 0.5, num_particles=4, num_steps=2, seed=0, guidance="implicit", **kw)
+        dense = afdps.sample(GM, A2, Y2, 0.5, num_particles=4, num_steps=2, seed=0, guidance="implicit", **kw)
+        torch.testing.assert_close(mine.particles, dense.particles, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op,kw,exc,msg", [
+    (object(), {}, TypeError, "op must have A, A_adjoint"),  # check_problem's attribute test comes first
+    (type("Duck", (), {"A": lambda s, x: x, "A_adjoint": lambda s, y: y, "input_shape": (2,), "output_shape": (2,)})(),
+     {}, TypeError, "op must be an afdps.ops.LinearOperator: subclass it"),
+    (type("NoAdjoint", (ops.LinearOperator,), {"input_shape": (2,), "output_shape": (1,),
+                                               "A": _Mine.A})(),
+     {}, TypeError, "NoAdjoint does not implement A_adjoint, which every run needs"),
+    (_Mine(), dict(eta=1.0, potential="scaled"), TypeError, "_Mine does not implement frobenius_sq, which "
+                                                             "potential='scaled' needs"),
+    (type("Wide", (_Mine,), {"A": lambda s, x: torch.cat([x @ M2.to(x).T] * 2, -1)})(), {}, ValueError,
+     r"Wide.A returned \(1, 2\) for a batch of one; \(1, \*output_shape\) = \(1, 1\) is needed"),
+    (type("Off", (_Mine,), {"A_adjoint": lambda s, v: 1.01 * (v @ M2.to(v))})(), {}, ValueError,
+     "Off.A_adjoint is not the adjoint of Off.A: for a random x"),
+    (type("F64", (_Mine,), {"A": lambda s, x: x @ M2.double().T})(), {}, ValueError,
+     "F64.A failed on a float32 batch of shape \\(1, 2\\) on cpu \\(RuntimeError"),
+])
+def test_own_operator_faults_are_named(op, kw, exc, msg):
+    with pytest.raises(exc, match=msg):
+        afdps.sample(GM, op, Y2 if tuple(getattr(op, "output_shape", (1,))) == (1,) else torch.zeros(2, 2), 0.5,
+                     num_particles=4, num_steps=2, seed=0, **kw)
+
+
+def test_inflated_names_the_spectral_method_it_lacks():
+    class Spectral(_WithTrace):  # diagonalises A^T A but lacks the trace and the output-side function
+        def spectral_apply(self, v, fn):
+            return A2.spectral_apply(v, fn)
+
+    with pytest.raises(TypeError, match="Spectral does not implement spectral_trace, which potential='inflated'"):
+        afdps.sample(GM, Spectral(), Y2, 0.5, num_particles=4, num_steps=2, seed=0, potential="inflated", eta=1.0)
+    assert ops.LinearOperator.frobenius_sq is not _WithTrace.frobenius_sq
+    assert A2.frobenius_sq() == pytest.approx(1.25)
+
+
+def test_stepping_past_the_end_or_with_another_plan_is_refused():
+    from afdps.engine.sampler import init, prepare, step
+
+    plan = prepare(GM, A2, Y2, 0.5, num_particles=4, num_steps=2, seed=0)
+    state = init(plan)
+    for _ in range(2):
+        state, _ = step(state, plan)
+    with pytest.raises(ValueError, match="the state has taken 2 of the plan's 2 steps; a finished run goes to finish"):
+        step(state, plan)
+    other = prepare(GM, A2, Y2, 0.5, num_particles=8, num_steps=2, seed=0)
+    with pytest.raises(ValueError, match=r"the state's particles have shape \(2, 4, 2\), the plan's are \(2, 8, 2\)"):
+        step(init(plan), other)
+
+
+@pytest.mark.parametrize("name,value", [("profile", "no"), ("progress", "yes"), ("cuda_graph", 0)])
+def test_more_flags_must_be_bools(name, value):
+    with pytest.raises(ValueError, match=f"^{name} must be True or False, got"):
+        _sample(**{name: value})
+
+
+def test_zero_d_tensors_are_numbers_and_seeds_have_64_bits():
+    plain = _sample()
+    same = afdps.sample(GM, A2, Y2, torch.tensor(0.5), num_particles=np.array(4), num_steps=torch.tensor(2),
+                        seed=torch.tensor(0))
+    assert torch.equal(plain.particles, same.particles)
+    for bad in (2**64, -1, [0, 2**70]):
+        with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\), got"):
+            _sample(seed=bad)
+    with pytest.raises(ValueError, match="sigma_y must be a positive finite number"):
+        afdps.sample(GM, A2, Y2, torch.tensor(True))

@@ -254,3 +254,29 @@ def test_diversity_mnist_writes_a_row_per_variant(tmp_path):
     assert "| dps | 1 |" in (tmp_path / "diversity.md").read_text() and float(rows[1]["psnr_mean"]) > 0
     with pytest.raises(SystemExit, match="unknown variant 'fk x2'"):
         diversity_mnist.main(["--variants", "fk x2", "--out", str(tmp_path)])
+
+
+def test_smoke_rows_stay_out_of_the_results_and_unknown_variants_are_named(monkeypatch):
+    """A smoke run (CPU, interpreter timings) appends CSV rows only into an AFDPS_BENCH_RESULTS folder, never into
+    the committed bench/results/; --variants with a name the benchmark lacks is refused, not silently empty."""
+    import argparse
+    sys.path.insert(0, str(ROOT))
+    from bench import runner
+
+    monkeypatch.delenv("AFDPS_BENCH_RESULTS", raising=False)
+    args = argparse.Namespace(smoke=True, no_csv=False)
+    assert not runner.writes_csv(args) and runner.writes_csv(argparse.Namespace(smoke=False, no_csv=False))
+    monkeypatch.setenv("AFDPS_BENCH_RESULTS", "/tmp/x")
+    assert runner.writes_csv(args) and not runner.writes_csv(argparse.Namespace(smoke=True, no_csv=True))
+    with pytest.raises(ValueError, match="--variants nope: demo's variants are torch_unfused"):
+        runner.run_case("demo", "c", "4", "float32", 1, {"torch_unfused": lambda: 0}, "cpu", rep_ms=1,
+                        env={"device": "cpu"}, only=["nope"])
+
+
+def test_throughput_names_the_failure_of_its_child(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), AFDPS_BENCH_RESULTS=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "bench.bench_throughput", "--particles", "2", "--steps", "1",
+                          "--potentials", "bogus", "--device", "cpu"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "potential bogus, N = 2 failed: ValueError: potential='bogus' is not one of" in out.stderr, out.stderr

@@ -48,6 +48,35 @@ class _Opaque(ops.LinearOperator):
         return 1.0
 
 
+class _Duck:  # A and A_adjoint, not a LinearOperator
+    input_shape, output_shape = (2,), (1,)
+    A, A_adjoint = _Opaque.A, _Opaque.A_adjoint
+
+
+class _NoAdjoint(ops.LinearOperator):
+    input_shape, output_shape, A = (2,), (1,), _Opaque.A
+
+
+class _Wide(_Opaque):
+    def A(self, x):
+        return x
+
+
+class _OffAdjoint(_Opaque):
+    def A_adjoint(self, v):
+        return 2 * super().A_adjoint(v)
+
+
+class _NoTrace(ops.LinearOperator):
+    input_shape, output_shape, A, A_adjoint = (2,), (1,), _Opaque.A, _Opaque.A_adjoint
+
+
+def _past_the_end():
+    from afdps.engine.sampler import init, prepare, step
+    plan = prepare(GM, A2, Y2, 0.5, num_particles=4, num_steps=1, seed=0)
+    step(step(init(plan), plan)[0], plan)
+
+
 class _WrongShapeScore:
     event_shape, schedule = (2,), afdps.VPSchedule()
 
@@ -127,6 +156,15 @@ def _api_cases(tmp):
         ("sample", "a prior whose score has the wrong shape", _s(prior=_WrongShapeScore())),
         ("sample", "cuda_graph=True on the CPU", _s(cuda_graph=True, backend="torch")),
         ("sample", "num_particles=10**12 (memory)", _s(num_particles=10**12)),
+        ("sample", "an operator that is not a LinearOperator", _s(op=_Duck())),
+        ("sample", "an operator without A_adjoint", _s(op=_NoAdjoint())),
+        ("sample", "an operator whose A returns another shape", _s(op=_Wide())),
+        ("sample", "an operator whose A_adjoint is not A's adjoint", _s(op=_OffAdjoint())),
+        ("sample", "an operator without frobenius_sq, potential='scaled'", _s(op=_NoTrace(), eta=1.0,
+                                                                               potential="scaled")),
+        ("sample", "seed=2**64", _s(seed=2**64)),
+        ("sample", "profile='no'", _s(profile="no")),
+        ("sample", "one step past the last", _past_the_end),
         ("dps", "zeta=-1", lambda: dps(GM, A2, Y2, 0.5, num_steps=2, zeta=-1)),
         ("dps", "num_steps=0", lambda: dps(GM, A2, Y2, 0.5, num_steps=0)),
         ("dps", "num_samples=0", lambda: dps(GM, A2, Y2, 0.5, num_steps=2, num_samples=0)),

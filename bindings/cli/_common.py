@@ -66,7 +66,7 @@ def _number(kind, test, allowed):
 
 positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
-seed_int = _number(int, lambda v: -2**63 <= v < 2**63, "an integer seed")
+seed_int = _number(int, lambda v: 0 <= v < 2**63, "an integer seed in [0, 2**63)")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
 unit_float = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
