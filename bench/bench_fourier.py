@@ -43,11 +43,21 @@ EVENT_FULL = (3, 256, 256)
 KERNEL_FULL = 61
 
 
+
+def _odd_size(text: str) -> int:
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 3 or k % 2 == 0:
+        raise argparse.ArgumentTypeError(f"must be an odd integer >= 3, got {text!r}")
+    return k
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     runner.add_common_args(parser)
     parser.add_argument("--particles", type=int, nargs="*", default=None)
-    parser.add_argument("--kernel-size", type=int, default=None, help="odd blur kernel size (default 61)")
+    parser.add_argument("--kernel-size", type=_odd_size, default=None, help="odd blur kernel size >= 3 (default 61)")
     return parser.parse_args(argv)
 
 

@@ -105,6 +105,13 @@ def main(argv=None) -> int:
         return 0
     per = _per_image(args.folders)
     tasks = list(dict.fromkeys(t for rows in per.values() for t, _ in rows))
+    ran = sorted({m for rows in per.values() for _, m in rows})
+    for spec in (args.a, args.b):
+        method, _, folder = spec.partition("@")
+        if folder and not any(Path(f) == Path(folder) for f in per):
+            raise SystemExit(f"compare_eval: {spec}: {folder} is not one of the folders given ({', '.join(per)})")
+        if method not in ran:  # (an empty table would look like "nothing to compare")
+            raise SystemExit(f"compare_eval: {spec}: no such method in these folders; they ran {', '.join(ran)}")
     lines = [f"| task | images | PSNR mean {args.a} | PSNR mean {args.b} | {args.a} - {args.b} (paired) | "
              f"accuracy best {args.a} | accuracy best {args.b} | {args.a} - {args.b} (paired) | labels / image ({args.a}) |"
              f" any particle right ({args.a}) |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -24,6 +24,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ def device_name(device: torch.device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} threads)"
+    threads = torch.get_num_threads()  # the threads torch runs with, not the machine's cores
+    return f"cpu ({platform.processor() or platform.machine()}, {threads} thread{'s' if threads != 1 else ''})"
 
 
 def environment(device) -> dict:
@@ -328,7 +330,10 @@ def run_rows_case(name: str, rows: int, event, dtype: str, nbytes: int, variants
 def prepare(args) -> tuple[torch.device, dict, bool]:
     """``(device, environment stamp, whether the Triton kernels can run there)`` for a benchmark's ``args``."""
     device = resolve_device(args)
-    return device, environment(device), triton_available(device)[0]
+    ok, why = triton_available(device)
+    if not ok:  # say so: the table would only lack the rows
+        print(f"bench: the triton variants are not run on {device}: {why}", file=sys.stderr, flush=True)
+    return device, environment(device), ok
 
 
 def row_shapes(args, rows_full, event_full) -> tuple[tuple, tuple, int]:

@@ -21,8 +21,9 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 
 from afdps import VESchedule, load_classifier, load_mnist_test, load_prior  # noqa: E402
-from afdps.engine.evaluate import csv_text, evaluate  # noqa: E402
-from afdps.engine.sampler import DEFAULT_CORRECTOR_SNR  # noqa: E402
+from afdps.engine.evaluate import METHODS, TASKS, csv_text, evaluate  # noqa: E402
+from afdps.engine.potentials import POTENTIALS  # noqa: E402
+from afdps.engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS  # noqa: E402
 from afdps.cli._common import format_snr, snr_schedule  # noqa: E402
 from afdps.engine.io import markdown_table, write_text  # noqa: E402
 
@@ -51,10 +52,17 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--out", default="bench/results/sweep_mnist")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for opt, allowed in (("tasks", TASKS), ("methods", PARTICLE_METHODS), ("potentials", POTENTIALS),
+                         ("temperings", TEMPERINGS)):
+        bad = [v for v in getattr(args, opt).split(",") if v not in allowed]
+        if bad:  # one line before any work, not a traceback from the first evaluate() call
+            p.error(f"--{opt} {bad[0]!r}: choose from {', '.join(allowed)}")
+    return args
 
 
 SCHEDULES = ("vp", "ve-edm")
+PARTICLE_METHODS = tuple(m for m in METHODS if m != "dps")  # (DPS: --dps)
 COLS = ["task", "device", "schedule", "method", "potential", "tempering", "time_power", "corrector_snr", "ess_threshold", "nfe", "psnr_mean", "psnr_mean_se", "psnr_best",
         "accuracy_best", "accuracy_mean", "accuracy_any", "labels_distinct", "final_ess", "s_per_image"]
 

@@ -183,6 +183,21 @@ def test_compare_eval_paired_differences(tmp_path, capsys):
     row = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| box")][0]
     # paired differences 1, 0, 2: mean 1, standard error sqrt(1 / 3) = 0.58; accuracy 2/3 against 1/3
     assert "| 18.00 ± 1.15 | 17.00 ± 1.53 | +1.00 ± 0.58 | 0.67 | 0.33 | +0.33 ± 0.33 |" in row
+    with pytest.raises(SystemExit, match="nosuch: no such method in these folders; they ran dps, fk"):
+        compare_eval.main([folder, "--b", "nosuch"])  # (it printed an empty table and exited 0)
+
+
+def test_sweep_mnist_and_bench_fourier_refuse_bad_options_in_one_line(capsys):
+    sys.path.insert(0, str(ROOT))
+    from bench import bench_fourier, sweep_mnist
+    for argv, msg in ((["--methods", "bogus"], "--methods 'bogus': choose from afdps-sde, afdps-ode, fk"),
+                      (["--tasks", "box,blurr"], "--tasks 'blurr': choose from")):
+        with pytest.raises(SystemExit):
+            sweep_mnist.parse_args(argv)
+        assert msg in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_fourier.main(["--kernel-size", "4"])
+    assert "must be an odd integer >= 3, got '4'" in capsys.readouterr().err
 
 
 def test_compare_eval_two_runs_of_one_method(tmp_path, capsys):
