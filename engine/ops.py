@@ -341,13 +341,14 @@ def check_operator(op, dtype=torch.float32, device=None, needs: dict | None = No
         if not _implements(op, method):
             raise TypeError(f"{name} does not implement {method}, which {why} needs (afdps.ops.LinearOperator "
                             "lists what an operator provides)")
-    x = torch.randn((1, *op.input_shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # batch dims (images, particles) as the sampler passes them: (B, N, *input_shape)
+    x = torch.randn((1, 1, *op.input_shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = x.to(device=device, dtype=dtype)
     with torch.no_grad():
         Ax = _call(name, "A", op.A, x)
-        _check_shape(name, "A", Ax, (1, *op.output_shape), "output_shape")
+        _check_shape(name, "A", Ax, (1, 1, *op.output_shape), "output_shape")
         AtAx = _call(name, "A_adjoint", op.A_adjoint, Ax)
-        _check_shape(name, "A_adjoint", AtAx, (1, *op.input_shape), "input_shape")
+        _check_shape(name, "A_adjoint", AtAx, (1, 1, *op.input_shape), "input_shape")
     Ax, AtAx, x = Ax.double(), AtAx.double(), x.double()
     lhs, rhs = float(Ax.square().sum()), float((x * AtAx).sum())
     scale = float(x.norm() * AtAx.norm())
@@ -368,7 +369,8 @@ def _call(name, what, fn, v):
 def _check_shape(name, what, got, want, attr):
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != want:
         shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-        raise ValueError(f"{name}.{what} returned {shape} for a batch of one; (1, *{attr}) = {want} is needed")
+        raise ValueError(f"{name}.{what} returned {shape} for one image's one particle; (1, 1, *{attr}) = {want} is "
+                         "needed (batch dims: images, particles)")
 
 
 class Blur(LinearOperator):

@@ -169,11 +169,11 @@ def test_own_operator_with_A_and_its_adjoint_runs_the_default_and_matches_dense(
     (_Mine(), dict(eta=1.0, potential="scaled"), TypeError, "_Mine does not implement frobenius_sq, which "
                                                              "potential='scaled' needs"),
     (type("Wide", (_Mine,), {"A": lambda s, x: torch.cat([x @ M2.to(x).T] * 2, -1)})(), {}, ValueError,
-     r"Wide.A returned \(1, 2\) for a batch of one; \(1, \*output_shape\) = \(1, 1\) is needed"),
+     r"Wide.A returned \(1, 1, 2\) for one image's one particle; \(1, 1, \*output_shape\) = \(1, 1, 1\) is needed"),
     (type("Off", (_Mine,), {"A_adjoint": lambda s, v: 1.01 * (v @ M2.to(v))})(), {}, ValueError,
      "Off.A_adjoint is not the adjoint of Off.A: for a random x"),
     (type("F64", (_Mine,), {"A": lambda s, x: x @ M2.double().T})(), {}, ValueError,
-     "F64.A failed on a float32 batch of shape \\(1, 2\\) on cpu \\(RuntimeError"),
+     "F64.A failed on a float32 batch of shape \\(1, 1, 2\\) on cpu \\(RuntimeError"),
 ])
 def test_own_operator_faults_are_named(op, kw, exc, msg):
     with pytest.raises(exc, match=msg):
