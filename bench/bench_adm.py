@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import os
 import re
 import statistics
 import sys
@@ -455,7 +456,10 @@ def main(argv=None) -> int:
                 except Exception as exc:
                     print(f"profile failed: {type(exc).__name__}: {exc}", flush=True)
                     status = 1
-    if args.csv:
+    if args.csv and args.smoke and not os.environ.get("AFDPS_BENCH_RESULTS"):
+        print("bench_adm: --smoke writes CSV rows only into $AFDPS_BENCH_RESULTS, not beside bench/results/adm.csv's "
+              "measurements", file=sys.stderr)
+    elif args.csv:
         from bench.runner import append_csv, environment
 
         env = environment(device)

@@ -36,7 +36,7 @@ STEP = dict(f=-5.0, g2=10.0, v2=10.0, eta=1.0, h=0.005, lam=1.0, lap_mu=1.0e6, e
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    runner.add_common_args(parser)
+    runner.add_common_args(parser, variants=("torch_unfused", "torch_compile", "triton_fused", "triton_graph"))
     parser.add_argument("--rows", type=int, nargs="*", default=None, help="B*N values (default: 16 64 256 1024)")
     parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
     parser.add_argument("--block", type=int, default=None, help="pixels per program of the fused kernel (tuning)")

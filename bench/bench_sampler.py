@@ -73,7 +73,7 @@ def one(N: int, size: int, steps: int, device, backend: str, cuda_graph: bool = 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    runner.add_common_args(p, variants=False, compiled=False)
+    runner.add_common_args(p, compiled=False)
     p.add_argument("--particles", type=int, nargs="*", default=[16, 64, 256])
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)

@@ -318,19 +318,22 @@ def _implements(op, name: str) -> bool:
     return getattr(type(op), name, None) is not getattr(LinearOperator, name, None)
 
 
-# Tolerance of the adjoint test, in units of the dtype's epsilon: ||A x||^2 - <x, A^T (A x)> relative to
-# ||x|| ||A^T A x|| (>= ||A x||^2), for one random x. Measured 2026-12-06: the shipped operators (every eval task
-# at 1x28x28 and 3x256x256, a valid blur, a dense 5x3, the identity) at most 0.21 epsilons in float32 and float64;
-# the Gaussian blur's adjoint scaled by 1.001 gave 1,116 float32 epsilons (3x256x256).
-ADJOINT_EPS = 1000
+# Tolerance of the adjoint test: ||A x||^2 - <x, A^T (A x)>, relative to ||A x||^2, for one random x per image.
+# Measured 2026-12-06: the shipped operators (every eval task at 1x28x28 and 3x256x256, a valid blur, a dense 5x3,
+# the identity) stay below 2e-7 in float32 and float64; an adjoint scaled by 1.001 gives 1e-3, by 1.01 1e-2.
+# TF32 arithmetic (GPU convolutions and matmuls round their inputs to 2**-11 relative; emulated on a dense 5x3
+# by truncating A's and A^T's inputs to 10 mantissa bits: at most 4.2e-4 over 20 matrices) passes, and so does an
+# operator that computes in float32 within a float64 run: what this test is for is a wrong adjoint (a kernel not
+# flipped, a missing normalisation, the wrong shape of a transpose), which misses by far more.
+ADJOINT_RTOL = 5e-3
 
 
-def check_operator(op, dtype=torch.float32, device=None, needs: dict | None = None) -> None:
+def check_operator(op, dtype=torch.float32, device=None, needs: dict | None = None, batch: int = 1) -> None:
     """Refuse an operator the sampler cannot use, before any work, in one sentence: not a
     :class:`LinearOperator`; a method it lacks (``A``, ``A_adjoint``, and ``needs``: ``{method: what needs it}``);
-    ``A`` or ``A_adjoint`` returning another shape than ``output_shape`` / ``input_shape``; or an ``A_adjoint`` that
-    is not ``A``'s adjoint (``||A x||^2 = <x, A^T A x>`` for one random ``x`` in ``dtype``, within ``ADJOINT_EPS``
-    epsilons)."""
+    ``A`` or ``A_adjoint`` returning another shape than ``(batch, 1, *output_shape)`` / ``(batch, 1,
+    *input_shape)`` for particles of ``batch`` images; or an ``A_adjoint`` that is not ``A``'s adjoint
+    (``||A x||^2 = <x, A^T A x>`` to ``ADJOINT_RTOL`` relative, for one random ``x`` per image in ``dtype``)."""
     if not isinstance(op, LinearOperator):
         raise TypeError(f"op must be an afdps.ops.LinearOperator: subclass it, set input_shape and output_shape and "
                         f"implement A and A_adjoint (README, 'Your own operator'); got {type(op).__name__}")
@@ -341,21 +344,22 @@ def check_operator(op, dtype=torch.float32, device=None, needs: dict | None = No
         if not _implements(op, method):
             raise TypeError(f"{name} does not implement {method}, which {why} needs (afdps.ops.LinearOperator "
                             "lists what an operator provides)")
-    # batch dims (images, particles) as the sampler passes them: (B, N, *input_shape)
-    x = torch.randn((1, 1, *op.input_shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # batch dims (images, particles) as the sampler passes them: (B, N, *input_shape); in the caller's grad mode
+    # (an adjoint may be computed by autograd)
+    x = torch.randn((batch, 1, *op.input_shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = x.to(device=device, dtype=dtype)
-    with torch.no_grad():
-        Ax = _call(name, "A", op.A, x)
-        _check_shape(name, "A", Ax, (1, 1, *op.output_shape), "output_shape")
-        AtAx = _call(name, "A_adjoint", op.A_adjoint, Ax)
-        _check_shape(name, "A_adjoint", AtAx, (1, 1, *op.input_shape), "input_shape")
-    Ax, AtAx, x = Ax.double(), AtAx.double(), x.double()
+    Ax = _call(name, "A", op.A, x)
+    _check_shape(name, "A", Ax, (batch, 1, *op.output_shape), "output_shape")
+    AtAx = _call(name, "A_adjoint", op.A_adjoint, Ax.detach())
+    _check_shape(name, "A_adjoint", AtAx, (batch, 1, *op.input_shape), "input_shape")
+    Ax, AtAx, x = Ax.detach().double(), AtAx.detach().double(), x.double()
     lhs, rhs = float(Ax.square().sum()), float((x * AtAx).sum())
-    scale = float(x.norm() * AtAx.norm())
-    if not abs(lhs - rhs) <= ADJOINT_EPS * torch.finfo(dtype).eps * scale:
-        raise ValueError(f"{name}.A_adjoint is not the adjoint of {name}.A: for a random x, ||A x||^2 = {lhs:.6g} but "
-                         f"<x, A_adjoint(A x)> = {rhs:.6g} (they must agree to {ADJOINT_EPS} {str(dtype)[6:]} epsilons "
-                         f"of ||x|| ||A_adjoint(A x)|| = {scale:.4g})")
+    # relative to ||A x||^2; where A x = 0 (an operator that observes nothing) A^T A x must be 0 too
+    norm = lhs if lhs > 0 else float(x.norm() * AtAx.norm())
+    gap = abs(lhs - rhs) / norm if norm > 0 else 0.0
+    if not gap <= ADJOINT_RTOL:
+        raise ValueError(f"{name}.A_adjoint is not the adjoint of {name}.A: for random x, ||A x||^2 and "
+                         f"<x, A_adjoint(A x)> differ by {gap:.3g} of the first (at most {ADJOINT_RTOL:g} is allowed)")
 
 
 def _call(name, what, fn, v):
@@ -369,7 +373,7 @@ def _call(name, what, fn, v):
 def _check_shape(name, what, got, want, attr):
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != want:
         shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-        raise ValueError(f"{name}.{what} returned {shape} for one image's one particle; (1, 1, *{attr}) = {want} is "
+        raise ValueError(f"{name}.{what} returned {shape} for one particle of each image; (B, 1, *{attr}) = {want} is "
                          "needed (batch dims: images, particles)")
 
 

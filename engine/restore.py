@@ -282,8 +282,8 @@ def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
                 used.add(key)
         factor = None if "factor" not in spec else _manifest_int(spec["factor"], "factor", where)
         job_seed = _manifest_int(row["seed"], "seed", where) if "seed" in row else seed_of(name, seed)
-        if not -2**63 <= job_seed < 2**63:
-            raise ValueError(f"{where}: seed must be a 64-bit integer, got {job_seed}")
+        if not 0 <= job_seed < 2**63:  # the command line's range; afdps.sample refuses negative seeds
+            raise ValueError(f"{where}: seed must be an integer in [0, 2**63), got {job_seed}")
         sig = _manifest_sigma(row.get("sigma_y", defaults.get("sigma_y", 0.05)), where)
         if task is not None:
             check_job(Job(p, task, name, spec.get("kernel"), spec.get("mask"), factor, sig, job_seed), where)

@@ -495,7 +495,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     needs = {"frobenius_sq": f"potential={potential!r}"} if potential in ("noisy", "scaled") else {}
     if potential == "inflated":
         needs.update({m: "potential='inflated'" for m in ("spectral_trace", "output_spectral_apply")})
-    check_operator(op, dtype, y.device, needs)
+    check_operator(op, dtype, y.device, needs, batch=y.shape[0])
     device = y.device
     use_triton = _backend.use_triton(backend, device, "afdps.sample")
     seeds = per_image_seeds(seed, y.shape[0])

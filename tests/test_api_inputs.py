@@ -169,16 +169,40 @@ def test_own_operator_with_A_and_its_adjoint_runs_the_default_and_matches_dense(
     (_Mine(), dict(eta=1.0, potential="scaled"), TypeError, "_Mine does not implement frobenius_sq, which "
                                                              "potential='scaled' needs"),
     (type("Wide", (_Mine,), {"A": lambda s, x: torch.cat([x @ M2.to(x).T] * 2, -1)})(), {}, ValueError,
-     r"Wide.A returned \(1, 1, 2\) for one image's one particle; \(1, 1, \*output_shape\) = \(1, 1, 1\) is needed"),
+     r"Wide.A returned \(2, 1, 2\) for one particle of each image; \(B, 1, \*output_shape\) = \(2, 1, 1\) is "
+     "needed"),
     (type("Off", (_Mine,), {"A_adjoint": lambda s, v: 1.01 * (v @ M2.to(v))})(), {}, ValueError,
-     "Off.A_adjoint is not the adjoint of Off.A: for a random x"),
+     r"Off.A_adjoint is not the adjoint of Off.A: for random x, \|\|A x\|\|\^2 and <x, A_adjoint\(A x\)> differ by "
+     r"0.01 of the first \(at most 0.005 is allowed\)"),
     (type("F64", (_Mine,), {"A": lambda s, x: x @ M2.double().T})(), {}, ValueError,
-     "F64.A failed on a float32 batch of shape \\(1, 1, 2\\) on cpu \\(RuntimeError"),
+     "F64.A failed on a float32 batch of shape \\(2, 1, 2\\) on cpu \\(RuntimeError"),
 ])
 def test_own_operator_faults_are_named(op, kw, exc, msg):
     with pytest.raises(exc, match=msg):
         afdps.sample(GM, op, Y2 if tuple(getattr(op, "output_shape", (1,))) == (1,) else torch.zeros(2, 2), 0.5,
                      num_particles=4, num_steps=2, seed=0, **kw)
+
+
+def test_an_autograd_adjoint_and_per_image_operators_pass_the_check():
+    """The check runs in the caller's grad mode, so an adjoint computed by autograd (a common way to write one)
+    passes, as it runs in the sampler; an operator holding one buffer per image (shape (B, 1, ...)) gets a probe of
+    one particle per image, as the sampler's batches are."""
+    class Autograd(_Mine):
+        def A_adjoint(self, v):
+            x = torch.zeros(*v.shape[:-1], 2, dtype=v.dtype, requires_grad=True)
+            return torch.autograd.grad(self.A(x), x, v)[0]
+
+    class PerImage(_Mine):  # image b's measurement weighted by w[b]
+        w = torch.tensor([1.0, 2.0]).reshape(2, 1, 1)
+
+        def A(self, x):
+            return self.w.to(x) * super().A(x)
+
+        def A_adjoint(self, v):
+            return super().A_adjoint(self.w.to(v) * v)
+
+    for op in (Autograd(), PerImage()):
+        assert torch.isfinite(afdps.sample(GM, op, Y2, 0.5, num_particles=4, num_steps=2, seed=0).mean).all()
 
 
 def test_inflated_names_the_spectral_method_it_lacks():

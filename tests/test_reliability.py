@@ -100,6 +100,7 @@ def _files(tmp):
     np.save(tmp / "empty.npy", np.zeros((0, 28)))
     (tmp / "notimg.png").write_text("not an image")
     for name, row in (("seed.jsonl", {"path": "x.png", "task": "box", "seed": 1.5}),
+                      ("negseed.jsonl", {"path": "x.png", "task": "box", "seed": -7}),
                       ("factor.jsonl", {"path": "x.png", "task": "sr4", "factor": 2.5}),
                       ("sigma.jsonl", {"path": "x.png", "task": "box", "sigma_y": True}),
                       ("kernel.jsonl", {"path": "x.png", "task": "box", "kernel": "k.npy"})):
@@ -223,6 +224,7 @@ def _api_cases(tmp):
         ("restore", "a mask file that is not an image", lambda: rs.read_mask(tmp / "notimg.png", (28, 28))),
         ("restore", "sigma_y 'auto' for a 1x1 measurement", lambda: rs.estimate_sigma(torch.zeros(1, 1, 1))),
         ("restore", "a manifest seed of 1.5", lambda: rs.jobs_from_manifest(tmp / "seed.jsonl", defaults={})),
+        ("restore", "a manifest seed of -7", lambda: rs.jobs_from_manifest(tmp / "negseed.jsonl", defaults={})),
         ("restore", "a manifest factor of 2.5", lambda: rs.jobs_from_manifest(tmp / "factor.jsonl", defaults={})),
         ("restore", "a manifest sigma_y of true", lambda: rs.jobs_from_manifest(tmp / "sigma.jsonl", defaults={})),
         ("restore", "a manifest kernel for task box", lambda: rs.jobs_from_manifest(tmp / "kernel.jsonl", defaults={})),
