@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["atomic_write", "write_text", "write_json", "save_torch", "save_png", "progress_bar", "NullBar", "LineBar",
-           "markdown_table", "content_digest"]
+           "markdown_table", "content_digest", "checkpoint_changed"]
 
 
 def atomic_write(path, write) -> None:
@@ -77,6 +77,13 @@ def content_digest(path, digits: int = 16) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:digits]
+
+
+def checkpoint_changed(name, what: str, then: str, now: str) -> ValueError:
+    """The error of a resumed run whose checkpoint ``name`` has other bytes (:func:`content_digest` ``then`` and
+    ``now``) than when ``what`` (the earlier run, or one of its images) used it."""
+    return ValueError(f"--resume: the checkpoint {name!r} changed since {what} used it (sha256 {then}... then, "
+                      f"{now}... now: retrained or replaced in place); choose another --out")
 
 
 def save_png(image, path) -> None:

@@ -48,7 +48,7 @@ from . import ops
 from .data import IMAGE_SUFFIXES, NPY_RANGE, open_image, read_image  # noqa: F401  (read_image: this module's API too)
 from .distributed import shard
 from .evaluate import make_operator
-from .io import atomic_write, progress_bar, save_png, write_json, write_text
+from .io import atomic_write, checkpoint_changed, progress_bar, save_png, write_json, write_text
 from .lpips import MIN_SIZE
 from .metrics import psnr, ssim
 from .plots import ess_plot
@@ -885,10 +885,11 @@ def _check_resumed(out: Path, jobs: list[Job], done: dict, settings: dict, run_o
         want.update({k: v for k, v in settings.items() if k not in UNCOMPARED and k in old})
         had.update({k: v for k, v in old.items() if k not in UNCOMPARED and k in settings})
         differ = [k for k in want if k in had and not _same(had[k], want[k])]
+        if "prior_sha256" in had and "prior" in differ and "prior_sha256" not in differ:
+            differ.remove("prior")  # the same bytes under another path or name (moved, or the shipped file's path)
         if differ == ["prior_sha256"]:
-            raise ValueError(f"--resume: the checkpoint {want.get('prior', '')!r} changed since {job.name} in {str(out)!r} was "
-                             f"restored with it (sha256 {had['prior_sha256']}... then, {want['prior_sha256']}... now: "
-                             "retrained or replaced in place); choose another --out")
+            raise checkpoint_changed(want.get("prior", ""), f"{job.name} in {str(out)!r}", had["prior_sha256"],
+                                     want["prior_sha256"])
         if differ:
             what = ", ".join(f"{k} {had[k]!r} then, {want[k]!r} now" for k in differ[:3])
             raise ValueError(f"--resume: {job.name} in {str(out)!r} was restored with other settings ({what}"

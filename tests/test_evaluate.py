@@ -225,10 +225,22 @@ def test_a_path_to_the_shipped_prior_is_the_shipped_prior_and_a_replaced_one_is_
     assert json.loads((tmp_path / "fresh" / "settings.json").read_text())["dps_zeta"] == 1.0
     assert cli.main(argv + ["--resume"]) == 2
     assert f"the checkpoint {str(ckpt)!r} changed since the run in" in capsys.readouterr().err
-    (tmp_path / "other.pt").write_bytes((ROOT / "bindings" / "data" / "mnist_prior.pt").read_bytes())
-    assert cli.main(argv[:argv.index("--prior")] + ["--prior", str(tmp_path / "other.pt")] + argv[argv.index("--prior") + 2:]
-                    + ["--resume"]) == 2
+    def prior(path):
+        at = argv.index("--prior")
+        return argv[:at] + ["--prior", str(path)] + argv[at + 2:] + ["--resume", "--num-images", "2"]
+
+    (tmp_path / "retrained.pt").write_bytes(ckpt.read_bytes())
+    assert cli.main(prior(tmp_path / "retrained.pt")) == 2  # other bytes under another name: another setting
     assert "the settings differ from those of the run in" in capsys.readouterr().err
+    # the run's bytes under another path (moved), or the shipped name for them: the same checkpoint, and the run
+    # keeps the name it started with
+    (tmp_path / "moved.pt").write_bytes((ROOT / "bindings" / "data" / "mnist_prior.pt").read_bytes())
+    assert cli.main(prior(tmp_path / "moved.pt")) == 0
+    assert f"has the bytes of {ckpt}, which the run in" in capsys.readouterr().out
+    rows = _rows(tmp_path / "out" / "results.csv")
+    assert [r["prior"] for r in rows] == [str(ckpt)] and rows[0]["images"] == "2", rows
+    assert json.loads((tmp_path / "out" / "settings.json").read_text())["prior"] == str(ckpt)
+    assert cli.main(prior("mnist")[:-2] + ["--num-images", "3"]) == 0
 
 
 def test_resume_runs_only_the_missing_images(tmp_path, monkeypatch):

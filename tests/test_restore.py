@@ -265,6 +265,14 @@ def test_resume_refuses_a_checkpoint_replaced_in_place(digits, tmp_path, capsys)
     assert cli.main(["restore", str(digits / "in"), *opts, "--resume"]) == 2
     err = capsys.readouterr().err
     assert f"the checkpoint {str(ckpt.resolve())!r} changed since d1 in" in err and rec["prior_sha256"] in err, err
+    # the journaled bytes under another path (moved), or the shipped name for them: the same checkpoint
+    moved = tmp_path / "moved.pt"
+    moved.write_bytes((ROOT / "bindings" / "data" / "mnist_prior.pt").read_bytes())
+    assert cli.main(["restore", str(digits / "in" / "d1.png"), str(digits / "in" / "d2.png"), *opts[:-1], str(moved),
+                     "--resume"]) == 0
+    assert cli.main(["restore", str(digits / "in"), *opts[:-2], "--prior", "mnist", "--resume"]) == 0
+    recs = [json.loads(line) for line in (tmp_path / "out" / "journal.jsonl").read_text().splitlines()]
+    assert len({r["prior_sha256"] for r in recs}) == 1 and len(recs) == len(list((digits / "in").iterdir())), recs
 
 
 def test_image_modes_are_read_on_their_range(tmp_path):

@@ -17,7 +17,7 @@ from ..api import load_classifier, load_mnist_test, load_prior
 from ..engine.data import load_image_folder
 from ..engine.distributed import env_world
 from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows
-from ..engine.io import write_json, write_text
+from ..engine.io import checkpoint_changed, write_json, write_text
 from ..engine.potentials import POTENTIALS
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
 from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, format_snr, fraction_float, nonneg_float,
@@ -144,9 +144,12 @@ def run(args) -> int:
         ran_on = old.pop(IMAGE_HASHES, None)  # runs before 2026-12-06 did not record their images
         ran_with = old.pop(PRIOR_HASH, None)  # runs before 802ec81 (2026-12-06) did not record their checkpoint's bytes
         if ran_with is not None and ran_with != digest and old.get("prior") == settings.get("prior"):
-            raise ValueError(f"--resume: the checkpoint {args.prior!r} changed since the run in {str(out)!r} used it "
-                             f"(sha256 {ran_with}... then, {digest}... now: retrained or replaced in place); "
-                             "choose another --out")  # (another --prior is a differing setting, below)
+            raise checkpoint_changed(args.prior, f"the run in {str(out)!r}", ran_with, digest)
+        if ran_with == digest and old.get("prior") != settings.get("prior"):
+            # the same bytes, moved or named otherwise (the shipped name, or its file's path): the same checkpoint,
+            # recorded under the name the run started with (other bytes under another name differ as a setting)
+            print(f"afdps eval: --prior {args.prior} has the bytes of {old.get('prior')}, which the run in {out}/ used")
+            settings["prior"] = old.get("prior")
         changed = [i for i, (a, b) in enumerate(zip(ran_on or [], hashes)) if a != b]
         if changed:
             raise ValueError(f"--resume: image {changed[0]} ({len(changed)} in all) is not the image the run in "
@@ -173,7 +176,7 @@ def run(args) -> int:
         for r in summary:
             r.update({"device": name, "sigma_y": args.sigma_y, "tempering": args.tempering,
                       **({"tempering_ess": args.tempering_ess} if args.tempering.startswith("adaptive") else {}),
-                      "time_power": args.time_power, "seed": args.seed, "prior": args.prior})
+                      "time_power": args.time_power, "seed": args.seed, "prior": settings["prior"]})
             if r["method"] == "dps":
                 r["dps_zeta"] = args.dps_zeta
             else:
@@ -182,7 +185,7 @@ def run(args) -> int:
                 r.update(corrector_steps=args.corrector_steps, corrector=args.corrector,
                          corrector_snr=format_snr(args.corrector_snr))
         done = "" if len(summary) == planned else f" (partial: {len(summary)} of {planned} task x method rows)"
-        header = (f"# afdps eval: prior {args.prior}, {len(images)} images, sigma_y {args.sigma_y}, device {name}, "
+        header = (f"# afdps eval: prior {settings['prior']}, {len(images)} images, sigma_y {args.sigma_y}, device {name}, "
                   f"{time.perf_counter() - t0:.0f} s{' in this invocation (resumed)' if previous else ''}{done}\n\nParticle methods: tempering {args.tempering}, potential {args.potential}, time grid "
                   f"power {args.time_power:g}, resampling below ESS/N {args.ess_threshold:g}; afdps-ode: {args.corrector_steps} Langevin step(s), rule {args.corrector}, r = "
                   f"{format_snr(args.corrector_snr)}; dps: zeta = {args.dps_zeta:g}, one sample per image, no weights (best = "
