@@ -153,7 +153,7 @@ class LinearOperator:
     def frobenius_sq(self) -> float:
         """``||A||_F^2 = trace(A^T A)`` (by default ``spectral_trace`` of the identity; for a small operator
         ``float(op.to_matrix().square().sum())``)."""
-        if _implements(self, "spectral_trace"):
+        if _implements(self, DERIVED["frobenius_sq"]):
             return float(self.spectral_trace(lambda e: e))
         raise NotImplementedError(f"{type(self).__name__} implements neither frobenius_sq() (trace(A^T A)) nor "
                                   "spectral_trace(fn)")
@@ -318,12 +318,21 @@ def _implements(op, name: str) -> bool:
     return getattr(type(op), name, None) is not getattr(LinearOperator, name, None)
 
 
+# methods the base class derives from another one an operator implements: trace(A^T A) = spectral_trace(identity)
+DERIVED = {"frobenius_sq": "spectral_trace"}
+
+
+def _provides(op, name: str) -> bool:
+    """Whether ``op`` can run ``name``: it implements it, or what :class:`LinearOperator` derives it from."""
+    return _implements(op, name) or (name in DERIVED and _implements(op, DERIVED[name]))
+
+
 # Tolerance of the adjoint test: ||A x||^2 - <x, A^T (A x)>, relative to ||A x||^2, for one random x per image.
 # Measured 2026-12-06: the shipped operators (every eval task at 1x28x28 and 3x256x256, a valid blur, a dense 5x3,
 # the identity) stay below 2e-7 in float32 and float64; an adjoint scaled by 1.001 gives 1e-3, by 1.01 1e-2.
 # TF32 arithmetic (GPU convolutions and matmuls round their inputs to 2**-11 relative; emulated on a dense 5x3
 # by truncating A's and A^T's inputs to 10 mantissa bits: at most 4.2e-4 over 20 matrices) passes, and so does an
-# operator that computes in float32 within a float64 run: what this test is for is a wrong adjoint (a kernel not
+# operator that computes in float32 inside and returns float64 in a float64 run: what this test is for is a wrong adjoint (a kernel not
 # flipped, a missing normalisation, the wrong shape of a transpose), which misses by far more.
 ADJOINT_RTOL = 5e-3
 
@@ -339,9 +348,7 @@ def check_operator(op, dtype=torch.float32, device=None, needs: dict | None = No
                         f"implement A and A_adjoint (README, 'Your own operator'); got {type(op).__name__}")
     name = type(op).__name__
     for method, why in {"A": "every run", "A_adjoint": "every run", **(needs or {})}.items():
-        if method == "frobenius_sq" and _implements(op, "spectral_trace"):
-            continue
-        if not _implements(op, method):
+        if not _provides(op, method):
             raise TypeError(f"{name} does not implement {method}, which {why} needs (afdps.ops.LinearOperator "
                             "lists what an operator provides)")
     # batch dims (images, particles) as the sampler passes them: (B, N, *input_shape); in the caller's grad mode
@@ -349,9 +356,9 @@ def check_operator(op, dtype=torch.float32, device=None, needs: dict | None = No
     x = torch.randn((batch, 1, *op.input_shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = x.to(device=device, dtype=dtype)
     Ax = _call(name, "A", op.A, x)
-    _check_shape(name, "A", Ax, (batch, 1, *op.output_shape), "output_shape")
+    _check_output(name, "A", Ax, (batch, 1, *op.output_shape), "output_shape", x)
     AtAx = _call(name, "A_adjoint", op.A_adjoint, Ax.detach())
-    _check_shape(name, "A_adjoint", AtAx, (batch, 1, *op.input_shape), "input_shape")
+    _check_output(name, "A_adjoint", AtAx, (batch, 1, *op.input_shape), "input_shape", x)
     Ax, AtAx, x = Ax.detach().double(), AtAx.detach().double(), x.double()
     lhs, rhs = float(Ax.square().sum()), float((x * AtAx).sum())
     # relative to ||A x||^2; where A x = 0 (an operator that observes nothing) A^T A x must be 0 too
@@ -370,11 +377,17 @@ def _call(name, what, fn, v):
                          f"({type(exc).__name__}: {exc})") from exc
 
 
-def _check_shape(name, what, got, want, attr):
+def _check_output(name, what, got, want, attr, like):
     if not isinstance(got, torch.Tensor) or tuple(got.shape) != want:
         shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
         raise ValueError(f"{name}.{what} returned {shape} for one particle of each image; (B, 1, *{attr}) = {want} is "
                          "needed (batch dims: images, particles)")
+    # another dtype would silently change the run's precision (float32 values in a float64 run) or promote the
+    # particles (a float64 result in a float32 run); another device fails later, deep in a step
+    if got.dtype != like.dtype or got.device != like.device:
+        raise ValueError(f"{name}.{what} returned {str(got.dtype)[6:]} on {got.device} for {str(like.dtype)[6:]} "
+                         f"particles on {like.device}; an operator returns its input's dtype and device (cast inside "
+                         f"{what}, or run with the dtype it computes in)")
 
 
 class Blur(LinearOperator):

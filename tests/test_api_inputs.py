@@ -176,6 +176,11 @@ def test_own_operator_with_A_and_its_adjoint_runs_the_default_and_matches_dense(
      r"0.01 of the first \(at most 0.005 is allowed\)"),
     (type("F64", (_Mine,), {"A": lambda s, x: x @ M2.double().T})(), {}, ValueError,
      "F64.A failed on a float32 batch of shape \\(2, 1, 2\\) on cpu \\(RuntimeError"),
+    # another dtype back: a float32 run's particles promoted to float64, or a float64 run computed in float32
+    (type("Up", (_Mine,), {"A": lambda s, x: x.double() @ M2.double().T})(), {}, ValueError,
+     "Up.A returned float64 on cpu for float32 particles on cpu; an operator returns its input's dtype and device"),
+    (type("Down", (_Mine,), {"A_adjoint": lambda s, v: v.float() @ M2})(), dict(dtype=torch.float64), ValueError,
+     "Down.A_adjoint returned float32 on cpu for float64 particles on cpu; an operator returns its input's dtype"),
 ])
 def test_own_operator_faults_are_named(op, kw, exc, msg):
     with pytest.raises(exc, match=msg):
