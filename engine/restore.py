@@ -38,6 +38,7 @@ import os
 import signal
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 
 from . import ops
-from .data import IMAGE_SUFFIXES, NPY_RANGE, open_image, read_image  # noqa: F401  (read_image: this module's API too)
+from .data import IMAGE_SUFFIXES, NPY_RANGE, WIDE_MODES, load_npy, open_image, read_image  # noqa: F401  (read_image: this module's API too)
 from .distributed import shard
 from .evaluate import make_operator
 from .io import atomic_write, checkpoint_changed, progress_bar, save_png, write_json, write_text
@@ -107,7 +108,10 @@ def read_kernel(path, flip: bool = False) -> torch.Tensor:
 def _read_kernel(path: str, flip: bool, size: int, mtime_ns: int) -> torch.Tensor:
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        k = np.load(path, allow_pickle=False).astype(np.float64)
+        k = load_npy(path, "kernel")
+        if k.dtype.kind not in "biuf":
+            raise ValueError(f"kernel {str(path)!r} holds {k.dtype} data; expected real numbers")
+        k = k.astype(np.float64)
     else:
         k = np.asarray(open_image(path, "kernel").convert("F"), dtype=np.float64)
     if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
@@ -119,39 +123,75 @@ def _read_kernel(path: str, flip: bool, size: int, mtime_ns: int) -> torch.Tenso
 
 
 def read_mask(path, shape) -> torch.Tensor:
-    """A 0/1 mask ``(H, W)`` from a binary image or ``.npy`` (non-zero = observed), of ``shape``."""
+    """A 0/1 mask ``(H, W)`` of ``shape`` from an image or ``.npy``: observed where the value is at least half the
+    mask's largest (white on black, and 0/1 or 0/255 arrays alike; a JPEG's noise or anti-aliased edges near black
+    stay unobserved). Colour images are read as gray (alpha dropped); negative or non-finite values are refused."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no mask file at {str(path)!r}")
     if path.suffix.lower() == ".npy":
-        m = np.load(path, allow_pickle=False)
+        m = load_npy(path, "mask")
+        if m.dtype.kind not in "biuf":
+            raise ValueError(f"mask {str(path)!r} holds {m.dtype} data; expected 0/1 or 0..255 values")
     else:
-        m = np.asarray(open_image(path, "mask").convert("L"))
-    m = (np.asarray(m) != 0).astype(np.float64)
+        im = open_image(path, "mask")
+        m = np.asarray(im if im.mode in WIDE_MODES else im.convert("L"))
+    m = np.asarray(m, dtype=np.float64)
     if m.shape != tuple(shape):
         raise ValueError(f"mask {str(path)!r} has shape {m.shape}; the measurement is {tuple(shape)}")
-    return torch.from_numpy(m)
+    if not np.isfinite(m).all() or (m < 0).any():
+        raise ValueError(f"mask {str(path)!r} has negative or non-finite values; a mask is 0 where unobserved and "
+                         "1 (or 255, white) where observed")
+    top = float(m.max()) if m.size else 0.0
+    return torch.from_numpy((m >= top / 2).astype(np.float64) if top > 0 else np.zeros_like(m))
+
+
+INPUT_SUFFIXES = IMAGE_SUFFIXES + (".npy",)
+
+
+def _is_input(f: Path) -> bool:
+    """Whether a folder's or a pattern's file is a measurement: an image or ``.npy`` suffix, and not hidden (dot
+    files, such as the ``._a.png`` metadata macOS leaves beside ``a.png``)."""
+    return f.is_file() and f.suffix.lower() in INPUT_SUFFIXES and not f.name.startswith(".")
 
 
 def _expand(inputs) -> list[Path]:
+    """The measurement files of ``inputs``: files as named (whatever their names hold, ``[`` included), the
+    measurements of folders and glob patterns (:func:`_is_input`), each file once."""
     files = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES + (".npy",))
+            files += sorted(f for f in p.iterdir() if _is_input(f))
+        elif p.is_file():
+            files.append(p)
         elif any(ch in str(item) for ch in "*?["):
             matched = sorted(Path().glob(str(item))) if not p.is_absolute() else sorted(
                 Path(p.anchor).glob(str(p.relative_to(p.anchor))))
+            matched = [f for f in matched if _is_input(f)]
             if not matched:
-                raise FileNotFoundError(f"the pattern {str(item)!r} matches no file")
+                raise FileNotFoundError(f"the pattern {str(item)!r} matches no measurement file (images "
+                                        f"{', '.join(INPUT_SUFFIXES)}; hidden files are skipped)")
             files += matched
-        elif p.is_file():
-            files.append(p)
         else:
             raise FileNotFoundError(f"no measurement file or folder at {str(item)!r}")
     if not files:
         raise FileNotFoundError(f"no measurement images in {', '.join(map(str, inputs))}")
+    seen = set()
+    for f in files:
+        if f.resolve() in seen:
+            raise ValueError(f"the measurement {str(f)!r} is given twice (as a file and in a folder or pattern, or "
+                             "twice by name): list each image once")
+        seen.add(f.resolve())
     return files
+
+
+def _check_name(name: str, where: str) -> str:
+    """An image's name names its output folder in ``--out``: not one of the run's own files there."""
+    if name == "index.html" or (name.startswith("journal") and name.endswith(".jsonl")):
+        raise ValueError(f"{where}: the name {name!r} is taken by the run's own files in --out (index.html, "
+                         "journal*.jsonl): rename the file, or give the image a name in a --manifest")
+    return name
 
 
 def _unique_names(paths) -> list[str]:
@@ -164,7 +204,7 @@ def _unique_names(paths) -> list[str]:
     if dup:
         raise ValueError(f"several inputs would be named {dup[:3]}: rename them or list them in a --manifest with "
                          "a name column")
-    return names
+    return [_check_name(n, str(p)) for n, p in zip(names, paths)]
 
 
 MASK_TASKS = ("box", "random70", "denoise")
@@ -227,13 +267,13 @@ def _manifest_sigma(value, where: str):
 
 def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
     """Jobs from a JSON-lines or CSV file with columns ``path, task, kernel, mask, factor, sigma_y, seed``
-    (and optionally ``name``); empty cells take ``defaults``; relative paths are relative to the file. A default
-    kernel, mask or factor applies to the rows whose task uses it (:func:`check_job`), and is refused if no row
-    does."""
+    (and optionally ``name``); empty cells take ``defaults``; a row's relative paths are relative to the file (a
+    default's, from the command line, to the working folder). A default kernel, mask or factor applies to the rows
+    whose task uses it (:func:`check_job`), and is refused if no row does."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no manifest file at {str(path)!r}")
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a byte-order mark
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(text.splitlines())
         rows = list(reader)
@@ -264,21 +304,26 @@ def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
         row = {k: v for k, v in row.items() if v not in (None, "")}
         if "path" not in row:
             raise ValueError(f"{where} has no path")
+        for key in ("path", "kernel", "mask", "name", "task"):
+            if key in row and not isinstance(row[key], str):
+                raise ValueError(f"{where}: {key} must be text ({'a file path' if key in ('path', 'kernel', 'mask') else 'a string'}), "
+                                 f"got {row[key]!r}")
 
-        def rel(v):
+        def rel(v):  # a row's file: relative to the manifest's folder
             return None if v is None else str(Path(v) if Path(v).is_absolute() else path.parent / v)
 
         p = rel(row["path"])
         name = str(row.get("name") or Path(p).stem)
         if any(sep in name for sep in ("/", "\\")) or name in (".", "..") or not name.strip():
             raise ValueError(f"{where}: the name {name!r} must be a plain file name")
+        _check_name(name, where)
         task = row.get("task", defaults.get("task"))
         spec = {}
         for key, tasks in (("kernel", ("blur",)), ("mask", MASK_TASKS), ("factor", ("sr4",))):
             if key in row:
-                spec[key] = row[key]
+                spec[key] = row[key] if key == "factor" else rel(row[key])
             elif defaults.get(key) is not None and task in tasks:
-                spec[key] = defaults[key]
+                spec[key] = defaults[key]  # the command line's: relative to the working folder, as given
                 used.add(key)
         factor = None if "factor" not in spec else _manifest_int(spec["factor"], "factor", where)
         job_seed = _manifest_int(row["seed"], "seed", where) if "seed" in row else seed_of(name, seed)
@@ -287,7 +332,7 @@ def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
         sig = _manifest_sigma(row.get("sigma_y", defaults.get("sigma_y", 0.05)), where)
         if task is not None:
             check_job(Job(p, task, name, spec.get("kernel"), spec.get("mask"), factor, sig, job_seed), where)
-        jobs.append(Job(p, task, name, rel(spec.get("kernel")), rel(spec.get("mask")), factor, sig, job_seed))
+        jobs.append(Job(p, task, name, spec.get("kernel"), spec.get("mask"), factor, sig, job_seed))
     for key in ("kernel", "mask", "factor"):  # (rows without a task: the caller reports them first)
         if defaults.get(key) is not None and key not in used and all(j.task is not None for j in jobs):
             raise ValueError(f"--{key} was given, but no row of manifest {str(path)!r} without its own {key} has a "
@@ -418,7 +463,17 @@ class TiledResult:
 def tile_geometry(job: Job, measured_shape, event_shape, *, boundary: str = "valid", kernel_flip: bool = False):
     """``(m, scale, pad, make_op)`` of a tiled job: measurement tiles of ``m = (mh, mw)`` pixels map to scene
     tiles of the prior's size at ``scale`` times their offset (the scene is ``scale * measurement + 2 pad``);
-    ``make_op(top, left)`` is the operator of the tile at that measurement offset."""
+    ``make_op(top, left)`` is the operator of the tile at that measurement offset. A measurement smaller than one
+    tile along an axis is refused."""
+    m, scale, pad, make_op = _tile_parts(job, measured_shape, event_shape, boundary, kernel_flip)
+    h, w = measured_shape[-2:]
+    if h < m[0] or w < m[1]:
+        raise ValueError(f"{job.name}: {h}x{w} is larger than the prior's frame along one axis and smaller than one "
+                         f"{m[0]}x{m[1]} tile along the other; crop it to fit the frame or use a prior of its size")
+    return m, scale, pad, make_op
+
+
+def _tile_parts(job: Job, measured_shape, event_shape, boundary: str, kernel_flip: bool):
     C, H, W = event_shape
     task = job.task
     if task in BLUR_TASKS:
@@ -475,9 +530,6 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
     C, H, W = event
     (mh, mw), scale, (ph, pw), make_op = tile_geometry(job, y.shape, event, boundary=boundary, kernel_flip=kernel_flip)
     h, w = y.shape[-2:]
-    if h < mh or w < mw:
-        raise ValueError(f"{job.name}: {h}x{w} is larger than the prior's frame along one axis and smaller than one "
-                         f"{mh}x{mw} tile along the other; crop it to fit the frame or use a prior of its size")
     rows = tile_offsets(h, mh, int(round(overlap * mh)))
     cols = tile_offsets(w, mw, int(round(overlap * mw)))
     scene = (C, h * scale + 2 * ph, w * scale + 2 * pw)
@@ -588,8 +640,8 @@ def _write_outputs(folder: Path, y, res, window, sample_shape, save_particles: b
 def _index_html(out: Path, records: list[dict]) -> None:
     rows = []
     for r in records:
-        name = html.escape(r["name"])
-        cells = "".join(f'<td><img src="{name}/{f}.png" alt="{f}"></td>' for f in ("measurement", "best", "mean", "std"))
+        name, url = html.escape(r["name"]), html.escape(urllib.parse.quote(r["name"]))  # '#', '?', '%' in a name
+        cells = "".join(f'<td><img src="{url}/{f}.png" alt="{f}"></td>' for f in ("measurement", "best", "mean", "std"))
         size = (f"{r['measured_size']} -> {r['restored_size']}" if r.get("measured_size", r.get("restored_size"))
                 != r.get("restored_size") else r.get("restored_size"))
         extra = [f"size {size}"] if size else []
@@ -640,6 +692,50 @@ def _append_journal(path: Path, record: dict) -> None:
 
 
 # ---- the run -----------------------------------------------------------------------------------------
+
+def _job_sigma(job: Job, y: torch.Tensor) -> float:
+    """The job's noise level: its number, or estimated from its measurement ``y`` for ``"auto"``."""
+    sigma_y = estimate_sigma(y) if job.sigma_y == "auto" else float(job.sigma_y)
+    if not (sigma_y > 0 and math.isfinite(sigma_y)):
+        raise ValueError(f"{job.name}: sigma_y must be positive, got {sigma_y!r}"
+                         + (" (estimated: pass a number with --sigma-y)" if job.sigma_y == "auto" else ""))
+    return sigma_y
+
+
+def check_inputs(jobs: list[Job], event_shape, *, boundary: str = "valid", kernel_flip: bool = False,
+                 reference=None, lpips: bool = False) -> None:
+    """Refuse, before any restoration, the jobs whose inputs would stop a run when their turn came: a measurement,
+    kernel, mask or reference file that cannot be read, a size the policy refuses, a mask of another size, a noise
+    level that cannot be estimated, a reference of neither the restoration's nor the measurement's size. Every job
+    is read and its operator (or its tiles' geometry) built, and every bad one is named in one error (up to five)."""
+    event = tuple(event_shape)
+    bad = []
+    for job in jobs:
+        try:
+            y = read_image(job.path, event[0])
+            _job_sigma(job, y)
+            if needs_tiles(job, y.shape, event, _kernel_size(job, event, boundary, kernel_flip)):
+                (mh, mw), scale, (ph, pw), _ = tile_geometry(job, y.shape, event, boundary=boundary,
+                                                             kernel_flip=kernel_flip)
+                restored = (event[0], y.shape[-2] * scale + 2 * ph, y.shape[-1] * scale + 2 * pw)
+                window_ok = job.task != "sr4"
+            else:
+                op, window = build_operator(job, y.shape, event, kernel_flip=kernel_flip, boundary=boundary)
+                restored, window_ok = (event[0], *window[2:]), isinstance(op, ops.ValidBlur)
+            ref = None if reference is None else _reference(reference, job, event[0])
+            if ref is not None and tuple(ref.shape) != restored and not (window_ok and ref.shape == y.shape):
+                raise ValueError(f"{job.name}: its reference is {tuple(ref.shape)}, the restoration will be "
+                                 f"{restored}" + (f" (and the measured window {tuple(y.shape)})" if window_ok else ""))
+            if lpips and ref is not None and min(ref.shape[-2:]) < MIN_SIZE:
+                raise ValueError(f"{job.name}: LPIPS (AlexNet) needs at least {MIN_SIZE}x{MIN_SIZE} pixels; its "
+                                 f"reference is {ref.shape[-2]}x{ref.shape[-1]} (leave out --lpips)")
+        except (ValueError, OSError) as exc:
+            text = str(exc)
+            bad.append(text if text.startswith(f"{job.name}:") else f"{job.name}: {text}")
+    if bad:
+        raise ValueError(f"{len(bad)} of {len(jobs)} image(s) cannot be restored, so none was run: "
+                         + "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
+
 
 def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None, resume: bool = False,
             save_particles: bool = False, kernel_flip: bool = False, boundary: str = "valid", device=None,
@@ -701,6 +797,8 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     run_opts = {"boundary": boundary, "kernel_flip": bool(kernel_flip), "tile_overlap": tile_overlap,
                 "prior": prior_name, "prior_sha256": prior_digest, "network_dtype": None if torso is None else str(torso).replace("torch.", "")}
     _check_resumed(out, jobs, done, settings, run_opts)  # before the signal handler and the barrier: nothing to undo
+    check_inputs([j for j in jobs if j.name not in done], prior.event_shape, boundary=boundary,
+                 kernel_flip=kernel_flip, reference=reference, lpips=lpips is not None)
     others = sorted(set(done) - {j.name for j in jobs})
     if others and rank == 0:
         log(f"afdps restore: {len(others)} image(s) journaled in {out} are not in this run and stay out of the index: "
@@ -738,10 +836,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                 raise Interrupted(f"stopped by SIGTERM after {n - 1} of {len(todo)} image(s); rerun with --resume")
             t0 = time.perf_counter()
             y = read_image(job.path, event[0])
-            sigma_y = estimate_sigma(y) if job.sigma_y == "auto" else float(job.sigma_y)
-            if not (sigma_y > 0 and math.isfinite(sigma_y)):
-                raise ValueError(f"{job.name}: sigma_y must be positive, got {sigma_y!r}"
-                                 + (" (estimated: pass a number with --sigma-y)" if job.sigma_y == "auto" else ""))
+            sigma_y = _job_sigma(job, y)
             ref = None if reference is None else _reference(reference, job, event[0])
             if reference is not None and ref is None and rank == 0:
                 log(f"afdps restore: {job.name}: no image named {Path(job.path).stem}.* in the reference folder "
@@ -903,10 +998,13 @@ def _ordered(jobs: list[Job], done: dict) -> list[dict]:
 
 
 def _reference(folder, job: Job, channels: int):
-    folder = Path(folder)
-    for f in sorted(folder.glob(Path(job.path).stem + ".*")):
-        if f.suffix.lower() in IMAGE_SUFFIXES + (".npy",):
-            return read_image(f, channels)
-    return None
+    """The clean image of ``job`` in the reference folder: the file with its input's stem and an image or ``.npy``
+    suffix (exactly: ``a.bak.png`` is not ``a``'s), ``None`` if there is none; several are ambiguous."""
+    stem = Path(job.path).stem
+    found = sorted(f for f in Path(folder).iterdir() if f.stem == stem and _is_input(f))
+    if len(found) > 1:
+        raise ValueError(f"{job.name}: the reference folder {str(folder)!r} holds several images named {stem!r} "
+                         f"({', '.join(f.name for f in found)}); keep one")
+    return read_image(found[0], channels, "reference") if found else None
 
 

@@ -188,7 +188,7 @@ def test_manifest_kernels_masks_and_sizes(tmp_path):
     (lambda d: (["--task", "blur", str(d / "small28.png")]), "needs a kernel file"),
     (lambda d: (["--task", "sr4", str(d / "tiny.png")]), "must be 7x7, got 5x5"),
     (lambda d: ([str(d / "small28.png")]), "--task is required"),
-    (lambda d: (["--task", "box", str(d / "nothing*.png")]), "matches no file"),
+    (lambda d: (["--task", "box", str(d / "nothing*.png")]), "matches no measurement file"),
     (lambda d: (["--task", "box", str(d / "small28.png"), "--manifest", str(d / "m.jsonl")]), "not both"),
     (lambda d: (["--manifest", str(d / "bad.jsonl")]), "line 1 is not JSON"),
 ])

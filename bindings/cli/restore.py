@@ -66,7 +66,9 @@ _fraction.__name__ = "a fraction in [0, 1)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("inputs", nargs="*", help="measured images (PNG/JPEG/TIFF/BMP/NPY), folders or glob patterns")
+    p.add_argument("inputs", nargs="*", help="measured images (PNG/JPEG/TIFF/BMP/NPY), folders or glob patterns "
+                   "(of a folder or pattern: those files, hidden ones skipped); every input is read and checked "
+                   "before the first image is restored")
     p.add_argument("--manifest", default=None, help="JSON-lines or CSV file with columns path, task, kernel, mask, "
                    "factor, sigma_y, seed (a different operator per image; empty cells take the options below)")
     p.add_argument("--prior", default="mnist", help="'mnist' (shipped) or a checkpoint path")
@@ -82,8 +84,8 @@ def add_arguments(p) -> None:
                    help="blur boundary: valid (a real photo: the measurement is the part of a larger scene the kernel "
                    "saw whole, at most the prior's size minus the kernel's plus 1; the whole scene is restored) or "
                    "circular (wrap-around; the measurement has the prior's size)")
-    p.add_argument("--mask", default=None, help="mask of --task box, random70 or denoise (binary image or .npy; "
-                   "white = observed; replaces the task's own mask: denoise with a mask inpaints its unobserved "
+    p.add_argument("--mask", default=None, help="mask of --task box, random70 or denoise (image or .npy; "
+                   "observed where at least half its largest value: white on black, 0/1 or 0/255; replaces the task's own mask: denoise with a mask inpaints its unobserved "
                    "pixels)")
     p.add_argument("--factor", type=positive_int, default=None, help="downsampling factor of --task sr4 (default: 4)")
     p.add_argument("--sigma-y", type=_sigma, default=0.05, help="noise std on [-1, 1], or 'auto' to estimate it "
@@ -93,7 +95,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished images")
     p.add_argument("--save-particles", action="store_true", help="also write particles.npz (float16)")
-    p.add_argument("--reference", default=None, help="folder of clean images with the same names (the whole restored scene, or for a "
+    p.add_argument("--reference", default=None, help="folder of clean images with the inputs' file stems (the whole restored scene, or for a "
                    "valid blur the measured window): PSNR/SSIM, and LPIPS with --lpips; an image without one is "
                    "reported and not scored")
     p.add_argument("--lpips", default=None, help="LPIPS weights (a saved lpips.LPIPS(net='alex').state_dict(); "

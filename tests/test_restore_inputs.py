@@ -1,0 +1,219 @@
+"""`afdps restore` on the files users hold (a fourth audit, 2026-12-07): names with glob characters, hidden and
+stray files, the same file twice, names that are the run's own files, manifests from spreadsheets and with a
+command-line kernel, unreadable arrays and images, masks with JPEG noise, EXIF orientation, colour to gray, exact
+reference lookup, links in index.html, and every bad input refused before any image is restored."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from afdps import cli
+from afdps.engine import data
+from afdps.engine import restore as rs
+
+FAST = ["--prior", "mnist", "--particles", "2", "--steps", "3", "--no-progress", "--threads", "1"]
+
+
+def _png(a, path):
+    Image.fromarray(np.asarray(a, dtype=np.uint8)).save(path)
+
+
+def _digit(path, value=128):
+    _png(np.full((28, 28), value), path)
+
+
+# ---- which files a run takes ---------------------------------------------------------------------------------
+
+def test_files_are_taken_by_name_folders_skip_hidden_and_stray_files(tmp_path, monkeypatch):
+    """A file named on the command line is taken whatever its name holds ('[' was read as a glob and refused); a
+    folder or a pattern takes measurement files only, never hidden ones (macOS's '._a.png' metadata was read
+    first and stopped the run; a pattern took .DS_Store and notes.txt)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    for name in ("scan [1].png", "a.png", "._a.png", ".hidden.png"):
+        _digit(tmp_path / "in" / name)
+    (tmp_path / "in" / ".DS_Store").write_bytes(b"\0\1")
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    assert rs._expand(["in/scan [1].png"]) == [Path("in/scan [1].png")]
+    assert [p.name for p in rs._expand(["in"])] == ["a.png", "scan [1].png"]
+    assert [p.name for p in rs._expand(["in/*"])] == ["a.png", "scan [1].png"]
+    with pytest.raises(FileNotFoundError, match="the pattern 'in/\\*.txt' matches no measurement file"):
+        rs._expand(["in/*.txt"])
+
+
+def test_the_same_file_twice_is_named_as_such(tmp_path):
+    (tmp_path / "in").mkdir()
+    _digit(tmp_path / "in" / "gray.png")
+    with pytest.raises(ValueError, match="the measurement .*gray.png' is given twice"):
+        rs._expand([str(tmp_path / "in"), str(tmp_path / "in" / "gray.png")])
+
+
+def test_names_of_the_runs_own_files_are_refused(tmp_path):
+    """An image named index.html or journal*.jsonl would write its folder over the run's index or be read as a
+    journal (it failed with IsADirectoryError after its folder and journal line were written)."""
+    _digit(tmp_path / "index.html.png")
+    with pytest.raises(ValueError, match="the name 'index.html' is taken by the run's own files"):
+        rs.jobs_from_inputs([str(tmp_path / "index.html.png")], task="denoise")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"path": "index.html.png", "name": "journal.x.jsonl"}) + "\n")
+    with pytest.raises(ValueError, match="row 1: the name 'journal.x.jsonl' is taken"):
+        rs.jobs_from_manifest(tmp_path / "m.jsonl", defaults={"task": "denoise"})
+
+
+# ---- manifests ----------------------------------------------------------------------------------------------
+
+def test_manifest_paths_a_command_line_kernel_a_byte_order_mark_and_cell_types(tmp_path, monkeypatch):
+    """A row's files are relative to the manifest; --kernel and --mask from the command line to the working
+    folder (they were joined to the manifest's folder: 'no kernel file at man/k/ok.npy'). A spreadsheet's CSV
+    with a byte-order mark reads; a number where a path belongs is named with its row."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "man").mkdir()
+    _digit(tmp_path / "man" / "a.png")
+    (tmp_path / "man" / "blur.jsonl").write_text(
+        json.dumps({"path": "a.png"}) + "\n" + json.dumps({"path": "a.png", "name": "b", "kernel": "own.npy"}) + "\n")
+    jobs = rs.jobs_from_manifest(tmp_path / "man" / "blur.jsonl", defaults={"task": "blur", "kernel": "k/ok.npy"})
+    assert [j.kernel for j in jobs] == ["k/ok.npy", str(tmp_path / "man" / "own.npy")]
+    (tmp_path / "man" / "sheet.csv").write_bytes("\ufeffpath,task\na.png,denoise\n".encode("utf-8"))
+    assert [j.task for j in rs.jobs_from_manifest(tmp_path / "man" / "sheet.csv", defaults={})] == ["denoise"]
+    for key in ("path", "kernel", "name"):
+        (tmp_path / "man" / "num.jsonl").write_text(json.dumps({"path": "a.png", "task": "blur", key: 5}) + "\n")
+        with pytest.raises(ValueError, match=f"row 1: {key} must be text .*got 5"):
+            rs.jobs_from_manifest(tmp_path / "man" / "num.jsonl", defaults={})
+
+
+# ---- reading files ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content,why", [
+    (b"", "is not a .npy array numpy can read"),
+    (None, "is not a .npy array numpy can read \\(it holds pickled Python objects, not an array\\)"),
+    ("cut", "is not a .npy array numpy can read"),
+])
+def test_unreadable_arrays_are_bad_input_naming_the_file(tmp_path, content, why):
+    """An empty, pickled or cut .npy was numpy's EOFError (exit 1, no file named) or its advice to pass
+    allow_pickle, an option no user of the CLI has."""
+    path = tmp_path / "m.npy"
+    if content is None:
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif content == "cut":
+        np.save(path, np.zeros((28, 28), np.float32))
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        path.write_bytes(content)
+    for read in (lambda: data.read_image(path, 1), lambda: rs.read_mask(path, (28, 28)),
+                 lambda: rs.read_kernel(path)):
+        with pytest.raises(ValueError, match=f"'{path}' {why}"):
+            read()
+
+
+def test_an_image_past_pils_bomb_limit_is_named(tmp_path, monkeypatch):
+    from PIL import Image as PILImage
+    _digit(tmp_path / "big.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)  # 784 pixels: more than twice the limit
+    with pytest.raises(ValueError, match="measurement '.*big.png' is larger than PIL's limit against decompression "
+                                         "bombs .*raise PIL.Image.MAX_IMAGE_PIXELS"):
+        data.read_image(tmp_path / "big.png", 1)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A camera's JPEG stored 20 wide and 28 high with orientation 6 (rotate 90 degrees) is shown 28 wide and 20
+    high; it was read as stored, so outputs came out turned against what the user saw and masks did not fit."""
+    a = np.zeros((28, 20), np.uint8)
+    a[0, :] = 255  # the stored top row: the displayed right column
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(a).save(tmp_path / "cam.jpg", exif=exif, quality=100)
+    x = data.read_image(tmp_path / "cam.jpg", 1)
+    assert tuple(x.shape) == (1, 20, 28)
+    assert x[0, :, -1].mean() > 0.8 and x[0, :, 0].mean() < -0.8  # the bright stored top is now the right edge
+
+
+def test_colour_becomes_gray_the_same_way_for_images_and_arrays():
+    """RGB to one channel is PIL's luma for image files and was the plain mean for .npy arrays."""
+    rgb = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [200, 100, 50]] * 4, np.uint8).reshape(4, 4, 3)
+    tmp = Path(__import__("tempfile").mkdtemp())
+    Image.fromarray(rgb).save(tmp / "c.png")
+    np.save(tmp / "c.npy", rgb.astype(np.float32) / 127.5 - 1)
+    png, npy = data.read_image(tmp / "c.png", 1), data.read_image(tmp / "c.npy", 1)
+    assert (png - npy).abs().max() <= 1 / 127.5 + 1e-6, (png, npy)  # PIL rounds L to 8 bits
+
+
+def test_masks_are_observed_from_half_their_largest_value(tmp_path):
+    """0/1 and 0/255 masks alike; a JPEG's noise in the black hole stays unobserved (any non-zero value counted
+    as observed: 748 observed pixels where 720 were drawn); NaN and negative values are refused."""
+    m = np.zeros((28, 28), np.uint8)
+    m[:, :] = 1
+    m[10:18, 10:18] = 0
+    for scale, name in ((1, "m01.png"), (255, "m255.png")):
+        _png(m * scale, tmp_path / name)
+        assert int(rs.read_mask(tmp_path / name, (28, 28)).sum()) == 720
+    noisy = (m * 240 + np.random.default_rng(0).integers(0, 16, m.shape)).astype(np.uint8)  # 0..15 in the hole
+    _png(noisy, tmp_path / "noisy.png")
+    assert int(rs.read_mask(tmp_path / "noisy.png", (28, 28)).sum()) == 720
+    Image.fromarray(m * 255).save(tmp_path / "m.jpg", quality=75)
+    assert abs(int(rs.read_mask(tmp_path / "m.jpg", (28, 28)).sum()) - 720) <= 8  # the hole's edge may blur
+    for bad in (np.where(m > 0, 1.0, np.nan), m - 1.0):
+        np.save(tmp_path / "bad.npy", bad)
+        with pytest.raises(ValueError, match="has negative or non-finite values"):
+            rs.read_mask(tmp_path / "bad.npy", (28, 28))
+    np.save(tmp_path / "bool.npy", m > 0)
+    assert int(rs.read_mask(tmp_path / "bool.npy", (28, 28)).sum()) == 720
+
+
+# ---- the reference folder and the index ------------------------------------------------------------------
+
+def test_the_reference_is_the_file_with_the_exact_stem(tmp_path):
+    """'a.*' matched a.bak.png, which sorts first: the image was scored against the wrong reference (4.23 dB
+    against 12.32); a file name with '[' was read as a pattern and never found."""
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    _digit(ref / "a.bak.png", 0)
+    _digit(ref / "a.png", 255)
+    _digit(ref / "scan [1].png", 255)
+    for stem in ("a", "scan [1]"):
+        got = rs._reference(ref, rs.Job(str(tmp_path / f"{stem}.png"), "denoise", stem), 1)
+        assert got is not None and float(got.min()) == 1.0, stem
+    assert rs._reference(ref, rs.Job(str(tmp_path / "b.png"), "denoise", "b"), 1) is None
+    _digit(ref / "a.jpg", 255)
+    with pytest.raises(ValueError, match="holds several images named 'a' \\(a.jpg, a.png\\)"):
+        rs._reference(ref, rs.Job(str(tmp_path / "a.png"), "denoise", "a"), 1)
+
+
+def test_index_links_quote_the_image_names(tmp_path):
+    rec = {"name": "scan#2 50%", "task": "denoise", "sigma_y": 0.05, "nfe": 3, "final_ess": 1.0, "wall_s": 0.1}
+    rs._index_html(tmp_path, [rec])
+    page = (tmp_path / "index.html").read_text()
+    assert 'src="scan%232%2050%25/best.png"' in page and "<th>scan#2 50%<br>" in page
+
+
+# ---- every input checked before any work --------------------------------------------------------------------
+
+def test_bad_inputs_are_refused_together_before_any_image_is_restored(tmp_path, capsys):
+    """A corrupt file, a size the policy refuses and a mask of another size were each found only when their
+    turn came, after the images before them (hours of work on a large run), one per attempt, and a resume hit
+    the same file again. Now every one is named in one error and nothing is written."""
+    (tmp_path / "in").mkdir()
+    _digit(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "b.png").write_bytes(b"not a png")
+    _png(np.zeros((10, 30), np.uint8), tmp_path / "in" / "c.png")  # wider than the frame, lower than a tile
+    _digit(tmp_path / "in" / "d.png")
+    out = tmp_path / "out"
+    assert cli.main(["restore", str(tmp_path / "in"), "--task", "denoise", "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "2 of 4 image(s) cannot be restored, so none was run: b: measurement '" in err, err
+    assert "is not an image PIL can read" in err and "c: 10x30 is larger than the prior's frame along one axis" in err
+    assert not (out / "a").exists() and not list(out.glob("journal*"))
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    _digit(ref / "a.png")
+    _png(np.zeros((20, 20), np.uint8), ref / "d.png")
+    mask = np.ones((28, 28), np.uint8)
+    np.save(tmp_path / "mask.npy", mask[:20])
+    argv = ["restore", str(tmp_path / "in" / "a.png"), str(tmp_path / "in" / "d.png"), "--out", str(out), *FAST]
+    assert cli.main(argv + ["--task", "denoise", "--reference", str(ref)]) == 2
+    assert ("1 of 2 image(s) cannot be restored, so none was run: d: its reference is (1, 20, 20), the restoration "
+            "will be (1, 28, 28)") in capsys.readouterr().err
+    assert cli.main(argv + ["--task", "box", "--mask", str(tmp_path / "mask.npy")]) == 2
+    assert "2 of 2 image(s) cannot be restored" in capsys.readouterr().err
+    assert not list(out.iterdir())
