@@ -274,7 +274,8 @@ def load_image_folder(folder, image_shape, num_images: int) -> torch.Tensor:
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {str(folder)!r} does not exist" if not folder.exists() else
                                 f"--images names a folder of images; {str(folder)!r} is a file")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + (".npy",))
+    files = sorted(p for p in folder.iterdir()  # hidden files (macOS's ._a.png beside a.png) are not images
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + (".npy",) and not p.name.startswith("."))
     if len(files) < num_images:
         raise ValueError(f"{str(folder)!r} holds {len(files)} images, --num-images asks for {num_images}")
     C, H, W = image_shape

@@ -336,6 +336,7 @@ def test_image_folder(tmp_path, capsys):
         a = ((d[0].numpy() + 1) * 127.5).round().astype(np.uint8)
         Image.fromarray(a).resize((56, 70)).save(folder / f"{i}.png")  # other size and aspect: resized + cropped
     (folder / "notes.txt").write_text("not an image")
+    (folder / "._0.png").write_bytes(b"macOS metadata, not an image")  # hidden: skipped (it sorted first and failed)
     loaded = load_image_folder(folder, (1, 28, 28), 2)
     assert loaded.shape == (2, 1, 28, 28) and float(loaded.min()) >= -1 and float(loaded.max()) <= 1
     with pytest.raises(ValueError, match="holds 2 images"):
