@@ -187,15 +187,23 @@ def open_image(path: Path, what: str):
 
 
 def load_npy(path: Path, what: str) -> np.ndarray:
-    """A ``.npy`` array (never pickled objects); a file that is not one is bad input naming ``what``."""
+    """A ``.npy`` array (never pickled objects, nor an ``.npz`` archive); a file that is not one is bad input
+    naming ``what``."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head != b"\x93NUMPY":
+        kind = ("an .npz archive" if head.startswith(b"PK") else "empty" if not head else
+                "not in NumPy's .npy format (it lacks the format's header)")
+        raise ValueError(f"{what} {str(path)!r} is {kind}; a .npy file of one array (numpy.save) is needed")
     try:
-        return np.load(path, allow_pickle=False)
+        a = np.load(path, allow_pickle=False)
     except ValueError as exc:
-        why = ("it holds pickled Python objects, not an array" if "allow_pickle" in str(exc) else str(exc))
+        why = ("it holds Python objects, not numbers" if "allow_pickle" in str(exc) else str(exc))
         raise ValueError(f"{what} {str(path)!r} is not a .npy array numpy can read ({why})") from None
     except (EOFError, OSError) as exc:
         raise ValueError(f"{what} {str(path)!r} is not a .npy array numpy can read "
-                         f"({exc or 'the file is empty or cut short'})") from None
+                         f"({exc or 'the file is cut short'})") from None
+    return a
 
 
 # A measurement on [-1, 1] with noise stays within this in all but its extreme pixels (noise of sigma 0.3 on a

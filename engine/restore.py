@@ -16,7 +16,8 @@ Conventions:
   a cross-correlation, as ``torch.nn.functional.conv2d`` computes. deepinv's ``BlurFFT`` (and
   ``scipy.signal.fftconvolve``) apply a true convolution: a kernel of theirs is ``kernel[::-1, ::-1]`` here
   (``kernel_flip=True``).
-- A mask file is a binary image: non-zero (white) pixels are observed.
+- A mask file (an image or ``.npy``) is observed where it is at least half its largest value: white on black, and
+  0/1 or 0/255 alike (:func:`read_mask`).
 - Size policy: the restored image has the prior's size (``sr4``: the measurement is a quarter of it). A
   smaller measurement for denoising or inpainting is centred in the prior's frame with the border
   unobserved (the mask excludes it; the outputs are cropped back). Blur has a real boundary by default
@@ -179,15 +180,20 @@ def _expand(inputs) -> list[Path]:
         raise FileNotFoundError(f"no measurement images in {', '.join(map(str, inputs))}")
     seen = set()
     for f in files:
-        if f.resolve() in seen:
+        where = os.path.abspath(f)  # (a symbolic link is a file of its own: its name names its outputs)
+        if where in seen:
             raise ValueError(f"the measurement {str(f)!r} is given twice (as a file and in a folder or pattern, or "
                              "twice by name): list each image once")
-        seen.add(f.resolve())
+        seen.add(where)
     return files
 
 
 def _check_name(name: str, where: str) -> str:
-    """An image's name names its output folder in ``--out``: not one of the run's own files there."""
+    """An image's name names its output folder in ``--out``: a plain file name (a file ``...png`` has the stem
+    ``..``, which wrote its outputs beside ``--out``), and not one of the run's own files there."""
+    if any(sep in name for sep in ("/", "\\")) or name in (".", "..") or not name.strip():
+        raise ValueError(f"{where}: the name {name!r} must be a plain file name (it names the image's folder in "
+                         "--out): rename the file, or give the image a name in a --manifest")
     if name == "index.html" or (name.startswith("journal") and name.endswith(".jsonl")):
         raise ValueError(f"{where}: the name {name!r} is taken by the run's own files in --out (index.html, "
                          "journal*.jsonl): rename the file, or give the image a name in a --manifest")
@@ -313,10 +319,7 @@ def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
             return None if v is None else str(Path(v) if Path(v).is_absolute() else path.parent / v)
 
         p = rel(row["path"])
-        name = str(row.get("name") or Path(p).stem)
-        if any(sep in name for sep in ("/", "\\")) or name in (".", "..") or not name.strip():
-            raise ValueError(f"{where}: the name {name!r} must be a plain file name")
-        _check_name(name, where)
+        name = _check_name(str(row.get("name") or Path(p).stem), where)
         task = row.get("task", defaults.get("task"))
         spec = {}
         for key, tasks in (("kernel", ("blur",)), ("mask", MASK_TASKS), ("factor", ("sr4",))):
@@ -703,15 +706,18 @@ def _job_sigma(job: Job, y: torch.Tensor) -> float:
 
 
 def check_inputs(jobs: list[Job], event_shape, *, boundary: str = "valid", kernel_flip: bool = False,
-                 reference=None, lpips: bool = False) -> None:
+                 reference=None, lpips: bool = False, out=None) -> None:
     """Refuse, before any restoration, the jobs whose inputs would stop a run when their turn came: a measurement,
     kernel, mask or reference file that cannot be read, a size the policy refuses, a mask of another size, a noise
     level that cannot be estimated, a reference of neither the restoration's nor the measurement's size. Every job
-    is read and its operator (or its tiles' geometry) built, and every bad one is named in one error (up to five)."""
+    is read and its operator (or its tiles' geometry) built, and every bad one is counted in one error that names
+    the first five. With ``out``, an image whose output folder there is a file is refused too."""
     event = tuple(event_shape)
     bad = []
     for job in jobs:
         try:
+            if out is not None and (Path(out) / job.name).exists() and not (Path(out) / job.name).is_dir():
+                raise ValueError(f"{job.name}: its output folder {str(Path(out) / job.name)!r} is a file")
             y = read_image(job.path, event[0])
             _job_sigma(job, y)
             if needs_tiles(job, y.shape, event, _kernel_size(job, event, boundary, kernel_flip)):
@@ -797,8 +803,11 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     run_opts = {"boundary": boundary, "kernel_flip": bool(kernel_flip), "tile_overlap": tile_overlap,
                 "prior": prior_name, "prior_sha256": prior_digest, "network_dtype": None if torso is None else str(torso).replace("torch.", "")}
     _check_resumed(out, jobs, done, settings, run_opts)  # before the signal handler and the barrier: nothing to undo
-    check_inputs([j for j in jobs if j.name not in done], prior.event_shape, boundary=boundary,
-                 kernel_flip=kernel_flip, reference=reference, lpips=lpips is not None)
+    unread = [j for j in jobs if j.name not in done]
+    if len(unread) >= 100 and rank == 0:
+        log(f"afdps restore: reading and checking {len(unread)} inputs before the first image")
+    check_inputs(unread, prior.event_shape, boundary=boundary, kernel_flip=kernel_flip, reference=reference,
+                 lpips=lpips is not None, out=out)
     others = sorted(set(done) - {j.name for j in jobs})
     if others and rank == 0:
         log(f"afdps restore: {len(others)} image(s) journaled in {out} are not in this run and stay out of the index: "
@@ -961,6 +970,12 @@ def _same(had, want) -> bool:
     return had == want
 
 
+def _arch_of(prior) -> str:
+    """The ``--arch`` part of a journaled prior (``"<path> --arch <arch>"``): the same weights under another
+    architecture's config (attention heads, say) compute otherwise."""
+    return str(prior).partition(" --arch ")[2]
+
+
 UNCOMPARED = ("progress",)  # sampler options that change only what is shown
 
 
@@ -980,7 +995,8 @@ def _check_resumed(out: Path, jobs: list[Job], done: dict, settings: dict, run_o
         want.update({k: v for k, v in settings.items() if k not in UNCOMPARED and k in old})
         had.update({k: v for k, v in old.items() if k not in UNCOMPARED and k in settings})
         differ = [k for k in want if k in had and not _same(had[k], want[k])]
-        if "prior_sha256" in had and "prior" in differ and "prior_sha256" not in differ:
+        if "prior_sha256" in had and "prior" in differ and "prior_sha256" not in differ \
+                and _arch_of(had["prior"]) == _arch_of(want["prior"]):
             differ.remove("prior")  # the same bytes under another path or name (moved, or the shipped file's path)
         if differ == ["prior_sha256"]:
             raise checkpoint_changed(want.get("prior", ""), f"{job.name} in {str(out)!r}", had["prior_sha256"],

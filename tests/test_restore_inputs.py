@@ -51,6 +51,13 @@ def test_the_same_file_twice_is_named_as_such(tmp_path):
         rs._expand([str(tmp_path / "in"), str(tmp_path / "in" / "gray.png")])
 
 
+def test_a_symbolic_link_is_an_image_of_its_own(tmp_path):
+    (tmp_path / "in").mkdir()
+    _digit(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "b.png").symlink_to(tmp_path / "in" / "a.png")
+    assert [p.name for p in rs._expand([str(tmp_path / "in")])] == ["a.png", "b.png"]
+
+
 def test_names_of_the_runs_own_files_are_refused(tmp_path):
     """An image named index.html or journal*.jsonl would write its folder over the run's index or be read as a
     journal (it failed with IsADirectoryError after its folder and journal line were written)."""
@@ -60,6 +67,10 @@ def test_names_of_the_runs_own_files_are_refused(tmp_path):
     (tmp_path / "m.jsonl").write_text(json.dumps({"path": "index.html.png", "name": "journal.x.jsonl"}) + "\n")
     with pytest.raises(ValueError, match="row 1: the name 'journal.x.jsonl' is taken"):
         rs.jobs_from_manifest(tmp_path / "m.jsonl", defaults={"task": "denoise"})
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "...png", format="PNG")  # stem '..': outputs
+    # were written beside --out
+    with pytest.raises(ValueError, match="the name '..' must be a plain file name"):
+        rs.jobs_from_inputs([str(tmp_path / "...png")], task="denoise")
 
 
 # ---- manifests ----------------------------------------------------------------------------------------------
@@ -86,16 +97,21 @@ def test_manifest_paths_a_command_line_kernel_a_byte_order_mark_and_cell_types(t
 # ---- reading files ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("content,why", [
-    (b"", "is not a .npy array numpy can read"),
-    (None, "is not a .npy array numpy can read \\(it holds pickled Python objects, not an array\\)"),
+    (b"", "is empty; a .npy file of one array \\(numpy.save\\) is needed"),
+    (b"0.5 0.5\n", "is not in NumPy's .npy format"),
+    ("npz", "is an .npz archive; a .npy file of one array"),
+    ("objects", "is not a .npy array numpy can read \\(it holds Python objects, not numbers\\)"),
     ("cut", "is not a .npy array numpy can read"),
 ])
 def test_unreadable_arrays_are_bad_input_naming_the_file(tmp_path, content, why):
-    """An empty, pickled or cut .npy was numpy's EOFError (exit 1, no file named) or its advice to pass
-    allow_pickle, an option no user of the CLI has."""
+    """An empty, pickled, cut or foreign .npy was numpy's EOFError (exit 1, no file named) or its advice to pass
+    allow_pickle, an option no user of the CLI has; an .npz under a .npy name was an AttributeError (exit 1)."""
     path = tmp_path / "m.npy"
-    if content is None:
+    if content == "objects":
         np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif content == "npz":
+        with open(path, "wb") as f:
+            np.savez(f, a=np.zeros((28, 28)))
     elif content == "cut":
         np.save(path, np.zeros((28, 28), np.float32))
         path.write_bytes(path.read_bytes()[:200])
@@ -129,10 +145,10 @@ def test_exif_orientation_is_applied(tmp_path):
     assert x[0, :, -1].mean() > 0.8 and x[0, :, 0].mean() < -0.8  # the bright stored top is now the right edge
 
 
-def test_colour_becomes_gray_the_same_way_for_images_and_arrays():
+def test_colour_becomes_gray_the_same_way_for_images_and_arrays(tmp_path):
     """RGB to one channel is PIL's luma for image files and was the plain mean for .npy arrays."""
     rgb = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [200, 100, 50]] * 4, np.uint8).reshape(4, 4, 3)
-    tmp = Path(__import__("tempfile").mkdtemp())
+    tmp = tmp_path
     Image.fromarray(rgb).save(tmp / "c.png")
     np.save(tmp / "c.npy", rgb.astype(np.float32) / 127.5 - 1)
     png, npy = data.read_image(tmp / "c.png", 1), data.read_image(tmp / "c.npy", 1)
@@ -217,3 +233,24 @@ def test_bad_inputs_are_refused_together_before_any_image_is_restored(tmp_path, 
     assert cli.main(argv + ["--task", "box", "--mask", str(tmp_path / "mask.npy")]) == 2
     assert "2 of 2 image(s) cannot be restored" in capsys.readouterr().err
     assert not list(out.iterdir())
+    (out / "d").write_text("a file where d's outputs go")
+    assert cli.main(argv + ["--task", "denoise"]) == 2
+    assert f"1 of 2 image(s) cannot be restored, so none was run: d: its output folder '{out / 'd'}' is a file" \
+        in capsys.readouterr().err
+
+
+def test_a_moved_checkpoint_resumes_but_another_arch_for_its_bytes_does_not(tmp_path):
+    """The same bytes under another path are the same prior; under another --arch they are not (the same weights
+    with other attention heads compute otherwise): the journal keeps the arch inside its prior entry."""
+    job = rs.Job(str(tmp_path / "a.png"), "denoise", "a", seed=1)
+    opts = {"boundary": "valid", "kernel_flip": False, "tile_overlap": 0.25, "network_dtype": None,
+            "prior_sha256": "0123456789abcdef"}
+    rec = {"name": "a", **rs._job_spec(job, {**opts, "prior": "/old/w.pt --arch a.json"}, False),
+           "sigma_y": 0.05, "sigma_y_estimated": False, "settings": {}}
+    done = {"a": rec}
+    rs._check_resumed(tmp_path, [job], done, {}, {**opts, "prior": "/new/w.pt --arch a.json"})  # moved: resumes
+    with pytest.raises(ValueError, match="prior '/old/w.pt --arch a.json' then, '/new/w.pt --arch b.json' now"):
+        rs._check_resumed(tmp_path, [job], done, {}, {**opts, "prior": "/new/w.pt --arch b.json"})
+    with pytest.raises(ValueError, match="the checkpoint '/old/w.pt --arch a.json' changed since a in"):
+        rs._check_resumed(tmp_path, [job], done, {}, {**opts, "prior": "/old/w.pt --arch a.json",
+                                                        "prior_sha256": "fedcba9876543210"})

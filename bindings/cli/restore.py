@@ -70,7 +70,9 @@ def add_arguments(p) -> None:
                    "(of a folder or pattern: those files, hidden ones skipped); every input is read and checked "
                    "before the first image is restored")
     p.add_argument("--manifest", default=None, help="JSON-lines or CSV file with columns path, task, kernel, mask, "
-                   "factor, sigma_y, seed (a different operator per image; empty cells take the options below)")
+                   "factor, sigma_y, seed and optionally name (a different operator per image; empty cells take the "
+                   "options below; a row's relative paths are relative to the manifest, the options' to the working "
+                   "folder)")
     p.add_argument("--prior", default="mnist", help="'mnist' (shipped) or a checkpoint path")
     p.add_argument("--arch", default=None,
                    help="architecture of a checkpoint: adm-ffhq256, adm-imagenet256, or a JSON file of its config")
