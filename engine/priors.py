@@ -52,8 +52,22 @@ class GaussianMixture(Prior):
         K, d = self.means.shape
         if tuple(self.covs.shape) != (K, d, d):
             raise ValueError(f"covs must be (K, d, d) = {(K, d, d)}, got {tuple(self.covs.shape)}")
-        if tuple(w.shape) != (K,) or not bool((w > 0).all()):
-            raise ValueError(f"weights must be {K} positive numbers, got {w.tolist()}")
+        if K < 1 or d < 1:
+            raise ValueError(f"means must hold at least one component of at least one dimension, got shape {(K, d)}")
+        if not (bool(torch.isfinite(self.means).all()) and bool(torch.isfinite(self.covs).all())):
+            raise ValueError("means and covs must be finite")
+        if tuple(w.shape) != (K,) or not bool((w > 0).all()) or not bool(torch.isfinite(w).all()):
+            raise ValueError(f"weights must be {K} positive finite numbers, got {w.tolist()}")
+        asym = (self.covs - self.covs.transpose(1, 2)).abs().amax(dim=(1, 2)) / self.covs.abs().amax(dim=(1, 2))
+        if bool((asym > 1e-10).any()):
+            k = int(asym.argmax())
+            raise ValueError(f"covs[{k}] is not symmetric (|S - S^T| / |S| = {float(asym[k]):.3g}); a covariance is "
+                             "symmetric")
+        bad = torch.linalg.cholesky_ex(self.covs).info
+        if bool((bad != 0).any()):
+            k = int(torch.nonzero(bad)[0])
+            raise ValueError(f"covs[{k}] is not positive definite (smallest eigenvalue "
+                             f"{float(torch.linalg.eigvalsh(self.covs[k])[0]):.3g}); add a small multiple of the identity")
         self.weights = w / w.sum()
         self.schedule = schedule if schedule is not None else VPSchedule()
         self.event_shape = (d,)
@@ -184,11 +198,15 @@ class SpectralGaussian(Prior):
     def __init__(self, mean, power, width: int, schedule: Schedule | None = None):
         self.mean_c = torch.as_tensor(np.asarray(mean), dtype=torch.float64).reshape(-1)
         self.power = torch.as_tensor(np.asarray(power), dtype=torch.float64)
+        if self.power.dim() != 3:
+            raise ValueError(f"power must be (C, H, W // 2 + 1), got shape {tuple(self.power.shape)}")
         C, Hh, Wr = self.power.shape
         if Wr != int(width) // 2 + 1 or self.mean_c.shape[0] != C:
             raise ValueError(f"power {tuple(self.power.shape)} does not match width {width} and {self.mean_c.shape[0]} channel means")
-        if not bool((self.power > 0).all()):
-            raise ValueError("power must be positive at every frequency")
+        if not bool(torch.isfinite(self.mean_c).all()):
+            raise ValueError(f"mean must be finite, got {self.mean_c.tolist()}")
+        if not bool((self.power > 0).all()) or not bool(torch.isfinite(self.power).all()):
+            raise ValueError("power must be positive and finite at every frequency")
         self.event_shape = (C, Hh, int(width))
         self.schedule = schedule if schedule is not None else VPSchedule()
         mean_spec = torch.zeros(C, Hh, Wr, dtype=torch.complex128)
@@ -219,10 +237,14 @@ class SpectralGaussian(Prior):
         imgs = [torch.as_tensor(np.asarray(im), dtype=torch.float64) for im in images]
         if not imgs:
             raise ValueError("fit needs at least one image")
-        C = imgs[0].shape[0]
-        for im in imgs:
+        C = imgs[0].shape[0] if imgs[0].dim() == 3 else None
+        for i, im in enumerate(imgs):
             if im.dim() != 3 or im.shape[0] != C or im.shape[1] < Hh or im.shape[2] < Ww:
-                raise ValueError(f"every image must be (C={C}, >= {Hh}, >= {Ww}), got {tuple(im.shape)}")
+                raise ValueError(f"every image must be (C, H, W) with the first's C and H >= {Hh}, W >= {Ww}; image {i} "
+                                 f"is {tuple(im.shape)}" + (" (channels last? pass im.permute(2, 0, 1))"
+                                                            if im.dim() == 3 and im.shape[-1] in (1, 3) else ""))
+            if not bool(torch.isfinite(im).all()):
+                raise ValueError(f"image {i} has non-finite values (NaN or inf)")
         rng = np.random.default_rng(seed)
         mean = torch.stack([im.mean(dim=(1, 2)) for im in imgs]).mean(0)
         acc = torch.zeros(C, Hh, Ww // 2 + 1, dtype=torch.float64)
@@ -327,7 +349,9 @@ class EpsilonModel(Prior):
     Parameters
     ----------
     net : ``torch.nn.Module`` called as ``net(x, timesteps)`` with ``timesteps`` a float tensor of
-        shape ``(batch,)``.
+        shape ``(batch,)``, returning floats of ``x``'s batch and spatial shape. It is switched to eval mode
+        (``net.eval()``, as :func:`~afdps.load_prior` leaves its networks), and a call after ``net.train()`` is
+        refused: dropout and batch-norm statistics would make a run depend on more than its seed.
     schedule : the continuous schedule the network's discrete one maps onto (VP by default).
     event_shape : (C, H, W) of the network's images.
     num_train_steps : DDPM steps the network was trained with; ``k = num_train_steps * tau - 1`` is fed
@@ -354,6 +378,26 @@ class EpsilonModel(Prior):
                  cuda_graph: bool = False):
         if event_shape is None:
             raise ValueError("EpsilonModel needs event_shape=(C, H, W)")
+        if not isinstance(net, torch.nn.Module):
+            raise TypeError(f"net must be a torch.nn.Module called as net(x, timesteps) (the noise-prediction "
+                            f"network); got {type(net).__name__}")
+        for name, value, kind in (("schedule", schedule, Schedule), ("train_schedule", train_schedule, VPSchedule)):
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"{name} must be an afdps {kind.__name__} (e.g. afdps.VPSchedule() or "
+                                f"afdps.VESchedule(80.0)), got {value!r}")
+        if isinstance(event_shape, (str, bytes)) or not hasattr(event_shape, "__iter__"):
+            raise ValueError(f"event_shape must be a tuple of positive integers, (C, H, W) for images, got "
+                             f"{event_shape!r}")
+        event_shape = tuple(check_int("event_shape entries", v, 1) for v in event_shape)
+        num_train_steps = check_int("num_train_steps", num_train_steps, 1)
+        if learned_sigma not in (None, True, False):
+            raise ValueError(f"learned_sigma must be True, False or None (decided from the output), got "
+                             f"{learned_sigma!r}")
+        if autocast_dtype is not None and not isinstance(autocast_dtype, torch.dtype):
+            raise TypeError(f"autocast_dtype must be a torch.dtype (torch.bfloat16) or None, got {autocast_dtype!r}")
+        if not isinstance(cuda_graph, bool):
+            raise TypeError(f"cuda_graph must be True or False, got {cuda_graph!r}")
+        net.eval()  # sampling runs the network in eval mode, as load_prior leaves it (dropout off, norms frozen)
         self.net = net
         self.schedule = schedule if schedule is not None else VPSchedule()
         self.train_schedule = train_schedule if train_schedule is not None else VPSchedule()
@@ -362,8 +406,8 @@ class EpsilonModel(Prior):
             if self.schedule.sigma_max > top:
                 raise ValueError(f"VESchedule(sigma_max={self.schedule.sigma_max:g}) goes beyond the noise the VP network "
                                  f"was trained on (sigma / alpha at its T: {top:.4g})")
-        self.event_shape = tuple(int(s) for s in event_shape)
-        self.num_train_steps = int(num_train_steps)
+        self.event_shape = event_shape
+        self.num_train_steps = num_train_steps
         self.learned_sigma = learned_sigma
         if batch_size is not None and batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(
                 batch_size, int) or batch_size < 1):
@@ -371,6 +415,7 @@ class EpsilonModel(Prior):
         self.batch_size = batch_size
         self.auto_batch = None  # the batch "auto" chose (network_batch)
         self._activation_bytes = None
+        self._graph_bytes = None
         self.autocast_dtype = autocast_dtype
         self.calls = 0
         self.cuda_graph = bool(cuda_graph)
@@ -427,16 +472,32 @@ class EpsilonModel(Prior):
                 h.remove()
         return int(total[0])
 
-    def network_batch(self, rows: int, free_bytes: int | None) -> int:
+    def graph_bytes_per_image(self) -> int:
+        """An upper bound on the memory per image of a forward pass that keeps its autograd graph (the Tweedie
+        potential's VJP): every leaf module's output counted (:meth:`activation_bytes_per_image`'s count, which a
+        graph keeps), or the measured no-grad peak where that is larger."""
+        if self._graph_bytes is None:
+            params = list(self.net.parameters())
+            device = params[0].device if params else torch.device("cpu")
+            self._graph_bytes = max(self.activation_bytes_per_image(), self._counted_bytes_per_image(device))
+        return self._graph_bytes
+
+    def network_batch(self, rows: int, free_bytes: int | None, grad: bool = False) -> int:
         """Images per network call for ``rows`` images: ``batch_size``, or with ``"auto"`` as many as fit in
-        half of ``free_bytes`` (all of them when the free memory is unknown), kept as :attr:`auto_batch`
-        for the following calls."""
+        half of ``free_bytes`` (all of them when the free memory is unknown) at :meth:`activation_bytes_per_image`
+        each (:meth:`graph_bytes_per_image` with ``grad``: calls that keep their graph), kept as
+        :attr:`auto_batch` for the following calls."""
         if self.batch_size == "auto":
-            rows = rows if free_bytes is None else max(1, min(rows, int(
-                0.5 * free_bytes // max(self.activation_bytes_per_image(), 1))))
+            per = self.graph_bytes_per_image() if grad else self.activation_bytes_per_image()
+            rows = rows if free_bytes is None else max(1, min(rows, int(0.5 * free_bytes // max(per, 1))))
             self.auto_batch = rows
             return rows
         return min(rows, self.batch_size) if self.batch_size else rows
+
+    def graph_rows(self, rows: int) -> int:
+        """Images per slice of a gradient through the network (the Tweedie potential): one network call's."""
+        chunk = self.auto_batch if self.batch_size == "auto" else self.batch_size
+        return min(rows, chunk) if chunk else rows
 
     def _vp_time(self, t) -> float:
         """The VP (training) time of sampler time ``t``: ``t`` itself, or for a VE schedule the time with
@@ -463,6 +524,10 @@ class EpsilonModel(Prior):
             return self._epsilon(x, t)
 
     def _epsilon(self, x: torch.Tensor, t) -> torch.Tensor:
+        if self.net.training:
+            raise ValueError("the network is in training mode (net.train() was called after EpsilonModel was made): "
+                             "dropout and batch norm would make the run depend on more than its seed; call "
+                             "net.eval()")
         lead = x.shape[: x.dim() - len(self.event_shape)]
         flat = x.reshape(-1, *self.event_shape)
         scale = self._vp_scale(t)
@@ -480,6 +545,13 @@ class EpsilonModel(Prior):
             else:
                 out = self._forward(xb, ts)
             self.calls += 1
+            if not isinstance(out, torch.Tensor) or not out.is_floating_point() or out.dim() != xb.dim() or \
+                    out.shape[0] != xb.shape[0] or tuple(out.shape[2:]) != tuple(xb.shape[2:]):
+                got = (f"{str(out.dtype)[6:]} of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor)
+                       else type(out).__name__)
+                raise ValueError(f"the network returned {got} for a batch of shape {tuple(xb.shape)}; it must return "
+                                 f"floats of shape {(xb.shape[0], 'C or 2C', *xb.shape[2:])} (noise, and "
+                                 "learned variances if any)")
             if out.shape[1] == C and self.learned_sigma is not True:
                 eps = out
             elif out.shape[1] == 2 * C and self.learned_sigma is not False:

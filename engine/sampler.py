@@ -377,11 +377,13 @@ class _Timer:
         return _Ctx()
 
 
-def memory_estimate(prior, y: torch.Tensor, num_particles: int, dtype=torch.float32, guidance: str = "exact"):
+def memory_estimate(prior, y: torch.Tensor, num_particles: int, dtype=torch.float32, guidance: str = "exact",
+                    potential: str | None = None):
     """``(bytes, what to lower)``: the memory a run on ``y (B, ...)`` with ``num_particles`` particles per
     image (this process's) is expected to need at its peak: :data:`PARTICLE_COPIES` copies of the particle
     tensor (plus :data:`CG_COPIES` for the implicit guidance) and, for a network prior, its activations for
-    the rows of one network call (chosen from the free memory with ``batch_size="auto"``)."""
+    the rows of one network call (chosen from the free memory with ``batch_size="auto"``), with their autograd
+    graph for ``potential="tweedie"``."""
     event = tuple(prior.event_shape)
     itemsize = torch.empty(0, dtype=dtype).element_size()
     copies = PARTICLE_COPIES + (CG_COPIES if guidance == "implicit" else 0)
@@ -389,8 +391,10 @@ def memory_estimate(prior, y: torch.Tensor, num_particles: int, dtype=torch.floa
     lower = "num_particles, or pass fewer images per call"
     if hasattr(prior, "network_batch"):  # a network prior: its activations per call count too
         free = available_memory(y.device)
-        rows = prior.network_batch(y.shape[0] * num_particles, None if free is None else max(free - needed, 0))
-        needed += rows * prior.activation_bytes_per_image()
+        grad = potential == "tweedie" and hasattr(prior, "graph_bytes_per_image")
+        rows = prior.network_batch(y.shape[0] * num_particles, None if free is None else max(free - needed, 0),
+                                   **({"grad": True} if grad else {}))
+        needed += rows * (prior.graph_bytes_per_image() if grad else prior.activation_bytes_per_image())
         lower += ", or set the prior's batch_size (images per network call; 'auto' fits it to the memory)"
     return needed, lower
 
@@ -479,7 +483,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     if guidance == "exact" and not getattr(op, "supports_exact", False):
         raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
                          "(use guidance='implicit' or 'euler')")
-    needed, lower = memory_estimate(prior, y, N, dtype, guidance)
+    needed, lower = memory_estimate(prior, y, N, dtype, guidance, potential)
     check_memory(needed, y.device,
                  f"afdps.sample with {N} particles of {'x'.join(map(str, event))} for {y.shape[0]} image(s)", lower)
     if potential == "tweedie" and not (method == "sde" and float(eta) == 0.5):
@@ -1061,6 +1065,9 @@ def sample_prior(prior, num_samples: int, *, num_steps: int = 100, method: str =
         t_list = [float(t) for t in timesteps]
         if len(t_list) < 2 or any(b >= a for a, b in zip(t_list, t_list[1:])):
             raise ValueError(f"timesteps must be at least two decreasing times, got {t_list[:5]}")
+        if not (0.0 < t_list[-1] and t_list[0] <= sched.T * (1 + 1e-12)):
+            raise ValueError(f"timesteps must lie in (0, {sched.T:g}] (the schedule's times; t = 0 is the data), got "
+                             f"{t_list[0]:g} down to {t_list[-1]:g}")
     K = len(t_list) - 1
     chunk = check_int("batch_size", batch_size, 1) if batch_size is not None else n
     event = tuple(prior.event_shape)
@@ -1070,6 +1077,10 @@ def sample_prior(prior, num_samples: int, *, num_steps: int = 100, method: str =
         params = list(prior.net.parameters()) if isinstance(getattr(prior, "net", None), torch.nn.Module) else []
         device = params[0].device if params else torch.device("cpu")
     device = torch.device(device)
+    if getattr(prior, "batch_size", None) == "auto" and hasattr(prior, "network_batch"):  # as sample() chooses it
+        free = available_memory(device)
+        itemsize = torch.empty(0, dtype=dtype).element_size()
+        prior.network_batch(n, None if free is None else max(free - PARTICLE_COPIES * n * D * itemsize, 0))
 
     def score(x, t):
         return torch.cat([prior.score(x[i:i + chunk], t) for i in range(0, n, chunk)])

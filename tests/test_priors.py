@@ -253,3 +253,127 @@ def test_measured_activation_bound_holds_for_the_fused_network():
             net(torch.zeros(b, 3, 32, 32, device="cuda"), torch.full((b,), 500.0, device="cuda"))
         torch.cuda.synchronize()
         assert torch.cuda.max_memory_allocated() - base <= b * per, (b, per)
+
+
+# ---- a user's own prior (a fifth audit, 2026-12-07) ---------------------------------------------------------
+
+class _Conv(torch.nn.Module):
+    """A small noise-prediction net with dropout; records the batch of every call that builds a graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+        self.drop = torch.nn.Dropout(0.5)
+        self.grad_batches = []
+
+    def forward(self, x, t):
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.grad_batches.append(x.shape[0])
+        return self.drop(self.conv(x)) * 0.1
+
+
+def _digit_problem():
+    op = ops.Inpaint(torch.ones(8, 8), (1, 8, 8))
+    y = torch.zeros(2, 1, 8, 8)
+    return op, y
+
+
+def test_the_tweedie_gradient_holds_one_network_batch_of_graph():
+    """batch_size bounds the images of every network call that keeps its autograd graph (the default potential's
+    VJP took all B x N particles' graphs at once: 225 MiB against 4 MiB with batch_size=1, 128 particles); the
+    slices give the run of one call (the same arithmetic per image), and the memory check counts the graph."""
+    op, y = _digit_problem()
+    weights = _Conv().state_dict()
+    runs = {}
+    for bs in (4, None):
+        net = _Conv()
+        net.load_state_dict(weights)
+        prior = EpsilonModel(net, event_shape=(1, 8, 8), batch_size=bs)
+        runs[bs] = afdps.sample(prior, op, y, 0.1, num_particles=6, num_steps=3, seed=0)
+        assert runs[bs].potential == "tweedie"
+        assert max(net.grad_batches) == (4 if bs else 12), net.grad_batches  # 2 images x 2 particles per slice
+    torch.testing.assert_close(runs[4].particles, runs[None].particles)
+    from afdps.engine.sampler import memory_estimate
+    prior = EpsilonModel(_Conv(), event_shape=(1, 8, 8), batch_size=4)
+    tw, _ = memory_estimate(prior, y, 6, potential="tweedie")
+    sc, _ = memory_estimate(prior, y, 6, potential="scaled")
+    assert tw - sc == 4 * (prior.graph_bytes_per_image() - prior.activation_bytes_per_image()) >= 0
+
+
+def test_a_network_in_training_mode_is_put_in_eval_mode_and_refused_after_train():
+    """Dropout in train mode made two runs with one seed differ by 7.8 (batch norm also moved the user's
+    statistics); EpsilonModel switches the network to eval mode and refuses one switched back."""
+    op, y = _digit_problem()
+    net = _Conv()
+    assert net.training
+    prior = EpsilonModel(net, event_shape=(1, 8, 8))
+    assert not net.training
+    a, b = (afdps.sample(prior, op, y, 0.1, num_particles=2, num_steps=2, seed=0) for _ in range(2))
+    assert torch.equal(a.particles, b.particles)
+    net.train()
+    with pytest.raises(ValueError, match="the network is in training mode .*call net.eval\\(\\)"):
+        prior.score(torch.zeros(1, 1, 8, 8), 0.5)
+
+
+def test_sample_prior_chooses_the_auto_batch_as_sample_does():
+    prior = EpsilonModel(_Conv(), event_shape=(1, 8, 8), batch_size="auto")
+    afdps.sample_prior(prior, 5, num_steps=2, seed=0)
+    assert prior.auto_batch == 5  # the CPU's free memory is not known: every row in one call, chosen explicitly
+    with pytest.raises(ValueError, match="timesteps must lie in \\(0, 1\\]"):
+        afdps.sample_prior(prior, 2, timesteps=[5.0, 0.5], seed=0)
+
+
+@pytest.mark.parametrize("kw,exc,msg", [
+    (dict(num_train_steps=0), ValueError, "num_train_steps must be an integer >= 1, got 0"),
+    (dict(num_train_steps=1.7), ValueError, "num_train_steps must be an integer >= 1, got 1.7"),
+    (dict(event_shape=(1.5, 8, 8)), ValueError, "event_shape entries must be an integer >= 1, got 1.5"),
+    (dict(event_shape=8), ValueError, "event_shape must be a tuple of positive integers"),
+    (dict(schedule="ve"), TypeError, "schedule must be an afdps Schedule"),
+    (dict(learned_sigma="no"), ValueError, "learned_sigma must be True, False or None"),
+    (dict(net=lambda x, t: x), TypeError, "net must be a torch.nn.Module called as net\\(x, timesteps\\)"),
+    (dict(cuda_graph=1), TypeError, "cuda_graph must be True or False"),
+])
+def test_epsilon_model_refuses_bad_arguments(kw, exc, msg):
+    args = {"net": _Conv(), "event_shape": (1, 8, 8), **kw}
+    with pytest.raises(exc, match=msg):
+        EpsilonModel(args.pop("net"), **args)
+
+
+@pytest.mark.parametrize("forward,what", [
+    (lambda x, t: x[:, :, ::2, ::2], "float32 of shape \\(3, 1, 4, 4\\)"),
+    (lambda x, t: x[:1], "float32 of shape \\(1, 1, 8, 8\\)"),
+    (lambda x, t: (x, x), "tuple"),
+    (lambda x, t: x.long(), "int64 of shape \\(3, 1, 8, 8\\)"),
+])
+def test_a_network_output_of_the_wrong_kind_is_named(forward, what):
+    net = type("Net", (torch.nn.Module,), {"forward": lambda self, x, t: forward(x, t)})()
+    with pytest.raises(ValueError, match=f"the network returned {what} for a batch of shape \\(3, 1, 8, 8\\)"):
+        EpsilonModel(net, event_shape=(1, 8, 8)).score(torch.zeros(3, 1, 8, 8), 0.5)
+
+
+@pytest.mark.parametrize("means,covs,weights,msg", [
+    ([[0.0, 0.0]], [[[1.0, 0.9], [-0.9, 1.0]]], [1.0], "covs\\[0\\] is not symmetric"),
+    ([[0.0, 0.0]], [[[1.0, 2.0], [2.0, 1.0]]], [1.0], "covs\\[0\\] is not positive definite \\(smallest eigenvalue -1"),
+    ([[0.0, 0.0]], [[[1.0, 0.0], [0.0, 1.0]]], [float("inf")], "weights must be 1 positive finite numbers"),
+    ([[float("nan"), 0.0]], [[[1.0, 0.0], [0.0, 1.0]]], [1.0], "means and covs must be finite"),
+    (torch.zeros(0, 2), torch.zeros(0, 2, 2), torch.zeros(0), "at least one component"),
+])
+def test_gaussian_mixture_refuses_what_is_not_a_mixture(means, covs, weights, msg):
+    """A non-symmetric covariance was used by its lower triangle in sample() and as given elsewhere (a posterior
+    variance of -4.2 came out); a non-positive-definite one failed later in a raw Cholesky error."""
+    with pytest.raises(ValueError, match=msg):
+        GaussianMixture(means, covs, weights)
+
+
+def test_spectral_gaussian_refuses_non_finite_and_misshapen_inputs():
+    good = torch.zeros(1, 8, 8)
+    with pytest.raises(ValueError, match="image 1 has non-finite values"):
+        SpectralGaussian.fit([good, torch.full((1, 8, 8), float("nan"))], (8, 8))
+    with pytest.raises(ValueError, match="image 0 is \\(8, 8, 3\\) \\(channels last\\? pass im.permute\\(2, 0, 1\\)\\)"):
+        SpectralGaussian.fit([torch.zeros(8, 8, 3)], (8, 8))
+    with pytest.raises(ValueError, match="power must be positive and finite"):
+        SpectralGaussian([0.0], torch.full((1, 8, 5), float("inf")), 8)
+    with pytest.raises(ValueError, match="power must be \\(C, H, W // 2 \\+ 1\\), got shape \\(8, 5\\)"):
+        SpectralGaussian([0.0], torch.ones(8, 5), 8)
+    with pytest.raises(ValueError, match="mean must be finite"):
+        SpectralGaussian([float("nan")], torch.ones(1, 8, 5), 8)
