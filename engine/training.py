@@ -15,6 +15,7 @@ import os
 import pickle
 import platform
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import load_mnist, to_model_scale
+from .data import DIGIT_SHAPE, load_mnist, to_model_scale
 from .io import progress_bar, save_torch, atomic_write
 from .models import ADMUNet, MNISTClassifier, classify
 from .sampler import sample_prior
@@ -141,6 +142,26 @@ def environment(device) -> dict:
     }
 
 
+def _check_writable_file(path, what: str) -> None:
+    """Refuse up front what the atomic write at the end of a training run would fail on, hours later: a folder at
+    ``path``, or a folder for it that cannot be created or written (probed with a temporary file, as
+    :func:`~afdps.engine.io.atomic_write` will make one there). Creates the missing folders."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a folder; give the path of a file to write (in it or elsewhere)")
+    above = next(p for p in path.parents if p.exists() or p == p.parent)
+    if above.exists() and not above.is_dir():
+        raise ValueError(f"{what} {str(path)!r} cannot be written: {str(above)!r} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".write-test", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{what} {str(path)!r} cannot be written: {str(path.parent)!r} is not a writable folder "
+                         f"({exc.strerror or type(exc).__name__})") from None
+
+
 # ---- prior training ---------------------------------------------------------------------------
 
 
@@ -186,11 +207,13 @@ def train_prior(
     Parameters
     ----------
     out : path of the checkpoint ``{"format", "config", "state_dict" (EMA, float16), "meta"}``;
-        written atomically at the end. A resumable training state goes to ``<out>.state`` every
-        ``checkpoint_every`` steps (also atomically) and is removed when training completes.
+        written atomically at the end (a folder at ``out``, or a place that cannot be written, is refused
+        before training). A resumable training state goes to ``<out>.state`` every ``checkpoint_every``
+        steps (also atomically) and is removed when training completes.
     log_path : CSV of ``step, loss, lr, elapsed_s`` (mean loss of the last ``log_every`` steps);
         default ``<out without suffix>_loss.csv``.
-    resume : continue from ``<out>.state`` when it exists (same seed and settings).
+    resume : continue from ``<out>.state`` when it exists (same seed and settings); refused where ``out`` exists
+        without it (a finished run), and a fresh start where neither does.
     threads : ``torch.set_num_threads`` for the run (default: leave as is).
     init_from : continue from the weights of an afdps prior checkpoint (its EMA weights start both
         the trained and the averaged network; the optimizer starts afresh). Its config is used, and
@@ -216,16 +239,29 @@ def train_prior(
         raise ValueError(f"steps and batch_size must be positive, got steps={steps}, batch_size={batch_size}")
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    device = torch.device(device)
+
+    torch.manual_seed(seed)
+    net = ADMUNet(**config)
+    shape = (net.in_channels, net.image_size, net.image_size)
+    if shape != DIGIT_SHAPE:  # it would train on the digits all the same, and its checkpoint claim `shape`
+        source = "config" if init_from is None else f"the checkpoint {str(init_from)!r}"
+        raise ValueError(f"{source} is a prior of {'x'.join(map(str, shape))} images (in_channels "
+                         f"{net.in_channels}, image_size {net.image_size}); the MNIST training digits are "
+                         f"{'x'.join(map(str, DIGIT_SHAPE))}, so it must be a prior of those")
+    if resume and not state_path.exists() and out.exists():
+        raise ValueError(f"the run in {str(out)!r} finished; its checkpoint is there and no {state_path.name} is left "
+                         f"to resume from, so train again without resume to overwrite it, or write elsewhere")
+    _check_writable_file(out, "the checkpoint path")
+    _check_writable_file(log_path, "the loss log path")
     if threads:
         torch.set_num_threads(int(threads))
-    device = torch.device(device)
 
     images, _ = load_mnist("train+validation")
     data = to_model_scale(images)  # (60000, 1, 28, 28) float32, 188 MB
     n_data = data.shape[0]
 
-    torch.manual_seed(seed)
-    net = ADMUNet(**config).to(device)
+    net = net.to(device)
     ema = ADMUNet(**config).to(device)
     if init_sd is not None:
         net.load_state_dict({k: v.to(torch.float32) for k, v in init_sd.items()})
@@ -348,6 +384,7 @@ def train_classifier(out, *, epochs: int = 4, batch_size: int = 128, seed: int =
     last pass may stop part-way (a quick check: an epoch is 390 steps, about 130 s on a 2-core CPU)."""
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    _check_writable_file(out, "the checkpoint path")
     if threads:
         torch.set_num_threads(int(threads))
     torch.manual_seed(seed)

@@ -2,6 +2,7 @@
 classifier and prior (sanity of their samples)."""
 import argparse
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -121,3 +122,106 @@ def test_train_classifier_stops_after_steps(tmp_path, monkeypatch, capsys):
     assert meta["steps"] == 3 and [h["steps"] for h in meta["history"]] == [2, 1]
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         training.train_classifier(out, steps=0)
+
+
+# ---- bad input is refused before any work (the training data are never loaded) ---------------------------------
+
+TINY_PRIOR = dict(training.PRIOR_CONFIG, num_channels=32, channel_mult="1,1,1", attention_resolutions="")
+
+
+def _fake_digits(monkeypatch, n=8):
+    """``load_mnist`` replaced by ``n`` random digits per split; returns the list of splits asked for."""
+    rng = np.random.default_rng(0)
+    asked = []
+
+    def load(split):
+        asked.append(split)
+        return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n)
+
+    monkeypatch.setattr(training, "load_mnist", load)
+    return asked
+
+
+@pytest.mark.parametrize("command", ["train-prior", "train-classifier"])
+def test_train_out_checked_up_front(tmp_path, monkeypatch, capsys, command):
+    """``--out`` naming a folder, or a path under a file, exits 2 in one sentence before the data are loaded
+    (it used to train for the whole run and fail when writing: IsADirectoryError, status 1)."""
+    asked = _fake_digits(monkeypatch)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for out, words in ((tmp_path, "is a folder"), (blocker / "sub" / "p.pt", "a_file' is a file, not a folder")):
+        assert cli.main([command, "--out", str(out), "--steps", "1", "--batch-size", "2", "--threads", "1"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and str(out) in err and len(err.strip().splitlines()) == 1, err
+    assert asked == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no probe left behind
+    with pytest.raises(ValueError, match="loss log path .* is a folder"):
+        training.train_prior(tmp_path / "p.pt", steps=1, batch_size=2, config=TINY_PRIOR, log_path=tmp_path)
+
+
+def test_train_out_unwritable_folder(tmp_path, monkeypatch):
+    """A read-only folder for ``out`` is refused before the data are loaded (root writes to read-only folders, so
+    there the probe's temporary file is refused instead)."""
+    asked = _fake_digits(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.geteuid() == 0:
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(training.tempfile, "mkstemp", refuse)
+    try:
+        with pytest.raises(ValueError, match="not a writable folder"):
+            training.train_prior(locked / "p.pt", steps=1, batch_size=2, config=TINY_PRIOR)
+        with pytest.raises(ValueError, match="not a writable folder"):
+            training.train_classifier(locked / "c.pt", steps=1, batch_size=2)
+    finally:
+        locked.chmod(0o700)
+    assert asked == []
+
+
+@pytest.mark.parametrize("device, words", [("foo", "'foo' is not a torch device"), ("cuda", "sees no CUDA device")])
+def test_train_prior_device_checked(tmp_path, monkeypatch, capsys, device, words):
+    """``--device`` goes through ``resolve_device`` like the other commands' (it used to fail after loading the
+    data: RuntimeError for a name torch does not know, AssertionError for CUDA on a CPU build; status 1)."""
+    asked = _fake_digits(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["train-prior", "--out", str(tmp_path / "p.pt"), "--steps", "1", "--batch-size", "2", "--threads", "1",
+            "--device", device]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+    assert asked == [] and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("change, shape", [({"image_size": 32}, "1x32x32"), ({"in_channels": 3}, "3x28x28")])
+def test_train_prior_init_from_other_shape(tmp_path, monkeypatch, change, shape):
+    """A prior of another image size or channel count is refused by name, with both shapes (an image_size 32
+    source used to train on the 28x28 digits and write a checkpoint claiming 32x32)."""
+    asked = _fake_digits(monkeypatch)
+    from afdps.engine.models import ADMUNet
+    config = dict(TINY_PRIOR, **change)
+    src = tmp_path / "other.pt"
+    torch.save(training.make_checkpoint(config, ADMUNet(**config).state_dict(), {"steps": 1}), src)
+    with pytest.raises(ValueError, match=rf"{str(src)!r} is a prior of {shape} images.*1x28x28"):
+        training.train_prior(tmp_path / "p.pt", steps=1, batch_size=2, init_from=src)
+    with pytest.raises(ValueError, match=rf"config is a prior of {shape} images.*1x28x28"):
+        training.train_prior(tmp_path / "p.pt", steps=1, batch_size=2, config=config)
+    assert asked == [] and sorted(p.name for p in tmp_path.iterdir()) == ["other.pt"]
+
+
+def test_train_prior_resume_after_finish_refused(tmp_path, monkeypatch):
+    """``resume`` where the run finished (its checkpoint there, no ``<out>.state``) is refused and the checkpoint
+    kept; it used to train again from scratch and overwrite it."""
+    _fake_digits(monkeypatch)
+    out = tmp_path / "p.pt"
+    kw = dict(steps=2, batch_size=2, config=TINY_PRIOR, log_every=1, checkpoint_every=1, seed=1)
+    training.train_prior(out, **kw)
+    assert not (tmp_path / "p.pt.state").exists()
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match=rf"the run in {str(out)!r} finished; .*without resume"):
+        training.train_prior(out, resume=True, **kw)
+    assert out.read_bytes() == before
+    # with nothing there, resume starts afresh
+    meta = training.train_prior(tmp_path / "q.pt", resume=True, **kw)
+    assert meta["steps"] == 2

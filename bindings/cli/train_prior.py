@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..api import load_classifier, load_prior
 from ..engine.training import PRIOR_CONFIG, prior_sanity_check, train_prior
 from ..shipped import SHIPPED_PRIORS, shipped_file
-from ._common import DEFAULT_THREADS, command_line, nonneg_int, positive_float, positive_int, seed_int, unit_float
+from ._common import (DEFAULT_THREADS, command_line, nonneg_int, positive_float, positive_int, resolve_device,
+                      seed_int, unit_float)
 
 HELP = "train the small MNIST diffusion prior (DDPM epsilon objective, ADM UNet)"
 
@@ -26,10 +27,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--log-every", type=positive_int, default=50, help="steps per loss row (default: 50)")
     parser.add_argument("--checkpoint-every", type=nonneg_int, default=500,
                         help="steps between resumable training states <out>.state (default: 500; 0: none)")
-    parser.add_argument("--resume", action="store_true", help="continue from <out>.state if it exists")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>.state if it exists (refused where --out holds a "
+                        "finished run's checkpoint and no state)")
     parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                         help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--init-from", default=None,
                         help="continue from this afdps prior checkpoint, or 'mnist' for the shipped prior (its config: "
                              "--num-channels and --num-res-blocks may not be given; fresh optimizer)")
@@ -39,6 +41,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    device = resolve_device(args.device)
     given = {k: getattr(args, k) for k in ("num_channels", "num_res_blocks") if getattr(args, k) is not None}
     config = dict(PRIOR_CONFIG, **given)
     if args.init_from is not None:
@@ -51,12 +54,12 @@ def run(args) -> int:
         args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
         warmup=args.warmup, ema_decay=args.ema_decay, config=config, log_every=args.log_every,
         log_path=args.log, checkpoint_every=args.checkpoint_every, resume=args.resume,
-        threads=args.threads, device=args.device, command=command_line(), init_from=args.init_from,
+        threads=args.threads, device=device, command=command_line(), init_from=args.init_from,
     )
     print(f"wrote {args.out}: {meta['steps']} steps, final loss {meta['final_loss']:.4f}, "
           f"{meta['wall_time_s'] / 60:.1f} min")
     if args.sanity_samples:
-        result = prior_sanity_check(load_prior(args.out, device=args.device), load_classifier("mnist"),
+        result = prior_sanity_check(load_prior(args.out, device=device), load_classifier("mnist"),
                                     num_samples=args.sanity_samples)
         print(f"sanity check: {result['fraction_confident']:.3f} of {result['num_samples']} samples "
               f"classified with confidence >= 0.9; labels {result['label_counts']} (uniform noise scores "
