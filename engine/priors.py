@@ -528,6 +528,10 @@ class EpsilonModel(Prior):
             raise ValueError("the network is in training mode (net.train() was called after EpsilonModel was made): "
                              "dropout and batch norm would make the run depend on more than its seed; call "
                              "net.eval()")
+        p = next(self.net.parameters(), None)
+        if p is not None and p.device != x.device:
+            raise ValueError(f"the network's parameters are on {p.device}, the particles on {x.device}: move one of "
+                             f"them (net.to(device), or the measurement y to {p.device})")
         lead = x.shape[: x.dim() - len(self.event_shape)]
         flat = x.reshape(-1, *self.event_shape)
         scale = self._vp_scale(t)

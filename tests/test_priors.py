@@ -315,6 +315,14 @@ def test_a_network_in_training_mode_is_put_in_eval_mode_and_refused_after_train(
         prior.score(torch.zeros(1, 1, 8, 8), 0.5)
 
 
+def test_a_network_on_another_device_than_the_particles_is_named():
+    """A network on another device failed deep inside it (a meta-device one ran on and ended as 'log-weight
+    increments overflowed')."""
+    net = _Conv().to("meta")
+    with pytest.raises(ValueError, match="the network's parameters are on meta, the particles on cpu"):
+        EpsilonModel(net, event_shape=(1, 8, 8)).score(torch.zeros(2, 1, 8, 8), 0.5)
+
+
 def test_sample_prior_chooses_the_auto_batch_as_sample_does():
     prior = EpsilonModel(_Conv(), event_shape=(1, 8, 8), batch_size="auto")
     afdps.sample_prior(prior, 5, num_steps=2, seed=0)
