@@ -394,7 +394,8 @@ def memory_estimate(prior, y: torch.Tensor, num_particles: int, dtype=torch.floa
         grad = potential == "tweedie" and hasattr(prior, "graph_bytes_per_image")
         rows = prior.network_batch(y.shape[0] * num_particles, None if free is None else max(free - needed, 0),
                                    **({"grad": True} if grad else {}))
-        needed += rows * (prior.graph_bytes_per_image() if grad else prior.activation_bytes_per_image())
+        needed += (max(rows, y.shape[0]) * prior.graph_bytes_per_image() if grad  # (a slice: every image's particle)
+                   else rows * prior.activation_bytes_per_image())
         lower += ", or set the prior's batch_size (images per network call; 'auto' fits it to the memory)"
     return needed, lower
 

@@ -144,8 +144,8 @@ def environment(device) -> dict:
 
 def _check_writable_file(path, what: str) -> None:
     """Refuse up front what the atomic write at the end of a training run would fail on, hours later: a folder at
-    ``path``, or a folder for it that cannot be created or written (probed with a temporary file, as
-    :func:`~afdps.engine.io.atomic_write` will make one there). Creates the missing folders."""
+    ``path``, or a folder for it that cannot be made or written (probed with a temporary file in its nearest
+    existing folder, as :func:`~afdps.engine.io.atomic_write` will make one; nothing is left behind)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{what} {str(path)!r} is a folder; give the path of a file to write (in it or elsewhere)")
@@ -153,12 +153,11 @@ def _check_writable_file(path, what: str) -> None:
     if above.exists() and not above.is_dir():
         raise ValueError(f"{what} {str(path)!r} cannot be written: {str(above)!r} is a file, not a folder")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".write-test", dir=path.parent)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".write-test", dir=above)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ValueError(f"{what} {str(path)!r} cannot be written: {str(path.parent)!r} is not a writable folder "
+        raise ValueError(f"{what} {str(path)!r} cannot be written: {str(above)!r} is not a writable folder "
                          f"({exc.strerror or type(exc).__name__})") from None
 
 
@@ -249,11 +248,11 @@ def train_prior(
         raise ValueError(f"{source} is a prior of {'x'.join(map(str, shape))} images (in_channels "
                          f"{net.in_channels}, image_size {net.image_size}); the MNIST training digits are "
                          f"{'x'.join(map(str, DIGIT_SHAPE))}, so it must be a prior of those")
+    _check_writable_file(out, "the checkpoint path")
+    _check_writable_file(log_path, "the loss log path")
     if resume and not state_path.exists() and out.exists():
         raise ValueError(f"the run in {str(out)!r} finished; its checkpoint is there and no {state_path.name} is left "
                          f"to resume from, so train again without resume to overwrite it, or write elsewhere")
-    _check_writable_file(out, "the checkpoint path")
-    _check_writable_file(log_path, "the loss log path")
     if threads:
         torch.set_num_threads(int(threads))
 

@@ -278,26 +278,57 @@ def _digit_problem():
     return op, y
 
 
-def test_the_tweedie_gradient_holds_one_network_batch_of_graph():
-    """batch_size bounds the images of every network call that keeps its autograd graph (the default potential's
-    VJP took all B x N particles' graphs at once: 225 MiB against 4 MiB with batch_size=1, 128 particles); the
-    slices give the run of one call (the same arithmetic per image), and the memory check counts the graph."""
+class _GradPath(torch.nn.Module):
+    """A net that takes modules only in passes that build a graph (as a fused ADM network does): its graph
+    memory per image exceeds its no-grad activations."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 1, 3, padding=1)
+
+    def forward(self, x, t):
+        return self.b(self.a(x)) if torch.is_grad_enabled() and x.requires_grad else 0.1 * x
+
+
+def test_the_tweedie_gradient_holds_one_network_batch_of_graph(monkeypatch):
+    """batch_size bounds the images of the autograd graph the default potential differentiates (it took all
+    B x N particles' graphs at once, in batch_size calls: 225 MiB against 5 MiB with batch_size=1, 128 particles
+    of a small net); each slice is one VJP of at most batch_size images, and the run equals one of the whole
+    graph (bit for bit where the images divide batch_size, as here)."""
     op, y = _digit_problem()
     weights = _Conv().state_dict()
+    real_grad, slices = torch.autograd.grad, []
+
+    def grad(outputs, inputs, *a, **k):
+        slices.append(tuple(inputs.shape[:2]) if isinstance(inputs, torch.Tensor) else None)
+        return real_grad(outputs, inputs, *a, **k)
+
+    monkeypatch.setattr(torch.autograd, "grad", grad)
     runs = {}
     for bs in (4, None):
         net = _Conv()
         net.load_state_dict(weights)
         prior = EpsilonModel(net, event_shape=(1, 8, 8), batch_size=bs)
+        slices.clear()
         runs[bs] = afdps.sample(prior, op, y, 0.1, num_particles=6, num_steps=3, seed=0)
         assert runs[bs].potential == "tweedie"
-        assert max(net.grad_batches) == (4 if bs else 12), net.grad_batches  # 2 images x 2 particles per slice
-    torch.testing.assert_close(runs[4].particles, runs[None].particles)
+        want = [(2, 2)] * 3 if bs else [(2, 6)]  # 2 images x 2 particles per VJP, 3 per step; or all in one
+        assert slices == want * 3, slices
+    assert torch.equal(runs[4].particles, runs[None].particles)
+
+
+def test_the_memory_check_counts_the_graph_of_the_tweedie_gradient():
+    """The Tweedie potential's network batches keep their graph: counted in a pass that builds one (where a
+    network's no-grad path is lighter, as a fused ADM network's is, the no-grad count was 63x too small)."""
     from afdps.engine.sampler import memory_estimate
-    prior = EpsilonModel(_Conv(), event_shape=(1, 8, 8), batch_size=4)
+    op, y = _digit_problem()
+    prior = EpsilonModel(_GradPath(), event_shape=(1, 8, 8), batch_size=4)
+    assert prior.activation_bytes_per_image() == 0  # the no-grad pass calls no module
+    assert prior.graph_bytes_per_image() == (4 + 1) * 8 * 8 * 4  # conv a's 4 channels and conv b's 1, float32
     tw, _ = memory_estimate(prior, y, 6, potential="tweedie")
     sc, _ = memory_estimate(prior, y, 6, potential="scaled")
-    assert tw - sc == 4 * (prior.graph_bytes_per_image() - prior.activation_bytes_per_image()) >= 0
+    assert tw - sc == 4 * (prior.graph_bytes_per_image() - prior.activation_bytes_per_image())
 
 
 def test_a_network_in_training_mode_is_put_in_eval_mode_and_refused_after_train():
@@ -326,7 +357,7 @@ def test_a_network_on_another_device_than_the_particles_is_named():
 def test_sample_prior_chooses_the_auto_batch_as_sample_does():
     prior = EpsilonModel(_Conv(), event_shape=(1, 8, 8), batch_size="auto")
     afdps.sample_prior(prior, 5, num_steps=2, seed=0)
-    assert prior.auto_batch == 5  # the CPU's free memory is not known: every row in one call, chosen explicitly
+    assert prior.auto_batch == 5  # chosen from the free memory (here: room for every row), as sample() chooses it
     with pytest.raises(ValueError, match="timesteps must lie in \\(0, 1\\]"):
         afdps.sample_prior(prior, 2, timesteps=[5.0, 0.5], seed=0)
 
@@ -361,7 +392,7 @@ def test_a_network_output_of_the_wrong_kind_is_named(forward, what):
 
 @pytest.mark.parametrize("means,covs,weights,msg", [
     ([[0.0, 0.0]], [[[1.0, 0.9], [-0.9, 1.0]]], [1.0], "covs\\[0\\] is not symmetric"),
-    ([[0.0, 0.0]], [[[1.0, 2.0], [2.0, 1.0]]], [1.0], "covs\\[0\\] is not positive definite \\(smallest eigenvalue -1"),
+    ([[0.0, 0.0]], [[[1.0, 2.0], [2.0, 1.0]]], [1.0], "covs\\[0\\] is not positive semi-definite \\(smallest eigenvalue -1"),
     ([[0.0, 0.0]], [[[1.0, 0.0], [0.0, 1.0]]], [float("inf")], "weights must be 1 positive finite numbers"),
     ([[float("nan"), 0.0]], [[[1.0, 0.0], [0.0, 1.0]]], [1.0], "means and covs must be finite"),
     (torch.zeros(0, 2), torch.zeros(0, 2, 2), torch.zeros(0), "at least one component"),
@@ -371,6 +402,18 @@ def test_gaussian_mixture_refuses_what_is_not_a_mixture(means, covs, weights, ms
     variance of -4.2 came out); a non-positive-definite one failed later in a raw Cholesky error."""
     with pytest.raises(ValueError, match=msg):
         GaussianMixture(means, covs, weights)
+
+
+def test_gaussian_mixture_takes_float32_rounding_and_singular_covariances():
+    """A float32 Q diag(l) Q^T is symmetric only to rounding (kept as its symmetric part); a singular covariance
+    is a degenerate Gaussian (a noise-free posterior's), whose diffused scores exist."""
+    q, _ = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(0)))
+    s32 = (q * torch.tensor([1.0, 0.5, 0.2, 0.1, 0.05])) @ q.T
+    assert not torch.equal(s32, s32.T)
+    gm = GaussianMixture(torch.zeros(1, 5), s32[None], [1.0])
+    assert torch.equal(gm.covs, gm.covs.transpose(1, 2))
+    singular = GaussianMixture(torch.zeros(1, 2), [[[1.0, 0.0], [0.0, 0.0]]], [1.0])
+    assert bool(torch.isfinite(singular.score(torch.ones(3, 2), 0.5)).all())
 
 
 def test_spectral_gaussian_refuses_non_finite_and_misshapen_inputs():

@@ -157,6 +157,13 @@ def test_train_out_checked_up_front(tmp_path, monkeypatch, capsys, command):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no probe left behind
     with pytest.raises(ValueError, match="loss log path .* is a folder"):
         training.train_prior(tmp_path / "p.pt", steps=1, batch_size=2, config=TINY_PRIOR, log_path=tmp_path)
+    # a refused log path leaves no folder made for the checkpoint; --resume into a folder names the folder
+    with pytest.raises(ValueError, match="loss log path .* is a file, not a folder"):
+        training.train_prior(tmp_path / "new" / "p.pt", steps=1, batch_size=2, config=TINY_PRIOR,
+                             log_path=blocker / "x.csv")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match="the checkpoint path .* is a folder"):
+        training.train_prior(tmp_path, steps=1, batch_size=2, config=TINY_PRIOR, resume=True)
 
 
 def test_train_out_unwritable_folder(tmp_path, monkeypatch):
