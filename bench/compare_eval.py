@@ -21,7 +21,7 @@ import csv
 import sys
 from pathlib import Path
 
-from afdps.engine.evaluate import METHODS, markdown_table, mean_se, read_csv_rows
+from afdps.engine.evaluate import METHODS, markdown_table, mean_se, plus_minus, read_csv_rows
 from bench.runner import print_report
 
 
@@ -131,8 +131,9 @@ def main(argv=None) -> int:
         lab = mean_se([float(a[i]["labels_distinct"]) for i in common])[0]
         anyr = mean_se([float(a[i]["correct_any"]) for i in common])[0]
         (ma, sa), (mb, sb) = mean_se(pa), mean_se(pb)
-        lines.append(f"| {t} | {len(common)} | {ma:.2f} ± {sa:.2f} | {mb:.2f} ± {sb:.2f} | {dp[0]:+.2f} ± {dp[1]:.2f} | "
-                     f"{sum(ca) / len(ca):.2f} | {sum(cb) / len(cb):.2f} | {dc[0]:+.2f} ± {dc[1]:.2f} | {lab:.2f} | {anyr:.2f} |")
+        lines.append(f"| {t} | {len(common)} | {ma:.2f}{plus_minus(sa)} | {mb:.2f}{plus_minus(sb)} | "
+                     f"{dp[0]:+.2f}{plus_minus(dp[1])} | {sum(ca) / len(ca):.2f} | {sum(cb) / len(cb):.2f} | "
+                     f"{dc[0]:+.2f}{plus_minus(dc[1])} | {lab:.2f} | {anyr:.2f} |")
     print_report("\n".join(lines) + "\n", args.out)
     return 0
 

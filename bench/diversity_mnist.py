@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from afdps import load_classifier, load_mnist_test, load_prior  # noqa: E402
 from afdps.engine.baselines import dps  # noqa: E402
-from afdps.engine.evaluate import csv_text, make_operator, mean_se, measurements  # noqa: E402
+from afdps.engine.evaluate import csv_text, make_operator, mean_se, measurements, plus_minus  # noqa: E402
 from afdps.engine.io import markdown_table, write_text  # noqa: E402
 from afdps.engine.metrics import psnr  # noqa: E402
 from afdps.engine.models import classify  # noqa: E402
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
         row["s_per_image"] = (time.perf_counter() - t0) / len(per)
         table.append(row)
         write_text(out / "diversity.csv", csv_text(table))
-        cells = [[r["variant"], str(r["images"])] + ["-" if r[c] == "" else f"{r[c]:.3g} ± {r[c + '_se']:.2g}"
+        cells = [[r["variant"], str(r["images"])] + ["-" if r[c] == "" else f"{r[c]:.3g}{plus_minus(r[c + '_se'], '.2g')}"
                                                      for c in COLS[2:-1]] +
                  [f"{r['s_per_image']:.1f}"] for r in table]
         first = f"first {args.num_images}" if not args.offset else f"{args.num_images} after the first {args.offset}"

@@ -239,8 +239,8 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
             raise ValueError(f"{str(path)!r} has non-finite values")
         lo, hi = (float(v) for v in np.quantile(a, [0.005, 0.995]))
         if lo < -NPY_RANGE or hi > NPY_RANGE:
-            raise ValueError(f"{str(path)!r} holds values from {lo:.4g} to {hi:.4g} (0.5% and 99.5% quantiles); .npy "
-                             f"measurements must be on [-1, 1] (plus noise): scale 8-bit values by x / 127.5 - 1")
+            raise ValueError(f"{str(path)!r} holds values from {lo:.4g} to {hi:.4g} (0.5% and 99.5% quantiles); a .npy "
+                             f"{what} must be on [-1, 1] (plus noise): scale 8-bit values by x / 127.5 - 1")
     else:
         im = open_image(path, what)
         if im.mode == "F":  # floats on [0, 1] (plus noise: the .npy files' margin, on [-1, 1])
@@ -306,6 +306,7 @@ def load_image_folder(folder, image_shape, num_images: int) -> torch.Tensor:
         r, c = (im.height - H) // 2, (im.width - W) // 2
         a = np.asarray(im, dtype=np.float32)[r:r + H, c:c + W]
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-        x = torch.from_numpy(np.array(a)) if im.mode == "F" else torch.from_numpy(a / 127.5 - 1.0)
+        # (Lanczos overshoots at edges: the float path is clipped to [-1, 1] as the 8-bit one is by PIL)
+        x = torch.from_numpy(np.array(a)).clamp(-1, 1) if im.mode == "F" else torch.from_numpy(a / 127.5 - 1.0)
         out.append(x.expand(C, -1, -1).clone() if x.shape[0] != C else x)
     return torch.stack(out)

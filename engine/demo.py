@@ -8,13 +8,12 @@ prior fitted on the other bundled photos. Writes PNG files and ``metrics.json``;
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
 from . import ops
 from .data import DEMO_PHOTO, from_unit, load_photo, prior_photos
-from .io import save_png, write_json
+from .io import output_folder, save_png, write_json
 from .metrics import psnr, ssim
 from .plots import ess_plot
 from .priors import SpectralGaussian
@@ -34,8 +33,7 @@ def run_demo(out, *, particles: int = 64, steps: int = 60, method: str = "sde", 
         raise ValueError(f"--size must be from 64 (the blur kernel is 61x61) to {largest} (the prior's photos are "
                          f"at least {largest} pixels on a side), got {size}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out)  # a file there, or a folder that cannot be written, before the run (not after it)
 
     t0 = time.perf_counter()
     truth = load_photo(DEMO_PHOTO, size).float()
@@ -52,6 +50,7 @@ def run_demo(out, *, particles: int = 64, steps: int = 60, method: str = "sde", 
     exact_mean, _ = prior.posterior_blur(op, y[0].cpu().double(), sigma_y)
     wall = time.perf_counter() - t0
 
+    (out / "metrics.json").unlink(missing_ok=True)  # written last: present only beside a whole set of outputs
     save_png(from_unit(truth), out / "truth.png")
     save_png(from_unit(y[0].cpu()), out / "measurement.png")
     save_png(from_unit(best), out / "best.png")
@@ -71,6 +70,8 @@ def run_demo(out, *, particles: int = 64, steps: int = 60, method: str = "sde", 
         "device": str(device),
         "particles": particles,
         "steps": steps,
+        "method": method, "eta": eta, "tempering": tempering, "potential": "noisy", "time_power": 2.0,
+        "size": size, "sigma_y": sigma_y, "seed": seed,
     }
     write_json(out / "metrics.json", metrics)
     log("                        PSNR (dB)   SSIM")

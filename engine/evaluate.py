@@ -40,10 +40,10 @@ from .io import markdown_table as io_table
 from .io import progress_bar
 from .metrics import psnr, ssim
 from .models import classify
-from .sampler import DEFAULT_CORRECTOR_SNR, sample
+from .sampler import DEFAULT_CORRECTOR_SNR, prepare, sample
 
 __all__ = ["TASKS", "METHODS", "DEFAULT_TASKS", "make_operator", "run_method", "evaluate", "markdown_table",
-           "csv_text", "read_csv_rows", "mean_se", "measurements"]
+           "csv_text", "read_csv_rows", "mean_se", "plus_minus", "measurements", "sampler_options"]
 
 TASKS = ("gaussian-blur", "motion-blur", "sr4", "box", "random70")
 DEFAULT_TASKS = {28: ("gaussian-blur", "sr4", "box", "random70"), 256: ("gaussian-blur", "motion-blur", "sr4", "box")}
@@ -84,16 +84,27 @@ def run_method(method: str, prior, op, y, sigma_y: float, *, particles: int, ste
     never)."""
     if method == "dps":
         return dps(prior, op, y, sigma_y, num_steps=dps_steps or steps, zeta=dps_zeta, seed=seeds, progress=False)
+    return sample(prior, op, y, sigma_y, progress=False, **sampler_options(
+        method, particles=particles, steps=steps, seeds=seeds, tempering=tempering, potential=potential,
+        time_power=time_power, corrector_steps=corrector_steps, corrector_snr=corrector_snr, corrector=corrector,
+        backend=backend, tempering_ess=tempering_ess, ess_threshold=ess_threshold))
+
+
+def sampler_options(method: str, *, particles: int, steps: int, seeds, tempering="linear", potential=None,
+                    time_power: float = 2.0, corrector_steps: int = 1, corrector_snr=DEFAULT_CORRECTOR_SNR,
+                    corrector: str = "split", backend=None, tempering_ess: float = 0.5,
+                    ess_threshold: float = 0.5) -> dict:
+    """The options of :func:`afdps.sample` (and :func:`~afdps.engine.sampler.prepare`) that particle method
+    ``method`` runs with."""
     kw = dict(num_particles=particles, num_steps=steps, seed=seeds, tempering=tempering, tempering_ess=tempering_ess,
-              potential=potential, time_power=time_power, ess_threshold=ess_threshold, backend=backend, progress=False)
-    guidance = None  # exact where the operator diagonalises A^T A, implicit (conjugate gradients) otherwise
+              potential=potential, time_power=time_power, ess_threshold=ess_threshold, backend=backend,
+              guidance=None)  # exact where the operator diagonalises A^T A, implicit (conjugate gradients) otherwise
     if method == "afdps-sde":
-        return sample(prior, op, y, sigma_y, method="sde", eta=1.0, guidance=guidance, **kw)
+        return dict(kw, method="sde", eta=1.0)
     if method == "fk":
-        return sample(prior, op, y, sigma_y, method="sde", eta=0.5, guidance=guidance, **kw)
+        return dict(kw, method="sde", eta=0.5)
     if method == "afdps-ode":
-        return sample(prior, op, y, sigma_y, method="ode", corrector_steps=corrector_steps, corrector=corrector,
-                      corrector_snr=corrector_snr, guidance=guidance, **kw)
+        return dict(kw, method="ode", corrector_steps=corrector_steps, corrector=corrector, corrector_snr=corrector_snr)
     raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
 
 
@@ -136,9 +147,24 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     device = torch.device(device or "cpu")
     n = images.shape[0]
     shape = tuple(images.shape[1:])
-    bar = progress_bar(len(tasks) * len(methods) * math.ceil(n / batch_size), "eval (batches)", progress, lines=True)
     summary, per_image, partial = _kept(previous, n)
     done = {(r["task"], r["method"]) for r in summary}
+    options = dict(particles=particles, steps=steps, tempering=tempering, potential=potential, time_power=time_power,
+                   corrector_steps=corrector_steps, corrector_snr=corrector_snr, corrector=corrector, backend=backend,
+                   tempering_ess=tempering_ess, ess_threshold=ess_threshold)
+    # every pair's options checked before the first runs (they were checked as each pair began: a bad combination
+    # stopped the run after hours, with the earlier pairs' rows written)
+    for task in tasks:
+        op = make_operator(task, shape, seed=seed)
+        y = measurements(op, images[:min(batch_size, n)], sigma_y, seed).to(device)
+        for method in methods:
+            if method != "dps" and (task, method) not in done:
+                try:
+                    prepare(prior, op, y, sigma_y, **sampler_options(
+                        method, seeds=[seed + i for i in range(y.shape[0])], **options))
+                except ValueError as exc:
+                    raise ValueError(f"{method} on {task}: {exc}") from None
+    bar = progress_bar(len(tasks) * len(methods) * math.ceil(n / batch_size), "eval (batches)", progress, lines=True)
     try:
         for task in tasks:
             op = make_operator(task, shape, seed=seed)
@@ -216,12 +242,17 @@ def measurements(op, images: torch.Tensor, sigma_y: float, seed: int = 0) -> tor
 
 
 def mean_se(values) -> tuple[float, float] | tuple[str, str]:
-    """Mean and standard error (sample standard deviation / sqrt(n); 0 for one value) of ``values``; ``("", "")``
-    for none, the blank cells of the CSV."""
+    """Mean and standard error (sample standard deviation / sqrt(n)) of ``values``; blank cells of the CSV
+    (``""``) for what is not defined: both for no value, the error for one."""
     v = np.asarray(list(values), dtype=np.float64)
     if v.size == 0:
         return "", ""
-    return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0)
+    return float(v.mean()), (float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else "")
+
+
+def plus_minus(se, spec: str = ".2f") -> str:
+    """`` ± se`` in format ``spec``, or nothing where the error is not defined (one value: ``""``)."""
+    return "" if se in ("", None) else f" ± {se:{spec}}"
 
 
 def _kept(previous, n: int):
@@ -273,7 +304,7 @@ def _fmt(v, se=None, digits=2):
     if v == "" or v is None:
         return "-"
     s = f"{v:.{digits}f}"
-    return s + (f" ± {se:.{digits}f}" if se not in ("", None) else "")
+    return s + plus_minus(se, f".{digits}f")
 
 
 def markdown_table(summary: list[dict]) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["atomic_write", "write_text", "write_json", "save_torch", "save_png", "progress_bar", "NullBar", "LineBar",
-           "markdown_table", "content_digest", "checkpoint_changed"]
+           "markdown_table", "content_digest", "checkpoint_changed", "output_folder"]
 
 
 def atomic_write(path, write) -> None:
@@ -77,6 +77,23 @@ def content_digest(path, digits: int = 16) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:digits]
+
+
+def output_folder(path, what: str = "the output folder", rank: int = 0) -> Path:
+    """``path`` as a folder that exists and can be written (made if missing), or a one-sentence ``ValueError``
+    before any work: a file there, or a place that cannot be written (probed with a file of ``rank``'s own, so
+    ranks of one run may probe at once)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a file; choose a folder")
+    probe = path / f".afdps-write-test.{rank}.{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"{what} {str(path)!r} is not writable ({exc.strerror or type(exc).__name__})") from None
+    return path
 
 
 def checkpoint_changed(name, what: str, then: str, now: str) -> ValueError:

@@ -50,7 +50,7 @@ from . import ops
 from .data import IMAGE_SUFFIXES, NPY_RANGE, WIDE_MODES, load_npy, open_image, read_image  # noqa: F401  (read_image: this module's API too)
 from .distributed import shard
 from .evaluate import make_operator
-from .io import atomic_write, checkpoint_changed, progress_bar, save_png, write_json, write_text
+from .io import atomic_write, checkpoint_changed, output_folder, progress_bar, save_png, write_json, write_text
 from .lpips import MIN_SIZE
 from .metrics import psnr, ssim
 from .plots import ess_plot
@@ -777,18 +777,9 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     writer = particle_group is None or rank == 0
     if particle_group is not None:
         rank, world = particle_group.rank, particle_group.world
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"the output folder {str(out)!r} is a file; choose a folder")
+    out = output_folder(out, rank=rank)
     if reference is not None and not Path(reference).is_dir():
         raise FileNotFoundError(f"no reference folder at {str(reference)!r}")
-    out.mkdir(parents=True, exist_ok=True)
-    probe = out / f".afdps-write-test.{rank}.{os.getpid()}"
-    try:
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"the output folder {str(out)!r} is not writable ({exc.strerror})") from None
     if rank == 0:  # the index's writer: an unfinished write of a killed run's index (image folders: _write_outputs)
         for stale in out.glob(".index.html.*.tmp"):
             stale.unlink(missing_ok=True)

@@ -36,6 +36,8 @@ def test_tiny_demo_run(tmp_path, capsys):
     assert names == ["best.png", "ess.png", "mean.png", "measurement.png", "metrics.json", "std.png", "truth.png"]
     m = json.loads((out / "metrics.json").read_text())
     assert m["particles"] == 4 and m["steps"] == 3
+    assert (m["method"], m["eta"], m["tempering"], m["size"], m["sigma_y"], m["seed"]) == ("sde", 1.0, "linear", 64,
+                                                                                        0.05, 0)
     for k in ("measurement", "best", "mean", "exact_posterior_mean"):
         assert np.isfinite(m[k]["psnr"]) and 0 < m[k]["ssim"] <= 1
     assert Image.open(out / "best.png").size == (64, 64)

@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -372,3 +373,70 @@ def test_eval_runs_in_one_process(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert cli.main(EVAL + ["--out", str(tmp_path)]) == 2
     assert "runs in one process" in capsys.readouterr().err
+
+
+# ---- a user audit of afdps eval and demo (2026-12-07) -------------------------------------------------------
+
+def test_option_combinations_are_checked_before_any_pair_runs(tmp_path, capsys):
+    """A combination a method refuses (here FK's Tweedie potential with tempering 'none') stopped the run when
+    that pair began, after the earlier pairs had run and written their rows; it is now refused first."""
+    out = tmp_path / "o"
+    assert cli.main(EVAL + ["--num-images", "1", "--methods", "afdps-sde,fk", "--tempering", "none",
+                            "--out", str(out)]) == 2
+    assert "fk on box: potential='tweedie' starts from lam = 0" in capsys.readouterr().err
+    assert not (out / "results.csv").exists()
+    for bad in ("0", "1"):  # the help said [0, 1]; the sampler takes (0, 1)
+        with pytest.raises(SystemExit):
+            cli.main(EVAL + ["--tempering", "adaptive", "--tempering-ess", bad, "--out", str(out)])
+        assert "a number in (0, 1)" in capsys.readouterr().err
+
+
+def test_rows_record_what_ran_and_where(tmp_path, capsys):
+    """DPS rows carried the particle methods' tempering and time grid, which DPS does not use; one image has no
+    standard error (it printed 0); a resumed run relabelled the rows it kept with the resuming device."""
+    out = tmp_path / "o"
+    argv = EVAL + ["--num-images", "1", "--methods", "dps,fk", "--time-power", "3", "--out", str(out)]
+    assert cli.main(argv) == 0
+    rows = {r["method"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert rows["dps"]["time_power"] == "" and rows["dps"]["tempering"] == "" and rows["dps"]["dps_zeta"] == "3"
+    assert rows["fk"]["time_power"] == "3" and rows["fk"]["tempering"] == "linear"
+    assert rows["fk"]["psnr_mean_se"] == ""
+    assert "±" not in next(line for line in (out / "results.md").read_text().splitlines() if line.startswith("| box | fk"))
+    text = (out / "results.csv").read_text().replace("cpu (", "elsewhere (")
+    (out / "results.csv").write_text(text)
+    assert cli.main(argv + ["--resume"]) == 0
+    assert {r["device"][:9] for r in csv.DictReader(open(out / "results.csv"))} == {"elsewhere"}
+
+
+def test_the_same_images_under_another_path_resume_and_a_file_out_is_refused(tmp_path, capsys):
+    from PIL import Image
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((28, 28), 60 * i + 30, np.uint8)).save(folder / f"{i}.png")
+    argv = ["eval", "--particles", "2", "--steps", "2", "--task", "sr4", "--methods", "afdps-sde", "--no-progress"]
+    assert cli.main(argv + ["--num-images", "1", "--out", str(tmp_path / "o"), "--images", str(folder)]) == 0
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in folder.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    assert cli.main(argv + ["--num-images", "2", "--out", str(tmp_path / "o"), "--images", str(copy),
+                            "--resume"]) == 0
+    assert f"holds the images of {folder}, which the run in" in capsys.readouterr().out
+    (tmp_path / "afile").write_text("x")
+    assert cli.main(argv + ["--num-images", "1", "--out", str(tmp_path / "afile"), "--images", str(folder)]) == 2
+    assert f"the output folder '{tmp_path / 'afile'}' is a file" in capsys.readouterr().err
+    assert cli.main(["demo", "--out", str(tmp_path / "afile"), "--steps", "1", "--particles", "1"]) == 2
+
+
+def test_a_16_bit_reference_is_read_within_the_range(tmp_path):
+    """Lanczos resizing overshoots at a sharp edge; the 8-bit path is clipped by PIL, the 16-bit one was not
+    (min -1.19), so scores depended on the file's bit depth."""
+    from PIL import Image
+
+    from afdps.engine.data import load_image_folder
+    a = np.zeros((90, 90), np.uint16)
+    a[:, 45:] = 65535
+    Image.fromarray(a).save(tmp_path / "edge.png")
+    x = load_image_folder(tmp_path, (1, 28, 28), 1)
+    assert float(x.min()) == -1.0 and float(x.max()) == 1.0

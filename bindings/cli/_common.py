@@ -15,7 +15,7 @@ from ..engine.sampler import CORRECTORS, RESAMPLINGS
 from ..shipped import SHIPPED_PRIORS, data_path, shipped_file
 
 __all__ = ["command_line", "resolve_device", "threads_text", "add_sampler_extras", "positive_int", "nonneg_int",
-           "seed_int", "positive_float", "nonneg_float", "snr_schedule", "format_snr", "unit_float", "fraction_float",
+           "seed_int", "positive_float", "nonneg_float", "snr_schedule", "format_snr", "unit_float", "fraction_float", "open_fraction_float",
            "power_float", "DEFAULT_THREADS", "HelpFormatter", "prior_digest", "is_shipped_prior"]
 
 # Default torch CPU threads of the commands: half the cores, at most 8. Measured on this project's 2-core
@@ -71,6 +71,7 @@ positive_float = _number(float, lambda v: v > 0, "a positive number")
 nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
 unit_float = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 fraction_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+open_fraction_float = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 power_float = _number(float, lambda v: v >= 1, "a number >= 1")
 
 

@@ -17,11 +17,11 @@ from ..api import load_classifier, load_mnist_test, load_prior
 from ..engine.data import load_image_folder
 from ..engine.distributed import env_world
 from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows
-from ..engine.io import checkpoint_changed, write_json, write_text
+from ..engine.io import checkpoint_changed, output_folder, write_json, write_text
 from ..engine.potentials import POTENTIALS
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
-from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, format_snr, fraction_float, nonneg_float,
-                      is_shipped_prior, nonneg_int, positive_float, positive_int, power_float, prior_digest,
+from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, format_snr, nonneg_float,
+                      is_shipped_prior, open_fraction_float, nonneg_int, positive_float, positive_int, power_float, prior_digest,
                       resolve_device, seed_int, snr_schedule, threads_text)
 
 HELP = "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"
@@ -53,8 +53,8 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=positive_int, default=100, help="time steps")
     p.add_argument("--sigma-y", type=positive_float, default=0.05, help="measurement noise on [-1, 1]")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule of the particle methods")
-    p.add_argument("--tempering-ess", type=fraction_float, default=0.5,
-                   help="ESS target of --tempering adaptive / adaptive-linear, in [0, 1] (default: 0.5)")
+    p.add_argument("--tempering-ess", type=open_fraction_float, default=0.5,
+                   help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
     p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
                    help="where the likelihood is evaluated along the path (spec section 9); auto: tweedie for fk "
                    "(eta 0.5), scaled for afdps-sde and afdps-ode")
@@ -122,8 +122,7 @@ def run(args) -> int:
         classifier = load_classifier("mnist")
     else:
         images = load_image_folder(args.images, shape, args.num_images)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out)
     previous = None
     hashes = [hashlib.sha256(np.ascontiguousarray(im.float().numpy()).tobytes()).hexdigest()[:16] for im in images]
     settings = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in vars(args).items()
@@ -154,6 +153,12 @@ def run(args) -> int:
         if changed:
             raise ValueError(f"--resume: image {changed[0]} ({len(changed)} in all) is not the image the run in "
                              f"{str(out)!r} restored (the images changed); choose another --out")
+        if ran_on and old.get("images") != settings.get("images") and None not in (old.get("images"),
+                                                                                  settings.get("images")):
+            # the same images (by their hashes) under another path: the same run, under the folder it began with
+            print(f"afdps eval: --images {args.images} holds the images of {old['images']}, which the run in {out}/ "
+                  "restored")
+            settings["images"] = old["images"]
         if old is not None:  # runs from before an option was added ran as its default does
             old = {**{k: v for k, v in ADDED_LATER.items() if k in settings}, **old}
         differ = sorted(k for k in set(settings) | set(old or {}) if (old or {}).get(k) != settings.get(k))
@@ -174,13 +179,14 @@ def run(args) -> int:
 
     def write(summary, per_image):
         for r in summary:
-            r.update({"device": name, "sigma_y": args.sigma_y, "tempering": args.tempering,
-                      **({"tempering_ess": args.tempering_ess} if args.tempering.startswith("adaptive") else {}),
-                      "time_power": args.time_power, "seed": args.seed, "prior": settings["prior"]})
-            if r["method"] == "dps":
+            r.setdefault("device", name)  # a row kept from an earlier invocation keeps the device that timed it
+            r.update({"sigma_y": args.sigma_y, "seed": args.seed, "prior": settings["prior"]})
+            if r["method"] == "dps":  # its own grid and step size: the particle methods' settings are not its
                 r["dps_zeta"] = args.dps_zeta
             else:
-                r["ess_threshold"] = args.ess_threshold
+                r.update({"tempering": args.tempering, "time_power": args.time_power,
+                          "ess_threshold": args.ess_threshold,
+                          **({"tempering_ess": args.tempering_ess} if args.tempering.startswith("adaptive") else {})})
             if r["method"] == "afdps-ode":
                 r.update(corrector_steps=args.corrector_steps, corrector=args.corrector,
                          corrector_snr=format_snr(args.corrector_snr))

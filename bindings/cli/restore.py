@@ -28,8 +28,8 @@ from ..engine.lpips import load_lpips
 from ..engine.potentials import POTENTIALS
 from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
-from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, fraction_float, nonneg_int, positive_float,
-                      positive_int, power_float, prior_digest, resolve_device, seed_int, snr_schedule)
+from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, nonneg_int, open_fraction_float,
+                      positive_float, positive_int, power_float, prior_digest, resolve_device, seed_int, snr_schedule)
 
 HELP = "restore your own measured images (files, folders, globs or a manifest) with AFDPS"
 
@@ -109,8 +109,8 @@ def add_arguments(p) -> None:
     p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
                    help="intermediate potential (spec section 9); auto: tweedie with eta 0.5, scaled otherwise")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule")
-    p.add_argument("--tempering-ess", type=fraction_float, default=0.5,
-                   help="ESS target of --tempering adaptive / adaptive-linear, in [0, 1] (default: 0.5)")
+    p.add_argument("--tempering-ess", type=open_fraction_float, default=0.5,
+                   help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP)")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step (ode)")
     p.add_argument("--corrector-snr", type=snr_schedule, default=DEFAULT_CORRECTOR_SNR,
