@@ -153,7 +153,9 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                    corrector_steps=corrector_steps, corrector_snr=corrector_snr, corrector=corrector, backend=backend,
                    tempering_ess=tempering_ess, ess_threshold=ess_threshold)
     # every pair's options checked before the first runs (they were checked as each pair began: a bad combination
-    # stopped the run after hours, with the earlier pairs' rows written)
+    # stopped the run after hours, with the earlier pairs' rows written); the check leaves a prior's "auto" network
+    # batch as it found it (each run chooses its own)
+    chosen = getattr(prior, "auto_batch", None)
     for task in tasks:
         op = make_operator(task, shape, seed=seed)
         y = measurements(op, images[:min(batch_size, n)], sigma_y, seed).to(device)
@@ -162,8 +164,10 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                 try:
                     prepare(prior, op, y, sigma_y, **sampler_options(
                         method, seeds=[seed + i for i in range(y.shape[0])], **options))
-                except ValueError as exc:
-                    raise ValueError(f"{method} on {task}: {exc}") from None
+                except (ValueError, MemoryError) as exc:
+                    raise type(exc)(f"{method} on {task}: {exc}") from None
+    if hasattr(prior, "auto_batch"):
+        prior.auto_batch = chosen
     bar = progress_bar(len(tasks) * len(methods) * math.ceil(n / batch_size), "eval (batches)", progress, lines=True)
     try:
         for task in tasks:

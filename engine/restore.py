@@ -777,9 +777,9 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     writer = particle_group is None or rank == 0
     if particle_group is not None:
         rank, world = particle_group.rank, particle_group.world
-    out = output_folder(out, rank=rank)
     if reference is not None and not Path(reference).is_dir():
         raise FileNotFoundError(f"no reference folder at {str(reference)!r}")
+    out = output_folder(out, rank=rank)
     if rank == 0:  # the index's writer: an unfinished write of a killed run's index (image folders: _write_outputs)
         for stale in out.glob(".index.html.*.tmp"):
             stale.unlink(missing_ok=True)

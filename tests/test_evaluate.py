@@ -412,10 +412,10 @@ def test_the_same_images_under_another_path_resume_and_a_file_out_is_refused(tmp
     from PIL import Image
     folder = tmp_path / "imgs"
     folder.mkdir()
-    for i in range(2):
+    for i in range(3):
         Image.fromarray(np.full((28, 28), 60 * i + 30, np.uint8)).save(folder / f"{i}.png")
     argv = ["eval", "--particles", "2", "--steps", "2", "--task", "sr4", "--methods", "afdps-sde", "--no-progress"]
-    assert cli.main(argv + ["--num-images", "1", "--out", str(tmp_path / "o"), "--images", str(folder)]) == 0
+    assert cli.main(argv + ["--num-images", "2", "--out", str(tmp_path / "o"), "--images", str(folder)]) == 0
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in folder.iterdir():
@@ -423,6 +423,17 @@ def test_the_same_images_under_another_path_resume_and_a_file_out_is_refused(tmp
     assert cli.main(argv + ["--num-images", "2", "--out", str(tmp_path / "o"), "--images", str(copy),
                             "--resume"]) == 0
     assert f"holds the images of {folder}, which the run in" in capsys.readouterr().out
+    # more images than the run hashed: nothing proves the new ones are the first folder's
+    assert cli.main(argv + ["--num-images", "3", "--out", str(tmp_path / "o"), "--images", str(copy),
+                            "--resume"]) == 2
+    assert "the settings differ from those of the run in" in capsys.readouterr().err
+    # a run whose SSIM was taken on [-1, 1] (settings.json without "ssim") is not continued with today's SSIM
+    settings = json.loads((tmp_path / "o" / "settings.json").read_text())
+    del settings["ssim"]
+    (tmp_path / "o" / "settings.json").write_text(json.dumps(settings))
+    assert cli.main(argv + ["--num-images", "2", "--out", str(tmp_path / "o"), "--images", str(folder),
+                            "--resume"]) == 2
+    assert "(ssim; only --num-images may grow) (SSIM is taken on [0, 1] since 2026-12-07" in capsys.readouterr().err
     (tmp_path / "afile").write_text("x")
     assert cli.main(argv + ["--num-images", "1", "--out", str(tmp_path / "afile"), "--images", str(folder)]) == 2
     assert f"the output folder '{tmp_path / 'afile'}' is a file" in capsys.readouterr().err

@@ -88,7 +88,9 @@ IMAGE_HASHES = "image_sha256"  # settings.json: the first 16 hex digits of each 
 PRIOR_HASH = "prior_sha256"  # settings.json: the checkpoint's content_digest (afdps.engine.io)
 
 # options added after runs were written with settings.json, and the value those runs had in effect
-ADDED_LATER = {"fast_network": False}
+ADDED_LATER = {"fast_network": False, "ssim": "[-1, 1]"}
+SSIM = "[0, 1]"  # settings.json: the range SSIM is taken on (afdps.ssim: [-1, 1] before 2026-12-07, where a resume
+# would average per-image values of both conventions)
 
 
 def run(args) -> int:
@@ -131,6 +133,7 @@ def run(args) -> int:
         settings.pop("tempering_ess")  # unused: runs from before the option resume as they were
     if args.ess_threshold == 0.5:
         settings.pop("ess_threshold")  # the default: runs from before the option resume as they were
+    settings["ssim"] = SSIM
     if (out / "results.csv").exists():
         if not args.resume:
             raise ValueError(f"{str(out)!r} holds results of an earlier run; pass --resume to continue it, or choose "
@@ -153,8 +156,8 @@ def run(args) -> int:
         if changed:
             raise ValueError(f"--resume: image {changed[0]} ({len(changed)} in all) is not the image the run in "
                              f"{str(out)!r} restored (the images changed); choose another --out")
-        if ran_on and old.get("images") != settings.get("images") and None not in (old.get("images"),
-                                                                                  settings.get("images")):
+        if ran_on and len(ran_on) >= len(hashes) and old.get("images") != settings.get("images") and \
+                None not in (old.get("images"), settings.get("images")):
             # the same images (by their hashes) under another path: the same run, under the folder it began with
             print(f"afdps eval: --images {args.images} holds the images of {old['images']}, which the run in {out}/ "
                   "restored")
@@ -165,8 +168,10 @@ def run(args) -> int:
         if differ == ["num_images"] and isinstance(old["num_images"], int) and old["num_images"] < args.num_images:
             print(f"afdps eval: extending the run in {out}/ from {old['num_images']} to {args.num_images} images")
         elif differ:
+            why = (" (SSIM is taken on [0, 1] since 2026-12-07; the run's rows took it on [-1, 1]: finish it with the "
+                   "code it began with, or start it again)" if "ssim" in differ else "")
             raise ValueError(f"--resume: the settings differ from those of the run in {str(out)!r} ({', '.join(differ)}; "
-                             "only --num-images may grow)")
+                             f"only --num-images may grow){why}")
         previous = (read_csv_rows(out / "results.csv"), read_csv_rows(out / "per_image.csv"))
         kept = {(r["task"], r["method"]) for r in previous[1]}
         print(f"afdps eval: resuming: {len(previous[1])} image row(s) of {len(kept)} task x method pair(s) kept from "
