@@ -341,7 +341,7 @@ def check_operator(op, dtype=torch.float32, device=None, needs: dict | None = No
     """Refuse an operator the sampler cannot use, before any work, in one sentence: not a
     :class:`LinearOperator`; a method it lacks (``A``, ``A_adjoint``, and ``needs``: ``{method: what needs it}``);
     ``A`` or ``A_adjoint`` returning another shape than ``(batch, 1, *output_shape)`` / ``(batch, 1,
-    *input_shape)`` for particles of ``batch`` images; or an ``A_adjoint`` that is not ``A``'s adjoint
+    *input_shape)`` for particles of ``batch`` images, or another dtype or device than their input's; or an ``A_adjoint`` that is not ``A``'s adjoint
     (``||A x||^2 = <x, A^T A x>`` to ``ADJOINT_RTOL`` relative, for one random ``x`` per image in ``dtype``)."""
     if not isinstance(op, LinearOperator):
         raise TypeError(f"op must be an afdps.ops.LinearOperator: subclass it, set input_shape and output_shape and "

@@ -183,7 +183,8 @@ def stage1_sample(op, y, m: Member, lam: float, rho: float, noise: torch.Tensor)
 def tweedie_terms(prior, op, x, y, t: float, tn: float, sigma_y: float, last: bool):
     """``(s, g, half_k, half_n)`` at particles ``x`` for a step ``t -> tn``: the score ``s(x, t)`` (detached),
     ``g = grad (nu_k / lam_k)``, and ``nu / lam`` of the members at ``t`` and ``tn`` at the same ``x`` (the
-    one at ``tn`` is ``mu(x)`` when ``last``). Costs one network call with its VJP, and one more call at
+    one at ``tn`` is ``mu(x)`` when ``last``). Costs one network call with its VJP (a slice of the particles at a
+    time, each slice at most the prior's network batch), and one more call at
     ``tn`` unless ``last``."""
     sched = prior.schedule
     dims = tuple(range(-len(op.output_shape), 0))

@@ -38,8 +38,10 @@ class GaussianMixture(Prior):
 
     Parameters
     ----------
-    means : (K, d); covs : (K, d, d) symmetric positive definite; weights : (K,) positive (normalised
-    here); schedule : the noising SDE (default :class:`VPSchedule`).
+    means : (K, d); covs : (K, d, d) symmetric (to 1e-6 relative, float32 rounding; their symmetric part is
+    kept) positive semi-definite (a singular one is a degenerate Gaussian: its diffused scores exist, its density
+    at ``t=None`` does not); weights : (K,) positive (normalised here); schedule : the noising SDE (default
+    :class:`VPSchedule`).
     All arithmetic is float64; :meth:`score` returns the input's dtype.
     """
 
@@ -89,7 +91,10 @@ class GaussianMixture(Prior):
             else:
                 a, s2 = float(self.schedule.alpha(t)), float(self.schedule.sigma(t)) ** 2
             C = a * a * self.covs + s2 * torch.eye(self.dim, dtype=torch.float64)
-            L = torch.linalg.cholesky(C)
+            L, info = torch.linalg.cholesky_ex(C)
+            if bool((info != 0).any()):  # only at t=None: a singular covariance (alpha^2 S + sigma^2 I is PD at t > 0)
+                raise ValueError(f"covs[{int(torch.nonzero(info)[0])}] is singular: the mixture has no density at the "
+                                 "data end (t=None); its diffused scores (t > 0) exist")
             eye = torch.eye(self.dim, dtype=torch.float64).expand_as(L)
             Linv = torch.linalg.solve_triangular(L, eye, upper=False)
             logdet = 2.0 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
@@ -364,7 +369,9 @@ class EpsilonModel(Prior):
         ``learn_sigma``): keep the first ``C`` channels. ``None``: decide from the output's channels
         (``2C`` means learned sigma, ``C`` means plain; anything else raises).
     batch_size : at most this many images per network call (memory bound for large ensembles), or
-        ``"auto"``: as many as fit in half the device's free memory by :meth:`activation_bytes_per_image`.
+        ``"auto"``: as many as fit in half the device's free memory by :meth:`activation_bytes_per_image` (by
+        :meth:`graph_bytes_per_image` for the Tweedie potential, whose network calls keep their graph). It bounds
+        the Tweedie potential's gradient passes too, which take the particles a slice at a time.
     train_schedule : the VP schedule the network was trained on (default ``VPSchedule()``, the limit of the
         1000-step DDPM linear betas). Used when ``schedule`` is a :class:`VESchedule`: the sampler then works
         in VE (EDM) coordinates and the VP network is called as EDM does, on ``x_vp = x / sqrt(1 + sigma^2)``

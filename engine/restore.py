@@ -759,7 +759,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     :class:`Interrupted` after the current image when SIGTERM arrives (the caller exits 143).
     ``prior_name`` (e.g. ``"mnist"`` or a checkpoint's path) and ``prior_digest`` (its bytes,
     :func:`~afdps.engine.io.content_digest`) are journaled, and ``resume`` refuses others (a checkpoint replaced in
-    place included).
+    place included; the same bytes under another path or name with the same ``--arch`` are the same prior).
 
     Many processes (``torch.distributed``, every rank calls this with the same jobs): by default rank
     ``rank`` of ``world`` restores its share of the images (:func:`~afdps.engine.distributed.shard` of

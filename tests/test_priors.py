@@ -414,6 +414,8 @@ def test_gaussian_mixture_takes_float32_rounding_and_singular_covariances():
     assert torch.equal(gm.covs, gm.covs.transpose(1, 2))
     singular = GaussianMixture(torch.zeros(1, 2), [[[1.0, 0.0], [0.0, 0.0]]], [1.0])
     assert bool(torch.isfinite(singular.score(torch.ones(3, 2), 0.5)).all())
+    with pytest.raises(ValueError, match="covs\\[0\\] is singular: the mixture has no density at the data end"):
+        singular.sample(3, generator=torch.Generator().manual_seed(0))
 
 
 def test_spectral_gaussian_refuses_non_finite_and_misshapen_inputs():

@@ -76,7 +76,8 @@ def add_arguments(p) -> None:
                    help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
     p.add_argument("--out", default="eval_out", help="output folder")
     p.add_argument("--resume", action="store_true", help="keep the image rows of an interrupted run in --out (same "
-                   "settings; a larger --num-images extends it) and run only the missing images")
+                   "settings; a larger --num-images extends it; the same checkpoint or images under another path "
+                   "continue it) and run only the missing images")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_sampler_extras(p, resample=False)
     add_fast_network(p)
