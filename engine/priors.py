@@ -59,7 +59,7 @@ class GaussianMixture(Prior):
         if not (bool(torch.isfinite(self.means).all()) and bool(torch.isfinite(self.covs).all())):
             raise ValueError("means and covs must be finite")
         if tuple(w.shape) != (K,) or not bool((w > 0).all()) or not bool(torch.isfinite(w).all()):
-            raise ValueError(f"weights must be {K} positive finite numbers, got {w.tolist()}")
+            raise ValueError(f"weights must be {K} positive finite number{'s' if K != 1 else ''}, got {w.tolist()}")
         # symmetric to float32 rounding (a float32 Q diag(l) Q^T is off by about 3e-8), kept as its symmetric part
         scale = self.covs.abs().amax(dim=(1, 2)).clamp_min(torch.finfo(torch.float64).tiny)
         asym = (self.covs - self.covs.transpose(1, 2)).abs().amax(dim=(1, 2)) / scale

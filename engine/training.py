@@ -223,6 +223,9 @@ def train_prior(
     dict : the checkpoint's ``meta``.
     """
     out = Path(out)
+    if out.is_dir() or not out.name:
+        raise ValueError(f"the checkpoint path {str(out)!r} is a folder; give the path of a file to write (in it or "
+                         "elsewhere)")
     log_path = Path(log_path) if log_path is not None else out.with_name(out.stem + "_loss.csv")
     state_path = out.with_name(out.name + ".state")
     init_sd, init_meta = None, None

@@ -393,7 +393,7 @@ def test_a_network_output_of_the_wrong_kind_is_named(forward, what):
 @pytest.mark.parametrize("means,covs,weights,msg", [
     ([[0.0, 0.0]], [[[1.0, 0.9], [-0.9, 1.0]]], [1.0], "covs\\[0\\] is not symmetric"),
     ([[0.0, 0.0]], [[[1.0, 2.0], [2.0, 1.0]]], [1.0], "covs\\[0\\] is not positive semi-definite \\(smallest eigenvalue -1"),
-    ([[0.0, 0.0]], [[[1.0, 0.0], [0.0, 1.0]]], [float("inf")], "weights must be 1 positive finite numbers"),
+    ([[0.0, 0.0]], [[[1.0, 0.0], [0.0, 1.0]]], [float("inf")], "weights must be 1 positive finite number,"),
     ([[float("nan"), 0.0]], [[[1.0, 0.0], [0.0, 1.0]]], [1.0], "means and covs must be finite"),
     (torch.zeros(0, 2), torch.zeros(0, 2, 2), torch.zeros(0), "at least one component"),
 ])

@@ -19,7 +19,7 @@ from afdps import cli, ops
 from afdps.baselines import dps
 from afdps.engine import restore as rs
 from afdps.engine.lpips import LPIPS, load_lpips
-from afdps.priors import GaussianMixture
+from afdps.priors import EpsilonModel, GaussianMixture, SpectralGaussian
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 GM = GaussianMixture(torch.tensor([[-1.0, 0.0], [1.5, 1.0]]), torch.stack([0.3 * torch.eye(2), 0.5 * torch.eye(2)]),
@@ -106,7 +106,22 @@ def _files(tmp):
                       ("kernel.jsonl", {"path": "x.png", "task": "box", "kernel": "k.npy"})):
         (tmp / name).write_text(json.dumps(row) + "\n")
     (tmp / "cells.csv").write_text("path,task\nx.png,box,extra\n")
+    np.save(tmp / "nanmask.npy", np.full((28, 28), np.nan))
+    with open(tmp / "archive.npy", "wb") as f:
+        np.savez(f, a=np.zeros(3))
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp / "index.html.png")
+    (tmp / "num.jsonl").write_text(json.dumps({"path": 5, "task": "box"}) + "\n")
     return tmp
+
+
+class _Up(_Opaque):  # float64 back for float32 particles
+    def A(self, x):
+        return x[..., :1].double()
+
+
+def _eps(**kw):
+    args = {"event_shape": (1, 4, 4), **kw}
+    return lambda: EpsilonModel(args.pop("net", torch.nn.Identity()), **args)
 
 
 def _api_cases(tmp):
@@ -233,6 +248,28 @@ def _api_cases(tmp):
         ("restore", "a missing reference folder",
          lambda: rs.restore(None, [], tmp / "out", sample_options={}, reference=tmp / "nowhere")),
         ("restore", "an output folder that is a file", lambda: rs.restore(None, [], tmp / "k.npy", sample_options={})),
+        ("restore", "a mask of NaN", lambda: rs.read_mask(tmp / "nanmask.npy", (28, 28))),
+        ("restore", "an .npz archive named .npy", lambda: rs.read_mask(tmp / "archive.npy", (28, 28))),
+        ("restore", "an image named index.html", lambda: rs.jobs_from_inputs([str(tmp / "index.html.png")],
+                                                                             task="denoise")),
+        ("restore", "a manifest path that is a number", lambda: rs.jobs_from_manifest(tmp / "num.jsonl", defaults={})),
+        ("sample", "an operator returning float64 for float32 particles", _s(op=_Up())),
+        ("sample_prior", "timesteps=[5.0, 0.5]", lambda: afdps.sample_prior(GM, 2, timesteps=[5.0, 0.5], seed=0)),
+        ("priors", "EpsilonModel(num_train_steps=0)", _eps(num_train_steps=0)),
+        ("priors", "EpsilonModel(event_shape=(1.5, 8, 8))", _eps(event_shape=(1.5, 8, 8))),
+        ("priors", "EpsilonModel(schedule='ve')", _eps(schedule="ve")),
+        ("priors", "EpsilonModel(net=a function)", _eps(net=lambda x, t: x)),
+        ("priors", "EpsilonModel(learned_sigma='no')", _eps(learned_sigma="no")),
+        ("priors", "GaussianMixture with a non-symmetric covariance",
+         lambda: GaussianMixture([[0.0, 0.0]], [[[1.0, 0.9], [-0.9, 1.0]]], [1.0])),
+        ("priors", "GaussianMixture with an indefinite covariance",
+         lambda: GaussianMixture([[0.0, 0.0]], [[[1.0, 2.0], [2.0, 1.0]]], [1.0])),
+        ("priors", "GaussianMixture with weight inf",
+         lambda: GaussianMixture([[0.0, 0.0]], [[[1.0, 0.0], [0.0, 1.0]]], [float("inf")])),
+        ("priors", "SpectralGaussian.fit on an image with NaN",
+         lambda: SpectralGaussian.fit([torch.full((1, 8, 8), float("nan"))], (8, 8))),
+        ("priors", "SpectralGaussian with an infinite power",
+         lambda: SpectralGaussian([0.0], torch.full((1, 8, 5), float("inf")), 8)),
     ]
 
 
@@ -254,6 +291,7 @@ CLI_CASES = [
     ["eval", "--potential", "bent"],
     ["eval", "--methods", "fk,fk"],
     ["eval", "--device", "gpu0"],
+    ["eval", "--tempering", "adaptive", "--tempering-ess", "1"],
     ["demo", "--size", "32"],
     ["demo", "--particles", "0"],
     ["demo", "--sigma-y", "abc"],
@@ -264,6 +302,8 @@ CLI_CASES = [
     ["train-prior", "--out", "p.pt", "--ema-decay", "1.5"],
     ["train-classifier", "--out", "c.pt", "--lr", "-1"],
     ["train-prior", "--out", "p.pt", "--init-from", "mnist", "--num-channels", "64"],
+    ["train-prior", "--out", ".", "--steps", "1"],
+    ["train-prior", "--out", "p.pt", "--steps", "1", "--device", "gpu0"],
     ["restore", "--task", "box", "--out", "r"],
     ["restore", "nowhere.png", "--task", "box", "--out", "r"],
     ["restore", "x.png", "--task", "deblur", "--out", "r"],
