@@ -765,7 +765,8 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     ``rank`` of ``world`` restores its share of the images (:func:`~afdps.engine.distributed.shard` of
     the whole image list, less those journaled already, so no rank's share depends on the journals) and journals them in its own file; with ``particle_group`` every rank takes
     part in every image (its share of the particles) and rank 0 writes the files. Seeds come from image
-    names, so the outputs do not depend on the world size.
+    names, so a sharded run's outputs do not depend on the world size (a particle-parallel run's only to the last
+    bits of the network's batched arithmetic, each rank calling it on its own particles).
     """
     if lpips is not None:
         if reference is None:

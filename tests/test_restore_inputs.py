@@ -254,3 +254,31 @@ def test_a_moved_checkpoint_resumes_but_another_arch_for_its_bytes_does_not(tmp_
     with pytest.raises(ValueError, match="the checkpoint '/old/w.pt --arch a.json' changed since a in"):
         rs._check_resumed(tmp_path, [job], done, {}, {**opts, "prior": "/old/w.pt --arch a.json",
                                                         "prior_sha256": "fedcba9876543210"})
+
+
+# ---- under torchrun (a multi-process read, 2026-12-07) ------------------------------------------------------
+
+def test_each_rank_gets_its_own_gpu_for_a_bare_cuda(monkeypatch):
+    """--device cuda put every rank on GPU 0 (only the default was mapped to the local rank); an explicit cuda:k
+    stays as given; more ranks than GPUs are named in one sentence (it was a raw 'invalid device ordinal')."""
+    from afdps.cli._common import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda", 1) == torch.device("cuda:1") and resolve_device(None, 1) == torch.device("cuda:1")
+    assert resolve_device("cuda:0", 1) == torch.device("cuda:0")
+    with pytest.raises(ValueError, match="the default device \\(cuda:3 for this process\\): torch sees 2 CUDA device"):
+        resolve_device(None, 3)
+
+
+def test_the_default_threads_are_shared_by_the_ranks_on_a_machine(tmp_path, monkeypatch):
+    """Each of R ranks took the one-process default (half the cores, at most 8): R times the cores' threads."""
+    from afdps.cli._common import DEFAULT_THREADS
+    _digit(tmp_path / "a.png")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    before = torch.get_num_threads()
+    try:
+        assert cli.main(["restore", str(tmp_path / "a.png"), "--task", "denoise", "--out", str(tmp_path / "o"),
+                         *[a for a in FAST if a not in ("--threads", "1")]]) == 0
+        assert torch.get_num_threads() == max(1, DEFAULT_THREADS // 2)
+    finally:
+        torch.set_num_threads(before)

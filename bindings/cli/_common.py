@@ -94,23 +94,27 @@ def format_snr(value) -> str:
 
 
 def resolve_device(text: str | None, local_rank: int | None = None):
-    """``--device``: ``None`` is CUDA (``cuda:<local_rank>`` under torchrun) where torch sees a GPU, else the CPU;
-    a name torch does not know, or CUDA where torch sees none, is bad input (``ValueError``)."""
-    if text is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda" if local_rank is None else f"cuda:{local_rank}")
+    """``--device``: ``None`` is CUDA where torch sees a GPU, else the CPU; ``None`` and ``cuda`` mean
+    ``cuda:<local_rank>`` under torchrun (each rank its own GPU: a bare ``cuda`` put every rank on GPU 0), and an
+    explicit ``cuda:k`` is taken as given. A name torch does not know, or CUDA where torch sees none or not the
+    device asked for, is bad input (``ValueError``)."""
+    if text is None and not torch.cuda.is_available():
         return torch.device("cpu")
     try:
-        device = torch.device(text)
+        device = torch.device("cuda" if text is None else text)
     except (RuntimeError, ValueError, TypeError):
         raise ValueError(f"--device {text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and device.index is None and local_rank is not None:
+        device = torch.device(f"cuda:{local_rank}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {text!r}: torch sees no CUDA device here (torch {torch.__version__}"
                              f"{', a CPU build' if torch.version.cuda is None else ''}); use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {text!r}: torch sees {torch.cuda.device_count()} CUDA device(s), "
-                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+            asked = "the default device" if text is None else f"--device {text!r}"
+            raise ValueError(f"{asked} ({device} for this process): torch sees "
+                             f"{torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1} "
+                             "(under torchrun: at most one rank per GPU, or name one with --device cuda:k)")
     elif device.type != "cpu":
         raise ValueError(f"--device {text!r}: afdps runs on cpu or cuda devices")
     return device

@@ -11,12 +11,14 @@ the run after the current image's files with exit status 143.
 
 Under ``torchrun`` (``torchrun --nproc-per-node R -m afdps.cli restore ...``) the images are sharded across
 the ranks (each journals its own ``journal.rank<r>.jsonl``; rank 0 writes the index); with
-``--particle-parallel`` every rank takes a share of each image's particles instead. Either way the outputs
-equal a one-process run's.
+``--particle-parallel`` every rank takes a share of each image's particles instead. Sharded, the outputs equal a
+one-process run's byte for byte; particle-parallel, to the last bits of the network's batched arithmetic (each
+rank calls it on its own particles).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -118,9 +120,10 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"),
                    help="Triton kernels or PyTorch references (auto: AFDPS_BACKEND if set, else the kernels on CUDA)")
-    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
-                   help="torch CPU threads (default: half the cores, at most 8; here %(default)s; on the CPU the "
-                   "results' last digits depend on it, so byte-identical reruns need the same number)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help=f"torch CPU threads per process (default: half the cores, at most 8, shared by torchrun's "
+                   f"ranks on the machine; here {DEFAULT_THREADS} for one process; on the CPU the results' last digits "
+                   "depend on it, so byte-identical reruns need the same number)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines every 10%% instead)")
     p.add_argument("--tile-overlap", type=_fraction, default=0.25,
                    help="a measurement larger than the prior's frame is restored in overlapping tiles blended "
@@ -142,6 +145,8 @@ def _prior_name(args) -> str:
 
 
 def run(args) -> int:
+    if args.threads is None:  # torchrun's ranks on one machine share the cores (R x the default oversubscribed them)
+        args.threads = max(1, DEFAULT_THREADS // int(os.environ.get("LOCAL_WORLD_SIZE", env_world()[1])))
     torch.set_num_threads(args.threads)
     if args.particle_parallel and env_world()[1] == 1:
         raise ValueError("--particle-parallel spreads particles over the ranks of a torchrun launch; this run has one "
@@ -165,7 +170,7 @@ def run(args) -> int:
                                 sigma_y=args.sigma_y, seed=args.seed)
     if args.kernel_flip and not any(j.task == "blur" for j in jobs):
         raise ValueError("--kernel-flip flips the kernel file of task blur; no image here has that task")
-    if device.type == "cuda" and world_env > 1 and args.device is None:
+    if device.type == "cuda" and world_env > 1:
         torch.cuda.set_device(device)
     rank, world = init_from_env(device)
     group = ParticleGroup() if args.particle_parallel else None
