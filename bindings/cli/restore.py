@@ -12,7 +12,7 @@ the run after the current image's files with exit status 143.
 Under ``torchrun`` (``torchrun --nproc-per-node R -m afdps.cli restore ...``) the images are sharded across
 the ranks (each journals its own ``journal.rank<r>.jsonl``; rank 0 writes the index); with
 ``--particle-parallel`` every rank takes a share of each image's particles instead. Sharded, the outputs equal a
-one-process run's byte for byte; particle-parallel, to the last bits of the network's batched arithmetic (each
+one-process run's byte for byte (at the same --threads on the CPU); particle-parallel, to the last bits of the network's batched arithmetic (each
 rank calls it on its own particles).
 """
 from __future__ import annotations
