@@ -809,11 +809,6 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     stop = {"flag": False}
     previous = None
     handle_sigterm = handle_sigterm and threading.current_thread() is threading.main_thread()
-    if handle_sigterm:
-        def on_term(signum, frame):
-            stop["flag"] = True
-
-        previous = signal.signal(signal.SIGTERM, on_term)
     if world > 1:
         torch.distributed.barrier()  # every rank has read the journals before any rank adds to them
     todo = [j for j in jobs if j.name not in done]
@@ -828,7 +823,13 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     bar = progress_bar(len(todo), "images", progress if rank == 0 else False)
     tty = bar.__class__.__name__ != "NullBar"
     t_start = time.perf_counter()
+
+    def on_term(signum, frame):
+        stop["flag"] = True
+
     try:
+        if handle_sigterm:  # installed inside the try whose finally restores it (before it, SIGTERM kills as usual:
+            previous = signal.signal(signal.SIGTERM, on_term)  # nothing is half-written, every file being atomic)
         for n, job in enumerate(todo, 1):
             if particle_group is not None:  # the ranks of one image stop together
                 flag = torch.tensor([[stop["flag"]]], device=device)  # NCCL gathers only device tensors
