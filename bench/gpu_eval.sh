@@ -56,7 +56,7 @@ if [ "$REMAINING" = 0 ]; then
   run 110 $SWEEP --methods fk --potentials noisy,scaled,inflated --out $OUT/potentials_fk
   run 200 $SWEEP --methods afdps-sde,afdps-ode --potentials noisy,inflated --out $OUT/potentials
 else  # done on 2026-12-04 (bench/results/sweep_mnist_gpu-20261204-152748/): FK noisy and scaled, the SDE's noisy and inflated;
-  # FK inflated on box, 70% missing, x4 and Gaussian blur ran on the CPU (bench/results/fk_inflated_dev100/), all five run here alike
+  # FK inflated ran on all five tasks on the CPU (bench/results/fk_inflated_dev100/); it runs here again, so that one run has them all
   run 40 $SWEEP --methods fk --potentials inflated --out $OUT/potentials_fk
   run 130 $SWEEP --methods afdps-ode --potentials noisy,inflated --out $OUT/potentials
 fi
