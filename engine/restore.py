@@ -40,6 +40,7 @@ import signal
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,8 @@ import numpy as np
 import torch
 
 from . import ops
-from .data import IMAGE_SUFFIXES, NPY_RANGE, WIDE_MODES, load_npy, open_image, read_image  # noqa: F401  (read_image: this module's API too)
+from .data import (IMAGE_SUFFIXES, INPUT_SUFFIXES, NPY_RANGE, WIDE_MODES, is_image_file, load_npy,  # noqa: F401
+                   open_image, read_image)  # (read_image: this module's API too)
 from .distributed import shard
 from .evaluate import make_operator
 from .io import atomic_write, checkpoint_changed, output_folder, progress_bar, save_png, write_json, write_text
@@ -147,29 +149,20 @@ def read_mask(path, shape) -> torch.Tensor:
     return torch.from_numpy((m >= top / 2).astype(np.float64) if top > 0 else np.zeros_like(m))
 
 
-INPUT_SUFFIXES = IMAGE_SUFFIXES + (".npy",)
-
-
-def _is_input(f: Path) -> bool:
-    """Whether a folder's or a pattern's file is a measurement: an image or ``.npy`` suffix, and not hidden (dot
-    files, such as the ``._a.png`` metadata macOS leaves beside ``a.png``)."""
-    return f.is_file() and f.suffix.lower() in INPUT_SUFFIXES and not f.name.startswith(".")
-
-
 def _expand(inputs) -> list[Path]:
     """The measurement files of ``inputs``: files as named (whatever their names hold, ``[`` included), the
-    measurements of folders and glob patterns (:func:`_is_input`), each file once."""
+    measurements of folders and glob patterns (:func:`~afdps.engine.data.is_image_file`), each file once."""
     files = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if _is_input(f))
+            files += sorted(f for f in p.iterdir() if is_image_file(f))
         elif p.is_file():
             files.append(p)
         elif any(ch in str(item) for ch in "*?["):
             matched = sorted(Path().glob(str(item))) if not p.is_absolute() else sorted(
                 Path(p.anchor).glob(str(p.relative_to(p.anchor))))
-            matched = [f for f in matched if _is_input(f)]
+            matched = [f for f in matched if is_image_file(f)]
             if not matched:
                 raise FileNotFoundError(f"the pattern {str(item)!r} matches no measurement file (images "
                                         f"{', '.join(INPUT_SUFFIXES)}; hidden files are skipped)")
@@ -194,22 +187,32 @@ def _check_name(name: str, where: str) -> str:
     if any(sep in name for sep in ("/", "\\")) or name in (".", "..") or not name.strip():
         raise ValueError(f"{where}: the name {name!r} must be a plain file name (it names the image's folder in "
                          "--out): rename the file, or give the image a name in a --manifest")
-    if name == "index.html" or (name.startswith("journal") and name.endswith(".jsonl")):
+    folded = name.casefold()  # (INDEX.html is index.html on macOS and Windows)
+    if folded == "index.html" or (folded.startswith("journal") and folded.endswith(".jsonl")):
         raise ValueError(f"{where}: the name {name!r} is taken by the run's own files in --out (index.html, "
                          "journal*.jsonl): rename the file, or give the image a name in a --manifest")
     return name
 
 
+def _clashes(names) -> list[str]:
+    """The names that share their output folder with another: equal up to case, as folders are on the
+    case-insensitive file systems of macOS and Windows (``A`` and ``a`` would overwrite each other's outputs
+    there)."""
+    count = Counter(n.casefold() for n in names)
+    return sorted({n for n in names if count[n.casefold()] > 1})
+
+
 def _unique_names(paths) -> list[str]:
-    """Each image's name: its file stem, or ``<folder>_<stem>`` where two inputs share a stem; an error if
-    that still collides. Names never depend on the order of the inputs."""
+    """Each image's name: its file stem, or ``<folder>_<stem>`` where two inputs share a stem (up to case:
+    :func:`_clashes`); an error if that still collides. Names never depend on the order of the inputs."""
     paths = [Path(p) for p in paths]
-    stems = [p.stem for p in paths]
-    names = [f"{p.parent.name}_{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    shared = {s.casefold() for s in _clashes([p.stem for p in paths])}
+    names = [f"{p.parent.name}_{p.stem}" if p.stem.casefold() in shared else p.stem for p in paths]
+    dup = _clashes(names)
     if dup:
-        raise ValueError(f"several inputs would be named {dup[:3]}: rename them or list them in a --manifest with "
-                         "a name column")
+        raise ValueError(f"several inputs would be named {dup[:3]} (names that differ only in case count as one: "
+                         "their output folders are one on macOS and Windows): rename them or list them in a "
+                         "--manifest with a name column")
     return [_check_name(n, str(p)) for n, p in zip(names, paths)]
 
 
@@ -340,10 +343,10 @@ def jobs_from_manifest(path, *, defaults: dict, seed: int = 0) -> list[Job]:
         if defaults.get(key) is not None and key not in used and all(j.task is not None for j in jobs):
             raise ValueError(f"--{key} was given, but no row of manifest {str(path)!r} without its own {key} has a "
                              f"task that uses one")
-    names = [j.name for j in jobs]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = _clashes([j.name for j in jobs])
     if dup:
-        raise ValueError(f"manifest {str(path)!r} names images more than once: {dup[:5]} (add a name column)")
+        raise ValueError(f"manifest {str(path)!r} names images more than once: {dup[:5]} (names that differ only in "
+                         "case count as one: their output folders are one on macOS and Windows; add a name column)")
     return jobs
 
 
@@ -1010,7 +1013,7 @@ def _reference(folder, job: Job, channels: int):
     """The clean image of ``job`` in the reference folder: the file with its input's stem and an image or ``.npy``
     suffix (exactly: ``a.bak.png`` is not ``a``'s), ``None`` if there is none; several are ambiguous."""
     stem = Path(job.path).stem
-    found = sorted(f for f in Path(folder).iterdir() if f.stem == stem and _is_input(f))
+    found = sorted(f for f in Path(folder).iterdir() if f.stem == stem and is_image_file(f))
     if len(found) > 1:
         raise ValueError(f"{job.name}: the reference folder {str(folder)!r} holds several images named {stem!r} "
                          f"({', '.join(f.name for f in found)}); keep one")

@@ -56,6 +56,7 @@ def test_eval_smoke(tmp_path, capsys):
     assert len(per_image) == 2 * 4 * 2
     md = (tmp_path / "results.md").read_text()
     assert "| box | afdps-sde | 2 | 3 |" in md and "acc. best" in md
+    assert "afdps-ode: 1 Langevin step(s), rule split" in md and "; dps: zeta = " in md
     assert "results.md" in capsys.readouterr().out
 
 
@@ -87,7 +88,22 @@ def test_ess_threshold_reaches_the_sampler(tmp_path):
                      "fk,dps", "--ess-threshold", "0", "--out", str(tmp_path), "--no-progress"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert [r["ess_threshold"] for r in rows] == ["0", ""]
-    assert "resampling below ESS/N 0" in (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text()
+    assert "resampling below ESS/N 0" in md and "; dps: zeta = " in md
+    assert "Langevin" not in md  # the ODE's settings are not described where it did not run
+
+
+def test_the_settings_line_describes_the_methods_that_ran():
+    from types import SimpleNamespace
+
+    from afdps.cli.eval import method_settings
+
+    args = SimpleNamespace(tempering="adaptive", tempering_ess=0.3, potential="auto", time_power=2.0, ess_threshold=0.5,
+                           corrector_steps=1, corrector="split", corrector_snr=0.2, dps_zeta=3.0)
+    assert method_settings(args, ["dps"]) == "DPS: zeta = 3, one sample per image, no weights (best = mean)"
+    line = method_settings(args, ["fk"])
+    assert line.startswith("Particle methods: tempering adaptive (ESS target 0.3), potential auto")
+    assert "Langevin" not in line and "zeta" not in line
 
 
 def test_eval_usage_errors(tmp_path, capsys):

@@ -73,6 +73,26 @@ def test_names_of_the_runs_own_files_are_refused(tmp_path):
         rs.jobs_from_inputs([str(tmp_path / "...png")], task="denoise")
 
 
+def test_names_that_differ_only_in_case_are_one_name(tmp_path):
+    """On macOS and Windows the folders out/A and out/a are one: d1/A.png and d2/a.png wrote their outputs into one
+    folder, the second over the first, and the journal kept both. They are named as stems that collide now
+    (<folder>_<stem>); manifest names and the run's own file names are compared without case too."""
+    for d, stem in (("d1", "A"), ("d2", "a")):
+        (tmp_path / d).mkdir()
+        _digit(tmp_path / d / f"{stem}.png")
+    jobs = rs.jobs_from_inputs([tmp_path / "d1", tmp_path / "d2"], task="denoise")
+    assert [j.name for j in jobs] == ["d1_A", "d2_a"]
+    assert [j.seed for j in jobs] == [rs.seed_of("A"), rs.seed_of("a")]  # a seed is its stem's, as before
+    rows = [{"path": "d1/A.png", "name": "Digit"}, {"path": "d2/a.png", "name": "digit"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"names images more than once: \['Digit', 'digit'\] \(names that differ "
+                                         "only in case"):
+        rs.jobs_from_manifest(tmp_path / "m.jsonl", defaults={"task": "denoise"})
+    _digit(tmp_path / "INDEX.html.png")
+    with pytest.raises(ValueError, match="the name 'INDEX.html' is taken by the run's own files"):
+        rs.jobs_from_inputs([str(tmp_path / "INDEX.html.png")], task="denoise")
+
+
 # ---- manifests ----------------------------------------------------------------------------------------------
 
 def test_manifest_paths_a_command_line_kernel_a_byte_order_mark_and_cell_types(tmp_path, monkeypatch):

@@ -27,6 +27,24 @@ from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, for
 HELP = "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"
 
 
+
+def method_settings(args, methods) -> str:
+    """The settings of the methods that ran, for the head of results.md (those of a method that did not run
+    would describe nothing in its table)."""
+    parts = []
+    if any(m != "dps" for m in methods):
+        tempering = args.tempering + (f" (ESS target {args.tempering_ess:g})" if args.tempering.startswith("adaptive")
+                                      else "")
+        parts.append(f"Particle methods: tempering {tempering}, potential {args.potential}, time grid power "
+                     f"{args.time_power:g}, resampling below ESS/N {args.ess_threshold:g}")
+    if "afdps-ode" in methods:
+        parts.append(f"afdps-ode: {args.corrector_steps} Langevin step(s), rule {args.corrector}, r = "
+                     f"{format_snr(args.corrector_snr)}")
+    if "dps" in methods:
+        parts.append(f"{'dps' if parts else 'DPS'}: zeta = {args.dps_zeta:g}, one sample per image, no weights "
+                     "(best = mean)")
+    return "; ".join(parts)
+
 def _split(value: str, allowed, what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     bad = [v for v in items if v not in allowed]
@@ -198,11 +216,9 @@ def run(args) -> int:
                          corrector_snr=format_snr(args.corrector_snr))
         done = "" if len(summary) == planned else f" (partial: {len(summary)} of {planned} task x method rows)"
         header = (f"# afdps eval: prior {settings['prior']}, {len(images)} images, sigma_y {args.sigma_y}, device {name}, "
-                  f"{time.perf_counter() - t0:.0f} s{' in this invocation (resumed)' if previous else ''}{done}\n\nParticle methods: tempering {args.tempering}, potential {args.potential}, time grid "
-                  f"power {args.time_power:g}, resampling below ESS/N {args.ess_threshold:g}; afdps-ode: {args.corrector_steps} Langevin step(s), rule {args.corrector}, r = "
-                  f"{format_snr(args.corrector_snr)}; dps: zeta = {args.dps_zeta:g}, one sample per image, no weights (best = "
-                  "mean). Means ± standard errors over images; accuracy: fraction classified as the true digit; NFE: "
-                  "score evaluations per particle (DPS: each with a backward pass).\n\n")
+                  f"{time.perf_counter() - t0:.0f} s{' in this invocation (resumed)' if previous else ''}{done}\n\n"
+                  f"{method_settings(args, methods)}. Means ± standard errors over images; accuracy: fraction classified "
+                  "as the true digit; NFE: score evaluations per particle (DPS: each with a backward pass).\n\n")
         # per-image rows first: --resume keeps a finished pair only with its images' rows
         write_text(out / "per_image.csv", csv_text(per_image, digits=9))
         write_text(out / "results.csv", csv_text(summary))
