@@ -12,12 +12,13 @@ differ in the last bits where its batch size changes its arithmetic.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["env_world", "init_from_env", "ParticleGroup", "shard"]
+__all__ = ["env_world", "init_from_env", "ParticleGroup", "shard", "check_agree"]
 
 
 def env_world() -> tuple[int, int, int]:
@@ -43,6 +44,36 @@ def shard(items: list, rank: int, world: int) -> list:
     if not (0 <= rank < world):
         raise ValueError(f"rank must be in [0, {world}), got {rank}")
     return list(items[rank::world])
+
+
+def _code(value) -> int:
+    """A 64-bit digest of ``value``: a tensor's dtype, shape and bytes, anything else's ``repr``."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        data = f"{t.dtype} {tuple(t.shape)} ".encode() + t.reshape(-1).view(torch.uint8).numpy().tobytes()
+    else:
+        data = repr(value).encode()
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little", signed=True)
+
+
+def check_agree(fields: dict, what: str, device=None, group=None) -> None:
+    """Raise ``ValueError`` on every rank of ``group`` (the default group: every process) alike where the ranks'
+    ``fields`` differ (compared by digest: one ``all_gather`` of 8 bytes a field). Ranks given different images or
+    settings would otherwise restore some images twice and others never, or exchange particles of different
+    problems. ``device``: where the collective runs (NCCL gathers only CUDA tensors). A no-op in one process.
+    Every rank must pass the same keys."""
+    if not dist.is_initialized() or dist.get_world_size(group) == 1:
+        return
+    names = sorted(fields)
+    codes = torch.tensor([_code(fields[k]) for k in names], dtype=torch.int64, device=device)
+    parts = [torch.empty_like(codes) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, codes, group=group)
+    table = torch.stack(parts).cpu()
+    differ = [k for i, k in enumerate(names) if bool((table[:, i] != table[0, i]).any())]
+    if differ:
+        ranks = [r for r in range(table.shape[0]) if bool((table[r] != table[0]).any())]
+        raise ValueError(f"{what}: rank(s) {ranks} of {table.shape[0]} were given other {', '.join(differ)} than rank 0; "
+                         "every rank must run the same command on the same files")
 
 
 class ParticleGroup:

@@ -50,7 +50,7 @@ import torch
 from . import ops
 from .data import (IMAGE_SUFFIXES, INPUT_SUFFIXES, NPY_RANGE, WIDE_MODES, is_image_file, load_npy,  # noqa: F401
                    open_image, read_image)  # (read_image: this module's API too)
-from .distributed import shard
+from .distributed import check_agree, shard
 from .evaluate import make_operator
 from .io import atomic_write, checkpoint_changed, output_folder, progress_bar, save_png, write_json, write_text
 from .lpips import MIN_SIZE
@@ -788,15 +788,22 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         for stale in out.glob(".index.html.*.tmp"):
             stale.unlink(missing_ok=True)
     done = _read_journal(out)
-    if done and not resume:
-        raise ValueError(f"{str(out)!r} holds {len(done)} restored image(s) of an earlier run; pass --resume to "
-                         "continue it, or choose another --out")
     settings = {k: _plain(v) for k, v in sample_options.items()}
     if settings.get("backend") == "auto":
         settings["backend"] = None  # the same request: journals keep None for it
     torso = getattr(getattr(prior, "net", None), "torso_dtype", None)  # bfloat16 with load_prior(..., inference=True)
     run_opts = {"boundary": boundary, "kernel_flip": bool(kernel_flip), "tile_overlap": tile_overlap,
                 "prior": prior_name, "prior_sha256": prior_digest, "network_dtype": None if torso is None else str(torso).replace("torch.", "")}
+    if world > 1:  # before anything a rank might refuse alone: ranks on other image lists would shard them apart
+        # (images restored twice or never); other journals mean an --out that the ranks do not share
+        check_agree({"images": [(j.name, j.task, j.seed, j.sigma_y, j.factor) for j in jobs],
+                     "settings": sorted((k, v) for k, v in settings.items() if k not in UNCOMPARED),
+                     "options": {k: v for k, v in run_opts.items() if k != "prior"},  # (a path: mounts may differ)
+                     "journaled images": sorted(done), "--resume": bool(resume)},
+                    "afdps restore", device, None if particle_group is None else particle_group.group)
+    if done and not resume:
+        raise ValueError(f"{str(out)!r} holds {len(done)} restored image(s) of an earlier run; pass --resume to "
+                         "continue it, or choose another --out")
     _check_resumed(out, jobs, done, settings, run_opts)  # before the signal handler and the barrier: nothing to undo
     unread = [j for j in jobs if j.name not in done]
     if len(unread) >= 100 and rank == 0:

@@ -27,6 +27,7 @@ from ..kernels.particle_step import particle_step
 from ..kernels.philox import PURPOSE, randn_rows, stream_keys
 from ..kernels.resample import SCHEMES, normalize_log_weights, resample, resample_and_gather
 from . import potentials as pot
+from .distributed import check_agree
 from .io import progress_bar
 from .ops import check_operator
 from .schedules import ancestral_step
@@ -514,6 +515,14 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     if potential == "tweedie" and lam[0] != 0.0:
         raise ValueError(f"potential='tweedie' starts from lam = 0 (Stage I is then exact); tempering={tempering!r} "
                          f"gives lam = {lam[0]:.3g} at the first time (use 'linear')")
+
+    if particle_group is not None:  # ranks on other problems would exchange particles of different posteriors
+        check_agree({"y": y, "sigma_y": sigma_y, "seeds": seeds, "operator": (type(op).__name__, tuple(op.output_shape)),
+                     "prior": (type(prior).__name__, tuple(event)),
+                     "options": (method, potential, float(eta), int(num_particles), K, tempering, float(tempering_ess),
+                                 guidance, resample, float(ess_threshold), int(corrector_steps), corrector,
+                                 corrector_snr, bool(weights), str(dtype), float(time_power), bool(denoise))},
+                    "afdps.sample(particle_group=...)", device, particle_group.group)
 
     def keys(purpose):
         return torch.stack([stream_keys(seeds, k + 1, purpose, device) for k in range(K)])

@@ -24,13 +24,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(out, world):
+def _launch(out, world, worker=WORKER):
     port = _free_port()
     procs = []
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, WORKER, str(out)], env=env, stderr=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen([sys.executable, worker, str(out)], env=env, stderr=subprocess.PIPE, text=True))
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(errs)
 
@@ -58,6 +58,25 @@ def test_particle_parallel_equals_one_process(tmp_path):
                         f"{case}, {world} ranks, rank {rank}: {k} differs from one process"
                 # the Tweedie guidance's largest move, over every rank's particles (None for the other potentials)
                 assert got[case]["guidance_jump"] == ref[case]["guidance_jump"], case
+
+
+def test_ranks_given_different_work_refuse_it_alike(tmp_path):
+    """Every rank must be given the same problem: a particle-parallel sample with another number of steps or
+    another measurement on one rank exchanged particles of different posteriors, and a sharded restore whose
+    ranks listed other images (each node's own files) restored some twice and others never. Each rank now raises
+    the same error, naming the field and the ranks, before any work (a single 8-byte digest per field is
+    gathered)."""
+    out = tmp_path / "msgs"
+    _launch(out, 2, str(Path(__file__).with_name("dist_disagree.py")))
+    ranks = [(tmp_path / f"msgs.rank{r}").read_text().splitlines() for r in range(2)]
+    assert ranks[0] == ranks[1]
+    same, tensor, steps, measurement, images = ranks[0]
+    assert same == "no error"
+    assert tensor == ("tensor: rank(s) [1] of 2 were given other b than rank 0; every rank must run the same command "
+                      "on the same files")
+    assert steps.startswith("afdps.sample(particle_group=...): rank(s) [1] of 2 were given other options than")
+    assert measurement.startswith("afdps.sample(particle_group=...): rank(s) [1] of 2 were given other y than")
+    assert images.startswith("afdps restore: rank(s) [1] of 2 were given other images than rank 0")
 
 
 def test_particle_group_refuses_uneven_splits_and_needs_a_process_group():
