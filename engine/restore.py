@@ -187,7 +187,7 @@ def _check_name(name: str, where: str) -> str:
     if any(sep in name for sep in ("/", "\\")) or name in (".", "..") or not name.strip():
         raise ValueError(f"{where}: the name {name!r} must be a plain file name (it names the image's folder in "
                          "--out): rename the file, or give the image a name in a --manifest")
-    folded = name.casefold()  # (INDEX.html is index.html on macOS and Windows)
+    folded = name.lower()  # (INDEX.html is index.html on macOS and Windows)
     if folded == "index.html" or (folded.startswith("journal") and folded.endswith(".jsonl")):
         raise ValueError(f"{where}: the name {name!r} is taken by the run's own files in --out (index.html, "
                          "journal*.jsonl): rename the file, or give the image a name in a --manifest")
@@ -198,16 +198,16 @@ def _clashes(names) -> list[str]:
     """The names that share their output folder with another: equal up to case, as folders are on the
     case-insensitive file systems of macOS and Windows (``A`` and ``a`` would overwrite each other's outputs
     there)."""
-    count = Counter(n.casefold() for n in names)
-    return sorted({n for n in names if count[n.casefold()] > 1})
+    count = Counter(n.lower() for n in names)
+    return sorted({n for n in names if count[n.lower()] > 1})
 
 
 def _unique_names(paths) -> list[str]:
     """Each image's name: its file stem, or ``<folder>_<stem>`` where two inputs share a stem (up to case:
     :func:`_clashes`); an error if that still collides. Names never depend on the order of the inputs."""
     paths = [Path(p) for p in paths]
-    shared = {s.casefold() for s in _clashes([p.stem for p in paths])}
-    names = [f"{p.parent.name}_{p.stem}" if p.stem.casefold() in shared else p.stem for p in paths]
+    shared = {s.lower() for s in _clashes([p.stem for p in paths])}
+    names = [f"{p.parent.name}_{p.stem}" if p.stem.lower() in shared else p.stem for p in paths]
     dup = _clashes(names)
     if dup:
         raise ValueError(f"several inputs would be named {dup[:3]} (names that differ only in case count as one: "
@@ -799,11 +799,18 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         check_agree({"images": [(j.name, j.task, j.seed, j.sigma_y, j.factor) for j in jobs],
                      "settings": sorted((k, v) for k, v in settings.items() if k not in UNCOMPARED),
                      "options": {k: v for k, v in run_opts.items() if k != "prior"},  # (a path: mounts may differ)
-                     "journaled images": sorted(done), "--resume": bool(resume)},
+                     "journaled images (is --out one folder that every rank shares?)": sorted(done),
+                     "--resume": bool(resume)},
                     "afdps restore", device, None if particle_group is None else particle_group.group)
     if done and not resume:
         raise ValueError(f"{str(out)!r} holds {len(done)} restored image(s) of an earlier run; pass --resume to "
                          "continue it, or choose another --out")
+    journaled = {n.lower(): n for n in done}
+    clash = [(j.name, journaled[j.name.lower()]) for j in jobs if journaled.get(j.name.lower(), j.name) != j.name]
+    if clash:  # its folder is the journaled image's on macOS and Windows: its outputs would replace that image's
+        raise ValueError(f"--resume: {clash[0][0]!r} differs only in case from {clash[0][1]!r}, which the run in "
+                         f"{str(out)!r} restored (one output folder on macOS and Windows); rename it, or choose "
+                         "another --out")
     _check_resumed(out, jobs, done, settings, run_opts)  # before the signal handler and the barrier: nothing to undo
     unread = [j for j in jobs if j.name not in done]
     if len(unread) >= 100 and rank == 0:

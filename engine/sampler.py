@@ -444,6 +444,14 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     """Validate a run and fix its constants: the :class:`Plan` that :func:`init`, :func:`step` and
     :func:`finish` take. ``y (B, *op.output_shape)`` is a torch tensor; the options are those of
     :func:`sample` (which calls this), with ``seed`` and ``backend`` resolved here."""
+    if particle_group is not None:  # first (before any check one rank might fail alone): ranks given other problems
+        # would exchange particles of different posteriors
+        check_agree({"y": y, "sigma_y": sigma_y, "operator": (type(op).__name__, getattr(op, "output_shape", None)),
+                     "prior": (type(prior).__name__, getattr(prior, "event_shape", None)),
+                     "options": (method, potential, eta, num_particles, num_steps, tempering, tempering_ess, guidance,
+                                 resample, ess_threshold, corrector_steps, corrector, corrector_snr, weights, seed,
+                                 backend, str(dtype), time_power, denoise)},
+                    "afdps.sample(particle_group=...)", getattr(y, "device", None), particle_group.group)
     check_choice("method", method, METHODS)
     eta = check_real("eta", eta, low=0.0)
     weights = _check_flag("weights", weights)
@@ -516,12 +524,8 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
         raise ValueError(f"potential='tweedie' starts from lam = 0 (Stage I is then exact); tempering={tempering!r} "
                          f"gives lam = {lam[0]:.3g} at the first time (use 'linear')")
 
-    if particle_group is not None:  # ranks on other problems would exchange particles of different posteriors
-        check_agree({"y": y, "sigma_y": sigma_y, "seeds": seeds, "operator": (type(op).__name__, tuple(op.output_shape)),
-                     "prior": (type(prior).__name__, tuple(event)),
-                     "options": (method, potential, float(eta), int(num_particles), K, tempering, float(tempering_ess),
-                                 guidance, resample, float(ess_threshold), int(corrector_steps), corrector,
-                                 corrector_snr, bool(weights), str(dtype), float(time_power), bool(denoise))},
+    if particle_group is not None and seed is None:  # each rank drew its own unless torch.manual_seed was the same
+        check_agree({"seeds (seed=None draws one on each rank: pass seed=)": seeds},
                     "afdps.sample(particle_group=...)", device, particle_group.group)
 
     def keys(purpose):

@@ -251,12 +251,12 @@ def train_prior(
         raise ValueError(f"{source} is a prior of {'x'.join(map(str, shape))} images (in_channels "
                          f"{net.in_channels}, image_size {net.image_size}); the MNIST training digits are "
                          f"{'x'.join(map(str, DIGIT_SHAPE))}, so it must be a prior of those")
-    for key, what in (("learn_sigma", "a learned variance (2 x in_channels outputs), which the epsilon loss does not "
-                                      "train: the MSE broadcast the noise over both halves"),
-                      ("class_cond", "class labels, which unconditional training does not give")):
+    for key, what in (("learn_sigma", "outputs a learned variance beside epsilon (2 x in_channels channels), which "
+                                      "the epsilon loss does not train: its MSE broadcast the noise over both halves"),
+                      ("class_cond", "takes class labels, which unconditional training does not give")):
         if config.get(key):
             source = "config" if init_from is None else f"the checkpoint {str(init_from)!r}'s config"
-            raise ValueError(f"{source} has {key}=True: a network that takes {what}; train_prior trains an "
+            raise ValueError(f"{source} has {key}=True: a network that {what}; train_prior trains an "
                              f"unconditional epsilon network ({key}=False)")
     _check_writable_file(out, "the checkpoint path")
     _check_writable_file(log_path, "the loss log path")

@@ -35,11 +35,26 @@ def main():
     # ... and another measurement
     lines.append(refusal(lambda: afdps.sample(prior, op, y + rank, sigma_y, num_particles=4, num_steps=3, seed=1,
                                               dtype=torch.float64, particle_group=group)))
+    # an option that rank 1 alone would refuse: the same error on both (rank 0 saw gloo's "Connection closed by peer")
+    lines.append(refusal(lambda: afdps.sample(prior, op, y, sigma_y, num_particles=4, num_steps=3, seed=1,
+                                              tempering="adaptive" if rank else "linear", weights=rank == 0,
+                                              dtype=torch.float64, particle_group=group)))
+    # seed=None draws a seed on each rank
+    torch.manual_seed(rank)
+    lines.append(refusal(lambda: afdps.sample(prior, op, y, sigma_y, num_particles=4, num_steps=3,
+                                              dtype=torch.float64, particle_group=group)))
     # a sharded restore whose ranks hold other image lists (a node's own files): refused before any file is read
     folder = tempfile.mkdtemp()
     jobs = [rs.Job("a.png", "denoise", "a", seed=1), rs.Job(f"b{rank}.png", "denoise", f"b{rank}", seed=2)]
     lines.append(refusal(lambda: rs.restore(prior, jobs, folder, sample_options={}, rank=rank, world=world,
                                             handle_sigterm=False, log=lambda *a: None)))
+    # a resumed sharded run whose --out is each machine's own folder: each rank sees only its own journal
+    jobs = [rs.Job("a.png", "denoise", "a", seed=1)]
+    if rank == 1:
+        with open(f"{folder}/journal.rank1.jsonl", "w") as f:
+            f.write('{"name": "a"}\n')
+    lines.append(refusal(lambda: rs.restore(prior, jobs, folder, sample_options={}, rank=rank, world=world,
+                                            resume=True, handle_sigterm=False, log=lambda *a: None)))
     with open(f"{out}.rank{rank}", "w") as f:
         f.write("\n".join(line.replace("\n", " ") for line in lines) + "\n")
 

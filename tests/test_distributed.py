@@ -65,18 +65,23 @@ def test_ranks_given_different_work_refuse_it_alike(tmp_path):
     another measurement on one rank exchanged particles of different posteriors, and a sharded restore whose
     ranks listed other images (each node's own files) restored some twice and others never. Each rank now raises
     the same error, naming the field and the ranks, before any work (a single 8-byte digest per field is
-    gathered)."""
+    gathered), also where one rank's options alone are invalid, and where seed=None drew other seeds."""
     out = tmp_path / "msgs"
     _launch(out, 2, str(Path(__file__).with_name("dist_disagree.py")))
     ranks = [(tmp_path / f"msgs.rank{r}").read_text().splitlines() for r in range(2)]
     assert ranks[0] == ranks[1]
-    same, tensor, steps, measurement, images = ranks[0]
+    same, tensor, steps, measurement, invalid, seeds, images, journals = ranks[0]
     assert same == "no error"
     assert tensor == ("tensor: rank(s) [1] of 2 were given other b than rank 0; every rank must run the same command "
                       "on the same files")
     assert steps.startswith("afdps.sample(particle_group=...): rank(s) [1] of 2 were given other options than")
     assert measurement.startswith("afdps.sample(particle_group=...): rank(s) [1] of 2 were given other y than")
+    assert invalid.startswith("afdps.sample(particle_group=...): rank(s) [1] of 2 were given other options than")
+    assert seeds.startswith("afdps.sample(particle_group=...): rank(s) [1] of 2 were given other seeds (seed=None "
+                            "draws one on each rank: pass seed=) than rank 0")
     assert images.startswith("afdps restore: rank(s) [1] of 2 were given other images than rank 0")
+    assert journals.startswith("afdps restore: rank(s) [1] of 2 were given other journaled images (is --out one "
+                               "folder that every rank shares?) than rank 0")
 
 
 def test_particle_group_refuses_uneven_splits_and_needs_a_process_group():

@@ -88,6 +88,12 @@ def test_names_that_differ_only_in_case_are_one_name(tmp_path):
     with pytest.raises(ValueError, match=r"names images more than once: \['Digit', 'digit'\] \(names that differ "
                                          "only in case"):
         rs.jobs_from_manifest(tmp_path / "m.jsonl", defaults={"task": "denoise"})
+    # a resume that brings an image whose name differs from a journaled one only in case (its folder is that one's)
+    out = tmp_path / "out"
+    assert cli.main(["restore", str(tmp_path / "d1" / "A.png"), "--task", "denoise", "--out", str(out), *FAST]) == 0
+    with pytest.raises(ValueError, match=r"--resume: 'a' differs only in case from 'A', which the run in"):
+        rs.restore(None, [rs.Job(str(tmp_path / "d2" / "a.png"), "denoise", "a", seed=1)], out, sample_options={},
+                   resume=True, handle_sigterm=False)
     _digit(tmp_path / "INDEX.html.png")
     with pytest.raises(ValueError, match="the name 'INDEX.html' is taken by the run's own files"):
         rs.jobs_from_inputs([str(tmp_path / "INDEX.html.png")], task="denoise")
