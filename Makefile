@@ -7,7 +7,7 @@ PIP := $(VENV)/bin/pip
 # This machine keeps a CPU build of torch 2.13.0 on disk; elsewhere set TORCH_SPEC (e.g. "torch>=2.3").
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test test-fast bench gpu-check gpu-adm gpu-eval eval-mnist clean
+.PHONY: demo test test-fast bench gpu-check gpu-adm gpu-eval gpu-session eval-mnist clean
 
 $(VENV)/.base: pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,7 @@ bench: $(VENV)/.test
 clean:
 	rm -rf $(VENV) demo_out build *.egg-info
 
-# Kernel tests on the GPU (TRITON_INTERPRET unset) and the kernel benchmarks at full size (< 6 minutes), then gpu-adm.
+# Kernel tests on the GPU (TRITON_INTERPRET unset) and the kernel benchmarks at full size (< 6 minutes).
 gpu-check:
 	PYTHON=$(PYTHON) bash bench/gpu_check.sh
 
@@ -57,6 +57,11 @@ gpu-adm:
 # Issue 8's development-split table and configuration grid on a CUDA machine, one device call (< 10 minutes).
 gpu-eval:
 	PYTHON=$(PYTHON) bash bench/gpu_eval.sh
+
+# The one device call of a 15-minute lease (< 10 minutes): gpu-adm cut to 400 s, then the grid's remaining cells;
+# every new result file comes back in $$OUT/bench_results.tgz.
+gpu-session:
+	PYTHON=$(PYTHON) bash bench/gpu_session.sh
 
 # The 100-digit table of the README (all four methods on the four digit tasks and motion blur). 129 s on
 # one H200 (2026-12-04); on this project's 2-core CPU about 15 core-hours (FK, 40-80 s per digit, is most of it). Settings:

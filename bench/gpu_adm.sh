@@ -2,22 +2,25 @@
 # make gpu-adm: issue 12's measurements of the score network on one CUDA GPU, in one device call (< 9 minutes):
 #   1. pip install --no-deps --no-build-isolation -e .
 #   2. bench.bench_adm, FFHQ configuration, batch 64: the GroupNorm kernel's channel block and launch size timed
-#      (--gn-sweep; the fastest is kept for the rest of that run), then bfloat16 autocast (the path before issue
-#      12), ADMUNet.to_inference channels-last as measured on 2026-12-04 (fast-cl-nostats), with the GroupNorm
-#      statistics from the residual kernels (fast-cl-noconvin) and with the fused input convolution too (fast-cl),
-#      the fastest with cuDNN autotuning and with a CUDA graph, and the kernel profile of the fastest (every row
-#      with its error against a float64 forward);
+#      (--gn-sweep, GPU_ADM_GN_SWEEP, empty for none: then the defaults the 2026-12-04 sweep chose; the fastest is
+#      kept for the rest of that run), then bfloat16 autocast (the path before issue 12), ADMUNet.to_inference
+#      channels-last as measured on 2026-12-04 (fast-cl-nostats), with the GroupNorm statistics from the residual
+#      kernels (fast-cl-noconvin) and with the fused input convolution too (fast-cl), the fastest with cuDNN
+#      autotuning and with a CUDA graph, and the kernel profile of the fastest (every row with its error against a
+#      float64 forward);
 #   3. the ImageNet configuration, batch 64;
-#   4. whole restorations (N = 256, 10 steps, random weights): the old network path, the fastest, with the
+#   4. the GPU tests of the kernels, the blur's kept spectra, CUDA-graph replays and the network (pytest -m "gpu or
+#      interpreter", with pytest-xdist's 4 workers where installed: the interpreter-marked kernel tests run the
+#      real kernels on the GPU; newest kernels first);
+#   5. whole restorations (N = 256, 10 steps, random weights): the old network path, the fastest, with the
 #      network's per-shape CUDA graph and inside the whole-run graph, the share of time outside the network and
 #      each part's ms per step; the fastest's device kernels per step (--kernel-profile: cuFFT, the sampler's
 #      kernels, the network's);
-#   5. the GPU tests of the kernels, the blur's kept spectra, CUDA-graph replays and the network (pytest -m "gpu or
-#      interpreter": the interpreter-marked kernel tests run the real kernels on the GPU; newest kernels first);
 #   6. batches 16 and 256, the other variants (float32, contiguous, unfused); 7. torch.compile of the network (its
 #      compile time), last: the likeliest to overrun.
 # Everything lands in bench/results/gpu_adm-<time>.md (and bench/results/adm.csv); with $OUT set (the device tool)
-# copies go there too. Stages are cut to a deadline (GPU_ADM_SECONDS, default 530 s after the start).
+# every new file of bench/results is packed into $OUT/bench_results.tgz after each stage. Stages are cut to a
+# deadline (GPU_ADM_SECONDS, default 530 s after the start); a benchmark cut keeps its rows, a test stage cut fails.
 #
 #   bash bench/gpu_adm.sh             # the real thing (needs CUDA)
 #   bash bench/gpu_adm.sh --dry-run   # print the commands only
@@ -30,6 +33,7 @@ setup_mode gpu_adm "${1:-}"
 BEST=$RESULTS/.adm_best
 need_cuda gpu-adm "--smoke or --dry-run"
 [ "$MODE" != dry ] && DEADLINE=$(( $(date +%s) + ${GPU_ADM_SECONDS:-530} ))
+CUT_OK=1  # a stage cut by the deadline keeps the rows it wrote (each benchmark appends its rows as it goes)
 
 mkdir -p "$RESULTS"
 if [ "$MODE" != dry ]; then
@@ -45,12 +49,20 @@ else
   RES="$PY -m bench.bench_restoration --config adm-ffhq256 --particles 256 --steps 10"
 fi
 ADM="$PY -m bench.bench_adm $SIZE --markdown $REPORT --csv"
+GN_SWEEP=${GPU_ADM_GN_SWEEP-32,128,512:1024,4096}  # empty: the defaults the 2026-12-04 sweep chose (128 B, 1024)
+[ "$MODE" != dry ] && rm -f "$BEST.gn"
 run 190 $ADM $FFHQ $ITERS --batches 64 --best-out "$BEST" --header --profile best+cudnn --profile-out "$REPORT" \
-  --gn-sweep 32,128,512:1024,4096 --gn-best-out "$BEST.gn" \
+  ${GN_SWEEP:+--gn-sweep $GN_SWEEP --gn-best-out "$BEST.gn"} \
   --variants autocast,fast-cl-nostats,fast-cl-noconvin,fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
 NET=$(cat "$BEST" 2>/dev/null || echo fast-cl)
 GN=$(cat "$BEST.gn" 2>/dev/null)  # the GroupNorm setting the sweep kept, for every later stage
 run 90 $ADM $IMNET $ITERS $GN --batches 64 --header --variants fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
+if [ "$MODE" != smoke ]; then
+  # (231 tests: 112 of them ran in 120 s on one process on 2026-12-04, hence the workers; a cut here is a failure)
+  CUT_OK=0 run 120 "$PY" -m pytest -q $(pytest_workers) -m "gpu or interpreter" -p no:cacheprovider tests/test_conv_in.py \
+    tests/test_kept_spectrum.py tests/test_fourier.py tests/test_cuda_graph.py tests/test_residual.py \
+    tests/test_groupnorm.py tests/test_adm.py
+fi
 HEAD="--header"
 for extra in "--network autocast" "--network $NET --cudnn --kernel-profile $REPORT" "--network $NET --cudnn --cuda-graph" \
              "--network $NET --cudnn --whole-graph"; do
@@ -58,17 +70,13 @@ for extra in "--network autocast" "--network $NET --cudnn --kernel-profile $REPO
   run 60 $RES $extra $GN --markdown "$REPORT" $HEAD
   HEAD=""
 done
-if [ "$MODE" = full ]; then
-  run 120 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider tests/test_conv_in.py tests/test_kept_spectrum.py \
-    tests/test_fourier.py tests/test_cuda_graph.py tests/test_residual.py tests/test_groupnorm.py tests/test_adm.py
-fi
 run 90 $ADM $FFHQ $ITERS $GN --batches 16,256 --no-parity --header --variants autocast,fast-cl,best+cudnn$GRAPH
 run 90 $ADM $FFHQ $ITERS $GN --batches 64 --header --variants fp32,autocast-fused,fast,fast-cl-unfused
 run 150 $ADM $FFHQ $GN --batches 64 --no-parity --header --variants fast-cl-unfused+cudnn+compile
 T1=$(date +%s)
 if [ "$MODE" != dry ]; then
   echo "gpu-adm finished in $((T1 - T0)) s (status $STATUS); report: $REPORT" | tee -a "$REPORT"
-  if [ -n "${OUT:-}" ]; then cp "$REPORT" "$RESULTS"/adm.csv "$OUT"/ 2>/dev/null; fi
+  save_results  # (the report's last line too)
   cat "$REPORT"
 fi
 exit $STATUS

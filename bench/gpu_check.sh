@@ -5,7 +5,8 @@
 #      then run the real kernels on the GPU: tests/tolerances.py picks the CUDA device);
 #   3. the kernel benchmarks at full size (particle_step, resample, fourier) and a whole sampler step
 #      (eager vs CUDA graph), markdown tables in
-#      bench/results/gpu_check-<time>.md and CSV rows appended to bench/results/<name>.csv.
+#      bench/results/gpu_check-<time>.md and CSV rows appended to bench/results/<name>.csv (with $OUT set, the
+#      device tool's, every new file of bench/results is packed into $OUT/bench_results.tgz after each stage).
 # Each stage has its own time limit, so one that hangs cannot eat the others' time.
 #
 #   bash bench/gpu_check.sh             # the real thing (needs CUDA)
@@ -44,11 +45,12 @@ fi
 T0=$(date +%s)
 # Time limits (seconds) are ceilings against hangs. The kernel stages took 190 s on an H200 (2026-11-28); the
 # torch.compile baseline of the particle step compiles for a minute or so, so it gets its own run (B*N = 256, the
-# target case) after the guaranteed one. make gpu-adm (the network, under 9 minutes) follows in full mode: the two
-# together need more than one 10-minute device call, so a short lease runs make gpu-adm alone.
+# target case) after the guaranteed one. The score network is make gpu-adm's (its own device call: the two together
+# need more than one 10-minute call; make gpu-session is the one call of a 15-minute lease).
 if [ "$MODE" != smoke ]; then
   install_package
-  run 140 "$PY" -m pytest -q -m "gpu or interpreter" -p no:cacheprovider ${GPU_CHECK_PYTEST_ARGS:-}
+  # (350 tests; one process needed more than 140 s, so pytest-xdist's workers where the machine has them)
+  run 140 "$PY" -m pytest -q $(pytest_workers) -m "gpu or interpreter" -p no:cacheprovider ${GPU_CHECK_PYTEST_ARGS:-}
 fi
 SMOKE=""
 ROWS256="--rows 256"
@@ -63,8 +65,6 @@ if [ "$MODE" = smoke ]; then
 else  # a whole AFDPS step at 256x256, eager vs CUDA-graph replay
   run 60 "$PY" -m bench.bench_sampler --size 256 --particles 64 256 --backend triton --cuda-graph --markdown "$REPORT"
 fi
-# The score network (issue 12): make gpu-adm, its own report (bench/results/gpu_adm-<time>.md).
-if [ "$MODE" = full ]; then PYTHON="$PY" bash bench/gpu_adm.sh || STATUS=1; fi
 T1=$(date +%s)
 
 if [ "$MODE" != dry ]; then

@@ -2,6 +2,17 @@
 # the caller (gpu_check and gpu_adm through setup_mode);
 # CUT_OK=1 makes a stage stopped by its time limit (exit 124) a cut, not a failure (its finished rows are kept).
 STATUS=0
+# Files written under bench/results after this mark go back through the device tool: save_results packs them into
+# $OUT/bench_results.tgz after every stage (one file, so that the tool's 8-file limit holds, and a call killed at
+# its time limit still returns the stages it finished). A script run by another (gpu_session.sh) shares its mark.
+if [ -z "${RESULTS_MARK:-}" ]; then RESULTS_MARK=$(mktemp); export RESULTS_MARK; fi
+
+save_results() {  # pack bench/results' new and changed files into $OUT/bench_results.tgz (device tool, full mode)
+  [ "${MODE:-}" = full ] && [ -n "${OUT:-}" ] && [ -d "$OUT" ] || return 0
+  find bench/results -type f -newer "$RESULTS_MARK" -print0 | tar czf "$OUT/bench_results.tgz.part" --null -T - \
+    && mv "$OUT/bench_results.tgz.part" "$OUT/bench_results.tgz"
+  return 0
+}
 
 run() {  # run LIMIT_SECONDS CMD...: echo, then run under a time limit (not in --dry-run); a failure sets STATUS.
   # With DEADLINE (epoch seconds) set, the limit is cut to the time left, and a stage with under 10 s left is skipped.
@@ -17,7 +28,12 @@ run() {  # run LIMIT_SECONDS CMD...: echo, then run under a time limit (not in -
   local rc=$?
   if [ $rc -eq 124 ] && [ "${CUT_OK:-0}" = 1 ]; then echo "-- cut at its $limit s limit (finished rows kept): $*"
   elif [ $rc -ne 0 ]; then echo "!! exit $rc: $*"; STATUS=1; fi
+  save_results
   return 0
+}
+
+pytest_workers() {  # "-n 4" where pytest-xdist is installed (the GPU image has it): the GPU tests in a quarter of the time
+  "$PY" -c "import xdist" 2>/dev/null && echo "-n 4"
 }
 
 need_cuda() {  # need_cuda NAME HINT: exit 2 unless torch sees a CUDA device (full mode only)
@@ -29,6 +45,10 @@ need_cuda() {  # need_cuda NAME HINT: exit 2 unless torch sees a CUDA device (fu
 }
 
 install_package() {  # pip install -e . without network; where that cannot build, lay the package out by links
+  if [ "$MODE" = full ] && "$PY" -c "import afdps, os, sys; sys.exit(os.path.realpath(afdps.__file__) != os.path.realpath('bindings/__init__.py'))" 2>/dev/null; then
+    echo "afdps is installed from this checkout already"  # (gpu_session.sh: the second script)
+    return 0
+  fi
   run 20 "$PY" -m pip install --no-deps --no-build-isolation -q -e .
   if [ "$MODE" = full ] && ! "$PY" -c "import afdps.kernels" 2>/dev/null; then
     # No setuptools to build with (no network): afdps -> bindings/, afdps/engine -> engine/,

@@ -46,31 +46,30 @@ T0=$(date +%s)
 TASKS=gaussian-blur,motion-blur,sr4,box,random70
 COMMON="--num-images 100 --particles 16 --steps 100"
 SWEEP="$PY -m bench.sweep_mnist $COMMON --tasks $TASKS --batch-size 100 --device cuda"
-OUT=bench/results/sweep_mnist_gpu-$STAMP
+SWEEP_OUT=bench/results/sweep_mnist_gpu-$STAMP  # (not OUT: the device tool's folder of files to return)
 # Limits from the 2026-12-04 call: about 35 s per particle-method configuration (five tasks, 100 digits), the ODE's
 # and FK's Tweedie potential up to twice that; the deadline cuts what does not fit.
 install_package
 if [ "$REMAINING" = 0 ]; then
   run 150 "$PY" -m afdps.cli eval --prior mnist $COMMON --dps-zeta 3 --batch-size 100 --task $TASKS --device cuda \
     --no-progress --out bench/results/eval_mnist_gpu-$STAMP
-  run 110 $SWEEP --methods fk --potentials noisy,scaled,inflated --out $OUT/potentials_fk
-  run 200 $SWEEP --methods afdps-sde,afdps-ode --potentials noisy,inflated --out $OUT/potentials
+  run 110 $SWEEP --methods fk --potentials noisy,scaled,inflated --out $SWEEP_OUT/potentials_fk
+  run 200 $SWEEP --methods afdps-sde,afdps-ode --potentials noisy,inflated --out $SWEEP_OUT/potentials
 else  # done on 2026-12-04 (bench/results/sweep_mnist_gpu-20261204-152748/): FK noisy and scaled, the SDE's noisy and inflated;
-  # FK inflated ran on all five tasks on the CPU (bench/results/fk_inflated_dev100/); it runs here again, so that one run has them all
-  run 40 $SWEEP --methods fk --potentials inflated --out $OUT/potentials_fk
-  run 130 $SWEEP --methods afdps-ode --potentials noisy,inflated --out $OUT/potentials
+  # FK inflated ran on all five tasks on the CPU (bench/results/fk_inflated_dev100/)
+  run 130 $SWEEP --methods afdps-ode --potentials noisy,inflated --out $SWEEP_OUT/potentials
 fi
-run 100 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $OUT/adaptive
-run 70 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $OUT/adaptive_fk
+run 100 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $SWEEP_OUT/adaptive
+run 70 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $SWEEP_OUT/adaptive_fk
 # (on the uniform grid the SDE ran on 100 digits on the CPU, bench/results/sde_p1_dev100/; FK and the ODE on box
 # only, bench/results/fk_p1_dev100/box/, ode_p1_dev100/box/: the GPU runs them on all five tasks alike)
-run 70 $SWEEP --methods afdps-ode --potentials scaled --time-powers 1 --out $OUT/power1
-run 70 $SWEEP --methods fk --potentials tweedie --time-powers 1 --out $OUT/power1_fk
-run 70 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 0.1,0.3 --out $OUT/ode_r0.1-0.3
-run 70 $SWEEP --methods fk --potentials tweedie --ess-threshold 0 --out $OUT/fk_ess0
+run 70 $SWEEP --methods afdps-ode --potentials scaled --time-powers 1 --out $SWEEP_OUT/power1
+run 70 $SWEEP --methods fk --potentials tweedie --time-powers 1 --out $SWEEP_OUT/power1_fk
+run 70 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 0.1,0.3 --out $SWEEP_OUT/ode_r0.1-0.3
+run 70 $SWEEP --methods fk --potentials tweedie --ess-threshold 0 --out $SWEEP_OUT/fk_ess0
 T1=$(date +%s)
 if [ "$MODE" != dry ]; then
   echo
-  echo "gpu-eval finished in $((T1 - T0)) s (status $STATUS); bench/results/eval_mnist_gpu-$STAMP, $OUT/*/sweep.md"
+  echo "gpu-eval finished in $((T1 - T0)) s (status $STATUS); bench/results/eval_mnist_gpu-$STAMP, $SWEEP_OUT/*/sweep.md"
 fi
 exit $STATUS

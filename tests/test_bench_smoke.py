@@ -80,6 +80,43 @@ def test_gpu_adm_dry_run():
     assert any("adm-imagenet256" in ln for ln in lines) and "compile" in lines[-1]
     assert sum("bench.bench_restoration" in ln and "--particles 256" in ln for ln in lines) == 4
     assert "DEADLINE" in (ROOT / "bench" / "gpu_adm.sh").read_text()
+    tests = next(i for i, ln in enumerate(lines) if "pytest" in ln)  # the kernels' GPU tests before the restorations
+    assert "adm-imagenet256" in lines[tests - 1] and "bench.bench_restoration" in lines[tests + 1]
+
+
+def test_gpu_session_dry_run():
+    """make gpu-session, the one call of a 15-minute lease: gpu-adm without its GroupNorm sweep, then the grid's
+    remaining cells, both cut to deadlines that end the call inside 10 minutes."""
+    _, lines = _dry_run("gpu_session.sh")
+    adm = [ln for ln in lines if "bench.bench_adm" in ln]
+    assert adm and not any("--gn-sweep" in ln for ln in adm)
+    sweeps = [ln for ln in lines if "bench.sweep_mnist" in ln]
+    assert sweeps and lines.index(sweeps[0]) > lines.index(adm[-1]) and not any("afdps.cli eval" in ln for ln in lines)
+    text = (ROOT / "bench" / "gpu_session.sh").read_text()
+    assert "GPU_ADM_SECONDS:-400" in text and "GPU_SESSION_SECONDS:-560" in text
+
+
+def test_device_results_come_back_in_one_tarball(tmp_path):
+    """What a device call writes under bench/results (new files, and CSVs appended to) is packed into
+    $OUT/bench_results.tgz after each stage; files older than the script's start are not (the tool returns at most
+    8 files, 2 folders deep: the grid writes dozens, 3 deep, and nothing used to come back from gpu_eval.sh)."""
+    import tarfile
+    import time
+
+    (tmp_path / "bench" / "results" / "old").mkdir(parents=True)
+    (tmp_path / "bench" / "results" / "old" / "kept.csv").write_text("a\n")
+    time.sleep(0.05)
+    out = tmp_path / "out"
+    out.mkdir()
+    script = (f". {ROOT / 'bench' / 'gpu_common.sh'}; MODE=full; sleep 0.05; mkdir -p bench/results/sweep/a/b; "
+              "echo x > bench/results/sweep/a/b/sweep.md; echo b >> bench/results/old/kept.csv; "
+              "run 5 true; ls bench/results/sweep/a/b")
+    p = subprocess.run(["bash", "-c", script], cwd=tmp_path, env={**os.environ, "OUT": str(out)}, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    with tarfile.open(out / "bench_results.tgz") as tar:
+        assert sorted(tar.getnames()) == ["bench/results/old/kept.csv", "bench/results/sweep/a/b/sweep.md"]
+    assert sorted(f.name for f in out.iterdir()) == ["bench_results.tgz"]
 
 
 def test_gpu_eval_dry_run():
@@ -98,8 +135,9 @@ def test_gpu_eval_dry_run():
     text = (ROOT / "bench" / "gpu_eval.sh").read_text()
     assert "DEADLINE=$((T0 + ${GPU_EVAL_SECONDS:-560}))" in text  # every stage cut to fit one device call
     _, rest = _dry_run("gpu_eval.sh", "--remaining")
-    assert not any("afdps.cli eval" in ln for ln in rest) and len(rest) == len(lines) - 1
-    assert "--methods fk --potentials inflated" in rest[1] and "--methods afdps-ode --potentials noisy,inflated" in rest[2]
+    assert not any("afdps.cli eval" in ln for ln in rest) and len(rest) == len(lines) - 2  # (no table, no FK potentials)
+    assert "--methods afdps-ode --potentials noisy,inflated" in rest[1]  # (FK's inflated ran on the CPU)
+    assert all("--out bench/results/sweep_mnist_gpu-" in ln for ln in rest[1:])
 
 
 def test_sweep_mnist_rows_per_schedule(tmp_path):
