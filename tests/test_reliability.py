@@ -19,6 +19,7 @@ from afdps import cli, ops
 from afdps.baselines import dps
 from afdps.engine import restore as rs
 from afdps.engine.lpips import LPIPS, load_lpips
+from afdps.engine.training import PRIOR_CONFIG, train_prior
 from afdps.priors import EpsilonModel, GaussianMixture, SpectralGaussian
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
@@ -111,6 +112,8 @@ def _files(tmp):
         np.savez(f, a=np.zeros(3))
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp / "index.html.png")
     (tmp / "num.jsonl").write_text(json.dumps({"path": 5, "task": "box"}) + "\n")
+    (tmp / "case.jsonl").write_text("".join(json.dumps({"path": "x.png", "task": "box", "name": n}) + "\n"
+                                            for n in ("Digit", "digit")))
     return tmp
 
 
@@ -253,6 +256,10 @@ def _api_cases(tmp):
         ("restore", "an image named index.html", lambda: rs.jobs_from_inputs([str(tmp / "index.html.png")],
                                                                              task="denoise")),
         ("restore", "a manifest path that is a number", lambda: rs.jobs_from_manifest(tmp / "num.jsonl", defaults={})),
+        ("restore", "manifest names Digit and digit (one folder on macOS and Windows)",
+         lambda: rs.jobs_from_manifest(tmp / "case.jsonl", defaults={})),
+        ("train_prior", "a config with learn_sigma=True",
+         lambda: train_prior(tmp / "p.pt", steps=1, config={**PRIOR_CONFIG, "learn_sigma": True})),
         ("sample", "an operator returning float64 for float32 particles", _s(op=_Up())),
         ("sample_prior", "timesteps=[5.0, 0.5]", lambda: afdps.sample_prior(GM, 2, timesteps=[5.0, 0.5], seed=0)),
         ("priors", "EpsilonModel(num_train_steps=0)", _eps(num_train_steps=0)),
