@@ -4,12 +4,17 @@ How the tolerances are set. Each configuration runs R independent replicates (th
 of the measurement with R different seeds). Per replicate we compute the weighted mean, covariance and
 posterior mode weights; across replicates we take their average and its standard error
 SE = std / sqrt(R). A quantity passes when |average - exact| <= Z * SE with Z = 5 (for R = 10,
-Student's t with 9 degrees of freedom exceeds 5 with probability 7e-4; over the ~100 quantities checked
-the expected number of false alarms is below 0.1, and the seeds are fixed). There is no allowance for
-time-discretisation bias: the step counts below were chosen so that it is below the Monte-Carlo
-resolution (measured: every quantity within 4.5 SE, most within 3). Each test also requires SE <= MAX_SE (power: a noisy
-method cannot pass by being vague; MAX_SE is 0.1 for eta = 1 without tempering, whose weights have
-by far the largest variance, as the spec notes, and 0.05 elsewhere).
+Student's t with 9 degrees of freedom exceeds 5 with probability 7.4e-4 per quantity). The file checks about
+2,000 quantities (a 16-D run 155: 16 means, 136 covariance entries, 3 mode weights; 12 such runs and 13 2-D runs
+of 8), so with fresh seeds one or two would be expected beyond 5 SE by chance alone: this is a per-quantity rule,
+not a family-wise one. The seeds are fixed, so the suite is deterministic; no case was widened to pass. There is no
+allowance for time-discretisation bias: the step counts below were chosen so that it is below the Monte-Carlo
+resolution (measured: every quantity within 4.75 SE, most within 3). Each test also requires SE <= MAX_SE (power:
+a noisy method cannot pass by being vague, since the rule divides by an SE the run itself estimates): 0.05, except
+eta = 1 without tempering (0.1: its weights have by far the largest variance, as the spec notes; at its measured SE,
+0.06 on means and 0.08 on covariance entries, this case resolves biases above about 0.3 to 0.4 only) and the 16-D
+tempered eta = 1 case (0.02 with the potentials "noisy" and "inflated", about twice their measured 0.010 and
+0.009; "scaled", with half the particles, measured 0.034 and keeps 0.05).
 
 The target is the posterior under the prior diffused to tau_min (what the sampler targets exactly).
 """
@@ -119,7 +124,7 @@ CASES_16D = {
     "fk-corrector eta=0.5": (dict(method="sde", eta=0.5), 1.0, 200, 0.05),
     "afdps-ode + corrector": (dict(method="ode", corrector_snr=0.1), 1.0, 200, 0.05),
     "afdps-ode + corrector r 0.1 then 0.2": (dict(method="ode", corrector_snr=(0.1, 0.2)), 1.0, 200, 0.05),
-    "afdps-sde eta=1 tempered": (dict(method="sde", eta=1.0, tempering="linear"), 1.0, 200, 0.08),
+    "afdps-sde eta=1 tempered": (dict(method="sde", eta=1.0, tempering="linear"), 1.0, 200, 0.02),
 }
 
 
@@ -177,6 +182,8 @@ def test_16d_mixture_posterior_each_potential(case, potential):
     y = A.measure(x0, sy, torch.Generator().manual_seed(4))
     post = gm.diffused(gm.schedule.tau_min).posterior(A, y[0], sy)
     N = 500 if potential == "scaled" else 1000
+    if potential == "scaled":  # half the particles: about sqrt(2) times the SE (measured 0.034 on the eta = 1 case)
+        max_se = max(max_se, 0.05)
     r = _run(gm, A, y, sy, N=N, K=K * STEPS_FACTOR[potential], potential=potential, **opts)
     _check(r, post, max_se, what=f"{case}, potential={potential}")
 

@@ -17,6 +17,11 @@ frequencies, fixed early), 0.90 to 1.02 (middle) and 1.07 to 1.24 (highest, wher
 discretisation of the stiff prior drift adds variance). Bounds: [0.4, 1.25] for the lowest band,
 [0.75, 1.25] for the middle and [0.85, 1.5] for the highest. A prior variance off by 2x or guidance
 of the wrong strength moves these ratios by factors of 2 or more.
+
+These bounds are envelopes around measured values with a margin, not derived from a standard error (one run per
+configuration, seed 1, fixed): this test is a regression check with wide margins against gross errors (the score's
+sign, a missing likelihood, a 2x variance), which land far outside them. The exact statistical checks of the
+weights and dynamics are tests/test_sampler_exact.py's (Gaussian mixtures, replicated, 5 SE).
 """
 import pytest
 import torch
