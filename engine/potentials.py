@@ -180,10 +180,23 @@ def stage1_sample(op, y, m: Member, lam: float, rho: float, noise: torch.Tensor)
 # eta = 0.5, where the Laplacian and |grad nu|^2 terms of the rate cancel.
 
 
+def _score_like(s, x: torch.Tensor, tau: float) -> torch.Tensor:
+    """The prior's score at ``x``, refused unless it is a torch tensor of ``x``'s shape (a narrower one broadcast in
+    ``x0_hat``)."""
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"the prior's score(x, t) returned a {type(s).__name__} (tau={tau:.4g}); it must return a torch "
+                        "tensor of the shape of x")
+    if tuple(s.shape) != tuple(x.shape):
+        raise ValueError(f"the prior's score has shape {tuple(s.shape)} for particles of shape {tuple(x.shape)} "
+                         f"(tau={tau:.4g}); score(x, t) must return the shape of x")
+    return s
+
+
 def tweedie_terms(prior, op, x, y, t: float, tn: float, sigma_y: float, last: bool):
-    """``(s, g, half_k, half_n)`` at particles ``x`` for a step ``t -> tn``: the score ``s(x, t)`` (detached),
-    ``g = grad (nu_k / lam_k)``, and ``nu / lam`` of the members at ``t`` and ``tn`` at the same ``x`` (the
-    one at ``tn`` is ``mu(x)`` when ``last``). Costs one network call with its VJP (a slice of the particles at a
+    """``(s, g, half_k, half_n, next_bad)`` at particles ``x`` for a step ``t -> tn``: the score ``s(x, t)``
+    (detached), ``g = grad (nu_k / lam_k)``, ``nu / lam`` of the members at ``t`` and ``tn`` at the same ``x`` (the
+    one at ``tn`` is ``mu(x)`` when ``last``), and ``(B, N)`` where the score at ``tn`` is not finite (the cause of a
+    non-finite ``half_n`` there). Costs one network call with its VJP (a slice of the particles at a
     time, each slice at most the prior's network batch), and one more call at
     ``tn`` unless ``last``."""
     sched = prior.schedule
@@ -203,20 +216,23 @@ def tweedie_terms(prior, op, x, y, t: float, tn: float, sigma_y: float, last: bo
     for i in range(0, x.shape[1], step):
         with torch.enable_grad():
             xg = x[:, i:i + step].detach().requires_grad_(True)
-            s = score_with_graph(prior, xg, t, "potential='tweedie' (the default with eta=0.5; pass "
-                                               "potential='scaled' for a prior without autograd)")
+            s = _score_like(score_with_graph(prior, xg, t, "potential='tweedie' (the default with eta=0.5; pass "
+                                                           "potential='scaled' for a prior without autograd)"), xg, t)
             q = (op.A(x0_hat(xg, s, t)) - y).square().sum(dim=dims, dtype=torch.float64)
             (grad,) = torch.autograd.grad(q.sum(), xg)
         ss.append(s.detach())
         qs.append(q.detach())
         grads.append(grad)
     s, q, grad = (torch.cat(v, dim=1) if len(v) > 1 else v[0] for v in (ss, qs, grads))
+    next_bad = torch.zeros(x.shape[:2], dtype=torch.bool, device=x.device)
     if last:
         qn = (op.A(x) - y).square().sum(dim=dims, dtype=torch.float64)
     else:
         with torch.no_grad():
-            qn = (op.A(x0_hat(x, prior.score(x, tn), tn)) - y).square().sum(dim=dims, dtype=torch.float64)
-    return s, grad / two_s2, q / two_s2, qn / two_s2
+            sn = _score_like(prior.score(x, tn), x, tn)
+            next_bad = ~torch.isfinite(sn).reshape(*x.shape[:2], -1).all(-1)
+            qn = (op.A(x0_hat(x, sn, tn)) - y).square().sum(dim=dims, dtype=torch.float64)
+    return s, grad / two_s2, q / two_s2, qn / two_s2, next_bad
 
 
 def damped_guidance_step(op, x, g, h: float, kappa: float, scale: float) -> torch.Tensor:

@@ -636,6 +636,10 @@ def score_with_graph(prior, x: torch.Tensor, t, what: str = "this method") -> to
         return prior.score(x, t, grad=True)
     with torch.enable_grad():
         s = prior.score(x, t)
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"{type(prior).__name__}.score(x, t) returned {type(s).__name__} "
+                        f"{tuple(getattr(s, 'shape', ()))} for particles of shape {tuple(x.shape)}; it must return a "
+                        "torch tensor of the shape of x")
     if not s.requires_grad:
         raise TypeError(f"{what} differentiates through the prior's score, but {type(prior).__name__}.score returned "
                         "a tensor without an autograd graph")

@@ -11,6 +11,7 @@ the optional final denoising. :func:`sample` is validation, :func:`prepare`, and
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -182,6 +183,9 @@ class ParticleState:
     # x's transform, kept by the guidance step that made x (Plan.keep_spectrum); the next step's gradient takes it
     # instead of transforming x again, unless x has changed since (another tensor, or written in place)
     spectrum: "_Kept | None" = field(default=None, repr=False, compare=False)
+    # the token of the plan whose init() or step() made it (Plan.token): step() refuses another plan's state; a
+    # state built by hand (None) is taken as it is
+    plan: int | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,9 @@ class StepInfo:
     resampled: torch.Tensor
     cause: torch.Tensor | None = None
     timings: dict = field(default_factory=dict)
+
+
+_PLAN_TOKENS = itertools.count(1)
 
 
 @dataclass
@@ -263,6 +270,7 @@ class Plan:
     # carry each particle's spectrum from a step's exact guidance to the next step's gradient (ParticleState.spectrum):
     # an operator that keeps one (the circular blur), a potential with d = 0, one lam per step, one process
     keep_spectrum: bool = False
+    token: int = field(default_factory=lambda: next(_PLAN_TOKENS), compare=False)  # this plan's, in its states
 
     @property
     def batch(self) -> int:
@@ -443,7 +451,11 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
             denoise=False, profile=False, particle_group=None, tempering_ess=0.5) -> Plan:
     """Validate a run and fix its constants: the :class:`Plan` that :func:`init`, :func:`step` and
     :func:`finish` take. ``y (B, *op.output_shape)`` is a torch tensor; the options are those of
-    :func:`sample` (which calls this), with ``seed`` and ``backend`` resolved here."""
+    :func:`sample` (which calls this), with ``seed`` and ``backend`` resolved here. ``y`` is detached: the run is
+    not differentiable, and a ``y`` with an autograd graph kept every step's graph alive (memory grew with the
+    steps)."""
+    if isinstance(y, torch.Tensor):
+        y = y.detach()
     if particle_group is not None:  # first (before any check one rank might fail alone): ranks given other problems
         # would exchange particles of different posteriors
         check_agree({"y": y, "sigma_y": sigma_y, "operator": (type(op).__name__, getattr(op, "output_shape", None)),
@@ -574,6 +586,17 @@ def _cap_move(before: torch.Tensor, after: torch.Tensor, cap: float):
     return torch.where(shrink < 1.0, before + delta * shrink.to(delta.dtype), after), ratio
 
 
+def _checked(s, x: torch.Tensor, k: int, t: float) -> torch.Tensor:
+    """The prior's score ``s = score(x, t)``, refused unless it is a torch tensor of ``x``'s shape."""
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"the prior's score(x, t) returned a {type(s).__name__} at step {k} (tau={t:.4g}); it must "
+                        "return a torch tensor of the shape of x")
+    if tuple(s.shape) != tuple(x.shape):
+        raise ValueError(f"the prior's score has shape {tuple(s.shape)} for particles of shape {tuple(x.shape)} "
+                         f"at step {k} (tau={t:.4g}); score(x, t) must return the shape of x")
+    return s
+
+
 def init(plan: Plan) -> ParticleState:
     """Stage I (spec sections 3, 9): an exact sample of ``N(0, rho^2 I) exp(-nu_T)``, uniform weights."""
     B, N, event = plan.batch, plan.num_particles, plan.event
@@ -586,7 +609,7 @@ def init(plan: Plan) -> ParticleState:
     finite = torch.isfinite(x).reshape(B, N, -1).all(-1)
     logw = torch.where(finite, 0.0, -torch.inf).to(device=x.device, dtype=torch.float64)
     lam = torch.zeros(B, dtype=torch.float64, device=x.device) if plan.tempering in ADAPTIVE else None
-    return ParticleState(x=x, logw=logw, k=0, lam=lam)
+    return ParticleState(x=x, logw=logw, k=0, lam=lam, plan=plan.token)
 
 
 def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
@@ -602,6 +625,9 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     if tuple(x.shape) != (B, N, *event):
         raise ValueError(f"the state's particles have shape {tuple(x.shape)}, the plan's are {(B, N, *event)} (images, "
                          "particles, event): step a state with the plan init() made it from")
+    if state.plan is not None and state.plan != plan.token:  # another y, sigma_y, seed or method would run silently
+        raise ValueError("the state comes from another plan (init() or step() of another prepare(...)): step a state "
+                         "with the plan that made it")
     D = math.prod(event)
     t, tn = plan.times[k], plan.times[k + 1]
     h = t - tn
@@ -617,16 +643,15 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     spec = kept.X if kept is not None and kept.valid_for(x) else None  # x's transform, or None: transform again
     with timer("score"):
         if tweedie:
-            s, g_tw, half_k, half_n = pot.tweedie_terms(prior, op, x, yb, t, tn, plan.sigma_y,
-                                                        last=k + 1 == plan.num_steps)
+            s, g_tw, half_k, half_n, next_bad = pot.tweedie_terms(prior, op, x, yb, t, tn, plan.sigma_y,
+                                                                  last=k + 1 == plan.num_steps)
         else:
-            s = prior.score(x, t)
-    if tuple(s.shape) != tuple(x.shape):
-        raise ValueError(f"the prior's score has shape {tuple(s.shape)} for particles of shape {tuple(x.shape)} "
-                         f"at step {k} (tau={t:.4g}); score(x, t) must return the shape of x")
+            s = _checked(prior.score(x, t), x, k, t)
     # the non-finite rule: a particle whose state, score or increment is not finite dies (log-weight -inf);
     # states are checked where they are made (Stage I, the end of each step), so not again here
     score_bad = ~torch.isfinite(s).reshape(B, N, -1).all(-1)
+    if tweedie:  # the score at the next grid time, which the potential there takes
+        score_bad |= next_bad
     # the potential's change over the step at the old state, -(nu_{k+1}(x) - nu_k(x)): for one member
     # with a new lam it is (lam_k - lam_n) nu(x) / lam from the residual norm; across members, from A x
     same = m_k == m_n and not tweedie
@@ -703,9 +728,11 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     newly = torch.isfinite(logw) & (score_bad | inc_bad)
     cause = torch.where(score_bad, 2, 3).to(torch.int8) * newly
     logw = torch.where(newly | ~torch.isfinite(logw), -torch.inf, new_logw)
+    corrector_score_bad = torch.zeros_like(score_bad)  # a corrector's non-finite score: the cause of the death it makes
     for m in range(plan.corrector_steps):
         with timer("score"):
-            s = prior.score(x, tn)
+            s = _checked(prior.score(x, tn), x, k, tn)
+        corrector_score_bad |= ~torch.isfinite(s).reshape(B, N, -1).all(-1)
         if plan.corrector == "song":
             with timer("operator"):
                 gn, _ = pot.gradient(op, x, yb, m_n, use_triton=plan.use_triton, spectrum=spec)
@@ -740,7 +767,7 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
                                    flow(op, xb, yy, m_n, e, lam, use_triton=plan.use_triton), x, yb)
     # a particle whose new state is not finite dies now, before resampling could copy it
     new_bad = torch.isfinite(logw) & ~torch.isfinite(x).reshape(B, N, -1).all(-1)
-    cause = torch.where(new_bad, torch.ones_like(cause), cause)
+    cause = torch.where(new_bad, torch.where(corrector_score_bad, 2, 1).to(cause.dtype), cause)
     logw = torch.where(new_bad, -torch.inf, logw)
     with timer("resample"):
         last = k == plan.num_steps - 1
@@ -756,7 +783,8 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
             x = plan.group.exchange(x, anc)
             logw = new_logw[:, plan.row0:plan.row0 + N]
     timings = {name: v - before.get(name, 0.0) for name, v in timer.t.items()} if timer.enabled else {}
-    return (ParticleState(x=x, logw=logw, k=k + 1, lam=lam_n if adaptive else None, spectrum=_Kept.of_state(spec, x)),
+    return (ParticleState(x=x, logw=logw, k=k + 1, lam=lam_n if adaptive else None, spectrum=_Kept.of_state(spec, x),
+                          plan=state.plan),
             StepInfo(ess=ess, resampled=did, cause=cause, timings=timings))
 
 
@@ -765,18 +793,21 @@ def finish(state: ParticleState, plan: Plan) -> tuple[ParticleState, torch.Tenso
     with ``denoise`` the Tweedie estimate ``x0 = (x + sigma^2 s) / alpha`` at ``tau_min``; a particle whose
     final state (or final score) is not finite dies, as in :func:`step`."""
     x, B, N = state.x, plan.batch, plan.num_particles
+    if state.plan is not None and state.plan != plan.token:
+        raise ValueError("the state comes from another plan (init() or step() of another prepare(...)): finish a "
+                         "state with the plan that made it")
     score_bad = torch.zeros(B, N, dtype=torch.bool, device=x.device)
     if plan.denoise:
         sched, tmin = plan.prior.schedule, plan.times[-1]
         with plan.timer("score"):
-            s = plan.prior.score(x, tmin)
+            s = _checked(plan.prior.score(x, tmin), x, plan.num_steps, tmin)
         score_bad = ~torch.isfinite(s).reshape(B, N, -1).all(-1)
         x = (x + float(sched.sigma(tmin)) ** 2 * s) / float(sched.alpha(tmin))
     state_bad = ~torch.isfinite(x).reshape(B, N, -1).all(-1)
     newly = torch.isfinite(state.logw) & (state_bad | score_bad)
     cause = torch.where(score_bad, 2, 1).to(torch.int8) * newly
     logw = torch.where(newly, -torch.inf, state.logw)
-    return ParticleState(x=x, logw=logw, k=state.k), cause
+    return ParticleState(x=x, logw=logw, k=state.k, plan=state.plan), cause
 
 
 _HINTS = {1: "the particles left the floating-point range (try more steps, guidance='exact', or tempering='linear')",

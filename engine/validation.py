@@ -104,12 +104,19 @@ def check_problem(prior, op, y, sigma_y):
         missing = [n for n in needs if not hasattr(obj, n)]
         if missing:
             raise TypeError(f"{what} must have {', '.join(needs)}; {type(obj).__name__} lacks {', '.join(missing)}")
+    lacks = [n for n in ("timesteps", "alpha", "sigma", "f", "g2", "rho") if not hasattr(prior.schedule, n)]
+    if lacks:
+        raise TypeError(f"prior.schedule must be a diffusion schedule (afdps.VPSchedule or VESchedule, or one with "
+                        f"timesteps, alpha, sigma, f, g2 and rho); a {type(prior.schedule).__name__} lacks "
+                        f"{', '.join(lacks)}")
     event = tuple(prior.event_shape)
     if tuple(op.input_shape) != event:
         raise ValueError(f"operator input shape {tuple(op.input_shape)} does not match the prior's event shape {event}")
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch tensor here, got {type(y).__name__} (afdps.sample also takes NumPy "
                         "and CuPy arrays)")
+    if y.device.type == "meta":
+        raise ValueError("y is on the meta device, which holds no values; give the measurements on the CPU or a GPU")
     if y.is_complex() or y.dtype == torch.bool:
         raise ValueError(f"y must hold real numbers, got dtype {y.dtype}")
     out_shape = tuple(op.output_shape)

@@ -233,6 +233,79 @@ def test_stepping_past_the_end_or_with_another_plan_is_refused():
     other = prepare(GM, A2, Y2, 0.5, num_particles=8, num_steps=2, seed=0)
     with pytest.raises(ValueError, match=r"the state's particles have shape \(2, 4, 2\), the plan's are \(2, 8, 2\)"):
         step(init(plan), other)
+    # a plan of the same shape with another y, sigma_y, seed and method ran the state silently (a user audit)
+    same_shape = prepare(GM, A2, Y2 + 3, 0.1, num_particles=4, num_steps=2, seed=1, method="ode")
+    with pytest.raises(ValueError, match=r"^the state comes from another plan"):
+        step(init(plan), same_shape)
+    from afdps.engine.sampler import ParticleState, finish
+    with pytest.raises(ValueError, match=r"^the state comes from another plan"):
+        finish(init(plan), same_shape)
+    mine = init(plan)  # a state built by hand (a warm start) is taken as it is
+    step(ParticleState(x=mine.x, logw=mine.logw), same_shape)
+
+
+def test_a_y_with_an_autograd_graph_is_detached():
+    """The run is not differentiable; a y that required grad made every step's tensors part of one growing graph
+    (peak memory 10 MiB -> 729 MiB at 240 steps in a user audit), results with requires_grad, and torch's warning."""
+    import warnings
+
+    y = Y2.clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "Converting a tensor with requires_grad=True to a scalar"
+        r = afdps.sample(GM, A2, y, 0.5, num_particles=4, num_steps=3, seed=0, eta=1.0)
+    assert not r.particles.requires_grad and not r.log_weights.requires_grad
+    ref = afdps.sample(GM, A2, Y2, 0.5, num_particles=4, num_steps=3, seed=0, eta=1.0)
+    assert torch.equal(r.particles, ref.particles)
+
+
+class _NumpyScore:
+    event_shape, schedule = GM.event_shape, GM.schedule
+
+    def score(self, x, t):
+        return GM.score(x, t).detach().numpy()
+
+
+class _StrSchedule:
+    event_shape, schedule = GM.event_shape, "vp"
+
+    def score(self, x, t):
+        return GM.score(x, t)
+
+
+@pytest.mark.parametrize("prior, kw, exc, msg", [
+    (_NumpyScore(), {}, TypeError, r"score\(x, t\) returned ndarray \(1, 4, 2\) for particles.*must return a torch tensor"),
+    (_NumpyScore(), {"eta": 1.0, "potential": "noisy"}, TypeError,
+     r"^the prior's score\(x, t\) returned a ndarray at step 0 .*must return a torch tensor"),
+    (_StrSchedule(), {}, TypeError, r"^prior.schedule must be a diffusion schedule .* a str lacks timesteps"),
+])
+def test_a_prior_that_breaks_the_interface_is_named(prior, kw, exc, msg):
+    """A score returning a NumPy array was an AttributeError ('no attribute requires_grad') or a TypeError from
+    torch.isfinite; a schedule given as text an AttributeError ('no attribute timesteps')."""
+    with pytest.raises(exc, match=msg):
+        afdps.sample(prior, A2, Y2[:1], 0.5, num_particles=4, num_steps=2, seed=0, **kw)
+
+
+def test_y_on_the_meta_device_is_named():
+    with pytest.raises(ValueError, match="^y is on the meta device"):
+        afdps.sample(GM, A2, torch.empty(2, 1, device="meta"), 0.5, num_particles=4, num_steps=2, seed=0)
+
+
+class _NanLate:
+    """The mixture's score, NaN below tau = 0.05: only the ODE's corrector (at each step's new time) and the Tweedie
+    potential's next-time evaluation meet it before the last step."""
+    event_shape, schedule = GM.event_shape, GM.schedule
+
+    def score(self, x, t):
+        s = GM.score(x, t)
+        return torch.full_like(s, float("nan")) if t < 0.05 else s
+
+
+@pytest.mark.parametrize("kw", [dict(method="ode"), dict(method="sde", eta=0.5, potential="tweedie")],
+                         ids=["ode-corrector", "tweedie"])
+def test_a_non_finite_score_is_named_as_such_wherever_it_is_taken(kw):
+    """It was reported as a non-finite state (ODE corrector) or increment (Tweedie), with hints to take more steps."""
+    with pytest.raises(FloatingPointError, match="non-finite score: the prior's score returned NaN or inf"):
+        afdps.sample(_NanLate(), A2, Y2[:1], 0.5, num_particles=4, num_steps=5, seed=0, **kw)
 
 
 @pytest.mark.parametrize("name,value", [("profile", "no"), ("progress", "yes"), ("cuda_graph", 0)])

@@ -182,12 +182,13 @@ def test_tweedie_terms_against_autograd():
 
     xg = x.clone().requires_grad_(True)
     (want,) = torch.autograd.grad(half(xg, t).sum(), xg)
-    s, g, hk, hn = pot.tweedie_terms(gm, OP, x, y, t, tn, sy, last=False)
+    s, g, hk, hn, bad = pot.tweedie_terms(gm, OP, x, y, t, tn, sy, last=False)
+    assert not bad.any()
     torch.testing.assert_close(s, gm.score(x, t))
     torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(hk, half(x, t).detach())
     torch.testing.assert_close(hn, half(x, tn).detach())
-    _, _, _, h_last = pot.tweedie_terms(gm, OP, x, y, t, tn, sy, last=True)
+    _, _, _, h_last, _ = pot.tweedie_terms(gm, OP, x, y, t, tn, sy, last=True)
     torch.testing.assert_close(h_last, ((x @ M.T - y) ** 2).sum(-1) / (2 * sy**2))
     # the damped step is Euler for small steps and bounded for huge ones
     step = pot.damped_guidance_step(OP, x, g, 1e-9, 1.0, sy**2)

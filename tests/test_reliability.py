@@ -85,6 +85,15 @@ class _WrongShapeScore:
         return x[..., :1]
 
 
+class _NumpyScore(_WrongShapeScore):
+    def score(self, x, t):
+        return x.detach().numpy()
+
+
+class _TextSchedule(_WrongShapeScore):
+    schedule = "vp"
+
+
 def _files(tmp):
     (tmp / "text.pt").write_text("not a checkpoint")
     torch.save({"w": torch.zeros(2)}, tmp / "raw.pt")
@@ -173,6 +182,9 @@ def _api_cases(tmp):
         ("sample", "potential='tweedie' with eta=1", _s(potential="tweedie", eta=1.0, tempering="linear")),
         ("sample", "potential='tweedie' without tempering", _s(potential="tweedie", eta=0.5, tempering="none")),
         ("sample", "a prior whose score has the wrong shape", _s(prior=_WrongShapeScore())),
+        ("sample", "a prior whose score returns a NumPy array", _s(prior=_NumpyScore(), eta=1.0, potential="noisy")),
+        ("sample", "prior.schedule='vp' (text)", _s(prior=_TextSchedule())),
+        ("sample", "y on the meta device", _s(y=torch.empty(2, 1, device="meta"))),
         ("sample", "cuda_graph=True on the CPU", _s(cuda_graph=True, backend="torch")),
         ("sample", "num_particles=10**12 (memory)", _s(num_particles=10**12)),
         ("sample", "an operator that is not a LinearOperator", _s(op=_Duck())),
