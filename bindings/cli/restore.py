@@ -96,7 +96,7 @@ def add_arguments(p) -> None:
                    "(Donoho's wavelet estimator on the finest Haar details)")
     p.add_argument("--seed", type=seed_int, default=0, help="base seed (each image's seed comes from it and the "
                    "image's file stem, so an image is restored the same whatever else is in the run)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (under torchrun: one folder that every rank shares)")
     p.add_argument("--resume", action="store_true", help="continue a run in --out, skipping finished images")
     p.add_argument("--save-particles", action="store_true", help="also write particles.npz (float16)")
     p.add_argument("--reference", default=None, help="folder of clean images with the inputs' file stems (the whole restored scene, or for a "
