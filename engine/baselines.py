@@ -66,7 +66,7 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
     sched = prior.schedule
     if not hasattr(sched, "alpha") or float(sched.alpha(sched.T)) >= 1.0:
         raise ValueError(f"DPS here needs a variance-preserving schedule, got {sched!r}")
-    sigma_y, event = check_problem(prior, op, y, sigma_y)
+    sigma_y, event = check_problem(prior, op, y, sigma_y, schedule_needs=("timesteps", "alpha", "sigma", "rho", "T"))
     device = y.device
     y = y.float()
     B = y.shape[0]

@@ -11,8 +11,8 @@ the optional final denoising. :func:`sample` is validation, :func:`prepare`, and
 """
 from __future__ import annotations
 
-import itertools
 import math
+import secrets
 import time
 import warnings
 import weakref
@@ -222,7 +222,6 @@ class StepInfo:
     timings: dict = field(default_factory=dict)
 
 
-_PLAN_TOKENS = itertools.count(1)
 
 
 @dataclass
@@ -270,7 +269,9 @@ class Plan:
     # carry each particle's spectrum from a step's exact guidance to the next step's gradient (ParticleState.spectrum):
     # an operator that keeps one (the circular blur), a potential with d = 0, one lam per step, one process
     keep_spectrum: bool = False
-    token: int = field(default_factory=lambda: next(_PLAN_TOKENS), compare=False)  # this plan's, in its states
+    # this plan's, in its states: random (not a counter), so a state saved in one process is not taken as a plan's of
+    # another; drawn from the OS, so no random stream a run depends on moves
+    token: int = field(default_factory=lambda: secrets.randbits(63), compare=False)
 
     @property
     def batch(self) -> int:
@@ -586,14 +587,16 @@ def _cap_move(before: torch.Tensor, after: torch.Tensor, cap: float):
     return torch.where(shrink < 1.0, before + delta * shrink.to(delta.dtype), after), ratio
 
 
-def _checked(s, x: torch.Tensor, k: int, t: float) -> torch.Tensor:
-    """The prior's score ``s = score(x, t)``, refused unless it is a torch tensor of ``x``'s shape."""
+def _checked(s, x: torch.Tensor, k, t: float) -> torch.Tensor:
+    """The prior's score ``s = score(x, t)`` at step ``k`` (or a label, e.g. ``"the final denoising"``), refused
+    unless it is a torch tensor of ``x``'s shape."""
+    at = f"at step {k}" if isinstance(k, int) else f"in {k}"
     if not isinstance(s, torch.Tensor):
-        raise TypeError(f"the prior's score(x, t) returned a {type(s).__name__} at step {k} (tau={t:.4g}); it must "
+        raise TypeError(f"the prior's score(x, t) returned a {type(s).__name__} {at} (tau={t:.4g}); it must "
                         "return a torch tensor of the shape of x")
     if tuple(s.shape) != tuple(x.shape):
         raise ValueError(f"the prior's score has shape {tuple(s.shape)} for particles of shape {tuple(x.shape)} "
-                         f"at step {k} (tau={t:.4g}); score(x, t) must return the shape of x")
+                         f"{at} (tau={t:.4g}); score(x, t) must return the shape of x")
     return s
 
 
@@ -730,9 +733,10 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     logw = torch.where(newly | ~torch.isfinite(logw), -torch.inf, new_logw)
     corrector_score_bad = torch.zeros_like(score_bad)  # a corrector's non-finite score: the cause of the death it makes
     for m in range(plan.corrector_steps):
+        finite = torch.isfinite(x).reshape(B, N, -1).all(-1)  # (a non-finite state's score is its state's fault)
         with timer("score"):
             s = _checked(prior.score(x, tn), x, k, tn)
-        corrector_score_bad |= ~torch.isfinite(s).reshape(B, N, -1).all(-1)
+        corrector_score_bad |= finite & ~torch.isfinite(s).reshape(B, N, -1).all(-1)
         if plan.corrector == "song":
             with timer("operator"):
                 gn, _ = pot.gradient(op, x, yb, m_n, use_triton=plan.use_triton, spectrum=spec)
@@ -800,7 +804,7 @@ def finish(state: ParticleState, plan: Plan) -> tuple[ParticleState, torch.Tenso
     if plan.denoise:
         sched, tmin = plan.prior.schedule, plan.times[-1]
         with plan.timer("score"):
-            s = _checked(plan.prior.score(x, tmin), x, plan.num_steps, tmin)
+            s = _checked(plan.prior.score(x, tmin), x, "the final denoising", tmin)
         score_bad = ~torch.isfinite(s).reshape(B, N, -1).all(-1)
         x = (x + float(sched.sigma(tmin)) ** 2 * s) / float(sched.alpha(tmin))
     state_bad = ~torch.isfinite(x).reshape(B, N, -1).all(-1)

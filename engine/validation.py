@@ -92,8 +92,12 @@ def per_image_seeds(seed, B: int) -> list[int]:
     return seeds
 
 
-def check_problem(prior, op, y, sigma_y):
-    """Validate a posterior problem: ``(sigma_y as float, the prior's event shape)``.
+SAMPLER_SCHEDULE = ("timesteps", "alpha", "sigma", "f", "g2", "rho")  # what afdps.sample takes from prior.schedule
+
+
+def check_problem(prior, op, y, sigma_y, schedule_needs=SAMPLER_SCHEDULE):
+    """Validate a posterior problem: ``(sigma_y as float, the prior's event shape)``. ``schedule_needs``: the
+    methods the caller takes from ``prior.schedule`` (DPS needs no ``f`` or ``g2``).
 
     ``y`` must be a torch tensor of shape ``(B, *op.output_shape)`` with finite values (the public
     ``afdps.sample`` converts NumPy and CuPy arrays before it gets here).
@@ -104,11 +108,10 @@ def check_problem(prior, op, y, sigma_y):
         missing = [n for n in needs if not hasattr(obj, n)]
         if missing:
             raise TypeError(f"{what} must have {', '.join(needs)}; {type(obj).__name__} lacks {', '.join(missing)}")
-    lacks = [n for n in ("timesteps", "alpha", "sigma", "f", "g2", "rho") if not hasattr(prior.schedule, n)]
+    lacks = [n for n in schedule_needs if not hasattr(prior.schedule, n)]
     if lacks:
-        raise TypeError(f"prior.schedule must be a diffusion schedule (afdps.VPSchedule or VESchedule, or one with "
-                        f"timesteps, alpha, sigma, f, g2 and rho); a {type(prior.schedule).__name__} lacks "
-                        f"{', '.join(lacks)}")
+        raise TypeError(f"prior.schedule must be a diffusion schedule (afdps.VPSchedule, or an object with "
+                        f"{', '.join(schedule_needs)}); a {type(prior.schedule).__name__} lacks {', '.join(lacks)}")
     event = tuple(prior.event_shape)
     if tuple(op.input_shape) != event:
         raise ValueError(f"operator input shape {tuple(op.input_shape)} does not match the prior's event shape {event}")

@@ -133,6 +133,13 @@ def test_non_finite_states_are_named():
     with pytest.raises(FloatingPointError, match=r"image 0 has died after step 1 .*non-finite state"):
         afdps.sample(FaultyPrior({}), op, Y2, 0.5, num_particles=4, num_steps=3, seed=0, guidance="exact",
                      **METHODS["sde"])
+    # the ODE with two corrector steps: the second scores the first's NaN state, and a NaN state's score is NaN for
+    # any prior; the death is the state's, not the score's (a review of the corrector's score attribution)
+    for steps in (1, 2):
+        op = _NaNGuidance(torch.tensor([[1.0, 0.5]]), at=0)
+        with pytest.raises(FloatingPointError, match=r"image 0 has died .*: non-finite state: "):
+            afdps.sample(FaultyPrior({}), op, Y2, 0.5, num_particles=4, num_steps=3, seed=0, guidance="exact",
+                         method="ode", corrector_steps=steps)
 
 
 def test_demo_that_dies_fails_and_writes_nothing(tmp_path, capsys):
