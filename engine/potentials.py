@@ -180,15 +180,16 @@ def stage1_sample(op, y, m: Member, lam: float, rho: float, noise: torch.Tensor)
 # eta = 0.5, where the Laplacian and |grad nu|^2 terms of the rate cancel.
 
 
-def _score_like(s, x: torch.Tensor, tau: float) -> torch.Tensor:
-    """The prior's score at ``x``, refused unless it is a torch tensor of ``x``'s shape (a narrower one broadcast in
-    ``x0_hat``)."""
+def score_like(s, x: torch.Tensor, tau: float, at: str = "") -> torch.Tensor:
+    """The prior's score ``s`` at ``x``, refused unless it is a torch tensor of ``x``'s shape (a narrower one would
+    broadcast in ``x0_hat``); ``at`` says where in the run (``"at step 3"``)."""
+    where = f"{at} " if at else ""
     if not isinstance(s, torch.Tensor):
-        raise TypeError(f"the prior's score(x, t) returned a {type(s).__name__} (tau={tau:.4g}); it must return a torch "
-                        "tensor of the shape of x")
+        raise TypeError(f"the prior's score(x, t) returned a {type(s).__name__} {where}(tau={tau:.4g}); it must return "
+                        "a torch tensor of the shape of x")
     if tuple(s.shape) != tuple(x.shape):
         raise ValueError(f"the prior's score has shape {tuple(s.shape)} for particles of shape {tuple(x.shape)} "
-                         f"(tau={tau:.4g}); score(x, t) must return the shape of x")
+                         f"{where}(tau={tau:.4g}); score(x, t) must return the shape of x")
     return s
 
 
@@ -216,7 +217,7 @@ def tweedie_terms(prior, op, x, y, t: float, tn: float, sigma_y: float, last: bo
     for i in range(0, x.shape[1], step):
         with torch.enable_grad():
             xg = x[:, i:i + step].detach().requires_grad_(True)
-            s = _score_like(score_with_graph(prior, xg, t, "potential='tweedie' (the default with eta=0.5; pass "
+            s = score_like(score_with_graph(prior, xg, t, "potential='tweedie' (the default with eta=0.5; pass "
                                                            "potential='scaled' for a prior without autograd)"), xg, t)
             q = (op.A(x0_hat(xg, s, t)) - y).square().sum(dim=dims, dtype=torch.float64)
             (grad,) = torch.autograd.grad(q.sum(), xg)
@@ -229,7 +230,7 @@ def tweedie_terms(prior, op, x, y, t: float, tn: float, sigma_y: float, last: bo
         qn = (op.A(x) - y).square().sum(dim=dims, dtype=torch.float64)
     else:
         with torch.no_grad():
-            sn = _score_like(prior.score(x, tn), x, tn)
+            sn = score_like(prior.score(x, tn), x, tn)
             next_bad = ~torch.isfinite(sn).reshape(*x.shape[:2], -1).all(-1)
             qn = (op.A(x0_hat(x, sn, tn)) - y).square().sum(dim=dims, dtype=torch.float64)
     return s, grad / two_s2, q / two_s2, qn / two_s2, next_bad

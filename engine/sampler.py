@@ -590,14 +590,7 @@ def _cap_move(before: torch.Tensor, after: torch.Tensor, cap: float):
 def _checked(s, x: torch.Tensor, k, t: float) -> torch.Tensor:
     """The prior's score ``s = score(x, t)`` at step ``k`` (or a label, e.g. ``"the final denoising"``), refused
     unless it is a torch tensor of ``x``'s shape."""
-    at = f"at step {k}" if isinstance(k, int) else f"in {k}"
-    if not isinstance(s, torch.Tensor):
-        raise TypeError(f"the prior's score(x, t) returned a {type(s).__name__} {at} (tau={t:.4g}); it must "
-                        "return a torch tensor of the shape of x")
-    if tuple(s.shape) != tuple(x.shape):
-        raise ValueError(f"the prior's score has shape {tuple(s.shape)} for particles of shape {tuple(x.shape)} "
-                         f"{at} (tau={t:.4g}); score(x, t) must return the shape of x")
-    return s
+    return pot.score_like(s, x, t, f"at step {k}" if isinstance(k, int) else f"in {k}")
 
 
 def init(plan: Plan) -> ParticleState:
