@@ -593,6 +593,13 @@ def _checked(s, x: torch.Tensor, k, t: float) -> torch.Tensor:
     return pot.score_like(s, x, t, f"at step {k}" if isinstance(k, int) else f"in {k}")
 
 
+def _same_plan(state: ParticleState, plan: Plan, verb: str) -> None:
+    """Refuse a state that ``init`` or ``step`` of another plan made (a state built by hand has no plan)."""
+    if state.plan is not None and state.plan != plan.token:
+        raise ValueError(f"the state comes from another plan (init() or step() of another prepare(...)): {verb} a "
+                         "state with the plan that made it")
+
+
 def init(plan: Plan) -> ParticleState:
     """Stage I (spec sections 3, 9): an exact sample of ``N(0, rho^2 I) exp(-nu_T)``, uniform weights."""
     B, N, event = plan.batch, plan.num_particles, plan.event
@@ -621,9 +628,7 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     if tuple(x.shape) != (B, N, *event):
         raise ValueError(f"the state's particles have shape {tuple(x.shape)}, the plan's are {(B, N, *event)} (images, "
                          "particles, event): step a state with the plan init() made it from")
-    if state.plan is not None and state.plan != plan.token:  # another y, sigma_y, seed or method would run silently
-        raise ValueError("the state comes from another plan (init() or step() of another prepare(...)): step a state "
-                         "with the plan that made it")
+    _same_plan(state, plan, "step")  # another y, sigma_y, seed or method would run silently
     D = math.prod(event)
     t, tn = plan.times[k], plan.times[k + 1]
     h = t - tn
@@ -790,9 +795,7 @@ def finish(state: ParticleState, plan: Plan) -> tuple[ParticleState, torch.Tenso
     with ``denoise`` the Tweedie estimate ``x0 = (x + sigma^2 s) / alpha`` at ``tau_min``; a particle whose
     final state (or final score) is not finite dies, as in :func:`step`."""
     x, B, N = state.x, plan.batch, plan.num_particles
-    if state.plan is not None and state.plan != plan.token:
-        raise ValueError("the state comes from another plan (init() or step() of another prepare(...)): finish a "
-                         "state with the plan that made it")
+    _same_plan(state, plan, "finish")
     score_bad = torch.zeros(B, N, dtype=torch.bool, device=x.device)
     if plan.denoise:
         sched, tmin = plan.prior.schedule, plan.times[-1]
