@@ -14,11 +14,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import secrets
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["env_world", "init_from_env", "ParticleGroup", "shard", "check_agree"]
+__all__ = ["env_world", "init_from_env", "ParticleGroup", "shard", "check_agree", "check_shared_folder"]
 
 
 def env_world() -> tuple[int, int, int]:
@@ -74,6 +76,38 @@ def check_agree(fields: dict, what: str, device=None, group=None) -> None:
         ranks = [r for r in range(table.shape[0]) if bool((table[r] != table[0]).any())]
         raise ValueError(f"{what}: rank(s) {ranks} of {table.shape[0]} were given other {', '.join(differ)} than rank 0; "
                          "every rank must run the same command on the same files")
+
+
+PROBE_PREFIX = ".afdps-shared-probe-"
+
+
+def check_shared_folder(folder, what: str, device=None, group=None) -> None:
+    """Raise ``ValueError`` on every rank of ``group`` alike unless ``folder`` is one folder that every rank sees
+    (a shared filesystem, not each machine's own disk). Rank 0 creates a file of a random name there, every rank
+    looks for it, and the answers are all-gathered; rank 0 then removes it. A sharded restore into a node-local
+    folder would scatter its outputs and journals over the machines, and rank 0's index would list only its own
+    images. A no-op in one process; every rank must call it."""
+    if not dist.is_initialized() or dist.get_world_size(group) == 1:
+        return
+    rank = dist.get_rank(group)
+    token = torch.tensor([secrets.randbits(62) if rank == 0 else 0], dtype=torch.int64, device=device)
+    dist.broadcast(token, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+    probe = Path(folder) / f"{PROBE_PREFIX}{int(token.item()):016x}"
+    try:
+        if rank == 0:
+            probe.touch(exist_ok=False)
+        dist.barrier(group=group)
+        seen = torch.tensor([int(probe.exists())], dtype=torch.int64, device=device)
+        parts = [torch.empty_like(seen) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, seen, group=group)  # every rank has looked before rank 0 removes it
+    finally:
+        if rank == 0:
+            probe.unlink(missing_ok=True)
+    blind = [r for r, p in enumerate(parts) if not int(p.item())]
+    if blind:
+        raise ValueError(f"{what}: rank(s) {blind} of {len(parts)} do not see the file rank 0 wrote in "
+                         f"{str(folder)!r}: it is not one folder that every rank shares (each machine's own disk?); "
+                         "give a folder on a filesystem every machine mounts")
 
 
 class ParticleGroup:

@@ -50,7 +50,7 @@ import torch
 from . import ops
 from .data import (IMAGE_SUFFIXES, INPUT_SUFFIXES, NPY_RANGE, WIDE_MODES, is_image_file, load_npy,  # noqa: F401
                    open_image, read_image)  # (read_image: this module's API too)
-from .distributed import check_agree, shard
+from .distributed import PROBE_PREFIX, check_agree, check_shared_folder, shard
 from .evaluate import make_operator
 from .io import atomic_write, checkpoint_changed, output_folder, progress_bar, save_png, write_json, write_text
 from .lpips import MIN_SIZE
@@ -785,7 +785,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         raise FileNotFoundError(f"no reference folder at {str(reference)!r}")
     out = output_folder(out, rank=rank)
     if rank == 0:  # the index's writer: an unfinished write of a killed run's index (image folders: _write_outputs)
-        for stale in out.glob(".index.html.*.tmp"):
+        for stale in [*out.glob(".index.html.*.tmp"), *out.glob(PROBE_PREFIX + "*")]:  # (and a killed run's probe)
             stale.unlink(missing_ok=True)
     done = _read_journal(out)
     settings = {k: _plain(v) for k, v in sample_options.items()}
@@ -802,6 +802,8 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                      "journaled images (is --out one folder that every rank shares?)": sorted(done),
                      "--resume": bool(resume)},
                     "afdps restore", device, None if particle_group is None else particle_group.group)
+        if sharded:  # each rank writes its images and journal there, and rank 0 indexes them all
+            check_shared_folder(out, "afdps restore --out", device)
     if done and not resume:
         raise ValueError(f"{str(out)!r} holds {len(done)} restored image(s) of an earlier run; pass --resume to "
                          "continue it, or choose another --out")

@@ -48,6 +48,12 @@ def main():
     jobs = [rs.Job("a.png", "denoise", "a", seed=1), rs.Job(f"b{rank}.png", "denoise", f"b{rank}", seed=2)]
     lines.append(refusal(lambda: rs.restore(prior, jobs, folder, sample_options={}, rank=rank, world=world,
                                             handle_sigterm=False, log=lambda *a: None)))
+    # a first sharded run whose --out is each machine's own folder (the same jobs, nothing journaled yet)
+    own = tempfile.mkdtemp()
+    lines.append(refusal(lambda: rs.restore(prior, [rs.Job("a.png", "denoise", "a", seed=1)], own, sample_options={},
+                                            rank=rank, world=world, handle_sigterm=False,
+                                            log=lambda *a: None)).replace(own, "OWN"))  # (each rank's own path)
+    lines.append(" ".join(sorted(p.name for p in __import__("pathlib").Path(own).iterdir())) or "empty")
     # a resumed sharded run whose --out is each machine's own folder: each rank sees only its own journal
     jobs = [rs.Job("a.png", "denoise", "a", seed=1)]
     if rank == 1:

@@ -65,12 +65,13 @@ def test_ranks_given_different_work_refuse_it_alike(tmp_path):
     another measurement on one rank exchanged particles of different posteriors, and a sharded restore whose
     ranks listed other images (each node's own files) restored some twice and others never. Each rank now raises
     the same error, naming the field and the ranks, before any work (a single 8-byte digest per field is
-    gathered), also where one rank's options alone are invalid, and where seed=None drew other seeds."""
+    gathered), also where one rank's options alone are invalid, where seed=None drew other seeds, and where a sharded
+    restore's --out is each machine's own folder (rank 0's probe file there is not seen by rank 1)."""
     out = tmp_path / "msgs"
     _launch(out, 2, str(Path(__file__).with_name("dist_disagree.py")))
     ranks = [(tmp_path / f"msgs.rank{r}").read_text().splitlines() for r in range(2)]
     assert ranks[0] == ranks[1]
-    same, tensor, steps, measurement, invalid, seeds, images, journals = ranks[0]
+    same, tensor, steps, measurement, invalid, seeds, images, unshared, left, journals = ranks[0]
     assert same == "no error"
     assert tensor == ("tensor: rank(s) [1] of 2 were given other b than rank 0; every rank must run the same command "
                       "on the same files")
@@ -80,6 +81,10 @@ def test_ranks_given_different_work_refuse_it_alike(tmp_path):
     assert seeds.startswith("afdps.sample(particle_group=...): rank(s) [1] of 2 were given other seeds (seed=None "
                             "draws one on each rank: pass seed=) than rank 0")
     assert images.startswith("afdps restore: rank(s) [1] of 2 were given other images than rank 0")
+    assert unshared.startswith("afdps restore --out: rank(s) [1] of 2 do not see the file rank 0 wrote in 'OWN': ")
+    assert unshared.endswith("it is not one folder that every rank shares (each machine's own disk?); give a folder "
+                             "on a filesystem every machine mounts")
+    assert left == "empty"  # rank 0 removed its probe
     assert journals.startswith("afdps restore: rank(s) [1] of 2 were given other journaled images (is --out one "
                                "folder that every rank shares?) than rank 0")
 
@@ -142,6 +147,7 @@ def test_restore_shards_images_over_torchrun_ranks(tmp_path):
     p = _restore(inputs, two, 2, "--network-batch", "1")
     assert "images sharded over 2 ranks" in p.stdout
     assert sorted(f.name for f in two.glob("journal*.jsonl")) == ["journal.rank0.jsonl", "journal.rank1.jsonl"]
+    assert not list(two.glob(".afdps-shared-probe-*"))  # rank 0 removed its shared-folder probe
     assert _files(two) == _files(one)
     assert "4 image(s) already restored" in _restore(inputs, two, 1, "--resume").stdout
     assert "digit3" in (two / "index.html").read_text()
