@@ -149,6 +149,16 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     shape = tuple(images.shape[1:])
     summary, per_image, partial = _kept(previous, n)
     done = {(r["task"], r["method"]) for r in summary}
+    # an unfinished pair's summary of an earlier invocation (an extended run's, over fewer images) stays in the
+    # files written on the way, until the pair's new summary replaces it: an interrupted extension keeps its table
+    carried = {(r["task"], r["method"]): r for r in (previous or ([], []))[0]
+               if (r["task"], r["method"]) not in done and r["images"] < n}
+
+    def report():
+        ran = {(r["task"], r["method"]) for r in summary}
+        on_result(summary + [r for k, r in carried.items() if k not in ran], per_image + rows_now + _rows_of(partial))
+
+    rows_now: list = []
     options = dict(particles=particles, steps=steps, tempering=tempering, potential=potential, time_power=time_power,
                    corrector_steps=corrector_steps, corrector_snr=corrector_snr, corrector=corrector, backend=backend,
                    tempering_ess=tempering_ess, ess_threshold=ess_threshold)
@@ -225,14 +235,16 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                         rows[i] = row
                     bar.update(1)
                     if on_result is not None and bi < len(batches) - 1:
-                        on_result(summary, per_image + [rows[i] for i in sorted(rows)] + _rows_of(partial))
+                        rows_now = [rows[i] for i in sorted(rows)]
+                        report()
                 rows = [rows[i] for i in sorted(rows)]
                 per_image += rows
                 summary.append(_summarise(task, method, rows, nfe=nfe, particles=1 if method == "dps"
                                           else particles, steps=(dps_steps or steps) if method == "dps" else steps))
                 summary[-1]["potential"] = getattr(res, "potential", None) or "-"
+                rows_now = []
                 if on_result is not None:  # (with the kept rows of the pairs not reached yet: nothing kept is lost)
-                    on_result(summary, per_image + _rows_of(partial))
+                    report()
     finally:
         bar.close()
     return summary, per_image
@@ -311,8 +323,9 @@ def _fmt(v, se=None, digits=2):
     return s + plus_minus(se, f".{digits}f")
 
 
-def markdown_table(summary: list[dict]) -> str:
-    """The summary rows of :func:`evaluate` as a GitHub-markdown table (means ± standard errors)."""
+def markdown_table(summary: list[dict], images: int | None = None) -> str:
+    """The summary rows of :func:`evaluate` as a GitHub-markdown table (means ± standard errors). With ``images``, a
+    row over fewer images (an earlier invocation's, kept while a resumed run extends it) says so by its method."""
     has_acc = any(r.get("accuracy_best", "") != "" for r in summary)
     head = ["task", "method", "N", "steps", "NFE", "PSNR best", "PSNR mean", "SSIM best", "SSIM mean"]
     if has_acc:
@@ -320,7 +333,8 @@ def markdown_table(summary: list[dict]) -> str:
     head += ["final ESS/N", "s / image"]
     lines = []
     for r in summary:
-        cells = [r["task"], r["method"], str(r["particles"]), str(r["steps"]), str(r["nfe"]),
+        method = r["method"] + (f" ({r['images']} of {images} images)" if images and r["images"] != images else "")
+        cells = [r["task"], method, str(r["particles"]), str(r["steps"]), str(r["nfe"]),
                  _fmt(r["psnr_best"], r["psnr_best_se"]), _fmt(r["psnr_mean"], r["psnr_mean_se"]),
                  _fmt(r["ssim_best"], r["ssim_best_se"], 3), _fmt(r["ssim_mean"], r["ssim_mean_se"], 3)]
         if has_acc:

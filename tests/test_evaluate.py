@@ -188,9 +188,10 @@ def _recording(monkeypatch, fail_at=None):
 EVAL = ["eval", "--particles", "2", "--steps", "2", "--task", "box", "--batch-size", "1", "--no-progress"]
 
 
-def test_resume_keeps_the_dps_zeta_the_run_had(tmp_path):
+def test_resume_keeps_the_dps_zeta_the_run_had(tmp_path, capsys):
     """--dps-zeta's default became 3 for the shipped prior on 2026-12-06 (it was 1): a run from before, resumed
-    without the option, keeps its 1 rather than being refused as changed; an explicit other value is refused."""
+    without the option, keeps its 1 rather than being refused as changed; an explicit other value changes nothing
+    in a run without DPS, which says so (test_resume_compares_what_runs refuses it where DPS runs)."""
     argv = EVAL + ["--methods", "fk", "--out", str(tmp_path)]
     assert cli.main(argv + ["--num-images", "1"]) == 0
     settings = json.loads((tmp_path / "settings.json").read_text())
@@ -198,7 +199,10 @@ def test_resume_keeps_the_dps_zeta_the_run_had(tmp_path):
     (tmp_path / "settings.json").write_text(json.dumps({**settings, "dps_zeta": 1.0}))
     assert cli.main(["--debug"] + argv + ["--num-images", "2", "--resume"]) == 0  # --debug is not a setting
     assert json.loads((tmp_path / "settings.json").read_text())["dps_zeta"] == 1.0
-    assert cli.main(argv + ["--num-images", "2", "--resume", "--dps-zeta", "3"]) == 2
+    capsys.readouterr()
+    assert cli.main(argv + ["--num-images", "2", "--resume", "--dps-zeta", "3"]) == 0
+    assert ("afdps eval: warning: --dps-zeta 3 changes nothing: it applies to dps, and --methods fk runs none of them"
+            in capsys.readouterr().err)
 
 
 def test_resume_reruns_a_finished_pair_whose_image_rows_were_cut(tmp_path, monkeypatch):
@@ -307,9 +311,11 @@ def test_resume_extends_a_run_to_more_images(tmp_path, monkeypatch, capsys):
     assert "2 images" in (out / "results.md").read_text()
     capsys.readouterr()
     assert cli.main(argv + ["--num-images", "1", "--out", str(out), "--resume"]) == 2
-    assert "settings differ" in capsys.readouterr().err and calls == [[1], [1]]
+    assert "holds rows of images 0 to 1; --num-images 1 would drop them (pass at least 2)" in capsys.readouterr().err
+    assert calls == [[1], [1]]
     assert cli.main(argv + ["--steps", "3", "--num-images", "3", "--out", str(out), "--resume"]) == 2
-    assert "(num_images, steps; only --num-images may grow)" in capsys.readouterr().err
+    assert ("(num_images: 2 there, 3 here; steps: 2 there, 3 here; only --num-images may change)"
+            in capsys.readouterr().err)
     # batches of 2: the extended run's first batch (images 0, 1) runs whole, as the from-scratch run's does
     half = EVAL[:-3] + ["--batch-size", "2", "--no-progress", "--methods", "fk"]
     assert cli.main(half + ["--num-images", "3", "--out", str(tmp_path / "whole2")]) == 0
@@ -377,6 +383,7 @@ def test_image_folder(tmp_path, capsys):
     with pytest.raises(ValueError, match="is not an image PIL can read"):
         load_image_folder(wide, (1, 28, 28), 4)
     assert "acc. best" not in (tmp_path / "o" / "results.md").read_text()
+    assert "classified" not in (tmp_path / "o" / "results.md").read_text()  # (it described accuracy columns)
     # an image added to the folder sorts between 0.png and 1.png: the run's image 1 is no longer image 1, and
     # --resume refuses
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(folder / "00.png")
@@ -439,17 +446,20 @@ def test_the_same_images_under_another_path_resume_and_a_file_out_is_refused(tmp
     assert cli.main(argv + ["--num-images", "2", "--out", str(tmp_path / "o"), "--images", str(copy),
                             "--resume"]) == 0
     assert f"holds the images of {folder}, which the run in" in capsys.readouterr().out
-    # more images than the run hashed: nothing proves the new ones are the first folder's
+    # more images than the run hashed: the first ones are the run's, the new one is this folder's, which the
+    # settings now name (it was refused, though each change alone was taken)
     assert cli.main(argv + ["--num-images", "3", "--out", str(tmp_path / "o"), "--images", str(copy),
-                            "--resume"]) == 2
-    assert "the settings differ from those of the run in" in capsys.readouterr().err
+                            "--resume"]) == 0
+    assert "extending the run" in capsys.readouterr().out
+    assert json.loads((tmp_path / "o" / "settings.json").read_text())["images"] == str(copy)
     # a run whose SSIM was taken on [-1, 1] (settings.json without "ssim") is not continued with today's SSIM
     settings = json.loads((tmp_path / "o" / "settings.json").read_text())
     del settings["ssim"]
     (tmp_path / "o" / "settings.json").write_text(json.dumps(settings))
-    assert cli.main(argv + ["--num-images", "2", "--out", str(tmp_path / "o"), "--images", str(folder),
+    assert cli.main(argv + ["--num-images", "3", "--out", str(tmp_path / "o"), "--images", str(folder),
                             "--resume"]) == 2
-    assert "(ssim; only --num-images may grow) (SSIM is taken on [0, 1] since 2026-12-07" in capsys.readouterr().err
+    assert ("(ssim: '[-1, 1]' there, '[0, 1]' here; only --num-images may change) (SSIM is taken on [0, 1] since "
+            "2026-12-07" in capsys.readouterr().err)
     (tmp_path / "afile").write_text("x")
     assert cli.main(argv + ["--num-images", "1", "--out", str(tmp_path / "afile"), "--images", str(folder)]) == 2
     assert f"the output folder '{tmp_path / 'afile'}' is a file" in capsys.readouterr().err
@@ -467,3 +477,77 @@ def test_a_16_bit_reference_is_read_within_the_range(tmp_path):
     Image.fromarray(a).save(tmp_path / "edge.png")
     x = load_image_folder(tmp_path, (1, 28, 28), 1)
     assert float(x.min()) == -1.0 and float(x.max()) == 1.0
+
+
+# ---- a second user audit of afdps eval (2026-12-07): options that change nothing, --resume as it runs -----------
+
+def test_resume_compares_what_runs(tmp_path, monkeypatch, capsys):
+    """--resume compared the settings as typed: the same methods in another order, the default tasks named,
+    --dps-steps equal to --steps, or an option of a method that does not run were refused as changed. They are
+    the same run now; an option that changes nothing is named in a warning; a setting that does change the run is
+    refused with its two values."""
+    out = tmp_path / "o"
+    base = EVAL[:5] + ["--batch-size", "1", "--no-progress", "--num-images", "1", "--out", str(out)]  # no --task
+    assert cli.main(base + ["--methods", "fk,dps", "--task", "box,sr4"]) == 0
+    capsys.readouterr()
+    calls = _recording(monkeypatch)
+    assert cli.main(base + ["--methods", "dps,fk", "--task", "sr4,box", "--dps-steps", "2", "--corrector", "song",
+                            "--resume"]) == 0
+    assert calls == []  # everything kept
+    assert "--corrector song changes nothing: it applies to afdps-ode" in capsys.readouterr().err
+    assert cli.main(base + ["--methods", "dps,fk", "--task", "sr4,box", "--dps-zeta", "1", "--resume"]) == 2
+    assert "(dps_zeta: 3.0 there, 1.0 here; only --num-images may change)" in capsys.readouterr().err
+    # a DPS-only run takes no particle option; the default tasks, named
+    dps = tmp_path / "dps"
+    only = ["eval", "--steps", "2", "--batch-size", "1", "--no-progress", "--num-images", "1", "--methods", "dps",
+            "--out", str(dps)]
+    assert cli.main(only) == 0
+    calls.clear()
+    assert cli.main(only + ["--particles", "4", "--potential", "noisy", "--tempering", "adaptive",
+                            "--task", "gaussian-blur,sr4,box,random70", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "--particles 4 changes nothing: it applies to afdps-sde, afdps-ode, fk, and --methods dps runs none" in err
+    assert "--potential noisy changes nothing" in err and "--tempering adaptive changes nothing" in err
+    assert calls == []
+    # FK's potential, asked of the AFDPS methods, in the command's terms
+    # --fast-network changes the last digits: the results say it ran
+    fast = tmp_path / "fast"
+    assert cli.main(base[:-2] + ["--methods", "fk", "--task", "box", "--fast-network", "--out", str(fast)]) == 0
+    assert "network: mnist's inference path (--fast-network: bfloat16" in (fast / "results.md").read_text()
+    assert "potential auto (fk tweedie)" in (fast / "results.md").read_text()
+    assert cli.main(base + ["--potential", "tweedie", "--out", str(tmp_path / "t")]) == 2
+    assert ("--potential tweedie is FK's (eta 0.5, one vector-Jacobian product per step): it runs with --methods fk; "
+            "afdps-sde and afdps-ode take noisy, scaled or inflated (or auto)") in capsys.readouterr().err
+
+
+def test_an_extension_stopped_early_keeps_the_table_and_can_be_undone(tmp_path, monkeypatch, capsys):
+    """A finished 1-image run extended to 3 images and stopped: the files written on the way dropped the finished
+    pairs' summaries (results.csv held only what the extension had finished), and settings.json, written first,
+    said 3 images, so the 1-image run could not be resumed as it was. Now the earlier summaries stay, marked, until
+    replaced; --num-images may go back to any count that keeps every row on disk."""
+    out = tmp_path / "o"
+    argv = EVAL + ["--methods", "fk,dps", "--out", str(out)]
+    assert cli.main(argv + ["--num-images", "1"]) == 0
+    before = _rows(out / "results.csv")
+    _recording(monkeypatch, fail_at=2)  # fk's image 1 is written, image 2 fails
+    assert cli.main(argv + ["--num-images", "3", "--resume"]) == 1
+    assert _rows(out / "results.csv") == before  # the 1-image summaries, both
+    text = (out / "results.md").read_text()
+    assert "partial: 0 of 2 task x method rows" in text and "| box | fk (1 of 3 images) |" in text
+    assert "| box | dps (1 of 3 images) |" in text
+    calls = _recording(monkeypatch)
+    assert cli.main(argv + ["--num-images", "1", "--resume"]) == 2  # fk holds image 1's row now
+    assert "holds rows of images 0 to 1; --num-images 1 would drop them (pass at least 2)" in capsys.readouterr().err
+    assert cli.main(argv + ["--num-images", "2", "--resume"]) == 0
+    assert calls == [[1], [1]]  # FK's last batch again (rows kept, no summary: for its NFE), DPS's new image
+    assert "was set to 3 images and holds rows of the first 2; continuing it with 2" in capsys.readouterr().out
+    assert "partial" not in (out / "results.md").read_text() and "of 2 images" not in (out / "results.md").read_text()
+    # results.csv lost (a per_image.csv left): not started over in silence
+    (out / "results.csv").unlink()
+    assert cli.main(argv + ["--num-images", "2"]) == 2
+    assert "holds results of an earlier run; pass --resume" in capsys.readouterr().err
+    assert cli.main(argv + ["--num-images", "2", "--steps", "3", "--resume"]) == 2
+    assert "steps: 2 there, 3 here" in capsys.readouterr().err
+    calls.clear()
+    assert cli.main(argv + ["--num-images", "2", "--resume"]) == 0
+    assert calls == [[1], [1]]  # each pair's last batch runs again for its NFE and potential

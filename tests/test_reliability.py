@@ -309,6 +309,7 @@ CLI_CASES = [
     ["eval", "--prior", "nowhere.pt", "--arch", "adm-ffhq256"],
     ["eval", "--potential", "bent"],
     ["eval", "--methods", "fk,fk"],
+    ["eval", "--potential", "tweedie"],
     ["eval", "--device", "gpu0"],
     ["eval", "--tempering", "adaptive", "--tempering-ess", "1"],
     ["demo", "--size", "32"],

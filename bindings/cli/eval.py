@@ -5,8 +5,10 @@ the images, and rewrites ``results.md``, ``results.csv`` and ``per_image.csv`` a
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -35,7 +37,9 @@ def method_settings(args, methods) -> str:
     if any(m != "dps" for m in methods):
         tempering = args.tempering + (f" (ESS target {args.tempering_ess:g})" if args.tempering.startswith("adaptive")
                                       else "")
-        parts.append(f"Particle methods: tempering {tempering}, potential {args.potential}, time grid power "
+        potential = args.potential if args.potential != "auto" else "auto (" + ", ".join(
+            f"{m} {'tweedie' if m == 'fk' else 'scaled'}" for m in methods if m != "dps") + ")"
+        parts.append(f"Particle methods: tempering {tempering}, potential {potential}, time grid power "
                      f"{args.time_power:g}, resampling below ESS/N {args.ess_threshold:g}")
     if "afdps-ode" in methods:
         parts.append(f"afdps-ode: {args.corrector_steps} Langevin step(s), rule {args.corrector}, r = "
@@ -93,12 +97,50 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                    help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
     p.add_argument("--out", default="eval_out", help="output folder")
-    p.add_argument("--resume", action="store_true", help="keep the image rows of an interrupted run in --out (same "
-                   "settings; a larger --num-images extends it; the same checkpoint or images under another path "
-                   "continue it) and run only the missing images")
+    p.add_argument("--resume", action="store_true", help="keep the image rows of an interrupted run in --out (the "
+                   "same settings of the methods that run, methods and tasks in any order; a larger --num-images "
+                   "extends it, a smaller one that keeps every row takes back an extension; the same checkpoint or "
+                   "images under another path continue it) and run only the missing images")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_sampler_extras(p, resample=False)
     add_fast_network(p)
+
+
+# the options each method uses (settings of the others are neither warned about as used nor compared on --resume)
+PARTICLE_METHODS = ("afdps-sde", "afdps-ode", "fk")
+USED_BY = {**{k: PARTICLE_METHODS for k in ("particles", "tempering", "tempering_ess", "potential", "time_power",
+                                            "ess_threshold", "backend")},
+           **{k: ("afdps-ode",) for k in ("corrector_steps", "corrector_snr", "corrector")},
+           **{k: ("dps",) for k in ("dps_zeta", "dps_steps")}}
+
+
+def unused_options(args, methods, defaults: dict) -> list[str]:
+    """A warning for each option given a value other than its default that no method of ``methods`` uses
+    (``--tempering-ess`` also without adaptive tempering): it changes nothing, which the user should know."""
+    notes = []
+    for key, users in USED_BY.items():
+        value = getattr(args, key)
+        if value is None or value == defaults.get(key):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if not set(users) & set(methods):
+            notes.append(f"{flag} {_text(value)} changes nothing: it applies to {', '.join(users)}, and --methods "
+                         f"{','.join(methods)} runs none of them")
+        elif key == "tempering_ess" and not args.tempering.startswith("adaptive"):
+            notes.append(f"{flag} {_text(value)} changes nothing: it is the ESS target of --tempering adaptive or "
+                         f"adaptive-linear, not of {args.tempering}")
+    return notes
+
+
+def _defaults() -> dict:
+    """The options' defaults, as argparse gives them."""
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return vars(p.parse_args([]))
+
+
+def _text(value) -> str:
+    return format_snr(value) if isinstance(value, tuple) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 MNIST_ZETA, PAPER_ZETA = 3.0, 1.0  # docs/design.md: zeta 0.3 / 1 / 3 / 10 on the shipped prior's first digits
@@ -112,13 +154,40 @@ SSIM = "[0, 1]"  # settings.json: the range SSIM is taken on (afdps.ssim: [-1, 1
 # would average per-image values of both conventions)
 
 
+def _differ(old: dict, new: dict, methods, shape) -> list[tuple]:
+    """``(setting, old value, new value)`` of each setting that differs between a run's settings.json and this
+    invocation's, compared as what runs: methods and tasks as sets (the default tasks by name), ``dps_steps`` None
+    as ``steps``, and only the settings of the methods that run (``USED_BY``)."""
+    def norm(d):
+        c = dict(d)
+        c["methods"] = sorted({m.strip() for m in str(c.get("methods", "")).split(",") if m.strip()})
+        task = c.get("task")
+        c["task"] = sorted(DEFAULT_TASKS.get(shape[1], ()) if task is None else
+                           {t.strip() for t in str(task).split(",") if t.strip()})
+        if c.get("dps_steps") is None and (old.get("dps_steps"), new.get("dps_steps")) != (None, None):
+            c["dps_steps"] = c.get("steps")  # (not where both left it: a changed --steps is named once)
+        for key, users in USED_BY.items():
+            if not set(users) & set(methods):
+                c.pop(key, None)
+        return c
+    a, b = norm(old), norm(new)
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
 def run(args) -> int:
     torch.set_num_threads(args.threads)
     if env_world()[1] > 1:
         raise ValueError("afdps eval runs in one process (every rank would run the whole benchmark and write the same "
                          "files); afdps restore shards images over torchrun's ranks")
-    device = resolve_device(args.device)
     methods = _split(args.methods, METHODS, "methods")
+    odd = [m for m in methods if m in ("afdps-sde", "afdps-ode")]
+    if args.potential == "tweedie" and odd:
+        raise ValueError(f"--potential tweedie is FK's (eta 0.5, one vector-Jacobian product per step): it runs with "
+                         f"--methods fk; {' and '.join(odd)} take{'s' if len(odd) == 1 else ''} noisy, scaled or "
+                         "inflated (or auto)")
+    for note in unused_options(args, methods, _defaults()):
+        print(f"afdps eval: warning: {note}", file=sys.stderr)
+    device = resolve_device(args.device)
     prior = load_prior(args.prior, args.arch, device=device, inference=args.fast_network)
     digest = prior_digest(args.prior)
     if args.dps_zeta is None:  # a resumed run keeps the zeta it ran with (runs before 2026-12-06 had 1 by default)
@@ -153,7 +222,8 @@ def run(args) -> int:
     if args.ess_threshold == 0.5:
         settings.pop("ess_threshold")  # the default: runs from before the option resume as they were
     settings["ssim"] = SSIM
-    if (out / "results.csv").exists():
+    held = [f for f in ("results.csv", "per_image.csv") if (out / f).exists()]
+    if held:
         if not args.resume:
             raise ValueError(f"{str(out)!r} holds results of an earlier run; pass --resume to continue it, or choose "
                              "another --out")
@@ -175,23 +245,34 @@ def run(args) -> int:
         if changed:
             raise ValueError(f"--resume: image {changed[0]} ({len(changed)} in all) is not the image the run in "
                              f"{str(out)!r} restored (the images changed); choose another --out")
-        if ran_on and len(ran_on) >= len(hashes) and old.get("images") != settings.get("images") and \
-                None not in (old.get("images"), settings.get("images")):
-            # the same images (by their hashes) under another path: the same run, under the folder it began with
+        if ran_on and old.get("images") != settings.get("images") and None not in (old.get("images"),
+                                                                                   settings.get("images")):
+            # the images the run restored (by their hashes) under another path: the same run; recorded under this
+            # path, which holds every image the run now covers (an extension's new ones are this folder's)
             print(f"afdps eval: --images {args.images} holds the images of {old['images']}, which the run in {out}/ "
                   "restored")
-            settings["images"] = old["images"]
-        if old is not None:  # runs from before an option was added ran as its default does
-            old = {**{k: v for k, v in ADDED_LATER.items() if k in settings}, **old}
-        differ = sorted(k for k in set(settings) | set(old or {}) if (old or {}).get(k) != settings.get(k))
-        if differ == ["num_images"] and isinstance(old["num_images"], int) and old["num_images"] < args.num_images:
-            print(f"afdps eval: extending the run in {out}/ from {old['num_images']} to {args.num_images} images")
+            old["images"] = settings["images"]
+        old = {**{k: v for k, v in ADDED_LATER.items() if k in settings}, **old}  # runs from before an option was
+        # added ran as its default does
+        rows = read_csv_rows(out / "per_image.csv")
+        differ = _differ(old, settings, methods, shape)
+        if [k for k, _, _ in differ] == ["num_images"] and isinstance(old["num_images"], int):
+            top = 1 + max((r["image"] for r in rows), default=-1)  # the images the run holds rows of
+            if args.num_images > old["num_images"]:
+                print(f"afdps eval: extending the run in {out}/ from {old['num_images']} to {args.num_images} images")
+            elif args.num_images >= top:  # an extension stopped before its rows: the run as it was
+                print(f"afdps eval: the run in {out}/ was set to {old['num_images']} images and holds rows of the "
+                      f"first {top}; continuing it with {args.num_images}")
+            else:
+                raise ValueError(f"--resume: the run in {str(out)!r} holds rows of images 0 to {top - 1}; --num-images "
+                                 f"{args.num_images} would drop them (pass at least {top})")
         elif differ:
             why = (" (SSIM is taken on [0, 1] since 2026-12-07; the run's rows took it on [-1, 1]: finish it with the "
-                   "code it began with, or start it again)" if "ssim" in differ else "")
-            raise ValueError(f"--resume: the settings differ from those of the run in {str(out)!r} ({', '.join(differ)}; "
-                             f"only --num-images may grow){why}")
-        previous = (read_csv_rows(out / "results.csv"), read_csv_rows(out / "per_image.csv"))
+                   "code it began with, or start it again)" if "ssim" in [k for k, _, _ in differ] else "")
+            raise ValueError(f"--resume: the settings differ from those of the run in {str(out)!r} ("
+                             + "; ".join(f"{k}: {a!r} there, {b!r} here" for k, a, b in differ)
+                             + f"; only --num-images may change){why}")
+        previous = (read_csv_rows(out / "results.csv") if (out / "results.csv").exists() else [], rows)
         kept = {(r["task"], r["method"]) for r in previous[1]}
         print(f"afdps eval: resuming: {len(previous[1])} image row(s) of {len(kept)} task x method pair(s) kept from "
               f"{out}/; only the missing images run")
@@ -214,15 +295,23 @@ def run(args) -> int:
             if r["method"] == "afdps-ode":
                 r.update(corrector_steps=args.corrector_steps, corrector=args.corrector,
                          corrector_snr=format_snr(args.corrector_snr))
-        done = "" if len(summary) == planned else f" (partial: {len(summary)} of {planned} task x method rows)"
-        header = (f"# afdps eval: prior {settings['prior']}, {len(images)} images, sigma_y {args.sigma_y}, device {name}, "
+        finished = sum(r["images"] == len(images) for r in summary)
+        done = "" if finished == planned else f" (partial: {finished} of {planned} task x method rows)"
+        older = ("; a row marked \"k of n images\" is an earlier invocation's summary over its first k images, which "
+                 "this one has not reached yet" if finished < len(summary) else "")
+        network = (f"; network: {args.prior}'s inference path (--fast-network: bfloat16, fused kernels)"
+                   if args.fast_network else "")
+        header = (f"# afdps eval: prior {settings['prior']}, {len(images)} image{'s' if len(images) != 1 else ''}, "
+                  f"sigma_y {args.sigma_y}, device {name}, "
                   f"{time.perf_counter() - t0:.0f} s{' in this invocation (resumed)' if previous else ''}{done}\n\n"
-                  f"{method_settings(args, methods)}. Means ± standard errors over images; accuracy: fraction classified "
-                  "as the true digit; NFE: score evaluations per particle (DPS: each with a backward pass).\n\n")
+                  f"{method_settings(args, methods)}{network}. Means ± standard errors over images; "
+                  + ("accuracy: fraction classified as the true digit by the shipped classifier; " if classifier is not None else "")
+                  + "N: particles per image; NFE: score evaluations per particle (DPS: each with a backward pass)"
+                  + f"{older}.\n\n")
         # per-image rows first: --resume keeps a finished pair only with its images' rows
         write_text(out / "per_image.csv", csv_text(per_image, digits=9))
         write_text(out / "results.csv", csv_text(summary))
-        write_text(out / "results.md", header + markdown_table(summary))
+        write_text(out / "results.md", header + markdown_table(summary, images=len(images)))
         return header
 
     summary, per_image = evaluate(
@@ -232,6 +321,6 @@ def run(args) -> int:
         corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, corrector=args.corrector, device=device, backend=args.backend,
         progress=False if args.no_progress else None, on_result=write, previous=previous,
         tempering_ess=args.tempering_ess, ess_threshold=args.ess_threshold)
-    print(write(summary, per_image) + markdown_table(summary))
+    print(write(summary, per_image) + markdown_table(summary, images=len(images)))
     print(f"wrote results.md, results.csv, per_image.csv to {out}/")
     return 0
