@@ -84,26 +84,39 @@ PROBE_PREFIX = ".afdps-shared-probe-"
 def check_shared_folder(folder, what: str, device=None, group=None) -> None:
     """Raise ``ValueError`` on every rank of ``group`` alike unless ``folder`` is one folder that every rank sees
     (a shared filesystem, not each machine's own disk). Rank 0 creates a file of a random name there, every rank
-    looks for it, and the answers are all-gathered; rank 0 then removes it. A sharded restore into a node-local
-    folder would scatter its outputs and journals over the machines, and rank 0's index would list only its own
-    images. A no-op in one process; every rank must call it."""
+    looks for it, and the answers are all-gathered (to the host) before rank 0 removes it. A sharded restore into
+    a node-local folder would scatter its outputs and journals over the machines, and rank 0's index would list
+    only its own images. A no-op in one process; every rank must call it."""
     if not dist.is_initialized() or dist.get_world_size(group) == 1:
         return
     rank = dist.get_rank(group)
-    token = torch.tensor([secrets.randbits(62) if rank == 0 else 0], dtype=torch.int64, device=device)
-    dist.broadcast(token, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
-    probe = Path(folder) / f"{PROBE_PREFIX}{int(token.item()):016x}"
-    try:
-        if rank == 0:
+    probe, made = None, 0
+    if rank == 0:  # made before the token goes out: a rank that has the token looks for a file that exists
+        token = secrets.randbits(62)
+        probe = Path(folder) / f"{PROBE_PREFIX}{token:016x}"
+        try:
             probe.touch(exist_ok=False)
-        dist.barrier(group=group)
-        seen = torch.tensor([int(probe.exists())], dtype=torch.int64, device=device)
-        parts = [torch.empty_like(seen) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(parts, seen, group=group)  # every rank has looked before rank 0 removes it
+            made = 1
+        except OSError:  # every rank hears of it (raising here alone would leave the others in the broadcast)
+            pass
+    sent = torch.tensor([token if rank == 0 else 0, made], dtype=torch.int64, device=device)
+    try:
+        dist.broadcast(sent, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
+        token, made = (int(v) for v in sent.cpu())
+        if not made:
+            raise ValueError(f"{what}: rank 0 cannot create a file in {str(folder)!r}")
+        try:
+            seen = int((Path(folder) / f"{PROBE_PREFIX}{token:016x}").exists())
+        except OSError:
+            seen = 0
+        parts = [torch.empty(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, torch.tensor([seen], dtype=torch.int64, device=device), group=group)
+        parts = torch.cat(parts).cpu().tolist()  # (on the host: with NCCL the gather is done only then, and every
+        # rank has looked before rank 0 removes the file)
     finally:
-        if rank == 0:
+        if probe is not None and made:
             probe.unlink(missing_ok=True)
-    blind = [r for r, p in enumerate(parts) if not int(p.item())]
+    blind = [r for r, p in enumerate(parts) if not p]
     if blind:
         raise ValueError(f"{what}: rank(s) {blind} of {len(parts)} do not see the file rank 0 wrote in "
                          f"{str(folder)!r}: it is not one folder that every rank shares (each machine's own disk?); "

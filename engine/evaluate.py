@@ -126,7 +126,9 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     depend on ``batch_size`` beyond float32 rounding (the network's batched arithmetic). ``images (n, C, H, W)``
     on [-1, 1]; ``labels`` and ``classifier`` enable the accuracy columns. ``on_result(summary, per_image)`` is called after each sampler call (batch of images)
     with the rows so far, the unfinished pair's images included (the command line rewrites its files then, so an
-    interrupted run keeps every finished batch). Each per-image row carries ``seconds``, its share of its batch's
+    interrupted run keeps every finished batch); the summary rows passed then include, for a pair of ``previous`` not
+    finished yet, its earlier summary over fewer images (an extended run keeps its table until it is replaced).
+    Each per-image row carries ``seconds``, its share of its batch's
     sampler time; a summary's ``wall_s`` and ``s_per_image`` sum and average them.
 
     ``previous``: ``(summary_rows, per_image_rows)`` of an interrupted run with the same settings, or of a run of
@@ -290,7 +292,7 @@ def _kept(previous, n: int):
         key = (r["task"], r["method"])
         if r["image"] >= n:
             raise ValueError(f"the earlier run has image {r['image']} of {key[0]} x {key[1]}; {n} image(s) are asked "
-                             "for: a resumed run can restore more images than the earlier one, not fewer")
+                             f"for: a resumed run keeps every row it holds (ask for at least {r['image'] + 1})")
         if key in done:
             per_image.append(r)
         else:

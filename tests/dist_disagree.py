@@ -1,6 +1,7 @@
 """One rank of tests/test_distributed.py's disagreement test (launched with RANK, WORLD_SIZE, MASTER_ADDR,
 MASTER_PORT set): each rank is given something of its own, and every rank must refuse alike, naming what differs;
 the messages go to ``FILE.rank<r>`` (one line each)."""
+import shutil
 import sys
 import tempfile
 
@@ -54,6 +55,8 @@ def main():
                                             rank=rank, world=world, handle_sigterm=False,
                                             log=lambda *a: None)).replace(own, "OWN"))  # (each rank's own path)
     lines.append(" ".join(sorted(p.name for p in __import__("pathlib").Path(own).iterdir())) or "empty")
+    # a folder where rank 0 cannot create its probe: every rank hears of it (it raised on rank 0 alone)
+    lines.append(refusal(lambda: afdps.distributed.check_shared_folder(f"{own}/missing", "probe")).replace(own, "OWN"))
     # a resumed sharded run whose --out is each machine's own folder: each rank sees only its own journal
     jobs = [rs.Job("a.png", "denoise", "a", seed=1)]
     if rank == 1:
@@ -61,6 +64,8 @@ def main():
             f.write('{"name": "a"}\n')
     lines.append(refusal(lambda: rs.restore(prior, jobs, folder, sample_options={}, rank=rank, world=world,
                                             resume=True, handle_sigterm=False, log=lambda *a: None)))
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(own, ignore_errors=True)
     with open(f"{out}.rank{rank}", "w") as f:
         f.write("\n".join(line.replace("\n", " ") for line in lines) + "\n")
 

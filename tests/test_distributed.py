@@ -71,7 +71,7 @@ def test_ranks_given_different_work_refuse_it_alike(tmp_path):
     _launch(out, 2, str(Path(__file__).with_name("dist_disagree.py")))
     ranks = [(tmp_path / f"msgs.rank{r}").read_text().splitlines() for r in range(2)]
     assert ranks[0] == ranks[1]
-    same, tensor, steps, measurement, invalid, seeds, images, unshared, left, journals = ranks[0]
+    same, tensor, steps, measurement, invalid, seeds, images, unshared, left, unwritable, journals = ranks[0]
     assert same == "no error"
     assert tensor == ("tensor: rank(s) [1] of 2 were given other b than rank 0; every rank must run the same command "
                       "on the same files")
@@ -85,6 +85,7 @@ def test_ranks_given_different_work_refuse_it_alike(tmp_path):
     assert unshared.endswith("it is not one folder that every rank shares (each machine's own disk?); give a folder "
                              "on a filesystem every machine mounts")
     assert left == "empty"  # rank 0 removed its probe
+    assert unwritable == "probe: rank 0 cannot create a file in 'OWN/missing'"
     assert journals.startswith("afdps restore: rank(s) [1] of 2 were given other journaled images (is --out one "
                                "folder that every rank shares?) than rank 0")
 

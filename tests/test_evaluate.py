@@ -495,6 +495,9 @@ def test_resume_compares_what_runs(tmp_path, monkeypatch, capsys):
                             "--resume"]) == 0
     assert calls == []  # everything kept
     assert "--corrector song changes nothing: it applies to afdps-ode" in capsys.readouterr().err
+    settings = json.loads((out / "settings.json").read_text())  # as written before 2026-12-06: argparse's keys too
+    (out / "settings.json").write_text(json.dumps({**settings, "command": "eval", "debug": False}))
+    assert cli.main(base + ["--methods", "fk,dps", "--task", "box,sr4", "--resume"]) == 0
     assert cli.main(base + ["--methods", "dps,fk", "--task", "sr4,box", "--dps-zeta", "1", "--resume"]) == 2
     assert "(dps_zeta: 3.0 there, 1.0 here; only --num-images may change)" in capsys.readouterr().err
     # a DPS-only run takes no particle option; the default tasks, named
@@ -508,13 +511,14 @@ def test_resume_compares_what_runs(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "--particles 4 changes nothing: it applies to afdps-sde, afdps-ode, fk, and --methods dps runs none" in err
     assert "--potential noisy changes nothing" in err and "--tempering adaptive changes nothing" in err
+    assert cli.main(only + ["--steps", "5", "--dps-steps", "2", "--resume"]) == 0  # DPS runs 2 steps either way
     assert calls == []
-    # FK's potential, asked of the AFDPS methods, in the command's terms
     # --fast-network changes the last digits: the results say it ran
     fast = tmp_path / "fast"
     assert cli.main(base[:-2] + ["--methods", "fk", "--task", "box", "--fast-network", "--out", str(fast)]) == 0
     assert "network: mnist's inference path (--fast-network: bfloat16" in (fast / "results.md").read_text()
     assert "potential auto (fk tweedie)" in (fast / "results.md").read_text()
+    # FK's potential, asked of the AFDPS methods, in the command's terms
     assert cli.main(base + ["--potential", "tweedie", "--out", str(tmp_path / "t")]) == 2
     assert ("--potential tweedie is FK's (eta 0.5, one vector-Jacobian product per step): it runs with --methods fk; "
             "afdps-sde and afdps-ode take noisy, scaled or inflated (or auto)") in capsys.readouterr().err
@@ -540,7 +544,7 @@ def test_an_extension_stopped_early_keeps_the_table_and_can_be_undone(tmp_path, 
     assert "holds rows of images 0 to 1; --num-images 1 would drop them (pass at least 2)" in capsys.readouterr().err
     assert cli.main(argv + ["--num-images", "2", "--resume"]) == 0
     assert calls == [[1], [1]]  # FK's last batch again (rows kept, no summary: for its NFE), DPS's new image
-    assert "was set to 3 images and holds rows of the first 2; continuing it with 2" in capsys.readouterr().out
+    assert "was set to 3 images and holds rows of images up to 1; continuing it with 2" in capsys.readouterr().out
     assert "partial" not in (out / "results.md").read_text() and "of 2 images" not in (out / "results.md").read_text()
     # results.csv lost (a per_image.csv left): not started over in silence
     (out / "results.csv").unlink()

@@ -164,7 +164,12 @@ def _differ(old: dict, new: dict, methods, shape) -> list[tuple]:
         task = c.get("task")
         c["task"] = sorted(DEFAULT_TASKS.get(shape[1], ()) if task is None else
                            {t.strip() for t in str(task).split(",") if t.strip()})
-        if c.get("dps_steps") is None and (old.get("dps_steps"), new.get("dps_steps")) != (None, None):
+        for key in ("command", "debug"):  # (argparse's, in settings.json files before 2026-12-06)
+            c.pop(key, None)
+        if not set(PARTICLE_METHODS) & set(methods):  # DPS alone: its steps are all that --steps can mean
+            c["dps_steps"] = c.get("steps") if c.get("dps_steps") is None else c["dps_steps"]
+            c.pop("steps", None)
+        elif c.get("dps_steps") is None and (old.get("dps_steps"), new.get("dps_steps")) != (None, None):
             c["dps_steps"] = c.get("steps")  # (not where both left it: a changed --steps is named once)
         for key, users in USED_BY.items():
             if not set(users) & set(methods):
@@ -261,8 +266,8 @@ def run(args) -> int:
             if args.num_images > old["num_images"]:
                 print(f"afdps eval: extending the run in {out}/ from {old['num_images']} to {args.num_images} images")
             elif args.num_images >= top:  # an extension stopped before its rows: the run as it was
-                print(f"afdps eval: the run in {out}/ was set to {old['num_images']} images and holds rows of the "
-                      f"first {top}; continuing it with {args.num_images}")
+                print(f"afdps eval: the run in {out}/ was set to {old['num_images']} images and holds rows of images "
+                      f"up to {top - 1}; continuing it with {args.num_images}")
             else:
                 raise ValueError(f"--resume: the run in {str(out)!r} holds rows of images 0 to {top - 1}; --num-images "
                                  f"{args.num_images} would drop them (pass at least {top})")
@@ -298,7 +303,7 @@ def run(args) -> int:
         finished = sum(r["images"] == len(images) for r in summary)
         done = "" if finished == planned else f" (partial: {finished} of {planned} task x method rows)"
         older = ("; a row marked \"k of n images\" is an earlier invocation's summary over its first k images, which "
-                 "this one has not reached yet" if finished < len(summary) else "")
+                 "this one has not finished yet" if finished < len(summary) else "")
         network = (f"; network: {args.prior}'s inference path (--fast-network: bfloat16, fused kernels)"
                    if args.fast_network else "")
         header = (f"# afdps eval: prior {settings['prior']}, {len(images)} image{'s' if len(images) != 1 else ''}, "
