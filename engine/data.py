@@ -280,6 +280,12 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
     return x
 
 
+def image_files(folder) -> list[Path]:
+    """The images of ``folder`` in the order :func:`load_image_folder` reads them (sorted by name, hidden files and
+    other files left out)."""
+    return sorted(p for p in Path(folder).iterdir() if is_image_file(p))
+
+
 def load_image_folder(folder, image_shape, num_images: int) -> torch.Tensor:
     """The first ``num_images`` images (sorted by name; PNG, JPEG, BMP, TIFF, NPY) of ``folder`` on [-1, 1], read
     as :func:`read_image` reads them, resized (Lanczos) so the shorter side fits and centre-cropped to
@@ -290,7 +296,7 @@ def load_image_folder(folder, image_shape, num_images: int) -> torch.Tensor:
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {str(folder)!r} does not exist" if not folder.exists() else
                                 f"--images names a folder of images; {str(folder)!r} is a file")
-    files = sorted(p for p in folder.iterdir() if is_image_file(p))
+    files = image_files(folder)
     if len(files) < num_images:
         raise ValueError(f"{str(folder)!r} holds {len(files)} images, --num-images asks for {num_images}")
     C, H, W = image_shape

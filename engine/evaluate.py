@@ -119,12 +119,13 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
              dps_steps: int | None = None,
              corrector_steps: int = 1, corrector_snr: float | tuple = DEFAULT_CORRECTOR_SNR, corrector: str = "split", device=None, backend=None,
              progress=None, on_result=None, previous=None, tempering_ess: float = 0.5,
-             ess_threshold: float = 0.5) -> tuple[list[dict], list[dict]]:
+             ess_threshold: float = 0.5, names: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     """Run every method on every task; returns ``(summary_rows, per_image_rows)``.
 
     Image ``i`` uses seed ``seed + i`` for its measurement noise and its sampler, so a row does not
     depend on ``batch_size`` beyond float32 rounding (the network's batched arithmetic). ``images (n, C, H, W)``
-    on [-1, 1]; ``labels`` and ``classifier`` enable the accuracy columns. ``on_result(summary, per_image)`` is called after each sampler call (batch of images)
+    on [-1, 1]; ``labels`` and ``classifier`` enable the accuracy columns; ``names`` (one per image, e.g. its file
+    name) fill a ``file`` column of the per-image rows. ``on_result(summary, per_image)`` is called after each sampler call (batch of images)
     with the rows so far, the unfinished pair's images included (the command line rewrites its files then, so an
     interrupted run keeps every finished batch); the summary rows passed then include, for a pair of ``previous`` not
     finished yet, its earlier summary over fewer images (an extended run keeps its table until it is replaced).
@@ -149,6 +150,8 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     device = torch.device(device or "cpu")
     n = images.shape[0]
     shape = tuple(images.shape[1:])
+    if names is not None and len(names) != n:
+        raise ValueError(f"names: {len(names)} for {n} images")
     summary, per_image, partial = _kept(previous, n)
     done = {(r["task"], r["method"]) for r in summary}
     # an unfinished pair's summary of an earlier invocation (an extended run's, over fewer images) stays in the
@@ -223,7 +226,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                         lab_all = torch.where(live, lab_all.view(*parts.shape[:2]), -1)  # dead particles: -1
                     for j, i in enumerate(range(a, b)):
                         truth = images[i].float()
-                        row = {"task": task, "method": method, "image": i,
+                        row = {"task": task, "method": method, "image": i, **({"file": names[i]} if names else {}),
                                "psnr_best": psnr(best[j], truth), "ssim_best": ssim(best[j], truth),
                                "psnr_mean": psnr(mean[j], truth), "ssim_mean": ssim(mean[j], truth),
                                "final_ess": "" if final_ess is None else float(final_ess[j])}

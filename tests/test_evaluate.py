@@ -369,6 +369,8 @@ def test_image_folder(tmp_path, capsys):
     assert rc == 0
     row = next(csv.DictReader(open(tmp_path / "o" / "results.csv")))
     assert row["accuracy_best"] == "" and float(row["psnr_best"]) > 0
+    # each image's row names its file (rows could not be matched to a user's files)
+    assert [r["file"] for r in csv.DictReader(open(tmp_path / "o" / "per_image.csv"))] == ["0.png", "1.png"]
     # read as afdps restore reads them: 16-bit PNGs on 0..65535, float TIFFs on [0, 1], .npy on [-1, 1] (were cut
     # to 8 bits: saturated, or all black); a file PIL cannot read is an error, not a crash
     wide = tmp_path / "wide"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..api import load_classifier, load_mnist_test, load_prior
-from ..engine.data import load_image_folder
+from ..engine.data import image_files, load_image_folder
 from ..engine.distributed import env_world
 from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows
 from ..engine.io import checkpoint_changed, output_folder, write_json, write_text
@@ -205,7 +205,7 @@ def run(args) -> int:
         raise ValueError(f"afdps eval's tasks are defined for 1x28x28 digits and 256x256 images; this prior's are "
                          f"{'x'.join(map(str, shape))} (afdps restore takes any size, with its tasks or your kernel "
                          "and mask)")
-    labels = classifier = None
+    labels = classifier = names = None
     if args.images is None:
         if shape != (1, 28, 28):
             raise ValueError(f"--images FOLDER is needed for a prior of {'x'.join(map(str, shape))} images "
@@ -217,6 +217,7 @@ def run(args) -> int:
         classifier = load_classifier("mnist")
     else:
         images = load_image_folder(args.images, shape, args.num_images)
+        names = [f.name for f in image_files(args.images)[:args.num_images]]
     out = output_folder(args.out)
     previous = None
     hashes = [hashlib.sha256(np.ascontiguousarray(im.float().numpy()).tobytes()).hexdigest()[:16] for im in images]
@@ -325,7 +326,7 @@ def run(args) -> int:
         tempering=args.tempering, potential=None if args.potential == "auto" else args.potential, time_power=args.time_power, dps_zeta=args.dps_zeta, dps_steps=args.dps_steps,
         corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, corrector=args.corrector, device=device, backend=args.backend,
         progress=False if args.no_progress else None, on_result=write, previous=previous,
-        tempering_ess=args.tempering_ess, ess_threshold=args.ess_threshold)
+        tempering_ess=args.tempering_ess, ess_threshold=args.ess_threshold, names=names)
     print(write(summary, per_image) + markdown_table(summary, images=len(images)))
     print(f"wrote results.md, results.csv, per_image.csv to {out}/")
     return 0
