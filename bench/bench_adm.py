@@ -23,7 +23,8 @@ Variants (``--variants``, comma-separated; ``+`` adds modifiers):
 ``fast-cl-unfused``    ``to_inference(bfloat16, channels_last, fused_norm=False)`` (the modules' GroupNorm)
 ``best``               the fastest variant measured so far in this run for the same config and batch (before
                        modifiers)
-``+cudnn``             ``torch.backends.cudnn.benchmark = True`` (autotuned convolution algorithms)
+``+cudnn``             ``torch.backends.cudnn.benchmark = True`` (autotuned convolution algorithms; time these in a
+                       process without plain variants: cuDNN's plan cache ignores the flag, which a CUDA run warns of)
 ``+graph``             the forward replayed from a CUDA graph (``EpsilonModel(cuda_graph=True)``'s mechanism)
 ``+compile``           ``torch.compile`` of the network (default mode)
 =====================  ============================================================================================
@@ -350,6 +351,9 @@ def parse_args(argv=None):
         args.variants = [v.strip() for v in args.variants.split(",")]
         for v in args.variants + ([args.profile] if args.profile else []):
             parse_variant(v)
+        if args.profile and {"graph", "compile"} & set(parse_variant(args.profile)[1]):
+            raise ValueError(f"--profile {args.profile}: the profile runs the network eagerly (+cudnn at most); a "
+                             "+graph or +compile title would name what did not run")
     except ValueError as exc:
         parser.error(str(exc))
     given = args.gn_sweep
@@ -382,6 +386,15 @@ def main(argv=None) -> int:
             fh.write("\n" + HEADER + "\n")
     rows = []
     status = 0
+    tuned = {"cudnn" in parse_variant(v)[1] for v in args.variants} | ({True} if args.gn_sweep else set())
+    if device.type == "cuda" and len(tuned) > 1:  # (bench/gpu_adm.sh runs them in separate processes)
+        note = ("bench_adm: warning: cuDNN-autotuned (+cudnn) and plain variants in one process: cuDNN's plan cache is "
+                "keyed without torch.backends.cudnn.benchmark, so a variant may run the plans another chose; time "
+                "them in separate processes")
+        print(note, file=sys.stderr, flush=True)
+        if md is not None:
+            with md.open("a") as fh:
+                fh.write(f"\n{note}\n")
     gn = set_groupnorm(args.gn_chunk_bytes, args.gn_programs)
     if args.gn_sweep:
         config_name, batch = args.configs[0], args.batches[0]

@@ -2,14 +2,17 @@
 
 Cases: B*N in {16, 64, 256, 1024} rows of 3x256x256 pixels, float32 and bfloat16 storage. Bytes moved:
 read x, score, grad_mu and write x_new, ``4 * R * D * itemsize`` (the noise is generated in-kernel).
-Variants: ``torch_unfused`` (:func:`particle_step_ref`, eager), ``torch_compile`` (the same function
+Variants: ``torch_unfused`` (:func:`particle_step_ref`, eager; it draws the kernel's Philox noise with int64 tensor
+operations, most of its time), ``torch_randn`` (the same reference with ``torch.randn`` noise: other random numbers,
+the eager step without that emulation, the fairer eager baseline), ``torch_compile`` (the same function
 under ``torch.compile(dynamic=True)``), ``triton_fused`` (:func:`particle_step_triton`, including the
 upload of the step scalars) and, on CUDA, ``triton_graph`` (:func:`particle_step_launch` replayed as a
 CUDA graph: the kernel time without Python launch overhead). ``rel err``: max |x_new - float64
 reference| / max |reference|.
 
 Measured on an NVIDIA H200 (bench/results/gpu_check-20261128-*): ``triton_fused`` at B*N = 256 float32
-in 0.219-0.244 ms, 78-87 % of copy bandwidth, 61-68x faster than ``torch_unfused``.
+in 0.219-0.244 ms, 78-87 % of copy bandwidth, 61-68x faster than ``torch_unfused`` (mostly its Philox emulation;
+``torch_randn`` was added after that run) and 5.1x faster than ``torch_compile``.
 
     python -m bench.bench_particle_step            # full sizes, CUDA
     python -m bench.bench_particle_step --smoke    # tiny, CPU (Triton under the interpreter)
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from unittest import mock
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -34,9 +38,15 @@ PARTICLES = 16
 STEP = dict(f=-5.0, g2=10.0, v2=10.0, eta=1.0, h=0.005, lam=1.0, lap_mu=1.0e6, euler=False)
 
 
+def _randn_rows(keys, num_particles, D, x, row0=0):
+    """``rows_noise``'s shape and device from ``torch.randn`` (the timing baseline without the Philox emulation)."""
+    return torch.randn(x.shape[0], D, device=x.device)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    runner.add_common_args(parser, variants=("torch_unfused", "torch_compile", "triton_fused", "triton_graph"))
+    runner.add_common_args(parser, variants=("torch_unfused", "torch_randn", "torch_compile", "triton_fused",
+                                                    "triton_graph"))
     parser.add_argument("--rows", type=int, nargs="*", default=None, help="B*N values (default: 16 64 256 1024)")
     parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
     parser.add_argument("--block", type=int, default=None, help="pixels per program of the fused kernel (tuning)")
@@ -76,10 +86,16 @@ def main(argv=None) -> list[dict]:
             variants = {}
             err = runner.rel_err(ps.particle_step_ref(x, s, g, keys, **kw)[0], oracle)
             variants["torch_unfused"] = runner.Variant(lambda: ps.particle_step_ref(x, s, g, keys, **kw), error=err)
+
+            def with_randn():  # the reference's arithmetic, its noise from torch.randn
+                with mock.patch.object(ps, "rows_noise", _randn_rows):
+                    return ps.particle_step_ref(x, s, g, keys, **kw)
+            variants["torch_randn"] = runner.Variant(with_randn, note="torch.randn noise: other random numbers")
             if compiled is not None:
                 try:
                     err = runner.rel_err(compiled(x, s, g, keys, **kw)[0], oracle)
-                    variants["torch_compile"] = runner.Variant(lambda: compiled(x, s, g, keys, **kw), error=err)
+                    variants["torch_compile"] = runner.Variant(lambda: compiled(x, s, g, keys, **kw), error=err,
+                                                               note="dynamo with the eager backend on the CPU: not compiled" if device.type == "cpu" else "")
                 except Exception as exc:  # reported in the table, the other variants still run
                     variants["torch_compile"] = runner.Variant(None, note=f"failed: {type(exc).__name__}: {exc}"[:160])
             if triton_ok:

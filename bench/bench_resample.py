@@ -16,8 +16,11 @@ Variants:
 - on CUDA, ``triton_graph`` and ``copy_moved_graph``: the same two replayed as CUDA graphs (GPU time
   without Python launch overhead, as inside ``sample(..., cuda_graph=True)``).
 
-Bytes: 2 x (rows copied) x D x 4 for each variant. ``/ copy_moved`` is the time relative to the
-bound; target: ``triton_fused`` within 1.5x of it (measured on an H200 in bench/results/). ``rel err``: fraction
+Bytes: the DRAM traffic of the copy, (distinct rows read + rows written) x D x 4 for the variants that copy the
+moved rows (degenerate weights: one source row, read once and then from L2, against N - 1 written; before
+2026-12-07 two bytes per moved row's byte were counted, which put the degenerate rows above 100% of copy), 2 x N x D
+x 4 for those that copy every row. ``copy_moved`` copies distinct rows, so it is the bound only for balanced
+weights. ``/ copy_moved`` is the time relative to it; target: ``triton_fused`` within 1.5x of it (measured on an H200 in bench/results/). ``rel err``: fraction
 of rows that differ from :func:`resample_ref` + :func:`gather_rows` (0 for exact; the two textbook
 baselines produce a different, sorted arrangement and have no error entry).
 
@@ -88,6 +91,8 @@ def main(argv=None) -> list[dict]:
             moved = (anc[0] != slots)
             dst, src = slots[moved], anc[0][moved]
             n_moved = int(dst.numel())
+            n_src = int(src.unique().numel())  # distinct rows read (degenerate: one, read once from DRAM)
+            moved_bytes = (n_src + n_moved) * D * x.element_size()  # DRAM traffic of copying the moved rows
             want = rs.gather_rows(x.clone(), anc)
             row_bytes = D * x.element_size()
 
@@ -126,12 +131,12 @@ def main(argv=None) -> list[dict]:
                 err_fused = frac_wrong(xt)
                 del xt
             variants = {
-                "torch_unfused": runner.Variant(unfused, bytes=2 * n_moved * row_bytes, error=err_unfused),
+                "torch_unfused": runner.Variant(unfused, bytes=moved_bytes, error=err_unfused),
                 "torch_searchsorted": runner.Variant(searchsorted, bytes=2 * N * row_bytes,
                                                      note="same ancestors, sorted arrangement: every row copied"),
                 "torch_multinomial": runner.Variant(multinomial, bytes=2 * N * row_bytes,
                                                     note="different random stream"),
-                "torch_moved_rows": runner.Variant(moved_rows, bytes=2 * n_moved * row_bytes, error=err_moved),
+                "torch_moved_rows": runner.Variant(moved_rows, bytes=moved_bytes, error=err_moved),
             }
             if n_moved:
                 a_buf = torch.empty(n_moved, D, device=device)
@@ -142,14 +147,14 @@ def main(argv=None) -> list[dict]:
                                                                   bytes=2 * n_moved * row_bytes, cuda_graph=True)
             if triton_ok:
                 variants["triton_fused"] = runner.Variant(
-                    lambda: rs.resample_and_gather_triton(x, lw, keys, threshold=thr), bytes=2 * n_moved * row_bytes,
+                    lambda: rs.resample_and_gather_triton(x, lw, keys, threshold=thr), bytes=moved_bytes,
                     error=err_fused)
                 if device.type == "cuda":
                     variants["triton_graph"] = runner.Variant(
                         lambda: rs.resample_and_gather_triton(x, lw, keys, threshold=thr),
-                        bytes=2 * n_moved * row_bytes, error=err_fused, cuda_graph=True)
+                        bytes=moved_bytes, error=err_fused, cuda_graph=True)
             rows = runner.run_case(NAME, f"{kind} N={N} moved={n_moved}", f"1x{N}x{'x'.join(map(str, event))}",
-                                   "float32", 2 * n_moved * row_bytes, variants, device, rep_ms=args.rep, env=env,
+                                   "float32", moved_bytes, variants, device, rep_ms=args.rep, env=env,
                                    only=args.variants,
                                    relative_to="copy_moved" if n_moved else None)
             runner.emit(NAME, f"resample {kind} N={N} ({n_moved} rows move; {env['device']})", rows, args)

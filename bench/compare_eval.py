@@ -1,6 +1,9 @@
 """Paired comparison of two methods in ``afdps eval`` outputs: per task, the mean PSNR of the weighted mean and the
 accuracy of the best particle of each method, and their per-image differences with standard errors (the same
-images and measurements, so the paired error is the one that says whether a difference is real).
+images and measurements, so the paired error is the one that says whether a difference is real). Images are paired
+by index; runs in two folders must have measured the same images alike (their settings.json: noise level, seed,
+prior, each image's hash; and the images' file names where recorded), and a task or image that only one side has is
+named on stderr.
 
     python -m bench.compare_eval bench/results/eval_mnist_dev100 bench/results/eval_mnist_dev100_r70 --a fk --b dps
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -43,22 +47,49 @@ def _per_image(folders) -> dict:
 
 
 def _pick(per, spec: str, task: str):
-    """The per-image rows of ``spec`` (``METHOD`` or ``METHOD@FOLDER``) on ``task``, or None where none ran."""
+    """``(folder, rows)``: the per-image rows of ``spec`` (``METHOD`` or ``METHOD@FOLDER``) on ``task`` and the
+    folder they came from, or ``(None, None)`` where none ran."""
     method, _, folder = spec.partition("@")
     if folder:
         match = [f for f in per if Path(f) == Path(folder)]
         if not match:
             raise SystemExit(f"compare_eval: {spec}: {folder} is not one of the folders given ({', '.join(per)})")
-        return per[match[0]].get((task, method))
+        rows = per[match[0]].get((task, method))
+        return (match[0], rows) if rows else (None, None)
     runs = {f: rows[(task, method)] for f, rows in per.items() if (task, method) in rows}
     if not runs:
-        return None
+        return None, None
     first, *rest = runs
     for f in rest:
         if runs[f] != runs[first]:
             raise SystemExit(f"compare_eval: {task} x {method} differs between {first} and {f}; name the run as "
                              f"{method}@{first} or {method}@{f}")
-    return runs[first]
+    return first, runs[first]
+
+
+# what makes image i's measurement (afdps eval's settings.json): pairs from runs that differ here are not paired
+_MEASURED = ("sigma_y", "seed", "prior_sha256")  # (the checkpoint's bytes: one prior may be named by path or name)
+
+
+def _check_same_measurements(task: str, fa, fb, common) -> None:
+    """Refuse to pair two runs whose image ``i`` is not the same image measured the same way: another noise level,
+    seed or prior in their settings.json, another image (its hash), or another file name."""
+    if fa == fb:
+        return
+    sa, sb = (json.loads((Path(f) / "settings.json").read_text()) if (Path(f) / "settings.json").is_file() else None
+              for f in (fa, fb))
+    if sa is None or sb is None:
+        print(f"compare_eval: {task}: {fa if sa is None else fb} has no settings.json: the runs' measurements are "
+              "taken to be the same", file=sys.stderr)
+        return
+    differ = [k for k in _MEASURED if k in sa and k in sb and sa[k] != sb[k]]  # (older runs lack some)
+    ha, hb = sa.get("image_sha256") or [], sb.get("image_sha256") or []
+    other = [i for i in common if i < min(len(ha), len(hb)) and ha[i] != hb[i]]
+    if differ or other:
+        raise SystemExit(f"compare_eval: {task}: {fa} and {fb} did not measure the same images ("
+                         + ", ".join([f"{k} {sa.get(k)!r} against {sb.get(k)!r}" for k in differ]
+                                     + ([f"image {other[0]} is another image"] if other else []))
+                         + "): their differences are not paired")
 
 
 _METRICS = ("images", "nfe", "psnr_best", "psnr_mean", "ssim_mean", "accuracy_best", "accuracy_any", "final_ess")
@@ -116,24 +147,40 @@ def main(argv=None) -> int:
              f"accuracy best {args.a} | accuracy best {args.b} | {args.a} - {args.b} (paired) | labels / image ({args.a}) |"
              f" any particle right ({args.a}) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for t in tasks:
-        a, b = _pick(per, args.a, t), _pick(per, args.b, t)
+        (fa, a), (fb, b) = _pick(per, args.a, t), _pick(per, args.b, t)
         if not a or not b:
+            print(f"compare_eval: {t}: only {args.a if a else args.b} ran it; left out" if a or b else
+                  f"compare_eval: {t}: neither {args.a} nor {args.b} ran it; left out", file=sys.stderr)
             continue
         common = sorted(set(a) & set(b))
         if not common:
             raise SystemExit(f"compare_eval: {t}: {args.a} and {args.b} share no image (different --num-images?)")
+        if len(common) < max(len(a), len(b)):  # (the means below are over the shared images, not the runs' own)
+            print(f"compare_eval: {t}: {args.a} has {len(a)} images, {args.b} {len(b)}; compared on the {len(common)} "
+                  "both have", file=sys.stderr)
+        names = [i for i in common if a[i].get("file", "") and b[i].get("file", "") and a[i]["file"] != b[i]["file"]]
+        if names:
+            i = names[0]
+            raise SystemExit(f"compare_eval: {t}: image {i} is {a[i]['file']} in {args.a}'s run and {b[i]['file']} in "
+                             f"{args.b}'s: not the same images")
+        _check_same_measurements(t, fa, fb, common)
         pa = [float(a[i]["psnr_mean"]) for i in common]
         pb = [float(b[i]["psnr_mean"]) for i in common]
-        ca = [float(a[i]["correct_best"]) for i in common]
-        cb = [float(b[i]["correct_best"]) for i in common]
         dp = mean_se([x - y for x, y in zip(pa, pb)])
-        dc = mean_se([x - y for x, y in zip(ca, cb)])
-        lab = mean_se([float(a[i]["labels_distinct"]) for i in common])[0]
-        anyr = mean_se([float(a[i]["correct_any"]) for i in common])[0]
         (ma, sa), (mb, sb) = mean_se(pa), mean_se(pb)
-        lines.append(f"| {t} | {len(common)} | {ma:.2f}{plus_minus(sa)} | {mb:.2f}{plus_minus(sb)} | "
-                     f"{dp[0]:+.2f}{plus_minus(dp[1])} | {sum(ca) / len(ca):.2f} | {sum(cb) / len(cb):.2f} | "
-                     f"{dc[0]:+.2f}{plus_minus(dc[1])} | {lab:.2f} | {anyr:.2f} |")
+        cells = [t, str(len(common)), f"{ma:.2f}{plus_minus(sa)}", f"{mb:.2f}{plus_minus(sb)}",
+                 f"{dp[0]:+.2f}{plus_minus(dp[1])}"]
+        if all(r.get("correct_best", "") != "" for r in [*(a[i] for i in common), *(b[i] for i in common)]):
+            ca = [float(a[i]["correct_best"]) for i in common]
+            cb = [float(b[i]["correct_best"]) for i in common]
+            dc = mean_se([x - y for x, y in zip(ca, cb)])
+            lab = mean_se([float(a[i]["labels_distinct"]) for i in common])[0]
+            anyr = mean_se([float(a[i]["correct_any"]) for i in common])[0]
+            cells += [f"{sum(ca) / len(ca):.2f}", f"{sum(cb) / len(cb):.2f}", f"{dc[0]:+.2f}{plus_minus(dc[1])}",
+                      f"{lab:.2f}", f"{anyr:.2f}"]
+        else:  # (no classifier: a user's own images)
+            cells += ["-"] * 5
+        lines.append("| " + " | ".join(cells) + " |")
     print_report("\n".join(lines) + "\n", args.out)
     return 0
 

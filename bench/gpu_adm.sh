@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # make gpu-adm: issue 12's measurements of the score network on one CUDA GPU, in one device call (< 9 minutes):
 #   1. pip install --no-deps --no-build-isolation -e .
-#   2. bench.bench_adm, FFHQ configuration, batch 64: the GroupNorm kernel's channel block and launch size timed
-#      (--gn-sweep, GPU_ADM_GN_SWEEP, empty for none: then the defaults the 2026-12-04 sweep chose; the fastest is
-#      kept for the rest of that run), then bfloat16 autocast (the path before issue 12), ADMUNet.to_inference
-#      channels-last as measured on 2026-12-04 (fast-cl-nostats), with the GroupNorm statistics from the residual
-#      kernels (fast-cl-noconvin) and with the fused input convolution too (fast-cl), the fastest with cuDNN
-#      autotuning and with a CUDA graph, and the kernel profile of the fastest (every row with its error against a
-#      float64 forward);
+#   2. bench.bench_adm, FFHQ configuration, batch 64: bfloat16 autocast (the path before issue 12),
+#      ADMUNet.to_inference channels-last as measured on 2026-12-04 (fast-cl-nostats), with the GroupNorm statistics
+#      from the residual kernels (fast-cl-noconvin) and with the fused input convolution too (fast-cl); then, in a
+#      process of its own (cuDNN's plan cache ignores the autotuning flag), the GroupNorm kernel's channel block and
+#      launch size timed (--gn-sweep, GPU_ADM_GN_SWEEP, empty for none: then the defaults the 2026-12-04 sweep chose;
+#      the fastest is kept for the later stages), the fastest with cuDNN autotuning and with a CUDA graph, and its
+#      kernel profile (every row with its error against a float64 forward);
 #   3. the ImageNet configuration, batch 64;
 #   4. the GPU tests of the kernels, the blur's kept spectra, CUDA-graph replays and the network (pytest -m "gpu or
 #      interpreter", with pytest-xdist's 4 workers where installed: the interpreter-marked kernel tests run the
@@ -51,12 +51,17 @@ fi
 ADM="$PY -m bench.bench_adm $SIZE --markdown $REPORT --csv"
 GN_SWEEP=${GPU_ADM_GN_SWEEP-32,128,512:1024,4096}  # empty: the defaults the 2026-12-04 sweep chose (128 B, 1024)
 [ "$MODE" != dry ] && rm -f "$BEST.gn"
-run 190 $ADM $FFHQ $ITERS --batches 64 --best-out "$BEST" --header --profile best+cudnn --profile-out "$REPORT" \
-  ${GN_SWEEP:+--gn-sweep $GN_SWEEP --gn-best-out "$BEST.gn"} \
-  --variants autocast,fast-cl-nostats,fast-cl-noconvin,fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
+# The cuDNN-autotuned variants run in processes of their own: cuDNN's plan cache is keyed without
+# torch.backends.cudnn.benchmark, so in one process an autotuned variant reused the plans of the plain one before it
+# (2026-12-04: ImageNet's "+cudnn" first call took 0.28 s after the plain one's 9.85 s), and the reverse.
+run 100 $ADM $FFHQ $ITERS --batches 64 --best-out "$BEST" --header \
+  --variants autocast,fast-cl-nostats,fast-cl-noconvin,fast-cl
 NET=$(cat "$BEST" 2>/dev/null || echo fast-cl)
+run 100 $ADM $FFHQ $ITERS --batches 64 --profile $NET+cudnn --profile-out "$REPORT" \
+  ${GN_SWEEP:+--gn-sweep $GN_SWEEP --gn-best-out "$BEST.gn"} --variants $NET+cudnn${GRAPH:+,$NET+cudnn$GRAPH}
 GN=$(cat "$BEST.gn" 2>/dev/null)  # the GroupNorm setting the sweep kept, for every later stage
-run 90 $ADM $IMNET $ITERS $GN --batches 64 --header --variants fast-cl,best+cudnn${GRAPH:+,best+cudnn$GRAPH}
+run 40 $ADM $IMNET $ITERS $GN --batches 64 --header --variants fast-cl
+run 55 $ADM $IMNET $ITERS $GN --batches 64 --variants fast-cl+cudnn${GRAPH:+,fast-cl+cudnn$GRAPH}
 if [ "$MODE" != smoke ]; then
   # (231 tests: 112 of them ran in 120 s on one process on 2026-12-04, hence the workers; a cut here is a failure)
   CUT_OK=0 run 120 "$PY" -m pytest -q $(pytest_workers) -m "gpu or interpreter" -p no:cacheprovider tests/test_conv_in.py \
@@ -70,7 +75,8 @@ for extra in "--network autocast" "--network $NET --cudnn --kernel-profile $REPO
   run 60 $RES $extra $GN --markdown "$REPORT" $HEAD
   HEAD=""
 done
-run 90 $ADM $FFHQ $ITERS $GN --batches 16,256 --no-parity --header --variants autocast,fast-cl,best+cudnn$GRAPH
+run 45 $ADM $FFHQ $ITERS $GN --batches 16,256 --no-parity --header --variants autocast,fast-cl
+run 45 $ADM $FFHQ $ITERS $GN --batches 16,256 --no-parity --variants $NET+cudnn$GRAPH
 run 90 $ADM $FFHQ $ITERS $GN --batches 64 --header --variants fp32,autocast-fused,fast,fast-cl-unfused
 run 150 $ADM $FFHQ $GN --batches 64 --no-parity --header --variants fast-cl-unfused+cudnn+compile
 T1=$(date +%s)

@@ -59,7 +59,7 @@ run 35 "$PY" -m bench.bench_particle_step $SMOKE --no-compile --markdown "$REPOR
 run 25 "$PY" -m bench.bench_langevin $SMOKE --markdown "$REPORT"
 run 35 "$PY" -m bench.bench_resample $SMOKE --markdown "$REPORT"
 run 50 "$PY" -m bench.bench_fourier $SMOKE --markdown "$REPORT"
-run 65 "$PY" -m bench.bench_particle_step $SMOKE $ROWS256 --variants torch_unfused torch_compile triton_fused --markdown "$REPORT"
+run 65 "$PY" -m bench.bench_particle_step $SMOKE $ROWS256 --variants torch_unfused torch_randn torch_compile triton_fused --markdown "$REPORT"
 if [ "$MODE" = smoke ]; then
   run 30 "$PY" -m bench.bench_sampler --smoke --markdown "$REPORT"
 else  # a whole AFDPS step at 256x256, eager vs CUDA-graph replay

@@ -8,8 +8,9 @@ of the measured device-to-device copy bandwidth and the speedups over ``torch_un
 triton versions and the git revision.
 
 Timing: ``triton.testing.do_bench`` on CUDA (median and 20/80 % quantiles, L2 flushed between runs;
-``do_bench_cudagraph`` for variants marked to run as a CUDA graph); a plain ``perf_counter`` loop on the
-CPU (for the smoke runs: those numbers mean nothing).
+``do_bench_cudagraph`` for variants marked to run as a CUDA graph, which does not flush L2 between replays: data
+that fits in L2 stays there, so a graph row against an eager one compares a warm cache with a cold one, and the
+rows say so); a plain ``perf_counter`` loop on the CPU (for the smoke runs: those numbers mean nothing).
 
 ``AFDPS_BENCH_RESULTS`` overrides the results folder (the smoke test writes to a temporary one).
 Other benchmark scripts (bench_sampler.py, bench_adm.py) can use :func:`time_fn`, :func:`environment`,
@@ -51,11 +52,18 @@ def results_dir() -> Path:
 
 
 def git_revision() -> str:
-    """``git rev-parse --short HEAD`` of the checkout, or ``"unknown"``."""
+    """``git rev-parse --short HEAD`` of the checkout, with ``+dirty`` where the code differs from it (tracked
+    changes or untracked files outside bench/results: a device runs the working tree, so a bare revision could name
+    code that was not what ran), or ``"unknown"``."""
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              timeout=10)
-        return out.stdout.strip() or "unknown"
+        rev = out.stdout.strip()
+        if not rev:
+            return "unknown"
+        status = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)bench/results"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=10)
+        return rev + ("+dirty" if status.returncode == 0 and status.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -199,7 +207,9 @@ def run_case(bench: str, case: str, shape: str, dtype: str, nbytes: int, variant
         gbps = b / (t.ms * 1e6) if t.ms > 0 else float("nan")
         rows.append({"bench": bench, "case": case, "shape": shape, "dtype": dtype, "variant": name, "bytes": b,
                      "ms": t.ms, "ms_q20": t.q20, "ms_q80": t.q80, "GB/s": gbps, "% copy": 100 * gbps / copy,
-                     "rel err": v.error, "note": v.note, **env})
+                     "rel err": v.error, "note": "; ".join(filter(None, [v.note, "graph replays, L2 not flushed" if
+                                                                         v.cuda_graph and device.type == "cuda" else ""])),
+                     **env})
     times = {r["variant"]: r.get("ms") for r in rows}
     for r in rows:
         if r.get("ms") is None:

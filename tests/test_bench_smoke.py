@@ -1,6 +1,7 @@
 """Every benchmark (bench/bench_*.py) runs in smoke mode (tiny shapes, CPU) so that none of them rots,
 and the runner's table and CSV helpers behave."""
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -76,7 +77,11 @@ def test_gpu_adm_dry_run():
     whole restorations, other batches and torch.compile last; its stages are cut to a deadline in one device call."""
     _, lines = _dry_run("gpu_adm.sh")
     assert "pip install --no-deps --no-build-isolation" in lines[0]
-    assert "bench.bench_adm" in lines[1] and "--profile best+cudnn" in lines[1] and "fast-cl" in lines[1]
+    assert "bench.bench_adm" in lines[1] and "fast-cl" in lines[1] and "cudnn" not in lines[1]
+    # the autotuned variants in processes of their own (cuDNN's plan cache ignores the flag), never beside plain ones
+    adm = [ln.split("--variants ")[1].split()[0] for ln in lines if "bench.bench_adm" in ln]
+    assert all(all("cudnn" in v for v in vs.split(",")) or not any("cudnn" in v for v in vs.split(",")) for vs in adm)
+    assert "--profile fast-cl+cudnn" in lines[2]
     assert any("adm-imagenet256" in ln for ln in lines) and "compile" in lines[-1]
     assert sum("bench.bench_restoration" in ln and "--particles 256" in ln for ln in lines) == 4
     assert "DEADLINE" in (ROOT / "bench" / "gpu_adm.sh").read_text()
@@ -339,3 +344,42 @@ def test_throughput_names_the_failure_of_its_child(tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert "potential bogus, N = 2 failed: ValueError: potential='bogus' is not one of" in out.stderr, out.stderr
+
+
+def test_compare_eval_names_what_it_leaves_out_and_refuses_other_measurements(tmp_path, capsys):
+    """compare_eval paired by image index only: a task or images that one side lacked vanished without a word, two
+    runs of other seeds or images were paired as if measured alike, and runs without the classifier's columns
+    (a user's own images) crashed with a KeyError."""
+    sys.path.insert(0, str(ROOT))
+    from bench import compare_eval
+
+    def run(name, task, psnrs, settings=None, files=None, acc=True):
+        per = [{"task": task, "method": "fk", "image": i, **({"file": files[i]} if files else {}), "psnr_mean": p,
+                **({"correct_best": 1, "labels_distinct": 1, "correct_any": 1} if acc else {})}
+               for i, p in enumerate(psnrs)]
+        folder = _eval_folder(tmp_path / name, [_summary_row(task, "fk", 0.0)], per)
+        if settings is not None:
+            (tmp_path / name / "settings.json").write_text(json.dumps(settings))
+        return folder
+    same = {"sigma_y": 0.05, "seed": 0, "prior_sha256": "ab", "image_sha256": ["h0", "h1", "h2"]}
+    a = run("a", "box", [15.0, 14.0, 13.0], same)
+    b = run("b", "box", [14.0, 12.0], {**same, "image_sha256": ["h0", "h1"]})
+    assert compare_eval.main([a, b, "--a", f"fk@{a}", "--b", f"fk@{b}"]) == 0
+    out = capsys.readouterr()
+    assert "| box | 2 | 14.50 ± 0.50 | 13.00 ± 1.00 | +1.50 ± 0.50 |" in out.out
+    assert "box: fk@" in out.err and "has 3 images" in out.err and "compared on the 2 both have" in out.err
+    for name, changed in (("seed", {"seed": 1}), ("img", {"image_sha256": ["h0", "hX"]})):
+        c = run(name, "box", [14.0, 12.0], {**same, **changed})
+        with pytest.raises(SystemExit, match="did not measure the same images"):
+            compare_eval.main([a, c, "--a", f"fk@{a}", "--b", f"fk@{c}"])
+    d, e = run("d", "sr4", [1.0, 2.0], files=["x.png", "y.png"], acc=False), run("e", "sr4", [1.0, 3.0],
+                                                                                 files=["x.png", "z.png"], acc=False)
+    with pytest.raises(SystemExit, match="image 1 is y.png in .* and z.png in"):
+        compare_eval.main([d, e, "--a", f"fk@{d}", "--b", f"fk@{e}"])
+    f = run("f", "sr4", [2.0, 2.0], files=["x.png", "y.png"], acc=False)
+    assert compare_eval.main([d, f, a, "--a", f"fk@{d}", "--b", f"fk@{f}"]) == 0  # no accuracy columns: dashes
+    out = capsys.readouterr()
+    assert "| sr4 | 2 | 1.50 ± 0.50 | 2.00 ± 0.00 | -0.50 ± 0.50 | - | - | - | - | - |" in out.out
+    assert "box: neither fk@" in out.err and "ran it; left out" in out.err  # (box: folder a's only)
+    assert compare_eval.main([a, f, "--a", f"fk@{a}", "--b", f"fk@{f}"]) == 0
+    assert "box: only fk@" in capsys.readouterr().err
