@@ -55,6 +55,8 @@ def load_prior(path_or_name, arch=None, **kwargs):
     try:
         return _loading.load_prior(path_or_name, arch, **kwargs)
     except FileNotFoundError as exc:
+        if Path(path_or_name).exists():  # (the file missing is another: an --arch JSON, say)
+            raise
         raise FileNotFoundError(f"{exc} (shipped priors by name: {_names(SHIPPED_PRIORS)})") from None
 
 

@@ -29,7 +29,7 @@ from .schedules import Schedule, VPSchedule
 from .validation import check_int
 from .training import load_checkpoint, read_checkpoint
 
-__all__ = ["load_prior", "load_classifier", "load_checkpoint", "DIFFUSERS"]
+__all__ = ["load_prior", "load_classifier", "load_checkpoint", "DIFFUSERS", "arch_record", "same_arch"]
 
 DIFFUSERS = "diffusers"
 _LIST_AT_MOST = 5
@@ -62,6 +62,9 @@ def _check_keys(module: nn.Module, sd: dict, what: str) -> None:
     if shapes:
         more = f", ... ({len(shapes) - _LIST_AT_MOST} more)" if len(shapes) > _LIST_AT_MOST else ""
         parts.append(f"{len(shapes)} shape mismatches ({'; '.join(shapes[:_LIST_AT_MOST])}{more})")
+    if any(k.startswith("label_emb.") for k in unexpected):
+        parts.append("the checkpoint is class-conditional (label_emb), and a class-conditional network cannot serve "
+                     "as an unconditional prior")
     raise ValueError(f"{what} does not match the network: " + "; ".join(parts))
 
 
@@ -88,7 +91,8 @@ def _load_strict(build, sd: dict, what: str, device) -> nn.Module:
 def _resolve_config(arch, ckpt_config, path) -> dict:
     if arch is None:
         if ckpt_config is None:
-            raise ValueError(f"{str(path)!r} is a raw state_dict without a config: pass arch= one of {_allowed_archs()}")
+            raise ValueError(f"{str(path)!r} is a raw state_dict without a config: give its architecture (--arch, or "
+                             f"arch= in Python): one of {_allowed_archs()}")
         return dict(ckpt_config)
     if isinstance(arch, dict):
         return dict(arch)
@@ -107,6 +111,69 @@ def _resolve_config(arch, ckpt_config, path) -> dict:
                 raise ValueError(f"config file {str(p)!r} must hold a JSON object of ADMUNet arguments")
             return config
     raise ValueError(f"unknown arch {arch!r}: expected one of {_allowed_archs()}")
+
+
+def arch_record(arch) -> str | None:
+    """``arch`` as a run records it: a preset's name (or ``"diffusers"``) as it is; a JSON config file's absolute
+    path with the sha256 of its parsed contents, ``"<path> (config sha256 <16 hex>)"``, so that a file edited in place
+    (attention heads change no weight's shape, yet the network computes otherwise) is another architecture, and the
+    same contents under another path are not."""
+    if arch is None or isinstance(arch, dict) or str(arch) in ADM_PRESETS or str(arch) == DIFFUSERS:
+        return None if arch is None else str(arch) if not isinstance(arch, dict) else _config_digest(arch)
+    p = Path(arch)
+    try:
+        return f"{p.resolve()} (config sha256 {_config_digest(json.loads(p.read_text()))})"
+    except (OSError, ValueError):
+        return str(arch)
+
+
+def _config_digest(config) -> str:
+    import hashlib
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def same_arch(a, b) -> bool:
+    """Whether two recorded ``arch`` texts (:func:`arch_record`, or a bare path or name as runs before 2026-12-07
+    recorded it) name the same architecture: by the config's digest where both have one, else by the resolved path
+    or the name."""
+    def parts(text):
+        text = "" if text is None else str(text)
+        head, _, digest = text.partition(" (config sha256 ")
+        try:
+            where = str(Path(head).resolve()) if head and head not in ADM_PRESETS and head != DIFFUSERS else head
+        except OSError:
+            where = head
+        return where, digest.rstrip(")")
+    (pa, da), (pb, db) = parts(a), parts(b)
+    return da == db if da and db else pa == pb
+
+
+# guided-diffusion's flags of the diffusion, not the network, that a copied config may hold: the values afdps runs
+# with (an epsilon network on the linear schedule, VPSchedule(0.1, 20) with num_train_steps steps), and the flags of
+# sampling or training only, which change nothing here
+DIFFUSION_FLAGS = {"noise_schedule": "linear", "predict_xstart": False}
+SAMPLING_FLAGS = ("timestep_respacing", "use_kl", "rescale_learned_sigmas", "sigma_small", "use_ddim", "clip_denoised")
+
+
+def diffusion_flags(config: dict, what: str) -> tuple[dict, int | None]:
+    """``(network config, diffusion_steps or None)``: a guided-diffusion config with its diffusion's flags taken
+    out. A flag afdps cannot honour (a cosine schedule, an x0-predicting network, timesteps rescaled to 1000 with
+    another number of steps) is refused, naming it: it would run the network on the wrong schedule."""
+    config = dict(config)
+    for key, want in DIFFUSION_FLAGS.items():
+        value = config.pop(key, want)
+        if value != want:
+            raise ValueError(f"{what}: {key}={value!r} is not supported: afdps runs epsilon-predicting networks on the "
+                             f"linear schedule ({key}={want!r})")
+    steps = config.pop("diffusion_steps", None)
+    if steps is not None and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"{what}: diffusion_steps must be a positive integer, got {steps!r}")
+    if config.pop("rescale_timesteps", False) and steps not in (None, 1000):
+        raise ValueError(f"{what}: rescale_timesteps=True with diffusion_steps={steps} feeds the network timesteps "
+                         "scaled to 1000, which afdps does not do")
+    for key in SAMPLING_FLAGS:
+        config.pop(key, None)
+    return config, steps
 
 
 def _build_adm(config: dict, what: str):
@@ -147,6 +214,35 @@ def _is_diffusers_folder(path: Path) -> bool:
         return json.loads(cfg.read_text()).get("_class_name") == "UNet2DModel"
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return False
+
+
+def _diffusers_schedule(folder: Path, num_train_steps: int, schedule):
+    """``(schedule, num_train_steps)`` from the scheduler config beside a pipeline's ``unet/`` folder
+    (``../scheduler/scheduler_config.json``), where there is one: its linear betas' continuous limit
+    ``VPSchedule(N beta_start, N beta_end)`` and its ``num_train_timesteps`` N, unless the caller gave a schedule.
+    A prediction type other than epsilon or a beta schedule other than linear is refused (the network would run
+    on the wrong schedule). Without a scheduler config, the defaults (``VPSchedule(0.1, 20)``, 1000 steps)."""
+    path = folder.parent / "scheduler" / "scheduler_config.json"
+    if not path.is_file():
+        return schedule or VPSchedule(0.1, 20.0), num_train_steps
+    try:
+        cfg = json.loads(path.read_text())
+        kind, pred = cfg.get("beta_schedule", "linear"), cfg.get("prediction_type", "epsilon")
+        n = int(cfg.get("num_train_timesteps", 1000))
+        b0, b1 = float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02))
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not a JSON object of a diffusers scheduler config "
+                         f"({type(exc).__name__}: {str(exc)[:120]})") from None
+    if pred != "epsilon":
+        raise ValueError(f"{str(folder)!r}: its scheduler ({str(path)!r}) says prediction_type={pred!r}; afdps runs "
+                         "epsilon-predicting networks only")
+    if kind != "linear" and schedule is None:  # (a schedule the caller gives is theirs to answer for)
+        raise ValueError(f"{str(folder)!r}: its scheduler ({str(path)!r}) says beta_schedule={kind!r}; afdps runs "
+                         "networks of the linear beta schedule (or pass schedule= yourself in Python)")
+    if num_train_steps not in (1000, n):
+        raise ValueError(f"{str(folder)!r}: its scheduler says num_train_timesteps={n}, num_train_steps="
+                         f"{num_train_steps} was passed")
+    return schedule or VPSchedule(n * b0, n * b1), n
 
 
 def _load_diffusers(folder: Path, device, batch_size, autocast_dtype, num_train_steps, schedule) -> EpsilonModel:
@@ -190,8 +286,12 @@ def _load_diffusers(folder: Path, device, batch_size, autocast_dtype, num_train_
     if cout not in (cin, 2 * cin):
         raise ValueError(f"{str(folder)!r}: out_channels {cout} is neither in_channels {cin} (epsilon) nor "
                          f"{2 * cin} (epsilon and learned variance)")
+    if getattr(cfg, "time_embedding_type", "positional") == "fourier":
+        raise ValueError(f"{str(folder)!r}: a UNet2DModel with Fourier time embeddings (score-SDE's NCSN++, called with "
+                         "the noise level sigma) is not a DDPM epsilon network; afdps feeds timesteps")
+    schedule, num_train_steps = _diffusers_schedule(folder, num_train_steps, schedule)
     net = DiffusersEpsilon(unet).to(device).eval()
-    return EpsilonModel(net, schedule or VPSchedule(0.1, 20.0), event_shape=(cin, h, w),
+    return EpsilonModel(net, schedule, event_shape=(cin, h, w),
                         num_train_steps=num_train_steps, learned_sigma=cout == 2 * cin,
                         batch_size=batch_size, autocast_dtype=autocast_dtype)
 
@@ -205,9 +305,11 @@ def _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps
     if not isinstance(path, (str, Path)):
         raise TypeError(f"path must be a file or folder path (str or Path), got {type(path).__name__}")
     try:
-        torch.device(device)
+        kind = torch.device(device).type
     except (RuntimeError, TypeError):
         raise ValueError(f"device={device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from None
+    if kind == "cuda" and not torch.cuda.is_available():  # (before the checkpoint is read, not after)
+        raise ValueError(f"device={device!r}: this torch sees no CUDA device (torch {torch.__version__}); use 'cpu'")
     if batch_size is not None and batch_size != "auto":
         check_int("batch_size", batch_size, 1)
     check_int("num_train_steps", num_train_steps, 1)
@@ -242,10 +344,14 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
     batch_size, autocast_dtype, cuda_graph : passed to :class:`EpsilonModel` (``batch_size`` an int, ``"auto"``
         or None; ``cuda_graph``: replay each network call shape from a CUDA graph).
     num_train_steps : DDPM steps of the network's discrete schedule (timestep ``k = N tau - 1``).
-        1000 for ADM; diffusers folders do not record the scheduler's ``num_train_timesteps``, so
-        1000 is assumed there too.
+        1000 for ADM, or a guided-diffusion config's ``diffusion_steps``; for a diffusers ``unet/`` folder the
+        ``num_train_timesteps`` of the pipeline's ``scheduler/scheduler_config.json`` beside it (1000 without one).
     schedule : the continuous schedule (default ``VPSchedule(0.1, 20.0)``: the limit of the DDPM
-        linear betas 1e-4 to 0.02 over 1000 steps).
+        linear betas 1e-4 to 0.02 over 1000 steps; for a diffusers folder with a scheduler config, the limit of
+        its linear betas). Networks that predict x0 or v, or were trained on a cosine schedule, are refused where
+        their config says so (guided-diffusion's ``predict_xstart`` and ``noise_schedule``, diffusers'
+        ``prediction_type`` and ``beta_schedule``); a bare state_dict says nothing, and is taken to be an epsilon
+        network of the linear schedule.
     inference : run the network on its inference path, :meth:`ADMUNet.to_inference` (bfloat16 torso,
         channels-last activations, the fused Triton kernels on CUDA): on an H200 the FFHQ configuration at
         batch 64 runs 926 images/s against 282 with bfloat16 autocast, relative error 1.1e-3 against a float64
@@ -270,13 +376,14 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
     if inference and autocast_dtype is not None:
         raise ValueError(f"inference=True stores the network's torso in bfloat16 (ADMUNet.to_inference); "
                          f"autocast_dtype={autocast_dtype} cannot apply to it: leave it None")
+    given_schedule = schedule
     schedule = schedule if schedule is not None else VPSchedule(0.1, 20.0)
     path = Path(path)
     if arch == DIFFUSERS or (arch is None and _is_diffusers_folder(path)):
         if inference:
             raise ValueError(f"inference=True is ADMUNet.to_inference, for ADM networks; {str(path)!r} is a "
                              "diffusers UNet2DModel folder (use autocast_dtype=torch.bfloat16 for it)")
-        prior = _load_diffusers(path, device, batch_size, autocast_dtype, num_train_steps, schedule)
+        prior = _load_diffusers(path, device, batch_size, autocast_dtype, num_train_steps, given_schedule)
         prior.cuda_graph = bool(cuda_graph)
         return prior
     if isinstance(arch, str) and arch not in ADM_PRESETS and not (arch.lower().endswith(".json") or _is_file(arch)):
@@ -291,6 +398,12 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
         raise ValueError(f"{str(path)!r} carries its own architecture, which differs from arch={arch!r}; leave arch "
                          "out")
     what = f"checkpoint {str(path)!r}"
+    config, steps = diffusion_flags(config, what)
+    if steps is not None and steps != num_train_steps:
+        if num_train_steps != 1000:  # (1000: the default, which the config's own number replaces)
+            raise ValueError(f"{what}: its config says diffusion_steps={steps}, num_train_steps={num_train_steps} was "
+                             "passed")
+        num_train_steps = steps
     net = _load_strict(_build_adm(config, what), sd, what, device)
     if inference:
         net.to_inference()

@@ -53,6 +53,7 @@ from .data import (IMAGE_SUFFIXES, INPUT_SUFFIXES, NPY_RANGE, WIDE_MODES, is_ima
 from .distributed import PROBE_PREFIX, check_agree, check_shared_folder, shard
 from .evaluate import make_operator
 from .io import atomic_write, checkpoint_changed, output_folder, progress_bar, save_png, write_json, write_text
+from .loading import same_arch
 from .lpips import MIN_SIZE
 from .metrics import psnr, ssim
 from .plots import ess_plot
@@ -983,8 +984,9 @@ def _same(had, want) -> bool:
 
 
 def _arch_of(prior) -> str:
-    """The ``--arch`` part of a journaled prior (``"<path> --arch <arch>"``): the same weights under another
-    architecture's config (attention heads, say) compute otherwise."""
+    """The ``--arch`` part of a journaled prior (``"<path> --arch <arch>"``, the arch as
+    :func:`~afdps.engine.loading.arch_record` writes it): the same weights under another architecture's config
+    (attention heads, say) compute otherwise."""
     return str(prior).partition(" --arch ")[2]
 
 
@@ -1008,7 +1010,7 @@ def _check_resumed(out: Path, jobs: list[Job], done: dict, settings: dict, run_o
         had.update({k: v for k, v in old.items() if k not in UNCOMPARED and k in settings})
         differ = [k for k in want if k in had and not _same(had[k], want[k])]
         if "prior_sha256" in had and "prior" in differ and "prior_sha256" not in differ \
-                and _arch_of(had["prior"]) == _arch_of(want["prior"]):
+                and same_arch(_arch_of(had["prior"]), _arch_of(want["prior"])):
             differ.remove("prior")  # the same bytes under another path or name (moved, or the shipped file's path)
         if differ == ["prior_sha256"]:
             raise checkpoint_changed(want.get("prior", ""), f"{job.name} in {str(out)!r}", had["prior_sha256"],

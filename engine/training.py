@@ -90,6 +90,9 @@ def load_checkpoint(path) -> object:
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
     if path.is_dir():
+        if (path / "model_index.json").is_file() and (path / "unet" / "config.json").is_file():
+            raise ValueError(f"{str(path)!r} is a diffusers pipeline; give its network's folder, "
+                             f"{str(path / 'unet')!r}")
         raise ValueError(f"{str(path)!r} is a directory, not a checkpoint file (diffusers folders need a "
                          f"config.json with _class_name UNet2DModel, or arch='diffusers')")
     try:
@@ -110,20 +113,39 @@ def load_checkpoint(path) -> object:
         raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint ({type(exc).__name__}: {reason[:200]})") from None
 
 
+def _is_weights(value) -> bool:
+    """A non-empty dict of named tensors (a state_dict)."""
+    return isinstance(value, dict) and bool(value) and all(isinstance(k, str) and torch.is_tensor(v)
+                                                           for k, v in value.items())
+
+
 def read_checkpoint(obj, path) -> tuple[dict, dict | None, dict]:
-    """``(state_dict, config or None, meta)`` from a raw state_dict or a checkpoint of :func:`make_checkpoint`'s
-    format (checked: a dict with ``"format"`` other than :data:`CHECKPOINT_FORMAT` is refused)."""
+    """``(state_dict, config or None, meta)`` from a raw state_dict, a checkpoint of :func:`make_checkpoint`'s
+    format (checked: a dict with ``"format"`` other than :data:`CHECKPOINT_FORMAT` is refused), or a training
+    checkpoint holding one network's weights among other entries (``{"ema": ..., "step": ...}``). One that holds
+    several (``"state_dict"`` and ``"ema"``) is refused: which to use is the user's choice. Keys saved from
+    ``DataParallel`` (every one prefixed ``module.``) lose the prefix."""
     if not isinstance(obj, dict):
         raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state_dict or a checkpoint dict")
     fmt = obj.get("format")
     if fmt is not None and not torch.is_tensor(fmt) and fmt != CHECKPOINT_FORMAT:
         raise ValueError(f"{str(path)!r} is a checkpoint of format {fmt!r}; this afdps reads {CHECKPOINT_FORMAT!r}")
+    # the entries that hold a network's weights: a training checkpoint may hold several (the weights and their EMA)
+    held = [k for k, v in obj.items() if isinstance(k, str) and _is_weights(v)]
+    if len(held) > 1:
+        raise ValueError(f"{str(path)!r} holds the weights of {len(held)} networks, under {', '.join(map(repr, held))} "
+                         "(a training checkpoint: the weights and their EMA, say); afdps does not guess which: save "
+                         f"the one to use alone, e.g. torch.save(torch.load(path)[{held[-1]!r}], 'weights.pt')")
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
         sd, config, meta = obj["state_dict"], obj.get("config"), obj.get("meta") or {}
         if config is not None and not isinstance(config, dict):
             raise ValueError(f"{str(path)!r}: 'config' must be a dict of network arguments, got {type(config).__name__}")
+    elif held and not _is_weights(obj):
+        sd, config, meta = obj[held[0]], None, {"weights_from": held[0]}  # e.g. {"ema": ..., "step": ...}
     else:
         sd, config, meta = obj, None, {}
+    if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):  # saved from DataParallel / DDP
+        sd = {k[len("module."):]: v for k, v in sd.items()}
     bad = [k for k, v in sd.items() if not isinstance(k, str) or not torch.is_tensor(v)]
     if bad:
         raise ValueError(f"{str(path)!r} is not a state_dict: {len(bad)} entries are not named tensors "

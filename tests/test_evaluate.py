@@ -557,3 +557,22 @@ def test_an_extension_stopped_early_keeps_the_table_and_can_be_undone(tmp_path, 
     calls.clear()
     assert cli.main(argv + ["--num-images", "2", "--resume"]) == 0
     assert calls == [[1], [1]]  # each pair's last batch runs again for its NFE and potential
+
+
+def test_resume_compares_an_arch_config_by_its_contents(tmp_path, capsys):
+    """As afdps restore's journal: settings.json kept --arch as typed, so a config edited in place resumed and the
+    same config under another path was refused."""
+    ckpt = torch.load(Path(__file__).resolve().parents[1] / "bindings" / "data" / "mnist_prior.pt", weights_only=True)
+    torch.save(ckpt["state_dict"], tmp_path / "raw.pt")
+    cfg, copy = tmp_path / "cfg.json", tmp_path / "copy.json"
+    for f in (cfg, copy):
+        f.write_text(json.dumps(ckpt["config"]))
+    argv = EVAL + ["--methods", "dps", "--num-images", "1", "--prior", str(tmp_path / "raw.pt"),
+                   "--out", str(tmp_path / "o")]
+    assert cli.main(argv + ["--arch", str(cfg)]) == 0
+    assert "(config sha256 " in json.loads((tmp_path / "o" / "settings.json").read_text())["arch"]
+    assert cli.main(argv + ["--arch", str(copy), "--resume"]) == 0
+    cfg.write_text(json.dumps({**ckpt["config"], "num_head_channels": -1}))
+    capsys.readouterr()
+    assert cli.main(argv + ["--arch", str(cfg), "--resume"]) == 2
+    assert "settings differ" in capsys.readouterr().err

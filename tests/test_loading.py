@@ -125,7 +125,7 @@ def test_unknown_arch_lists_allowed(files):
 
 
 def test_raw_state_dict_needs_arch(files):
-    _raises("pass arch=", files / "raw.pt")
+    _raises(r"give its architecture \(--arch, or arch= in Python\)", files / "raw.pt")
 
 
 def test_missing_file_named(tmp_path):
@@ -281,3 +281,79 @@ def test_inference_path(tiny_net, files, tmp_path):
     folder.mkdir(exist_ok=True)
     with pytest.raises(ValueError, match="inference=True is ADMUNet.to_inference, for ADM networks"):
         load_prior(folder, arch="diffusers", inference=True)
+
+
+# ---- a user audit of loading one's own checkpoints (2026-12-07) ------------------------------------------------
+
+def test_training_checkpoints_prefixes_and_class_conditional_hints(tiny_net, files, tmp_path):
+    """A training checkpoint with the weights and their EMA loaded the 'state_dict' entry and dropped the EMA in
+    silence; one with a single network among other entries, or keys saved from DataParallel ('module.'), was refused
+    with a message that did not say why; a class-conditional checkpoint's extra key was not explained."""
+    sd = tiny_net.state_dict()
+    ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in sd.items()}
+    torch.save({"state_dict": sd, "ema": ema, "config": TINY}, tmp_path / "both.pt")
+    msg = _raises("holds the weights of 2 networks, under 'state_dict', 'ema'", tmp_path / "both.pt")
+    assert "afdps does not guess which" in msg and "torch.save(torch.load(path)['ema'], 'weights.pt')" in msg
+    torch.save({"ema": ema, "step": 1200, "optimizer": {"state": {0: {"m": torch.zeros(1)}}, "param_groups": []}},
+               tmp_path / "ema.pt")
+    prior = load_prior(tmp_path / "ema.pt", arch=TINY)
+    x = torch.randn(2, 1, 8, 8)
+    moved = ADMUNet(**TINY).eval()
+    moved.load_state_dict(ema)
+    torch.testing.assert_close(prior.score(x, 0.4), _expected_score(moved, x, 0.4))  # the EMA's weights
+    torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "ddp.pt")
+    torch.testing.assert_close(load_prior(tmp_path / "ddp.pt", arch=TINY).score(x, 0.4),
+                               _expected_score(tiny_net, x, 0.4))
+    torch.save({**sd, "label_emb.weight": torch.zeros(10, 128)}, tmp_path / "cc.pt")
+    assert "the checkpoint is class-conditional (label_emb)" in _raises("does not match", tmp_path / "cc.pt",
+                                                                         arch=TINY)
+
+
+def test_guided_diffusion_flags_in_a_config(tiny_net, files, tmp_path):
+    """A config copied from guided-diffusion's flags (diffusion_steps, noise_schedule, predict_xstart, ...) was
+    refused as 'arguments ADMUNet does not take'; deleting them ran a cosine or x0 network on the linear schedule in
+    silence. The flags afdps honours are taken (diffusion_steps sets num_train_steps), the others refused by name."""
+    flags = {**TINY, "diffusion_steps": 4000, "noise_schedule": "linear", "predict_xstart": False,
+             "rescale_timesteps": False, "timestep_respacing": "", "use_kl": False}
+    prior = load_prior(files / "raw.pt", arch=flags)
+    assert prior.num_train_steps == 4000 and prior.timestep(0.5) == 1999.0
+    for key, value, text in (("noise_schedule", "cosine", "noise_schedule='cosine' is not supported"),
+                             ("predict_xstart", True, "predict_xstart=True is not supported"),
+                             ("rescale_timesteps", True, "rescale_timesteps=True with diffusion_steps=4000")):
+        assert text in _raises("", files / "raw.pt", arch={**flags, key: value})
+    assert "its config says diffusion_steps=4000, num_train_steps=250" in _raises(
+        "", files / "raw.pt", arch=flags, num_train_steps=250)
+
+
+def test_a_cuda_device_without_cuda_and_a_missing_arch_file(files):
+    if torch.cuda.is_available():
+        pytest.skip("needs a torch without CUDA")
+    assert "this torch sees no CUDA device" in _raises("", files / "nowhere.pt", device="cuda")  # before the read
+    with pytest.raises(FileNotFoundError) as info:
+        load_prior(files / "raw.pt", arch=str(files / "nope.json"))
+    assert "no JSON config file" in str(info.value) and "shipped priors" not in str(info.value)
+
+
+def test_diffusers_pipelines_schedulers_and_fourier_networks(tmp_path):
+    """A diffusers pipeline's UNet ran on the linear 1000-step schedule as an epsilon network whatever its scheduler
+    said (v-prediction, cosine betas), and a Fourier-embedded (VE, NCSN++) UNet was fed timesteps."""
+    diffusers = pytest.importorskip("diffusers", reason="diffusers is an optional extra (pip install diffusers)")
+    small = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(32, 32), layers_per_block=1,
+                 down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                 norm_num_groups=8)
+    pipe = tmp_path / "pipe"
+    diffusers.UNet2DModel(**small).save_pretrained(pipe / "unet")
+    (pipe / "model_index.json").write_text("{}")
+    assert f"is a diffusers pipeline; give its network's folder, '{pipe / 'unet'}'" in _raises("", pipe)
+    sched = pipe / "scheduler" / "scheduler_config.json"
+    sched.parent.mkdir()
+    sched.write_text(json.dumps({"num_train_timesteps": 2000, "beta_start": 5e-5, "beta_end": 0.01,
+                                 "beta_schedule": "linear", "prediction_type": "epsilon"}))
+    prior = load_prior(pipe / "unet")  # the scheduler's own numbers: the same continuous limit, 2000 steps
+    assert prior.num_train_steps == 2000 and prior.timestep(0.5) == 999.0
+    assert float(prior.schedule.beta(0.0)) == pytest.approx(0.1) and float(prior.schedule.beta(1.0)) == pytest.approx(20)
+    for key, value in (("prediction_type", "v_prediction"), ("beta_schedule", "squaredcos_cap_v2")):
+        sched.write_text(json.dumps({"num_train_timesteps": 1000, key: value}))
+        assert f"says {key}={value!r}" in _raises("", pipe / "unet")
+    diffusers.UNet2DModel(**{**small, "time_embedding_type": "fourier"}).save_pretrained(tmp_path / "ve")
+    assert "Fourier time embeddings" in _raises("", tmp_path / "ve")

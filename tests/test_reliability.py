@@ -97,6 +97,7 @@ class _TextSchedule(_WrongShapeScore):
 def _files(tmp):
     (tmp / "text.pt").write_text("not a checkpoint")
     torch.save({"w": torch.zeros(2)}, tmp / "raw.pt")
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "ema": {"w": torch.ones(2)}}, tmp / "two.pt")
     (tmp / "unet").mkdir(exist_ok=True)
     (tmp / "unet" / "config.json").write_text("{not json")
     (tmp / "bad.json").write_text("{not json")
@@ -208,6 +209,9 @@ def _api_cases(tmp):
         ("load_prior", "arch='adm-lsun'", lambda: afdps.load_prior(tmp / "raw.pt", arch="adm-lsun")),
         ("load_prior", "a text file", lambda: afdps.load_prior(tmp / "text.pt", arch="adm-ffhq256")),
         ("load_prior", "a raw state_dict without arch", lambda: afdps.load_prior(tmp / "raw.pt")),
+        ("load_prior", "weights and their EMA", lambda: afdps.load_prior(tmp / "two.pt", arch="adm-ffhq256")),
+        ("load_prior", "a cosine-schedule config", lambda: afdps.load_prior(
+            tmp / "raw.pt", arch={"image_size": 8, "noise_schedule": "cosine"})),
         ("load_prior", "'mnist' with arch", lambda: afdps.load_prior("mnist", arch="adm-ffhq256")),
         ("load_prior", "path=123", lambda: afdps.load_prior(123)),
         ("load_prior", "device='gpu0'", lambda: afdps.load_prior("mnist", device="gpu0")),

@@ -417,3 +417,26 @@ def test_fast_network_flag(digits, tmp_path):
         return 10 * np.log10(4.0 / np.mean((np.asarray(a, dtype=np.float64).reshape(ref.shape) - ref) ** 2))
 
     assert psnr(runs["plain"][1]) > 15 and abs(psnr(runs["fast"][1]) - psnr(runs["plain"][1])) < 0.5
+
+
+def test_resume_compares_an_arch_config_by_its_contents(digits, tmp_path, capsys):
+    """--arch CONFIG.json was journaled as its path only: the file edited in place (attention heads: no weight
+    changes shape, the network computes otherwise) resumed as the same run, and the same contents under another
+    path were refused. The journal now keeps the config's digest and compares that."""
+    ckpt = torch.load(ROOT / "bindings" / "data" / "mnist_prior.pt", weights_only=True)
+    torch.save(ckpt["state_dict"], tmp_path / "raw.pt")
+    cfg, copy = tmp_path / "cfg.json", tmp_path / "elsewhere" / "cfg.json"
+    cfg.write_text(json.dumps(ckpt["config"]))
+    copy.parent.mkdir()
+    copy.write_text(cfg.read_text())
+    fast = [a for a in FAST if a not in ("--prior", "mnist")]
+    opts = ["--task", "box", "--out", str(tmp_path / "out"), *fast, "--prior", str(tmp_path / "raw.pt")]
+    assert cli.main(["restore", str(digits / "in" / "d1.png"), *opts, "--arch", str(cfg)]) == 0
+    rec = json.loads((tmp_path / "out" / "journal.jsonl").read_text())
+    assert rec["prior"].endswith(f"--arch {cfg.resolve()} (config sha256 {rec['prior'][-17:-1]})")
+    assert cli.main(["restore", str(digits / "in" / "d1.png"), str(digits / "in" / "d2.png"), *opts,
+                     "--arch", str(copy), "--resume"]) == 0  # the same contents elsewhere: the same run
+    cfg.write_text(json.dumps({**ckpt["config"], "num_head_channels": -1}))  # 4 heads of 16 channels, not 2 of 32
+    capsys.readouterr()
+    assert cli.main(["restore", str(digits / "in"), *opts, "--arch", str(cfg), "--resume"]) == 2
+    assert "--resume: d1 in" in capsys.readouterr().err

@@ -19,6 +19,7 @@ from ..api import load_classifier, load_mnist_test, load_prior
 from ..engine.data import image_files, load_image_folder
 from ..engine.distributed import env_world
 from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows
+from ..engine.loading import arch_record, same_arch
 from ..engine.io import checkpoint_changed, output_folder, write_json, write_text
 from ..engine.potentials import POTENTIALS
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
@@ -228,6 +229,7 @@ def run(args) -> int:
     if args.ess_threshold == 0.5:
         settings.pop("ess_threshold")  # the default: runs from before the option resume as they were
     settings["ssim"] = SSIM
+    settings["arch"] = arch_record(args.arch)  # (a JSON config file: its path and its contents' digest)
     held = [f for f in ("results.csv", "per_image.csv") if (out / f).exists()]
     if held:
         if not args.resume:
@@ -258,6 +260,8 @@ def run(args) -> int:
             print(f"afdps eval: --images {args.images} holds the images of {old['images']}, which the run in {out}/ "
                   "restored")
             old["images"] = settings["images"]
+        if old.get("arch") != settings["arch"] and same_arch(old.get("arch"), settings["arch"]):
+            old["arch"] = settings["arch"]  # the same config (its digest, or for runs before 2026-12-07 its path)
         old = {**{k: v for k, v in ADDED_LATER.items() if k in settings}, **old}  # runs from before an option was
         # added ran as its default does
         rows = read_csv_rows(out / "per_image.csv")

@@ -26,6 +26,7 @@ import torch
 
 from ..api import load_prior
 from ..engine.distributed import ParticleGroup, env_world, init_from_env
+from ..engine.loading import arch_record
 from ..engine.lpips import load_lpips
 from ..engine.potentials import POTENTIALS
 from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
@@ -141,7 +142,7 @@ def add_arguments(p) -> None:
 def _prior_name(args) -> str:
     """The prior as the journal keeps it: a shipped name, or a checkpoint's absolute path (and its --arch)."""
     name = str(Path(args.prior).resolve()) if Path(args.prior).exists() else args.prior
-    return name + (f" --arch {args.arch}" if args.arch else "")
+    return name + (f" --arch {arch_record(args.arch)}" if args.arch else "")  # (a JSON config with its contents' digest)
 
 
 def run(args) -> int:
