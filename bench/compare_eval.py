@@ -2,7 +2,7 @@
 accuracy of the best particle of each method, and their per-image differences with standard errors (the same
 images and measurements, so the paired error is the one that says whether a difference is real). Images are paired
 by index; runs in two folders must have measured the same images alike (their settings.json: noise level, seed,
-prior, each image's hash; and the images' file names where recorded), and a task or image that only one side has is
+each image's hash; and the images' file names where recorded), and a task or image that only one side has is
 named on stderr.
 
     python -m bench.compare_eval bench/results/eval_mnist_dev100 bench/results/eval_mnist_dev100_r70 --a fk --b dps
@@ -68,7 +68,7 @@ def _pick(per, spec: str, task: str):
 
 
 # what makes image i's measurement (afdps eval's settings.json): pairs from runs that differ here are not paired
-_MEASURED = ("sigma_y", "seed", "prior_sha256")  # (the checkpoint's bytes: one prior may be named by path or name)
+_MEASURED = ("sigma_y", "seed")  # (not the prior: two priors on the same measurements are a fair pair)
 
 
 def _check_same_measurements(task: str, fa, fb, common) -> None:

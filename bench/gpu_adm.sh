@@ -37,7 +37,7 @@ CUT_OK=1  # a stage cut by the deadline keeps the rows it wrote (each benchmark 
 
 mkdir -p "$RESULTS"
 if [ "$MODE" != dry ]; then
-  "$PY" -c "import torch, triton, subprocess; g = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip(); print(f'# gpu-adm $STAMP\n\ndevice: {torch.cuda.get_device_name() if torch.cuda.is_available() else \"cpu\"}; torch {torch.__version__}; triton {triton.__version__}; git {g}\n')" > "$REPORT" 2>/dev/null \
+  "$PY" -c "import torch, triton; from bench.runner import git_revision; g = git_revision(); print(f'# gpu-adm $STAMP\n\ndevice: {torch.cuda.get_device_name() if torch.cuda.is_available() else \"cpu\"}; torch {torch.__version__}; triton {triton.__version__}; git {g}\n')" > "$REPORT" 2>/dev/null \
     || echo "# gpu-adm $STAMP" > "$REPORT"
 fi
 T0=$(date +%s)
@@ -50,7 +50,7 @@ else
 fi
 ADM="$PY -m bench.bench_adm $SIZE --markdown $REPORT --csv"
 GN_SWEEP=${GPU_ADM_GN_SWEEP-32,128,512:1024,4096}  # empty: the defaults the 2026-12-04 sweep chose (128 B, 1024)
-[ "$MODE" != dry ] && rm -f "$BEST.gn"
+[ "$MODE" != dry ] && rm -f "$BEST" "$BEST.gn"  # (a cut first stage must not leave a stale choice)
 # The cuDNN-autotuned variants run in processes of their own: cuDNN's plan cache is keyed without
 # torch.backends.cudnn.benchmark, so in one process an autotuned variant reused the plans of the plain one before it
 # (2026-12-04: ImageNet's "+cudnn" first call took 0.28 s after the plain one's 9.85 s), and the reverse.

@@ -33,10 +33,8 @@ try:
 except ImportError:
     tv = "none"
 dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-try:
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-except OSError:
-    git = ""
+from bench.runner import git_revision  # (+dirty where the working tree that runs differs from the revision)
+git = git_revision()
 print(f"device: {dev}; torch {torch.__version__}; triton {tv}; git {git or 'unknown'}")
 PYEOF
   } > "$REPORT"

@@ -159,16 +159,20 @@ def diffusion_flags(config: dict, what: str) -> tuple[dict, int | None]:
     """``(network config, diffusion_steps or None)``: a guided-diffusion config with its diffusion's flags taken
     out. A flag afdps cannot honour (a cosine schedule, an x0-predicting network, timesteps rescaled to 1000 with
     another number of steps) is refused, naming it: it would run the network on the wrong schedule."""
-    config = dict(config)
+    config = {k: ({"true": True, "false": False}.get(v.lower(), v) if isinstance(v, str) and k in
+                  (*DIFFUSION_FLAGS, "rescale_timesteps") else v) for k, v in config.items()}  # ("False", from argparse)
     for key, want in DIFFUSION_FLAGS.items():
         value = config.pop(key, want)
         if value != want:
             raise ValueError(f"{what}: {key}={value!r} is not supported: afdps runs epsilon-predicting networks on the "
                              f"linear schedule ({key}={want!r})")
     steps = config.pop("diffusion_steps", None)
-    if steps is not None and (not isinstance(steps, int) or steps < 1):
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"{what}: diffusion_steps must be a positive integer, got {steps!r}")
-    if config.pop("rescale_timesteps", False) and steps not in (None, 1000):
+    rescale = config.pop("rescale_timesteps", False)
+    if rescale not in (True, False):
+        raise ValueError(f"{what}: rescale_timesteps must be true or false, got {rescale!r}")
+    if rescale and steps not in (None, 1000):
         raise ValueError(f"{what}: rescale_timesteps=True with diffusion_steps={steps} feeds the network timesteps "
                          "scaled to 1000, which afdps does not do")
     for key in SAMPLING_FLAGS:
@@ -222,7 +226,7 @@ def _diffusers_schedule(folder: Path, num_train_steps: int, schedule):
     ``VPSchedule(N beta_start, N beta_end)`` and its ``num_train_timesteps`` N, unless the caller gave a schedule.
     A prediction type other than epsilon or a beta schedule other than linear is refused (the network would run
     on the wrong schedule). Without a scheduler config, the defaults (``VPSchedule(0.1, 20)``, 1000 steps)."""
-    path = folder.parent / "scheduler" / "scheduler_config.json"
+    path = folder.resolve().parent / "scheduler" / "scheduler_config.json"
     if not path.is_file():
         return schedule or VPSchedule(0.1, 20.0), num_train_steps
     try:
@@ -233,6 +237,11 @@ def _diffusers_schedule(folder: Path, num_train_steps: int, schedule):
     except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{str(path)!r} is not a JSON object of a diffusers scheduler config "
                          f"({type(exc).__name__}: {str(exc)[:120]})") from None
+    if "beta_start" not in cfg or "beta_end" not in cfg or cfg.get("trained_betas") is not None:
+        raise ValueError(f"{str(folder)!r}: its scheduler ({str(path)!r}) is not a DDPM-type config of linear betas "
+                         "(beta_start, beta_end; no trained_betas); afdps cannot tell the network's schedule")
+    if cfg.get("predict_epsilon", True) is False:  # (diffusers' key before prediction_type)
+        pred = "sample"
     if pred != "epsilon":
         raise ValueError(f"{str(folder)!r}: its scheduler ({str(path)!r}) says prediction_type={pred!r}; afdps runs "
                          "epsilon-predicting networks only")

@@ -990,6 +990,11 @@ def _arch_of(prior) -> str:
     return str(prior).partition(" --arch ")[2]
 
 
+def _path_of(prior) -> str:
+    """The checkpoint part of a journaled prior (a shipped name or an absolute path)."""
+    return str(prior).partition(" --arch ")[0]
+
+
 UNCOMPARED = ("progress",)  # sampler options that change only what is shown
 
 
@@ -1009,8 +1014,10 @@ def _check_resumed(out: Path, jobs: list[Job], done: dict, settings: dict, run_o
         want.update({k: v for k, v in settings.items() if k not in UNCOMPARED and k in old})
         had.update({k: v for k, v in old.items() if k not in UNCOMPARED and k in settings})
         differ = [k for k in want if k in had and not _same(had[k], want[k])]
-        if "prior_sha256" in had and "prior" in differ and "prior_sha256" not in differ \
-                and same_arch(_arch_of(had["prior"]), _arch_of(want["prior"])):
+        if "prior" in differ and same_arch(_arch_of(had["prior"]), _arch_of(want["prior"])) and (
+                _path_of(had["prior"]) == _path_of(want["prior"])  # the arch recorded otherwise (its digest, since
+                # 2026-12-07), or:
+                or "prior_sha256" in had and "prior_sha256" not in differ):
             differ.remove("prior")  # the same bytes under another path or name (moved, or the shipped file's path)
         if differ == ["prior_sha256"]:
             raise checkpoint_changed(want.get("prior", ""), f"{job.name} in {str(out)!r}", had["prior_sha256"],

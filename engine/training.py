@@ -113,6 +113,11 @@ def load_checkpoint(path) -> object:
         raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint ({type(exc).__name__}: {reason[:200]})") from None
 
 
+# where training code keeps a network's weights in a checkpoint dict (afdps's own format: "state_dict")
+WEIGHT_KEYS = ("state_dict", "model", "model_state_dict", "ema", "ema_state_dict", "model_ema", "ema_model", "net",
+               "network")
+
+
 def _is_weights(value) -> bool:
     """A non-empty dict of named tensors (a state_dict)."""
     return isinstance(value, dict) and bool(value) and all(isinstance(k, str) and torch.is_tensor(v)
@@ -130,8 +135,9 @@ def read_checkpoint(obj, path) -> tuple[dict, dict | None, dict]:
     fmt = obj.get("format")
     if fmt is not None and not torch.is_tensor(fmt) and fmt != CHECKPOINT_FORMAT:
         raise ValueError(f"{str(path)!r} is a checkpoint of format {fmt!r}; this afdps reads {CHECKPOINT_FORMAT!r}")
-    # the entries that hold a network's weights: a training checkpoint may hold several (the weights and their EMA)
-    held = [k for k, v in obj.items() if isinstance(k, str) and _is_weights(v)]
+    # the entries that hold a network's weights, by the names training code gives them (not 'meta' or 'config',
+    # which may hold tensors too): a training checkpoint may hold several (the weights and their EMA)
+    held = [k for k in WEIGHT_KEYS if _is_weights(obj.get(k))]
     if len(held) > 1:
         raise ValueError(f"{str(path)!r} holds the weights of {len(held)} networks, under {', '.join(map(repr, held))} "
                          "(a training checkpoint: the weights and their EMA, say); afdps does not guess which: save "
@@ -140,8 +146,10 @@ def read_checkpoint(obj, path) -> tuple[dict, dict | None, dict]:
         sd, config, meta = obj["state_dict"], obj.get("config"), obj.get("meta") or {}
         if config is not None and not isinstance(config, dict):
             raise ValueError(f"{str(path)!r}: 'config' must be a dict of network arguments, got {type(config).__name__}")
-    elif held and not _is_weights(obj):
-        sd, config, meta = obj[held[0]], None, {"weights_from": held[0]}  # e.g. {"ema": ..., "step": ...}
+    elif held and not _is_weights(obj):  # e.g. {"ema": ..., "step": ...}, or {"model": ..., "config": ...}
+        sd, config, meta = obj[held[0]], obj.get("config"), {"weights_from": held[0]}
+        if config is not None and not isinstance(config, dict):
+            raise ValueError(f"{str(path)!r}: 'config' must be a dict of network arguments, got {type(config).__name__}")
     else:
         sd, config, meta = obj, None, {}
     if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):  # saved from DataParallel / DDP

@@ -304,6 +304,16 @@ def test_training_checkpoints_prefixes_and_class_conditional_hints(tiny_net, fil
     torch.save({"module." + k: v for k, v in sd.items()}, tmp_path / "ddp.pt")
     torch.testing.assert_close(load_prior(tmp_path / "ddp.pt", arch=TINY).score(x, 0.4),
                                _expected_score(tiny_net, x, 0.4))
+    # tensors beside the weights that are not a network's: afdps's own format with a tensor in its meta loads, a raw
+    # state_dict with a tensor-valued extra is named as such, and a {"model", "config"} checkpoint keeps its config
+    torch.save({"format": "afdps-checkpoint/1", "config": TINY, "state_dict": sd,
+                "meta": {"val_loss": torch.tensor(0.03)}}, tmp_path / "own.pt")
+    torch.testing.assert_close(load_prior(tmp_path / "own.pt").score(x, 0.4), _expected_score(tiny_net, x, 0.4))
+    torch.save({**sd, "meta": {"step": torch.tensor(3)}}, tmp_path / "extra.pt")
+    assert "1 entries are not named tensors (e.g. ['meta'])" in _raises("not a state_dict", tmp_path / "extra.pt",
+                                                                         arch=TINY)
+    torch.save({"model": sd, "config": TINY, "step": 7}, tmp_path / "model.pt")
+    assert load_prior(tmp_path / "model.pt").event_shape == (1, 8, 8)
     torch.save({**sd, "label_emb.weight": torch.zeros(10, 128)}, tmp_path / "cc.pt")
     assert "the checkpoint is class-conditional (label_emb)" in _raises("does not match", tmp_path / "cc.pt",
                                                                          arch=TINY)
@@ -353,7 +363,9 @@ def test_diffusers_pipelines_schedulers_and_fourier_networks(tmp_path):
     assert prior.num_train_steps == 2000 and prior.timestep(0.5) == 999.0
     assert float(prior.schedule.beta(0.0)) == pytest.approx(0.1) and float(prior.schedule.beta(1.0)) == pytest.approx(20)
     for key, value in (("prediction_type", "v_prediction"), ("beta_schedule", "squaredcos_cap_v2")):
-        sched.write_text(json.dumps({"num_train_timesteps": 1000, key: value}))
+        sched.write_text(json.dumps({"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02, key: value}))
         assert f"says {key}={value!r}" in _raises("", pipe / "unet")
+    sched.write_text(json.dumps({"num_train_timesteps": 2000, "beta_min": 0.1, "beta_max": 20}))  # ScoreSdeVp's
+    assert "is not a DDPM-type config of linear betas" in _raises("", pipe / "unet")
     diffusers.UNet2DModel(**{**small, "time_embedding_type": "fourier"}).save_pretrained(tmp_path / "ve")
     assert "Fourier time embeddings" in _raises("", tmp_path / "ve")

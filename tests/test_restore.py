@@ -440,3 +440,11 @@ def test_resume_compares_an_arch_config_by_its_contents(digits, tmp_path, capsys
     capsys.readouterr()
     assert cli.main(["restore", str(digits / "in"), *opts, "--arch", str(cfg), "--resume"]) == 2
     assert "--resume: d1 in" in capsys.readouterr().err
+    # a journal from before the digest (and before prior_sha256) kept the --arch path as typed: the same command
+    # resumes it
+    lines = (tmp_path / "out" / "journal.jsonl").read_text().splitlines()
+    old = [{**json.loads(line), "prior": f"{(tmp_path / 'raw.pt').resolve()} --arch {copy}"} for line in lines]
+    for rec in old:
+        rec.pop("prior_sha256")
+    (tmp_path / "out" / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert cli.main(["restore", str(digits / "in" / "d1.png"), *opts, "--arch", str(copy), "--resume"]) == 0
