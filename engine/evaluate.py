@@ -96,9 +96,10 @@ def sampler_options(method: str, *, particles: int, steps: int, seeds, tempering
                     ess_threshold: float = 0.5) -> dict:
     """The options of :func:`afdps.sample` (and :func:`~afdps.engine.sampler.prepare`) that particle method
     ``method`` runs with."""
-    kw = dict(num_particles=particles, num_steps=steps, seed=seeds, tempering=tempering, tempering_ess=tempering_ess,
-              potential=potential, time_power=time_power, ess_threshold=ess_threshold, backend=backend,
+    kw = dict(num_particles=particles, num_steps=steps, seed=seeds, tempering=tempering, potential=potential, time_power=time_power, ess_threshold=ess_threshold, backend=backend,
               guidance=None)  # exact where the operator diagonalises A^T A, implicit (conjugate gradients) otherwise
+    if tempering.startswith("adaptive"):  # (its target; the CLI warns of it given without adaptive tempering)
+        kw["tempering_ess"] = tempering_ess
     if method == "afdps-sde":
         return dict(kw, method="sde", eta=1.0)
     if method == "fk":

@@ -446,6 +446,28 @@ def corrector_schedule(corrector_snr, num_steps: int) -> tuple:
     return rs, [rs[0]] * half + [rs[1]] * (num_steps - half)
 
 
+def _unused_options(method, eta, corrector_steps, corrector, corrector_snr, tempering, tempering_ess, ess_threshold,
+                    resample) -> list[str]:
+    """A note for each option given a value other than its default that this run does not use (it changes nothing,
+    which the caller should know rather than believe otherwise)."""
+    snr = tuple(corrector_snr) if isinstance(corrector_snr, (list, tuple)) else corrector_snr
+    notes = []
+    if method == "ode" and float(eta) != 0.5:
+        notes.append(f"eta={eta!r} changes nothing with method='ode' (eta weighs the SDE's guidance by its noise; the ODE's predictor has none)")
+    if method == "sde":
+        given = [f"{k}={v!r}" for k, v, d in (("corrector_steps", corrector_steps, 1), ("corrector", corrector, "split"),
+                                               ("corrector_snr", snr, DEFAULT_CORRECTOR_SNR)) if v != d]
+        if given:
+            notes.append(f"{', '.join(given)} change{'s' if len(given) == 1 else ''} nothing with method='sde' (the "
+                         "corrector is the ODE's)")
+    if tempering not in ADAPTIVE and float(tempering_ess) != 0.5:
+        notes.append(f"tempering_ess={tempering_ess!r} changes nothing with tempering={tempering!r} (it is the target of "
+                     "the adaptive temperings)")
+    if float(ess_threshold) == 0.0 and resample not in ("systematic", "none"):
+        notes.append(f"resample={resample!r} changes nothing with ess_threshold=0 (never resampled)")
+    return notes
+
+
 def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0.5, num_particles=16,
             num_steps=100, tempering="linear", guidance=None, resample="systematic", ess_threshold=0.5, corrector_steps=1,
             corrector="split", corrector_snr=DEFAULT_CORRECTOR_SNR, weights=True, seed=None, backend=None, dtype=torch.float32, time_power=2.0,
@@ -490,6 +512,8 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     check_real("ess_threshold", ess_threshold, low=0.0, high=1.0)
+    unused = _unused_options(method, eta, corrector_steps, corrector, corrector_snr, tempering, tempering_ess,
+                             ess_threshold, resample)
     corrector_snr, corrector_rs = corrector_schedule(corrector_snr, K)
     check_real("time_power", time_power, low=1.0)
     tempering_ess = check_real("tempering_ess", tempering_ess, low=0.0, high=1.0)
@@ -503,6 +527,8 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
             raise ValueError(f"tempering={tempering!r} gives each image its own lam, which corrector='song' (one fused "
                              "kernel with one lam) does not take; use corrector='split'")
     sigma_y, event = check_problem(prior, op, y, sigma_y)
+    if unused:  # (after every refusal: a run that raises does not warn first)
+        warnings.warn("; ".join(unused), UserWarning, stacklevel=3)
     if guidance == "exact" and not getattr(op, "supports_exact", False):
         raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
                          "(use guidance='implicit' or 'euler')")

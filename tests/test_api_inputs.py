@@ -1,5 +1,6 @@
 """Bad arguments of the public API refused at the entry with one sentence naming the argument, and
 ``seed=None`` drawing its seed from torch's global generator (a user audit)."""
+import re
 import numpy as np
 import pytest
 import torch
@@ -324,3 +325,28 @@ def test_zero_d_tensors_are_numbers_and_seeds_have_64_bits():
             _sample(seed=bad)
     with pytest.raises(ValueError, match="sigma_y must be a positive finite number"):
         afdps.sample(GM, A2, Y2, torch.tensor(True))
+
+
+@pytest.mark.parametrize("kw, text", [
+    (dict(method="ode", eta=1.0), "eta=1.0 changes nothing with method='ode'"),
+    (dict(method="sde", corrector_steps=3, corrector="song"),
+     "corrector_steps=3, corrector='song' change nothing with method='sde'"),
+    (dict(method="sde", corrector_snr=0.3), "corrector_snr=0.3 changes nothing with method='sde'"),
+    (dict(tempering="linear", tempering_ess=0.9), "tempering_ess=0.9 changes nothing with tempering='linear'"),
+    (dict(ess_threshold=0.0, resample="multinomial"), "resample='multinomial' changes nothing with ess_threshold=0"),
+])
+def test_an_option_the_run_does_not_use_is_named(kw, text):
+    """Options of another method (the ODE's corrector with the SDE, eta with the ODE), the adaptive temperings'
+    target with a fixed tempering, and a resampling scheme that never runs were taken without a word: a user who
+    tuned them believed they did something."""
+    with pytest.warns(UserWarning, match=re.escape(text)):
+        _sample(**kw)
+
+
+def test_the_defaults_and_the_options_in_use_warn_of_nothing():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        for kw in (dict(), dict(method="ode", corrector_steps=2, corrector_snr=[0.1, 0.2]), dict(eta=1.0),
+                   dict(tempering="adaptive", tempering_ess=0.7), dict(ess_threshold=0.0, resample="systematic")):
+            _sample(**kw)
