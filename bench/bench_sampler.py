@@ -21,6 +21,7 @@ import torch
 import afdps
 from afdps import ops
 from afdps.priors import SpectralGaussian
+from afdps.kernels import backend as _backend
 
 from bench import runner
 
@@ -63,7 +64,8 @@ def one(N: int, size: int, steps: int, device, backend: str, cuda_graph: bool = 
         afdps.clear_graph_cache()
         graph = {"eager_ms_per_step": eager_ms, "graph_ms_per_step": graph_ms, "graph_speedup": eager_ms / graph_ms}
     return {
-        "bench": "sampler", "case": f"N={N}", "shape": f"{N}x{C}x{size}x{size}", "backend": backend,
+        "bench": "sampler", "case": f"N={N}", "shape": f"{N}x{C}x{size}x{size}",
+        "backend": backend if backend != "auto" else f"auto: {'triton' if _backend.use_triton(None, device, 'bench') else 'torch'}",
         "kernel": f"{k}x{k}", "steps": steps, "stage1_ms": ms.get("stage1", 0.0), "score_ms": ms.get("score", 0.0), "operator_ms": ms.get("operator", 0.0),
         "update_ms": ms.get("update", 0.0), "resample_ms": ms.get("resample", 0.0), "step_ms": total,
         "outside_score_ms": total - ms.get("score", 0.0), "wall_ms_per_step": 1e3 * wall / steps,
