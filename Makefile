@@ -27,14 +27,15 @@ demo: $(VENV)/.base
 
 # The whole suite; Triton kernels run under TRITON_INTERPRET=1 when there is no GPU (tests/conftest.py).
 # One pytest-xdist worker per core (each test process runs one intra-op thread, tests/conftest.py): on the
-# 2-core CPU 9 min 48 s and 10 min 8 s from two clean clones (1022 tests, 2026-12-07 at 51d25fc and f2123f8; 9 min 53 s for 1005 at 5e93e83, an AMD EPYC
+# 2-core CPU 10 min 13 s and 10 min 6 s (1037 tests, 2026-12-07 at 8227b8f, a clean clone; --durations=15 names the
+# slowest); 9 min 48 s and 10 min 8 s from two clean clones (1022 tests, at 51d25fc and f2123f8; 9 min 53 s for 1005 at 5e93e83, an AMD EPYC
 # with AVX2 running about 25% slower than the day before, when 946 tests took 7 min 57 s; warm Triton compile cache; a
 # cold one adds about 57 s; 4 min 52 s for 823 tests on 2026-12-04's faster CPU; one process took 18 min 7 s for 670 tests on 2026-12-02).
 # TEST_WORKERS=0 runs in one process. (--dist worksteal measured no better: 10 min 36 s; handing the slow-marked
 # tests out first, worse: 11 min 11 s.)
 TEST_WORKERS ?= auto
 test: $(VENV)/.test
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 test-fast: $(VENV)/.test
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
