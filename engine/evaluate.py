@@ -96,7 +96,8 @@ def sampler_options(method: str, *, particles: int, steps: int, seeds, tempering
                     ess_threshold: float = 0.5) -> dict:
     """The options of :func:`afdps.sample` (and :func:`~afdps.engine.sampler.prepare`) that particle method
     ``method`` runs with."""
-    kw = dict(num_particles=particles, num_steps=steps, seed=seeds, tempering=tempering, potential=potential, time_power=time_power, ess_threshold=ess_threshold, backend=backend,
+    kw = dict(num_particles=particles, num_steps=steps, seed=seeds, tempering=tempering, potential=potential,
+              time_power=time_power, ess_threshold=ess_threshold, backend=backend,
               guidance=None)  # exact where the operator diagonalises A^T A, implicit (conjugate gradients) otherwise
     if tempering.startswith("adaptive"):  # (its target; the CLI warns of it given without adaptive tempering)
         kw["tempering_ess"] = tempering_ess
@@ -160,11 +161,10 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
     carried = {(r["task"], r["method"]): r for r in (previous or ([], []))[0]
                if (r["task"], r["method"]) not in done and r["images"] < n}
 
-    def report():
+    def report(current):  # current: the rows of the pair that is running
         ran = {(r["task"], r["method"]) for r in summary}
-        on_result(summary + [r for k, r in carried.items() if k not in ran], per_image + rows_now + _rows_of(partial))
+        on_result(summary + [r for k, r in carried.items() if k not in ran], per_image + current + _rows_of(partial))
 
-    rows_now: list = []
     options = dict(particles=particles, steps=steps, tempering=tempering, potential=potential, time_power=time_power,
                    corrector_steps=corrector_steps, corrector_snr=corrector_snr, corrector=corrector, backend=backend,
                    tempering_ess=tempering_ess, ess_threshold=ess_threshold)
@@ -241,16 +241,14 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                         rows[i] = row
                     bar.update(1)
                     if on_result is not None and bi < len(batches) - 1:
-                        rows_now = [rows[i] for i in sorted(rows)]
-                        report()
+                        report([rows[i] for i in sorted(rows)])
                 rows = [rows[i] for i in sorted(rows)]
                 per_image += rows
                 summary.append(_summarise(task, method, rows, nfe=nfe, particles=1 if method == "dps"
                                           else particles, steps=(dps_steps or steps) if method == "dps" else steps))
                 summary[-1]["potential"] = getattr(res, "potential", None) or "-"
-                rows_now = []
                 if on_result is not None:  # (with the kept rows of the pairs not reached yet: nothing kept is lost)
-                    report()
+                    report([])
     finally:
         bar.close()
     return summary, per_image

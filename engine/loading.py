@@ -118,8 +118,12 @@ def arch_record(arch) -> str | None:
     path with the sha256 of its parsed contents, ``"<path> (config sha256 <16 hex>)"``, so that a file edited in place
     (attention heads change no weight's shape, yet the network computes otherwise) is another architecture, and the
     same contents under another path are not."""
-    if arch is None or isinstance(arch, dict) or str(arch) in ADM_PRESETS or str(arch) == DIFFUSERS:
-        return None if arch is None else str(arch) if not isinstance(arch, dict) else _config_digest(arch)
+    if arch is None:
+        return None
+    if isinstance(arch, dict):
+        return _config_digest(arch)
+    if str(arch) in ADM_PRESETS or str(arch) == DIFFUSERS:
+        return str(arch)
     p = Path(arch)
     try:
         return f"{p.resolve()} (config sha256 {_config_digest(json.loads(p.read_text()))})"

@@ -453,7 +453,8 @@ def _unused_options(method, eta, corrector_steps, corrector, corrector_snr, temp
     snr = tuple(corrector_snr) if isinstance(corrector_snr, (list, tuple)) else corrector_snr
     notes = []
     if method == "ode" and float(eta) != 0.5:
-        notes.append(f"eta={eta!r} changes nothing with method='ode' (eta weighs the SDE's guidance by its noise; the ODE's predictor has none)")
+        notes.append(f"eta={eta!r} changes nothing with method='ode' (eta weighs the SDE's guidance by its noise; the "
+                     "ODE's predictor has none)")
     if method == "sde":
         given = [f"{k}={v!r}" for k, v, d in (("corrector_steps", corrector_steps, 1), ("corrector", corrector, "split"),
                                                ("corrector_snr", snr, DEFAULT_CORRECTOR_SNR)) if v != d]

@@ -144,14 +144,12 @@ def read_checkpoint(obj, path) -> tuple[dict, dict | None, dict]:
                          f"the one to use alone, e.g. torch.save(torch.load(path)[{held[-1]!r}], 'weights.pt')")
     if "state_dict" in obj and isinstance(obj["state_dict"], dict):
         sd, config, meta = obj["state_dict"], obj.get("config"), obj.get("meta") or {}
-        if config is not None and not isinstance(config, dict):
-            raise ValueError(f"{str(path)!r}: 'config' must be a dict of network arguments, got {type(config).__name__}")
     elif held and not _is_weights(obj):  # e.g. {"ema": ..., "step": ...}, or {"model": ..., "config": ...}
         sd, config, meta = obj[held[0]], obj.get("config"), {"weights_from": held[0]}
-        if config is not None and not isinstance(config, dict):
-            raise ValueError(f"{str(path)!r}: 'config' must be a dict of network arguments, got {type(config).__name__}")
     else:
         sd, config, meta = obj, None, {}
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"{str(path)!r}: 'config' must be a dict of network arguments, got {type(config).__name__}")
     if sd and all(isinstance(k, str) and k.startswith("module.") for k in sd):  # saved from DataParallel / DDP
         sd = {k[len("module."):]: v for k, v in sd.items()}
     bad = [k for k, v in sd.items() if not isinstance(k, str) or not torch.is_tensor(v)]

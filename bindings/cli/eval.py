@@ -18,11 +18,12 @@ import torch
 from ..api import load_classifier, load_mnist_test, load_prior
 from ..engine.data import image_files, load_image_folder
 from ..engine.distributed import env_world
-from ..engine.evaluate import DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows
+from ..engine.evaluate import (DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows,
+                               sampler_options)
 from ..engine.loading import arch_record, same_arch
 from ..engine.io import checkpoint_changed, output_folder, write_json, write_text
 from ..engine.potentials import POTENTIALS
-from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
+from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS, default_potential
 from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, format_snr, nonneg_float,
                       is_shipped_prior, open_fraction_float, nonneg_int, positive_float, positive_int, power_float, prior_digest,
                       resolve_device, seed_int, snr_schedule, threads_text)
@@ -39,7 +40,7 @@ def method_settings(args, methods) -> str:
         tempering = args.tempering + (f" (ESS target {args.tempering_ess:g})" if args.tempering.startswith("adaptive")
                                       else "")
         potential = args.potential if args.potential != "auto" else "auto (" + ", ".join(
-            f"{m} {'tweedie' if m == 'fk' else 'scaled'}" for m in methods if m != "dps") + ")"
+            f"{m} {_auto_potential(m)}" for m in methods if m != "dps") + ")"
         parts.append(f"Particle methods: tempering {tempering}, potential {potential}, time grid power "
                      f"{args.time_power:g}, resampling below ESS/N {args.ess_threshold:g}")
     if "afdps-ode" in methods:
@@ -49,6 +50,12 @@ def method_settings(args, methods) -> str:
         parts.append(f"{'dps' if parts else 'DPS'}: zeta = {args.dps_zeta:g}, one sample per image, no weights "
                      "(best = mean)")
     return "; ".join(parts)
+
+def _auto_potential(method: str) -> str:
+    """The potential that ``--potential auto`` gives particle method ``method`` (the sampler's rule)."""
+    opts = sampler_options(method, particles=1, steps=1, seeds=[0])
+    return default_potential(opts["method"], opts.get("eta", 0.5))
+
 
 def _split(value: str, allowed, what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
@@ -315,7 +322,8 @@ def run(args) -> int:
                   f"sigma_y {args.sigma_y}, device {name}, "
                   f"{time.perf_counter() - t0:.0f} s{' in this invocation (resumed)' if previous else ''}{done}\n\n"
                   f"{method_settings(args, methods)}{network}. Means ± standard errors over images; "
-                  + ("accuracy: fraction classified as the true digit by the shipped classifier; " if classifier is not None else "")
+                  + ("accuracy: fraction classified as the true digit by the shipped classifier; "
+                     if classifier is not None else "")
                   + "N: particles per image; NFE: score evaluations per particle (DPS: each with a backward pass)"
                   + f"{older}.\n\n")
         # per-image rows first: --resume keeps a finished pair only with its images' rows
