@@ -252,10 +252,18 @@ def _diffusers_schedule(folder: Path, num_train_steps: int, schedule):
     if kind != "linear" and schedule is None:  # (a schedule the caller gives is theirs to answer for)
         raise ValueError(f"{str(folder)!r}: its scheduler ({str(path)!r}) says beta_schedule={kind!r}; afdps runs "
                          "networks of the linear beta schedule (or pass schedule= yourself in Python)")
-    if num_train_steps not in (1000, n):
-        raise ValueError(f"{str(folder)!r}: its scheduler says num_train_timesteps={n}, num_train_steps="
-                         f"{num_train_steps} was passed")
-    return schedule or VPSchedule(n * b0, n * b1), n
+    return schedule or VPSchedule(n * b0, n * b1), _train_steps(
+        n, num_train_steps, f"{str(folder)!r}: its scheduler says num_train_timesteps={n}")
+
+
+def _train_steps(found: int | None, given: int, says: str) -> int:
+    """The network's training steps: ``found`` in its files where they say (a guided-diffusion config, a diffusers
+    scheduler), replacing the default 1000 of ``num_train_steps``; another ``given`` that differs is refused."""
+    if found is None or found == given:
+        return given
+    if given != 1000:
+        raise ValueError(f"{says}, num_train_steps={given} was passed")
+    return found
 
 
 def _load_diffusers(folder: Path, device, batch_size, autocast_dtype, num_train_steps, schedule) -> EpsilonModel:
@@ -412,11 +420,7 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
                          "out")
     what = f"checkpoint {str(path)!r}"
     config, steps = diffusion_flags(config, what)
-    if steps is not None and steps != num_train_steps:
-        if num_train_steps != 1000:  # (1000: the default, which the config's own number replaces)
-            raise ValueError(f"{what}: its config says diffusion_steps={steps}, num_train_steps={num_train_steps} was "
-                             "passed")
-        num_train_steps = steps
+    num_train_steps = _train_steps(steps, num_train_steps, f"{what}: its config says diffusion_steps={steps}")
     net = _load_strict(_build_adm(config, what), sd, what, device)
     if inference:
         net.to_inference()
