@@ -112,7 +112,7 @@ def main(argv=None) -> list[dict]:
             try:
                 variants["torch_compile"] = runner.Variant(lambda: compiled(x, y),
                                                            error=runner.rel_err(compiled(x, y), oracle),
-                                                           note="dynamo with the eager backend on the CPU: not compiled" if device.type == "cpu" else "")
+                                                           note=runner.compile_note(device))
             except Exception as exc:
                 variants["torch_compile"] = runner.Variant(None, note=f"failed: {type(exc).__name__}: {exc}"[:160])
         variants["conv2d_direct"] = runner.Variant(direct, error=runner.rel_err(direct(), oracle))

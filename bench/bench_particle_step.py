@@ -95,7 +95,7 @@ def main(argv=None) -> list[dict]:
                 try:
                     err = runner.rel_err(compiled(x, s, g, keys, **kw)[0], oracle)
                     variants["torch_compile"] = runner.Variant(lambda: compiled(x, s, g, keys, **kw), error=err,
-                                                               note="dynamo with the eager backend on the CPU: not compiled" if device.type == "cpu" else "")
+                                                               note=runner.compile_note(device))
                 except Exception as exc:  # reported in the table, the other variants still run
                     variants["torch_compile"] = runner.Variant(None, note=f"failed: {type(exc).__name__}: {exc}"[:160])
             if triton_ok:

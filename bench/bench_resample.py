@@ -20,7 +20,8 @@ Bytes: the DRAM traffic of the copy, (distinct rows read + rows written) x D x 4
 moved rows (degenerate weights: one source row, read once and then from L2, against N - 1 written; before
 2026-12-07 two bytes per moved row's byte were counted, which put the degenerate rows above 100% of copy), 2 x N x D
 x 4 for those that copy every row. ``copy_moved`` copies distinct rows, so it is the bound only for balanced
-weights. ``/ copy_moved`` is the time relative to it; target: ``triton_fused`` within 1.5x of it (measured on an H200 in bench/results/). ``rel err``: fraction
+weights. ``/ copy_moved`` is the time relative to it; target: ``triton_fused`` within 1.5x of it (measured on an
+H200 in bench/results/). ``rel err``: fraction
 of rows that differ from :func:`resample_ref` + :func:`gather_rows` (0 for exact; the two textbook
 baselines produce a different, sorted arrangement and have no error entry).
 

@@ -72,8 +72,8 @@ _MEASURED = ("sigma_y", "seed")  # (not the prior: two priors on the same measur
 
 
 def _check_same_measurements(task: str, fa, fb, common) -> None:
-    """Refuse to pair two runs whose image ``i`` is not the same image measured the same way: another noise level,
-    seed or prior in their settings.json, another image (its hash), or another file name."""
+    """Refuse to pair two runs whose image ``i`` is not the same image measured the same way: another noise level
+    or seed in their settings.json, another image (its hash), or another file name."""
     if fa == fb:
         return
     sa, sb = (json.loads((Path(f) / "settings.json").read_text()) if (Path(f) / "settings.json").is_file() else None

@@ -135,6 +135,15 @@ def time_fn(fn: Callable[[], object], device, *, warmup_ms: float = 25, rep_ms: 
     return Timing(_quantile(times, 0.5), _quantile(times, 0.2), _quantile(times, 0.8))
 
 
+GRAPH_NOTE = "graph replays, L2 not flushed"  # (do_bench_cudagraph; do_bench flushes it before every call)
+
+
+def compile_note(device) -> str:
+    """The note of a ``torch_compile`` variant: on the CPU the scripts trace with dynamo's eager backend (the
+    Inductor C++ build would take minutes), which compiles nothing."""
+    return "dynamo with the eager backend on the CPU: not compiled" if torch.device(device).type == "cpu" else ""
+
+
 _COPY_GBPS: dict = {}
 
 
@@ -197,8 +206,9 @@ def run_case(bench: str, case: str, shape: str, dtype: str, nbytes: int, variant
             rows.append({"bench": bench, "case": case, "shape": shape, "dtype": dtype, "variant": name,
                          "note": v.note or "not run", **env})
             continue
+        graph = v.cuda_graph and device.type == "cuda"
         try:
-            t = time_fn(v.fn, device, rep_ms=rep_ms, cuda_graph=v.cuda_graph and device.type == "cuda")
+            t = time_fn(v.fn, device, rep_ms=rep_ms, cuda_graph=graph)
         except Exception as exc:  # a variant that cannot run (e.g. compile failure) is reported, not fatal
             rows.append({"bench": bench, "case": case, "shape": shape, "dtype": dtype, "variant": name,
                          "note": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}", **env})
@@ -207,9 +217,7 @@ def run_case(bench: str, case: str, shape: str, dtype: str, nbytes: int, variant
         gbps = b / (t.ms * 1e6) if t.ms > 0 else float("nan")
         rows.append({"bench": bench, "case": case, "shape": shape, "dtype": dtype, "variant": name, "bytes": b,
                      "ms": t.ms, "ms_q20": t.q20, "ms_q80": t.q80, "GB/s": gbps, "% copy": 100 * gbps / copy,
-                     "rel err": v.error, "note": "; ".join(filter(None, [v.note, "graph replays, L2 not flushed" if
-                                                                         v.cuda_graph and device.type == "cuda" else ""])),
-                     **env})
+                     "rel err": v.error, "note": "; ".join(filter(None, [v.note, graph and GRAPH_NOTE])), **env})
     times = {r["variant"]: r.get("ms") for r in rows}
     for r in rows:
         if r.get("ms") is None:
