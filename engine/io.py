@@ -61,17 +61,30 @@ def save_torch(obj, path) -> None:
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
+def scheduler_config(folder) -> Path:
+    """Where a diffusers pipeline keeps the scheduler config of the ``unet/`` model ``folder``:
+    ``../scheduler/scheduler_config.json`` (which may not exist)."""
+    return Path(folder).resolve().parent / "scheduler" / "scheduler_config.json"
+
+
 def content_digest(path, digits: int = 16) -> str:
     """The first ``digits`` hex digits of the sha256 of a file's bytes, or of a model folder's ``config.json`` and
     weight files (``.safetensors``, ``.bin``, ``.pt``, ``.pth``, ``.ckpt`` at its top level; each one's name, then
-    its bytes, in sorted order; notes and caches beside them do not count): what a resumed run compares to notice a
-    checkpoint replaced in place. Reads 1 MiB at a time (1.9 s for a 2 GiB file, cached, on this project's 2-core CPU)."""
+    its bytes, in sorted order; notes and caches beside them do not count), and, for a diffusers pipeline's ``unet/``
+    folder, the ``../scheduler/scheduler_config.json`` beside it that sets the network's noise schedule (the loader
+    reads it): what a resumed run compares to notice a checkpoint, or its schedule, replaced in place. Reads 1 MiB at
+    a time (1.9 s for a 2 GiB file, cached, on this project's 2-core CPU)."""
     path = Path(path)
     files = [path] if path.is_file() else sorted(
         f for f in path.iterdir() if f.is_file() and (f.name == "config.json" or f.suffix in WEIGHT_SUFFIXES))
+    scheduler = scheduler_config(path)
+    if not path.is_file() and scheduler.is_file():
+        files.append(scheduler)
     h = hashlib.sha256()
     for f in files:
-        if f is not path:
+        if f is scheduler:
+            h.update(b"../scheduler/scheduler_config.json\0")
+        elif f is not path:
             h.update(str(f.relative_to(path)).encode() + b"\0")
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):

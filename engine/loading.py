@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .io import scheduler_config
 from .models import ADM_PRESETS, ADMUNet, MNISTClassifier, adm_config
 from .priors import EpsilonModel
 from .schedules import Schedule, VPSchedule
@@ -230,7 +231,7 @@ def _diffusers_schedule(folder: Path, num_train_steps: int, schedule):
     ``VPSchedule(N beta_start, N beta_end)`` and its ``num_train_timesteps`` N, unless the caller gave a schedule.
     A prediction type other than epsilon or a beta schedule other than linear is refused (the network would run
     on the wrong schedule). Without a scheduler config, the defaults (``VPSchedule(0.1, 20)``, 1000 steps)."""
-    path = folder.resolve().parent / "scheduler" / "scheduler_config.json"
+    path = scheduler_config(folder)
     if not path.is_file():
         return schedule or VPSchedule(0.1, 20.0), num_train_steps
     try:

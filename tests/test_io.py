@@ -88,3 +88,25 @@ def test_content_digest_follows_a_checkpoint_s_bytes(tmp_path):
     (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"abc")
     (folder / "config.json").write_text('{"a": 1}')
     assert io.content_digest(folder) != before
+
+
+def test_content_digest_covers_a_pipeline_s_scheduler(tmp_path):
+    """A diffusers pipeline's unet/ folder takes its noise schedule from ../scheduler/scheduler_config.json (the
+    loader reads it there), so a changed schedule changes the digest a resumed run compares; a folder without one
+    keeps the digest of its own files."""
+    unet = tmp_path / "pipe" / "unet"
+    unet.mkdir(parents=True)
+    (unet / "config.json").write_text("{}")
+    (unet / "diffusion_pytorch_model.safetensors").write_bytes(b"abc")
+    alone = io.content_digest(unet)
+    sched = tmp_path / "pipe" / "scheduler"
+    sched.mkdir()
+    (sched / "scheduler_config.json").write_text('{"beta_start": 0.0001, "beta_end": 0.02}')
+    first = io.content_digest(unet)
+    assert first != alone and io.scheduler_config(unet) == (sched / "scheduler_config.json").resolve()
+    (sched / "scheduler_config.json").write_text('{"beta_start": 0.00085, "beta_end": 0.012}')
+    assert io.content_digest(unet) not in (alone, first)
+    (sched / "notes.txt").write_text("x")  # only the config counts
+    second = io.content_digest(unet)
+    (sched / "notes.txt").write_text("y")
+    assert io.content_digest(unet) == second
