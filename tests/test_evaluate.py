@@ -295,8 +295,8 @@ def test_resume_extends_a_run_to_more_images(tmp_path, monkeypatch, capsys):
     assert cli.main(argv + ["--num-images", "1", "--out", str(out)]) == 0
     old = {r["method"]: float(r["s_per_image"]) for r in csv.DictReader(open(out / "results.csv"))}
     lines = (out / "per_image.csv").read_text().splitlines()  # as an earlier version wrote it: no seconds column
-    assert lines[0].endswith(",seconds")
-    (out / "per_image.csv").write_text("\n".join(l.rsplit(",", 1)[0] for l in lines) + "\n")
+    assert lines[0].endswith(",seconds,device")  # (nor the device one, written since 2026-12-07)
+    (out / "per_image.csv").write_text("\n".join(l.rsplit(",", 2)[0] for l in lines) + "\n")
     settings = json.loads((out / "settings.json").read_text())  # as written before --fast-network existed
     (out / "settings.json").write_text(json.dumps({k: v for k, v in settings.items() if k != "fast_network"}))
     calls = _recording(monkeypatch)
@@ -431,6 +431,34 @@ def test_rows_record_what_ran_and_where(tmp_path, capsys):
     (out / "results.csv").write_text(text)
     assert cli.main(argv + ["--resume"]) == 0
     assert {r["device"][:9] for r in csv.DictReader(open(out / "results.csv"))} == {"elsewhere"}
+
+
+def test_a_resume_on_another_device_names_both(tmp_path, capsys):
+    """Each image row names the device that timed it; a run extended on another device warns that the pair's
+    s / image averages both, and its summary's device names both (PSNR and the rest are the same computation).
+    Rows of per_image.csv files written before the column take their pair's summary's device."""
+    out = tmp_path / "o"
+    argv = EVAL + ["--methods", "fk", "--out", str(out)]
+    assert cli.main(argv + ["--num-images", "1", "--threads", "1"]) == 0
+    (row,) = csv.DictReader(open(out / "per_image.csv"))
+    assert row["device"] == "cpu (1 thread)"
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    with open(out / "per_image.csv", "w", newline="") as f:  # as written before 2026-12-07
+        w = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "device"])
+        w.writeheader()
+        w.writerows({k: v for k, v in r.items() if k != "device"} for r in rows)
+    (out / "results.csv").write_text((out / "results.csv").read_text().replace("cpu (1 thread)", "GPU X"))
+    capsys.readouterr()
+    assert cli.main(argv + ["--num-images", "2", "--threads", "1", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the rows kept from" in err and "timed on GPU X, and this invocation runs on cpu (1 thread)" in err
+    assert [r["device"] for r in csv.DictReader(open(out / "per_image.csv"))] == ["GPU X", "cpu (1 thread)"]
+    (summary,) = csv.DictReader(open(out / "results.csv"))
+    assert summary["device"] == "GPU X + cpu (1 thread)"
+    assert "device cpu (1 thread) (rows timed on GPU X before" in (out / "results.md").read_text()
+    capsys.readouterr()
+    assert cli.main(argv + ["--num-images", "2", "--threads", "1", "--resume"]) == 0  # nothing runs: no new warning
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_the_same_images_under_another_path_resume_and_a_file_out_is_refused(tmp_path, capsys):

@@ -228,6 +228,8 @@ def run(args) -> int:
         names = [f.name for f in image_files(args.images)[:args.num_images]]
     out = output_folder(args.out)
     previous = None
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"cpu ({threads_text(torch.get_num_threads())})")  # what times this invocation's rows
     hashes = [hashlib.sha256(np.ascontiguousarray(im.float().numpy()).tobytes()).hexdigest()[:16] for im in images]
     settings = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in vars(args).items()
                 if k not in ("resume", "no_progress", "threads", "out", "device", "backend", "debug", "command")}
@@ -290,18 +292,35 @@ def run(args) -> int:
                              + "; ".join(f"{k}: {a!r} there, {b!r} here" for k, a, b in differ)
                              + f"; only --num-images may change){why}")
         previous = (read_csv_rows(out / "results.csv") if (out / "results.csv").exists() else [], rows)
+        timed_on = {(r["task"], r["method"]): r.get("device", "") for r in previous[0]}
+        for r in rows:  # rows written before per-image rows named their device: their pair's summary's
+            if r.get("device", "") == "":
+                r["device"] = timed_on.get((r["task"], r["method"]), "")
+        done = {(r["task"], r["method"]) for r in previous[0] if r["images"] == args.num_images}
+        others = sorted({str(r["device"]) for r in rows if (r["task"], r["method"]) not in done} - {"", name})
+        if others:  # (rows of the pairs this invocation goes on with)
+            print(f"afdps eval: warning: the rows kept from {out}/ were timed on {', '.join(others)}, and this "
+                  f"invocation runs on {name}: a task x method pair with rows of both averages their times in its "
+                  "s / image (its device column names each); PSNR, SSIM and accuracy are unaffected", file=sys.stderr)
         kept = {(r["task"], r["method"]) for r in previous[1]}
         print(f"afdps eval: resuming: {len(previous[1])} image row(s) of {len(kept)} task x method pair(s) kept from "
               f"{out}/; only the missing images run")
     write_json(out / "settings.json", {**settings, PRIOR_HASH: digest, IMAGE_HASHES: hashes})
     t0 = time.perf_counter()
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"cpu ({threads_text(torch.get_num_threads())})")
     planned = len(tasks) * len(methods)
 
+    def elsewhere(summary) -> str:
+        devices = {d for r in summary for d in str(r["device"]).split(" + ")} - {"", name}
+        return f" (rows timed on {', '.join(sorted(devices))} before: results.csv's device column)" if devices else ""
+
     def write(summary, per_image):
-        for r in summary:
+        timed_on: dict = {}  # (task, method) -> the devices that timed its rows, in order
+        for r in per_image:
             r.setdefault("device", name)  # a row kept from an earlier invocation keeps the device that timed it
+            if r["device"] != "" and r["device"] not in timed_on.setdefault((r["task"], r["method"]), []):
+                timed_on[(r["task"], r["method"])].append(r["device"])
+        for r in summary:  # (a summary kept from an earlier invocation keeps its device)
+            r.setdefault("device", " + ".join(timed_on.get((r["task"], r["method"])) or [name]))
             r.update({"sigma_y": args.sigma_y, "seed": args.seed, "prior": settings["prior"]})
             if r["method"] == "dps":  # its own grid and step size: the particle methods' settings are not its
                 r["dps_zeta"] = args.dps_zeta
@@ -319,7 +338,7 @@ def run(args) -> int:
         network = (f"; network: {args.prior}'s inference path (--fast-network: bfloat16, fused kernels)"
                    if args.fast_network else "")
         header = (f"# afdps eval: prior {settings['prior']}, {len(images)} image{'s' if len(images) != 1 else ''}, "
-                  f"sigma_y {args.sigma_y}, device {name}, "
+                  f"sigma_y {args.sigma_y}, device {name}{elsewhere(summary)}, "
                   f"{time.perf_counter() - t0:.0f} s{' in this invocation (resumed)' if previous else ''}{done}\n\n"
                   f"{method_settings(args, methods)}{network}. Means ± standard errors over images; "
                   + ("accuracy: fraction classified as the true digit by the shipped classifier; "
