@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,27 @@ def open_image(path: Path, what: str):
     return im
 
 
+def opaque(im, path: Path, what: str):
+    """``im`` unchanged when every pixel is opaque (its alpha, if it has one, can be dropped without loss); a
+    ``ValueError`` naming ``what`` when some pixel is transparent: afdps reads colour only, and what a viewer shows
+    through such pixels (a page, a checkerboard) is not in the file, so no reading of it would be the user's."""
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        alpha = np.asarray(im.convert("RGBA").getchannel("A"))
+        if alpha.size and int(alpha.min()) < 255:
+            raise ValueError(f"{what} {str(path)!r} has {int((alpha < 255).sum())} transparent pixel(s) (alpha below "
+                             "255); afdps reads colour only, and what shows through them would be lost: flatten it "
+                             "onto its background first, or save it without transparency")
+    return im
+
+
+def png_bit_depth(path: Path) -> tuple[int, int] | None:
+    """``(bit depth, colour type)`` of a PNG file's header, or ``None`` for another file (PIL reads 16-bit colour PNGs
+    at 8 bits per channel and does not say so)."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return (head[24], head[25]) if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" else None
+
+
 def load_npy(path: Path, what: str) -> np.ndarray:
     """A ``.npy`` array (never pickled objects, nor an ``.npz`` archive); a file that is not one is bad input
     naming ``what``."""
@@ -214,10 +236,22 @@ def load_npy(path: Path, what: str) -> np.ndarray:
     return a
 
 
+def eight_bits(im, path: Path, what: str) -> None:
+    """Warn where PIL reads a 16-bit colour PNG at 8 bits per channel (the file keeps 256 times finer levels)."""
+    depth = png_bit_depth(path) if im.mode in ("RGB", "RGBA") else None
+    if depth is not None and depth[0] == 16 and depth[1] in (2, 6):  # (truecolour, with or without alpha)
+        warnings.warn(f"{what} {str(path)!r} is a 16-bit colour PNG, which PIL (and so afdps) reads at 8 bits per "
+                      "channel (steps of 1/255 of the range); save it as .npy on [-1, 1] to keep every bit",
+                      UserWarning, stacklevel=3)
+
+
 # A measurement on [-1, 1] with noise stays within this in all but its extreme pixels (noise of sigma 0.3 on a
 # saturated pixel reaches about 1.6 at the 99.5th percentile); values of 8-bit (0..255) or [0, 1] images scaled
 # wrongly do not.
 NPY_RANGE = 2.0
+# A .npy image on [-1, 1] whose darkest 0.5% is above this (a quarter of the range) is warned about: the look of an
+# image on [0, 1] read as [-1, 1] (a digit's black background read as mid-gray)
+NPY_DARKEST = -0.5
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # PIL's one-channel modes of more than 8 bits
 LUMA = (0.299, 0.587, 0.114)  # RGB to one channel (ITU-R 601-2, PIL's "L"): image files and .npy arrays alike
 
@@ -225,8 +259,10 @@ LUMA = (0.299, 0.587, 0.114)  # RGB to one channel (ITU-R 601-2, PIL's "L"): ima
 def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
     """An image file as ``(channels, H, W)`` float32 on [-1, 1]: 8-bit images (PNG, JPEG, TIFF, BMP) on 0..255,
     16- and 32-bit integer ones on 0..65535, float TIFFs on [0, 1], ``.npy`` arrays ``(H, W)``, ``(C, H, W)`` or
-    ``(H, W, C)`` (C in {1, 3}) already on [-1, 1]; a value range that does not fit is refused, not rescaled.
-    Colour becomes one channel by ``LUMA`` (PIL's "L"); alpha is dropped. ``what`` names the file in errors."""
+    ``(H, W, C)`` (C in {1, 3}) already on [-1, 1]; a value range that does not fit is refused, not rescaled (and
+    one that looks like another convention is warned about). Colour becomes one channel by ``LUMA`` (PIL's "L"); an
+    opaque alpha channel is dropped, a transparent pixel refused (:func:`opaque`). ``what`` names the file in
+    errors."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {what} file at {str(path)!r}")
@@ -249,6 +285,10 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
         if lo < -NPY_RANGE or hi > NPY_RANGE:
             raise ValueError(f"{str(path)!r} holds values from {lo:.4g} to {hi:.4g} (0.5% and 99.5% quantiles); a .npy "
                              f"{what} must be on [-1, 1] (plus noise): scale 8-bit values by x / 127.5 - 1")
+        if lo >= NPY_DARKEST and hi > lo:
+            warnings.warn(f"{str(path)!r} holds no values below {lo:.3g} (its 0.5% quantile): a .npy {what} is read on "
+                          "[-1, 1], where 0 is mid-gray, so nothing in it is darker than a quarter of the range; if "
+                          "it is on [0, 1], save 2 * x - 1", UserWarning, stacklevel=2)
     else:
         im = open_image(path, what)
         if im.mode == "F":  # floats on [0, 1] (plus noise: the .npy files' margin, on [-1, 1])
@@ -264,8 +304,13 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
             if a.size and not (a.min() >= 0 and a.max() <= 65535):
                 raise ValueError(f"{str(path)!r} is an integer image with values from {a.min():.6g} to {a.max():.6g}; "
                                  "integer images are read on 0..65535 (save it as 8- or 16-bit, or as .npy on [-1, 1])")
+            if a.size and 0 < a.max() <= 255:
+                warnings.warn(f"{str(path)!r} is a {'16' if im.mode.startswith('I;16') else '32'}-bit integer image with values up to {a.max():.6g}: read on "
+                              "0..65535 it is nearly black; if it holds 8-bit values, save it as an 8-bit image",
+                              UserWarning, stacklevel=2)
             a = (a / 65535.0 * 2.0 - 1.0).astype(np.float32)[None]
         else:
+            eight_bits(opaque(im, path, what), path, what)
             im = im.convert("L" if channels == 1 else "RGB")
             a = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
             a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
@@ -313,6 +358,7 @@ def load_image_folder(folder, image_shape, num_images: int) -> torch.Tensor:
         if im.mode in WIDE_MODES:  # one channel of 16/32 bits or floats: resized in float32, on [-1, 1]
             im = Image.fromarray(read_image(f, 1, "image")[0].numpy(), mode="F")
         else:
+            eight_bits(opaque(im, f, "image"), f, "image")
             im = im.convert("L" if C == 1 else "RGB")
         scale = max(H / im.height, W / im.width)
         im = im.resize((max(W, round(im.width * scale)), max(H, round(im.height * scale))), Image.Resampling.LANCZOS)

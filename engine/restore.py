@@ -49,7 +49,7 @@ import torch
 
 from . import ops
 from .data import (IMAGE_SUFFIXES, INPUT_SUFFIXES, NPY_RANGE, WIDE_MODES, is_image_file, load_npy,  # noqa: F401
-                   open_image, read_image)  # (read_image: this module's API too)
+                   opaque, open_image, read_image)  # (read_image: this module's API too)
 from .distributed import PROBE_PREFIX, check_agree, check_shared_folder, shard
 from .evaluate import make_operator
 from .io import atomic_write, checkpoint_changed, output_folder, progress_bar, save_png, write_json, write_text
@@ -117,7 +117,7 @@ def _read_kernel(path: str, flip: bool, size: int, mtime_ns: int) -> torch.Tenso
             raise ValueError(f"kernel {str(path)!r} holds {k.dtype} data; expected real numbers")
         k = k.astype(np.float64)
     else:
-        k = np.asarray(open_image(path, "kernel").convert("F"), dtype=np.float64)
+        k = np.asarray(opaque(open_image(path, "kernel"), path, "kernel").convert("F"), dtype=np.float64)
     if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
         raise ValueError(f"kernel {str(path)!r} must be a 2-D array of odd sizes, got shape {k.shape}")
     if not np.isfinite(k).all() or (k < 0).any() or k.sum() <= 0:
@@ -129,7 +129,7 @@ def _read_kernel(path: str, flip: bool, size: int, mtime_ns: int) -> torch.Tenso
 def read_mask(path, shape) -> torch.Tensor:
     """A 0/1 mask ``(H, W)`` of ``shape`` from an image or ``.npy``: observed where the value is at least half the
     mask's largest (white on black, and 0/1 or 0/255 arrays alike; a JPEG's noise or anti-aliased edges near black
-    stay unobserved). Colour images are read as gray (alpha dropped); negative or non-finite values are refused."""
+    stay unobserved). Colour images are read as gray (an opaque alpha dropped, a transparent pixel refused); negative or non-finite values are refused."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no mask file at {str(path)!r}")
@@ -138,7 +138,7 @@ def read_mask(path, shape) -> torch.Tensor:
         if m.dtype.kind not in "biuf":
             raise ValueError(f"mask {str(path)!r} holds {m.dtype} data; expected 0/1 or 0..255 values")
     else:
-        im = open_image(path, "mask")
+        im = opaque(open_image(path, "mask"), path, "mask")
         m = np.asarray(im if im.mode in WIDE_MODES else im.convert("L"))
     m = np.asarray(m, dtype=np.float64)
     if m.shape != tuple(shape):

@@ -110,6 +110,7 @@ def _files(tmp):
     np.save(tmp / "two.npy", np.zeros((2, 28, 28)))
     np.save(tmp / "empty.npy", np.zeros((0, 28)))
     (tmp / "notimg.png").write_text("not an image")
+    Image.fromarray(np.zeros((28, 28, 4), dtype=np.uint8), "RGBA").save(tmp / "clear.png")  # every pixel transparent
     for name, row in (("seed.jsonl", {"path": "x.png", "task": "box", "seed": 1.5}),
                       ("negseed.jsonl", {"path": "x.png", "task": "box", "seed": -7}),
                       ("factor.jsonl", {"path": "x.png", "task": "sr4", "factor": 2.5}),
@@ -254,6 +255,7 @@ def _api_cases(tmp):
         ("restore", "an empty .npy", lambda: rs.read_image(tmp / "empty.npy", 1)),
         ("restore", "a float TIFF of values 2 (floats are read on [0, 1])",
          lambda: rs.read_image(tmp / "float.tif", 1)),
+        ("restore", "an image with transparent pixels", lambda: rs.read_image(tmp / "clear.png", 1)),
         ("restore", "a kernel file that is not an image", lambda: rs.read_kernel(tmp / "notimg.png")),
         ("restore", "a mask file that is not an image", lambda: rs.read_mask(tmp / "notimg.png", (28, 28))),
         ("restore", "sigma_y 'auto' for a 1x1 measurement", lambda: rs.estimate_sigma(torch.zeros(1, 1, 1))),

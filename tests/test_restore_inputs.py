@@ -181,6 +181,70 @@ def test_colour_becomes_gray_the_same_way_for_images_and_arrays(tmp_path):
     assert (png - npy).abs().max() <= 1 / 127.5 + 1e-6, (png, npy)  # PIL rounds L to 8 bits
 
 
+def _png16_rgb(path, rgb16: np.ndarray) -> None:
+    """A 16-bit truecolour PNG of ``rgb16 (H, W, 3)`` uint16, written by hand (PIL cannot write one)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    h, w, _ = rgb16.shape
+    raw = b"".join(b"\0" + rgb16[i].astype(">u2").tobytes() for i in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_inputs_that_would_be_misread_are_refused_or_named(tmp_path):
+    """A transparent pixel is refused (read as colour only, a digit drawn on a transparent page became one flat
+    value), in measurements, masks and kernels alike, while an opaque alpha channel is dropped as before; a 16-bit
+    colour PNG, which PIL reads at 8 bits, a .npy on what looks like [0, 1] and 8-bit values in a 32-bit integer
+    image are read as before, with a warning that says why the result may not be what the user meant."""
+    rgba = np.zeros((28, 28, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[8:20, 12:16, :3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "opaque.png")
+    x = data.read_image(tmp_path / "opaque.png", 1)
+    assert x.shape == (1, 28, 28) and float(x.max()) == 1.0 and float(x.min()) == -1.0
+    rgba[..., 3] = np.where(rgba[..., 0] > 0, 255, 0)  # strokes on a transparent page
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "page.png")
+    Image.fromarray(rgba[..., 3], "L").save(tmp_path / "plain.png")
+    pal = Image.fromarray(rgba[..., 0], "L").convert("P")
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "pal.png", transparency=0)
+    for name in ("page.png", "pal.png"):
+        with pytest.raises(ValueError, match=r"measurement '.*%s' has 736 transparent pixel\(s\) \(alpha below 255\); "
+                                             "afdps reads colour only" % name):
+            data.read_image(tmp_path / name, 1)
+    with pytest.raises(ValueError, match="mask '.*page.png' has 736 transparent pixel"):
+        rs.read_mask(tmp_path / "page.png", (28, 28))
+    assert int(rs.read_mask(tmp_path / "plain.png", (28, 28)).sum()) == 48
+    k = np.zeros((5, 5, 4), np.uint8)
+    k[2, 2] = (255, 255, 255, 255)  # the kernel's other pixels transparent
+    Image.fromarray(k, "RGBA").save(tmp_path / "k.png")
+    with pytest.raises(ValueError, match="kernel '.*k.png' has 24 transparent pixel"):
+        rs._read_kernel(str(tmp_path / "k.png"), False, 0, 0)
+    levels = np.arange(64 * 3, dtype=np.uint16).reshape(8, 8, 3) * 300 + 7  # not multiples of 257: 8 bits lose them
+    _png16_rgb(tmp_path / "rgb16.png", levels)
+    with pytest.warns(UserWarning, match="is a 16-bit colour PNG, which PIL \\(and so afdps\\) reads at 8 bits"):
+        x = data.read_image(tmp_path / "rgb16.png", 3)
+    exact = torch.from_numpy(levels.transpose(2, 0, 1) / 65535.0 * 2 - 1).float()
+    assert 1e-4 < float((x - exact).abs().max()) <= 2 / 255 + 1e-6  # what the warning says: 8-bit steps (of 2 / 255 on [-1, 1])
+    np.save(tmp_path / "zero_one.npy", rgba[..., 0].astype(np.float32) / 255)
+    with pytest.warns(UserWarning, match="holds no values below 0 .*if it is on \\[0, 1\\], save 2 \\* x - 1"):
+        assert float(data.read_image(tmp_path / "zero_one.npy", 1).min()) == 0.0  # read as it is, not rescaled
+    Image.fromarray(rgba[..., 0].astype(np.int32), "I").save(tmp_path / "i32.tif")
+    with pytest.warns(UserWarning, match="is a 32-bit integer image with values up to 255: read on 0..65535"):
+        data.read_image(tmp_path / "i32.tif", 1)
+    import warnings
+    with warnings.catch_warnings():  # an ordinary image, array and 16-bit gray file warn of nothing
+        warnings.simplefilter("error")
+        np.save(tmp_path / "ok.npy", rgba[..., 0].astype(np.float32) / 127.5 - 1)
+        data.read_image(tmp_path / "ok.npy", 1)
+        data.read_image(tmp_path / "plain.png", 1)
+        Image.fromarray(rgba[..., 0].astype(np.uint16) * 257).save(tmp_path / "g16.png")
+        data.read_image(tmp_path / "g16.png", 1)
+
+
 def test_masks_are_observed_from_half_their_largest_value(tmp_path):
     """0/1 and 0/255 masks alike; a JPEG's noise in the black hole stays unobserved (any non-zero value counted
     as observed: 748 observed pixels where 720 were drawn); NaN and negative values are refused."""
