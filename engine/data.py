@@ -237,12 +237,14 @@ def load_npy(path: Path, what: str) -> np.ndarray:
 
 
 def eight_bits(im, path: Path, what: str) -> None:
-    """Warn where PIL reads a 16-bit colour PNG at 8 bits per channel (the file keeps 256 times finer levels)."""
+    """Warn where PIL reads a 16-bit colour PNG at 8 bits per channel (the file keeps 256 times finer levels). (The
+    warnings of reading are raised here, not at their callers: a file read twice, checked and then restored, warns
+    once.)"""
     depth = png_bit_depth(path) if im.mode in ("RGB", "RGBA") else None
     if depth is not None and depth[0] == 16 and depth[1] in (2, 6):  # (truecolour, with or without alpha)
         warnings.warn(f"{what} {str(path)!r} is a 16-bit colour PNG, which PIL (and so afdps) reads at 8 bits per "
                       "channel (steps of 1/255 of the range); save it as .npy on [-1, 1] to keep every bit",
-                      UserWarning, stacklevel=3)
+                      UserWarning)
 
 
 # A measurement on [-1, 1] with noise stays within this in all but its extreme pixels (noise of sigma 0.3 on a
@@ -288,7 +290,7 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
         if lo >= NPY_DARKEST and hi > lo:
             warnings.warn(f"{str(path)!r} holds no values below {lo:.3g} (its 0.5% quantile): a .npy {what} is read on "
                           "[-1, 1], where 0 is mid-gray, so nothing in it is darker than a quarter of the range; if "
-                          "it is on [0, 1], save 2 * x - 1", UserWarning, stacklevel=2)
+                          "it is on [0, 1], save 2 * x - 1", UserWarning)
     else:
         im = open_image(path, what)
         if im.mode == "F":  # floats on [0, 1] (plus noise: the .npy files' margin, on [-1, 1])
@@ -307,7 +309,7 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
             if a.size and 0 < a.max() <= 255:
                 warnings.warn(f"{str(path)!r} is a {'16' if im.mode.startswith('I;16') else '32'}-bit integer image with values up to {a.max():.6g}: read on "
                               "0..65535 it is nearly black; if it holds 8-bit values, save it as an 8-bit image",
-                              UserWarning, stacklevel=2)
+                              UserWarning)
             a = (a / 65535.0 * 2.0 - 1.0).astype(np.float32)[None]
         else:
             eight_bits(opaque(im, path, what), path, what)
