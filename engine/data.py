@@ -307,7 +307,8 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
                 raise ValueError(f"{str(path)!r} is an integer image with values from {a.min():.6g} to {a.max():.6g}; "
                                  "integer images are read on 0..65535 (save it as 8- or 16-bit, or as .npy on [-1, 1])")
             if a.size and 0 < a.max() <= 255:
-                warnings.warn(f"{str(path)!r} is a {'16' if im.mode.startswith('I;16') else '32'}-bit integer image with values up to {a.max():.6g}: read on "
+                bits = "16" if im.mode.startswith("I;16") else "32"
+                warnings.warn(f"{str(path)!r} is a {bits}-bit integer image with values up to {a.max():.6g}: read on "
                               "0..65535 it is nearly black; if it holds 8-bit values, save it as an 8-bit image",
                               UserWarning)
             a = (a / 65535.0 * 2.0 - 1.0).astype(np.float32)[None]

@@ -129,7 +129,8 @@ def _read_kernel(path: str, flip: bool, size: int, mtime_ns: int) -> torch.Tenso
 def read_mask(path, shape) -> torch.Tensor:
     """A 0/1 mask ``(H, W)`` of ``shape`` from an image or ``.npy``: observed where the value is at least half the
     mask's largest (white on black, and 0/1 or 0/255 arrays alike; a JPEG's noise or anti-aliased edges near black
-    stay unobserved). Colour images are read as gray (an opaque alpha dropped, a transparent pixel refused); negative or non-finite values are refused."""
+    stay unobserved). Colour images are read as gray (an opaque alpha dropped, a transparent pixel refused); negative
+    or non-finite values are refused."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no mask file at {str(path)!r}")
