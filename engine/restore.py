@@ -212,9 +212,11 @@ def _unique_names(paths) -> list[str]:
     names = [f"{p.parent.name}_{p.stem}" if p.stem.lower() in shared else p.stem for p in paths]
     dup = _clashes(names)
     if dup:
-        raise ValueError(f"several inputs would be named {dup[:3]} (names that differ only in case count as one: "
-                         "their output folders are one on macOS and Windows): rename them or list them in a "
-                         "--manifest with a name column")
+        first = {n.lower() for n in dup[:3]}
+        files = [str(p) for n, p in zip(names, paths) if n.lower() in first]
+        raise ValueError(f"several inputs would be named {dup[:3]} ({', '.join(files)}; names that differ only in case "
+                         "count as one: their output folders are one on macOS and Windows): rename them or list them "
+                         "in a --manifest with a name column")
     return [_check_name(n, str(p)) for n, p in zip(names, paths)]
 
 
@@ -868,7 +870,8 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                 raise ValueError(f"{job.name}: LPIPS (AlexNet) needs at least {MIN_SIZE}x{MIN_SIZE} pixels; its reference "
                                  f"is {ref.shape[-2]}x{ref.shape[-1]} (leave out --lpips)")
             extra = {} if particle_group is None else {"particle_group": particle_group}
-            tiled = needs_tiles(job, y.shape, event, _kernel_size(job, event, boundary, kernel_flip))
+            ksize = _kernel_size(job, event, boundary, kernel_flip)
+            tiled = needs_tiles(job, y.shape, event, ksize)
             if tiled:
                 res = restore_tiled(prior, job, y, sigma_y, overlap=tile_overlap, sample_options=sample_options,
                                     device=device, boundary=boundary, kernel_flip=kernel_flip,
@@ -886,8 +889,13 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             if not writer:
                 bar.update(1)
                 continue
-            if tiled and save_particles:
-                log(f"afdps restore: {job.name} was restored in {len(res.tiles)} tiles; its particles are not saved")
+            if tiled:
+                sh, sw = res.mean.shape[-2:]
+                log(f"afdps restore: {job.name}: the {sh}x{sw} restoration of its {y.shape[-2]}x{y.shape[-1]} "
+                    + (f"measurement (x{job.sr_factor})" if job.task == "sr4" else "measurement" if ksize is None else
+                       f"valid blur (its {ksize[0]}x{ksize[1]} kernel sees past the edges)")
+                    + f" is larger than the prior's {event[-2]}x{event[-1]}: restored in {len(res.tiles)} overlapping "
+                    + "tiles" + ("; its particles are not saved" if save_particles else ""))
             outs = _write_outputs(out / job.name, y, res, window, event, save_particles and not tiled)
             record = {"name": job.name, "path": job.path, **_job_spec(job, run_opts, tiled),
                       "sigma_y": sigma_y, "sigma_y_estimated": job.sigma_y == "auto", "nfe": res.nfe,

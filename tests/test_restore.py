@@ -322,7 +322,7 @@ def test_names_are_unique_and_do_not_depend_on_order(tmp_path):
         rs.jobs_from_manifest(tmp_path / "m.jsonl", defaults={})
 
 
-def test_tiles_cover_large_measurements_and_blend_them(tmp_path):
+def test_tiles_cover_large_measurements_and_blend_them(tmp_path, capsys):
     """A measurement larger than the prior's frame is restored in overlapping tiles: tile offsets cover the
     image with the requested overlap; a 40x40 denoising measurement gives a 40x40 restoration from 2x2 tiles
     (their seeds recorded); a 30x30 valid blur of a 38x38 scene (9x9 kernel, 20x20 per frame) gives the
@@ -350,6 +350,11 @@ def test_tiles_cover_large_measurements_and_blend_them(tmp_path):
                      *FAST]) == 0
     assert cli.main(["restore", str(tmp_path / "blurred.png"), "--task", "gaussian-blur", "--out", str(out), "--resume",
                      *FAST]) == 0
+    said = capsys.readouterr().out  # each tiled image says so, with the sizes that made it tiled
+    assert ("afdps restore: big: the 40x40 restoration of its 40x40 measurement is larger than the prior's 28x28: "
+            "restored in 4 overlapping tiles\n") in said
+    assert ("blurred: the 38x38 restoration of its 30x30 valid blur (its 9x9 kernel sees past the edges) is larger "
+            "than the prior's 28x28: restored in 4 overlapping tiles") in said
     rec = json.loads((out / "big" / "metrics.json").read_text())
     assert [(t["top"], t["left"]) for t in rec["tiles"]] == [(0, 0), (0, 12), (12, 0), (12, 12)]
     assert len({t["seed"] for t in rec["tiles"]}) == 4

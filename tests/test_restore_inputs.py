@@ -94,6 +94,11 @@ def test_names_that_differ_only_in_case_are_one_name(tmp_path):
     with pytest.raises(ValueError, match=r"--resume: 'a' differs only in case from 'A', which the run in"):
         rs.restore(None, [rs.Job(str(tmp_path / "d2" / "a.png"), "denoise", "a", seed=1)], out, sample_options={},
                    resume=True, handle_sigterm=False)
+    (tmp_path / "dup").mkdir()  # one folder, one stem: <folder>_<stem> cannot part them; the error names the files
+    _digit(tmp_path / "dup" / "a.png")
+    np.save(tmp_path / "dup" / "a.npy", np.zeros((28, 28), np.float32))
+    with pytest.raises(ValueError, match=r"several inputs would be named \['dup_a'\] \(.*dup/a.npy, .*dup/a.png; names"):
+        rs.jobs_from_inputs([tmp_path / "dup"], task="denoise")
     _digit(tmp_path / "INDEX.html.png")
     with pytest.raises(ValueError, match="the name 'INDEX.html' is taken by the run's own files"):
         rs.jobs_from_inputs([str(tmp_path / "INDEX.html.png")], task="denoise")
