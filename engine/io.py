@@ -148,6 +148,10 @@ class LineBar(NullBar):
         self.total, self.desc, self.every = int(total), desc, float(every)
         self.n, self.t0 = 0, time.perf_counter()
         self.last = self.t0
+        self.postfix = ""
+
+    def set_postfix_str(self, s: str = "") -> None:
+        self.postfix = s  # (the next line carries it, e.g. a training loss)
 
     def update(self, n: int = 1) -> None:
         self.n += int(n)
@@ -157,7 +161,8 @@ class LineBar(NullBar):
             spent = now - self.t0
             left = f", about {_minutes(spent * (self.total - self.n) / self.n)} left" if 0 < self.n < self.total else ""
             print(f"{self.desc}: {self.n}/{self.total} ({100.0 * self.n / max(self.total, 1):.0f}%), "
-                  f"{_minutes(spent)} elapsed{left}", file=sys.stderr, flush=True)
+                  f"{_minutes(spent)} elapsed{left}{', ' + self.postfix if self.postfix else ''}", file=sys.stderr,
+                  flush=True)
 
 
 def _minutes(seconds: float) -> str:

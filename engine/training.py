@@ -239,8 +239,9 @@ def train_prior(
         steps (also atomically) and is removed when training completes.
     log_path : CSV of ``step, loss, lr, elapsed_s`` (mean loss of the last ``log_every`` steps);
         default ``<out without suffix>_loss.csv``.
-    resume : continue from ``<out>.state`` when it exists (same seed and settings); refused where ``out`` exists
-        without it (a finished run), and a fresh start where neither does.
+    resume : continue from ``<out>.state`` when it exists (same seed and settings; another setting is refused by
+        name); refused where ``out`` exists without it (a finished run), and a fresh start where neither does.
+        Without ``resume`` an ``<out>.state`` there (a stopped run) is refused rather than replaced.
     threads : ``torch.set_num_threads`` for the run (default: leave as is).
     init_from : continue from the weights of an afdps prior checkpoint (its EMA weights start both
         the trained and the averaged network; the optimizer starts afresh). Its config is used, and
@@ -291,6 +292,10 @@ def train_prior(
     if resume and not state_path.exists() and out.exists():
         raise ValueError(f"the run in {str(out)!r} finished; its checkpoint is there and no {state_path.name} is left "
                          f"to resume from, so train again without resume to overwrite it, or write elsewhere")
+    if not resume and state_path.exists():  # training again would delete it at the end: a stopped run lost unsaid
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        raise ValueError(f"{str(state_path)!r} holds a run stopped at step {st['step']} of {st['settings']['steps']}; "
+                         "resume it (resume=True; afdps train-prior --resume), or delete it to train from the start")
     if threads:
         torch.set_num_threads(int(threads))
 
@@ -315,8 +320,13 @@ def train_prior(
                 "init_from": None if init_from is None else str(init_from)}
     if resume and state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=True)
-        if st["settings"] != json.loads(json.dumps(settings)):
-            raise ValueError(f"{state_path} was written with different settings; delete it or use the same ones")
+        differ = {k for k in set(settings) | set(st["settings"])
+                  if st["settings"].get(k) != json.loads(json.dumps(settings)).get(k)}
+        if differ:
+            raise ValueError(f"{str(state_path)!r} was written with other settings ("
+                             + "; ".join(f"{k}: {st['settings'].get(k)!r} there, {settings.get(k)!r} here"
+                                         for k in sorted(differ))
+                             + "); resume with the same ones, or delete it to train from the start")
         net.load_state_dict(st["net"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
@@ -339,7 +349,7 @@ def train_prior(
 
     net.train()
     t0 = time.time()
-    bar = progress_bar(steps, "train-prior", progress)
+    bar = progress_bar(steps, "train-prior", progress, lines=True)
     bar.update(step)
     window = []
     while step < steps:
@@ -440,7 +450,7 @@ def train_classifier(out, *, epochs: int = 4, batch_size: int = 128, seed: int =
     epochs = -(-total // per_epoch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
     t0 = time.time()
-    bar = progress_bar(total, "train-classifier", progress)
+    bar = progress_bar(total, "train-classifier", progress, lines=True)
     history = []
     for epoch in range(epochs):
         model.train()

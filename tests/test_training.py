@@ -252,3 +252,41 @@ def test_train_prior_resume_after_finish_refused(tmp_path, monkeypatch):
     # with nothing there, resume starts afresh
     meta = training.train_prior(tmp_path / "q.pt", resume=True, **kw)
     assert meta["steps"] == 2
+
+
+def test_a_stopped_training_run_is_kept_until_resumed(tmp_path, monkeypatch, capsys):
+    """A run stopped after its second saved state: training again without resume is refused (it would have started
+    from step 0 and deleted the state at the end, the stopped run's steps lost without a word); a resume with another
+    setting is refused naming it; the resume finishes with the checkpoint of an uninterrupted run, bit for bit.
+    Progress goes to a log as lines (stderr is not a terminal here), the loss on the last."""
+    _fake_digits(monkeypatch)
+    kw = dict(steps=4, batch_size=2, config=TINY_PRIOR, log_every=1, checkpoint_every=1, seed=1, threads=1)
+    whole = tmp_path / "whole.pt"
+    training.train_prior(whole, **kw)
+    err = capsys.readouterr().err
+    assert "train-prior: 4/4 (100%), " in err and ", loss " in err
+    real, saves = training.save_torch, []
+
+    def stop_after_two(obj, path):
+        real(obj, path)
+        saves.append(path)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(training, "save_torch", stop_after_two)
+    out = tmp_path / "p.pt"
+    _fake_digits(monkeypatch)  # (the same digits for every run: its generator starts again)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_prior(out, **kw)
+    monkeypatch.setattr(training, "save_torch", real)
+    state = tmp_path / "p.pt.state"
+    before = state.read_bytes()
+    with pytest.raises(ValueError, match=r"p.pt.state' holds a run stopped at step 2 of 4; resume it"):
+        training.train_prior(out, **kw)
+    with pytest.raises(ValueError, match=r"written with other settings \(lr: 0.001 there, 0.002 here\)"):
+        training.train_prior(out, resume=True, **{**kw, "lr": 2e-3})
+    assert state.read_bytes() == before and not out.exists()
+    _fake_digits(monkeypatch)
+    training.train_prior(out, resume=True, **kw)
+    a, b = torch.load(whole, weights_only=True), torch.load(out, weights_only=True)
+    assert not state.exists() and a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])

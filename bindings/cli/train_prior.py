@@ -28,7 +28,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint-every", type=nonneg_int, default=500,
                         help="steps between resumable training states <out>.state (default: 500; 0: none)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>.state if it exists (refused where --out holds a "
-                        "finished run's checkpoint and no state)")
+                        "finished run's checkpoint and no state; without --resume an <out>.state there is refused, "
+                        "not overwritten)")
     parser.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                         help="torch CPU threads (default: half the cores, at most 8; here %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default: cpu)")
