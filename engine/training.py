@@ -95,6 +95,11 @@ def load_checkpoint(path) -> object:
                              f"{str(path / 'unet')!r}")
         raise ValueError(f"{str(path)!r} is a directory, not a checkpoint file (diffusers folders need a "
                          f"config.json with _class_name UNet2DModel, or arch='diffusers')")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or its legacy pickle
+        raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint (torch.save writes a zip archive or a pickle; "
+                         + ("this file is empty)" if not head else f"this file begins {head!r})"))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -109,10 +109,13 @@ def test_wrong_architecture_lists_counts(files):
 
 
 def test_not_a_checkpoint(tmp_path):
-    (tmp_path / "text.pt").write_text("this is not a checkpoint")
-    _raises("not a PyTorch checkpoint", tmp_path / "text.pt", arch=TINY)
+    (tmp_path / "text.pt").write_text("this is not a checkpoint")  # (said "objects other than tensors ()" before)
+    _raises(r"not a PyTorch checkpoint \(torch.save writes a zip archive or a pickle; this file begins b'this'\)",
+            tmp_path / "text.pt", arch=TINY)
     (tmp_path / "empty.pt").write_bytes(b"")
-    _raises("not a PyTorch checkpoint", tmp_path / "empty.pt", arch=TINY)
+    _raises("not a PyTorch checkpoint .*this file is empty", tmp_path / "empty.pt", arch=TINY)
+    torch.save({"w": torch.zeros(2)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert set(load_checkpoint(tmp_path / "legacy.pt")) == {"w"}  # torch.save's older pickle format still loads
     torch.save([1, 2, 3], tmp_path / "list.pt")
     _raises("holds a list", tmp_path / "list.pt", arch=TINY)
     torch.save({"a": 1}, tmp_path / "nontensor.pt")
