@@ -53,7 +53,7 @@ def test_cli_commands_registered():
     assert (args.dataset, args.steps, args.batch_size, args.seed) == ("mnist", 7, 3, 2)
     p = argparse.ArgumentParser()
     tc.add_arguments(p)
-    assert p.parse_args(["--out", "c.pt"]).epochs == 4
+    assert p.parse_args(["--out", "c.pt"]).epochs is None and tc.EPOCHS == 4  # (None: --steps may replace it)
 
 
 def test_checkpoint_format_checked(tmp_path):
@@ -122,6 +122,9 @@ def test_train_classifier_stops_after_steps(tmp_path, monkeypatch, capsys):
     assert meta["steps"] == 3 and [h["steps"] for h in meta["history"]] == [2, 1]
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         training.train_classifier(out, steps=0)
+    capsys.readouterr()  # both lengths: refused (--epochs was ignored without a word)
+    assert cli.main(["train-classifier", "--out", str(out), "--steps", "3", "--epochs", "9"]) == 2
+    assert "--steps 3 and --epochs 9 both say how long to train; give one" in capsys.readouterr().err
 
 
 # ---- bad input is refused before any work (the training data are never loaded) ---------------------------------
