@@ -787,6 +787,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         rank, world = particle_group.rank, particle_group.world
     if reference is not None and not Path(reference).is_dir():
         raise FileNotFoundError(f"no reference folder at {str(reference)!r}")
+    made = not Path(out).exists()  # (a folder this call makes and then refuses to fill is removed again)
     out = output_folder(out, rank=rank)
     if rank == 0:  # the index's writer: an unfinished write of a killed run's index (image folders: _write_outputs)
         for stale in [*out.glob(".index.html.*.tmp"), *out.glob(PROBE_PREFIX + "*")]:  # (and a killed run's probe)
@@ -821,8 +822,13 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     unread = [j for j in jobs if j.name not in done]
     if len(unread) >= 100 and rank == 0:
         log(f"afdps restore: reading and checking {len(unread)} inputs before the first image")
-    check_inputs(unread, prior.event_shape, boundary=boundary, kernel_flip=kernel_flip, reference=reference,
-                 lpips=lpips is not None, out=out)
+    try:
+        check_inputs(unread, prior.event_shape, boundary=boundary, kernel_flip=kernel_flip, reference=reference,
+                     lpips=lpips is not None, out=out)
+    except ValueError:
+        if made and rank == 0 and not any(out.iterdir()):
+            out.rmdir()  # nothing ran: no empty folder left behind to look like a run
+        raise
     others = sorted(set(done) - {j.name for j in jobs})
     if others and rank == 0:
         log(f"afdps restore: {len(others)} image(s) journaled in {out} are not in this run and stay out of the index: "
