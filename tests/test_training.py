@@ -240,32 +240,17 @@ def test_train_prior_refuses_networks_it_cannot_train(tmp_path, monkeypatch, key
     assert asked == [] and sorted(p.name for p in tmp_path.iterdir()) == ["other.pt"]
 
 
-def test_train_prior_resume_after_finish_refused(tmp_path, monkeypatch):
-    """``resume`` where the run finished (its checkpoint there, no ``<out>.state``) is refused and the checkpoint
-    kept; it used to train again from scratch and overwrite it."""
-    _fake_digits(monkeypatch)
-    out = tmp_path / "p.pt"
-    kw = dict(steps=2, batch_size=2, config=TINY_PRIOR, log_every=1, checkpoint_every=1, seed=1)
-    training.train_prior(out, **kw)
-    assert not (tmp_path / "p.pt.state").exists()
-    before = out.read_bytes()
-    with pytest.raises(ValueError, match=rf"the run in {str(out)!r} finished; .*without resume"):
-        training.train_prior(out, resume=True, **kw)
-    assert out.read_bytes() == before
-    # with nothing there, resume starts afresh
-    meta = training.train_prior(tmp_path / "q.pt", resume=True, **kw)
-    assert meta["steps"] == 2
-
-
 def test_a_stopped_training_run_is_kept_until_resumed(tmp_path, monkeypatch, capsys):
     """A run stopped after its second saved state: training again without resume is refused (it would have started
     from step 0 and deleted the state at the end, the stopped run's steps lost without a word); a resume with another
-    setting is refused naming it; the resume finishes with the checkpoint of an uninterrupted run, bit for bit.
-    Progress goes to a log as lines (stderr is not a terminal here), the loss on the last."""
+    setting is refused naming it; the resume finishes with the checkpoint of an uninterrupted run, bit for bit. A
+    resume where the run finished (its checkpoint there, no state) is refused and the checkpoint kept (it used to
+    train again from scratch and overwrite it); with nothing there, resume starts afresh. Progress goes to a log as
+    lines (stderr is not a terminal here), the loss on the last."""
     _fake_digits(monkeypatch)
     kw = dict(steps=4, batch_size=2, config=TINY_PRIOR, log_every=1, checkpoint_every=1, seed=1, threads=1)
     whole = tmp_path / "whole.pt"
-    training.train_prior(whole, **kw)
+    training.train_prior(whole, resume=True, **kw)  # nothing to resume: a fresh start
     err = capsys.readouterr().err
     assert "train-prior: 4/4 (100%), " in err and ", loss " in err
     real, saves = training.save_torch, []
@@ -293,3 +278,7 @@ def test_a_stopped_training_run_is_kept_until_resumed(tmp_path, monkeypatch, cap
     a, b = torch.load(whole, weights_only=True), torch.load(out, weights_only=True)
     assert not state.exists() and a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match=rf"the run in {str(out)!r} finished; .*without resume"):
+        training.train_prior(out, resume=True, **kw)
+    assert out.read_bytes() == before
