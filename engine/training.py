@@ -96,10 +96,11 @@ def load_checkpoint(path) -> object:
         raise ValueError(f"{str(path)!r} is a directory, not a checkpoint file (diffusers folders need a "
                          f"config.json with _class_name UNet2DModel, or arch='diffusers')")
     with open(path, "rb") as f:
-        head = f.read(4)
-    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or its legacy pickle
+        head = f.read(262)
+    # torch.save's zip archive, its legacy pickle (protocol 2 or more), or the tar archive of torch before 0.4
+    if not (head.startswith((b"PK\x03\x04", b"\x80")) or head[257:262] == b"ustar"):
         raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint (torch.save writes a zip archive or a pickle; "
-                         + ("this file is empty)" if not head else f"this file begins {head!r})"))
+                         + ("this file is empty)" if not head else f"this file begins {head[:4]!r})"))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
