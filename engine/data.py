@@ -236,15 +236,38 @@ def load_npy(path: Path, what: str) -> np.ndarray:
     return a
 
 
+_WARNED: set = set()  # (message): a file read twice, checked and then restored, warns once
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
 def eight_bits(im, path: Path, what: str) -> None:
-    """Warn where PIL reads a 16-bit colour PNG at 8 bits per channel (the file keeps 256 times finer levels). (The
-    warnings of reading are raised here, not at their callers: a file read twice, checked and then restored, warns
-    once.)"""
-    depth = png_bit_depth(path) if im.mode in ("RGB", "RGBA") else None
-    if depth is not None and depth[0] == 16 and depth[1] in (2, 6):  # (truecolour, with or without alpha)
-        warnings.warn(f"{what} {str(path)!r} is a 16-bit colour PNG, which PIL (and so afdps) reads at 8 bits per "
-                      "channel (steps of 1/255 of the range); save it as .npy on [-1, 1] to keep every bit",
-                      UserWarning)
+    """Warn where PIL reads a 16-bit colour (or gray and alpha) PNG or TIFF at 8 bits per channel (the file keeps
+    256 times finer levels)."""
+    if im.mode not in ("RGB", "RGBA", "LA"):
+        return
+    depth = png_bit_depth(path)
+    bits = depth[0] if depth is not None else _tiff_bits(path)
+    if bits > 8:
+        _warn_once(f"{what} {str(path)!r} has {bits}-bit colour channels, which PIL (and so afdps) reads at 8 bits "
+                   "(steps of 1/255 of the range); save it as .npy on [-1, 1] to keep every bit")
+
+
+def _tiff_bits(path: Path) -> int:
+    """The largest bits per sample a TIFF's header states (0 for another file)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as raw:
+            tag = getattr(raw, "tag_v2", None)
+            bits = tag.get(258) if tag is not None else None
+    except Exception:  # noqa: BLE001  (the file was read already; this only looks at its header)
+        return 0
+    return max(bits) if isinstance(bits, tuple) and bits else int(bits or 0)
 
 
 # A measurement on [-1, 1] with noise stays within this in all but its extreme pixels (noise of sigma 0.3 on a
@@ -288,11 +311,11 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
             raise ValueError(f"{str(path)!r} holds values from {lo:.4g} to {hi:.4g} (0.5% and 99.5% quantiles); a .npy "
                              f"{what} must be on [-1, 1] (plus noise): scale 8-bit values by x / 127.5 - 1")
         if lo >= NPY_DARKEST and hi > lo:
-            warnings.warn(f"{str(path)!r} holds no values below {lo:.3g} (its 0.5% quantile): a .npy {what} is read on "
-                          "[-1, 1], where 0 is mid-gray, so nothing in it is darker than a quarter of the range; if "
-                          "it is on [0, 1], save 2 * x - 1", UserWarning)
+            _warn_once(f"{str(path)!r} holds no values below {lo:.3g} (its 0.5% quantile): a .npy {what} is read on "
+                       "[-1, 1], where 0 is mid-gray, so nothing in it is darker than a quarter of the range; if it "
+                       "is on [0, 1], save 2 * x - 1")
     else:
-        im = open_image(path, what)
+        im = opaque(open_image(path, what), path, what)
         if im.mode == "F":  # floats on [0, 1] (plus noise: the .npy files' margin, on [-1, 1])
             a = np.asarray(im, dtype=np.float64) * 2.0 - 1.0
             lo, hi = (float(v) for v in np.quantile(a, [0.005, 0.995])) if a.size else (0.0, 0.0)
@@ -308,12 +331,11 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
                                  "integer images are read on 0..65535 (save it as 8- or 16-bit, or as .npy on [-1, 1])")
             if a.size and 0 < a.max() <= 255:
                 bits = "16" if im.mode.startswith("I;16") else "32"
-                warnings.warn(f"{str(path)!r} is a {bits}-bit integer image with values up to {a.max():.6g}: read on "
-                              "0..65535 it is nearly black; if it holds 8-bit values, save it as an 8-bit image",
-                              UserWarning)
+                _warn_once(f"{str(path)!r} is a {bits}-bit integer image with values up to {a.max():.6g}: read on "
+                           "0..65535 it is nearly black; if it holds 8-bit values, save it as an 8-bit image")
             a = (a / 65535.0 * 2.0 - 1.0).astype(np.float32)[None]
         else:
-            eight_bits(opaque(im, path, what), path, what)
+            eight_bits(im, path, what)
             im = im.convert("L" if channels == 1 else "RGB")
             a = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
             a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
@@ -357,11 +379,11 @@ def load_image_folder(folder, image_shape, num_images: int) -> torch.Tensor:
                                  f"{H}x{W}")
             out.append(x)
             continue
-        im = open_image(f, "image")
+        im = opaque(open_image(f, "image"), f, "image")
         if im.mode in WIDE_MODES:  # one channel of 16/32 bits or floats: resized in float32, on [-1, 1]
             im = Image.fromarray(read_image(f, 1, "image")[0].numpy(), mode="F")
         else:
-            eight_bits(opaque(im, f, "image"), f, "image")
+            eight_bits(im, f, "image")
             im = im.convert("L" if C == 1 else "RGB")
         scale = max(H / im.height, W / im.width)
         im = im.resize((max(W, round(im.width * scale)), max(H, round(im.height * scale))), Image.Resampling.LANCZOS)

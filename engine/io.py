@@ -113,7 +113,8 @@ def checkpoint_changed(name, what: str, then: str, now: str) -> ValueError:
     """The error of a resumed run whose checkpoint ``name`` has other bytes (:func:`content_digest` ``then`` and
     ``now``) than when ``what`` (the earlier run, or one of its images) used it."""
     return ValueError(f"--resume: the checkpoint {name!r} changed since {what} used it (sha256 {then}... then, "
-                      f"{now}... now: retrained or replaced in place); choose another --out")
+                      f"{now}... now: retrained or replaced in place, or its config edited; for a diffusers unet/ "
+                      "folder the pipeline's scheduler config counts, since 2026-12-07); choose another --out")
 
 
 def save_png(image, path) -> None:
@@ -144,9 +145,10 @@ class LineBar(NullBar):
     """Progress as plain lines on stderr for logs (no terminal): ``desc: done/total (pct), elapsed, left``,
     at most one line per ``every`` seconds, and one at the end."""
 
-    def __init__(self, total: int, desc: str, every: float = 60.0):
+    def __init__(self, total: int, desc: str, every: float = 60.0, initial: int = 0):
         self.total, self.desc, self.every = int(total), desc, float(every)
-        self.n, self.t0 = 0, time.perf_counter()
+        self.n = self.n0 = int(initial)  # (a resumed job's done units: the time left is estimated from the rest)
+        self.t0 = time.perf_counter()
         self.last = self.t0
         self.postfix = ""
 
@@ -159,7 +161,9 @@ class LineBar(NullBar):
         if now - self.last >= self.every or self.n >= self.total:
             self.last = now
             spent = now - self.t0
-            left = f", about {_minutes(spent * (self.total - self.n) / self.n)} left" if 0 < self.n < self.total else ""
+            done = self.n - self.n0
+            left = (f", about {_minutes(spent * (self.total - self.n) / done)} left"
+                    if 0 < done and self.n < self.total else "")
             print(f"{self.desc}: {self.n}/{self.total} ({100.0 * self.n / max(self.total, 1):.0f}%), "
                   f"{_minutes(spent)} elapsed{left}{', ' + self.postfix if self.postfix else ''}", file=sys.stderr,
                   flush=True)
@@ -169,21 +173,22 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def progress_bar(total: int, desc: str, enabled=None, lines: bool = False):
+def progress_bar(total: int, desc: str, enabled=None, lines: bool = False, initial: int = 0):
     """A tqdm bar over ``total`` units on stderr, or a :class:`NullBar`.
 
     ``enabled``: ``True``/``False``, or ``None`` for "when stderr is a terminal"; with ``lines``, ``None``
-    gives a :class:`LineBar` when stderr is not a terminal (a log file), for long jobs.
+    gives a :class:`LineBar` when stderr is not a terminal (a log file), for long jobs. ``initial``: units done
+    before (a resumed job), not counted in the rate.
     """
     if enabled is None:
         enabled = sys.stderr.isatty()
         if not enabled and lines:
-            return LineBar(total, desc)
+            return LineBar(total, desc, initial=initial)
     if not enabled:
         return NullBar()
     from tqdm.auto import tqdm  # a dependency; deferred because it is only needed for a visible bar
 
-    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False, initial=initial)
 
 
 def markdown_table(head, rows) -> str:

@@ -826,8 +826,11 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         check_inputs(unread, prior.event_shape, boundary=boundary, kernel_flip=kernel_flip, reference=reference,
                      lpips=lpips is not None, out=out)
     except ValueError:
-        if made and rank == 0 and not any(out.iterdir()):
-            out.rmdir()  # nothing ran: no empty folder left behind to look like a run
+        if made and rank == 0:
+            try:
+                out.rmdir()  # nothing ran: no empty folder left behind to look like a run (only an empty one goes)
+            except OSError:
+                pass  # (something is there after all: it stays, and the refusal is what the user reads)
         raise
     others = sorted(set(done) - {j.name for j in jobs})
     if others and rank == 0:

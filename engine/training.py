@@ -299,7 +299,7 @@ def train_prior(
         raise ValueError(f"the run in {str(out)!r} finished; its checkpoint is there and no {state_path.name} is left "
                          f"to resume from, so train again without resume to overwrite it, or write elsewhere")
     if not resume and state_path.exists():  # training again would delete it at the end: a stopped run lost unsaid
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        st = load_checkpoint(state_path)
         raise ValueError(f"{str(state_path)!r} holds a run stopped at step {st['step']} of {st['settings']['steps']}; "
                          "resume it (resume=True; afdps train-prior --resume), or delete it to train from the start")
     if threads:
@@ -325,7 +325,7 @@ def train_prior(
                 "weight_decay": weight_decay, "ema_decay": ema_decay, "grad_clip": grad_clip, "config": config,
                 "init_from": None if init_from is None else str(init_from)}
     if resume and state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        st = load_checkpoint(state_path)
         differ = {k for k in set(settings) | set(st["settings"])
                   if st["settings"].get(k) != json.loads(json.dumps(settings)).get(k)}
         if differ:
@@ -355,8 +355,7 @@ def train_prior(
 
     net.train()
     t0 = time.time()
-    bar = progress_bar(steps, "train-prior", progress, lines=True)
-    bar.update(step)
+    bar = progress_bar(steps, "train-prior", progress, lines=True, initial=step)
     window = []
     while step < steps:
         if pos + batch_size > n_data:
@@ -382,12 +381,12 @@ def train_prior(
                 pe.lerp_(p, 1.0 - decay)
         step += 1
         window.append(loss.item())
-        bar.update(1)
         if step % log_every == 0 or step == steps:
             rows.append((step, sum(window) / len(window), lr_now, elapsed_before + time.time() - t0))
             window = []
-            bar.set_postfix_str(f"loss {rows[-1][1]:.4f}")
+            bar.set_postfix_str(f"loss {rows[-1][1]:.4f}")  # (before the update: its line shows this loss)
             write_log()
+        bar.update(1)
         if checkpoint_every and step % checkpoint_every == 0 and step < steps:
             save_state()
     bar.close()

@@ -436,7 +436,8 @@ def test_rows_record_what_ran_and_where(tmp_path, capsys):
 def test_a_resume_on_another_device_names_both(tmp_path, capsys):
     """Each image row names the device that timed it; a run extended on another device warns that the pair's
     s / image averages both, and its summary's device names both (PSNR and the rest are the same computation).
-    Rows of per_image.csv files written before the column take their pair's summary's device."""
+    Rows of per_image.csv files written before the column take their pair's summary's device. A batch run again
+    whole replaces its kept rows, and then one device timed them all: no warning."""
     out = tmp_path / "o"
     argv = EVAL + ["--methods", "fk", "--out", str(out)]
     assert cli.main(argv + ["--num-images", "1", "--threads", "1"]) == 0
@@ -451,14 +452,24 @@ def test_a_resume_on_another_device_names_both(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(argv + ["--num-images", "2", "--threads", "1", "--resume"]) == 0
     err = capsys.readouterr().err
-    assert "warning: the rows kept from" in err and "timed on GPU X, and this invocation runs on cpu (1 thread)" in err
+    assert "afdps eval: warning: box x fk's rows were timed on GPU X + cpu (1 thread): its s / image averages" in err
     assert [r["device"] for r in csv.DictReader(open(out / "per_image.csv"))] == ["GPU X", "cpu (1 thread)"]
     (summary,) = csv.DictReader(open(out / "results.csv"))
     assert summary["device"] == "GPU X + cpu (1 thread)"
     assert "device cpu (1 thread) (rows timed on GPU X before" in (out / "results.md").read_text()
     capsys.readouterr()
     assert cli.main(argv + ["--num-images", "2", "--threads", "1", "--resume"]) == 0  # nothing runs: no new warning
-    assert "warning" not in capsys.readouterr().err
+    assert "rows were timed on" not in capsys.readouterr().err
+    whole = tmp_path / "w"  # batches of 2: extending 1 image to 2 runs the batch (images 0 and 1) again
+    argv = EVAL[:-3] + ["--batch-size", "2", "--no-progress", "--methods", "fk", "--threads", "1", "--out", str(whole)]
+    assert cli.main(argv + ["--num-images", "1"]) == 0
+    for f in ("results.csv", "per_image.csv"):
+        (whole / f).write_text((whole / f).read_text().replace("cpu (1 thread)", "GPU X"))
+    capsys.readouterr()
+    assert cli.main(argv + ["--num-images", "2", "--resume"]) == 0
+    assert "rows were timed on" not in capsys.readouterr().err
+    assert [r["device"] for r in csv.DictReader(open(whole / "per_image.csv"))] == ["cpu (1 thread)"] * 2
+    assert next(csv.DictReader(open(whole / "results.csv")))["device"] == "cpu (1 thread)"
 
 
 def test_the_same_images_under_another_path_resume_and_a_file_out_is_refused(tmp_path, capsys):

@@ -64,6 +64,15 @@ def test_line_bar_logs_progress_without_a_terminal(capsys, monkeypatch):
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith("eval: 1/4 (25%), ") and "left" in err[0]
     assert err[1].startswith("eval: 4/4 (100%), ") and "left" not in err[1]
+    # a resumed job (train-prior at step 90 of 100): the time left comes from this invocation's steps only, and a
+    # postfix (the loss) rides on the line
+    bar = io.progress_bar(100, "train-prior", None, lines=True, initial=90)
+    bar.every = 0.0
+    bar.t0 -= 10.0  # 10 s for its first 5 steps: 5 left take about 10 s (the steps before would have said 1 s)
+    bar.set_postfix_str("loss 0.0312")
+    bar.update(5)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("train-prior: 95/100 (95%), 10 s elapsed, about 10 s left, loss 0.0312"), line
 
 
 def test_content_digest_follows_a_checkpoint_s_bytes(tmp_path):

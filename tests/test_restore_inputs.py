@@ -186,16 +186,18 @@ def test_colour_becomes_gray_the_same_way_for_images_and_arrays(tmp_path):
     assert (png - npy).abs().max() <= 1 / 127.5 + 1e-6, (png, npy)  # PIL rounds L to 8 bits
 
 
-def _png16_rgb(path, rgb16: np.ndarray) -> None:
-    """A 16-bit truecolour PNG of ``rgb16 (H, W, 3)`` uint16, written by hand (PIL cannot write one)."""
+def _png16(path, a16: np.ndarray) -> None:
+    """A 16-bit PNG of ``a16 (H, W, C)`` uint16, C = 3 (truecolour) or 2 (gray and alpha), written by hand (PIL
+    cannot write either)."""
     import struct
     import zlib
 
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-    h, w, _ = rgb16.shape
-    raw = b"".join(b"\0" + rgb16[i].astype(">u2").tobytes() for i in range(h))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+    h, w, c = a16.shape
+    raw = b"".join(b"\0" + a16[i].astype(">u2").tobytes() for i in range(h))
+    kind = {3: 2, 2: 4}[c]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, kind, 0, 0, 0))
                      + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
@@ -229,11 +231,18 @@ def test_inputs_that_would_be_misread_are_refused_or_named(tmp_path):
     with pytest.raises(ValueError, match="kernel '.*k.png' has 24 transparent pixel"):
         rs._read_kernel(str(tmp_path / "k.png"), False, 0, 0)
     levels = np.arange(64 * 3, dtype=np.uint16).reshape(8, 8, 3) * 300 + 7  # not multiples of 257: 8 bits lose them
-    _png16_rgb(tmp_path / "rgb16.png", levels)
-    with pytest.warns(UserWarning, match="is a 16-bit colour PNG, which PIL \\(and so afdps\\) reads at 8 bits"):
+    _png16(tmp_path / "rgb16.png", levels)
+    with pytest.warns(UserWarning, match="has 16-bit colour channels, which PIL \\(and so afdps\\) reads at 8 bits"):
         x = data.read_image(tmp_path / "rgb16.png", 3)
     exact = torch.from_numpy(levels.transpose(2, 0, 1) / 65535.0 * 2 - 1).float()
     assert 1e-4 < float((x - exact).abs().max()) <= 2 / 255 + 1e-6  # what the warning says: 8-bit steps (of 2 / 255 on [-1, 1])
+    _png16(tmp_path / "la16.png", np.stack([levels[..., 0], np.full((8, 8), 65535, np.uint16)], -1))  # gray, alpha
+    with pytest.warns(UserWarning, match="la16.png' has 16-bit colour channels"):
+        data.read_image(tmp_path / "la16.png", 1)
+    g16 = Image.fromarray(rgba[..., 0].astype(np.uint16) * 257)
+    g16.save(tmp_path / "g16t.png", transparency=0)  # 16-bit gray whose black is transparent
+    with pytest.raises(ValueError, match="g16t.png' has 736 transparent pixel"):
+        data.read_image(tmp_path / "g16t.png", 1)
     np.save(tmp_path / "zero_one.npy", rgba[..., 0].astype(np.float32) / 255)
     with pytest.warns(UserWarning, match="holds no values below 0 .*if it is on \\[0, 1\\], save 2 \\* x - 1"):
         assert float(data.read_image(tmp_path / "zero_one.npy", 1).min()) == 0.0  # read as it is, not rescaled
@@ -248,6 +257,18 @@ def test_inputs_that_would_be_misread_are_refused_or_named(tmp_path):
         data.read_image(tmp_path / "plain.png", 1)
         Image.fromarray(rgba[..., 0].astype(np.uint16) * 257).save(tmp_path / "g16.png")
         data.read_image(tmp_path / "g16.png", 1)
+
+
+def test_a_file_warns_once_though_it_is_read_twice(tmp_path, capsys):
+    """Every input is read when checked and again when restored: each of two arrays on [0, 1] is named once (the
+    second was named twice when Python's warning registry decided, torch's code having reset it in between)."""
+    for name in ("a", "b"):
+        np.save(tmp_path / f"{name}.npy", np.random.default_rng(0).random((28, 28)).astype(np.float32))
+    argv = ["restore", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--task", "denoise", "--out",
+            str(tmp_path / "out"), *FAST]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert [err.count(f"{name}.npy' holds no values below") for name in ("a", "b")] == [1, 1], err
 
 
 def test_masks_are_observed_from_half_their_largest_value(tmp_path):

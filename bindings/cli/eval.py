@@ -296,18 +296,14 @@ def run(args) -> int:
         for r in rows:  # rows written before per-image rows named their device: their pair's summary's
             if r.get("device", "") == "":
                 r["device"] = timed_on.get((r["task"], r["method"]), "")
-        done = {(r["task"], r["method"]) for r in previous[0] if r["images"] == args.num_images}
-        others = sorted({str(r["device"]) for r in rows if (r["task"], r["method"]) not in done} - {"", name})
-        if others:  # (rows of the pairs this invocation goes on with)
-            print(f"afdps eval: warning: the rows kept from {out}/ were timed on {', '.join(others)}, and this "
-                  f"invocation runs on {name}: a task x method pair with rows of both averages their times in its "
-                  "s / image (its device column names each); PSNR, SSIM and accuracy are unaffected", file=sys.stderr)
         kept = {(r["task"], r["method"]) for r in previous[1]}
         print(f"afdps eval: resuming: {len(previous[1])} image row(s) of {len(kept)} task x method pair(s) kept from "
               f"{out}/; only the missing images run")
     write_json(out / "settings.json", {**settings, PRIOR_HASH: digest, IMAGE_HASHES: hashes})
     t0 = time.perf_counter()
     planned = len(tasks) * len(methods)
+
+    mixed: dict = {}  # (task, method) -> the devices of a pair summarised in this invocation over rows of several
 
     def elsewhere(summary) -> str:
         devices = {d for r in summary for d in str(r["device"]).split(" + ")} - {"", name}
@@ -320,7 +316,11 @@ def run(args) -> int:
             if r["device"] != "" and r["device"] not in timed_on.setdefault((r["task"], r["method"]), []):
                 timed_on[(r["task"], r["method"])].append(r["device"])
         for r in summary:  # (a summary kept from an earlier invocation keeps its device)
-            r.setdefault("device", " + ".join(timed_on.get((r["task"], r["method"])) or [name]))
+            if "device" not in r:
+                devices = timed_on.get((r["task"], r["method"])) or [name]
+                r["device"] = " + ".join(map(str, devices))
+                if len(devices) > 1:
+                    mixed[(r["task"], r["method"])] = r["device"]
             r.update({"sigma_y": args.sigma_y, "seed": args.seed, "prior": settings["prior"]})
             if r["method"] == "dps":  # its own grid and step size: the particle methods' settings are not its
                 r["dps_zeta"] = args.dps_zeta
@@ -359,5 +359,9 @@ def run(args) -> int:
         progress=False if args.no_progress else None, on_result=write, previous=previous,
         tempering_ess=args.tempering_ess, ess_threshold=args.ess_threshold, names=names)
     print(write(summary, per_image) + markdown_table(summary, images=len(images)))
+    for (task, method), devices in mixed.items():
+        print(f"afdps eval: warning: {task} x {method}'s rows were timed on {devices}: its s / image averages them "
+              "(per_image.csv's device column names each row's); PSNR, SSIM and accuracy are unaffected",
+              file=sys.stderr)
     print(f"wrote results.md, results.csv, per_image.csv to {out}/")
     return 0
