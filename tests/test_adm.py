@@ -524,3 +524,19 @@ def test_flop_count_of_the_ffhq_configuration():
     from bench_adm import CONFIGS, flops_per_image
 
     assert flops_per_image(CONFIGS["adm-ffhq256"]) / 1e9 == pytest.approx(387.52, rel=1e-4)
+
+
+def test_use_fp16_is_a_gpu_option(case_a):
+    """guided-diffusion's use_fp16 asked for float16 autocast on the CPU too, where it ran more than ten times slower
+    than float32 (adm.FP16_DEVICES): there the default is float32, and float16 runs only when asked for."""
+    from afdps.engine.models import adm
+    config = dict(case_a["config"], use_fp16=True)
+    model = ADMUNet(**config).eval()
+    model.load_state_dict({k: v.float() for k, v in case_a["state_dict"].items()}, strict=True)
+    x, t = case_a["x"].float(), case_a["timesteps"]
+    assert model.default_autocast_dtype == torch.float16 and adm.FP16_DEVICES == ("cuda",)
+    with torch.no_grad():
+        plain = model(x, t)
+        assert torch.equal(plain, model(x, t, autocast_dtype=torch.float32))
+        half = model(x, t, autocast_dtype=torch.float16)
+    assert not torch.equal(plain, half) and half.dtype == torch.float32

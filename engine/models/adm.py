@@ -88,6 +88,14 @@ ADM_PRESETS = {
 # ----------------------------------------------------------------------------------------------
 
 
+
+# guided-diffusion's use_fp16 is a GPU speed option. On the CPU, float16 autocast is not one: the shipped MNIST
+# prior's network (batch 16, one thread of this project's 2-core CPU, 2026-12-07, another job on the other core) took
+# 3.3 s in float32, 39 s under bfloat16 autocast and more than 30 s under float16. So on the CPU a use_fp16 config
+# runs float32 unless the caller passes autocast_dtype=torch.float16.
+FP16_DEVICES = ("cuda",)  # the device types where use_fp16's float16 autocast is the default
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -656,8 +664,8 @@ class ADMUNet(nn.Module):
     use_scale_shift_norm, dropout, resblock_updown, use_fp16, use_new_attention_order
         guided-diffusion ``create_model`` arguments, resolved by :func:`adm_config`.
         ``use_checkpoint`` recomputes blocks in the backward pass when training;
-        ``use_fp16`` makes float16 the default ``autocast_dtype`` of :meth:`forward` (the
-        parameters stay in their dtype).
+        ``use_fp16`` makes float16 the default ``autocast_dtype`` of :meth:`forward` on CUDA (the
+        parameters stay in their dtype; on the CPU the default stays float32, ``FP16_DEVICES``).
     in_channels : int
         Image channels (3).
     num_classes : int, optional
@@ -886,9 +894,10 @@ class ADMUNet(nn.Module):
             Class labels, required exactly when the model is class-conditional.
         autocast_dtype : torch.dtype, optional
             Run the torso (input, middle and output blocks) under ``torch.autocast`` with this
-            dtype (e.g. ``torch.bfloat16``); default float16 when ``use_fp16`` else none, and
-            ``torch.float32`` switches it off. An enclosing ``torch.autocast`` works the same
-            way. The time embedding and the output head always run in the parameter dtype.
+            dtype (e.g. ``torch.bfloat16``); default float16 on CUDA when ``use_fp16`` (on the CPU
+            none: ``FP16_DEVICES``) else none, and ``torch.float32`` switches it off. An enclosing
+            ``torch.autocast`` works the same way. The time embedding and the output head always run in
+            the parameter dtype.
 
         Returns
         -------
@@ -904,7 +913,7 @@ class ADMUNet(nn.Module):
                 raise ValueError(f"the torso's parameters are {torso_dtype} (to_inference); autocast_dtype "
                                  f"{autocast_dtype} cannot change that: leave it None")
             autocast_dtype = None
-        elif autocast_dtype is None:
+        elif autocast_dtype is None and device_type in FP16_DEVICES:  # use_fp16: a GPU speed option
             autocast_dtype = self.default_autocast_dtype
         with torch.autocast(device_type, enabled=False):
             t_emb = timestep_embedding(timesteps, self.model_channels, dtype=_compute_dtype(dtype))
