@@ -296,6 +296,10 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
         if a.dtype.kind not in "fiu":
             raise ValueError(f"{str(path)!r} holds {a.dtype} data; expected real numbers on [-1, 1]")
         a = a.astype(np.float32)
+        if a.ndim == 3 and a.shape[-1] in (1, 3) and a.shape[0] in (1, 3):
+            raise ValueError(f"{str(path)!r} has shape {a.shape}, which reads as (C, H, W) and as (H, W, C) alike "
+                             "(either way an image at most 3 pixels across one side); an image needs more than 3 "
+                             "pixels on each side")
         if a.ndim == 3 and a.shape[-1] in (1, 3) and a.shape[0] not in (1, 3):
             a = a.transpose(2, 0, 1)
         a = a[None] if a.ndim == 2 else a

@@ -108,6 +108,7 @@ def _files(tmp):
     np.save(tmp / "k.npy", np.ones((3, 3)))
     np.save(tmp / "bytes.npy", np.full((28, 28), 200.0))
     np.save(tmp / "two.npy", np.zeros((2, 28, 28)))
+    np.save(tmp / "either.npy", np.zeros((3, 28, 3)))
     np.save(tmp / "empty.npy", np.zeros((0, 28)))
     (tmp / "notimg.png").write_text("not an image")
     Image.fromarray(np.zeros((28, 28, 4), dtype=np.uint8), "RGBA").save(tmp / "clear.png")  # every pixel transparent
@@ -252,6 +253,7 @@ def _api_cases(tmp):
         ("restore", "a factor with task box", lambda: rs.jobs_from_inputs([tmp / "x.png"], task="box", factor=2)),
         ("restore", "an .npy of 8-bit values", lambda: rs.read_image(tmp / "bytes.npy", 1)),
         ("restore", "an .npy of 2 channels", lambda: rs.read_image(tmp / "two.npy", 1)),
+        ("restore", "an .npy of shape (3, 28, 3): (C, H, W) or (H, W, C)", lambda: rs.read_image(tmp / "either.npy", 1)),
         ("restore", "an empty .npy", lambda: rs.read_image(tmp / "empty.npy", 1)),
         ("restore", "a float TIFF of values 2 (floats are read on [0, 1])",
          lambda: rs.read_image(tmp / "float.tif", 1)),
