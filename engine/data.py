@@ -251,14 +251,14 @@ def eight_bits(im, path: Path, what: str) -> None:
     if im.mode not in ("RGB", "RGBA", "LA"):
         return
     depth = png_bit_depth(path)
-    bits = depth[0] if depth is not None else _tiff_bits(path)
+    bits = depth[0] if depth is not None else _tiff_bits(path) if path.suffix.lower() in (".tif", ".tiff") else 0
     if bits > 8:
         _warn_once(f"{what} {str(path)!r} has {bits}-bit colour channels, which PIL (and so afdps) reads at 8 bits "
                    "(steps of 1/255 of the range); save it as .npy on [-1, 1] to keep every bit")
 
 
 def _tiff_bits(path: Path) -> int:
-    """The largest bits per sample a TIFF's header states (0 for another file)."""
+    """The largest bits per sample a TIFF's header states (0 where it states none)."""
     from PIL import Image
 
     try:

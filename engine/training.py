@@ -326,8 +326,8 @@ def train_prior(
                 "init_from": None if init_from is None else str(init_from)}
     if resume and state_path.exists():
         st = load_checkpoint(state_path)
-        differ = {k for k in set(settings) | set(st["settings"])
-                  if st["settings"].get(k) != json.loads(json.dumps(settings)).get(k)}
+        plain = json.loads(json.dumps(settings))  # (as the state stored them: tuples as lists)
+        differ = {k for k in set(plain) | set(st["settings"]) if st["settings"].get(k) != plain.get(k)}
         if differ:
             raise ValueError(f"{str(state_path)!r} was written with other settings ("
                              + "; ".join(f"{k}: {st['settings'].get(k)!r} there, {settings.get(k)!r} here"

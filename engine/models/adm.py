@@ -88,7 +88,6 @@ ADM_PRESETS = {
 # ----------------------------------------------------------------------------------------------
 
 
-
 # guided-diffusion's use_fp16 is a GPU speed option. On the CPU, float16 autocast is not one: the shipped MNIST
 # prior's network (batch 16, one thread of this project's 2-core CPU, 2026-12-07, another job on the other core) took
 # 3.3 s in float32, 39 s under bfloat16 autocast and more than 30 s under float16. So on the CPU a use_fp16 config
