@@ -40,6 +40,7 @@ import signal
 import threading
 import time
 import urllib.parse
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -713,13 +714,22 @@ def _job_sigma(job: Job, y: torch.Tensor) -> float:
 
 
 def check_inputs(jobs: list[Job], event_shape, *, boundary: str = "valid", kernel_flip: bool = False,
-                 reference=None, lpips: bool = False, out=None) -> None:
+                 reference=None, lpips: bool = False, out=None, quiet: bool = False) -> None:
     """Refuse, before any restoration, the jobs whose inputs would stop a run when their turn came: a measurement,
     kernel, mask or reference file that cannot be read, a size the policy refuses, a mask of another size, a noise
     level that cannot be estimated, a reference of neither the restoration's nor the measurement's size. Every job
     is read and its operator (or its tiles' geometry) built, and every bad one is counted in one error that names
-    the first five. With ``out``, an image whose output folder there is a file is refused too."""
-    event = tuple(event_shape)
+    the first five. With ``out``, an image whose output folder there is a file is refused too. ``quiet`` drops the
+    reading warnings (a 16-bit file read at 8 bits, ...): torchrun's other ranks, which read every input too, so that
+    each warning is printed once, by rank 0, and not once per rank (a file warns once per process)."""
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore", UserWarning)
+        _check_inputs(jobs, tuple(event_shape), boundary=boundary, kernel_flip=kernel_flip, reference=reference,
+                      lpips=lpips, out=out)
+
+
+def _check_inputs(jobs, event, *, boundary, kernel_flip, reference, lpips, out) -> None:
     bad = []
     for job in jobs:
         try:
@@ -824,7 +834,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         log(f"afdps restore: reading and checking {len(unread)} inputs before the first image")
     try:
         check_inputs(unread, prior.event_shape, boundary=boundary, kernel_flip=kernel_flip, reference=reference,
-                     lpips=lpips is not None, out=out)
+                     lpips=lpips is not None, out=out, quiet=rank != 0)
     except ValueError:
         if made and rank == 0:
             try:

@@ -402,3 +402,23 @@ def test_the_default_threads_are_shared_by_the_ranks_on_a_machine(tmp_path, monk
         assert torch.get_num_threads() == max(1, DEFAULT_THREADS // 2)
     finally:
         torch.set_num_threads(before)
+
+
+def test_other_ranks_check_inputs_without_repeating_rank_0s_warnings(tmp_path):
+    """Under torchrun every rank reads every input before the first image; only rank 0 (``quiet=False``) prints the
+    reading warnings, and a rank that checked quietly does not print them later when it restores its share (each
+    file warns once per process), so a launch of R ranks prints each warning once, not R times."""
+    import warnings
+    page = np.zeros((28, 28), np.float32)
+    page[8:20, 12:16] = 1.0
+    for name in ("rank0", "rank1"):  # two files, so that one process's quiet check cannot hide the other's warning
+        np.save(tmp_path / f"{name}.npy", page)  # on [0, 1]: read as it is, with a warning
+    jobs = {name: rs.jobs_from_inputs([str(tmp_path / f"{name}.npy")], task="denoise", kernel=None, mask=None,
+                                      factor=None, sigma_y=0.05, seed=0) for name in ("rank0", "rank1")}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rs.check_inputs(jobs["rank1"], (1, 28, 28), quiet=True)
+        data.read_image(tmp_path / "rank1.npy", 1)  # the restoration's own read, on the quiet rank
+    assert [str(w.message) for w in caught] == []
+    with pytest.warns(UserWarning, match="rank0.npy' holds no values below 0"):
+        rs.check_inputs(jobs["rank0"], (1, 28, 28))
