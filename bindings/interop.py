@@ -34,13 +34,14 @@ def array_kind(array) -> str:
 
 
 def to_torch(array) -> tuple[torch.Tensor, str]:
-    """``(tensor, kind)``: a tensor sharing ``array``'s memory and the kind to convert back to."""
+    """``(tensor, kind)``: a tensor sharing ``array``'s memory (a copy of a read-only NumPy array or of one with
+    negative strides, which torch cannot share) and the kind to convert back to."""
     kind = array_kind(array)
     if kind == "torch":
         return array, kind
     if kind == "numpy":
-        if not array.flags.writeable:
-            array = array.copy()
+        if not array.flags.writeable or any(st < 0 for st in array.strides):
+            array = array.copy()  # (torch shares no read-only memory, nor a view with negative strides: np.flip's)
         if array.dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
             array = array.astype(array.dtype.newbyteorder("="))
         return torch.from_numpy(array), kind

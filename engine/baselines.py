@@ -13,7 +13,7 @@ import torch
 from ..kernels.philox import PURPOSE, randn_rows, stream_keys
 from .io import progress_bar
 from .priors import score_with_graph
-from .sampler import Result
+from .sampler import EnsembleDied, Result
 from .schedules import ancestral_step
 from .validation import check_int, check_problem, check_real, per_image_seeds
 
@@ -114,7 +114,8 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
                 b = int(all_dead.nonzero()[0])
                 cause = ("the network returned NaN or inf for them" if bool(eps_bad.view(B, S)[b].all()) else
                          f"their states diverged (try a smaller zeta, got {zeta:g})")
-                raise FloatingPointError(f"every DPS sample of image {b} has died at step {j} (tau={t:.4g}): {cause}")
+                raise EnsembleDied(f"every DPS sample of image {{image}} has died at step {j} (tau={t:.4g}): "
+                                   + cause.replace("{", "{{").replace("}", "}}"), b)
             bar.update(1)
     finally:
         bar.close()

@@ -37,10 +37,10 @@ import torch
 from . import ops
 from .baselines import dps
 from .io import markdown_table as io_table
-from .io import progress_bar
+from .io import progress_bar, skip
 from .metrics import psnr, ssim
 from .models import classify
-from .sampler import DEFAULT_CORRECTOR_SNR, prepare, sample
+from .sampler import DEFAULT_CORRECTOR_SNR, EnsembleDied, prepare, sample
 
 __all__ = ["TASKS", "METHODS", "DEFAULT_TASKS", "make_operator", "run_method", "evaluate", "markdown_table",
            "csv_text", "read_csv_rows", "mean_se", "plus_minus", "measurements", "sampler_options"]
@@ -191,14 +191,14 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
             ys = measurements(op, images, sigma_y, seed)
             for method in methods:
                 if (task, method) in done:
-                    bar.update(math.ceil(n / batch_size))
+                    skip(bar, math.ceil(n / batch_size))
                     continue
                 rows = dict(partial.pop((task, method), {}))  # image -> row
                 batches = list(_batches(n, batch_size))
                 ran = False
                 for bi, (a, b) in enumerate(batches):
                     if all(i in rows for i in range(a, b)) and (ran or bi < len(batches) - 1):
-                        bar.update(1)
+                        skip(bar, 1)
                         continue
                     # A batch with an image missing runs whole, its rows replacing any kept: a row depends on the
                     # batch's make-up at float32 rounding (the network's batched arithmetic), and an extended run's
@@ -209,11 +209,15 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     t0 = time.perf_counter()
-                    res = run_method(method, prior, op, y, sigma_y, particles=particles, steps=steps,
-                                     seeds=[seed + i for i in range(a, b)], tempering=tempering, potential=potential,
-                                     time_power=time_power, dps_zeta=dps_zeta, dps_steps=dps_steps,
-                                     corrector_steps=corrector_steps, corrector_snr=corrector_snr, corrector=corrector,
-                                     backend=backend, tempering_ess=tempering_ess, ess_threshold=ess_threshold)
+                    try:
+                        res = run_method(method, prior, op, y, sigma_y, particles=particles, steps=steps,
+                                         seeds=[seed + i for i in range(a, b)], tempering=tempering,
+                                         potential=potential, time_power=time_power, dps_zeta=dps_zeta,
+                                         dps_steps=dps_steps, corrector_steps=corrector_steps,
+                                         corrector_snr=corrector_snr, corrector=corrector, backend=backend,
+                                         tempering_ess=tempering_ess, ess_threshold=ess_threshold)
+                    except EnsembleDied as exc:  # the image of this evaluation's list, not of the batch
+                        raise EnsembleDied(f"{method} on {task}: {exc.template}", a + exc.image) from None
                     best, mean = res.best.float().cpu(), res.mean.float().cpu()
                     seconds = (time.perf_counter() - t0) / (b - a)
                     nfe = res.nfe

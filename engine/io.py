@@ -131,6 +131,9 @@ class NullBar:
     def update(self, n: int = 1) -> None:
         pass
 
+    def skip(self, n: int = 1) -> None:
+        pass
+
     def set_postfix(self, *args, **kwargs) -> None:
         pass
 
@@ -155,6 +158,10 @@ class LineBar(NullBar):
     def set_postfix_str(self, s: str = "") -> None:
         self.postfix = s  # (the next line carries it, e.g. a training loss)
 
+    def skip(self, n: int = 1) -> None:
+        self.n += int(n)
+        self.n0 += int(n)  # done before (a resume's kept work): counted, not in the rate
+
     def update(self, n: int = 1) -> None:
         self.n += int(n)
         now = time.perf_counter()
@@ -171,6 +178,18 @@ class LineBar(NullBar):
 
 def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def skip(bar, n: int) -> None:
+    """Count ``n`` units of ``bar`` that were done before this run (a resumed job's kept work, met on the way rather
+    than known at the start, else pass ``initial=``) without letting them into its rate and time left."""
+    if isinstance(bar, NullBar):
+        bar.skip(n)
+        return
+    bar.n += int(n)  # a tqdm bar: its rate comes from the units between two prints, or since `initial`
+    bar.last_print_n = bar.n
+    bar.initial += int(n)
+    bar.refresh()
 
 
 def progress_bar(total: int, desc: str, enabled=None, lines: bool = False, initial: int = 0):

@@ -35,7 +35,7 @@ from .schedules import ancestral_step
 from .validation import (CG_COPIES, PARTICLE_COPIES, available_memory, check_choice, check_int, check_memory, check_problem,
                          check_real, per_image_seeds)
 
-__all__ = ["sample", "sample_prior", "default_potential", "default_guidance", "memory_estimate", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
+__all__ = ["sample", "sample_prior", "EnsembleDied", "default_potential", "default_guidance", "memory_estimate", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
            "finish", "tempering_schedule", "adaptive_lam", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
 
 METHODS = ("sde", "ode")
@@ -208,6 +208,16 @@ class _Kept:
 
 # Why a particle died (spec section 5 and the non-finite rule): codes of StepInfo.cause.
 CAUSES = {0: "alive", 1: "non-finite state", 2: "non-finite score", 3: "non-finite increment"}
+
+
+class EnsembleDied(FloatingPointError):
+    """Every particle (every DPS sample) of image ``image`` of a call died. ``template`` is the message with
+    ``{image}`` where the image's index goes, so that a caller that runs images in batches (``afdps eval``) can
+    name the image of its own list and say what ran."""
+
+    def __init__(self, template: str, image: int):
+        self.template, self.image = template, int(image)
+        super().__init__(template.format(image=self.image))
 
 
 @dataclass
@@ -416,11 +426,13 @@ def default_guidance(op) -> str:
     return "exact" if getattr(op, "supports_exact", False) else "implicit"
 
 
-def default_potential(method: str, eta: float, cuda_graph: bool = False) -> str:
+def default_potential(method: str, eta: float, cuda_graph: bool = False, tempering: str = "linear") -> str:
     """The potential that ``potential=None`` means: ``"tweedie"`` for the SDE with ``eta = 0.5`` (the
     best measured configuration, docs/quality.md; it needs that ``eta``), ``"scaled"`` otherwise (and for
-    CUDA-graph runs, which cannot capture the Tweedie potential's backward pass)."""
-    return "tweedie" if method == "sde" and float(eta) == 0.5 and not cuda_graph else "scaled"
+    CUDA-graph runs, which cannot capture the Tweedie potential's backward pass, and with ``tempering="none"``,
+    whose ``lam = 1`` from the start the Tweedie potential does not take: its Stage I is exact only from 0)."""
+    return ("tweedie" if method == "sde" and float(eta) == 0.5 and not cuda_graph and tempering != "none"
+            else "scaled")
 
 
 # The ODE corrector's r: 0.1 for the first half of the steps, 0.2 for the rest. On the 100 MNIST development
@@ -446,25 +458,36 @@ def corrector_schedule(corrector_snr, num_steps: int) -> tuple:
     return rs, [rs[0]] * half + [rs[1]] * (num_steps - half)
 
 
+def _changes_nothing(given: list[str], why: str) -> list[str]:
+    return [f"{', '.join(given)} change{'s' if len(given) == 1 else ''} nothing {why}"] if given else []
+
+
 def _unused_options(method, eta, corrector_steps, corrector, corrector_snr, tempering, tempering_ess, ess_threshold,
-                    resample) -> list[str]:
+                    resample, weights) -> list[str]:
     """A note for each option given a value other than its default that this run does not use (it changes nothing,
-    which the caller should know rather than believe otherwise)."""
-    snr = tuple(corrector_snr) if isinstance(corrector_snr, (list, tuple)) else corrector_snr
+    which the caller should know rather than believe otherwise). The values are the checked ones (a NumPy number
+    as its float, a pair of ``corrector_snr`` as a tuple)."""
     notes = []
-    if method == "ode" and float(eta) != 0.5:
+    if method == "ode" and eta != 0.5:
         notes.append(f"eta={eta!r} changes nothing with method='ode' (eta weighs the SDE's guidance by its noise; the "
                      "ODE's predictor has none)")
+    corrector_given = [f"{k}={v!r}" for k, v, d in (("corrector", corrector, "split"),
+                                                   ("corrector_snr", corrector_snr, DEFAULT_CORRECTOR_SNR)) if v != d]
     if method == "sde":
-        given = [f"{k}={v!r}" for k, v, d in (("corrector_steps", corrector_steps, 1), ("corrector", corrector, "split"),
-                                               ("corrector_snr", snr, DEFAULT_CORRECTOR_SNR)) if v != d]
-        if given:
-            notes.append(f"{', '.join(given)} change{'s' if len(given) == 1 else ''} nothing with method='sde' (the "
-                         "corrector is the ODE's)")
-    if tempering not in ADAPTIVE and float(tempering_ess) != 0.5:
+        notes += _changes_nothing(([f"corrector_steps={corrector_steps!r}"] if corrector_steps != 1 else [])
+                                  + corrector_given, "with method='sde' (the corrector is the ODE's)")
+    elif corrector_steps == 0:
+        notes += _changes_nothing(corrector_given, "with corrector_steps=0 (no corrector step runs)")
+    if tempering not in ADAPTIVE and tempering_ess != 0.5:
         notes.append(f"tempering_ess={tempering_ess!r} changes nothing with tempering={tempering!r} (it is the target of "
                      "the adaptive temperings)")
-    if float(ess_threshold) == 0.0 and resample not in ("systematic", "none"):
+    resampling = [f"{k}={v!r}" for k, v, d in (("resample", resample, "systematic"),
+                                               ("ess_threshold", ess_threshold, 0.5)) if v != d]
+    if not weights:
+        notes += _changes_nothing(resampling, "with weights=False (the unweighted baseline never resamples)")
+    elif resample == "none":
+        notes += _changes_nothing(resampling[1:], "with resample='none' (never resampled)")
+    elif ess_threshold == 0.0 and resample != "systematic":
         notes.append(f"resample={resample!r} changes nothing with ess_threshold=0 (never resampled)")
     return notes
 
@@ -493,7 +516,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     weights = _check_flag("weights", weights)
     denoise = _check_flag("denoise", denoise)
     if potential is None:
-        potential = default_potential(method, eta)
+        potential = default_potential(method, eta, tempering=tempering)
     check_choice("potential", potential, pot.POTENTIALS)
     check_choice("tempering", tempering, TEMPERINGS)
     if guidance is None:
@@ -512,12 +535,12 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     check_choice("corrector", corrector, CORRECTORS)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    check_real("ess_threshold", ess_threshold, low=0.0, high=1.0)
-    unused = _unused_options(method, eta, corrector_steps, corrector, corrector_snr, tempering, tempering_ess,
-                             ess_threshold, resample)
+    ess_threshold = check_real("ess_threshold", ess_threshold, low=0.0, high=1.0)
     corrector_snr, corrector_rs = corrector_schedule(corrector_snr, K)
     check_real("time_power", time_power, low=1.0)
     tempering_ess = check_real("tempering_ess", tempering_ess, low=0.0, high=1.0)
+    unused = _unused_options(method, eta, int(corrector_steps), corrector, corrector_snr, tempering, tempering_ess,
+                             ess_threshold, resample, weights)
     if tempering in ADAPTIVE:
         if not 0.0 < tempering_ess < 1.0:
             raise ValueError(f"tempering_ess must be in (0, 1) for tempering={tempering!r}, got {tempering_ess!r}")
@@ -528,8 +551,6 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
             raise ValueError(f"tempering={tempering!r} gives each image its own lam, which corrector='song' (one fused "
                              "kernel with one lam) does not take; use corrector='split'")
     sigma_y, event = check_problem(prior, op, y, sigma_y)
-    if unused:  # (after every refusal: a run that raises does not warn first)
-        warnings.warn("; ".join(unused), UserWarning, stacklevel=3)
     if guidance == "exact" and not getattr(op, "supports_exact", False):
         raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
                          "(use guidance='implicit' or 'euler')")
@@ -546,6 +567,10 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     if potential == "inflated" and not getattr(op, "supports_exact", False):
         raise ValueError(f"potential='inflated' weights the residual by a function of A A^T, which "
                          f"{type(op).__name__} cannot diagonalise; use potential='noisy' or 'scaled'")
+    if potential == "inflated" and guidance == "implicit":
+        raise ValueError("guidance='implicit' has no step for potential='inflated' (its conjugate gradients solve "
+                         "with I + h kappa A^T A, not with the inflated weighting); use guidance='exact' (the default "
+                         f"for {type(op).__name__}) or 'euler'")
     needs = {"frobenius_sq": f"potential={potential!r}"} if potential in ("noisy", "scaled") else {}
     if potential == "inflated":
         needs.update({m: "potential='inflated'" for m in ("spectral_trace", "output_spectral_apply")})
@@ -567,6 +592,8 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     if particle_group is not None and seed is None:  # each rank drew its own unless torch.manual_seed was the same
         check_agree({"seeds (seed=None draws one on each rank: pass seed=)": seeds},
                     "afdps.sample(particle_group=...)", device, particle_group.group)
+    if unused:  # (after every refusal: a run that raises does not warn first)
+        warnings.warn("; ".join(unused), UserWarning, stacklevel=3)
 
     def keys(purpose):
         return torch.stack([stream_keys(seeds, k + 1, purpose, device) for k in range(K)])
@@ -837,9 +864,24 @@ def finish(state: ParticleState, plan: Plan) -> tuple[ParticleState, torch.Tenso
     return ParticleState(x=x, logw=logw, k=state.k, plan=state.plan), cause
 
 
-_HINTS = {1: "the particles left the floating-point range (try more steps, guidance='exact', or tempering='linear')",
-          2: "the prior's score returned NaN or inf for them",
-          3: "their log-weight increments overflowed (try more steps, guidance='exact', or tempering='linear')"}
+QUANTISATION_SIGMA = 2.0 / 255 / math.sqrt(12)  # the standard deviation of rounding to 8 bits on [-1, 1]
+
+
+def _death_hint(code: int, plan) -> str:
+    """Why an ensemble died, and what to try: only the changes this run has not made already."""
+    if code == 2:
+        return "the prior's score returned NaN or inf for them"
+    tries = [f"more steps (it had {plan.num_steps})"]
+    if plan.guidance != "exact" and getattr(plan.op, "supports_exact", False):
+        tries.append("guidance='exact'")
+    if plan.tempering == "none":
+        tries.append("tempering='linear'")
+    if plan.sigma_y < QUANTISATION_SIGMA:
+        tries.append(f"a larger sigma_y: {plan.sigma_y:.3g} is below the noise of 8-bit quantisation on [-1, 1] "
+                     f"({QUANTISATION_SIGMA:.2g}), and so tight a likelihood is stiff")
+    what = ("the particles left the floating-point range" if code == 1
+            else "their log-weight increments overflowed")
+    return f"{what} (try {', or '.join(tries)})"
 
 
 GRAPH_CACHE_SIZE = 4
@@ -942,7 +984,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
     weights : ``True`` or ``False`` (a NumPy bool too); ``False`` ignores the weights (the unweighted guided
         baseline): no reweighting, no resampling, uniform final weights.
     seed : int (every image uses the same random streams, so an image's result depends only on the
-        seed and its own measurement, whatever else is in the batch), a sequence of one int per image,
+        seed and its own measurement, whatever else is in the batch, up to rounding: the prior's batched
+        arithmetic rounds differently for other batch sizes), a sequence of one int per image,
         or ``None`` (one seed drawn from torch's global CPU generator, so ``torch.manual_seed`` makes the run
         reproducible; recorded in ``Result.seeds``).
     progress : show a progress bar (``None``: when stderr is a terminal).
@@ -981,7 +1024,7 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
     if progress is not None:
         progress = _check_flag("progress", progress)  # None: a bar when stderr is a terminal
     if potential is None:
-        potential = default_potential(method, check_real("eta", eta, low=0.0), bool(cuda_graph))
+        potential = default_potential(method, check_real("eta", eta, low=0.0), bool(cuda_graph), tempering)
     plan = prepare(prior, op, y, sigma_y, method=method, potential=potential, eta=eta, num_particles=num_particles,
                    num_steps=num_steps,
                    tempering=tempering, guidance=guidance, resample=resample, ess_threshold=ess_threshold,
@@ -1024,7 +1067,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
             k_dead, code = int(dead_step[b]), int(dead_cause[b])
             when = (f"after step {k_dead} (tau={t_list[k_dead]:.4g} -> {t_list[k_dead + 1]:.4g})" if k_dead < K
                     else "in the final state" + (" (the final denoising)" if denoise else ""))
-            raise FloatingPointError(f"every particle of image {b} has died {when}: {CAUSES[code]}: {_HINTS[code]}")
+            raise EnsembleDied(f"every particle of image {{image}} has died {when}: {CAUSES[code]}: "
+                               + _death_hint(code, plan).replace("{", "{{").replace("}", "}}"), b)
 
     # the tempering path on the device before any capture (a host-to-device copy cannot be captured); the
     # closure keeps it alive for the graph's replays

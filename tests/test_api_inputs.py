@@ -334,6 +334,12 @@ def test_zero_d_tensors_are_numbers_and_seeds_have_64_bits():
     (dict(method="sde", corrector_snr=0.3), "corrector_snr=0.3 changes nothing with method='sde'"),
     (dict(tempering="linear", tempering_ess=0.9), "tempering_ess=0.9 changes nothing with tempering='linear'"),
     (dict(ess_threshold=0.0, resample="multinomial"), "resample='multinomial' changes nothing with ess_threshold=0"),
+    (dict(weights=False, resample="multinomial", ess_threshold=0.9),
+     "resample='multinomial', ess_threshold=0.9 change nothing with weights=False"),
+    (dict(resample="none", ess_threshold=0.9), "ess_threshold=0.9 changes nothing with resample='none'"),
+    (dict(method="ode", corrector_steps=0, corrector="song", corrector_snr=0.5),
+     "corrector='song', corrector_snr=0.5 change nothing with corrector_steps=0"),
+    (dict(method="sde", corrector_snr=np.float64(0.3)), "corrector_snr=0.3 changes nothing with method='sde'"),
 ])
 def test_an_option_the_run_does_not_use_is_named(kw, text):
     """Options of another method (the ODE's corrector with the SDE, eta with the ODE), the adaptive temperings'
@@ -348,5 +354,51 @@ def test_the_defaults_and_the_options_in_use_warn_of_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         for kw in (dict(), dict(method="ode", corrector_steps=2, corrector_snr=[0.1, 0.2]), dict(eta=1.0),
-                   dict(tempering="adaptive", tempering_ess=0.7), dict(ess_threshold=0.0, resample="systematic")):
+                   dict(tempering="adaptive", tempering_ess=0.7), dict(ess_threshold=0.0, resample="systematic"),
+                   dict(method="ode", corrector_snr=np.float64(0.3)), dict(corrector_snr=np.array([0.1, 0.2])[0] + 0.0,
+                                                                          method="ode"),
+                   dict(weights=False), dict(resample="none")):
             _sample(**kw)
+
+
+@pytest.mark.parametrize("kw, text", [
+    (dict(method="ode", eta=0.7, potential="tweedie"), "potential='tweedie' has no closed-form Laplacian"),
+    (dict(seed=-1, corrector_snr=0.3), r"seed must be in \[0, 2\*\*64\)"),
+    (dict(tempering="none", tempering_ess=0.3, potential="tweedie"), "potential='tweedie' starts from lam = 0"),
+])
+def test_a_refused_run_does_not_warn_first(kw, text):
+    """A run that is refused says why, and nothing else: the notes on options it would not have used came first."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        with pytest.raises(ValueError, match=text):
+            afdps.sample(GM, A2, Y2, 0.5, num_particles=4, num_steps=2, **kw)
+
+
+@pytest.mark.parametrize("kw, text", [
+    (dict(tempering_ess="abc"), "tempering_ess must be a"),
+    (dict(tempering_ess=None), "tempering_ess must be a"),
+    (dict(tempering_ess=np.array([0.3])), "tempering_ess must be a"),
+    (dict(corrector_snr="abc"), "corrector_snr must be"),
+])
+def test_bad_numbers_are_refused_by_name(kw, text):
+    """They were compared with their defaults before they were checked: a raw float() error, or NumPy's "truth
+    value of an array is ambiguous" for a NumPy number as corrector_snr."""
+    with pytest.raises(ValueError, match=text):
+        _sample(**kw)
+
+
+def test_no_tempering_takes_the_scaled_potential_by_default():
+    """potential=None meant "tweedie" for the default SDE whatever the tempering, and the Tweedie potential refused
+    tempering="none" (it starts from lam = 0): the default refused a documented option."""
+    res = _sample(tempering="none", eta=0.5)
+    assert res.potential == "scaled"
+    assert _sample(eta=0.5).potential == "tweedie"
+    from afdps.engine.sampler import default_potential
+    assert default_potential("sde", 0.5, tempering="none") == "scaled"
+
+
+def test_implicit_guidance_with_the_inflated_potential_is_refused_before_the_run():
+    with pytest.raises(ValueError, match="guidance='implicit' has no step for potential='inflated'.*use guidance='exact'"):
+        afdps.sample(GM, A2, Y2, 0.5, num_particles=4, num_steps=1, method="ode", guidance="implicit",
+                     potential="inflated")

@@ -404,10 +404,11 @@ def test_eval_runs_in_one_process(monkeypatch, tmp_path, capsys):
 
 def test_option_combinations_are_checked_before_any_pair_runs(tmp_path, capsys):
     """A combination a method refuses (here FK's Tweedie potential with tempering 'none') stopped the run when
-    that pair began, after the earlier pairs had run and written their rows; it is now refused first."""
+    that pair began, after the earlier pairs had run and written their rows; it is now refused first. (With
+    --potential auto, FK takes "scaled" under tempering 'none' since 2026-12-07, so the potential is named here.)"""
     out = tmp_path / "o"
-    assert cli.main(EVAL + ["--num-images", "1", "--methods", "afdps-sde,fk", "--tempering", "none",
-                            "--out", str(out)]) == 2
+    assert cli.main(EVAL + ["--num-images", "1", "--methods", "dps,fk", "--tempering", "none", "--potential",
+                            "tweedie", "--out", str(out)]) == 2
     assert "fk on box: potential='tweedie' starts from lam = 0" in capsys.readouterr().err
     assert not (out / "results.csv").exists()
     for bad in ("0", "1"):  # the help said [0, 1]; the sampler takes (0, 1)
@@ -554,6 +555,7 @@ def test_resume_compares_what_runs(tmp_path, monkeypatch, capsys):
     assert "--potential noisy changes nothing" in err and "--tempering adaptive changes nothing" in err
     assert cli.main(only + ["--steps", "5", "--dps-steps", "2", "--resume"]) == 0  # DPS runs 2 steps either way
     assert calls == []
+    assert "--steps 5 changes nothing: --methods dps runs --dps-steps 2" in capsys.readouterr().err
     # --fast-network changes the last digits: the results say it ran
     fast = tmp_path / "fast"
     assert cli.main(base[:-2] + ["--methods", "fk", "--task", "box", "--fast-network", "--out", str(fast)]) == 0
@@ -615,3 +617,32 @@ def test_resume_compares_an_arch_config_by_its_contents(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(argv + ["--arch", str(cfg), "--resume"]) == 2
     assert "settings differ" in capsys.readouterr().err
+
+
+# ---- a third audit (2026-12-07): a failure names the image of the run, a broken settings file is named ----------
+
+def test_a_dead_ensemble_names_the_image_of_the_run_and_what_ran(tmp_path, capsys):
+    """With one image per batch, the second image's death was reported as "image 0" (its index in the batch), with
+    no task or method, and a hint to try the guidance and tempering the run had already."""
+    out = tmp_path / "o"
+    rc = cli.main(["eval", "--num-images", "2", "--batch-size", "1", "--particles", "2", "--steps", "3", "--task",
+                   "sr4", "--methods", "afdps-sde", "--sigma-y", "1.23e-7", "--seed", "3", "--no-progress",
+                   "--threads", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert ("afdps-sde on sr4: every particle of image 1 has died after step 2" in err
+            and "try more steps (it had 3), or a larger sigma_y: 1.23e-07" in err), err
+    assert "guidance='exact'" not in err and "tempering=" not in err  # the run had both
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert [r["image"] for r in rows] == ["0"]  # image 0 did finish
+
+
+@pytest.mark.parametrize("text, match", [('{"prior": "mnist",\n', "not JSON"), ("[1, 2]", "a JSON list, not an object")])
+def test_resume_names_a_broken_settings_file(tmp_path, capsys, text, match):
+    out = tmp_path / "o"
+    assert cli.main(EVAL[:5] + ["--num-images", "1", "--methods", "dps", "--out", str(out)]) == 0
+    (out / "settings.json").write_text(text)
+    capsys.readouterr()
+    assert cli.main(EVAL[:5] + ["--num-images", "1", "--methods", "dps", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume: " in err and "settings.json' is not the settings file afdps eval writes" in err and match in err

@@ -104,9 +104,19 @@ def test_nan_final_denoising_score_is_named(weights):
 def test_exploding_increments_are_named():
     """A stiff explicit guidance step (sigma_y 1e-6): the log-weight increments overflow."""
     op = ops.Dense(torch.tensor([[40.0, 20.0]]))
-    with pytest.raises(FloatingPointError, match=r"image 0 has died after step 1 .*non-finite increment"):
+    with pytest.raises(FloatingPointError, match=r"image 0 has died after step 1 .*non-finite increment") as caught:
         afdps.sample(FaultyPrior({}), op, Y2, 1e-6, num_particles=4, num_steps=2, seed=0, eta=1.0, guidance="euler",
                      potential="noisy", tempering="none", time_power=1.0)
+    # the hint names only what this run has not tried: its step count, exact guidance, tempering, and a sigma_y
+    # below 8-bit quantisation
+    assert ("(try more steps (it had 2), or guidance='exact', or tempering='linear', or a larger sigma_y: 1e-06 is "
+            "below the noise of 8-bit quantisation") in str(caught.value)
+    assert caught.value.image == 0 and "{image}" in caught.value.template
+    from types import SimpleNamespace
+
+    from afdps.engine.sampler import _death_hint
+    tried = SimpleNamespace(num_steps=100, guidance="exact", op=op, tempering="linear", sigma_y=0.05)
+    assert _death_hint(1, tried) == "the particles left the floating-point range (try more steps (it had 100))"
 
 
 class _NaNGuidance(ops.Dense):

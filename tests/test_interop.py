@@ -30,6 +30,9 @@ def test_numpy_views_and_read_only():
     be = np.arange(4, dtype=">f4")
     t, _ = to_torch(be)
     assert torch.equal(t, torch.arange(4.0))
+    flipped = np.flip(np.arange(6.0).reshape(2, 3), axis=1)  # negative strides, which torch cannot share: copied
+    t, _ = to_torch(flipped)
+    assert torch.equal(t, torch.tensor([[2.0, 1.0, 0.0], [5.0, 4.0, 3.0]], dtype=torch.float64))
 
 
 def test_torch_passes_through_and_result_kind():

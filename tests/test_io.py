@@ -73,6 +73,25 @@ def test_line_bar_logs_progress_without_a_terminal(capsys, monkeypatch):
     bar.update(5)
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("train-prior: 95/100 (95%), 10 s elapsed, about 10 s left, loss 0.0312"), line
+    # kept work met on the way (afdps eval --resume skips finished batches as it reaches them): counted, not in the
+    # rate; it made 8 of 12 batches look done in no time, and the time left a fraction of the truth
+    bar = io.progress_bar(12, "eval", None, lines=True)
+    bar.every = 0.0
+    io.skip(bar, 8)
+    bar.t0 -= 10.0  # 10 s for the one batch that ran: 3 left take about 30 s
+    bar.update(1)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("eval: 9/12 (75%), 10 s elapsed, about 30 s left"), line
+    io.skip(io.NullBar(), 3)  # (no bar: nothing)
+
+
+def test_a_tqdm_bar_skips_kept_work_outside_its_rate():
+    from afdps.engine import io
+
+    bar = io.progress_bar(12, "eval", True)
+    io.skip(bar, 8)
+    assert bar.n == 8 and bar.initial == 8 and bar.last_print_n == 8  # what tqdm's rate is taken from, past them
+    bar.close()
 
 
 def test_content_digest_follows_a_checkpoint_s_bytes(tmp_path):

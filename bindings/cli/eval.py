@@ -40,7 +40,7 @@ def method_settings(args, methods) -> str:
         tempering = args.tempering + (f" (ESS target {args.tempering_ess:g})" if args.tempering.startswith("adaptive")
                                       else "")
         potential = args.potential if args.potential != "auto" else "auto (" + ", ".join(
-            f"{m} {_auto_potential(m)}" for m in methods if m != "dps") + ")"
+            f"{m} {_auto_potential(m, args.tempering)}" for m in methods if m != "dps") + ")"
         parts.append(f"Particle methods: tempering {tempering}, potential {potential}, time grid power "
                      f"{args.time_power:g}, resampling below ESS/N {args.ess_threshold:g}")
     if "afdps-ode" in methods:
@@ -51,10 +51,10 @@ def method_settings(args, methods) -> str:
                      "(best = mean)")
     return "; ".join(parts)
 
-def _auto_potential(method: str) -> str:
+def _auto_potential(method: str, tempering: str) -> str:
     """The potential that ``--potential auto`` gives particle method ``method`` (the sampler's rule)."""
     opts = sampler_options(method, particles=1, steps=1, seeds=[0])
-    return default_potential(opts["method"], opts.get("eta", 0.5))
+    return default_potential(opts["method"], opts.get("eta", 0.5), tempering=tempering)
 
 
 def _split(value: str, allowed, what: str) -> list[str]:
@@ -87,7 +87,7 @@ def add_arguments(p) -> None:
                    help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
     p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
                    help="where the likelihood is evaluated along the path (spec section 9); auto: tweedie for fk "
-                   "(eta 0.5), scaled for afdps-sde and afdps-ode")
+                   "(eta 0.5; scaled with --tempering none), scaled for afdps-sde and afdps-ode")
     p.add_argument("--time-power", type=power_float, default=2.0, help="time grid power (VP; 1 = uniform)")
     p.add_argument("--dps-zeta", type=nonneg_float, default=None,
                    help=f"DPS step size (default: {MNIST_ZETA:g} for the shipped mnist prior, chosen on its "
@@ -98,7 +98,9 @@ def add_arguments(p) -> None:
                    help="Langevin step-size parameter r of afdps-ode (spec section 2), or r_early,r_late: the first "
                         "half of the steps, the rest")
     p.add_argument("--batch-size", type=positive_int, default=10, help="images per sampler call")
-    p.add_argument("--seed", type=seed_int, default=0, help="seed of image 0 (image i uses seed + i)")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="seed of image 0 (image i uses seed + i: its measurement noise and sampler streams), and of "
+                   "the motion-blur kernel and the random70 mask, which every image shares")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--backend", default=None, choices=("auto", "torch", "triton"),
                    help="kernels or PyTorch references (default: AFDPS_BACKEND, else auto)")
@@ -137,7 +139,22 @@ def unused_options(args, methods, defaults: dict) -> list[str]:
         elif key == "tempering_ess" and not args.tempering.startswith("adaptive"):
             notes.append(f"{flag} {_text(value)} changes nothing: it is the ESS target of --tempering adaptive or "
                          f"adaptive-linear, not of {args.tempering}")
+    if args.steps != defaults.get("steps") and args.dps_steps is not None and set(methods) == {"dps"}:
+        notes.append(f"--steps {args.steps} changes nothing: --methods dps runs --dps-steps {args.dps_steps}")
     return notes
+
+
+def _read_settings(path: Path) -> dict:
+    """The settings a run in ``--out`` wrote, for ``--resume``; a clear refusal where the file is not such."""
+    try:
+        settings = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--resume: {str(path)!r} is not the settings file afdps eval writes (not JSON: {exc}); "
+                         "the run there cannot be compared with this one, so choose another --out") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"--resume: {str(path)!r} is not the settings file afdps eval writes (a JSON "
+                         f"{type(settings).__name__}, not an object); choose another --out")
+    return settings
 
 
 def _defaults() -> dict:
@@ -203,9 +220,10 @@ def run(args) -> int:
     device = resolve_device(args.device)
     prior = load_prior(args.prior, args.arch, device=device, inference=args.fast_network)
     digest = prior_digest(args.prior)
-    if args.dps_zeta is None:  # a resumed run keeps the zeta it ran with (runs before 2026-12-06 had 1 by default)
-        ran = Path(args.out) / "settings.json"
-        old = json.loads(ran.read_text()).get("dps_zeta") if args.resume and ran.exists() else None
+    if args.dps_zeta is None:  # a resumed run keeps the zeta it ran with (runs before 2026-12-06 had 1 by default;
+        ran = Path(args.out)  # a settings file without results is a run refused before its first row: not a run)
+        held = args.resume and (ran / "settings.json").exists() and (ran / "per_image.csv").exists()
+        old = _read_settings(ran / "settings.json").get("dps_zeta") if held else None
         args.dps_zeta = old if old is not None else MNIST_ZETA if is_shipped_prior(digest, "mnist") else PAPER_ZETA
     shape = tuple(prior.event_shape)
     tasks = _split(args.task, TASKS, "task") if args.task is not None else list(DEFAULT_TASKS.get(shape[1], ()))
@@ -248,7 +266,7 @@ def run(args) -> int:
         if lost:
             raise ValueError(f"--resume: the run in {str(out)!r} lacks {' and '.join(lost)}, so it cannot be "
                              "continued; choose another --out")
-        old = json.loads((out / "settings.json").read_text())
+        old = _read_settings(out / "settings.json")
         ran_on = old.pop(IMAGE_HASHES, None)  # runs before 2026-12-06 did not record their images
         ran_with = old.pop(PRIOR_HASH, None)  # runs before 802ec81 (2026-12-06) did not record their checkpoint's bytes
         if ran_with is not None and ran_with != digest and old.get("prior") == settings.get("prior"):

@@ -110,7 +110,8 @@ def add_arguments(p) -> None:
     p.add_argument("--method", choices=("sde", "ode"), default="sde", help="sampler")
     p.add_argument("--eta", type=float, default=0.5, help="guidance weight of the SDE (0.5: FK; 1: AFDPS-SDE)")
     p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
-                   help="intermediate potential (spec section 9); auto: tweedie with eta 0.5, scaled otherwise")
+                   help="intermediate potential (spec section 9); auto: tweedie with eta 0.5, scaled otherwise "
+                   "(and with --tempering none)")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule")
     p.add_argument("--tempering-ess", type=open_fraction_float, default=0.5,
                    help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
