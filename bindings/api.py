@@ -64,7 +64,7 @@ def load_classifier(name_or_path="mnist", *, device="cpu"):
     """:func:`afdps.engine.loading.load_classifier`, also taking the name of the shipped one (``"mnist"``)."""
     shipped = shipped_file(name_or_path, SHIPPED_CLASSIFIERS, "classifier")
     try:
-        return _loading.load_classifier(shipped if shipped is not None else Path(name_or_path), device=device)
+        return _loading.load_classifier(shipped if shipped is not None else name_or_path, device=device)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{exc} (shipped classifiers by name: {_names(SHIPPED_CLASSIFIERS)})") from None
 

@@ -44,6 +44,10 @@ PRIOR_PHOTOS = ("chelsea", "coffee", "rocket")
 
 def to_unit(img_uint8: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float64 on [-1, 1]."""
+    img_uint8 = np.asarray(img_uint8)
+    if img_uint8.dtype != np.uint8 or img_uint8.ndim != 3 or img_uint8.shape[-1] < 3:
+        raise ValueError(f"to_unit takes an (H, W, 3) uint8 image on 0..255, got {img_uint8.dtype} of shape "
+                         f"{img_uint8.shape} (for a float image x on [0, 1], 2 * x - 1 is on [-1, 1])")
     return torch.from_numpy(np.ascontiguousarray(img_uint8[..., :3].transpose(2, 0, 1))).double() / 127.5 - 1.0
 
 
@@ -274,6 +278,9 @@ def _tiff_bits(path: Path) -> int:
 # saturated pixel reaches about 1.6 at the 99.5th percentile); values of 8-bit (0..255) or [0, 1] images scaled
 # wrongly do not.
 NPY_RANGE = 2.0
+# No single value beyond this: an array within NPY_RANGE at its quantiles has noise of at most about 0.4 (1 + 2.58
+# sigma <= 2), so 20 is some 45 standard deviations out, a corrupt pixel (one at 1e30 passed the quantile rule)
+NPY_OUTLIER = 20.0
 # A .npy image on [-1, 1] whose darkest 0.5% is above this (a quarter of the range) is warned about: the look of an
 # image on [0, 1] read as [-1, 1] (a digit's black background read as mid-gray)
 NPY_DARKEST = -0.5
@@ -288,6 +295,8 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
     one that looks like another convention is warned about). Colour becomes one channel by ``LUMA`` (PIL's "L"); an
     opaque alpha channel is dropped, a transparent pixel refused (:func:`opaque`). ``what`` names the file in
     errors."""
+    if check_int("channels", channels, 1) not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {what} file at {str(path)!r}")
@@ -314,6 +323,11 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
         if lo < -NPY_RANGE or hi > NPY_RANGE:
             raise ValueError(f"{str(path)!r} holds values from {lo:.4g} to {hi:.4g} (0.5% and 99.5% quantiles); a .npy "
                              f"{what} must be on [-1, 1] (plus noise): scale 8-bit values by x / 127.5 - 1")
+        wild = np.abs(a) > NPY_OUTLIER
+        if wild.any():
+            raise ValueError(f"{str(path)!r} has {int(wild.sum())} value(s) beyond +-{NPY_OUTLIER:g} (up to "
+                             f"{float(a.flat[np.abs(a).argmax()]):.4g}), far outside [-1, 1] and any noise the rest "
+                             "of it holds: a corrupt pixel, not a measurement")
         if lo >= NPY_DARKEST and hi > lo:
             _warn_once(f"{str(path)!r} holds no values below {lo:.3g} (its 0.5% quantile): a .npy {what} is read on "
                        "[-1, 1], where 0 is mid-gray, so nothing in it is darker than a quarter of the range; if it "
@@ -322,8 +336,15 @@ def read_image(path, channels: int, what: str = "measurement") -> torch.Tensor:
         im = opaque(open_image(path, what), path, what)
         if im.mode == "F":  # floats on [0, 1] (plus noise: the .npy files' margin, on [-1, 1])
             a = np.asarray(im, dtype=np.float64) * 2.0 - 1.0
+            if not np.isfinite(a).all():
+                raise ValueError(f"{str(path)!r} is a float image with {int((~np.isfinite(a)).sum())} non-finite "
+                                 "value(s) (NaN or inf)")
             lo, hi = (float(v) for v in np.quantile(a, [0.005, 0.995])) if a.size else (0.0, 0.0)
-            if not np.isfinite(a).all() or lo < -NPY_RANGE or hi > NPY_RANGE:
+            if a.size and np.abs(a).max() > NPY_OUTLIER:
+                raise ValueError(f"{str(path)!r} is a float image with {int((np.abs(a) > NPY_OUTLIER).sum())} "
+                                 f"value(s) far outside [0, 1] (up to {(float(a.flat[np.abs(a).argmax()]) + 1) / 2:.4g}):"
+                                 " a corrupt pixel, not a measurement")
+            if lo < -NPY_RANGE or hi > NPY_RANGE:
                 raise ValueError(f"{str(path)!r} is a float image with values from {(lo + 1) / 2:.4g} to "
                                  f"{(hi + 1) / 2:.4g} (0.5% and 99.5% quantiles); float images are read on [0, 1] "
                                  "(plus noise): save it on [0, 1], as 8- or 16-bit, or as .npy on [-1, 1]")
@@ -370,6 +391,7 @@ def load_image_folder(folder, image_shape, num_images: int) -> torch.Tensor:
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {str(folder)!r} does not exist" if not folder.exists() else
                                 f"--images names a folder of images; {str(folder)!r} is a file")
+    num_images = check_int("num_images", num_images, 1)
     files = image_files(folder)
     if len(files) < num_images:
         raise ValueError(f"{str(folder)!r} holds {len(files)} images, --num-images asks for {num_images}")

@@ -323,15 +323,43 @@ def _load_diffusers(folder: Path, device, batch_size, autocast_dtype, num_train_
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps, schedule) -> None:
+def check_path(path) -> None:
+    """A checkpoint's path: a non-empty str or Path (``""`` is the current folder to pathlib)."""
     if not isinstance(path, (str, Path)):
         raise TypeError(f"path must be a file or folder path (str or Path), got {type(path).__name__}")
+    if str(path).strip() == "":
+        raise ValueError("path is empty; name a checkpoint file or folder")
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a torch device this torch can hold a network on, checked before any checkpoint is read: a
+    string torch cannot parse, a CUDA (or MPS, XPU) device this torch does not see, and ``"meta"`` (tensors without
+    values) are refused by name."""
     try:
-        kind = torch.device(device).type
+        device = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device={device!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1')") from None
-    if kind == "cuda" and not torch.cuda.is_available():  # (before the checkpoint is read, not after)
-        raise ValueError(f"device={device!r}: this torch sees no CUDA device (torch {torch.__version__}); use 'cpu'")
+    if device.type == "meta":
+        raise ValueError("device='meta' holds no values, so a network there cannot restore anything; use 'cpu' or "
+                         "'cuda'")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(device)!r}: this torch sees no CUDA device (torch {torch.__version__}); "
+                             "use 'cpu'")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            raise ValueError(f"device={str(device)!r}: this torch has no {device.type} device available "
+                             f"(torch {torch.__version__}); use 'cpu'" + (" or 'cuda'" if torch.cuda.is_available()
+                                                                           else ""))
+    return device
+
+
+def _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps, schedule) -> None:
+    check_path(path)
+    check_device(device)  # (before the checkpoint is read, not after)
     if batch_size is not None and batch_size != "auto":
         check_int("batch_size", batch_size, 1)
     check_int("num_train_steps", num_train_steps, 1)
@@ -437,6 +465,8 @@ def load_classifier(path, *, device="cpu") -> nn.Module:
     ``path``: a file written by :func:`afdps.engine.training.train_classifier` (the public
     ``afdps.load_classifier`` also takes the name ``"mnist"`` of the shipped one).
     """
+    check_path(path)
+    check_device(device)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no classifier file at {str(path)!r}")

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
+from .validation import check_seed
+
 __all__ = ["motion_kernel", "kernel_statistics"]
 
 # Steps are drawn in blocks of this many (the draws, and so the kernel of a seed, depend on it).
@@ -130,7 +132,7 @@ def motion_kernel(size: int = 61, intensity: float = 0.5, seed: int | None = 0) 
         If ``size`` is not an odd integer >= 3 or ``intensity`` is not in [0, 1].
     """
     size, intensity = _check_args(size, intensity)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     canvas = 2 * size
     diagonal = math.hypot(canvas, canvas)
 

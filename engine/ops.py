@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..kernels import fourier
 from .motion import motion_kernel
-from .validation import check_real
+from .validation import check_int, check_real, check_seed
 
 __all__ = [
     "LinearOperator",
@@ -43,14 +43,43 @@ __all__ = [
 phi = fourier.phi
 
 
-def _shape(shape, what: str) -> tuple:
+def _shape(shape, what: str, length: int | None = None) -> tuple:
+    """``shape`` as a tuple of ints (``8.0`` and 0-d tensors too; ``8.7``, ``"8"`` and ``True`` are refused rather
+    than truncated or read), every size positive, ``length`` of them if given."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise TypeError(f"{what} must be a sequence of ints, got {shape!r}")
+    shape = tuple(shape)
     try:
-        shape = tuple(int(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"{what} must be a sequence of ints, got {shape!r}") from None
-    if any(s < 1 for s in shape):
-        raise ValueError(f"{what} must have positive sizes, got {shape}")
+        shape = tuple(check_int(what, v, 1) for v in shape)
+    except ValueError:
+        raise ValueError(f"{what} must be a sequence of positive integers, got {shape!r}") from None
+    if length is not None and len(shape) != length:
+        raise ValueError(f"{what} must have {length} sizes, got {shape!r}")
     return shape
+
+
+def _hw(image_size) -> tuple:
+    """``(H, W)``: the last two sizes of ``image_size`` (``(H, W)`` or ``(C, H, W)``)."""
+    shape = _shape(image_size, "image_size")
+    if len(shape) < 2:
+        raise ValueError(f"image_size must be (H, W) or (C, H, W), got {shape!r}")
+    return shape[-2:]
+
+
+def _values(value, what: str) -> torch.Tensor:
+    """A kernel, mask or matrix (array, tensor on any device, nested list) as a float64 CPU tensor; complex and
+    non-numeric data are refused (a complex kernel lost its imaginary part with only a cast warning)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()  # (a CUDA tensor, or one with a graph: the operator keeps plain values)
+        if value.is_complex():
+            raise ValueError(f"{what} must be real, got a {value.dtype} tensor")
+        return value.to(torch.float64)
+    a = np.asarray(value)
+    if a.dtype.kind == "c":
+        raise ValueError(f"{what} must be real, got {a.dtype} values")
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must hold numbers, got {a.dtype} data ({value!r:.60})")
+    return torch.as_tensor(a.astype(np.float64))
 
 
 class CGError(RuntimeError):
@@ -302,6 +331,9 @@ class LinearOperator:
 
     def _check_input(self, x: torch.Tensor, shape=None):
         shape = self.input_shape if shape is None else shape
+        if not x.dtype.is_floating_point:  # (integers were computed in integers: Dense truncated its matrix)
+            raise TypeError(f"{type(self).__name__} takes floating-point tensors, got {x.dtype} (convert with "
+                            ".double() or .float())")
         if tuple(x.shape[x.dim() - len(shape):]) != tuple(shape) or x.dim() < len(shape):
             raise ValueError(f"{type(self).__name__} expects trailing shape {tuple(shape)}, got {tuple(x.shape)}")
 
@@ -399,7 +431,9 @@ class Blur(LinearOperator):
 
     Parameters
     ----------
-    kernel : (kh, kw) array, odd sizes, at most the image size.
+    kernel : (kh, kw) real array or tensor, odd sizes, at most the image size, finite and not all zero (any
+        signs and sum: a difference filter is a blur here too; a blur kernel file of afdps restore must be
+        non-negative with a positive sum).
     image_shape : (C, H, W).
     boundary : ``"circular"`` (wrap-around, the default) or ``"valid"``: a real photo's blur, where the
         measurement is the part of the blurred scene that the kernel saw whole and the unknown is the larger
@@ -424,7 +458,7 @@ class Blur(LinearOperator):
         self.output_shape = self.input_shape
 
     def _setup(self, kernel, image_shape):
-        k = torch.as_tensor(np.asarray(kernel), dtype=torch.float64)
+        k = _values(kernel, "Blur kernel")
         if k.dim() != 2:
             raise ValueError(f"Blur kernel must be 2-D (kh, kw), got shape {tuple(k.shape)}")
         C, Hh, Ww = _image_shape(image_shape)
@@ -435,6 +469,8 @@ class Blur(LinearOperator):
             raise ValueError(f"Blur kernel {tuple(k.shape)} is larger than the image {(Hh, Ww)}")
         if not torch.isfinite(k).all():
             raise ValueError("Blur kernel has non-finite entries")
+        if not bool(k.any()):
+            raise ValueError("Blur kernel is all zeros: A = 0 measures nothing")
         self.kernel = k
         self.input_shape = (C, Hh, Ww)
         # Correlation with k equals multiplication by conj(fft2(k placed with its centre at (0, 0))).
@@ -547,7 +583,7 @@ class ValidBlur(Blur):
         C, Hh, Ww = self.input_shape
         kh, kw = self.kernel.shape
         most = valid_size(self.kernel.shape, (Hh, Ww))
-        h, w = most if output_size is None else _shape(output_size, "output_size")
+        h, w = most if output_size is None else _shape(output_size, "output_size", 2)
         if h > most[0] or w > most[1]:
             raise ValueError(f"a valid blur of a {Hh}x{Ww} scene by a {kh}x{kw} kernel measures at most {most[0]}x{most[1]} "
                              f"pixels, got output_size {(h, w)}")
@@ -643,10 +679,9 @@ class BlockDownsample(LinearOperator):
 
     def __init__(self, factor: int, image_shape):
         super().__init__()
-        if int(factor) != factor or factor < 1:
-            raise ValueError(f"BlockDownsample factor must be a positive integer, got {factor!r}")
+        f = check_int("BlockDownsample factor", factor, 1)
         C, Hh, Ww = _image_shape(image_shape)
-        self.factor = f = int(factor)
+        self.factor = f
         if Hh % f or Ww % f:
             raise ValueError(f"image size {(Hh, Ww)} is not divisible by the factor {f}")
         self.input_shape = (C, Hh, Ww)
@@ -706,11 +741,15 @@ class Inpaint(LinearOperator):
 
     def __init__(self, mask, image_shape=None):
         super().__init__()
-        m = torch.as_tensor(np.asarray(mask), dtype=torch.float64)
+        m = _values(mask, "Inpaint mask")
         if m.dim() not in (2, 3):
             raise ValueError(f"Inpaint mask must be (H, W) or (C, H, W), got shape {tuple(m.shape)}")
-        if not bool(((m == 0) | (m == 1)).all()):
-            raise ValueError("Inpaint mask must contain only 0 and 1")
+        odd = m[(m != 0) & (m != 1)]
+        if odd.numel():
+            found = ", ".join(f"{v:g}" for v in odd.unique()[:3].tolist()) + (" ..." if odd.unique().numel() > 3 else "")
+            raise ValueError(f"Inpaint mask must contain only 0 (missing) and 1 (observed); it holds {found}"
+                             + (" (an 8-bit mask image on 0..255: divide it by 255)" if bool((odd == 255).all())
+                                else ""))
         if image_shape is None:
             if m.dim() == 2:
                 raise ValueError("Inpaint needs image_shape=(C, H, W) when the mask is 2-D")
@@ -788,7 +827,7 @@ class Dense(LinearOperator):
 
     def __init__(self, matrix):
         super().__init__()
-        M = torch.as_tensor(np.asarray(matrix), dtype=torch.float64)
+        M = _values(matrix, "Dense matrix")
         if M.dim() != 2:
             raise ValueError(f"Dense matrix must be 2-D, got shape {tuple(M.shape)}")
         if not torch.isfinite(M).all():
@@ -836,10 +875,14 @@ class Dense(LinearOperator):
 def gaussian_kernel(size: int, std: float) -> torch.Tensor:
     """``(size, size)`` isotropic Gaussian sampled on the integer grid centred on the middle pixel,
     normalised to sum 1 (the paper's deblurring kernel is ``gaussian_kernel(61, 3.0)``)."""
-    if int(size) != size or size < 1 or size % 2 == 0:
+    try:
+        odd = check_int("kernel size", size, 1) % 2 == 1
+    except ValueError:
+        odd = False
+    if not odd:
         raise ValueError(f"kernel size must be a positive odd integer, got {size!r}")
-    if not (std > 0 and math.isfinite(std)):
-        raise ValueError(f"kernel std must be positive and finite, got {std!r}")
+    size = int(size)
+    std = check_real("kernel std", std, positive=True)
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-0.5 * (r / std) ** 2)
     k = g[:, None] * g[None, :]
@@ -850,8 +893,9 @@ def box_mask(image_size: Sequence[int], box_size: int | Sequence[int], top_left:
              seed: int | None = None) -> torch.Tensor:
     """``(H, W)`` mask, 0 inside a box (missing), 1 elsewhere. The box is centred unless ``top_left``
     is given, or drawn uniformly inside the image when ``seed`` is given."""
-    Hh, Ww = _shape(image_size, "image_size")[-2:]
-    bh, bw = (box_size, box_size) if np.isscalar(box_size) else tuple(box_size)
+    Hh, Ww = _hw(image_size)
+    bh, bw = (box_size, box_size) if np.isscalar(box_size) else _shape(box_size, "box_size", 2)
+    bh, bw = check_int("box_size", bh, 1), check_int("box_size", bw, 1)
     if not (0 < bh <= Hh and 0 < bw <= Ww):
         raise ValueError(f"box {(bh, bw)} does not fit in the image {(Hh, Ww)}")
     if top_left is not None and seed is not None:
@@ -860,9 +904,11 @@ def box_mask(image_size: Sequence[int], box_size: int | Sequence[int], top_left:
         if seed is None:
             top_left = ((Hh - bh) // 2, (Ww - bw) // 2)
         else:
-            rng = np.random.default_rng(seed)
+            rng = np.random.default_rng(check_seed(seed))
             top_left = (int(rng.integers(0, Hh - bh + 1)), int(rng.integers(0, Ww - bw + 1)))
-    r, c = top_left
+    if isinstance(top_left, (str, bytes)) or not hasattr(top_left, "__iter__") or len(tuple(top_left)) != 2:
+        raise ValueError(f"top_left must be (row, column), got {top_left!r}")
+    r, c = (check_int("top_left", v, 0) for v in top_left)
     if not (0 <= r <= Hh - bh and 0 <= c <= Ww - bw):
         raise ValueError(f"box at {tuple(top_left)} of size {(bh, bw)} leaves the image {(Hh, Ww)}")
     m = torch.ones(Hh, Ww, dtype=torch.float64)
@@ -872,10 +918,11 @@ def box_mask(image_size: Sequence[int], box_size: int | Sequence[int], top_left:
 
 def random_mask(image_size: Sequence[int], fraction_missing: float, seed: int | None = 0) -> torch.Tensor:
     """``(H, W)`` mask with exactly ``round(fraction_missing * H * W)`` missing pixels (0), seeded."""
-    Hh, Ww = _shape(image_size, "image_size")[-2:]
-    if not (0.0 <= fraction_missing < 1.0):
-        raise ValueError(f"fraction_missing must be in [0, 1), got {fraction_missing!r}")
-    rng = np.random.default_rng(seed)
+    Hh, Ww = _hw(image_size)
+    fraction_missing = check_real("fraction_missing", fraction_missing, low=0.0, allowed="a number in [0, 1)")
+    if not fraction_missing < 1.0:
+        raise ValueError(f"fraction_missing must be a number in [0, 1), got {fraction_missing!r}")
+    rng = np.random.default_rng(check_seed(seed))
     n_missing = int(round(fraction_missing * Hh * Ww))
     m = np.ones(Hh * Ww)
     m[rng.permutation(Hh * Ww)[:n_missing]] = 0.0

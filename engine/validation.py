@@ -45,6 +45,11 @@ def check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
+def check_seed(seed, name: str = "seed"):
+    """``None`` (fresh entropy) or a non-negative integer seed of ``numpy.random.default_rng``."""
+    return None if seed is None else check_int(name, seed, 0)
+
+
 def check_real(name: str, value, *, low: float | None = None, high: float | None = None, positive: bool = False,
                allowed: str | None = None) -> float:
     """``value`` as a float if it is a finite real number (not a bool) in ``[low, high]`` (``> 0`` if

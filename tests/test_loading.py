@@ -372,3 +372,23 @@ def test_diffusers_pipelines_schedulers_and_fourier_networks(tmp_path):
     assert "is not a DDPM-type config of linear betas" in _raises("", pipe / "unet")
     diffusers.UNet2DModel(**{**small, "time_embedding_type": "fourier"}).save_pretrained(tmp_path / "ve")
     assert "Fourier time embeddings" in _raises("", tmp_path / "ve")
+
+
+@pytest.mark.parametrize("call, kind, text", [
+    (lambda: load_classifier("mnist", device="gpu0"), ValueError, "device='gpu0' is not a torch device"),
+    (lambda: load_classifier(123), TypeError, "path must be a file or folder path (str or Path), got int"),
+    (lambda: load_prior("mnist", device="meta"), ValueError, "device='meta' holds no values"),
+    (lambda: load_prior("mnist", device="mps"), ValueError, "device='mps': this torch has no mps device available"),
+    (lambda: load_prior(""), ValueError, "path is empty"),
+])
+def test_loaders_refuse_devices_and_paths_by_name(call, kind, text):
+    """A user audit (2026-12-07): the classifier's loader passed the device to torch unchecked (raw errors after the
+    read; "meta" was taken, and failed inside the first sample), and an empty path was "'.' is a directory"."""
+    if "mps" in text and torch.backends.mps.is_available():
+        pytest.skip("this torch has MPS")
+    with pytest.raises(kind) as info:
+        call()
+    assert text in str(info.value)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="this torch sees no CUDA device"):
+            load_classifier("mnist", device="cuda")

@@ -1,6 +1,7 @@
 """Operators: forward against direct implementations, adjoints in float64, exact Stage I, exact guidance."""
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -216,7 +217,30 @@ def test_masks():
     (lambda: ops.Blur(torch.ones(4, 4), SHAPE), "odd"),
     (lambda: ops.Blur(torch.ones(31, 31), SHAPE), "larger than the image"),
     (lambda: ops.BlockDownsample(3, SHAPE), "not divisible"),
-    (lambda: ops.Inpaint(torch.full((16, 20), 0.5), SHAPE), "only 0 and 1"),
+    (lambda: ops.Inpaint(torch.full((16, 20), 0.5), SHAPE), r"only 0 \(missing\) and 1 \(observed\); it holds 0.5$"),
+    (lambda: ops.Inpaint(torch.full((16, 20), 255), SHAPE), "it holds 255 .*divide it by 255"),
+    # a user audit (2026-12-07): each of these was accepted (truncated, cast, or read as a number) or crashed
+    # with a message that named neither the argument nor what is allowed
+    (lambda: ops.Blur(np.ones((3, 3)) * (1 + 1j) / 9, SHAPE), "Blur kernel must be real, got complex128"),
+    (lambda: ops.Dense(torch.ones(2, 3, dtype=torch.complex64)), "Dense matrix must be real"),
+    (lambda: ops.Inpaint(np.array([["a", "b"]]), (1, 1, 2)), "Inpaint mask must hold numbers"),
+    (lambda: ops.Blur(torch.zeros(3, 3), SHAPE), "all zeros"),
+    (lambda: ops.Blur(torch.ones(3, 3), (1, 8.7, 8)), "image_shape must be a sequence of positive integers"),
+    (lambda: ops.Identity(("1", "8")), "shape must be a sequence of positive integers"),
+    (lambda: ops.Identity((True, 8)), "shape must be a sequence of positive integers"),
+    (lambda: ops.ValidBlur(torch.ones(3, 3), (1, 8, 8), output_size=(5,)), "output_size must have 2 sizes"),
+    (lambda: ops.BlockDownsample(True, SHAPE), "factor must be an integer >= 1, got True"),
+    (lambda: ops.BlockDownsample(float("nan"), SHAPE), "factor must be an integer >= 1, got nan"),
+    (lambda: ops.gaussian_kernel(True, 1.0), "kernel size must be a positive odd integer, got True"),
+    (lambda: ops.gaussian_kernel(3, "1"), "kernel std must be a positive finite number"),
+    (lambda: ops.random_mask((8, 8), "0.5"), r"fraction_missing must be a number in \[0, 1\)"),
+    (lambda: ops.random_mask((8,), 0.5), r"image_size must be \(H, W\) or \(C, H, W\)"),
+    (lambda: ops.random_mask((8, 8), 0.5, seed=-1), "seed must be an integer >= 0, got -1"),
+    (lambda: ops.box_mask((8, 8), 2.5), "box_size must be an integer >= 1, got 2.5"),
+    (lambda: ops.box_mask((8, 8), (2,)), "box_size must have 2 sizes"),
+    (lambda: ops.box_mask((8, 8), 2, top_left=(1.5, 1)), "top_left must be an integer >= 0, got 1.5"),
+    (lambda: ops.box_mask((8, 8), 2, seed=1.5), "seed must be an integer >= 0, got 1.5"),
+    (lambda: ops.motion_kernel(9, 0.5, seed=-1), "seed must be an integer >= 0, got -1"),
     (lambda: ops.Inpaint(torch.ones(5, 5), SHAPE), "does not fit"),
     (lambda: ops.gaussian_kernel(4, 1.0), "odd"),
     (lambda: ops.motion_kernel(61, 1.5), r"intensity must be in \[0, 1\]"),
@@ -226,6 +250,21 @@ def test_masks():
 def test_bad_construction(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_integer_inputs_are_refused_and_array_likes_of_any_kind_are_taken():
+    """An integer tensor was computed in integers (Dense truncated its matrix to [[0, 0], [0, 1]], BlockDownsample
+    floor-divided); a kernel with a graph or a float-valued shape (8.0) is taken as its values."""
+    D = ops.Dense([[0.5, 0.5], [0.25, 1.5]])
+    with pytest.raises(TypeError, match="Dense takes floating-point tensors, got torch.int64"):
+        D.A(torch.tensor([[1, 1]]))
+    with pytest.raises(TypeError, match="BlockDownsample takes floating-point tensors, got torch.int64"):
+        ops.BlockDownsample(2, (1, 4, 4)).A(torch.arange(16).reshape(1, 4, 4))
+    with pytest.raises(TypeError, match="Blur takes floating-point tensors, got torch.bool"):
+        ops.Blur(torch.ones(3, 3), SHAPE).AtA(torch.ones(SHAPE, dtype=torch.bool))
+    k = torch.ones(3, 3, requires_grad=True)
+    assert torch.equal(ops.Blur(k / 9, (1, 8.0, 8)).kernel, (k.detach() / 9).double())
+    assert ops.Blur(k.detach() / 9, (1, 8, 8)).input_shape == (1, 8, 8)
 
 
 def test_wrong_input_shape_raises():

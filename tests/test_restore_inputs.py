@@ -422,3 +422,32 @@ def test_other_ranks_check_inputs_without_repeating_rank_0s_warnings(tmp_path):
     assert [str(w.message) for w in caught] == []
     with pytest.warns(UserWarning, match="rank0.npy' holds no values below 0"):
         rs.check_inputs(jobs["rank0"], (1, 28, 28))
+
+
+def test_readers_refuse_what_they_would_misread(tmp_path):
+    """A user audit (2026-12-07): a .npy with one pixel at 1e30 passed the quantile rule; a float TIFF holding NaN
+    was reported as "values from nan to nan"; channels=2 said a gray file "has 3 channels"; to_unit rescaled a
+    float image by 127.5 as if it were 8-bit; load_image_folder took num_images=-1 as "all but the last"."""
+    a = np.zeros((28, 28), np.float32)
+    a[3, 4] = 1e30
+    np.save(tmp_path / "wild.npy", a)
+    with pytest.raises(ValueError, match=r"wild.npy' has 1 value\(s\) beyond \+-20 \(up to 1e\+30\)"):
+        data.read_image(tmp_path / "wild.npy", 1)
+    f = np.full((8, 8), 0.5, np.float32)
+    f[0, 0] = np.nan
+    Image.fromarray(f, "F").save(tmp_path / "nan.tif")
+    with pytest.raises(ValueError, match=r"nan.tif' is a float image with 1 non-finite value\(s\)"):
+        data.read_image(tmp_path / "nan.tif", 1)
+    f[0, 0] = 1e6
+    Image.fromarray(f, "F").save(tmp_path / "hot.tif")
+    with pytest.raises(ValueError, match=r"hot.tif' is a float image with 1 value\(s\) far outside \[0, 1\]"):
+        data.read_image(tmp_path / "hot.tif", 1)
+    _png(torch.zeros(8, 8), tmp_path / "gray.png")
+    with pytest.raises(ValueError, match="channels must be 1 or 3, got 2"):
+        data.read_image(tmp_path / "gray.png", 2)
+    with pytest.raises(ValueError, match="to_unit takes an \\(H, W, 3\\) uint8 image on 0..255, got float32"):
+        data.to_unit(np.zeros((4, 4, 3), np.float32))
+    assert float(data.to_unit(np.full((4, 4, 3), 255, np.uint8)).min()) == 1.0
+    for bad in (-1, 0):
+        with pytest.raises(ValueError, match=f"num_images must be an integer >= 1, got {bad}"):
+            data.load_image_folder(tmp_path, (1, 8, 8), bad)
