@@ -59,6 +59,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make ``bench`` and ``afdps`` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from afdps.cli._common import nonneg_int, positive_int  # noqa: E402
 from afdps.engine.models import ADM_PRESETS, ADMUNet  # noqa: E402
 
 TINY = {
@@ -321,8 +322,8 @@ def parse_args(argv=None):
     parser.add_argument("--batches", default="64", help="comma-separated batch sizes")
     parser.add_argument("--variants", default="autocast,fast,fast-cl", help="comma-separated (module docstring)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--iters", type=int, default=10, help="timed forwards per variant")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed forwards first (after the first call)")
+    parser.add_argument("--iters", type=positive_int, default=10, help="timed forwards per variant")
+    parser.add_argument("--warmup", type=nonneg_int, default=3, help="untimed forwards first (after the first call)")
     parser.add_argument("--no-parity", action="store_true", help="skip the float64 reference forward")
     parser.add_argument("--profile", default=None, help="variant whose kernels to profile (e.g. best+cudnn)")
     parser.add_argument("--profile-out", default=None,
@@ -335,8 +336,8 @@ def parse_args(argv=None):
                         help="CHUNKS:PROGRAMS, comma-separated each: time the GroupNorm kernel's settings first")
     parser.add_argument("--gn-best-out", default=None,
                         help="file to write the fastest --gn-sweep setting to, as this script's options")
-    parser.add_argument("--gn-chunk-bytes", type=int, default=None, help="afdps.kernels.groupnorm.CHUNK_BYTES")
-    parser.add_argument("--gn-programs", type=int, default=None, help="afdps.kernels.groupnorm.PROGRAMS")
+    parser.add_argument("--gn-chunk-bytes", type=positive_int, default=None, help="afdps.kernels.groupnorm.CHUNK_BYTES")
+    parser.add_argument("--gn-programs", type=positive_int, default=None, help="afdps.kernels.groupnorm.PROGRAMS")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny config, batch 2, one iteration per variant on the CPU (checks the script runs)")
     args = parser.parse_args(argv)

@@ -56,7 +56,7 @@ def _odd_size(text: str) -> int:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     runner.add_common_args(parser, variants=("conv2d_direct", "torch_unfused", "torch_compile", "triton_fused"))
-    parser.add_argument("--particles", type=int, nargs="*", default=None)
+    parser.add_argument("--particles", type=runner.positive_int, nargs="*", default=None)
     parser.add_argument("--kernel-size", type=_odd_size, default=None, help="odd blur kernel size >= 3 (default 61)")
     return parser.parse_args(argv)
 

@@ -33,7 +33,7 @@ STEP = dict(lam=0.8, snr=0.1)
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     runner.add_common_args(parser, compiled=False, variants=("torch_unfused", "triton_fused", "triton_graph"))
-    parser.add_argument("--rows", type=int, nargs="*", default=None, help="B*N values (default: 16 64 256)")
+    parser.add_argument("--rows", type=runner.particle_rows(PARTICLES), nargs="*", default=None, help="B*N values (default: 16 64 256)")
     return parser.parse_args(argv)
 
 

@@ -47,10 +47,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     runner.add_common_args(parser, variants=("torch_unfused", "torch_randn", "torch_compile", "triton_fused",
                                                     "triton_graph"))
-    parser.add_argument("--rows", type=int, nargs="*", default=None, help="B*N values (default: 16 64 256 1024)")
-    parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
-    parser.add_argument("--block", type=int, default=None, help="pixels per program of the fused kernel (tuning)")
-    parser.add_argument("--warps", type=int, default=None, help="num_warps of the fused kernel (tuning)")
+    parser.add_argument("--rows", type=runner.particle_rows(PARTICLES), nargs="*", default=None, help="B*N values (default: 16 64 256 1024)")
+    parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"], choices=("float32", "bfloat16"),
+                        help="storage dtypes (default: both)")
+    parser.add_argument("--block", type=runner.positive_int, default=None, help="pixels per program of the fused kernel (tuning)")
+    parser.add_argument("--warps", type=runner.positive_int, default=None, help="num_warps of the fused kernel (tuning)")
     return parser.parse_args(argv)
 
 
@@ -108,12 +109,14 @@ def main(argv=None) -> list[dict]:
                     def fused():
                         return ps.particle_step_triton(x, s, g, keys, **kw)
                 err = runner.rel_err(fused()[0], oracle)
-                variants["triton_fused"] = runner.Variant(fused, error=err)
+                tuned = (f"block {args.block or 'default'}, {args.warps or 'default'} warps" if args.block or args.warps
+                         else "")  # (a tuning sweep's rows told apart)
+                variants["triton_fused"] = runner.Variant(fused, error=err, note=tuned)
                 if device.type == "cuda":
                     variants["triton_graph"] = runner.Variant(
                         lambda: ps.particle_step_launch(x, s, g, keys, params, num_particles=N, euler=False, noise=True,
                                                         block=args.block, num_warps=args.warps),
-                        cuda_graph=True, error=err)
+                        cuda_graph=True, error=err, note=tuned)
             del oracle
             all_rows += runner.run_rows_case(NAME, R, event, dtype_name, 4 * R * D * x.element_size(), variants,
                                              device, args, env)

@@ -52,10 +52,11 @@ EVENT_FULL = (3, 256, 256)
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    runner.add_common_args(parser, compiled=False, variants=("torch_unfused", "triton_fused", "triton_graph",
+    runner.add_common_args(parser, compiled=False, variants=("torch_unfused", "torch_searchsorted", "torch_multinomial",
+                                                             "torch_moved_rows", "triton_fused", "triton_graph",
                                                              "copy_moved", "copy_moved_graph"))
-    parser.add_argument("--particles", type=int, nargs="*", default=None)
-    parser.add_argument("--weights", nargs="*", default=["balanced", "degenerate"])
+    parser.add_argument("--particles", type=runner.positive_int, nargs="*", default=None)
+    parser.add_argument("--weights", nargs="*", default=["balanced", "degenerate"], choices=("balanced", "degenerate"))
     return parser.parse_args(argv)
 
 

@@ -25,13 +25,24 @@ from pathlib import Path
 
 import torch
 
+from afdps.cli._common import positive_int  # noqa: E402
 import afdps
 from afdps.engine.models import ADM_PRESETS
 from afdps.priors import EpsilonModel
 
 from bench.bench_adm import BASES, TINY, build, kernel_report, set_groupnorm, write_report
+from bench import runner  # noqa: E402
 
 CONFIGS = {**ADM_PRESETS, "tiny": TINY}
+
+
+def _network_batch(text: str):
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or auto, got {text!r}") from None
 
 
 HEADER = ("| config | device | N | steps | potential | variant | network batch | s / image | time outside the network "
@@ -41,12 +52,13 @@ HEADER = ("| config | device | N | steps | potential | variant | network batch |
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", choices=sorted(CONFIGS), default="adm-ffhq256")
-    p.add_argument("--particles", type=int, default=256)
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--particles", type=positive_int, default=256)
+    p.add_argument("--steps", type=positive_int, default=100)
     p.add_argument("--potential", default="scaled", choices=("scaled", "tweedie", "noisy"))
     p.add_argument("--network", choices=BASES, default="fp32", help="how the network runs (bench.bench_adm's bases)")
     p.add_argument("--cudnn", action="store_true", help="torch.backends.cudnn.benchmark = True")
-    p.add_argument("--network-batch", default="auto")
+    p.add_argument("--network-batch", type=_network_batch, default="auto",
+                   help="images per network call: a positive integer, or auto (default)")
     p.add_argument("--cuda-graph", action="store_true")
     p.add_argument("--whole-graph", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -54,10 +66,12 @@ def parse_args(argv=None):
     p.add_argument("--markdown", default=None, help="markdown file the row (and header) is appended to")
     p.add_argument("--kernel-profile", default=None, metavar="FILE",
                    help="also profile the run's device kernels per step into FILE (markdown, appended)")
-    p.add_argument("--gn-chunk-bytes", type=int, default=None, help="afdps.kernels.groupnorm.CHUNK_BYTES")
-    p.add_argument("--gn-programs", type=int, default=None, help="afdps.kernels.groupnorm.PROGRAMS")
+    p.add_argument("--gn-chunk-bytes", type=positive_int, default=None, help="afdps.kernels.groupnorm.CHUNK_BYTES")
+    p.add_argument("--gn-programs", type=positive_int, default=None, help="afdps.kernels.groupnorm.PROGRAMS")
     p.add_argument("--smoke", action="store_true")
     args = p.parse_args(argv)
+    if args.smoke and (args.cuda_graph or args.whole_graph):
+        p.error("--smoke runs a tiny network on the CPU; --cuda-graph and --whole-graph need a CUDA run without it")
     if args.smoke:
         args.config, args.particles, args.steps, args.device = "tiny", 4, 3, "cpu"
     if (args.cuda_graph or args.whole_graph) and not args.device.startswith("cuda"):
@@ -74,7 +88,7 @@ def run(args) -> dict:
     net, autocast_dtype = build(args.network, config, device)
     torch.backends.cudnn.benchmark = bool(args.cudnn)
     size = int(config["image_size"])
-    batch = args.network_batch if args.network_batch == "auto" else int(args.network_batch)
+    batch = args.network_batch
     prior = EpsilonModel(net, event_shape=(3, size, size), learned_sigma=bool(config.get("learn_sigma")),
                          batch_size=batch, autocast_dtype=autocast_dtype, cuda_graph=args.cuda_graph)
     k = 61 if size >= 64 else 9
@@ -125,8 +139,7 @@ def main(argv=None) -> int:
         text = HEADER + "\n" + text
     print(text)
     if args.markdown:
-        with open(args.markdown, "a") as fh:
-            fh.write(("\n" if args.header else "") + text + "\n")
+        runner.append_text(args.markdown, ("\n" if args.header else "") + text + "\n")
     return 0
 
 

@@ -76,19 +76,27 @@ def one(N: int, size: int, steps: int, device, backend: str, cuda_graph: bool = 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     runner.add_common_args(p, compiled=False)
-    p.add_argument("--particles", type=int, nargs="*", default=[16, 64, 256])
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--particles", type=runner.positive_int, nargs="*", default=None,
+                   help="particle counts (default: 16 64 256; --smoke: 2)")
+    p.add_argument("--size", type=runner.positive_int, default=None, help="image side, >= 16 (default: 64; --smoke: 16)")
+    p.add_argument("--steps", type=runner.positive_int, default=None, help="time steps (default: 10; --smoke: 2)")
     p.add_argument("--backend", default="torch", choices=("torch", "triton", "auto"))
     p.add_argument("--cuda-graph", action="store_true",
                    help="also time whole runs eagerly and as CUDA-graph replays (CUDA and the triton backend)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=runner.positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = runner.resolve_device(args)
-    if args.smoke:
-        args.particles, args.size, args.steps = [2], 16, 2
+    small = args.smoke  # --smoke's sizes for what was not given (given ones were overridden, silently)
+    args.particles = args.particles or ([2] if small else [16, 64, 256])
+    args.size = args.size or (16 if small else 64)
+    args.steps = args.steps or (2 if small else 10)
+    if args.size < 16:
+        p.error(f"--size must be at least 16 (its blur kernel is about half the side, at most 61), got {args.size}")
+    if args.cuda_graph and (device.type != "cuda" or args.backend == "torch"):
+        p.error(f"--cuda-graph needs --device cuda and --backend triton or auto (CUDA graphs replay the Triton "
+                f"kernels); got device {device} and backend {args.backend}")
     env = runner.environment(device)
     rows = []
     for N in args.particles:
@@ -101,11 +109,10 @@ def main(argv=None) -> int:
     title = f"AFDPS step, ms per step, {env['device']}, torch {env['torch']}"
     table = runner.markdown_table(rows, cols)
     print(f"\n### {title}\n\n{table}", flush=True)
-    if args.markdown:
-        with open(args.markdown, "a") as fh:
-            fh.write(f"\n### {title}\n\n{table}\n")
     if runner.writes_csv(args):
         runner.append_csv("sampler", rows)
+    if args.markdown:
+        runner.append_text(args.markdown, f"\n### {title}\n\n{table}\n")
     return 0
 
 

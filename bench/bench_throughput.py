@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from afdps.cli._common import positive_int  # noqa: E402
 from bench.runner import print_report
 
 
@@ -68,9 +69,9 @@ def one(N: int, potential: str, steps: int, device: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--particles", type=int, nargs="+", default=[16, 64, 256])
+    p.add_argument("--particles", type=positive_int, nargs="+", default=[16, 64, 256])
     p.add_argument("--potentials", nargs="+", default=["default", "scaled"])
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=positive_int, default=10)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None)
     p.add_argument("--one", nargs=2, default=None, help=argparse.SUPPRESS)

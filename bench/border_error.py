@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from afdps.cli._common import nonneg_int, positive_int  # noqa: E402
 import afdps
 from bench.runner import print_report
 from afdps import ops
@@ -42,10 +43,13 @@ def band_psnr(x, truth):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None, help="write the markdown table here")
-    p.add_argument("--afdps", type=int, default=0, help="also sample the first photo with this many particles")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--afdps", type=nonneg_int, default=0, help="also sample the first photo with this many particles")
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--skip-exact", action="store_true", help="only the sampler runs (with --afdps)")
     args = p.parse_args(argv)
+    if args.skip_exact and not args.afdps:
+        p.error("--skip-exact leaves only the sampler's run, which --afdps N asks for: with neither there is nothing "
+                "to measure")
     torch.set_num_threads(args.threads)
     scene_size = WINDOW + K - 1
     kernel = ops.gaussian_kernel(K, STD)

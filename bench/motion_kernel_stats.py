@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from afdps.cli._common import positive_int
+
 TARGETS = {"rms_radius": 11.0, "support": 137, "max": 0.019, "entropy": 4.54, "axis_ratio": 0.12}
 UNITS = {"rms_radius": "px", "support": "pixels", "max": "", "entropy": "nats", "axis_ratio": ""}
 DEFAULT_PNG = Path(__file__).resolve().parent.parent / "docs" / "motion_kernels.png"
@@ -38,8 +40,8 @@ def kernel_grid(kernels, scale: int = 3, gap: int = 4, rows: int = 4, cols: int 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--num", type=int, default=300, help="kernels to summarise")
-    p.add_argument("--size", type=int, default=61)
+    p.add_argument("--num", type=positive_int, default=300, help="kernels to summarise")
+    p.add_argument("--size", type=positive_int, default=61)
     p.add_argument("--intensity", type=float, default=0.5)
     p.add_argument("--seed-start", type=int, default=0, help="first seed (seeds are consecutive)")
     p.add_argument("--png", default=str(DEFAULT_PNG), help="where to write the 4x4 grid ('' for none)")

@@ -2,8 +2,8 @@
 
 Every ``bench/bench_<name>.py`` is a benchmark; each runs in its own process (``python -m
 bench.bench_<name>``), so one that fails or runs out of memory does not stop the others. ``--smoke``
-(tiny shapes on the CPU) is passed to all of them; ``--markdown PATH`` and ``--rep`` only to the kernel
-benchmarks that take them (those built on bench/runner.py). Exit status: 0 when every benchmark ran,
+(tiny shapes on the CPU) is passed to all of them; ``--markdown PATH`` (made absolute: the benchmarks run in
+the repository's root) to those that write markdown, ``--rep`` to the kernel benchmarks. Exit status: 0 when every benchmark ran,
 1 otherwise.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RUNNER_BASED = ("particle_step", "langevin", "resample", "fourier")
+RUNNER_BASED = ("particle_step", "langevin", "resample", "fourier")  # --rep: their timed variants
+MARKDOWN = RUNNER_BASED + ("sampler", "adm", "restoration")  # --markdown: the scripts that take it
 
 
 def discover() -> list[str]:
@@ -31,8 +32,14 @@ def parse_args(argv=None):
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
     parser.add_argument("--markdown", default=None, help="append the tables to this markdown file")
     parser.add_argument("--rep", type=float, default=None, help="ms of timed repetitions per variant")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed to each benchmark")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds allowed to each benchmark (> 0)")
     args = parser.parse_args(argv)
+    if args.timeout is not None and not args.timeout > 0:
+        parser.error(f"--timeout must be a number of seconds > 0, got {args.timeout:g}")
+    if args.rep is not None and not args.rep > 0:
+        parser.error(f"--rep must be a number of milliseconds > 0, got {args.rep:g}")
+    if args.markdown is not None:
+        args.markdown = str(Path(args.markdown).resolve())  # (relative to where the user is, not to ROOT)
     known = discover()
     if args.all:
         args.names = known
@@ -53,11 +60,10 @@ def main(argv=None) -> int:
         cmd = [sys.executable, "-m", f"bench.bench_{name}"]
         if args.smoke:
             cmd.append("--smoke")
-        if name in RUNNER_BASED:
-            if args.markdown:
-                cmd += ["--markdown", args.markdown]
-            if args.rep is not None:
-                cmd += ["--rep", str(args.rep)]
+        if name in MARKDOWN and args.markdown:
+            cmd += ["--markdown", args.markdown]
+        if name in RUNNER_BASED and args.rep is not None:
+            cmd += ["--rep", str(args.rep)]
         print(f"$ {' '.join(cmd)}", flush=True)
         t0 = time.perf_counter()
         try:

@@ -33,6 +33,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from afdps.cli._common import nonneg_int, positive_int  # noqa: F401  (the scripts' argument types)
 from afdps.engine.io import markdown_table as io_table
 from afdps.kernels._triton import HAS_TRITON, triton
 from afdps.kernels.backend import triton_available
@@ -295,16 +296,37 @@ def emit(name: str, title: str, rows: list[dict], args) -> None:
         append_csv(name, rows)
     md = getattr(args, "markdown", None)
     if md:
-        Path(md).parent.mkdir(parents=True, exist_ok=True)
-        with open(md, "a") as fh:
-            fh.write(f"\n### {title}\n\n{table}\n")
+        append_text(md, f"\n### {title}\n\n{table}\n")
+
+
+def particle_rows(particles: int):
+    """An argparse type for a case's B*N rows: at most ``particles`` (one image) or a multiple of it (B images of
+    ``particles`` particles each; 20 failed with a shape error deep in the kernels' references)."""
+    def parse(text: str) -> int:
+        v = positive_int(text)
+        if v > particles and v % particles:
+            raise argparse.ArgumentTypeError(f"B*N must be at most {particles} (one image) or a multiple of "
+                                             f"{particles} (images of {particles} particles), got {v}")
+        return v
+    return parse
+
+
+def append_text(path, text: str) -> None:
+    """Append ``text`` to the markdown file ``path``, making its folder first (a missing one failed after the run)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(text)
 
 
 def print_report(text: str, out=None) -> None:
-    """Print a report and, with ``out``, write it there too (the scripts that make one table each)."""
+    """Print a report and, with ``out``, write it there too (the scripts that make one table each), atomically and
+    making its folder first."""
     print(text)
     if out:
-        Path(out).write_text(text)
+        from afdps.engine.io import write_text
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_text(Path(out), text)
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, variants: tuple = (),

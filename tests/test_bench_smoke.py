@@ -383,3 +383,50 @@ def test_compare_eval_names_what_it_leaves_out_and_refuses_other_measurements(tm
     assert "box: neither fk@" in out.err and "ran it; left out" in out.err  # (box: folder a's only)
     assert compare_eval.main([a, f, "--a", f"fk@{a}", "--b", f"fk@{f}"]) == 0
     assert "box: only fk@" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module, argv, text", [
+    ("bench_particle_step", ["--smoke", "--rows", "20"], "B*N must be at most 16 (one image) or a multiple of 16"),
+    ("bench_particle_step", ["--smoke", "--rows", "0"], "must be an integer >= 1"),
+    ("bench_particle_step", ["--smoke", "--dtypes", "foo"], "invalid choice: 'foo'"),
+    ("bench_langevin", ["--smoke", "--rows", "20"], "B*N must be at most 16"),
+    ("bench_resample", ["--smoke", "--particles", "0"], "must be an integer >= 1"),
+    ("bench_resample", ["--smoke", "--weights", "balanced", "bogus"], "invalid choice: 'bogus'"),
+    ("bench_sampler", ["--size", "8"], "--size must be at least 16"),
+    ("bench_sampler", ["--smoke", "--cuda-graph"], "--cuda-graph needs --device cuda and --backend triton or auto"),
+    ("bench_sampler", ["--threads", "-1"], "must be an integer >= 1"),
+    ("bench_restoration", ["--smoke", "--network-batch", "x"], "must be a positive integer or auto, got 'x'"),
+    ("bench_restoration", ["--smoke", "--device", "cuda", "--cuda-graph"], "--smoke runs a tiny network on the CPU"),
+    ("border_error", ["--skip-exact"], "--skip-exact leaves only the sampler's run"),
+    ("run", ["--timeout", "0", "sampler"], "--timeout must be a number of seconds > 0"),
+])
+def test_bad_benchmark_options_are_refused_before_any_work(module, argv, text, capsys):
+    """A user audit (2026-12-07): these ran and then failed with a traceback (a zero division, a shape error in the
+    kernels' references, the sampler's CUDA-graph refusal after the profiled run), or wrote an empty report."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        mod = importlib.import_module(f"bench.{module}")
+    finally:
+        sys.path.remove(str(ROOT))
+    entry = getattr(mod, "parse_args", None) or mod.main
+    with pytest.raises(SystemExit) as info:
+        entry(argv)
+    assert info.value.code == 2 and text in capsys.readouterr().err
+
+
+def test_the_runner_forwards_markdown_made_absolute(tmp_path, monkeypatch):
+    """bench.run passed --markdown only to the kernel benchmarks (bench_sampler's tables were dropped), relative to the
+    repository (where the benchmarks run), not to the folder the user ran it from."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench import run
+    finally:
+        sys.path.remove(str(ROOT))
+    calls = []
+    monkeypatch.setattr(run.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["sampler", "resample", "--smoke", "--markdown", "out.md"]) == 0
+    for cmd in calls:
+        assert cmd[cmd.index("--markdown") + 1] == str(tmp_path / "out.md"), cmd

@@ -46,6 +46,27 @@ def test_tiny_demo_run(tmp_path, capsys):
 def test_demo_bad_input_exits_2(tmp_path, capsys):
     assert cli.main(["demo", "--size", "32", "--out", str(tmp_path)]) == 2
     assert "--size must be from 64" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # refused by the parser, not after the prior's fit
+        cli.main(["demo", "--eta", "-1", "--out", str(tmp_path)])
+    assert "a number >= 0" in capsys.readouterr().err
+
+
+def test_the_ode_demo_has_no_eta_and_the_demo_names_only_its_files(tmp_path, capsys):
+    """`afdps demo --method ode` warned that eta=1.0 (the SDE's default, never given) changed nothing, and recorded
+    it; the closing line listed every PNG in the folder, a user's own included."""
+    import warnings
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "holiday.png").write_bytes(b"not the demo's")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert cli.main(["demo", "--size", "64", "--particles", "2", "--steps", "2", "--method", "ode", "--out",
+                         str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "AFDPS-ODE tempering=linear" in text and "eta" not in text.splitlines()[0]
+    assert "holiday.png" not in text and "wrote best.png, ess.png, mean.png, measurement.png, std.png" in text
+    assert json.loads((out / "metrics.json").read_text())["eta"] is None
+    assert (out / "holiday.png").read_bytes() == b"not the demo's"
 
 
 def test_module_entry_point():

@@ -6,7 +6,7 @@ import argparse
 import torch
 
 from ..engine.demo import run_demo
-from ._common import DEFAULT_THREADS, positive_float, positive_int, resolve_device, seed_int
+from ._common import DEFAULT_THREADS, nonneg_float, positive_float, positive_int, resolve_device, seed_int
 
 HELP = "restore a bundled photo with the bundled prior"
 
@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--particles", type=positive_int, default=64, help="particles (default: 64)")
     p.add_argument("--steps", type=positive_int, default=60, help="time steps (default: 60)")
     p.add_argument("--method", choices=("sde", "ode"), default="sde", help="sampler (default: sde)")
-    p.add_argument("--eta", type=float, default=1.0, help="guidance weight of the SDE (default: 1, AFDPS-SDE)")
+    p.add_argument("--eta", type=nonneg_float, default=None,
+                   help="guidance weight of the SDE, >= 0 (default: 1, AFDPS-SDE; the ODE has none)")
     p.add_argument("--tempering", choices=("none", "linear"), default="linear",
                    help="lam schedule: the likelihood's weight grows from 0 to 1 along the run (linear) or is 1 "
                    "throughout (none) (default: linear)")
