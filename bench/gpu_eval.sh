@@ -56,8 +56,9 @@ if [ "$REMAINING" = 0 ]; then
   run 110 $SWEEP --methods fk --potentials noisy,scaled,inflated --out $SWEEP_OUT/potentials_fk
   run 200 $SWEEP --methods afdps-sde,afdps-ode --potentials noisy,inflated --out $SWEEP_OUT/potentials
 else  # done on 2026-12-04 (bench/results/sweep_mnist_gpu-20261204-152748/): FK noisy and scaled, the SDE's noisy and inflated;
-  # FK inflated ran on all five tasks on the CPU (bench/results/fk_inflated_dev100/)
-  run 130 $SWEEP --methods afdps-ode --potentials noisy,inflated --out $SWEEP_OUT/potentials
+  # FK's and the ODE's "inflated" ran on all five tasks on the CPU (bench/results/fk_inflated_dev100/,
+  # ode_inflated_dev100/)
+  run 70 $SWEEP --methods afdps-ode --potentials noisy --out $SWEEP_OUT/potentials
 fi
 run 100 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $SWEEP_OUT/adaptive
 run 70 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $SWEEP_OUT/adaptive_fk
