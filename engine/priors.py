@@ -23,6 +23,26 @@ __all__ = ["score_with_graph", "Prior", "GaussianMixture", "SpectralGaussian", "
 LOG_2PI = math.log(2 * math.pi)
 
 
+def check_score_input(prior, x, t) -> None:
+    """What a score of ``prior`` takes: floating-point ``x`` whose trailing dims are ``prior.event_shape`` (a wrong
+    shape was reshaped or broadcast into a score of another shape, an integer ``x`` scored in integers) and a time
+    ``t`` in ``(0, T]`` of its schedule (a NaN or negative ``t`` gave NaN, or a network step outside its training).
+    A tensor ``t`` (one time per sample) is left to the caller: reading it would synchronise with the device."""
+    event = tuple(prior.event_shape)
+    name = type(prior).__name__
+    if isinstance(x, torch.Tensor):
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"{name}.score takes floating-point x, got {x.dtype}")
+        if x.dim() < len(event) or tuple(x.shape[x.dim() - len(event):]) != event:
+            raise ValueError(f"{name}.score takes x of shape (..., {', '.join(map(str, event))}), got {tuple(x.shape)}")
+    if t is not None and not isinstance(t, torch.Tensor):
+        T = float(prior.schedule.T)
+        value = t.item() if isinstance(t, np.ndarray) and t.ndim == 0 else t
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+                or not (math.isfinite(value) and 0 < value <= T * (1 + 1e-12)):
+            raise ValueError(f"{name}.score takes a time t in (0, {T:g}] (its schedule's), got {t!r}")
+
+
 class Prior:
     """Interface of a diffusion prior."""
 
@@ -49,6 +69,8 @@ class GaussianMixture(Prior):
         self.means = torch.as_tensor(np.asarray(means), dtype=torch.float64)
         self.covs = torch.as_tensor(np.asarray(covs), dtype=torch.float64)
         w = torch.as_tensor(np.asarray(weights), dtype=torch.float64)
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a VPSchedule or VESchedule, got {type(schedule).__name__}")
         if self.means.dim() != 2:
             raise ValueError(f"means must be (K, d), got shape {tuple(self.means.shape)}")
         K, d = self.means.shape
@@ -132,6 +154,7 @@ class GaussianMixture(Prior):
 
     def score(self, x: torch.Tensor, t) -> torch.Tensor:
         """``grad_x log p_t(x) = -sum_k r_k C_k^{-1} (x - alpha m_k)``: responsibilities times component scores."""
+        check_score_input(self, x, t)
         lw, z, Linv = self._log_components(x, t)
         r = self._responsibilities(lw)
         return (-torch.matmul(r.unsqueeze(-1) * z, Linv).sum(0)).reshape(x.shape).to(x.dtype)
@@ -168,6 +191,7 @@ class GaussianMixture(Prior):
         Component ``k``: covariance ``(S^-1 + A^T A / sigma_y^2)^-1``, mean ``m + S A^T (A S A^T +
         sigma_y^2 I)^-1 (y - A m)``, weight ``w_k N(y; A m_k, A S_k A^T + sigma_y^2 I)``.
         """
+        sigma_y = check_real("sigma_y", sigma_y, positive=True)  # (-1 gave the posterior of +1)
         A = op.to_matrix(torch.float64) if hasattr(op, "to_matrix") else torch.as_tensor(op, dtype=torch.float64)
         y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
         if A.shape != (y.shape[0], self.dim):
@@ -200,7 +224,10 @@ class SpectralGaussian(Prior):
     Parameters
     ----------
     mean : (C,) per-channel mean, on the [-1, 1] image scale.
-    power : (C, H, W // 2 + 1) positive per-frequency variances (orthonormal ``rfft2``).
+    power : (C, H, W // 2 + 1) positive per-frequency variances (orthonormal ``rfft2``). On column 0 (and W / 2
+        for an even W) a real image's spectrum is symmetric in ``ky`` (``P[c, ky, 0] = P[c, -ky, 0]``), as every
+        fitted one is; a power that is not is taken, but :meth:`sample` then draws from another Gaussian than the
+        one :meth:`score` and the posteriors describe (a user audit, 2026-12-07, measured a 16% difference).
     width : W (the ``rfft`` half spectrum cannot tell an even W from W + 1).
     """
 
@@ -210,13 +237,16 @@ class SpectralGaussian(Prior):
         if self.power.dim() != 3:
             raise ValueError(f"power must be (C, H, W // 2 + 1), got shape {tuple(self.power.shape)}")
         C, Hh, Wr = self.power.shape
-        if Wr != int(width) // 2 + 1 or self.mean_c.shape[0] != C:
+        width = check_int("width", width, 1)  # (4.7 was read as 4)
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a VPSchedule or VESchedule, got {type(schedule).__name__}")
+        if Wr != width // 2 + 1 or self.mean_c.shape[0] != C:
             raise ValueError(f"power {tuple(self.power.shape)} does not match width {width} and {self.mean_c.shape[0]} channel means")
         if not bool(torch.isfinite(self.mean_c).all()):
             raise ValueError(f"mean must be finite, got {self.mean_c.tolist()}")
         if not bool((self.power > 0).all()) or not bool(torch.isfinite(self.power).all()):
             raise ValueError("power must be positive and finite at every frequency")
-        self.event_shape = (C, Hh, int(width))
+        self.event_shape = (C, Hh, width)
         self.schedule = schedule if schedule is not None else VPSchedule()
         mean_spec = torch.zeros(C, Hh, Wr, dtype=torch.complex128)
         mean_spec[:, 0, 0] = self.mean_c * math.sqrt(Hh * width)
@@ -300,6 +330,7 @@ class SpectralGaussian(Prior):
 
     def score(self, x, t):
         """``-F^*[(X - alpha M) / (alpha^2 P + sigma^2)]``."""
+        check_score_input(self, x, t)
         inv, m = self._filters(t, x.device, x.dtype)
         return self._ifft(m - self._fft(x) * inv)
 
@@ -314,6 +345,7 @@ class SpectralGaussian(Prior):
         Per frequency: variance ``V = 1 / (1/P + |H|^2 / sigma_y^2)`` and mean ``V (M / P + conj(H) Y /
         sigma_y^2)``. Returns the mean image ``(C, H, W)`` and ``V`` ``(C, H, W // 2 + 1)``, both float64.
         """
+        sigma_y = check_real("sigma_y", sigma_y, positive=True)  # (0 gave a NaN mean)
         y = torch.as_tensor(y, dtype=torch.float64)
         if tuple(y.shape) != self.event_shape:
             raise ValueError(f"y must have the prior's shape {self.event_shape}, got {tuple(y.shape)}")
@@ -338,6 +370,7 @@ class SpectralGaussian(Prior):
         A^T A / sigma_y^2) x = P^-1 m + A^T y / sigma_y^2`` by conjugate gradients to relative residual ``tol``
         (float64), preconditioned by the circular blur's system, which is diagonal in the prior's Fourier basis
         (the prior's spectrum spans decades, so this takes hundreds to thousands of iterations on photos)."""
+        sigma_y = check_real("sigma_y", sigma_y, positive=True)
         if getattr(op, "boundary", "circular") == "circular":
             return self.posterior_blur(op, y, sigma_y)[0]
         if tuple(op.input_shape) != self.event_shape:
@@ -537,6 +570,7 @@ class EpsilonModel(Prior):
         ``grad=True`` keeps the autograd graph through the network (for DPS-style guidance, which
         differentiates through the denoiser); by default no graph is built.
         """
+        check_score_input(self, x, t)
         with torch.set_grad_enabled(grad):
             return self._epsilon(x, t)
 

@@ -44,6 +44,8 @@ def check_rows(x, score, grad_mu, keys, num_particles: int):
             raise ValueError(f"{name} must have the shape of x {(R, D)}, got {tuple(t.shape)}")
         if t.device != x.device:
             raise ValueError(f"{name} is on {t.device}, x on {x.device}")
+    if isinstance(num_particles, bool) or not float(num_particles).is_integer():  # (2.5 was taken as 2)
+        raise ValueError(f"num_particles must be an integer, got {num_particles!r}")
     N = int(num_particles)
     if N < 1 or R % N:
         raise ValueError(f"num_particles={num_particles!r} must divide the number of rows {R}")

@@ -45,7 +45,7 @@ def langevin_step_ref(x, score, grad_mu, keys, *, num_particles: int, lam: float
     Bytes moved: reads ``x``, ``score``, ``grad_mu`` and writes ``x_new``: ``4 * R * D * itemsize``
     (the reference also writes and reads the noise ``z``: ``+2 * R * D * itemsize``).
     """
-    R, D = x.shape
+    R, D, _ = check_rows(x, score, grad_mu, keys, num_particles)  # (as the kernel: float keys were rounded here)
     B = R // num_particles
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(cdt)

@@ -66,7 +66,7 @@ def particle_step_ref(x, score, grad_mu, keys, *, num_particles: int, f: float, 
 
     Bytes moved: reads ``x``, ``score``, ``grad_mu`` and writes ``x_new``: ``4 * R * D * itemsize``.
     """
-    R, D = x.shape
+    R, D, _ = check_rows(x, score, grad_mu, keys, num_particles)  # (as the kernel: float keys were rounded here)
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf, sf, gf = x.to(cdt), score.to(cdt), grad_mu.to(cdt)
     gm = lam * gf

@@ -520,9 +520,13 @@ def _launch_gather(x: torch.Tensor, moved, B: int, N: int):
     return x
 
 
-def _check_rows_layout(x: torch.Tensor, B: int, N: int):
-    if x.dim() < 2 or tuple(x.shape[:2]) != (B, N):
+def _check_shape(x: torch.Tensor, B: int, N: int):
+    if x.dim() < 2 or tuple(x.shape[:2]) != (B, N):  # (an (R, D) tensor was indexed x[b, i]: elements, not rows)
         raise ValueError(f"x must be (B, N, ...) = ({B}, {N}, ...), got shape {tuple(x.shape)}")
+
+
+def _check_rows_layout(x: torch.Tensor, B: int, N: int):
+    _check_shape(x, B, N)
     if not x.is_contiguous():
         raise ValueError("the Triton gather updates x in place and needs it contiguous")
 
@@ -590,6 +594,8 @@ def resample_and_gather(x, logw, keys, *, scheme="systematic", threshold=0.5, us
     """
     if use_triton_rule(use_triton, x.device, "resample_and_gather", x) and all(t.is_contiguous() for t in (x, *also)):
         return resample_and_gather_triton(x, logw, keys, scheme=scheme, threshold=threshold, also=also)
+    for t in (x, *also):  # the reference checks what the kernel checks (it moved single elements of (R, D) rows)
+        _check_shape(t, *logw.shape)
     anc, nlw, ess, res = resample_ref(logw, keys, scheme=scheme, threshold=threshold)
     rows = _moved_rows(anc)  # looked up once for x and every tensor of also
     for t in also:

@@ -430,3 +430,35 @@ def test_spectral_gaussian_refuses_non_finite_and_misshapen_inputs():
         SpectralGaussian([0.0], torch.ones(8, 5), 8)
     with pytest.raises(ValueError, match="mean must be finite"):
         SpectralGaussian([float("nan")], torch.ones(1, 8, 5), 8)
+
+
+def test_scores_and_oracles_refuse_what_they_would_misread():
+    """A user audit (2026-12-07): a score reshaped or broadcast an x of another shape, scored integers in integers,
+    took NaN, negative and too-late times; the exact posteriors took sigma_y = -1 as +1 and 0 (a NaN mean)."""
+    gm = GaussianMixture(torch.tensor([[-1.0, 0.0], [1.5, 1.0]]), torch.stack([0.3 * torch.eye(2), 0.5 * torch.eye(2)]),
+                         torch.tensor([0.4, 0.6]))
+    with pytest.raises(ValueError, match=r"GaussianMixture.score takes x of shape \(\.\.\., 2\), got \(2, 4\)"):
+        gm.score(torch.zeros(2, 4), 0.5)
+    with pytest.raises(TypeError, match="takes floating-point x, got torch.int64"):
+        gm.score(torch.tensor([[3, 5]]), 0.5)
+    for t in (float("nan"), -0.005, 0, 1.5, True):
+        with pytest.raises(ValueError, match=r"takes a time t in \(0, 1\]"):
+            gm.score(torch.zeros(3, 2), t)
+    assert gm.score(torch.zeros(3, 2), 1.0).shape == (3, 2)
+    sg = SpectralGaussian(torch.zeros(3), torch.ones(3, 4, 3), 4)
+    with pytest.raises(ValueError, match=r"SpectralGaussian.score takes x of shape \(\.\.\., 3, 4, 4\), got \(1, 4, 4\)"):
+        sg.score(torch.zeros(1, 4, 4), 0.5)
+    for bad in (-1.0, 0.0):
+        with pytest.raises(ValueError, match="sigma_y must be a positive finite number"):
+            gm.posterior(afdps.ops.Identity((2,)), torch.zeros(2), bad)
+        with pytest.raises(ValueError, match="sigma_y must be a positive finite number"):
+            sg.posterior_blur(afdps.ops.Identity((3, 4, 4)), torch.zeros(3, 4, 4), bad)
+
+
+def test_spectral_width_and_schedules_are_checked():
+    with pytest.raises(ValueError, match="width must be an integer >= 1, got 4.7"):
+        SpectralGaussian(torch.zeros(1), torch.ones(1, 4, 3), 4.7)
+    with pytest.raises(TypeError, match="schedule must be a VPSchedule or VESchedule, got str"):
+        GaussianMixture(torch.zeros(1, 2), torch.eye(2)[None], torch.ones(1), schedule="vp")
+    with pytest.raises(TypeError, match="schedule must be a VPSchedule or VESchedule, got str"):
+        SpectralGaussian(torch.zeros(1), torch.ones(1, 4, 3), 4, schedule="vp")

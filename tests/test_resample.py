@@ -119,3 +119,32 @@ def test_gather_rows_moves_only_needed_rows():
     anc = torch.tensor([[1, 1, 2, 1, 5, 5]])
     out = rs.gather_rows(x.clone(), anc)
     assert torch.equal(out[0], x[0][anc[0]])
+
+
+def test_the_reference_gather_refuses_rows_the_kernel_refuses():
+    """(R, D) rows, the particle step's layout, were indexed x[b, i] by the reference: single elements moved, rows
+    left as they were, where the kernel refuses the shape; (B, N + 1, D) was taken too."""
+    from afdps.kernels.resample import resample_and_gather
+    lw = torch.tensor([[0.0, -50.0, -50.0, -50.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    keys = torch.tensor([3, 4], dtype=torch.int64)
+    for bad in (torch.arange(32.0).reshape(8, 4), torch.zeros(2, 5, 3)):
+        with pytest.raises(ValueError, match=r"x must be \(B, N, \.\.\.\) = \(2, 4, \.\.\.\)"):
+            resample_and_gather(bad, lw, keys, threshold=0.5, use_triton=False)
+    x = torch.arange(32.0).reshape(2, 4, 4)
+    out, *_ = resample_and_gather(x.clone(), lw, keys, threshold=0.5, use_triton=False)
+    assert torch.equal(out[0], x[0, :1].expand(4, 4)) and torch.equal(out[1], x[1])  # image 0 resampled to its one
+
+
+def test_the_reference_steps_check_their_rows_as_the_kernels_do():
+    """Float keys were rounded (other noise), a (1, D) score broadcast, num_particles=2.5 taken as 2 by the kernel."""
+    from afdps.kernels.langevin import langevin_step_ref
+    from afdps.kernels.particle_step import particle_step_ref
+    x = torch.zeros(4, 8)
+    keys = torch.tensor([1, 2], dtype=torch.int64)
+    step = dict(h=0.01, f=0.0, g2=1.0, v2=1.0, lam=1.0, eta=0.5, lap_mu=0.0, euler=False)
+    with pytest.raises(ValueError, match=r"keys must be \(2,\) int64, got \(2,\) torch.float64"):
+        particle_step_ref(x, x, x, keys.double(), num_particles=2, **step)
+    with pytest.raises(ValueError, match=r"score must have the shape of x \(4, 8\), got \(1, 8\)"):
+        langevin_step_ref(x, x[:1], x, keys, num_particles=2, lam=1.0, snr=0.1)
+    with pytest.raises(ValueError, match="num_particles must be an integer, got 2.5"):
+        particle_step_ref(x, x, x, keys, num_particles=2.5, **step)
