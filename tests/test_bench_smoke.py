@@ -141,7 +141,7 @@ def test_gpu_eval_dry_run():
     assert "DEADLINE=$((T0 + ${GPU_EVAL_SECONDS:-560}))" in text  # every stage cut to fit one device call
     _, rest = _dry_run("gpu_eval.sh", "--remaining")
     assert not any("afdps.cli eval" in ln for ln in rest) and len(rest) == len(lines) - 2  # (no table, no FK potentials)
-    assert "--methods afdps-ode --potentials noisy,inflated" in rest[1]  # (FK's inflated ran on the CPU)
+    assert "--methods afdps-ode --potentials noisy --out" in rest[1]  # (FK's and the ODE's inflated ran on the CPU)
     assert all("--out bench/results/sweep_mnist_gpu-" in ln for ln in rest[1:])
 
 
