@@ -114,8 +114,8 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
                 b = int(all_dead.nonzero()[0])
                 cause = ("the network returned NaN or inf for them" if bool(eps_bad.view(B, S)[b].all()) else
                          f"their states diverged (try a smaller zeta, got {zeta:g})")
-                raise EnsembleDied(f"every DPS sample of image {{image}} has died at step {j} (tau={t:.4g}): "
-                                   + cause.replace("{", "{{").replace("}", "}}"), b)
+                raise EnsembleDied(f"every DPS sample of image {{image}} has died at step {j} (tau={t:.4g}): ", b,
+                                   detail=cause)
             bar.update(1)
     finally:
         bar.close()

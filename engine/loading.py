@@ -26,7 +26,7 @@ from torch import nn
 from .io import scheduler_config
 from .models import ADM_PRESETS, ADMUNet, MNISTClassifier, adm_config
 from .priors import EpsilonModel
-from .schedules import Schedule, VPSchedule
+from .schedules import VPSchedule, check_schedule
 from .validation import check_int
 from .training import load_checkpoint, read_checkpoint
 
@@ -365,8 +365,7 @@ def _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps
     check_int("num_train_steps", num_train_steps, 1)
     if autocast_dtype not in (None, torch.float16, torch.bfloat16):
         raise ValueError(f"autocast_dtype must be None, torch.float16 or torch.bfloat16, got {autocast_dtype!r}")
-    if schedule is not None and not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be a VPSchedule or VESchedule, got {type(schedule).__name__}")
+    check_schedule(schedule)
 
 
 def _is_file(text: str) -> bool:

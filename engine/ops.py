@@ -894,8 +894,7 @@ def box_mask(image_size: Sequence[int], box_size: int | Sequence[int], top_left:
     """``(H, W)`` mask, 0 inside a box (missing), 1 elsewhere. The box is centred unless ``top_left``
     is given, or drawn uniformly inside the image when ``seed`` is given."""
     Hh, Ww = _hw(image_size)
-    bh, bw = (box_size, box_size) if np.isscalar(box_size) else _shape(box_size, "box_size", 2)
-    bh, bw = check_int("box_size", bh, 1), check_int("box_size", bw, 1)
+    bh, bw = (check_int("box_size", box_size, 1),) * 2 if np.isscalar(box_size) else _shape(box_size, "box_size", 2)
     if not (0 < bh <= Hh and 0 < bw <= Ww):
         raise ValueError(f"box {(bh, bw)} does not fit in the image {(Hh, Ww)}")
     if top_left is not None and seed is not None:

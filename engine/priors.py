@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .ops import solve_cg
-from .schedules import Schedule, VESchedule, VPSchedule
+from .schedules import Schedule, VESchedule, VPSchedule, check_schedule
 from .validation import check_int, check_real
 
 __all__ = ["score_with_graph", "Prior", "GaussianMixture", "SpectralGaussian", "EpsilonModel"]
@@ -69,8 +69,7 @@ class GaussianMixture(Prior):
         self.means = torch.as_tensor(np.asarray(means), dtype=torch.float64)
         self.covs = torch.as_tensor(np.asarray(covs), dtype=torch.float64)
         w = torch.as_tensor(np.asarray(weights), dtype=torch.float64)
-        if schedule is not None and not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a VPSchedule or VESchedule, got {type(schedule).__name__}")
+        check_schedule(schedule)
         if self.means.dim() != 2:
             raise ValueError(f"means must be (K, d), got shape {tuple(self.means.shape)}")
         K, d = self.means.shape
@@ -238,8 +237,7 @@ class SpectralGaussian(Prior):
             raise ValueError(f"power must be (C, H, W // 2 + 1), got shape {tuple(self.power.shape)}")
         C, Hh, Wr = self.power.shape
         width = check_int("width", width, 1)  # (4.7 was read as 4)
-        if schedule is not None and not isinstance(schedule, Schedule):
-            raise TypeError(f"schedule must be a VPSchedule or VESchedule, got {type(schedule).__name__}")
+        check_schedule(schedule)
         if Wr != width // 2 + 1 or self.mean_c.shape[0] != C:
             raise ValueError(f"power {tuple(self.power.shape)} does not match width {width} and {self.mean_c.shape[0]} channel means")
         if not bool(torch.isfinite(self.mean_c).all()):

@@ -215,9 +215,10 @@ class EnsembleDied(FloatingPointError):
     ``{image}`` where the image's index goes, so that a caller that runs images in batches (``afdps eval``) can
     name the image of its own list and say what ran."""
 
-    def __init__(self, template: str, image: int):
-        self.template, self.image = template, int(image)
-        super().__init__(template.format(image=self.image))
+    def __init__(self, template: str, image: int, detail: str = ""):
+        self.template = template + detail.replace("{", "{{").replace("}", "}}")  # (``detail`` is taken literally)
+        self.image = int(image)
+        super().__init__(self.template.format(image=self.image))
 
 
 @dataclass
@@ -1067,8 +1068,8 @@ def sample(prior, op, y, sigma_y, *, method: str = "sde", potential: str | None 
             k_dead, code = int(dead_step[b]), int(dead_cause[b])
             when = (f"after step {k_dead} (tau={t_list[k_dead]:.4g} -> {t_list[k_dead + 1]:.4g})" if k_dead < K
                     else "in the final state" + (" (the final denoising)" if denoise else ""))
-            raise EnsembleDied(f"every particle of image {{image}} has died {when}: {CAUSES[code]}: "
-                               + _death_hint(code, plan).replace("{", "{{").replace("}", "}}"), b)
+            raise EnsembleDied(f"every particle of image {{image}} has died {when}: {CAUSES[code]}: ", b,
+                               detail=_death_hint(code, plan))
 
     # the tempering path on the device before any capture (a host-to-device copy cannot be captured); the
     # closure keeps it alive for the graph's replays

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-__all__ = ["Schedule", "VPSchedule", "VESchedule", "ancestral_step"]
+__all__ = ["Schedule", "VPSchedule", "VESchedule", "ancestral_step", "check_schedule"]
 
 
 def _t(t) -> torch.Tensor:
@@ -156,3 +156,10 @@ def ancestral_step(schedule: Schedule, x: torch.Tensor, x0: torch.Tensor, t: flo
     if noise is None:
         return mean
     return mean + math.sqrt(max(var_ts * s_s ** 2 / s_t ** 2, 0.0)) * noise
+
+
+def check_schedule(schedule):
+    """``schedule`` if it is ``None`` or a :class:`Schedule` (a text such as ``"vp"`` was taken and failed later)."""
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a VPSchedule or VESchedule, got {type(schedule).__name__}")
+    return schedule
