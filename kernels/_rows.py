@@ -6,13 +6,16 @@ one Philox call serves four pixels (the stream of :mod:`.philox`).
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 from ._triton import triton
 from .backend import interpreting
 from .philox import randn_rows
 
-__all__ = ["GPU_BLOCK", "GPU_WARPS", "INTERP_MAX_BLOCK", "row_block", "check_rows", "rows_noise"]
+__all__ = ["GPU_BLOCK", "GPU_WARPS", "INTERP_MAX_BLOCK", "row_block", "check_rows", "check_scalars", "rows_noise"]
 
 # Launch configuration. On a GPU: 2048 pixels per program (8 per thread with 8 warps: two 16-byte
 # loads per array in flight). Measured with it on an NVIDIA H200 (bench/results/gpu_check-20261128-*):
@@ -54,6 +57,18 @@ def check_rows(x, score, grad_mu, keys, num_particles: int):
     if x.dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         raise ValueError(f"x must be a floating tensor, got {x.dtype}")
     return R, D, N
+
+
+def check_scalars(nonnegative=(), **values) -> None:
+    """Refuse a step scalar that is not a finite real number (a NaN moved every row to NaN without a word), or a
+    negative one among the names in ``nonnegative``. Tensors pass unchecked (per-image values, read on the device)."""
+    for name, v in values.items():
+        if isinstance(v, torch.Tensor):
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(float(v)):
+            raise ValueError(f"{name} must be a finite real number, got {v!r}")
+        if name in nonnegative and v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v!r}")
 
 
 def rows_noise(keys: torch.Tensor, num_particles: int, D: int, like: torch.Tensor, row0: int = 0) -> torch.Tensor:

@@ -38,7 +38,7 @@ def requested_backend(request=None) -> str:
     if request is False:
         return "torch"
     from_env = request is None or (isinstance(request, str) and request.strip().lower() == "auto")
-    name = os.environ.get(ENV, "auto") if from_env else request
+    name = (os.environ.get(ENV, "").strip() or "auto") if from_env else request  # (set but empty: unset)
     name = str(name).strip().lower()
     if name not in BACKENDS:
         source = ENV if from_env else "backend"

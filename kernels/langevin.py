@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._rows import GPU_WARPS, check_rows, row_block, rows_noise
+from ._rows import GPU_WARPS, check_rows, check_scalars, row_block, rows_noise
 from .backend import use_triton as use_triton_rule
 from ._triton import f64_scalars, philox_normal_tile, requires_triton, row_tile, tl, tl_dtype, to_storage, triton
 
@@ -46,6 +46,7 @@ def langevin_step_ref(x, score, grad_mu, keys, *, num_particles: int, lam: float
     (the reference also writes and reads the noise ``z``: ``+2 * R * D * itemsize``).
     """
     R, D, _ = check_rows(x, score, grad_mu, keys, num_particles)  # (as the kernel: float keys were rounded here)
+    check_scalars(("snr",), lam=lam, snr=snr)
     B = R // num_particles
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(cdt)
@@ -159,6 +160,7 @@ two chunks with few rows under the interpreter)."""
 
 def langevin_step_params(*, lam: float, snr: float, device="cpu") -> torch.Tensor:
     """The (2,) float64 tensor ``(lam, snr)`` that :func:`langevin_step_launch` reads."""
+    check_scalars(("snr",), lam=lam, snr=snr)
     return f64_scalars([lam, snr], device)
 
 

@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from ._rows import GPU_WARPS, check_rows, row_block, rows_noise
+from ._rows import GPU_WARPS, check_rows, check_scalars, row_block, rows_noise
 from ._triton import f64_scalars, philox_normal_tile, requires_triton, row_tile, tl, tl_dtype, to_storage, triton
 from .backend import use_triton as use_triton_rule
 
@@ -67,6 +67,7 @@ def particle_step_ref(x, score, grad_mu, keys, *, num_particles: int, f: float, 
     Bytes moved: reads ``x``, ``score``, ``grad_mu`` and writes ``x_new``: ``4 * R * D * itemsize``.
     """
     R, D, _ = check_rows(x, score, grad_mu, keys, num_particles)  # (as the kernel: float keys were rounded here)
+    check_scalars(("g2", "v2"), f=f, g2=g2, v2=v2, eta=eta, h=h, lam=lam, lap_mu=lap_mu)
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf, sf, gf = x.to(cdt), score.to(cdt), grad_mu.to(cdt)
     gm = lam * gf
@@ -179,6 +180,7 @@ def _particle_step_finish_kernel(
 def particle_step_params(*, f: float, g2: float, v2: float, eta: float, h: float, lam: float, lap_mu: float,
                          device="cpu") -> torch.Tensor:
     """The (7,) float64 tensor ``(f, g2, v2, eta, h, lam, lap_mu)`` that :func:`particle_step_launch` reads."""
+    check_scalars(("g2", "v2"), f=f, g2=g2, v2=v2, eta=eta, h=h, lam=lam, lap_mu=lap_mu)
     return f64_scalars([f, g2, v2, eta, h, lam, lap_mu], device)
 
 

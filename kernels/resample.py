@@ -14,6 +14,9 @@ design notes above ``_resample_kernel``.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 from ._triton import f64_scalars, num_sms, philox_uniform4, requires_triton, tl, triton
@@ -153,6 +156,15 @@ def _scheme_indices(scheme: str, w: torch.Tensor, u: torch.Tensor) -> torch.Tens
     raise ValueError(f"resampling scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
 
 
+def _check_threshold(threshold) -> None:
+    """A number or a tensor; NaN refused (``ess < NaN`` is never true: it silently switched resampling off)."""
+    if isinstance(threshold, torch.Tensor):
+        return
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or math.isnan(float(threshold)):
+        raise ValueError(f"threshold must be a real number (the normalised ESS below which an image is resampled; "
+                         f"negative: never), got {threshold!r}")
+
+
 def resample_ref(logw: torch.Tensor, keys: torch.Tensor, *, scheme: str = "systematic", threshold: float = 0.5):
     """Normalise, measure the ESS and resample the images whose normalised ESS is below ``threshold``.
 
@@ -169,6 +181,7 @@ def resample_ref(logw: torch.Tensor, keys: torch.Tensor, *, scheme: str = "syste
     ess : (B,) float64 normalised ESS before resampling (NaN for an image with no live particle).
     resampled : (B,) bool.
     """
+    _check_threshold(threshold)
     B, N = logw.shape
     w, ess, lw = normalize_log_weights(logw)
     slots = torch.arange(N, device=logw.device).expand(B, N)
@@ -485,6 +498,7 @@ def _launch_resample(logw: torch.Tensor, keys: torch.Tensor, scheme: str, thresh
     B, N = logw.shape
     if keys.shape != (B,) or keys.dtype != torch.int64:
         raise ValueError(f"keys must be ({B},) int64, got {tuple(keys.shape)} {keys.dtype}")
+    _check_threshold(threshold)
     dev = logw.device
     logw = logw.contiguous()
     keys = keys.to(dev).contiguous()

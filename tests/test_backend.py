@@ -18,6 +18,9 @@ def test_requests_normalise(monkeypatch):
         backend.requested_backend(None)
     with pytest.raises(ValueError, match="backend='cuda'"):
         backend.requested_backend("cuda")
+    for empty in ("", "  "):  # set but empty, as `AFDPS_BACKEND= cmd` leaves it: unset
+        monkeypatch.setenv("AFDPS_BACKEND", empty)
+        assert backend.requested_backend(None) == "auto"
 
 
 def test_auto_is_the_kernel_on_cuda_only(monkeypatch):

@@ -148,3 +148,33 @@ def test_the_reference_steps_check_their_rows_as_the_kernels_do():
         langevin_step_ref(x, x[:1], x, keys, num_particles=2, lam=1.0, snr=0.1)
     with pytest.raises(ValueError, match="num_particles must be an integer, got 2.5"):
         particle_step_ref(x, x, x, keys, num_particles=2.5, **step)
+
+
+def test_the_steps_refuse_scalars_that_are_not_finite():
+    """A NaN step scalar turned every row to NaN without a word, and a NaN threshold (``ess < nan`` never true)
+    switched resampling off; a negative snr was squared away. The kernels' params builders refuse the same (no
+    launch needed: they run before it). A negative threshold stays: it is the sampler's 'never resample'."""
+    from afdps.kernels import langevin as lv
+    from afdps.kernels import particle_step as ps
+    from afdps.kernels.resample import resample_and_gather
+    x = torch.zeros(4, 8)
+    keys = torch.tensor([1, 2], dtype=torch.int64)
+    step = dict(h=0.01, f=0.0, g2=1.0, v2=1.0, lam=1.0, eta=0.5, lap_mu=0.0)
+    for name, bad, says in (("h", float("nan"), "h must be a finite real number, got nan"),
+                            ("lam", float("inf"), "lam must be a finite real number, got inf"),
+                            ("v2", -1.0, "v2 must be >= 0, got -1.0"), ("eta", "0.5", "eta must be a finite real")):
+        with pytest.raises(ValueError, match=says):
+            ps.particle_step_ref(x, x, x, keys, num_particles=2, euler=False, **{**step, name: bad})
+        with pytest.raises(ValueError, match=says):
+            ps.particle_step_params(**{**step, name: bad})
+    for kw, says in (({"snr": -0.1}, "snr must be >= 0, got -0.1"),
+                     ({"lam": float("nan")}, "lam must be a finite real number, got nan")):
+        with pytest.raises(ValueError, match=says):
+            lv.langevin_step_ref(x, x, x, keys, num_particles=2, **{"lam": 1.0, "snr": 0.1, **kw})
+        with pytest.raises(ValueError, match=says):
+            lv.langevin_step_params(**{"lam": 1.0, "snr": 0.1, **kw})
+    lw = torch.zeros(2, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="threshold must be a real number .* got nan"):
+        resample_and_gather(x.view(2, 4, 4), lw, keys, threshold=float("nan"), use_triton=False)
+    _, _, _, did = resample_and_gather(x.view(2, 4, 4), lw, keys, threshold=-1.0, use_triton=False)
+    assert not did.any()
