@@ -32,10 +32,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
+import inspect
 import functools
 import json
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -53,12 +55,13 @@ from .data import (IMAGE_SUFFIXES, INPUT_SUFFIXES, NPY_RANGE, WIDE_MODES, is_ima
                    opaque, open_image, read_image)  # (read_image: this module's API too)
 from .distributed import PROBE_PREFIX, check_agree, check_shared_folder, shard
 from .evaluate import make_operator
-from .io import atomic_write, checkpoint_changed, output_folder, progress_bar, save_png, write_json, write_text
+from .io import (atomic_write, checkpoint_changed, content_digest, output_folder, progress_bar, save_png, write_json,
+                 write_text)
 from .loading import same_arch
 from .lpips import MIN_SIZE
 from .metrics import psnr, ssim
 from .plots import ess_plot
-from .sampler import sample
+from .sampler import prepare, sample
 
 __all__ = ["RESTORE_TASKS", "BOUNDARIES", "Job", "read_image", "read_kernel", "read_mask", "jobs_from_inputs", "jobs_from_manifest",
            "estimate_sigma", "build_operator", "restore", "Interrupted", "seed_of"]
@@ -149,7 +152,10 @@ def read_mask(path, shape) -> torch.Tensor:
         raise ValueError(f"mask {str(path)!r} has negative or non-finite values; a mask is 0 where unobserved and "
                          "1 (or 255, white) where observed")
     top = float(m.max()) if m.size else 0.0
-    return torch.from_numpy((m >= top / 2).astype(np.float64) if top > 0 else np.zeros_like(m))
+    if top == 0.0:
+        raise ValueError(f"mask {str(path)!r} observes no pixel (all zero): there is nothing to restore from; a mask "
+                         "is 1 (or 255, white) where observed")
+    return torch.from_numpy((m >= top / 2).astype(np.float64))
 
 
 def _expand(inputs) -> list[Path]:
@@ -390,6 +396,17 @@ def job_kernel(job: Job, event_shape, kernel_flip: bool = False) -> torch.Tensor
     return make_operator(job.task, event_shape, seed=0).kernel
 
 
+def _check_factor(job: Job, H: int, W: int) -> int:
+    """A super-resolution job's factor, which must divide the prior's frame (the measurement's size is the frame's
+    divided by it, or a tiled multiple)."""
+    f = job.sr_factor
+    if f < 1 or H % f or W % f:
+        allowed = [d for d in range(1, math.gcd(H, W) + 1) if H % d == 0 and W % d == 0]
+        raise ValueError(f"{job.name}: factor {f} does not divide the prior's size {H}x{W} (allowed: "
+                         f"{', '.join(map(str, allowed))})")
+    return f
+
+
 def build_operator(job: Job, measured_shape, event_shape, *, kernel_flip: bool = False, boundary: str = "valid"):
     """``(op, window)`` for a job: the operator on the prior's ``event_shape`` and the ``(top, left, h, w)``
     window of the outputs in it (the size policy of the module docstring: the measurement's window, or the
@@ -401,9 +418,7 @@ def build_operator(job: Job, measured_shape, event_shape, *, kernel_flip: bool =
         raise ValueError(f"unknown task {job.task!r} for {job.name}; available: {', '.join(RESTORE_TASKS)}")
     h, w = measured_shape[-2:]
     if job.task == "sr4":
-        f = job.sr_factor
-        if f < 1 or H % f or W % f:
-            raise ValueError(f"factor {f} does not divide the prior's size {H}x{W}")
+        f = _check_factor(job, H, W)
         if (h, w) != (H // f, W // f):
             raise ValueError(f"{job.name}: a x{f} measurement for this prior must be {H // f}x{W // f}, got {h}x{w} "
                              "(no silent resizing)")
@@ -496,7 +511,7 @@ def _tile_parts(job: Job, measured_shape, event_shape, boundary: str, kernel_fli
         op = ops.Blur(kernel, event_shape, boundary="valid")
         return op.output_shape[1:], 1, (kh // 2, kw // 2), lambda top, left: op
     if task == "sr4":
-        f = job.sr_factor
+        f = _check_factor(job, H, W)
         op = ops.BlockDownsample(f, event_shape)
         return (H // f, W // f), f, (0, 0), lambda top, left: op
     if task == "denoise" and job.mask is None:
@@ -549,6 +564,7 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
     wy = (_ramp(H, int(round(overlap * mh)) * scale, ph)[:, None]
           * _ramp(W, int(round(overlap * mw)) * scale, pw)[None, :])
     ess, resampled, tiles, nfe, dead = [], [], [], 0, 0
+    said = {}  # the tiles' warnings: one text (its numbers aside) -> what each tile said
     extra = {} if particle_group is None else {"particle_group": particle_group}
     for ti, (top, left) in enumerate((r, c) for r in rows for c in cols):
         op = make_op(top, left)
@@ -556,7 +572,11 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
         if isinstance(op, ops.Inpaint):
             yt = op.A(yt.double()).float()  # unobserved pixels carry nothing (as for one frame)
         seed = (int(job.seed or 0) + 1_000_003 * (ti + 1)) % 2**63
-        res = sample(prior, op, yt[None].to(device), sigma_y, seed=seed, **sample_options, **extra)
+        with warnings.catch_warnings(record=True) as caught:  # said once for the image below, not once per tile
+            warnings.simplefilter("always")
+            res = sample(prior, op, yt[None].to(device), sigma_y, seed=seed, **sample_options, **extra)
+        for w in caught:
+            said.setdefault((w.category, re.sub(r"\d+(\.\d+)?", "#", str(w.message))), []).append(str(w.message))
         st, sl = top * scale, left * scale
         sl_ = (slice(None), slice(st, st + H), slice(sl, sl + W))
         acc["best"][sl_] += wy * res.best[0].cpu().double()
@@ -569,6 +589,10 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
         tiles.append({"top": top, "left": left, "seed": seed, "final_ess": float(res.ess[-1, 0])})
         if getattr(res, "guidance_jump", None) is not None:
             tiles[-1]["guidance_jump"] = res.guidance_jump
+    n = len(rows) * len(cols)
+    for (category, _), texts in said.items():
+        warnings.warn(texts[0] if n == 1 else f"{job.name}, {len(texts)} of its {n} tiles (the first said): {texts[0]}",
+                      category, stacklevel=2)
     out = {k: (v / wsum)[None] for k, v in acc.items()}
     return TiledResult(out["best"].float(), out["mean"].float(), out["var"].sqrt().float(),
                        torch.stack(ess).mean(0)[:, None], torch.stack(resampled).any(0)[:, None], nfe, [dead], tiles,
@@ -659,7 +683,8 @@ def _index_html(out: Path, records: list[dict]) -> None:
         extra += [f"boundary {r['boundary']}"] if "boundary" in r else []
         extra += [f"{len(r['tiles'])} tiles"] if "tiles" in r else []
         nums = [f"task {html.escape(r['task'])}", *extra, f"sigma_y {r['sigma_y']:.4g}", f"NFE {r['nfe']}",
-                f"final ESS/N {r['final_ess']:.2f}", f"{r['wall_s']:.1f} s"]
+                f"final ESS/N {r['final_ess']:.2f}" + (f" (tiles' mean; lowest tile {r['final_ess_min_tile']:.2f})"
+                                                        if "final_ess_min_tile" in r else ""), f"{r['wall_s']:.1f} s"]
         for k in ("psnr_best", "psnr_mean", "ssim_best", "ssim_mean", "lpips_best", "lpips_mean"):
             if k in r:
                 nums.append(f"{k.replace('_', ' ')} {r[k]:.{2 if 'psnr' in k else 3}f}")
@@ -714,37 +739,75 @@ def _job_sigma(job: Job, y: torch.Tensor) -> float:
 
 
 def check_inputs(jobs: list[Job], event_shape, *, boundary: str = "valid", kernel_flip: bool = False,
-                 reference=None, lpips: bool = False, out=None, quiet: bool = False) -> None:
+                 reference=None, lpips: bool = False, out=None, quiet: bool = False, prior=None,
+                 sample_options: dict | None = None, tile_overlap: float = 0.25, particle_group=None,
+                 device=None) -> int:
     """Refuse, before any restoration, the jobs whose inputs would stop a run when their turn came: a measurement,
     kernel, mask or reference file that cannot be read, a size the policy refuses, a mask of another size, a noise
     level that cannot be estimated, a reference of neither the restoration's nor the measurement's size. Every job
     is read and its operator (or its tiles' geometry) built, and every bad one is counted in one error that names
     the first five. With ``out``, an image whose output folder there is a file is refused too. ``quiet`` drops the
     reading warnings (a 16-bit file read at 8 bits, ...): torchrun's other ranks, which read every input too, so that
-    each warning is printed once, by rank 0, and not once per rank (a file warns once per process)."""
+    each warning is printed once, by rank 0, and not once per rank (a file warns once per process).
+
+    With ``prior`` and ``sample_options`` the sampler's options are also checked against each kind of operator
+    the jobs have (one run's worth of :func:`~afdps.engine.sampler.prepare` per kind, its memory check included),
+    as they would be at each image's turn: ``potential="inflated"`` with a valid blur, say, stopped a run after the
+    images before it. Returns the number of tiles of the tiled images (``tile_overlap`` of a tile shared)."""
     with warnings.catch_warnings():
         if quiet:
             warnings.simplefilter("ignore", UserWarning)
-        _check_inputs(jobs, tuple(event_shape), boundary=boundary, kernel_flip=kernel_flip, reference=reference,
-                      lpips=lpips, out=out)
+        return _check_inputs(jobs, tuple(event_shape), boundary=boundary, kernel_flip=kernel_flip, reference=reference,
+                             lpips=lpips, out=out, prior=prior, options=sample_options, overlap=tile_overlap,
+                             group=particle_group, device=torch.device(device or "cpu"))
 
 
-def _check_inputs(jobs, event, *, boundary, kernel_flip, reference, lpips, out) -> None:
+PREPARE_OPTIONS = frozenset(inspect.signature(prepare).parameters) - {"prior", "op", "y", "sigma_y", "seed"}
+
+
+def _options_refusal(prior, op, y, sigma_y: float, options: dict, group, device) -> str | None:
+    """Why the sampler would refuse ``options`` for ``op`` and a measurement ``y`` of it (``None``: it would not);
+    the seed and the progress display do not matter to that, and notes on unused options wait for the run."""
+    kwargs = {k: v for k, v in options.items() if k in PREPARE_OPTIONS}
+    if group is not None:  # this rank's share of the particles (its memory)
+        kwargs["num_particles"] = group.split(options.get("num_particles", 16))[0]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            prepare(prior, op, y[None].to(device), sigma_y, **kwargs, seed=0)
+    except (ValueError, MemoryError) as exc:  # (MemoryError: check_memory, before any allocation)
+        return str(exc)
+    return None
+
+
+def _check_inputs(jobs, event, *, boundary, kernel_flip, reference, lpips, out, prior=None, options=None,
+                  overlap=0.25, group=None, device=torch.device("cpu")) -> int:
     bad = []
+    kinds = {}  # one job per kind of operator: its name, operator and measurement
+    of_kind = {}  # job name -> the kind of its operator
+    tiles = 0
     for job in jobs:
         try:
             if out is not None and (Path(out) / job.name).exists() and not (Path(out) / job.name).is_dir():
                 raise ValueError(f"{job.name}: its output folder {str(Path(out) / job.name)!r} is a file")
             y = read_image(job.path, event[0])
-            _job_sigma(job, y)
+            sigma_y = _job_sigma(job, y)
             if needs_tiles(job, y.shape, event, _kernel_size(job, event, boundary, kernel_flip)):
-                (mh, mw), scale, (ph, pw), _ = tile_geometry(job, y.shape, event, boundary=boundary,
-                                                             kernel_flip=kernel_flip)
+                (mh, mw), scale, (ph, pw), make_op = tile_geometry(job, y.shape, event, boundary=boundary,
+                                                                   kernel_flip=kernel_flip)
                 restored = (event[0], y.shape[-2] * scale + 2 * ph, y.shape[-1] * scale + 2 * pw)
                 window_ok = job.task != "sr4"
+                op, yk = make_op(0, 0), y[:, :mh, :mw]
+                tiles += (len(tile_offsets(y.shape[-2], mh, int(round(overlap * mh))))
+                          * len(tile_offsets(y.shape[-1], mw, int(round(overlap * mw)))))
             else:
                 op, window = build_operator(job, y.shape, event, kernel_flip=kernel_flip, boundary=boundary)
                 restored, window_ok = (event[0], *window[2:]), isinstance(op, ops.ValidBlur)
+                yk = y if tuple(op.output_shape) == tuple(y.shape) else _embed(y, window, event)
+            kind = (type(op).__name__, bool(getattr(op, "supports_exact", False)))
+            of_kind[job.name] = kind
+            if kind not in kinds:
+                kinds[kind] = (op, op.A(yk.double()).float() if isinstance(op, ops.Inpaint) else yk, sigma_y)
             ref = None if reference is None else _reference(reference, job, event[0])
             if ref is not None and tuple(ref.shape) != restored and not (window_ok and ref.shape == y.shape):
                 raise ValueError(f"{job.name}: its reference is {tuple(ref.shape)}, the restoration will be "
@@ -755,9 +818,19 @@ def _check_inputs(jobs, event, *, boundary, kernel_flip, reference, lpips, out) 
         except (ValueError, OSError) as exc:
             text = str(exc)
             bad.append(text if text.startswith(f"{job.name}:") else f"{job.name}: {text}")
+    if prior is not None and options is not None:
+        refused = {kind: _options_refusal(prior, *case, options, group, device) for kind, case in kinds.items()}
+        whys = set(refused.values())
+        if len(whys) == 1 and None not in whys and len(kinds) > 0:  # the same for every operator: not theirs
+            raise ValueError(f"the sampler refuses these options, so no image was run: {whys.pop()}")
+        for job in jobs:
+            why = refused.get(of_kind.get(job.name))
+            if why is not None:
+                bad.append(f"{job.name}: the sampler's options do not fit its operator ({of_kind[job.name][0]}): {why}")
     if bad:
         raise ValueError(f"{len(bad)} of {len(jobs)} image(s) cannot be restored, so none was run: "
                          + "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
+    return tiles
 
 
 def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None, resume: bool = False,
@@ -833,8 +906,10 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     if len(unread) >= 100 and rank == 0:
         log(f"afdps restore: reading and checking {len(unread)} inputs before the first image")
     try:
-        check_inputs(unread, prior.event_shape, boundary=boundary, kernel_flip=kernel_flip, reference=reference,
-                     lpips=lpips is not None, out=out, quiet=rank != 0)
+        tiles = check_inputs(unread, prior.event_shape, boundary=boundary, kernel_flip=kernel_flip,
+                             reference=reference, lpips=lpips is not None, out=out, quiet=rank != 0, prior=prior,
+                             sample_options=sample_options, tile_overlap=tile_overlap, particle_group=particle_group,
+                             device=device)
     except ValueError:
         if made and rank == 0:
             try:
@@ -842,6 +917,16 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             except OSError:
                 pass  # (something is there after all: it stays, and the refusal is what the user reads)
         raise
+    if tiles and rank == 0:
+        log(f"afdps restore: the images larger than the prior's {prior.event_shape[-2]}x{prior.event_shape[-1]} frame "
+            f"take {tiles} tiles in all, each a restoration of one frame (--tile-overlap {tile_overlap:g})")
+    if save_particles and rank == 0:
+        bare = [j.name for j in jobs if j.name in done and "tiles" not in done[j.name]
+                and not (out / j.name / "particles.npz").is_file()]
+        if bare:
+            log(f"afdps restore: --save-particles: {len(bare)} image(s) restored earlier without it keep no "
+                f"particles.npz ({', '.join(bare[:5])}{' ...' if len(bare) > 5 else ''}); restore them into another "
+                "--out to have their particles")
     others = sorted(set(done) - {j.name for j in jobs})
     if others and rank == 0:
         log(f"afdps restore: {len(others)} image(s) journaled in {out} are not in this run and stay out of the index: "
@@ -930,6 +1015,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             record["restored_size"] = "x".join(map(str, outs["mean"].shape[-2:]))
             if tiled:
                 record["tiles"] = res.tiles
+                record["final_ess_min_tile"] = min(t["final_ess"] for t in res.tiles)  # (final_ess: their mean)
             if reference is not None:
                 if ref is not None:
                     if tuple(ref.shape) != tuple(outs["best"].shape) and tuple(ref.shape) == tuple(y.shape) \
@@ -986,10 +1072,34 @@ def _absolute(path):
     return None if path is None else str(Path(path).resolve())
 
 
+@functools.lru_cache(maxsize=4096)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    return content_digest(path)
+
+
+def _digest(path) -> str | None:
+    """:func:`~afdps.engine.io.content_digest` of an input file, read once per size and modification time (``None``
+    where there is no such file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _digest_of(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+FILES = (("input", "input_sha256"), ("kernel", "kernel_sha256"), ("mask", "mask_sha256"))
+"""A job's files and the journal keys of their bytes' digests."""
+
+
 def _job_spec(job: Job, run_opts: dict, tiled: bool) -> dict:
     """What fixes a job's restoration besides the sampler's options, as its journal record keeps it."""
     spec = {"input": _absolute(job.path), "task": job.task, "seed": job.seed, "kernel": _absolute(job.kernel),
             "mask": _absolute(job.mask)}
+    for key, digest_key in FILES:  # (a file edited in place was taken as the one restored, its old outputs kept)
+        path = job.path if key == "input" else getattr(job, key)
+        digest = None if path is None else _digest(path)
+        if digest is not None:  # (a journaled image's file deleted since: a resume does not need it)
+            spec[digest_key] = digest
     for key in ("prior", "prior_sha256", "network_dtype"):  # the network's torso dtype: float32, or bfloat16 (--fast-network)
         if run_opts.get(key) is not None:
             spec[key] = run_opts[key]
@@ -1047,6 +1157,17 @@ def _check_resumed(out: Path, jobs: list[Job], done: dict, settings: dict, run_o
                 # 2026-12-07), or:
                 or "prior_sha256" in had and "prior_sha256" not in differ):
             differ.remove("prior")  # the same bytes under another path or name (moved, or the shipped file's path)
+        for path_key, digest_key in FILES:
+            if path_key in differ and digest_key in had and digest_key not in differ:
+                differ.remove(path_key)  # the same bytes under another path (a moved or copied folder)
+            elif digest_key in differ and path_key not in differ:
+                raise ValueError(f"--resume: {job.name}'s {path_key} file {want[path_key]!r} changed since the run in "
+                                 f"{str(out)!r} restored it (sha256 {had[digest_key]} then, {want[digest_key]} now); "
+                                 "resume with the file it was restored from, or restore into another --out")
+        if "seed" in differ:  # (a number derived from the name and --seed: its value tells the user nothing)
+            raise ValueError(f"--resume: {job.name} in {str(out)!r} was restored with another seed (--seed, or its "
+                             "manifest row's seed, differs from that run's); resume with that run's --seed, or choose "
+                             "another --out")
         if differ == ["prior_sha256"]:
             raise checkpoint_changed(want.get("prior", ""), f"{job.name} in {str(out)!r}", had["prior_sha256"],
                                      want["prior_sha256"])

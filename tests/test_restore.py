@@ -4,10 +4,12 @@ SIGTERM with outputs equal to an uninterrupted run."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -191,12 +193,19 @@ def test_manifest_kernels_masks_and_sizes(tmp_path):
     (lambda d: (["--task", "box", str(d / "nothing*.png")]), "matches no measurement file"),
     (lambda d: (["--task", "box", str(d / "small28.png"), "--manifest", str(d / "m.jsonl")]), "not both"),
     (lambda d: (["--manifest", str(d / "bad.jsonl")]), "line 1 is not JSON"),
+    (lambda d: (["--task", "denoise", "--boundary", "circular", str(d / "small28.png")]),
+     "--boundary circular is the boundary of the blur tasks"),  # (it was ignored)
+    (lambda d: (["--task", "sr4", "--factor", "3", str(d / "tiny.png")]),
+     "factor 3 does not divide the prior's size 28x28 (allowed: 1, 2, 4, 7, 14, 28)"),  # (it named the image)
+    (lambda d: (["--task", "box", "--mask", str(d / "black.png"), str(d / "small28.png")]),
+     "observes no pixel (all zero)"),
 ])
 def test_usage_errors(tmp_path, capsys, setup, match):
     _png(torch.zeros(20, 20), tmp_path / "small.png")
     _png(torch.zeros(40, 40), tmp_path / "big.png")
     _png(torch.zeros(5, 5), tmp_path / "tiny.png")
     _png(torch.zeros(28, 28), tmp_path / "small28.png")
+    _png(-torch.ones(28, 28), tmp_path / "black.png")
     (tmp_path / "bad.jsonl").write_text("{nope\n")
     (tmp_path / "m.jsonl").write_text("")
     rc = cli.main(["restore", *setup(tmp_path), "--out", str(tmp_path / "out"), *FAST])
@@ -355,7 +364,11 @@ def test_tiles_cover_large_measurements_and_blend_them(tmp_path, capsys):
             "restored in 4 overlapping tiles\n") in said
     assert ("blurred: the 38x38 restoration of its 30x30 valid blur (its 9x9 kernel sees past the edges) is larger "
             "than the prior's 28x28: restored in 4 overlapping tiles") in said
+    assert "the images larger than the prior's 28x28 frame take 4 tiles in all" in said  # before the first, per run
     rec = json.loads((out / "big" / "metrics.json").read_text())
+    assert rec["final_ess"] == pytest.approx(sum(t["final_ess"] for t in rec["tiles"]) / 4)  # the tiles' mean ...
+    assert rec["final_ess_min_tile"] == min(t["final_ess"] for t in rec["tiles"])  # ... and the lowest, beside it
+    assert "lowest tile" in (out / "index.html").read_text()
     assert [(t["top"], t["left"]) for t in rec["tiles"]] == [(0, 0), (0, 12), (12, 0), (12, 12)]
     assert len({t["seed"] for t in rec["tiles"]}) == 4
     assert np.load(out / "big" / "mean.npy").shape == (1, 40, 40)
@@ -453,3 +466,71 @@ def test_resume_compares_an_arch_config_by_its_contents(digits, tmp_path, capsys
         rec.pop("prior_sha256")
     (tmp_path / "out" / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
     assert cli.main(["restore", str(digits / "in" / "d1.png"), *opts, "--arch", str(copy), "--resume"]) == 0
+
+
+def test_a_tiled_image_says_each_warning_once(tmp_path, monkeypatch):
+    """Each tile's sample() warned on its own (six near-identical lines for one 40x60 image): the image says each
+    warning once, with the number of tiles that gave it."""
+    calls = []
+    real = rs.sample
+
+    def warning_sample(*args, **kw):
+        calls.append(1)
+        warnings.warn(f"a move of {len(calls)}.5 times the RMS", UserWarning)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rs, "sample", warning_sample)
+    job = rs.Job(name="big", path=str(tmp_path / "big.png"), task="denoise", seed=1)
+    y = torch.zeros(1, 40, 40)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rs.restore_tiled(afdps.load_prior("mnist"), job, y, 0.1, overlap=0.25, device="cpu",
+                         sample_options=dict(num_particles=2, num_steps=2, progress=False))
+    said = [str(w.message) for w in caught if "times the RMS" in str(w.message)]
+    assert len(calls) == 4 and said == ["big, 4 of its 4 tiles (the first said): a move of 1.5 times the RMS"]
+
+
+def test_resume_follows_the_files_bytes_not_their_paths(digits, tmp_path, capsys):
+    """The journal keeps each input's sha256: an input edited in place was taken as the one restored (its old
+    outputs kept, rc 0), while the same bytes in a moved folder were refused. A seed change names --seed (its
+    derived number told nothing); --save-particles on a resume names the images that keep none."""
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    first.mkdir()
+    for i in (0, 1):
+        (first / f"d{i}.png").write_bytes((digits / "in" / f"d{i}.png").read_bytes())
+    out = tmp_path / "out"
+    opts = ["--task", "box", "--out", str(out), *FAST]
+    assert cli.main(["restore", str(first), *opts]) == 0
+    rec = json.loads((out / "d0" / "metrics.json").read_text())
+    assert len(rec["input_sha256"]) == 16 and "mask_sha256" not in rec
+    shutil.copytree(first, moved)
+    assert cli.main(["restore", str(moved), *opts, "--resume", "--save-particles"]) == 0  # the same bytes, moved
+    said = capsys.readouterr().out
+    assert "--save-particles: 2 image(s) restored earlier without it keep no particles.npz (d0, d1)" in said
+    (first / "d0.png").write_bytes((digits / "in" / "d2.png").read_bytes())
+    assert cli.main(["restore", str(first), *opts, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"d0's input file {str((first / 'd0.png').resolve())!r} changed since the run in" in err
+    assert cli.main(["restore", str(moved), *opts, "--resume", "--seed", "5"]) == 2
+    assert "was restored with another seed (--seed, or its manifest row's seed" in capsys.readouterr().err
+
+
+def test_options_that_do_not_fit_an_operator_are_refused_before_any_image(tmp_path, capsys):
+    """potential='inflated' cannot run on a valid blur: a manifest of three tasks restored the first two, then
+    stopped (and a resume with another potential was refused). Now nothing runs and no folder is left; an option
+    every operator refuses is named once."""
+    x, _ = afdps.load_mnist_test(1)
+    _png(x[0, 0], tmp_path / "d.png")
+    _png(x[0, 0, 2:-2, 2:-2], tmp_path / "v.png")  # 24x24: a valid 5x5-kernel blur of the 28x28 frame
+    (tmp_path / "m.jsonl").write_text('{"path": "d.png", "task": "denoise"}\n{"path": "d.png", "task": "box", "name": "b"}\n'
+                                      '{"path": "v.png", "task": "gaussian-blur"}\n')
+    out = tmp_path / "out"
+    assert cli.main(["restore", "--manifest", str(tmp_path / "m.jsonl"), "--out", str(out), "--potential",
+                     "inflated", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 3 image(s) cannot be restored, so none was run: v: the sampler's options do not fit its operator " \
+           "(ValidBlur): potential='inflated'" in err and not out.exists()
+    assert cli.main(["restore", str(tmp_path / "d.png"), "--task", "box", "--out", str(out), "--eta", "nan",
+                     *FAST]) == 2
+    assert "the sampler refuses these options, so no image was run: eta must be" in capsys.readouterr().err
+    assert not out.exists()

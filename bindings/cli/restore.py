@@ -3,8 +3,8 @@
     afdps restore blurry/*.png --prior mnist --task gaussian-blur --out restored/
     afdps restore --manifest jobs.jsonl --prior ffhq_10m.pt --arch adm-ffhq256 --out restored/ --resume
 
-Per image: ``best.png``, ``mean.png``, ``std.png`` (colour-mapped per-pixel std), ``mean.npy``/``std.npy``
-(float), ``ess.png``, ``metrics.json`` (and ``particles.npz`` with ``--save-particles``) under
+Per image: ``measurement.png``, ``best.png``, ``mean.png``, ``std.png`` (colour-mapped per-pixel std, scaled to the
+image's largest), ``mean.npy``/``std.npy`` (float, the mean not clipped), ``ess.png``, ``metrics.json`` (and ``particles.npz`` with ``--save-particles``) under
 ``OUT/<name>/``; ``OUT/index.html`` shows them all; ``OUT/journal.jsonl`` lists finished images, which
 ``--resume`` skips (a killed run restarts where it stopped and gives the same outputs). SIGTERM ends
 the run after the current image's files with exit status 143.
@@ -29,7 +29,7 @@ from ..engine.distributed import ParticleGroup, env_world, init_from_env
 from ..engine.loading import arch_record
 from ..engine.lpips import load_lpips
 from ..engine.potentials import POTENTIALS
-from ..engine.restore import BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
+from ..engine.restore import BLUR_TASKS, BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
 from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, nonneg_int, open_fraction_float,
                       positive_float, positive_int, power_float, prior_digest, resolve_device, seed_int, snr_schedule)
@@ -85,8 +85,8 @@ def add_arguments(p) -> None:
                    "normalised; applied as conv2d's cross-correlation)")
     p.add_argument("--kernel-flip", action="store_true", help="flip the kernel (it was defined for a true "
                    "convolution, as deepinv's BlurFFT and scipy.signal.fftconvolve apply it)")
-    p.add_argument("--boundary", choices=BOUNDARIES, default="valid",
-                   help="blur boundary: valid (a real photo: the measurement is the part of a larger scene the kernel "
+    p.add_argument("--boundary", choices=BOUNDARIES, default=None,
+                   help="blur boundary of the blur tasks (default: valid): valid (a real photo: the measurement is the part of a larger scene the kernel "
                    "saw whole, at most the prior's size minus the kernel's plus 1; the whole scene is restored) or "
                    "circular (wrap-around; the measurement has the prior's size)")
     p.add_argument("--mask", default=None, help="mask of --task box, random70 or denoise (image or .npy; "
@@ -129,7 +129,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines every 10%% instead)")
     p.add_argument("--tile-overlap", type=_fraction, default=0.25,
                    help="a measurement larger than the prior's frame is restored in overlapping tiles blended "
-                   "linearly; the fraction of a tile shared with each neighbour")
+                   "linearly; at least this fraction of a tile is shared with each neighbour (the tiles are then spread "
+                   "evenly; 0.5 needs about 4x the tiles of 0, 0.9 about 100x)")
     p.add_argument("--network-batch", type=_batch, default=None,
                    help="images per network call: a number, or auto (as many as fit in free memory; the network's "
                    "last bits can then vary with the free memory, so byte-identical reruns need a number) "
@@ -172,6 +173,10 @@ def run(args) -> int:
                                 sigma_y=args.sigma_y, seed=args.seed)
     if args.kernel_flip and not any(j.task == "blur" for j in jobs):
         raise ValueError("--kernel-flip flips the kernel file of task blur; no image here has that task")
+    if args.boundary is not None and not any(j.task in BLUR_TASKS for j in jobs):
+        raise ValueError(f"--boundary {args.boundary} is the boundary of the blur tasks ({', '.join(BLUR_TASKS)}); no "
+                         "image here has one")
+    args.boundary = args.boundary or "valid"
     if device.type == "cuda" and world_env > 1:
         torch.cuda.set_device(device)
     rank, world = init_from_env(device)
