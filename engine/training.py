@@ -9,12 +9,17 @@ shipped results (``afdps/data/mnist_prior.pt``, ``mnist_classifier.pt``) load wi
 """
 from __future__ import annotations
 
+import glob
+import inspect
 import json
 import math
 import os
 import pickle
 import platform
 import re
+import signal
+import threading
+import warnings
 import tempfile
 import time
 from pathlib import Path
@@ -197,6 +202,32 @@ def _check_writable_file(path, what: str) -> None:
 
 # ---- prior training ---------------------------------------------------------------------------
 
+MNIST_TRAIN_DIGITS = 60_000
+"""The digits :func:`train_prior` draws from (MNIST's train and validation splits)."""
+
+
+class Stopped(Exception):
+    """SIGTERM stopped :func:`train_prior` between two steps; its training state was saved (the message says where)."""
+
+
+def _remove_stale_temporaries(*paths) -> None:
+    """Remove the temporary files that a killed atomic write of ``paths`` left beside them (``.<name>.*.tmp``, up to
+    a training state's size each; a resumed run never reused them)."""
+    for path in paths:
+        path = Path(path)
+        if path.parent.is_dir():
+            for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                stale.unlink(missing_ok=True)
+
+
+def _check_prior_config(config: dict, source: str) -> None:
+    """Refuse a config that is not an ADMUNet's (a classifier's checkpoint, say), naming the keys."""
+    known = set(inspect.signature(ADMUNet).parameters)
+    odd = sorted(set(config) - known)
+    if odd:
+        raise ValueError(f"{source} is not a diffusion prior: its config has {', '.join(map(repr, odd[:5]))}, which an "
+                         "ADMUNet does not take (a digit classifier's, from train-classifier?)")
+
 
 def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     """Linear warm-up over ``warmup`` steps, then cosine decay to ``lr / 100`` at ``steps``."""
@@ -258,27 +289,34 @@ def train_prior(
     dict : the checkpoint's ``meta``.
     """
     out = Path(out)
-    if out.is_dir() or not out.name:
+    if out.is_dir() or out.name in ("", ".", ".."):
         raise ValueError(f"the checkpoint path {str(out)!r} is a folder; give the path of a file to write (in it or "
                          "elsewhere)")
     log_path = Path(log_path) if log_path is not None else out.with_name(out.stem + "_loss.csv")
     state_path = out.with_name(out.name + ".state")
+    if log_path.resolve() in (out.resolve(), state_path.resolve()):  # (the log overwrote the checkpoint)
+        raise ValueError(f"the loss log path {str(log_path)!r} is the checkpoint's "
+                         f"{'path' if log_path.resolve() == out.resolve() else 'training state'}; give another")
     init_sd, init_meta = None, None
     if init_from is not None:
         init_sd, init_config, init_meta = read_checkpoint(load_checkpoint(init_from), init_from)
         if init_config is None:
             raise ValueError(f"{str(init_from)!r} is a raw state_dict; init_from needs an afdps checkpoint with a config")
+        _check_prior_config(init_config, f"the checkpoint {str(init_from)!r}")
         if config is not None and dict(config) != dict(init_config):
             raise ValueError(f"config differs from the one stored in {str(init_from)!r}; leave config out")
         config = init_config
     config = dict(PRIOR_CONFIG if config is None else config)
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be positive, got steps={steps}, batch_size={batch_size}")
+    if batch_size > MNIST_TRAIN_DIGITS:
+        raise ValueError(f"batch_size must be at most the {MNIST_TRAIN_DIGITS} training digits, got {batch_size}")
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
     device = torch.device(device)
 
     torch.manual_seed(seed)
+    _check_prior_config(config, "config")
     net = ADMUNet(**config)
     shape = (net.in_channels, net.image_size, net.image_size)
     if shape != DIGIT_SHAPE:  # it would train on the digits all the same, and its checkpoint claim `shape`
@@ -304,6 +342,11 @@ def train_prior(
                          "resume it (resume=True; afdps train-prior --resume), or delete it to train from the start")
     if threads:
         torch.set_num_threads(int(threads))
+    _remove_stale_temporaries(out, state_path, log_path)  # a killed write's, up to a state's size each
+    # (after every refusal: a run that raises does not warn first)
+    if warmup > steps and not (resume and state_path.exists()):
+        warnings.warn(f"warmup={warmup} is longer than steps={steps}: the learning rate never reaches lr={lr:g} (its "
+                      f"last step's is {_lr_at(steps - 1, steps, lr, warmup):.3g})", UserWarning, stacklevel=2)
 
     images, _ = load_mnist("train+validation")
     data = to_model_scale(images)  # (60000, 1, 28, 28) float32, 188 MB
@@ -357,38 +400,61 @@ def train_prior(
     t0 = time.time()
     bar = progress_bar(steps, "train-prior", progress, lines=True, initial=step)
     window = []
-    while step < steps:
-        if pos + batch_size > n_data:
-            perm, pos = torch.randperm(n_data, generator=gen), 0
-        idx = perm[pos:pos + batch_size]
-        pos += batch_size
-        x0 = data[idx].to(device)
-        k = torch.randint(0, NUM_TRAIN_STEPS, (batch_size,), generator=gen).to(device)
-        eps = torch.randn(x0.shape, generator=gen).to(device)
-        xt = sqrt_ab[k].view(-1, 1, 1, 1) * x0 + sqrt_1mab[k].view(-1, 1, 1, 1) * eps
-        lr_now = _lr_at(step, steps, lr, warmup)
-        for group in opt.param_groups:
-            group["lr"] = lr_now
-        loss = F.mse_loss(net(xt, k.to(torch.float32)), eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
-        opt.step()
-        decay = min(ema_decay, (1.0 + step) / (10.0 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), net.parameters()):
-                pe.lerp_(p, 1.0 - decay)
-        step += 1
-        window.append(loss.item())
-        if step % log_every == 0 or step == steps:
-            rows.append((step, sum(window) / len(window), lr_now, elapsed_before + time.time() - t0))
-            window = []
-            bar.set_postfix_str(f"loss {rows[-1][1]:.4f}")  # (before the update: its line shows this loss)
-            write_log()
-        bar.update(1)
-        if checkpoint_every and step % checkpoint_every == 0 and step < steps:
-            save_state()
+    stop = {"flag": False}
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(flag=True))
+    try:
+        while step < steps:
+            if stop["flag"]:
+                bar.close()
+                save_state()
+                if rows:
+                    write_log()
+                raise Stopped(f"stopped by SIGTERM after step {step} of {steps}; its training state is in "
+                              f"{str(state_path)!r}: resume with the same settings (afdps train-prior --resume)")
+            if pos + batch_size > n_data:
+                perm, pos = torch.randperm(n_data, generator=gen), 0
+            idx = perm[pos:pos + batch_size]
+            pos += batch_size
+            x0 = data[idx].to(device)
+            k = torch.randint(0, NUM_TRAIN_STEPS, (batch_size,), generator=gen).to(device)
+            eps = torch.randn(x0.shape, generator=gen).to(device)
+            xt = sqrt_ab[k].view(-1, 1, 1, 1) * x0 + sqrt_1mab[k].view(-1, 1, 1, 1) * eps
+            lr_now = _lr_at(step, steps, lr, warmup)
+            for group in opt.param_groups:
+                group["lr"] = lr_now
+            loss = F.mse_loss(net(xt, k.to(torch.float32)), eps)
+            value = loss.item()
+            if not math.isfinite(value):  # (it trained on to NaN weights and wrote them, exit status 0)
+                raise FloatingPointError(
+                    f"the training loss became {value} at step {step + 1} of {steps} (learning rate "
+                    f"{lr_now:.3g}): training diverged, and no checkpoint was written; lower lr (now {lr:g}) or "
+                    f"lengthen warmup (now {warmup})"
+                    + (f", and delete {str(state_path)!r} (a state of these settings) to train from the start"
+                       if state_path.exists() else ""))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+            opt.step()
+            decay = min(ema_decay, (1.0 + step) / (10.0 + step))
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), net.parameters()):
+                    pe.lerp_(p, 1.0 - decay)
+            step += 1
+            window.append(value)
+            if step % log_every == 0 or step == steps:
+                rows.append((step, sum(window) / len(window), lr_now, elapsed_before + time.time() - t0))
+                window = []
+                bar.set_postfix_str(f"loss {rows[-1][1]:.4f}")  # (before the update: its line shows this loss)
+                write_log()
+            bar.update(1)
+            if checkpoint_every and step % checkpoint_every == 0 and step < steps:
+                save_state()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     bar.close()
     wall = elapsed_before + time.time() - t0
 
@@ -425,6 +491,10 @@ def _accuracy(classifier, images, labels) -> float:
     return float((pred == labels).float().mean())
 
 
+CLASSIFIER_TRAIN_DIGITS = 50_000
+"""The digits :func:`train_classifier` trains on (MNIST's train split; validation and test are held out)."""
+
+
 def train_classifier(out, *, epochs: int = 4, batch_size: int = 128, seed: int = 0, lr: float = 2e-3,
                      weight_decay: float = 1e-4, threads: int | None = None, progress=None,
                      command: str | None = None, steps: int | None = None) -> dict:
@@ -436,6 +506,8 @@ def train_classifier(out, *, epochs: int = 4, batch_size: int = 128, seed: int =
     last pass may stop part-way (a quick check: an epoch is 390 steps, about 130 s on a 2-core CPU)."""
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if batch_size > CLASSIFIER_TRAIN_DIGITS:  # (before the data is read)
+        raise ValueError(f"batch_size must be at most the {CLASSIFIER_TRAIN_DIGITS} training digits, got {batch_size}")
     _check_writable_file(out, "the checkpoint path")
     if threads:
         torch.set_num_threads(int(threads))

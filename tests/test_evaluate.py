@@ -646,3 +646,24 @@ def test_resume_names_a_broken_settings_file(tmp_path, capsys, text, match):
     assert cli.main(EVAL[:5] + ["--num-images", "1", "--methods", "dps", "--out", str(out), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "--resume: " in err and "settings.json' is not the settings file afdps eval writes" in err and match in err
+
+
+def test_eval_scores_with_a_classifier_the_user_trained(tmp_path, capsys):
+    """A classifier from afdps train-classifier could only be used from Python (eval always took the shipped one):
+    --classifier takes its file, names it in results.md and records its bytes; with --images (no labels) it is
+    refused."""
+    from afdps.shipped import SHIPPED_CLASSIFIERS, data_path
+    mine = tmp_path / "mine.pt"
+    mine.write_bytes(data_path(SHIPPED_CLASSIFIERS["mnist"]).read_bytes())
+    opts = ["--num-images", "1", "--particles", "2", "--steps", "2", "--task", "box", "--methods", "fk",
+            "--no-progress"]
+    assert cli.main(["eval", *opts, "--classifier", str(mine), "--out", str(tmp_path / "a")]) == 0
+    assert cli.main(["eval", *opts, "--out", str(tmp_path / "b")]) == 0
+    rows = [next(csv.DictReader(open(tmp_path / o / "results.csv"))) for o in ("a", "b")]
+    assert rows[0]["accuracy_best"] == rows[1]["accuracy_best"] != ""  # the same bytes: the same scores
+    assert f"by the classifier {mine}" in (tmp_path / "a" / "results.md").read_text()
+    settings = json.loads((tmp_path / "a" / "settings.json").read_text())
+    assert settings["classifier"].startswith(str(mine.resolve())) and " sha256 " in settings["classifier"]
+    assert cli.main(["eval", *opts, "--out", str(tmp_path / "c"), "--images", str(tmp_path), "--classifier",
+                     str(mine)]) == 2
+    assert "--images has no labels" in capsys.readouterr().err

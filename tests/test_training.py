@@ -282,3 +282,76 @@ def test_a_stopped_training_run_is_kept_until_resumed(tmp_path, monkeypatch, cap
     with pytest.raises(ValueError, match=rf"the run in {str(out)!r} finished; .*without resume"):
         training.train_prior(out, resume=True, **kw)
     assert out.read_bytes() == before
+
+
+def test_a_diverging_run_stops_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """A learning rate that blows the loss up to NaN trained on and wrote NaN weights with exit status 0 (and
+    load_prior took them): the run stops at the first non-finite loss, naming step and rate, with no checkpoint."""
+    _fake_digits(monkeypatch)
+    out = tmp_path / "p.pt"
+    with pytest.raises(FloatingPointError, match=r"the training loss became (nan|inf) at step \d+ of 6 .*diverged, "
+                                                 r"and no checkpoint was written; lower lr \(now 1e\+30\)"):
+        training.train_prior(out, steps=6, batch_size=2, config=TINY_PRIOR, lr=1e30, warmup=0, log_every=1,
+                             checkpoint_every=0, seed=0, threads=1)
+    assert not out.exists()
+    assert cli.main(["train-prior", "--out", str(out), "--steps", "6", "--batch-size", "2", "--lr", "1e30",
+                     "--warmup", "0", "--threads", "1", "--num-channels", "32"]) == 1
+    assert "training diverged" in capsys.readouterr().err and not out.exists()
+
+
+def test_train_prior_refuses_what_it_would_fail_on_later(tmp_path, monkeypatch, capsys):
+    """Before the digits are read: a loss log at the checkpoint's path (the CSV replaced the checkpoint, exit 0), an
+    out of '..' (it trained, then failed to rename), a batch larger than the 60,000 digits (a shape error after
+    loading them), a classifier's checkpoint as init_from (an ADMUNet keyword error). A warm-up longer than the run
+    is said."""
+    asked = _fake_digits(monkeypatch)
+    kw = dict(steps=2, batch_size=2, config=TINY_PRIOR, threads=1)
+    with pytest.raises(ValueError, match="the loss log path .* is the checkpoint's path; give another"):
+        training.train_prior(tmp_path / "p.pt", log_path=tmp_path / "p.pt", **kw)
+    with pytest.raises(ValueError, match="is the checkpoint's training state"):
+        training.train_prior(tmp_path / "p.pt", log_path=tmp_path / "p.pt.state", **kw)
+    with pytest.raises(ValueError, match="is a folder"):
+        training.train_prior(tmp_path / "missing" / "..", **kw)
+    with pytest.raises(ValueError, match="batch_size must be at most the 60000 training digits, got 60001"):
+        training.train_prior(tmp_path / "p.pt", **{**kw, "batch_size": 60001})
+    classifier = tmp_path / "k.pt"
+    net = training.MNISTClassifier()
+    torch.save(training.make_checkpoint(net.config, net.state_dict(), {}), classifier)
+    odd = sorted(set(net.config) - set(training.PRIOR_CONFIG))[0]
+    with pytest.raises(ValueError, match=rf"k.pt' is not a diffusion prior: its config has '{odd}'"):
+        training.train_prior(tmp_path / "p.pt", steps=2, batch_size=2, init_from=classifier)
+    assert asked == [] and sorted(p.name for p in tmp_path.iterdir()) == ["k.pt"]
+    with pytest.warns(UserWarning, match="warmup=200 is longer than steps=2: the learning rate never reaches"):
+        training.train_prior(tmp_path / "p.pt", log_every=1, checkpoint_every=0, **kw)
+
+
+def test_sigterm_saves_the_state_and_a_resume_finishes_the_run(tmp_path, monkeypatch, capsys):
+    """SIGTERM killed the run at once (its steps since the last saved state lost, a killed write's temporary of up
+    to a state's size left beside it for good): now the step in progress finishes, the state is saved, the CLI says
+    where and exits 143, and a resume gives the uninterrupted run's checkpoint bit for bit; stale temporaries go."""
+    import signal as _signal
+    kw = dict(steps=4, batch_size=2, config=TINY_PRIOR, log_every=1, checkpoint_every=0, seed=1, threads=1, warmup=1)
+    _fake_digits(monkeypatch)
+    training.train_prior(tmp_path / "whole.pt", **kw)
+    real = training._lr_at
+
+    def term_at_step_1(step, *args):
+        if step == 1:
+            os.kill(os.getpid(), _signal.SIGTERM)
+        return real(step, *args)
+
+    monkeypatch.setattr(training, "_lr_at", term_at_step_1)
+    out = tmp_path / "p.pt"
+    _fake_digits(monkeypatch)
+    handler = _signal.getsignal(_signal.SIGTERM)
+    with pytest.raises(training.Stopped, match=r"stopped by SIGTERM after step 2 of 4; its training state is in"):
+        training.train_prior(out, **kw)
+    assert _signal.getsignal(_signal.SIGTERM) is handler and (tmp_path / "p.pt.state").exists()
+    monkeypatch.setattr(training, "_lr_at", real)
+    stale = tmp_path / ".p.pt.state.abc123.tmp"
+    stale.write_bytes(b"half a state")
+    _fake_digits(monkeypatch)
+    training.train_prior(out, resume=True, **kw)
+    a, b = torch.load(tmp_path / "whole.pt", weights_only=True), torch.load(out, weights_only=True)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert not stale.exists() and not (tmp_path / "p.pt.state").exists()

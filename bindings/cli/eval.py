@@ -21,7 +21,7 @@ from ..engine.distributed import env_world
 from ..engine.evaluate import (DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows,
                                sampler_options)
 from ..engine.loading import arch_record, same_arch
-from ..engine.io import checkpoint_changed, output_folder, write_json, write_text
+from ..engine.io import checkpoint_changed, content_digest, output_folder, write_json, write_text
 from ..engine.potentials import POTENTIALS
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS, default_potential
 from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, format_snr, nonneg_float,
@@ -75,6 +75,9 @@ def add_arguments(p) -> None:
     p.add_argument("--images", default=None, help="folder of test images, resized so the shorter side fits and "
                    "centre-cropped to the prior's size (.npy: not resized) (default for 1x28x28 priors: the shipped "
                    "MNIST test digits, scored also by the shipped classifier)")
+    p.add_argument("--classifier", default="mnist",
+                   help="digit classifier of the accuracy columns (MNIST digits only): 'mnist' (shipped) or a "
+                   "checkpoint that afdps train-classifier wrote (default: mnist)")
     p.add_argument("--task", default=None, help=f"comma-separated, from {', '.join(TASKS)} "
                    "(default: the four tasks of the image size)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
@@ -174,7 +177,7 @@ IMAGE_HASHES = "image_sha256"  # settings.json: the first 16 hex digits of each 
 PRIOR_HASH = "prior_sha256"  # settings.json: the checkpoint's content_digest (afdps.engine.io)
 
 # options added after runs were written with settings.json, and the value those runs had in effect
-ADDED_LATER = {"fast_network": False, "ssim": "[-1, 1]"}
+ADDED_LATER = {"fast_network": False, "ssim": "[-1, 1]", "classifier": "mnist"}
 SSIM = "[0, 1]"  # settings.json: the range SSIM is taken on (afdps.ssim: [-1, 1] before 2026-12-07, where a resume
 # would average per-image values of both conventions)
 
@@ -240,7 +243,10 @@ def run(args) -> int:
             raise ValueError(f"--num-images {args.num_images}: the shipped MNIST test digits are 1000; pass at most "
                              "1000 or --images FOLDER")
         images, labels = load_mnist_test(args.num_images)
-        classifier = load_classifier("mnist")
+        classifier = load_classifier(args.classifier)
+    elif args.classifier != "mnist":
+        raise ValueError(f"--classifier {args.classifier} scores the shipped MNIST test digits against their labels; "
+                         "--images has no labels (leave --classifier out)")
     else:
         images = load_image_folder(args.images, shape, args.num_images)
         names = [f.name for f in image_files(args.images)[:args.num_images]]
@@ -256,6 +262,8 @@ def run(args) -> int:
     if args.ess_threshold == 0.5:
         settings.pop("ess_threshold")  # the default: runs from before the option resume as they were
     settings["ssim"] = SSIM
+    if args.classifier != "mnist":  # (its bytes: one retrained in place scores otherwise)
+        settings["classifier"] = f"{Path(args.classifier).resolve()} sha256 {content_digest(args.classifier)}"
     settings["arch"] = arch_record(args.arch)  # (a JSON config file: its path and its contents' digest)
     held = [f for f in ("results.csv", "per_image.csv") if (out / f).exists()]
     if held:
@@ -359,7 +367,8 @@ def run(args) -> int:
                   f"sigma_y {args.sigma_y}, device {name}{elsewhere(summary)}, "
                   f"{time.perf_counter() - t0:.0f} s{' in this invocation (resumed)' if previous else ''}{done}\n\n"
                   f"{method_settings(args, methods)}{network}. Means ± standard errors over images; "
-                  + ("accuracy: fraction classified as the true digit by the shipped classifier; "
+                  + (f"accuracy: fraction classified as the true digit by the "
+                     f"{'shipped classifier' if args.classifier == 'mnist' else 'classifier ' + args.classifier}; "
                      if classifier is not None else "")
                   + "N: particles per image; NFE: score evaluations per particle (DPS: each with a backward pass)"
                   + f"{older}.\n\n")

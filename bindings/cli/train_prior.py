@@ -1,8 +1,10 @@
 """``afdps train-prior``: train the small MNIST diffusion prior (the work: :func:`afdps.engine.training.train_prior`)."""
 from __future__ import annotations
 
+import sys
+
 from ..api import load_classifier, load_prior
-from ..engine.training import PRIOR_CONFIG, prior_sanity_check, train_prior
+from ..engine.training import PRIOR_CONFIG, Stopped, prior_sanity_check, train_prior
 from ..shipped import SHIPPED_PRIORS, shipped_file
 from ._common import (DEFAULT_THREADS, command_line, nonneg_int, positive_float, positive_int, resolve_device,
                       seed_int, unit_float)
@@ -37,8 +39,11 @@ def add_arguments(parser) -> None:
                         help="continue from this afdps prior checkpoint, or 'mnist' for the shipped prior (its config: "
                              "--num-channels and --num-res-blocks may not be given; fresh optimizer)")
     parser.add_argument("--sanity-samples", type=nonneg_int, default=0,
-                        help="after training, draw this many samples and report the fraction the shipped "
-                             "classifier labels with confidence >= 0.9 (default: 0, skip)")
+                        help="after training, draw this many samples and report the fraction the classifier "
+                             "labels with confidence >= 0.9 (default: 0, skip)")
+    parser.add_argument("--classifier", default="mnist",
+                        help="the classifier of --sanity-samples: 'mnist' (shipped) or a checkpoint of afdps "
+                             "train-classifier (default: mnist)")
 
 
 def run(args) -> int:
@@ -51,16 +56,24 @@ def run(args) -> int:
             raise ValueError(f"--init-from takes the checkpoint's architecture; leave out {', '.join(changed)}")
         config = None  # taken from the checkpoint
         args.init_from = shipped_file(args.init_from, SHIPPED_PRIORS, "prior") or args.init_from
-    meta = train_prior(
-        args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
-        warmup=args.warmup, ema_decay=args.ema_decay, config=config, log_every=args.log_every,
-        log_path=args.log, checkpoint_every=args.checkpoint_every, resume=args.resume,
-        threads=args.threads, device=device, command=command_line(), init_from=args.init_from,
-    )
+    if args.classifier != "mnist" and not args.sanity_samples:
+        raise ValueError("--classifier is the classifier of --sanity-samples; give that too, or leave it out")
+    if args.sanity_samples:  # (before training, not after it)
+        load_classifier(args.classifier)
+    try:
+        meta = train_prior(
+            args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed, lr=args.lr,
+            warmup=args.warmup, ema_decay=args.ema_decay, config=config, log_every=args.log_every,
+            log_path=args.log, checkpoint_every=args.checkpoint_every, resume=args.resume,
+            threads=args.threads, device=device, command=command_line(), init_from=args.init_from,
+        )
+    except Stopped as exc:  # SIGTERM: the state is saved
+        print(f"afdps train-prior: {exc}", file=sys.stderr)
+        return 143
     print(f"wrote {args.out}: {meta['steps']} steps, final loss {meta['final_loss']:.4f}, "
           f"{meta['wall_time_s'] / 60:.1f} min")
     if args.sanity_samples:
-        result = prior_sanity_check(load_prior(args.out, device=device), load_classifier("mnist"),
+        result = prior_sanity_check(load_prior(args.out, device=device), load_classifier(args.classifier),
                                     num_samples=args.sanity_samples)
         print(f"sanity check: {result['fraction_confident']:.3f} of {result['num_samples']} samples "
               f"classified with confidence >= 0.9; labels {result['label_counts']} (uniform noise scores "
