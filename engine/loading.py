@@ -475,5 +475,7 @@ def load_classifier(path, *, device="cpu") -> nn.Module:
     try:
         MNISTClassifier(**config)
     except TypeError as exc:
-        raise ValueError(f"{what}: bad config ({exc})") from None
+        hint = " (a diffusion prior's, from train-prior?)" if "image_size" in config else ""
+        raise ValueError(f"{what}: bad config ({exc}){hint}; a classifier is what afdps train-classifier writes") \
+            from None
     return _load_strict(lambda: MNISTClassifier(**config), sd, what, device)

@@ -667,3 +667,6 @@ def test_eval_scores_with_a_classifier_the_user_trained(tmp_path, capsys):
     assert cli.main(["eval", *opts, "--out", str(tmp_path / "c"), "--images", str(tmp_path), "--classifier",
                      str(mine)]) == 2
     assert "--images has no labels" in capsys.readouterr().err
+    prior_file = data_path("mnist_prior.pt")  # a prior given as the classifier is named as one
+    assert cli.main(["eval", *opts, "--out", str(tmp_path / "d"), "--classifier", str(prior_file)]) == 2
+    assert "(a diffusion prior's, from train-prior?)" in capsys.readouterr().err
