@@ -546,10 +546,12 @@ def train_classifier(out, *, epochs: int = 4, batch_size: int = 128, seed: int =
             opt.step()
             sched.step()
             running += loss.item()
-            bar.update(1)
+            if b < batches - 1:
+                bar.update(1)
         val = _accuracy(model, xva, yva)
         history.append({"epoch": epoch + 1, "steps": batches, "train_loss": running / batches, "val_accuracy": val})
         bar.set_postfix_str(f"val acc {val:.4f}")
+        bar.update(1)  # the epoch's last step, counted after its validation: its line (the last one) carries it
     bar.close()
     model.eval()
     shipped_x, shipped_y = xte[:1000], yte[:1000]

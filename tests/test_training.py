@@ -120,6 +120,10 @@ def test_train_classifier_stops_after_steps(tmp_path, monkeypatch, capsys):
     assert load_classifier(out)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
     meta = torch.load(out, weights_only=False)["meta"]
     assert meta["steps"] == 3 and [h["steps"] for h in meta["history"]] == [2, 1]
+    assert cli.main(["train-classifier", "--out", str(out), "--steps", "2", "--batch-size", "4", "--threads", "1"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # one epoch: its validation was never shown
+    assert last.startswith("train-classifier: 2/2 (100%)") and last.endswith(
+        f", val acc {torch.load(out, weights_only=False)['meta']['val_accuracy']:.4f}"), last
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         training.train_classifier(out, steps=0)
     capsys.readouterr()  # both lengths: refused (--epochs was ignored without a word)
