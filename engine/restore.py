@@ -747,8 +747,8 @@ def check_inputs(jobs: list[Job], event_shape, *, boundary: str = "valid", kerne
     level that cannot be estimated, a reference of neither the restoration's nor the measurement's size. Every job
     is read and its operator (or its tiles' geometry) built, and every bad one is counted in one error that names
     the first five. With ``out``, an image whose output folder there is a file is refused too. ``quiet`` drops the
-    reading warnings (a 16-bit file read at 8 bits, ...): torchrun's other ranks, which read every input too, so that
-    each warning is printed once, by rank 0, and not once per rank (a file warns once per process).
+    reading warnings (a 16-bit file read at 8 bits, ...), for callers that read every input on every rank (a file
+    warns once per process); :func:`restore` itself gives each of torchrun's ranks its share to read.
 
     With ``prior`` and ``sample_options`` the sampler's options are also checked against each kind of operator
     the jobs have (one run's worth of :func:`~afdps.engine.sampler.prepare` per kind, its memory check included),
@@ -757,12 +757,39 @@ def check_inputs(jobs: list[Job], event_shape, *, boundary: str = "valid", kerne
     with warnings.catch_warnings():
         if quiet:
             warnings.simplefilter("ignore", UserWarning)
-        return _check_inputs(jobs, tuple(event_shape), boundary=boundary, kernel_flip=kernel_flip, reference=reference,
-                             lpips=lpips, out=out, prior=prior, options=sample_options, overlap=tile_overlap,
-                             group=particle_group, device=torch.device(device or "cpu"))
+        found = _check_inputs(jobs, tuple(event_shape), boundary=boundary, kernel_flip=kernel_flip,
+                              reference=reference, lpips=lpips, out=out, prior=prior, options=sample_options,
+                              overlap=tile_overlap, group=particle_group, device=torch.device(device or "cpu"))
+    return _refuse(*found, total=len(jobs))
+
+
+def _refuse(bad: list, tiles: int, refused: dict, of_kind: dict, *, total: int) -> int:
+    """Raise the refusals :func:`_check_inputs` found (``bad``: the files'; ``refused``: the sampler's, per kind of
+    operator, for the jobs ``of_kind`` names) in one error; else return ``tiles``. An option every kind refuses
+    alike is the options' fault, not the operators', and is said once."""
+    whys = set(refused.values())
+    if len(whys) == 1 and None not in whys:
+        raise ValueError(f"the sampler refuses these options, so no image was run: {whys.pop()}")
+    bad = bad + [f"{name}: the sampler's options do not fit its operator ({kind[0]}): {refused[kind]}"
+                 for name, kind in of_kind.items() if refused.get(kind) is not None]
+    if bad:
+        raise ValueError(f"{len(bad)} of {total} image(s) cannot be restored, so none was run: "
+                         + "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
+    return tiles
 
 
 PREPARE_OPTIONS = frozenset(inspect.signature(prepare).parameters) - {"prior", "op", "y", "sigma_y", "seed"}
+
+
+def check_share(jobs: list[Job], done: dict, rank: int, world: int, sharded: bool) -> list[Job]:
+    """The unfinished jobs that rank ``rank`` of ``world`` reads and checks before the first image: a sharded rank the
+    images it will restore (each file read, and its warnings said, by one rank), a particle-parallel rank every
+    ``world``-th (every rank restores every image); one process all of them. Every rank read every input before."""
+    if world == 1:
+        return [j for j in jobs if j.name not in done]
+    if sharded:
+        return [j for j in shard(jobs, rank, world) if j.name not in done]
+    return shard([j for j in jobs if j.name not in done], rank, world)
 
 
 def _options_refusal(prior, op, y, sigma_y: float, options: dict, group, device) -> str | None:
@@ -781,7 +808,7 @@ def _options_refusal(prior, op, y, sigma_y: float, options: dict, group, device)
 
 
 def _check_inputs(jobs, event, *, boundary, kernel_flip, reference, lpips, out, prior=None, options=None,
-                  overlap=0.25, group=None, device=torch.device("cpu")) -> int:
+                  overlap=0.25, group=None, device=torch.device("cpu")) -> tuple[list, int, dict, dict]:
     bad = []
     kinds = {}  # one job per kind of operator: its name, operator and measurement
     of_kind = {}  # job name -> the kind of its operator
@@ -818,19 +845,9 @@ def _check_inputs(jobs, event, *, boundary, kernel_flip, reference, lpips, out, 
         except (ValueError, OSError) as exc:
             text = str(exc)
             bad.append(text if text.startswith(f"{job.name}:") else f"{job.name}: {text}")
-    if prior is not None and options is not None:
-        refused = {kind: _options_refusal(prior, *case, options, group, device) for kind, case in kinds.items()}
-        whys = set(refused.values())
-        if len(whys) == 1 and None not in whys and len(kinds) > 0:  # the same for every operator: not theirs
-            raise ValueError(f"the sampler refuses these options, so no image was run: {whys.pop()}")
-        for job in jobs:
-            why = refused.get(of_kind.get(job.name))
-            if why is not None:
-                bad.append(f"{job.name}: the sampler's options do not fit its operator ({of_kind[job.name][0]}): {why}")
-    if bad:
-        raise ValueError(f"{len(bad)} of {len(jobs)} image(s) cannot be restored, so none was run: "
-                         + "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
-    return tiles
+    refused = {} if prior is None or options is None else {
+        kind: _options_refusal(prior, *case, options, group, device) for kind, case in kinds.items()}
+    return bad, tiles, refused, of_kind
 
 
 def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None, resume: bool = False,
@@ -903,13 +920,23 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                          "another --out")
     _check_resumed(out, jobs, done, settings, run_opts)  # before the signal handler and the barrier: nothing to undo
     unread = [j for j in jobs if j.name not in done]
+    together = world > 1 and torch.distributed.is_initialized()  # each rank reads its share (each read them all)
     if len(unread) >= 100 and rank == 0:
-        log(f"afdps restore: reading and checking {len(unread)} inputs before the first image")
+        log(f"afdps restore: reading and checking {len(unread)} inputs before the first image"
+            + (f", each of {world} ranks its share" if together else ""))
     try:
-        tiles = check_inputs(unread, prior.event_shape, boundary=boundary, kernel_flip=kernel_flip,
-                             reference=reference, lpips=lpips is not None, out=out, quiet=rank != 0, prior=prior,
-                             sample_options=sample_options, tile_overlap=tile_overlap, particle_group=particle_group,
-                             device=device)
+        found = _check_inputs(check_share(jobs, done, rank, world if together else 1, sharded), tuple(prior.event_shape),
+                              boundary=boundary, kernel_flip=kernel_flip, reference=reference,
+                              lpips=lpips is not None, out=out, prior=prior, options=sample_options,
+                              overlap=tile_overlap, group=particle_group, device=torch.device(device or "cpu"))
+        if together:  # every rank refuses alike, or none does
+            answers = [None] * world
+            torch.distributed.all_gather_object(answers, found,
+                                                group=None if particle_group is None else particle_group.group)
+            found = ([b for a in answers for b in a[0]], sum(a[1] for a in answers),
+                     {k: v for a in reversed(answers) for k, v in a[2].items()},
+                     {n: k for a in answers for n, k in a[3].items()})
+        tiles = _refuse(*found, total=len(unread))
     except ValueError:
         if made and rank == 0:
             try:

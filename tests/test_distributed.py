@@ -112,7 +112,7 @@ def _digits(root: Path, n: int = 4) -> Path:
     return root / "in"
 
 
-def _restore(inputs: Path, out: Path, world: int, *extra):
+def _restore(inputs: Path, out: Path, world: int, *extra, ok: bool = True):
     """``afdps restore`` on ``world`` torchrun ranks; one process runs here, in the test's (a start of the
     interpreter and torch costs 3 s on the 2-core CPU)."""
     args = ["-m", "afdps.cli", "restore", str(inputs), "--task", "box", "--prior", "mnist", "--particles", "4",
@@ -126,7 +126,7 @@ def _restore(inputs: Path, out: Path, world: int, *extra):
     launcher = ["-m", "torch.distributed.run", "--nproc-per-node", str(world), "--master-port", str(_free_port())]
     cmd = [sys.executable, *launcher, *args]
     p = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
+    assert (p.returncode == 0) == ok, p.stderr[-3000:]
     return p
 
 
@@ -155,3 +155,31 @@ def test_restore_shards_images_over_torchrun_ranks(tmp_path):
     p = _restore(inputs, parts, 2, "--particle-parallel", "--network-batch", "1")
     assert "2 ranks sharing each image's particles" in p.stdout
     assert _files(parts) == _files(one)
+
+
+@pytest.mark.slow
+def test_sharded_ranks_check_their_share_and_refuse_alike(tmp_path):
+    """Each rank reads and checks the images it will restore (every rank read every input, N ranks N times the
+    reading before the first image); a bad file in rank 1's share stops both ranks alike, naming it, before any
+    image is restored."""
+    inputs = _digits(tmp_path)
+    (inputs / "digit1.png").write_text("not a PNG")  # image 1 of 4: rank 1's share
+    out = tmp_path / "out"
+    p = _restore(inputs, out, 2, ok=False)
+    assert p.stderr.count("1 of 4 image(s) cannot be restored, so none was run: digit1:") == 2, p.stderr[-3000:]
+    assert not list(out.glob("journal*.jsonl"))
+
+
+def test_each_rank_checks_a_share_of_the_inputs():
+    """The shares are the run's: a sharded rank checks the images it will restore, whatever is journaled; a
+    particle-parallel rank every world-th unfinished image; together every unfinished image once."""
+    from afdps.engine import restore as rs
+
+    jobs = [rs.Job(f"{i}.png", "denoise", str(i), seed=i) for i in range(7)]
+    done = {"2": {}, "3": {}}
+    for sharded in (True, False):
+        shares = [rs.check_share(jobs, done, r, 3, sharded) for r in range(3)]
+        assert sorted(j.name for s in shares for j in s) == ["0", "1", "4", "5", "6"]
+        if sharded:
+            assert [[j.name for j in s] for s in shares] == [["0", "6"], ["1", "4"], ["5"]]
+    assert [j.name for j in rs.check_share(jobs, done, 0, 1, True)] == ["0", "1", "4", "5", "6"]
