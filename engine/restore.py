@@ -29,6 +29,7 @@ Conventions:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import html
@@ -61,7 +62,7 @@ from .loading import same_arch
 from .lpips import MIN_SIZE
 from .metrics import psnr, ssim
 from .plots import ess_plot
-from .sampler import prepare, sample
+from .sampler import default_potential, prepare, sample
 
 __all__ = ["RESTORE_TASKS", "BOUNDARIES", "Job", "read_image", "read_kernel", "read_mask", "jobs_from_inputs", "jobs_from_manifest",
            "estimate_sigma", "build_operator", "restore", "Interrupted", "seed_of"]
@@ -566,33 +567,39 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
     ess, resampled, tiles, nfe, dead = [], [], [], 0, 0
     said = {}  # the tiles' warnings: one text (its numbers aside) -> what each tile said
     extra = {} if particle_group is None else {"particle_group": particle_group}
-    for ti, (top, left) in enumerate((r, c) for r in rows for c in cols):
-        op = make_op(top, left)
-        yt = y[:, top:top + mh, left:left + mw]
-        if isinstance(op, ops.Inpaint):
-            yt = op.A(yt.double()).float()  # unobserved pixels carry nothing (as for one frame)
-        seed = (int(job.seed or 0) + 1_000_003 * (ti + 1)) % 2**63
-        with warnings.catch_warnings(record=True) as caught:  # said once for the image below, not once per tile
-            warnings.simplefilter("always")
-            res = sample(prior, op, yt[None].to(device), sigma_y, seed=seed, **sample_options, **extra)
-        for w in caught:
-            said.setdefault((w.category, re.sub(r"\d+(\.\d+)?", "#", str(w.message))), []).append(str(w.message))
-        st, sl = top * scale, left * scale
-        sl_ = (slice(None), slice(st, st + H), slice(sl, sl + W))
-        acc["best"][sl_] += wy * res.best[0].cpu().double()
-        acc["mean"][sl_] += wy * res.mean[0].cpu().double()
-        acc["var"][sl_] += wy * res.std[0].cpu().double().square()
-        wsum[sl_[1:]] += wy
-        ess.append(res.ess[:, 0])
-        resampled.append(res.resampled[:, 0])
-        nfe, dead = nfe + res.nfe, dead + int(res.dead[0])
-        tiles.append({"top": top, "left": left, "seed": seed, "final_ess": float(res.ess[-1, 0])})
-        if getattr(res, "guidance_jump", None) is not None:
-            tiles[-1]["guidance_jump"] = res.guidance_jump
-    n = len(rows) * len(cols)
-    for (category, _), texts in said.items():
-        warnings.warn(texts[0] if n == 1 else f"{job.name}, {len(texts)} of its {n} tiles (the first said): {texts[0]}",
-                      category, stacklevel=2)
+    try:
+        for ti, (top, left) in enumerate((r, c) for r in rows for c in cols):
+            op = make_op(top, left)
+            yt = y[:, top:top + mh, left:left + mw]
+            if isinstance(op, ops.Inpaint):
+                yt = op.A(yt.double()).float()  # unobserved pixels carry nothing (as for one frame)
+            seed = (int(job.seed or 0) + 1_000_003 * (ti + 1)) % 2**63
+            with warnings.catch_warnings(record=True) as caught:  # said once for the image, not once per tile
+                warnings.simplefilter("always")
+                try:
+                    res = sample(prior, op, yt[None].to(device), sigma_y, seed=seed, **sample_options, **extra)
+                finally:
+                    for w in caught:
+                        key = (w.category, re.sub(r"\d+(\.\d+)?", "#", str(w.message)))
+                        said.setdefault(key, []).append(str(w.message))
+            st, sl = top * scale, left * scale
+            sl_ = (slice(None), slice(st, st + H), slice(sl, sl + W))
+            acc["best"][sl_] += wy * res.best[0].cpu().double()
+            acc["mean"][sl_] += wy * res.mean[0].cpu().double()
+            acc["var"][sl_] += wy * res.std[0].cpu().double().square()
+            wsum[sl_[1:]] += wy
+            ess.append(res.ess[:, 0])
+            resampled.append(res.resampled[:, 0])
+            nfe, dead = nfe + res.nfe, dead + int(res.dead[0])
+            tiles.append({"top": top, "left": left, "seed": seed, "final_ess": float(res.ess[-1, 0])})
+            if getattr(res, "guidance_jump", None) is not None:
+                tiles[-1]["guidance_jump"] = res.guidance_jump
+    finally:  # (also when a tile fails: the tiles' warnings may say why)
+        n = len(rows) * len(cols)
+        for (category, _), texts in said.items():
+            warnings.warn(texts[0] if n == 1 else
+                          f"{job.name}, {len(texts)} of its {n} tiles (the first said): {texts[0]}", category,
+                          stacklevel=2)
     out = {k: (v / wsum)[None] for k, v in acc.items()}
     return TiledResult(out["best"].float(), out["mean"].float(), out["var"].sqrt().float(),
                        torch.stack(ess).mean(0)[:, None], torch.stack(resampled).any(0)[:, None], nfe, [dead], tiles,
@@ -796,6 +803,9 @@ def _options_refusal(prior, op, y, sigma_y: float, options: dict, group, device)
     """Why the sampler would refuse ``options`` for ``op`` and a measurement ``y`` of it (``None``: it would not);
     the seed and the progress display do not matter to that, and notes on unused options wait for the run."""
     kwargs = {k: v for k, v in options.items() if k in PREPARE_OPTIONS}
+    if kwargs.get("potential") is None and options.get("cuda_graph"):  # (sample's default differs under a graph)
+        kwargs["potential"] = default_potential(options.get("method", "sde"), options.get("eta", 0.5), True,
+                                                options.get("tempering", "linear"))
     if group is not None:  # this rank's share of the particles (its memory)
         kwargs["num_particles"] = group.split(options.get("num_particles", 16))[0]
     try:
@@ -831,10 +841,6 @@ def _check_inputs(jobs, event, *, boundary, kernel_flip, reference, lpips, out, 
                 op, window = build_operator(job, y.shape, event, kernel_flip=kernel_flip, boundary=boundary)
                 restored, window_ok = (event[0], *window[2:]), isinstance(op, ops.ValidBlur)
                 yk = y if tuple(op.output_shape) == tuple(y.shape) else _embed(y, window, event)
-            kind = (type(op).__name__, bool(getattr(op, "supports_exact", False)))
-            of_kind[job.name] = kind
-            if kind not in kinds:
-                kinds[kind] = (op, op.A(yk.double()).float() if isinstance(op, ops.Inpaint) else yk, sigma_y)
             ref = None if reference is None else _reference(reference, job, event[0])
             if ref is not None and tuple(ref.shape) != restored and not (window_ok and ref.shape == y.shape):
                 raise ValueError(f"{job.name}: its reference is {tuple(ref.shape)}, the restoration will be "
@@ -842,6 +848,10 @@ def _check_inputs(jobs, event, *, boundary, kernel_flip, reference, lpips, out, 
             if lpips and ref is not None and min(ref.shape[-2:]) < MIN_SIZE:
                 raise ValueError(f"{job.name}: LPIPS (AlexNet) needs at least {MIN_SIZE}x{MIN_SIZE} pixels; its "
                                  f"reference is {ref.shape[-2]}x{ref.shape[-1]} (leave out --lpips)")
+            kind = (type(op).__name__, bool(getattr(op, "supports_exact", False)))  # (its files passed: one
+            of_kind[job.name] = kind  # refusal per image)
+            if kind not in kinds:
+                kinds[kind] = (op, op.A(yk.double()).float() if isinstance(op, ops.Inpaint) else yk, sigma_y)
         except (ValueError, OSError) as exc:
             text = str(exc)
             bad.append(text if text.startswith(f"{job.name}:") else f"{job.name}: {text}")
@@ -931,10 +941,16 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                               overlap=tile_overlap, group=particle_group, device=torch.device(device or "cpu"))
         if together:  # every rank refuses alike, or none does
             answers = [None] * world
-            torch.distributed.all_gather_object(answers, found,
-                                                group=None if particle_group is None else particle_group.group)
-            found = ([b for a in answers for b in a[0]], sum(a[1] for a in answers),
-                     {k: v for a in reversed(answers) for k, v in a[2].items()},
+            dev = torch.device(device or "cpu")
+            with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():  # (NCCL gathers
+                # objects on the current device, which a Python caller may not have set to its rank's)
+                torch.distributed.all_gather_object(answers, found,
+                                                    group=None if particle_group is None else particle_group.group)
+            refused = {}
+            for a in answers:  # a refusal wins over a pass (free memory differs between the ranks' devices)
+                for k, why in a[2].items():
+                    refused[k] = refused.get(k) or why
+            found = ([b for a in answers for b in a[0]], sum(a[1] for a in answers), refused,
                      {n: k for a in answers for n, k in a[3].items()})
         tiles = _refuse(*found, total=len(unread))
     except ValueError:
@@ -1109,9 +1125,9 @@ def _digest(path) -> str | None:
     where there is no such file)."""
     try:
         st = os.stat(path)
-    except OSError:
+        return _digest_of(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:  # (gone, or unreadable now: a finished image's file is not needed to resume)
         return None
-    return _digest_of(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
 FILES = (("input", "input_sha256"), ("kernel", "kernel_sha256"), ("mask", "mask_sha256"))

@@ -216,7 +216,8 @@ def _remove_stale_temporaries(*paths) -> None:
     for path in paths:
         path = Path(path)
         if path.parent.is_dir():
-            for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            for stale in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}.tmp"):  # (mkstemp's 8 characters:
+                # another file's temporary, `.p.pt.XXXXXXXX.tmp` for out `p`, is not this one's)
                 stale.unlink(missing_ok=True)
 
 
@@ -363,7 +364,7 @@ def train_prior(
     abar = ddpm_alphas_cumprod().to(torch.float32)
     sqrt_ab, sqrt_1mab = abar.sqrt().to(device), (1.0 - abar).sqrt().to(device)
 
-    step, perm, pos, elapsed_before, rows = 0, torch.randperm(n_data, generator=gen), 0, 0.0, []
+    step, perm, pos, elapsed_before, rows, window = 0, torch.randperm(n_data, generator=gen), 0, 0.0, [], []
     settings = {"steps": steps, "batch_size": batch_size, "seed": seed, "lr": lr, "warmup": warmup,
                 "weight_decay": weight_decay, "ema_decay": ema_decay, "grad_clip": grad_clip, "config": config,
                 "init_from": None if init_from is None else str(init_from)}
@@ -382,12 +383,14 @@ def train_prior(
         gen.set_state(st["gen"])
         torch.set_rng_state(st["torch_rng"])
         step, perm, pos, elapsed_before, rows = st["step"], st["perm"], st["pos"], st["elapsed"], st["rows"]
+        window = list(st.get("window", []))  # (states before 2026-12-07 lack it)
 
     def save_state():
         save_torch({
             "settings": json.loads(json.dumps(settings)), "net": net.state_dict(), "ema": ema.state_dict(),
             "opt": opt.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "step": step, "perm": perm, "pos": pos, "elapsed": elapsed_before + time.time() - t0, "rows": rows,
+            "window": window,  # (the losses since the last log row: a resume averages them in as a run would)
         }, state_path)
 
     def write_log():
@@ -399,7 +402,6 @@ def train_prior(
     net.train()
     t0 = time.time()
     bar = progress_bar(steps, "train-prior", progress, lines=True, initial=step)
-    window = []
     stop = {"flag": False}
     previous = None
     if threading.current_thread() is threading.main_thread():

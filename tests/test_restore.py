@@ -477,17 +477,24 @@ def test_a_tiled_image_says_each_warning_once(tmp_path, monkeypatch):
     def warning_sample(*args, **kw):
         calls.append(1)
         warnings.warn(f"a move of {len(calls)}.5 times the RMS", UserWarning)
+        if fail_at == len(calls):
+            raise FloatingPointError("every particle died")
         return real(*args, **kw)
 
     monkeypatch.setattr(rs, "sample", warning_sample)
     job = rs.Job(name="big", path=str(tmp_path / "big.png"), task="denoise", seed=1)
     y = torch.zeros(1, 40, 40)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        rs.restore_tiled(afdps.load_prior("mnist"), job, y, 0.1, overlap=0.25, device="cpu",
-                         sample_options=dict(num_particles=2, num_steps=2, progress=False))
-    said = [str(w.message) for w in caught if "times the RMS" in str(w.message)]
-    assert len(calls) == 4 and said == ["big, 4 of its 4 tiles (the first said): a move of 1.5 times the RMS"]
+    for fail_at, expect in ((None, "4 of its 4"), (3, "3 of its 4")):  # a tile that fails: what was said is said
+        calls.clear()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                rs.restore_tiled(afdps.load_prior("mnist"), job, y, 0.1, overlap=0.25, device="cpu",
+                                 sample_options=dict(num_particles=2, num_steps=2, progress=False))
+            except FloatingPointError:
+                assert fail_at == 3
+        said = [str(w.message) for w in caught if "times the RMS" in str(w.message)]
+        assert said == [f"big, {expect} tiles (the first said): a move of 1.5 times the RMS"]
 
 
 def test_resume_follows_the_files_bytes_not_their_paths(digits, tmp_path, capsys):
@@ -534,3 +541,9 @@ def test_options_that_do_not_fit_an_operator_are_refused_before_any_image(tmp_pa
                      *FAST]) == 2
     assert "the sampler refuses these options, so no image was run: eta must be" in capsys.readouterr().err
     assert not out.exists()
+    (tmp_path / "ref").mkdir()  # a bad reference too: the blurred image is counted once, for its file
+    _png(torch.zeros(10, 10), tmp_path / "ref" / "v.png")
+    assert cli.main(["restore", "--manifest", str(tmp_path / "m.jsonl"), "--out", str(out), "--potential",
+                     "inflated", "--reference", str(tmp_path / "ref"), *FAST]) == 2
+    assert "1 of 3 image(s) cannot be restored, so none was run: v: its reference is (1, 10, 10)" in \
+        capsys.readouterr().err

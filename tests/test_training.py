@@ -334,7 +334,7 @@ def test_sigterm_saves_the_state_and_a_resume_finishes_the_run(tmp_path, monkeyp
     to a state's size left beside it for good): now the step in progress finishes, the state is saved, the CLI says
     where and exits 143, and a resume gives the uninterrupted run's checkpoint bit for bit; stale temporaries go."""
     import signal as _signal
-    kw = dict(steps=4, batch_size=2, config=TINY_PRIOR, log_every=1, checkpoint_every=0, seed=1, threads=1, warmup=1)
+    kw = dict(steps=4, batch_size=2, config=TINY_PRIOR, log_every=3, checkpoint_every=0, seed=1, threads=1, warmup=1)
     _fake_digits(monkeypatch)
     training.train_prior(tmp_path / "whole.pt", **kw)
     real = training._lr_at
@@ -352,10 +352,17 @@ def test_sigterm_saves_the_state_and_a_resume_finishes_the_run(tmp_path, monkeyp
         training.train_prior(out, **kw)
     assert _signal.getsignal(_signal.SIGTERM) is handler and (tmp_path / "p.pt.state").exists()
     monkeypatch.setattr(training, "_lr_at", real)
-    stale = tmp_path / ".p.pt.state.abc123.tmp"
+    stale = tmp_path / ".p.pt.state.abc12345.tmp"
+    other = tmp_path / ".p.pt.state.x.abc12345.tmp"  # another file's (p.pt.state.x): not this run's to remove
+    other.write_bytes(b"")
     stale.write_bytes(b"half a state")
     _fake_digits(monkeypatch)
     training.train_prior(out, resume=True, **kw)
     a, b = torch.load(tmp_path / "whole.pt", weights_only=True), torch.load(out, weights_only=True)
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    assert not stale.exists() and not (tmp_path / "p.pt.state").exists()
+    assert not stale.exists() and other.exists() and not (tmp_path / "p.pt.state").exists()
+    # the loss rows too: the stop fell inside a row of 3 steps, whose first two losses the state kept
+    losses = [[r.split(",")[:2] for r in (tmp_path / f).read_text().splitlines()[1:]] for f in ("whole_loss.csv",
+                                                                                               "p_loss.csv")]
+    assert losses[0] == losses[1] and [r[0] for r in losses[0]] == ["3", "4"]
+    assert a["meta"]["final_loss"] == b["meta"]["final_loss"]
