@@ -788,6 +788,16 @@ def _refuse(bad: list, tiles: int, refused: dict, of_kind: dict, *, total: int) 
 PREPARE_OPTIONS = frozenset(inspect.signature(prepare).parameters) - {"prior", "op", "y", "sigma_y", "seed"}
 
 
+def _gather(obj, world: int, device, group) -> list:
+    """Every rank's ``obj`` (``torch.distributed.all_gather_object`` over ``group``), on ``device``: NCCL gathers
+    objects on the current CUDA device, which a Python caller may not have set to its rank's."""
+    answers = [None] * world
+    dev = torch.device(device or "cpu")
+    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+        torch.distributed.all_gather_object(answers, obj, group=group)
+    return answers
+
+
 def check_share(jobs: list[Job], done: dict, rank: int, world: int, sharded: bool) -> list[Job]:
     """The unfinished jobs that rank ``rank`` of ``world`` reads and checks before the first image: a sharded rank the
     images it will restore (each file read, and its warnings said, by one rank), a particle-parallel rank every
@@ -928,9 +938,19 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         raise ValueError(f"--resume: {clash[0][0]!r} differs only in case from {clash[0][1]!r}, which the run in "
                          f"{str(out)!r} restored (one output folder on macOS and Windows); rename it, or choose "
                          "another --out")
-    _check_resumed(out, jobs, done, settings, run_opts)  # before the signal handler and the barrier: nothing to undo
-    unread = [j for j in jobs if j.name not in done]
     together = world > 1 and torch.distributed.is_initialized()  # each rank reads its share (each read them all)
+    group = None if particle_group is None else particle_group.group
+    finished = [j for j in jobs if j.name in done]
+    try:  # before the signal handler and the barrier: nothing to undo
+        _check_resumed(out, shard(finished, rank, world) if together else finished, done, settings, run_opts)
+        why = None
+    except ValueError as exc:  # (each rank hashes its share of the finished files; all refuse alike)
+        why = str(exc)
+    if together:
+        why = next((w for w in _gather(why, world, device, group) if w), None)
+    if why:
+        raise ValueError(why)
+    unread = [j for j in jobs if j.name not in done]
     if len(unread) >= 100 and rank == 0:
         log(f"afdps restore: reading and checking {len(unread)} inputs before the first image"
             + (f", each of {world} ranks its share" if together else ""))
@@ -940,12 +960,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                               lpips=lpips is not None, out=out, prior=prior, options=sample_options,
                               overlap=tile_overlap, group=particle_group, device=torch.device(device or "cpu"))
         if together:  # every rank refuses alike, or none does
-            answers = [None] * world
-            dev = torch.device(device or "cpu")
-            with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():  # (NCCL gathers
-                # objects on the current device, which a Python caller may not have set to its rank's)
-                torch.distributed.all_gather_object(answers, found,
-                                                    group=None if particle_group is None else particle_group.group)
+            answers = _gather(found, world, device, group)
             refused = {}
             for a in answers:  # a refusal wins over a pass (free memory differs between the ranks' devices)
                 for k, why in a[2].items():

@@ -151,6 +151,8 @@ def test_restore_shards_images_over_torchrun_ranks(tmp_path):
     assert not list(two.glob(".afdps-shared-probe-*"))  # rank 0 removed its shared-folder probe
     assert _files(two) == _files(one)
     assert "4 image(s) already restored" in _restore(inputs, two, 1, "--resume").stdout
+    p = _restore(inputs, two, 2, "--resume", "--sigma-y", "0.1", ok=False)  # each rank compares its share: alike
+    assert p.stderr.count("was restored with other settings (sigma_y 0.05 then, 0.1 now") == 2, p.stderr[-3000:]
     assert "digit3" in (two / "index.html").read_text()
     p = _restore(inputs, parts, 2, "--particle-parallel", "--network-batch", "1")
     assert "2 ranks sharing each image's particles" in p.stdout
