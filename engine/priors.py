@@ -213,6 +213,11 @@ class GaussianMixture(Prior):
         return GaussianMixture(torch.stack(means), torch.stack(covs), torch.softmax(logw, 0), self.schedule)
 
 
+def _self_conjugate_columns(width: int) -> list[int]:
+    """The ``rfft`` columns whose coefficients pair up with their own column's (``kx = 0``, and ``W / 2`` for even W)."""
+    return [0] + ([width // 2] if width % 2 == 0 and width > 1 else [])
+
+
 class SpectralGaussian(Prior):
     """Stationary Gaussian image prior: per channel ``c``, ``x_c = m_c + z_c`` with ``z_c`` a circular
     stationary field whose orthonormal 2-D Fourier coefficients have variance ``P_c(k)``.
@@ -224,9 +229,11 @@ class SpectralGaussian(Prior):
     ----------
     mean : (C,) per-channel mean, on the [-1, 1] image scale.
     power : (C, H, W // 2 + 1) positive per-frequency variances (orthonormal ``rfft2``). On column 0 (and W / 2
-        for an even W) a real image's spectrum is symmetric in ``ky`` (``P[c, ky, 0] = P[c, -ky, 0]``), as every
-        fitted one is; a power that is not is taken, but :meth:`sample` then draws from another Gaussian than the
-        one :meth:`score` and the posteriors describe (a user audit, 2026-12-07, measured a 16% difference).
+        for an even W) the coefficients at ``ky`` and ``-ky`` are one real field's conjugate pair, so they have one
+        variance: ``P[c, ky, 0] = P[c, -ky, 0]``, as every fitted spectrum has. A power that is not is refused
+        (:meth:`symmetric` averages each pair): :meth:`sample` drew from one Gaussian and :meth:`score` averaged
+        the pair's precisions at each time, which no one Gaussian diffuses to (a user audit, 2026-12-07, measured
+        16% between them).
     width : W (the ``rfft`` half spectrum cannot tell an even W from W + 1).
     """
 
@@ -244,6 +251,16 @@ class SpectralGaussian(Prior):
             raise ValueError(f"mean must be finite, got {self.mean_c.tolist()}")
         if not bool((self.power > 0).all()) or not bool(torch.isfinite(self.power).all()):
             raise ValueError("power must be positive and finite at every frequency")
+        for col in _self_conjugate_columns(width):
+            p = self.power[:, :, col]
+            q = p[:, (-torch.arange(Hh)) % Hh]  # the variance declared for each coefficient's conjugate
+            off = ~torch.isclose(p, q, rtol=1e-9, atol=0.0)
+            if bool(off.any()):
+                c, ky = (int(v) for v in off.nonzero()[0])
+                raise ValueError(
+                    f"power is not symmetric in ky on column {col}: P[{c}, {ky}, {col}] = {float(p[c, ky]):.6g} but "
+                    f"P[{c}, {(-ky) % Hh}, {col}] = {float(q[c, ky]):.6g}, the variance of the same real field's "
+                    "conjugate coefficient; SpectralGaussian.symmetric(power, width) averages each such pair")
         self.event_shape = (C, Hh, width)
         self.schedule = schedule if schedule is not None else VPSchedule()
         mean_spec = torch.zeros(C, Hh, Wr, dtype=torch.complex128)
@@ -252,6 +269,21 @@ class SpectralGaussian(Prior):
         self._cache = {}
 
     # -- construction ----------------------------------------------------------------------------
+    @staticmethod
+    def symmetric(power, width: int) -> torch.Tensor:
+        """``power (C, H, W // 2 + 1)`` with each conjugate pair of its self-conjugate columns (``kx = 0``, and
+        ``W / 2`` for an even ``width``) set to the mean of the pair's two variances; other entries unchanged."""
+        power = torch.as_tensor(np.asarray(power), dtype=torch.float64).clone()
+        if power.dim() != 3:
+            raise ValueError(f"power must be (C, H, W // 2 + 1), got shape {tuple(power.shape)}")
+        width = check_int("width", width, 1)
+        H = power.shape[1]
+        for col in _self_conjugate_columns(width):
+            if col < power.shape[2]:
+                p = power[:, :, col]
+                power[:, :, col] = 0.5 * (p + p[:, (-torch.arange(H)) % H])
+        return power
+
     @classmethod
     def fit(cls, images, size: Sequence[int], num_crops: int = 64, seed: int = 0, floor: float = 1e-6,
             schedule: Schedule | None = None) -> "SpectralGaussian":

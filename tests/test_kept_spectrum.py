@@ -30,7 +30,7 @@ SHAPE = (3, 8, 8)
 def _prior():
     C, H, W = SHAPE
     power = torch.linspace(1.0, 0.01, H * (W // 2 + 1)).reshape(1, H, W // 2 + 1).expand(C, -1, -1).clone()
-    return SpectralGaussian(torch.zeros(C), power, W)
+    return SpectralGaussian(torch.zeros(C), SpectralGaussian.symmetric(power, W), W)
 
 
 class _PixelBlur(ops.LinearOperator):

@@ -432,6 +432,32 @@ def test_spectral_gaussian_refuses_non_finite_and_misshapen_inputs():
         SpectralGaussian([float("nan")], torch.ones(1, 8, 5), 8)
 
 
+@pytest.mark.parametrize("width", [8, 7])
+def test_spectral_gaussian_refuses_a_power_no_real_field_has(width):
+    """On the self-conjugate columns (kx = 0, and W / 2 for even W) the entries at ky and -ky are the variances of
+    one conjugate pair: a power that differs there was taken, and sample() drew from another Gaussian than score()
+    described (a user audit, 16%). symmetric() averages each pair; the prior it gives samples what it scores."""
+    H, Wr = 6, width // 2 + 1
+    power = torch.linspace(2.0, 0.05, H * Wr, dtype=torch.float64).reshape(1, H, Wr)
+    with pytest.raises(ValueError, match=r"power is not symmetric in ky on column 0: P\[0, 1, 0\] = .* but "
+                                         r"P\[0, 5, 0\] = .*; SpectralGaussian.symmetric\(power, width\)"):
+        SpectralGaussian([0.0], power, width)
+    sym = SpectralGaussian.symmetric(power, width)
+    assert torch.equal(sym[0, :, 1], power[0, :, 1]) and float(sym[0, 1, 0]) == float(sym[0, 5, 0])
+    assert float(sym[0, 1, Wr - 1]) == float(sym[0, 5, Wr - 1]) or width % 2  # W / 2 of an even W too
+    prior = SpectralGaussian([0.0], sym, width)
+    # the sampled coefficients' variance is the power (4000 draws: a relative standard error of 1.6-2.2%, so 10%
+    # is 4.5 or more standard errors), and the score is -X / (a^2 P + s^2) in the same basis
+    x = prior.sample(4000, generator=torch.Generator().manual_seed(0))
+    X = torch.fft.rfft2(x.double(), norm="ortho")
+    ratio = (X.real.square() + X.imag.square()).mean(0)[0] / sym[0]
+    assert float((ratio - 1).abs().max()) < 0.1, ratio
+    t = 1e-3
+    s = prior.score(x[:2].double(), t)
+    a, sd = float(prior.schedule.alpha(t)), float(prior.schedule.sigma(t))
+    torch.testing.assert_close(torch.fft.rfft2(s, norm="ortho"), -X[:2] / (a * a * sym + sd * sd))
+
+
 def test_scores_and_oracles_refuse_what_they_would_misread():
     """A user audit (2026-12-07): a score reshaped or broadcast an x of another shape, scored integers in integers,
     took NaN, negative and too-late times; the exact posteriors took sigma_y = -1 as +1 and 0 (a NaN mean)."""

@@ -17,7 +17,7 @@ def _gm():
 def _spectral(shape=(3, 8, 8)):
     C, H, W = shape
     power = torch.linspace(1.0, 0.01, H * (W // 2 + 1)).reshape(1, H, W // 2 + 1).expand(C, -1, -1).clone()
-    return SpectralGaussian(torch.zeros(C), power, W)
+    return SpectralGaussian(torch.zeros(C), SpectralGaussian.symmetric(power, W), W)
 
 
 A2 = ops.Dense(torch.tensor([[1.0, 0.5]]))
