@@ -31,11 +31,13 @@ def env_world() -> tuple[int, int, int]:
 
 def init_from_env(device: torch.device | None = None, timeout: datetime.timedelta = datetime.timedelta(hours=24)):
     """Join the process group torchrun describes (NCCL for CUDA devices, gloo otherwise); returns ``(rank,
-    world_size)``. A no-op returning ``(0, 1)`` outside torchrun. ``timeout``: how long a collective may wait
+    world_size)``, also for one process (``torchrun --nproc-per-node 1``: a group of one, so that code written for
+    many ranks, a :class:`ParticleGroup` say, runs unchanged). A no-op returning ``(0, 1)`` outside torchrun. ``timeout``: how long a collective may wait
     (24 hours by default, not torch's 10-30 minutes: in a sharded restore a rank that finishes its images waits
     at the final barrier for the slowest rank's last image, which can take longer)."""
     rank, world, _ = env_world()
-    if world > 1 and not dist.is_initialized():
+    launched = "MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ  # (torchrun's; a world of one too)
+    if (world > 1 or launched) and not dist.is_initialized():
         backend = "nccl" if device is not None and torch.device(device).type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=timeout)
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (rank, world)
@@ -129,8 +131,8 @@ class ParticleGroup:
 
     def __init__(self, group=None):
         if not dist.is_initialized():
-            raise RuntimeError("ParticleGroup needs torch.distributed to be initialised (launch with torchrun; "
-                               "see afdps.engine.distributed.init_from_env)")
+            raise RuntimeError("ParticleGroup needs torch.distributed to be initialised: launch with torchrun and "
+                               "call afdps.distributed.init_from_env() first")
         self.group = group
         self.rank = dist.get_rank(group)
         self.world = dist.get_world_size(group)

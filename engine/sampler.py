@@ -186,6 +186,7 @@ class ParticleState:
     # the token of the plan whose init() or step() made it (Plan.token): step() refuses another plan's state; a
     # state built by hand (None) is taken as it is
     plan: int | None = field(default=None, repr=False, compare=False)
+    finished: bool = field(default=False, repr=False, compare=False)  # made by finish(): the final ensemble
 
 
 @dataclass(frozen=True)
@@ -552,6 +553,11 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
             raise ValueError(f"tempering={tempering!r} gives each image its own lam, which corrector='song' (one fused "
                              "kernel with one lam) does not take; use corrector='split'")
     sigma_y, event = check_problem(prior, op, y, sigma_y)
+    y_run = y.to(dtype, copy=True)  # (the plan's own: a caller's y changed in place afterwards changed the run)
+    if not bool(torch.isfinite(y_run).all()):
+        raise ValueError(f"y has values beyond {str(dtype).replace('torch.', '')}'s range (the largest magnitude is "
+                         f"{float(y.abs().max()):.3g}); the run computes in {str(dtype).replace('torch.', '')} "
+                         "(dtype=torch.float64 takes it, or rescale y)")
     if guidance == "exact" and not getattr(op, "supports_exact", False):
         raise ValueError(f"guidance='exact' needs an operator that diagonalises A^T A; {type(op).__name__} does not "
                          "(use guidance='implicit' or 'euler')")
@@ -599,7 +605,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
     def keys(purpose):
         return torch.stack([stream_keys(seeds, k + 1, purpose, device) for k in range(K)])
 
-    return Plan(prior=prior, op=op, y=y.to(dtype).unsqueeze(1), sigma_y=sigma_y, method=method, potential=potential,
+    return Plan(prior=prior, op=op, y=y_run.unsqueeze(1), sigma_y=sigma_y, method=method, potential=potential,
                 eta=float(eta),
                 num_particles=N, num_steps=K, guidance=guidance, resample=resample,
                 ess_threshold=float(ess_threshold), corrector_steps=M, corrector=corrector,
@@ -851,6 +857,11 @@ def finish(state: ParticleState, plan: Plan) -> tuple[ParticleState, torch.Tenso
     final state (or final score) is not finite dies, as in :func:`step`."""
     x, B, N = state.x, plan.batch, plan.num_particles
     _same_plan(state, plan, "finish")
+    if state.finished:  # (denoise=True denoised it again)
+        raise ValueError("the state is finish()'s result already: finish the state of the last step once")
+    if state.k != plan.num_steps:  # (Stage I's start came back as the final ensemble)
+        raise ValueError(f"finish takes the state after the plan's last step (k = {plan.num_steps}); this one has "
+                         f"taken {state.k}: step it on first")
     score_bad = torch.zeros(B, N, dtype=torch.bool, device=x.device)
     if plan.denoise:
         sched, tmin = plan.prior.schedule, plan.times[-1]
@@ -861,8 +872,8 @@ def finish(state: ParticleState, plan: Plan) -> tuple[ParticleState, torch.Tenso
     state_bad = ~torch.isfinite(x).reshape(B, N, -1).all(-1)
     newly = torch.isfinite(state.logw) & (state_bad | score_bad)
     cause = torch.where(score_bad, 2, 1).to(torch.int8) * newly
-    logw = torch.where(newly, -torch.inf, state.logw)
-    return ParticleState(x=x, logw=logw, k=state.k, plan=state.plan), cause
+    logw = torch.where(newly | torch.isnan(state.logw), -torch.inf, state.logw)  # (argmax took a NaN for best)
+    return ParticleState(x=x, logw=logw, k=state.k, plan=state.plan, finished=True), cause
 
 
 QUANTISATION_SIGMA = 2.0 / 255 / math.sqrt(12)  # the standard deviation of rounding to 8 bits on [-1, 1]
@@ -1189,6 +1200,10 @@ def sample_prior(prior, num_samples: int, *, num_steps: int = 100, method: str =
     chunk = check_int("batch_size", batch_size, 1) if batch_size is not None else n
     event = tuple(prior.event_shape)
     D = math.prod(event)
+    if seed is not None and not isinstance(seed, (str, bytes)) and np.ndim(seed) > 0:  # (it said "one int per image")
+        raise ValueError(f"seed must be an int or None (one stream draws all {n} samples), got {seed!r}")
+    if dtype not in (torch.float32, torch.float64):  # as sample() (float16 was taken here)
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     seeds = per_image_seeds(seed, 1)
     if device is None:
         params = list(prior.net.parameters()) if isinstance(getattr(prior, "net", None), torch.nn.Module) else []

@@ -86,6 +86,10 @@ def per_image_seeds(seed, B: int) -> list[int]:
         return in_range([int(seed)] * B)
     if isinstance(seed, (str, bytes)) or not hasattr(seed, "__iter__"):
         raise ValueError(f"seed must be an int, a sequence of one int per image, or None, got {seed!r}")
+    if isinstance(seed, torch.Tensor):  # (a tensor of seeds held 0-d tensors: refused, where NumPy's passed)
+        if seed.is_floating_point() or seed.is_complex() or seed.dtype == torch.bool:
+            raise ValueError(f"seed must be an int, a sequence of one int per image, or None; got a {seed.dtype} tensor")
+        seed = seed.reshape(-1).tolist()
     seeds = list(seed)
     bad = [v for v in seeds if not is_int(v)]
     if bad:

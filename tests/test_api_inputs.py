@@ -243,6 +243,18 @@ def test_stepping_past_the_end_or_with_another_plan_is_refused():
         finish(init(plan), same_shape)
     mine = init(plan)  # a state built by hand (a warm start) is taken as it is
     step(ParticleState(x=mine.x, logw=mine.logw), same_shape)
+    # finish() of Stage I's start gave it back as the final ensemble, and a second finish() denoised again; a NaN
+    # log-weight (written by a callback) was taken for the best particle by argmax
+    with pytest.raises(ValueError, match=r"finish takes the state after the plan's last step \(k = 2\); this one has "
+                                         r"taken 0: step it on first"):
+        finish(init(plan), plan)
+    done, _ = finish(state, plan)
+    with pytest.raises(ValueError, match=r"the state is finish\(\)'s result already"):
+        finish(done, plan)
+    nan = state.logw.clone()
+    nan[:, 0] = float("nan")
+    done, _ = finish(ParticleState(x=state.x, logw=nan, k=2), plan)
+    assert bool(torch.isneginf(done.logw[:, 0]).all()) and bool(torch.isfinite(done.logw[:, 1:]).all())
 
 
 def test_a_y_with_an_autograd_graph_is_detached():
@@ -402,3 +414,29 @@ def test_implicit_guidance_with_the_inflated_potential_is_refused_before_the_run
     with pytest.raises(ValueError, match="guidance='implicit' has no step for potential='inflated'.*use guidance='exact'"):
         afdps.sample(GM, A2, Y2, 0.5, num_particles=4, num_steps=1, method="ode", guidance="implicit",
                      potential="inflated")
+
+
+def test_seeds_dtypes_and_y_as_a_user_audit_found_them():
+    """A tensor of seeds was refused where an array passed; sample_prior's seed message spoke of images and it took
+    float16, which sample refuses; a float64 y beyond float32's range became inf in the run and was reported as an
+    ensemble that died of overflow; the plan shared a float32 y with the caller, so changing it later changed the
+    run (a float64 y was copied)."""
+    from afdps.engine.sampler import init, prepare, step
+    kw = dict(num_particles=4, num_steps=3, progress=False)
+    a = afdps.sample(GM, A2, Y2, 0.5, seed=torch.tensor([1, 2]), **kw)
+    b = afdps.sample(GM, A2, Y2, 0.5, seed=[1, 2], **kw)
+    assert torch.equal(a.particles, b.particles)
+    with pytest.raises(ValueError, match="got a torch.float32 tensor"):
+        afdps.sample(GM, A2, Y2, 0.5, seed=torch.tensor([1.0, 2.0]), **kw)
+    with pytest.raises(ValueError, match=r"seed must be an int or None \(one stream draws all 2 samples\)"):
+        afdps.sample_prior(GM, 2, num_steps=3, seed=[1, 2])
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64, got torch.float16"):
+        afdps.sample_prior(GM, 2, num_steps=3, dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"y has values beyond float32's range \(the largest magnitude is 1e\+39\)"):
+        afdps.sample(GM, A2, torch.full((1, 1), 1e39, dtype=torch.float64), 0.5, **kw)
+    y = Y2.clone()
+    plan = prepare(GM, A2, y, 0.5, num_particles=4, num_steps=2, seed=0)
+    y.zero_()
+    assert torch.equal(plan.y[:, 0], Y2)
+    state = init(plan)
+    state, _ = step(state, plan)  # (runs on the plan's own y)

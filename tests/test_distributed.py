@@ -98,6 +98,32 @@ def test_particle_group_refuses_uneven_splits_and_needs_a_process_group():
         afdps.distributed.shard([1], 3, 3)
 
 
+def test_a_torchrun_of_one_process_makes_a_group_of_one(monkeypatch):
+    """``torchrun --nproc-per-node 1``: init_from_env started no process group (only for more than one rank), so the
+    README's ParticleGroup example failed, its error saying to launch with torchrun. Now a group of one runs it, with
+    the results of no group."""
+    import torch.distributed as dist
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(key, value)
+    assert not dist.is_initialized()
+    try:
+        assert afdps.distributed.init_from_env() == (0, 1)
+        group = afdps.distributed.ParticleGroup()
+        prior = afdps.priors.GaussianMixture(torch.tensor([[-1.0, 0.0], [1.5, 1.0]]),
+                                             torch.stack([0.3 * torch.eye(2), 0.5 * torch.eye(2)]),
+                                             torch.tensor([0.4, 0.6]))
+        op = afdps.ops.Dense(torch.tensor([[1.0, 0.5]]))
+        y = torch.tensor([[0.7]])
+        kw = dict(num_particles=8, num_steps=5, seed=3, eta=1.0, potential="scaled", progress=False)
+        a = afdps.sample(prior, op, y, 0.3, particle_group=group, **kw)
+        b = afdps.sample(prior, op, y, 0.3, **kw)
+        assert torch.equal(a.particles, b.particles) and torch.equal(a.log_weights, b.log_weights)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def _digits(root: Path, n: int = 4) -> Path:
     """``n`` box-inpainting measurements of the shipped test digits as PNG files."""
     from PIL import Image
