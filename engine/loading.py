@@ -233,7 +233,7 @@ def _diffusers_schedule(folder: Path, num_train_steps: int, schedule):
     on the wrong schedule). Without a scheduler config, the defaults (``VPSchedule(0.1, 20)``, 1000 steps)."""
     path = scheduler_config(folder)
     if not path.is_file():
-        return schedule or VPSchedule(0.1, 20.0), num_train_steps
+        return schedule or VPSchedule(0.1, 20.0), DEFAULT_TRAIN_STEPS if num_train_steps is None else num_train_steps
     try:
         cfg = json.loads(path.read_text())
         kind, pred = cfg.get("beta_schedule", "linear"), cfg.get("prediction_type", "epsilon")
@@ -257,14 +257,19 @@ def _diffusers_schedule(folder: Path, num_train_steps: int, schedule):
         n, num_train_steps, f"{str(folder)!r}: its scheduler says num_train_timesteps={n}")
 
 
-def _train_steps(found: int | None, given: int, says: str) -> int:
+DEFAULT_TRAIN_STEPS = 1000
+"""The DDPM steps of a network whose files do not say (ADM's)."""
+
+
+def _train_steps(found: int | None, given: int | None, says: str) -> int:
     """The network's training steps: ``found`` in its files where they say (a guided-diffusion config, a diffusers
-    scheduler), replacing the default 1000 of ``num_train_steps``; another ``given`` that differs is refused."""
+    scheduler), else ``given``, else 1000; a ``given`` that differs from ``found`` is refused (an explicit 1000 too:
+    it was taken for the default and silently replaced)."""
+    if given is None:
+        return DEFAULT_TRAIN_STEPS if found is None else found
     if found is None or found == given:
         return given
-    if given != 1000:
-        raise ValueError(f"{says}, num_train_steps={given} was passed")
-    return found
+    raise ValueError(f"{says}, num_train_steps={given} was passed")
 
 
 def _load_diffusers(folder: Path, device, batch_size, autocast_dtype, num_train_steps, schedule) -> EpsilonModel:
@@ -362,7 +367,8 @@ def _check_loader_args(path, device, batch_size, autocast_dtype, num_train_steps
     check_device(device)  # (before the checkpoint is read, not after)
     if batch_size is not None and batch_size != "auto":
         check_int("batch_size", batch_size, 1)
-    check_int("num_train_steps", num_train_steps, 1)
+    if num_train_steps is not None:
+        check_int("num_train_steps", num_train_steps, 1)
     if autocast_dtype not in (None, torch.float16, torch.bfloat16):
         raise ValueError(f"autocast_dtype must be None, torch.float16 or torch.bfloat16, got {autocast_dtype!r}")
     check_schedule(schedule)
@@ -377,7 +383,7 @@ def _is_file(text: str) -> bool:
 
 
 def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
-               autocast_dtype: torch.dtype | None = None, num_train_steps: int = 1000,
+               autocast_dtype: torch.dtype | None = None, num_train_steps: int | None = None,
                schedule=None, cuda_graph: bool = False, inference: bool = False) -> EpsilonModel:
     """A diffusion prior from a checkpoint: an :class:`EpsilonModel` with the network in eval mode.
 
@@ -392,9 +398,10 @@ def load_prior(path, arch=None, *, device="cpu", batch_size: int | None = None,
     device : where the network lives.
     batch_size, autocast_dtype, cuda_graph : passed to :class:`EpsilonModel` (``batch_size`` an int, ``"auto"``
         or None; ``cuda_graph``: replay each network call shape from a CUDA graph).
-    num_train_steps : DDPM steps of the network's discrete schedule (timestep ``k = N tau - 1``).
-        1000 for ADM, or a guided-diffusion config's ``diffusion_steps``; for a diffusers ``unet/`` folder the
-        ``num_train_timesteps`` of the pipeline's ``scheduler/scheduler_config.json`` beside it (1000 without one).
+    num_train_steps : DDPM steps of the network's discrete schedule (timestep ``k = N tau - 1``). Default (None):
+        what its files say, a guided-diffusion config's ``diffusion_steps`` or for a diffusers ``unet/`` folder the
+        ``num_train_timesteps`` of the pipeline's ``scheduler/scheduler_config.json`` beside it, else 1000 (ADM's).
+        A number that differs from what the files say is refused (1000 included).
     schedule : the continuous schedule (default ``VPSchedule(0.1, 20.0)``: the limit of the DDPM
         linear betas 1e-4 to 0.02 over 1000 steps; for a diffusers folder with a scheduler config, the limit of
         its linear betas). Networks that predict x0 or v, or were trained on a cosine schedule, are refused where

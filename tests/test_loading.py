@@ -336,6 +336,9 @@ def test_guided_diffusion_flags_in_a_config(tiny_net, files, tmp_path):
         assert text in _raises("", files / "raw.pt", arch={**flags, key: value})
     assert "its config says diffusion_steps=4000, num_train_steps=250" in _raises(
         "", files / "raw.pt", arch=flags, num_train_steps=250)
+    assert "its config says diffusion_steps=4000, num_train_steps=1000" in _raises(  # (taken for the default, and
+        "", files / "raw.pt", arch=flags, num_train_steps=1000)  # replaced by 4000 without a word)
+    assert load_prior(files / "raw.pt", arch=flags, num_train_steps=4000).num_train_steps == 4000
 
 
 def test_a_cuda_device_without_cuda_and_a_missing_arch_file(files):
