@@ -55,11 +55,9 @@ if [ "$REMAINING" = 0 ]; then
     --no-progress --out bench/results/eval_mnist_gpu-$STAMP
   run 110 $SWEEP --methods fk --potentials noisy,scaled,inflated --out $SWEEP_OUT/potentials_fk
   run 200 $SWEEP --methods afdps-sde,afdps-ode --potentials noisy,inflated --out $SWEEP_OUT/potentials
-else  # done on 2026-12-04 (bench/results/sweep_mnist_gpu-20261204-152748/): FK noisy and scaled, the SDE's noisy and inflated;
-  # FK's and the ODE's "inflated" ran on all five tasks on the CPU (bench/results/fk_inflated_dev100/,
-  # ode_inflated_dev100/)
-  run 70 $SWEEP --methods afdps-ode --potentials noisy --out $SWEEP_OUT/potentials
-fi
+fi  # else: done on 2026-12-04 (bench/results/sweep_mnist_gpu-20261204-152748/): FK noisy and scaled, the SDE's noisy
+# and inflated; FK's and the ODE's "inflated" and the ODE's "noisy" ran on all five tasks on the CPU
+# (bench/results/fk_inflated_dev100/, ode_inflated_dev100/, ode_noisy_dev100/)
 run 100 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $SWEEP_OUT/adaptive
 run 70 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $SWEEP_OUT/adaptive_fk
 # (on the uniform grid the SDE ran on 100 digits on the CPU, bench/results/sde_p1_dev100/; FK and the ODE on box
