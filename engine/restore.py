@@ -62,7 +62,7 @@ from .loading import same_arch
 from .lpips import MIN_SIZE
 from .metrics import psnr, ssim
 from .plots import ess_plot
-from .sampler import default_potential, prepare, sample
+from .sampler import EnsembleDied, UnusedOptionsWarning, default_potential, prepare, sample
 
 __all__ = ["RESTORE_TASKS", "BOUNDARIES", "Job", "read_image", "read_kernel", "read_mask", "jobs_from_inputs", "jobs_from_manifest",
            "estimate_sigma", "build_operator", "restore", "Interrupted", "seed_of"]
@@ -143,9 +143,11 @@ def read_mask(path, shape) -> torch.Tensor:
         m = load_npy(path, "mask")
         if m.dtype.kind not in "biuf":
             raise ValueError(f"mask {str(path)!r} holds {m.dtype} data; expected 0/1 or 0..255 values")
+        white = 1.0  # (0/1 or 0..255)
     else:
         im = opaque(open_image(path, "mask"), path, "mask")
         m = np.asarray(im if im.mode in WIDE_MODES else im.convert("L"))
+        white = float(np.iinfo(m.dtype).max) if m.dtype.kind in "iu" else 1.0
     m = np.asarray(m, dtype=np.float64)
     if m.shape != tuple(shape):
         raise ValueError(f"mask {str(path)!r} has shape {m.shape}; the measurement is {tuple(shape)}")
@@ -156,6 +158,11 @@ def read_mask(path, shape) -> torch.Tensor:
     if top == 0.0:
         raise ValueError(f"mask {str(path)!r} observes no pixel (all zero): there is nothing to restore from; a mask "
                          "is 1 (or 255, white) where observed")
+    if top < white / 2 and len(np.unique(m)) > 2:  # (a black mask with a JPEG's noise in it: "half the largest"
+        # observed the noise at random; a 0/1 image has two values, and stays a 0/1 mask)
+        raise ValueError(f"mask {str(path)!r} has no white pixel (its brightest is {top:g} of {white:g}, and it holds "
+                         "more than two values): a black mask with noise in it; a mask is white (1, or 255) where "
+                         "observed")
     return torch.from_numpy((m >= top / 2).astype(np.float64))
 
 
@@ -549,8 +556,39 @@ def _ramp(n: int, width: int, pad: int = 0) -> torch.Tensor:
     return torch.cat([edge, w, edge])
 
 
+def _sample_one(said: dict, who: str, *args, **kwargs):
+    """``sample(*args, **kwargs)`` for one image or tile ``who`` (its name, as a death names it), keeping what it
+    warned in ``said`` (one text, numbers aside -> each time it was said) for :func:`_say`, also when it fails."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return sample(*args, **kwargs)
+        except EnsembleDied as exc:  # (it said "image 0": the index in this call's batch of one)
+            text = str(exc).replace(f"image {exc.image}", f"image {who}", 1)
+            raise EnsembleDied(text.replace("{", "{{").replace("}", "}}"), 0) from None
+        finally:
+            for w in caught:
+                key = (w.category, re.sub(r"\d+(\.\d+)?", "#", str(w.message)))
+                said.setdefault(key, []).append(str(w.message))
+
+
+def _say(said: dict, name: str, parts: int = 1, notes: set | None = None) -> None:
+    """Say an image's warnings once each: a note on the options as it is, once per run (``notes``: the notes said
+    so far), anything else under the image's name, with how many of its ``parts`` tiles said it."""
+    for (category, _), texts in said.items():
+        if issubclass(category, UnusedOptionsWarning):
+            if notes is None or texts[0] not in notes:
+                warnings.warn(texts[0], category, stacklevel=3)
+            if notes is not None:
+                notes.add(texts[0])
+        else:
+            count = f", {len(texts)} of its {parts} tiles (the first said)" if parts > 1 else ""
+            warnings.warn(f"{name}{count}: {texts[0]}", category, stacklevel=3)
+
+
 def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: float, sample_options: dict,
-                  device, boundary: str = "valid", kernel_flip: bool = False, particle_group=None) -> TiledResult:
+                  device, boundary: str = "valid", kernel_flip: bool = False, particle_group=None,
+                  notes: set | None = None) -> TiledResult:
     """Restore ``y (C, h, w)``, larger than the prior's frame, in overlapping tiles (the policy above).
     ``overlap``: the fraction of a measurement tile shared with each neighbour (0 <= overlap < 1)."""
     event = tuple(prior.event_shape)
@@ -574,14 +612,8 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
             if isinstance(op, ops.Inpaint):
                 yt = op.A(yt.double()).float()  # unobserved pixels carry nothing (as for one frame)
             seed = (int(job.seed or 0) + 1_000_003 * (ti + 1)) % 2**63
-            with warnings.catch_warnings(record=True) as caught:  # said once for the image, not once per tile
-                warnings.simplefilter("always")
-                try:
-                    res = sample(prior, op, yt[None].to(device), sigma_y, seed=seed, **sample_options, **extra)
-                finally:
-                    for w in caught:
-                        key = (w.category, re.sub(r"\d+(\.\d+)?", "#", str(w.message)))
-                        said.setdefault(key, []).append(str(w.message))
+            res = _sample_one(said, f"{job.name!r} (tile {ti + 1} of {len(rows) * len(cols)})", prior, op,
+                              yt[None].to(device), sigma_y, seed=seed, **sample_options, **extra)
             st, sl = top * scale, left * scale
             sl_ = (slice(None), slice(st, st + H), slice(sl, sl + W))
             acc["best"][sl_] += wy * res.best[0].cpu().double()
@@ -595,11 +627,7 @@ def restore_tiled(prior, job: Job, y: torch.Tensor, sigma_y: float, *, overlap: 
             if getattr(res, "guidance_jump", None) is not None:
                 tiles[-1]["guidance_jump"] = res.guidance_jump
     finally:  # (also when a tile fails: the tiles' warnings may say why)
-        n = len(rows) * len(cols)
-        for (category, _), texts in said.items():
-            warnings.warn(texts[0] if n == 1 else
-                          f"{job.name}, {len(texts)} of its {n} tiles (the first said): {texts[0]}", category,
-                          stacklevel=2)
+        _say(said, job.name, len(rows) * len(cols), notes)
     out = {k: (v / wsum)[None] for k, v in acc.items()}
     return TiledResult(out["best"].float(), out["mean"].float(), out["var"].sqrt().float(),
                        torch.stack(ess).mean(0)[:, None], torch.stack(resampled).any(0)[:, None], nfe, [dead], tiles,
@@ -770,18 +798,20 @@ def check_inputs(jobs: list[Job], event_shape, *, boundary: str = "valid", kerne
     return _refuse(*found, total=len(jobs))
 
 
-def _refuse(bad: list, tiles: int, refused: dict, of_kind: dict, *, total: int) -> int:
+def _refuse(bad: list, tiles: int, refused: dict, of_kind: dict, general: str | None, *, total: int) -> int:
     """Raise the refusals :func:`_check_inputs` found (``bad``: the files'; ``refused``: the sampler's, per kind of
-    operator, for the jobs ``of_kind`` names) in one error; else return ``tiles``. An option every kind refuses
-    alike is the options' fault, not the operators', and is said once."""
-    whys = set(refused.values())
-    if len(whys) == 1 and None not in whys:
-        raise ValueError(f"the sampler refuses these options, so no image was run: {whys.pop()}")
-    bad = bad + [f"{name}: the sampler's options do not fit its operator ({kind[0]}): {refused[kind]}"
-                 for name, kind in of_kind.items() if refused.get(kind) is not None]
+    operator, for the jobs ``of_kind`` names; ``general``: the sampler's for the options themselves, refused with
+    plain denoising too) in one error; else return ``tiles``."""
+    if general is None:
+        bad = bad + [f"{name}: the sampler's options do not fit its operator ({kind[0]}): {refused[kind]}"
+                     for name, kind in of_kind.items() if refused.get(kind) is not None]
+    head = f"{len(bad)} of {total} image(s) cannot be restored"
+    listing = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+    if general is not None:
+        raise ValueError(f"the sampler refuses these options, so no image was run: {general}"
+                         + (f"; and {head}: {listing}" if bad else ""))
     if bad:
-        raise ValueError(f"{len(bad)} of {total} image(s) cannot be restored, so none was run: "
-                         + "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else ""))
+        raise ValueError(f"{head}, so none was run: {listing}")
     return tiles
 
 
@@ -828,7 +858,7 @@ def _options_refusal(prior, op, y, sigma_y: float, options: dict, group, device)
 
 
 def _check_inputs(jobs, event, *, boundary, kernel_flip, reference, lpips, out, prior=None, options=None,
-                  overlap=0.25, group=None, device=torch.device("cpu")) -> tuple[list, int, dict, dict]:
+                  overlap=0.25, group=None, device=torch.device("cpu")) -> tuple[list, int, dict, dict, str | None]:
     bad = []
     kinds = {}  # one job per kind of operator: its name, operator and measurement
     of_kind = {}  # job name -> the kind of its operator
@@ -865,9 +895,11 @@ def _check_inputs(jobs, event, *, boundary, kernel_flip, reference, lpips, out, 
         except (ValueError, OSError) as exc:
             text = str(exc)
             bad.append(text if text.startswith(f"{job.name}:") else f"{job.name}: {text}")
-    refused = {} if prior is None or options is None else {
-        kind: _options_refusal(prior, *case, options, group, device) for kind, case in kinds.items()}
-    return bad, tiles, refused, of_kind
+    if prior is None or options is None:
+        return bad, tiles, {}, of_kind, None
+    refused = {kind: _options_refusal(prior, *case, options, group, device) for kind, case in kinds.items()}
+    general = _options_refusal(prior, ops.Identity(event), torch.zeros(event), 0.05, options, group, device)
+    return bad, tiles, refused, of_kind, general  # (general: refused with plain denoising too: not the operators')
 
 
 def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None, resume: bool = False,
@@ -966,7 +998,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                 for k, why in a[2].items():
                     refused[k] = refused.get(k) or why
             found = ([b for a in answers for b in a[0]], sum(a[1] for a in answers), refused,
-                     {n: k for a in answers for n, k in a[3].items()})
+                     {n: k for a in answers for n, k in a[3].items()}, next((a[4] for a in answers if a[4]), None))
         tiles = _refuse(*found, total=len(unread))
     except ValueError:
         if made and rank == 0:
@@ -976,8 +1008,9 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                 pass  # (something is there after all: it stays, and the refusal is what the user reads)
         raise
     if tiles and rank == 0:
-        log(f"afdps restore: the images larger than the prior's {prior.event_shape[-2]}x{prior.event_shape[-1]} frame "
-            f"take {tiles} tiles in all, each a restoration of one frame (--tile-overlap {tile_overlap:g})")
+        log(f"afdps restore: {tiles} tiles in all, each a restoration of one {prior.event_shape[-2]}x"
+            f"{prior.event_shape[-1]} frame of the prior, for the images one frame cannot hold (--tile-overlap "
+            f"{tile_overlap:g})")
     if save_particles and rank == 0:
         bare = [j.name for j in jobs if j.name in done and "tiles" not in done[j.name]
                 and not (out / j.name / "particles.npz").is_file()]
@@ -992,6 +1025,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     device = torch.device(device or "cpu")
     event = tuple(prior.event_shape)
     stop = {"flag": False}
+    notes = set()  # the notes on the options said so far (once per run, not per image)
     previous = None
     handle_sigterm = handle_sigterm and threading.current_thread() is threading.main_thread()
     if world > 1:
@@ -1037,7 +1071,7 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
             if tiled:
                 res = restore_tiled(prior, job, y, sigma_y, overlap=tile_overlap, sample_options=sample_options,
                                     device=device, boundary=boundary, kernel_flip=kernel_flip,
-                                    particle_group=particle_group)
+                                    particle_group=particle_group, notes=notes)
                 window = (0, 0, *res.mean.shape[-2:])
                 scene_h, scene_w = res.mean.shape[-2:]
                 measured_at = ((scene_h - y.shape[-2]) // 2, (scene_w - y.shape[-1]) // 2) if job.task != "sr4" else None
@@ -1046,7 +1080,12 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
                 yk = y if tuple(op.output_shape) == tuple(y.shape) else _embed(y, window, event)
                 if isinstance(op, ops.Inpaint):
                     yk = op.A(yk.double()).float()  # unobserved pixels carry nothing
-                res = sample(prior, op, yk[None].to(device), sigma_y, seed=job.seed, **sample_options, **extra)
+                said = {}
+                try:
+                    res = _sample_one(said, repr(job.name), prior, op, yk[None].to(device), sigma_y, seed=job.seed,
+                                      **sample_options, **extra)
+                finally:
+                    _say(said, job.name, notes=notes)
                 measured_at = (op.top, op.left) if isinstance(op, ops.ValidBlur) else None
             if not writer:
                 bar.update(1)
@@ -1224,13 +1263,14 @@ def _check_resumed(out: Path, jobs: list[Job], done: dict, settings: dict, run_o
                                  "resume with the file it was restored from, or restore into another --out")
         if "seed" in differ:  # (a number derived from the name and --seed: its value tells the user nothing)
             raise ValueError(f"--resume: {job.name} in {str(out)!r} was restored with another seed (--seed, or its "
-                             "manifest row's seed, differs from that run's); resume with that run's --seed, or choose "
-                             "another --out")
+                             "manifest row's seed, differs from that run's, or that run's afdps derived seeds from "
+                             "names otherwise); resume with that run's --seed, or choose another --out")
         if differ == ["prior_sha256"]:
             raise checkpoint_changed(want.get("prior", ""), f"{job.name} in {str(out)!r}", had["prior_sha256"],
                                      want["prior_sha256"])
         if differ:
-            what = ", ".join(f"{k} {had[k]!r} then, {want[k]!r} now" for k in differ[:3])
+            shown = lambda k, v: "'auto'" if v is None and k in ("potential", "backend") else repr(v)  # noqa: E731
+            what = ", ".join(f"{k} {shown(k, had[k])} then, {shown(k, want[k])} now" for k in differ[:3])
             raise ValueError(f"--resume: {job.name} in {str(out)!r} was restored with other settings ({what}"
                              f"{', ...' if len(differ) > 3 else ''}); resume with that run's settings, or choose "
                              "another --out")

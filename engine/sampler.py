@@ -35,7 +35,7 @@ from .schedules import ancestral_step
 from .validation import (CG_COPIES, PARTICLE_COPIES, available_memory, check_choice, check_int, check_memory, check_problem,
                          check_real, per_image_seeds)
 
-__all__ = ["sample", "sample_prior", "EnsembleDied", "default_potential", "default_guidance", "memory_estimate", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
+__all__ = ["sample", "sample_prior", "EnsembleDied", "UnusedOptionsWarning", "default_potential", "default_guidance", "memory_estimate", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
            "finish", "tempering_schedule", "adaptive_lam", "clear_graph_cache", "GRAPH_CACHE_SIZE"]
 
 METHODS = ("sde", "ode")
@@ -209,6 +209,11 @@ class _Kept:
 
 # Why a particle died (spec section 5 and the non-finite rule): codes of StepInfo.cause.
 CAUSES = {0: "alive", 1: "non-finite state", 2: "non-finite score", 3: "non-finite increment"}
+
+
+class UnusedOptionsWarning(UserWarning):
+    """A note that an option changes nothing in this run (``corrector_snr`` with the SDE, say): about the options,
+    not about any image, so a caller that runs many images says it once."""
 
 
 class EnsembleDied(FloatingPointError):
@@ -600,7 +605,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
         check_agree({"seeds (seed=None draws one on each rank: pass seed=)": seeds},
                     "afdps.sample(particle_group=...)", device, particle_group.group)
     if unused:  # (after every refusal: a run that raises does not warn first)
-        warnings.warn("; ".join(unused), UserWarning, stacklevel=3)
+        warnings.warn("; ".join(unused), UnusedOptionsWarning, stacklevel=3)
 
     def keys(purpose):
         return torch.stack([stream_keys(seeds, k + 1, purpose, device) for k in range(K)])

@@ -364,7 +364,8 @@ def test_tiles_cover_large_measurements_and_blend_them(tmp_path, capsys):
             "restored in 4 overlapping tiles\n") in said
     assert ("blurred: the 38x38 restoration of its 30x30 valid blur (its 9x9 kernel sees past the edges) is larger "
             "than the prior's 28x28: restored in 4 overlapping tiles") in said
-    assert "the images larger than the prior's 28x28 frame take 4 tiles in all" in said  # before the first, per run
+    assert "afdps restore: 4 tiles in all, each a restoration of one 28x28 frame of the prior, for the images one " \
+        "frame cannot hold" in said  # before the first image, per run
     rec = json.loads((out / "big" / "metrics.json").read_text())
     assert rec["final_ess"] == pytest.approx(sum(t["final_ess"] for t in rec["tiles"]) / 4)  # the tiles' mean ...
     assert rec["final_ess_min_tile"] == min(t["final_ess"] for t in rec["tiles"])  # ... and the lowest, beside it
@@ -547,3 +548,20 @@ def test_options_that_do_not_fit_an_operator_are_refused_before_any_image(tmp_pa
                      "inflated", "--reference", str(tmp_path / "ref"), *FAST]) == 2
     assert "1 of 3 image(s) cannot be restored, so none was run: v: its reference is (1, 10, 10)" in \
         capsys.readouterr().err
+
+
+def test_a_black_mask_with_noise_in_it_is_refused(tmp_path):
+    """A mask's observed pixels are those at least half its brightest: a black mask with a JPEG's noise in it (0..2
+    of 255) observed about two thirds of the pixels at random. It is refused, as an all-zero one is; a 0/1 image
+    (two values) stays a 0/1 mask."""
+    noise = np.random.default_rng(0).integers(0, 3, (28, 28)).astype(np.uint8)
+    Image.fromarray(noise).save(tmp_path / "dark.png")
+    with pytest.raises(ValueError, match=r"has no white pixel \(its brightest is 2 of 255, and it holds more"):
+        rs.read_mask(tmp_path / "dark.png", (28, 28))
+    np.save(tmp_path / "dim.npy", noise / 10)  # 0, 0.1, 0.2
+    with pytest.raises(ValueError, match=r"its brightest is 0.2 of 1"):
+        rs.read_mask(tmp_path / "dim.npy", (28, 28))
+    Image.fromarray((noise > 1).astype(np.uint8)).save(tmp_path / "01.png")  # a 0/1 image: two values, a mask
+    assert float(rs.read_mask(tmp_path / "01.png", (28, 28)).sum()) == float((noise > 1).sum())
+    Image.fromarray((noise > 1).astype(np.uint8) * 255).save(tmp_path / "ok.png")
+    assert float(rs.read_mask(tmp_path / "ok.png", (28, 28)).sum()) == float((noise > 1).sum())
