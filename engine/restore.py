@@ -147,7 +147,8 @@ def read_mask(path, shape) -> torch.Tensor:
     else:
         im = opaque(open_image(path, "mask"), path, "mask")
         m = np.asarray(im if im.mode in WIDE_MODES else im.convert("L"))
-        white = float(np.iinfo(m.dtype).max) if m.dtype.kind in "iu" else 1.0
+        # (as read_image reads them: integers of more than 8 bits, mode "I" too, on 16; floats on [0, 1])
+        white = 1.0 if im.mode == "F" else 65535.0 if im.mode in WIDE_MODES else 255.0
     m = np.asarray(m, dtype=np.float64)
     if m.shape != tuple(shape):
         raise ValueError(f"mask {str(path)!r} has shape {m.shape}; the measurement is {tuple(shape)}")
@@ -818,6 +819,24 @@ def _refuse(bad: list, tiles: int, refused: dict, of_kind: dict, general: str | 
 PREPARE_OPTIONS = frozenset(inspect.signature(prepare).parameters) - {"prior", "op", "y", "sigma_y", "seed"}
 
 
+def _alike(check, together: bool, world: int, device, group) -> str | None:
+    """Run ``check()`` on every rank and return the first refusal (``ValueError``'s text) any rank met, the same on
+    every rank (``together``: gathered). Another exception is raised on its own rank after the gather, so the others
+    do not wait in it for a rank that has left."""
+    why, error = None, None
+    try:
+        check()
+    except ValueError as exc:
+        why = str(exc)
+    except Exception as exc:  # noqa: BLE001  (re-raised below, after every rank has been told)
+        why, error = f"a rank failed: {type(exc).__name__}: {exc}", exc
+    if together:
+        why = next((w for w in _gather(why, world, device, group) if w), None)
+    if error is not None:
+        raise error
+    return why
+
+
 def _gather(obj, world: int, device, group) -> list:
     """Every rank's ``obj`` (``torch.distributed.all_gather_object`` over ``group``), on ``device``: NCCL gathers
     objects on the current CUDA device, which a Python caller may not have set to its rank's."""
@@ -895,7 +914,7 @@ def _check_inputs(jobs, event, *, boundary, kernel_flip, reference, lpips, out, 
         except (ValueError, OSError) as exc:
             text = str(exc)
             bad.append(text if text.startswith(f"{job.name}:") else f"{job.name}: {text}")
-    if prior is None or options is None:
+    if prior is None or options is None or not jobs:  # (nothing left to run: a finished run's resume, say)
         return bad, tiles, {}, of_kind, None
     refused = {kind: _options_refusal(prior, *case, options, group, device) for kind, case in kinds.items()}
     general = _options_refusal(prior, ops.Identity(event), torch.zeros(event), 0.05, options, group, device)
@@ -973,26 +992,33 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
     together = world > 1 and torch.distributed.is_initialized()  # each rank reads its share (each read them all)
     group = None if particle_group is None else particle_group.group
     finished = [j for j in jobs if j.name in done]
-    try:  # before the signal handler and the barrier: nothing to undo
-        _check_resumed(out, shard(finished, rank, world) if together else finished, done, settings, run_opts)
-        why = None
-    except ValueError as exc:  # (each rank hashes its share of the finished files; all refuse alike)
-        why = str(exc)
-    if together:
-        why = next((w for w in _gather(why, world, device, group) if w), None)
-    if why:
+    why = _alike(lambda: _check_resumed(out, shard(finished, rank, world) if together else finished, done, settings,
+                                        run_opts), together, world, device, group)  # (each rank its share of the files)
+    if why:  # before the signal handler and the barrier: nothing to undo
         raise ValueError(why)
     unread = [j for j in jobs if j.name not in done]
     if len(unread) >= 100 and rank == 0:
         log(f"afdps restore: reading and checking {len(unread)} inputs before the first image"
             + (f", each of {world} ranks its share" if together else ""))
     try:
-        found = _check_inputs(check_share(jobs, done, rank, world if together else 1, sharded), tuple(prior.event_shape),
-                              boundary=boundary, kernel_flip=kernel_flip, reference=reference,
-                              lpips=lpips is not None, out=out, prior=prior, options=sample_options,
-                              overlap=tile_overlap, group=particle_group, device=torch.device(device or "cpu"))
+        error = None
+        try:
+            found = _check_inputs(check_share(jobs, done, rank, world if together else 1, sharded),
+                                  tuple(prior.event_shape), boundary=boundary, kernel_flip=kernel_flip,
+                                  reference=reference, lpips=lpips is not None, out=out, prior=prior,
+                                  options=sample_options, overlap=tile_overlap, group=particle_group,
+                                  device=torch.device(device or "cpu"))
+        except Exception as exc:  # noqa: BLE001  (raised after the gather: no rank waits for one that left)
+            if not together:
+                raise
+            found, error = None, exc
         if together:  # every rank refuses alike, or none does
-            answers = _gather(found, world, device, group)
+            answers = _gather(found if error is None else f"{type(error).__name__}: {error}", world, device, group)
+            if error is not None:
+                raise error
+            failed = [(r, a) for r, a in enumerate(answers) if isinstance(a, str)]
+            if failed:
+                raise ValueError(f"rank {failed[0][0]} failed while checking its inputs ({failed[0][1]})")
             refused = {}
             for a in answers:  # a refusal wins over a pass (free memory differs between the ranks' devices)
                 for k, why in a[2].items():

@@ -688,6 +688,8 @@ def step(state: ParticleState, plan: Plan) -> tuple[ParticleState, StepInfo]:
     k, x, logw = state.k, state.x, state.logw
     prior, op, sched, timer, yb = plan.prior, plan.op, plan.prior.schedule, plan.timer, plan.y
     B, N, event = plan.batch, plan.num_particles, plan.event
+    if state.finished:
+        raise ValueError("the state is finish()'s result: the run is over (init() starts another)")
     if not 0 <= k < plan.num_steps:
         raise ValueError(f"the state has taken {k} of the plan's {plan.num_steps} steps; a finished run goes to "
                          "finish(state, plan)" if k >= plan.num_steps else f"the state's step count is {k}")

@@ -89,7 +89,10 @@ def per_image_seeds(seed, B: int) -> list[int]:
     if isinstance(seed, torch.Tensor):  # (a tensor of seeds held 0-d tensors: refused, where NumPy's passed)
         if seed.is_floating_point() or seed.is_complex() or seed.dtype == torch.bool:
             raise ValueError(f"seed must be an int, a sequence of one int per image, or None; got a {seed.dtype} tensor")
-        seed = seed.reshape(-1).tolist()
+        if seed.dim() != 1:  # (as an array of another shape is refused)
+            raise ValueError(f"seed must be an int, a sequence of one int per image, or None; got a tensor of shape "
+                             f"{tuple(seed.shape)}")
+        seed = seed.tolist()
     seeds = list(seed)
     bad = [v for v in seeds if not is_int(v)]
     if bad:

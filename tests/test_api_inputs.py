@@ -251,6 +251,8 @@ def test_stepping_past_the_end_or_with_another_plan_is_refused():
     done, _ = finish(state, plan)
     with pytest.raises(ValueError, match=r"the state is finish\(\)'s result already"):
         finish(done, plan)
+    with pytest.raises(ValueError, match=r"the state is finish\(\)'s result: the run is over"):  # (step sent it
+        step(done, plan)  # to finish, which refused it)
     nan = state.logw.clone()
     nan[:, 0] = float("nan")
     done, _ = finish(ParticleState(x=state.x, logw=nan, k=2), plan)
@@ -428,6 +430,8 @@ def test_seeds_dtypes_and_y_as_a_user_audit_found_them():
     assert torch.equal(a.particles, b.particles)
     with pytest.raises(ValueError, match="got a torch.float32 tensor"):
         afdps.sample(GM, A2, Y2, 0.5, seed=torch.tensor([1.0, 2.0]), **kw)
+    with pytest.raises(ValueError, match=r"got a tensor of shape \(2, 1\)"):  # (as an array of that shape is)
+        afdps.sample(GM, A2, Y2, 0.5, seed=torch.tensor([[1], [2]]), **kw)
     with pytest.raises(ValueError, match=r"seed must be an int or None \(one stream draws all 2 samples\)"):
         afdps.sample_prior(GM, 2, num_steps=3, seed=[1, 2])
     with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64, got torch.float16"):

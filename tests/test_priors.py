@@ -444,6 +444,10 @@ def test_spectral_gaussian_refuses_a_power_no_real_field_has(width):
         SpectralGaussian([0.0], power, width)
     sym = SpectralGaussian.symmetric(power, width)
     assert torch.equal(sym[0, :, 1], power[0, :, 1]) and float(sym[0, 1, 0]) == float(sym[0, 5, 0])
+    rounded = sym.clone()  # a float32 periodogram's rounding (1e-7) is taken, and the pair evened exactly
+    rounded[0, 1, 0] *= 1 + 3e-7
+    evened = SpectralGaussian([0.0], rounded, width).power
+    assert float(evened[0, 1, 0]) == float(evened[0, 5, 0]) and torch.equal(evened[0, :, 1], sym[0, :, 1])
     assert float(sym[0, 1, Wr - 1]) == float(sym[0, 5, Wr - 1]) or width % 2  # W / 2 of an even W too
     prior = SpectralGaussian([0.0], sym, width)
     # the sampled coefficients' variance is the power (4000 draws: a relative standard error of 1.6-2.2%, so 10%

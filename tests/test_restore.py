@@ -563,5 +563,10 @@ def test_a_black_mask_with_noise_in_it_is_refused(tmp_path):
         rs.read_mask(tmp_path / "dim.npy", (28, 28))
     Image.fromarray((noise > 1).astype(np.uint8)).save(tmp_path / "01.png")  # a 0/1 image: two values, a mask
     assert float(rs.read_mask(tmp_path / "01.png", (28, 28)).sum()) == float((noise > 1).sum())
+    wide = (noise.astype(np.int32) * 30000)  # 0 / 30000 / 60000 in a 32-bit image: white on 16 bits, as read_image
+    Image.fromarray(wide, mode="I").save(tmp_path / "wide.tif")  # reads it (it was taken as 60000 of 2**31 - 1)
+    assert float(rs.read_mask(tmp_path / "wide.tif", (28, 28)).sum()) == float((noise >= 1).sum())
+    Image.fromarray((noise / 2).astype(np.float32), mode="F").save(tmp_path / "float.tif")  # 0 / 0.5 / 1: white
+    assert float(rs.read_mask(tmp_path / "float.tif", (28, 28)).sum()) == float((noise >= 1).sum())
     Image.fromarray((noise > 1).astype(np.uint8) * 255).save(tmp_path / "ok.png")
     assert float(rs.read_mask(tmp_path / "ok.png", (28, 28)).sum()) == float((noise > 1).sum())
