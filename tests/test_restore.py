@@ -570,3 +570,25 @@ def test_a_black_mask_with_noise_in_it_is_refused(tmp_path):
     assert float(rs.read_mask(tmp_path / "float.tif", (28, 28)).sum()) == float((noise >= 1).sum())
     Image.fromarray((noise > 1).astype(np.uint8) * 255).save(tmp_path / "ok.png")
     assert float(rs.read_mask(tmp_path / "ok.png", (28, 28)).sum()) == float((noise > 1).sum())
+
+
+def test_deaths_and_warnings_name_their_image(digits, tmp_path, capsys):
+    """A death said 'image 0' (the index in sample()'s batch of one) and warnings named no image; notes on the
+    options were said again for every image or tile. Now the death names the image, and a note is said once per run.
+    An option refused even for plain denoising is the options' fault, said beside the files' errors."""
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"path": str(digits / "in" / "d0.png"), "task": "box"}) + "\n"
+        + json.dumps({"path": str(digits / "in" / "d1.png"), "task": "box", "sigma_y": 1e-30}) + "\n")
+    out = tmp_path / "out"
+    assert cli.main(["restore", "--manifest", str(tmp_path / "m.jsonl"), "--out", str(out), "--potential", "scaled",
+                     "--corrector-snr", "0.3", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "EnsembleDied: every particle of image 'd1' has died" in err, err
+    assert err.count("corrector_snr=0.3 changes nothing") == 1, err  # two images ran, one note
+    (tmp_path / "n.jsonl").write_text(
+        json.dumps({"path": str(digits / "in" / "d0.png"), "task": "box"}) + "\n"
+        + json.dumps({"path": str(tmp_path / "nothing.png"), "task": "box"}) + "\n")
+    assert cli.main(["restore", "--manifest", str(tmp_path / "n.jsonl"), "--out", str(tmp_path / "o2"), "--eta", "nan",
+                     *FAST]) == 2
+    assert "the sampler refuses these options, so no image was run: eta must be a finite number >= 0, got nan; and " \
+           "1 of 2 image(s) cannot be restored: nothing: no measurement file" in capsys.readouterr().err
