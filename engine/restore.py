@@ -47,6 +47,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -819,22 +820,32 @@ def _refuse(bad: list, tiles: int, refused: dict, of_kind: dict, general: str | 
 PREPARE_OPTIONS = frozenset(inspect.signature(prepare).parameters) - {"prior", "op", "y", "sigma_y", "seed"}
 
 
+class _Raised(NamedTuple):
+    """What a rank's check raised, as the other ranks receive it (``all_gather_object`` pickles it)."""
+    kind: str  # the exception's type
+    text: str
+    refusal: bool  # a ValueError: the input's or the options' fault, not the rank's
+
+
+def _everywhere(fn, together: bool, world: int, device, group) -> tuple[list, Exception | None]:
+    """Every rank's ``fn()`` (``together``: gathered; else this rank's alone), a rank whose ``fn`` raised giving a
+    :class:`_Raised`, and this rank's own exception, for the caller to raise after the gather: no rank waits in it for
+    a rank that has left."""
+    try:
+        answer, error = fn(), None
+    except Exception as exc:  # noqa: BLE001  (handed back, to be raised after every rank has been told)
+        answer, error = _Raised(type(exc).__name__, str(exc), isinstance(exc, ValueError)), exc
+    return (_gather(answer, world, device, group) if together else [answer]), error
+
+
 def _alike(check, together: bool, world: int, device, group) -> str | None:
     """Run ``check()`` on every rank and return the first refusal (``ValueError``'s text) any rank met, the same on
-    every rank (``together``: gathered). Another exception is raised on its own rank after the gather, so the others
-    do not wait in it for a rank that has left."""
-    why, error = None, None
-    try:
-        check()
-    except ValueError as exc:
-        why = str(exc)
-    except Exception as exc:  # noqa: BLE001  (re-raised below, after every rank has been told)
-        why, error = f"a rank failed: {type(exc).__name__}: {exc}", exc
-    if together:
-        why = next((w for w in _gather(why, world, device, group) if w), None)
-    if error is not None:
+    every rank (``together``: gathered). Another exception is raised on its own rank after the gather."""
+    answers, error = _everywhere(check, together, world, device, group)
+    if error is not None and not isinstance(error, ValueError):
         raise error
-    return why
+    return next((a.text if a.refusal else f"a rank failed: {a.kind}: {a.text}"
+                 for a in answers if isinstance(a, _Raised)), None)
 
 
 def _gather(obj, world: int, device, group) -> list:
@@ -1001,24 +1012,20 @@ def restore(prior, jobs: list[Job], out, *, sample_options: dict, reference=None
         log(f"afdps restore: reading and checking {len(unread)} inputs before the first image"
             + (f", each of {world} ranks its share" if together else ""))
     try:
-        error = None
-        try:
-            found = _check_inputs(check_share(jobs, done, rank, world if together else 1, sharded),
+        answers, error = _everywhere(
+            lambda: _check_inputs(check_share(jobs, done, rank, world if together else 1, sharded),
                                   tuple(prior.event_shape), boundary=boundary, kernel_flip=kernel_flip,
                                   reference=reference, lpips=lpips is not None, out=out, prior=prior,
                                   options=sample_options, overlap=tile_overlap, group=particle_group,
-                                  device=torch.device(device or "cpu"))
-        except Exception as exc:  # noqa: BLE001  (raised after the gather: no rank waits for one that left)
-            if not together:
-                raise
-            found, error = None, exc
-        if together:  # every rank refuses alike, or none does
-            answers = _gather(found if error is None else f"{type(error).__name__}: {error}", world, device, group)
-            if error is not None:
-                raise error
-            failed = [(r, a) for r, a in enumerate(answers) if isinstance(a, str)]
-            if failed:
-                raise ValueError(f"rank {failed[0][0]} failed while checking its inputs ({failed[0][1]})")
+                                  device=torch.device(device or "cpu")), together, world, device, group)
+        if error is not None:
+            raise error
+        failed = [(r, a) for r, a in enumerate(answers) if isinstance(a, _Raised)]
+        if failed:  # every rank refuses alike, or none does
+            raise ValueError(f"rank {failed[0][0]} failed while checking its inputs ({failed[0][1].kind}: "
+                             f"{failed[0][1].text})")
+        found = answers[0]
+        if together:
             refused = {}
             for a in answers:  # a refusal wins over a pass (free memory differs between the ranks' devices)
                 for k, why in a[2].items():
