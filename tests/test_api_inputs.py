@@ -173,8 +173,8 @@ def test_own_operator_with_A_and_its_adjoint_runs_the_default_and_matches_dense(
      r"Wide.A returned \(2, 1, 2\) for one particle of each image; \(B, 1, \*output_shape\) = \(2, 1, 1\) is "
      "needed"),
     (type("Off", (_Mine,), {"A_adjoint": lambda s, v: 1.01 * (v @ M2.to(v))})(), {}, ValueError,
-     r"Off.A_adjoint is not the adjoint of Off.A: for random x, \|\|A x\|\|\^2 and <x, A_adjoint\(A x\)> differ by "
-     r"0.01 of the first \(at most 0.005 is allowed\)"),
+     r"Off.A_adjoint is not the adjoint of Off.A: for random x and y, <A x, y> and <x, A_adjoint\(y\)> differ by "
+     r"0.01 of the first \(root mean square over 8 pairs; at most 0.005 is allowed\)"),
     (type("F64", (_Mine,), {"A": lambda s, x: x @ M2.double().T})(), {}, ValueError,
      "F64.A failed on a float32 batch of shape \\(2, 1, 2\\) on cpu \\(RuntimeError"),
     # another dtype back: a float32 run's particles promoted to float64, or a float64 run computed in float32

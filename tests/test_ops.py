@@ -293,3 +293,102 @@ def test_spectral_trace_and_output_spectral_apply_against_dense(name):
     u = _y(op, 2)
     want = (u.reshape(2, -1) @ _dense_fn(M @ M.T, fn).T).reshape(u.shape)
     torch.testing.assert_close(op.output_spectral_apply(u, fn), want, rtol=1e-9, atol=1e-10)
+
+
+# The adjoint test of check_operator (ops.ADJOINT_RTOL's comment has the measurements these bounds come from).
+def _unflipped(kernel, n):
+    ref = ops.Blur(kernel, (1, n, n))
+
+    class Unflipped(ops.LinearOperator):  # a user's operator whose adjoint forgot to flip the kernel
+        input_shape = output_shape = (1, n, n)
+
+        def A(self, x):
+            return ref.A(x)
+
+        def A_adjoint(self, y):
+            return ref.A(y)
+    return ref, Unflipped()
+
+
+def test_adjoint_gap_refuses_an_unflipped_kernel_in_proportion_to_its_error():
+    """A kernel not flipped is an error antisymmetric to A: the quadratic form ||A x||^2 = <x, A^T A x> (the test
+    before 2026-12-07) saw it only squared and passed this 5x5 kernel at 1.4e-3. The gap estimates the adjoint's
+    relative Frobenius error; with 8 probe pairs the estimate lies within a factor 2 of the dense value (a
+    chi-square with about 8 degrees of freedom; the seed is fixed, so the test is deterministic)."""
+    k = ops.gaussian_kernel(5, 1.0).clone()
+    k[2, 3] += 0.012
+    k /= k.sum()
+    ref, op = _unflipped(k, 16)
+    eye = torch.eye(256, dtype=torch.float64).view(256, 1, 1, 16, 16)
+    A = ref.A(eye).reshape(256, 256).T  # column j = A e_j
+    B = op.A_adjoint(eye).reshape(256, 256).T  # the operator's "adjoint" as a matrix
+    true = float((B.T - A).norm() / A.norm())
+    gap = ops.adjoint_gap(op, torch.float64)
+    assert 0.5 * true <= gap <= 2 * true and gap > ops.ADJOINT_RTOL, (gap, true)
+    with pytest.raises(ValueError, match=r"Unflipped.A_adjoint is not the adjoint of Unflipped.A: .* differ by 0.0"):
+        ops.check_operator(op, torch.float32)
+    _, motion = _unflipped(ops.motion_kernel(9, 0.5, seed=0), 16)
+    assert ops.adjoint_gap(motion, torch.float32) > 20 * ops.ADJOINT_RTOL  # measured 0.21
+
+
+@pytest.mark.parametrize("task", ["gaussian-blur", "motion-blur", "sr4", "box", "random70"])
+def test_adjoint_gap_of_the_shipped_operators_is_rounding(task):
+    """float32: at most 4.5e-7 measured (float32's epsilon 1.2e-7 times the few roundings of an FFT pair); 1e-6
+    leaves a factor 2. float64: at most 1e-15 measured; 1e-13."""
+    from afdps.engine.evaluate import make_operator
+    op = make_operator(task, (1, 28, 28))
+    assert ops.adjoint_gap(op, torch.float32, batch=2) < 1e-6
+    assert ops.adjoint_gap(op, torch.float64, batch=2) < 1e-13
+
+
+def test_adjoint_gap_passes_tf32_rounding_and_says_inf_for_an_adjoint_of_nothing():
+    """TF32 (GPU products round their inputs to 10 mantissa bits), emulated by truncation on a dense 5x3: measured
+    at most 8.8e-4 over 20 matrices, under ADJOINT_RTOL (5e-3). An A that observes nothing with an A_adjoint that
+    returns something is infinitely far from adjoint; both zero is adjoint."""
+    def tf32(t):
+        return (t.float().view(torch.int32) & ~((1 << 13) - 1)).view(torch.float32).to(t.dtype)
+    worst = 0.0
+    for s in range(20):
+        M = torch.randn(5, 3, generator=torch.Generator().manual_seed(100 + s))
+
+        class T(ops.LinearOperator):
+            input_shape, output_shape = (3,), (5,)
+
+            def A(self, x):
+                return tf32(x) @ tf32(M).T.to(x.dtype)
+
+            def A_adjoint(self, y):
+                return tf32(y) @ tf32(M).to(y.dtype)
+        worst = max(worst, ops.adjoint_gap(T(), torch.float32, batch=2))
+    assert 1e-5 < worst < ops.ADJOINT_RTOL  # (the truncation does act: exact products give 1e-7)
+
+    class Nothing(ops.LinearOperator):
+        input_shape, output_shape = (3,), (5,)
+
+        def A(self, x):
+            return x.new_zeros(*x.shape[:-1], 5)
+
+        def A_adjoint(self, y):
+            return y[..., :3] * self.scale
+    Nothing.scale = 1.0
+    assert ops.adjoint_gap(Nothing()) == float("inf")
+    Nothing.scale = 0.0
+    assert ops.adjoint_gap(Nothing()) == 0.0
+
+
+def test_operators_copy_what_they_are_given_and_take_an_empty_batch():
+    """Dense and Blur keep a copy of the caller's float64 tensor: an in-place change afterwards reached A but not
+    the spectra computed once (frobenius_sq 19.6 against the eigenvalues' 4.9). An empty batch returns empty
+    (MKL's FFT refused it with a configuration error)."""
+    M = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    op = ops.Dense(M)
+    before = op.frobenius_sq()
+    M.mul_(2)
+    assert op.frobenius_sq() == before
+    k = ops.gaussian_kernel(3, 1.0).double().clone()
+    blur = ops.Blur(k, (1, 8, 8))
+    k.zero_()
+    assert blur.frobenius_sq() > 0
+    for shape in ((0, 1, 8, 8), (2, 0, 1, 8, 8)):
+        assert tuple(blur.A(torch.zeros(shape)).shape) == shape
+        assert tuple(blur.A_adjoint(torch.zeros(shape, dtype=torch.float64)).shape) == shape
