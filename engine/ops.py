@@ -121,7 +121,9 @@ def solve_cg(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, eve
         if it == maxiter:
             worst = float((rn / goal.clamp_min(1e-300) * tol)[active].max())
             raise CGError(f"{what}: conjugate gradients reached a relative residual of {worst:.3g} after {maxiter} "
-                          f"iterations, not {tol:g} (raise the operator's cg_maxiter)")
+                          f"iterations, not {tol:g} (raise the operator's cg_maxiter"
+                          + (", or run in float64: a float32 solve can stall above 1e-5 on a very stiff system, as "
+                             "at h * kappa = 1e6 on a valid blur)" if b.dtype == torch.float32 else ")"))
         Mp = apply(p)
         pMp = _dot(p, Mp, dims)
         alpha = torch.where(active & (pMp > 0), rz / torch.where(pMp > 0, pMp, 1.0), 0.0)
