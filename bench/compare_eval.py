@@ -13,7 +13,8 @@ between folders must be named with its folder.
 
 ``--summary`` instead merges the ``results.csv`` rows of several runs (one per task x method) into one table of
 ``afdps eval``'s columns, tasks in first-seen order and the methods of a task in ``afdps eval``'s order: the
-table of runs made one task or one method at a time.
+table of runs made one task or one method at a time. A row over fewer images than the most any row has says so
+("fk (4 of 6 images)"), and a task's rows measured otherwise (another seed or noise level) are refused.
 
     python -m bench.compare_eval --summary bench/results/eval_mnist_dev100*
 """
@@ -36,14 +37,38 @@ def _eval_file(folder, name) -> Path:
     return path
 
 
+def _rows(folder, name) -> list[dict]:
+    """The rows of ``folder/name`` as ``afdps eval`` reads them back (a row cut short is left out, as its --resume
+    leaves it: the image is then compared on the other side's rows only if both have it); a file that is not such a
+    CSV is named."""
+    path = _eval_file(folder, name)
+    try:
+        rows = read_csv_rows(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise SystemExit(f"compare_eval: {path} is not the CSV afdps eval writes ({exc})") from None
+    bad = [i for i, r in enumerate(rows, 2) if not {"task", "method"} <= set(r)
+           or (name == "per_image.csv" and not isinstance(r.get("image"), int))]
+    if bad:
+        raise SystemExit(f"compare_eval: {path}, line {bad[0]}: not a row afdps eval writes (a task, a method"
+                         + (" and an integer image index)" if name == "per_image.csv" else ")"))
+    return rows
+
+
 def _per_image(folders) -> dict:
     """``{folder: {(task, method): {image: row}}}`` of the folders' ``per_image.csv``."""
     out = {}
     for folder in folders:
-        with open(_eval_file(folder, "per_image.csv")) as f:
-            for r in csv.DictReader(f):
-                out.setdefault(folder, {}).setdefault((r["task"], r["method"]), {})[int(r["image"])] = r
+        for r in _rows(folder, "per_image.csv"):
+            out.setdefault(folder, {}).setdefault((r["task"], r["method"]), {})[r["image"]] = r
     return out
+
+
+# per-image columns that say how a row was timed, not what it measured: a rerun differs there only
+_TIMING = ("seconds", "device")
+
+
+def _measured(rows: dict) -> dict:
+    return {i: {k: v for k, v in r.items() if k not in _TIMING} for i, r in rows.items()}
 
 
 def _pick(per, spec: str, task: str):
@@ -61,7 +86,7 @@ def _pick(per, spec: str, task: str):
         return None, None
     first, *rest = runs
     for f in rest:
-        if runs[f] != runs[first]:
+        if _measured(runs[f]) != _measured(runs[first]):  # (a rerun with other timings is the same run)
             raise SystemExit(f"compare_eval: {task} x {method} differs between {first} and {f}; name the run as "
                              f"{method}@{first} or {method}@{f}")
     return first, runs[first]
@@ -99,9 +124,9 @@ def summary_table(folders) -> str:
     """One markdown table of the ``results.csv`` rows of ``folders``. A task x method pair in two folders must be
     the same run repeated (equal metrics: fixed seeds make reruns identical); the first folder's row is shown
     and the repeat named on stderr. Pairs whose metrics differ are an error: which run should the table show?"""
-    rows, seen = [], {}
+    rows, seen, measured = [], {}, {}
     for folder in folders:
-        for r in read_csv_rows(_eval_file(folder, "results.csv")):
+        for r in _rows(folder, "results.csv"):
             key = (r["task"], r["method"])
             if key in seen:
                 first, where = seen[key]
@@ -113,10 +138,23 @@ def summary_table(folders) -> str:
                 continue
             seen[key] = (r, folder)
             rows.append(r)
+            # a task's rows side by side must have measured the same images alike (results.csv's noise level and
+            # seed; runs before 2026-12-03 lack them)
+            how = tuple(r.get(k, "") for k in _MEASURED)
+            other = measured.setdefault(key[0], (how, folder))
+            differ = [(k, a, b) for k, a, b in zip(_MEASURED, other[0], how) if "" not in (a, b) and a != b]
+            if differ:
+                raise ValueError(f"{key[0]}: {other[1]} and {folder} measured its images otherwise ("
+                                 + ", ".join(f"{k} {a!r} against {b!r}" for k, a, b in differ)
+                                 + "): their rows are not comparable in one table")
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     order = {m: i for i, m in enumerate(METHODS)}
     rows.sort(key=lambda r: (tasks.index(r["task"]), order.get(r["method"], len(order)), r["method"]))
-    return markdown_table(rows)
+    most = max((r["images"] for r in rows if isinstance(r.get("images"), int)), default=None)
+    if any(r.get("images") != most for r in rows):  # (a row over fewer images says so: "fk (4 of 6 images)")
+        print(f"compare_eval: the rows cover different numbers of images (at most {most}): each says its own",
+              file=sys.stderr)
+    return markdown_table(rows, images=most)
 
 
 def main(argv=None) -> int:

@@ -325,8 +325,13 @@ def print_report(text: str, out=None) -> None:
     if out:
         from afdps.engine.io import write_text
 
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        write_text(Path(out), text)
+        try:
+            if Path(out).is_dir():
+                raise IsADirectoryError(f"{out} is a folder; --out names the file to write")
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            write_text(Path(out), text)
+        except OSError as exc:  # (a traceback after the printed report: say what was not written, and why)
+            raise SystemExit(f"the report above was not written to {out}: {exc}") from None
 
 
 def add_common_args(parser: argparse.ArgumentParser, *, variants: tuple = (),

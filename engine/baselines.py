@@ -15,7 +15,7 @@ from .io import progress_bar
 from .priors import score_with_graph
 from .sampler import EnsembleDied, Result
 from .schedules import ancestral_step
-from .validation import check_int, check_problem, check_real, per_image_seeds
+from .validation import MAX_STEPS, STEPS_WHY, check_int, check_problem, check_real, per_image_seeds
 
 __all__ = ["dps"]
 
@@ -57,7 +57,7 @@ def dps(prior, op, y, sigma_y, *, num_steps: int = 1000, zeta: float = 1.0, num_
     :class:`afdps.Result` with ``particles`` (B, num_samples, *event), equal log-weights, ``nfe =
     num_steps`` (each with a backward pass through the network) and ``timings["total"]``.
     """
-    K = check_int("num_steps", num_steps, 1)
+    K = check_int("num_steps", num_steps, 1, MAX_STEPS, STEPS_WHY)
     S = check_int("num_samples", num_samples, 1)
     zeta = check_real("zeta", zeta, low=0.0)
     check_real("time_power", time_power, low=1.0)

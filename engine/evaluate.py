@@ -180,8 +180,8 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                 try:
                     prepare(prior, op, y, sigma_y, **sampler_options(
                         method, seeds=[seed + i for i in range(y.shape[0])], **options))
-                except (ValueError, MemoryError) as exc:
-                    raise type(exc)(f"{method} on {task}: {exc}") from None
+                except (ValueError, MemoryError) as exc:  # (a MemoryError may carry no text: say what it is)
+                    raise type(exc)(f"{method} on {task}: {exc or type(exc).__name__}") from None
     if hasattr(prior, "auto_batch"):
         prior.auto_batch = chosen
     bar = progress_bar(len(tasks) * len(methods) * math.ceil(n / batch_size), "eval (batches)", progress, lines=True)
@@ -261,8 +261,12 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
 def measurements(op, images: torch.Tensor, sigma_y: float, seed: int = 0) -> torch.Tensor:
     """``y_i = A x_i + noise`` for ``images (n, C, H, W)``, image ``i``'s noise seeded ``seed + i`` (float64
     measurement, returned float32): what :func:`evaluate` restores, so other studies can use the same."""
-    return torch.stack([op.measure(images[i:i + 1].double(), sigma_y, torch.Generator().manual_seed(seed + i))[0]
-                        for i in range(images.shape[0])]).float()
+    y = torch.stack([op.measure(images[i:i + 1].double(), sigma_y, torch.Generator().manual_seed(seed + i))[0]
+                     for i in range(images.shape[0])]).float()
+    if not bool(torch.isfinite(y).all()):  # (it was refused later as "y has non-finite values", sigma_y unnamed)
+        raise ValueError(f"sigma_y {sigma_y:g} makes measurements beyond float32's range (noise of that size "
+                         "overflows; the images are in [-1, 1])")
+    return y
 
 
 def mean_se(values) -> tuple[float, float] | tuple[str, str]:

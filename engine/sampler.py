@@ -32,7 +32,7 @@ from .distributed import check_agree
 from .io import progress_bar
 from .ops import check_operator
 from .schedules import ancestral_step
-from .validation import (CG_COPIES, PARTICLE_COPIES, available_memory, check_choice, check_int, check_memory, check_problem,
+from .validation import (CG_COPIES, MAX_STEPS, STEPS_WHY, PARTICLE_COPIES, available_memory, check_choice, check_int, check_memory, check_problem,
                          check_real, per_image_seeds)
 
 __all__ = ["sample", "sample_prior", "EnsembleDied", "UnusedOptionsWarning", "default_potential", "default_guidance", "memory_estimate", "Result", "ParticleState", "StepInfo", "Plan", "prepare", "init", "step",
@@ -448,16 +448,20 @@ def default_potential(method: str, eta: float, cuda_graph: bool = False, temperi
 DEFAULT_CORRECTOR_SNR = (0.1, 0.2)
 
 
+MAX_SNR = 100.0  # the corrector's r: beyond it the step 2 (r sigma)^2 is thousands of sigma^2 (1e300 overflowed)
+
+
 def corrector_schedule(corrector_snr, num_steps: int) -> tuple:
     """``(value, rs)``: the corrector's ``r`` as given (a float, or a pair of floats) and its value at each
     of the ``num_steps`` steps. A pair ``(r_early, r_late)`` uses ``r_early`` for the first
     ``num_steps // 2`` steps and ``r_late`` for the rest (docs/quality.md: a large ``r`` early loses box
     inpainting, a large ``r`` late biases the unadjusted corrector)."""
-    allowed = "a positive number or a pair (r_early, r_late) of positive numbers"
+    allowed = (f"a positive number or a pair (r_early, r_late) of positive numbers, each at most {MAX_SNR:g} (the "
+               "corrector's step is 2 (r sigma)^2: Song's r is about 0.16)")
     pair = isinstance(corrector_snr, (list, tuple))
     if pair and len(corrector_snr) != 2:
         raise ValueError(f"corrector_snr must be {allowed}, got {corrector_snr!r}")
-    rs = tuple(check_real("corrector_snr", v, positive=True, allowed=allowed)
+    rs = tuple(check_real("corrector_snr", v, positive=True, high=MAX_SNR, allowed=allowed)
                for v in (corrector_snr if pair else (corrector_snr,)))
     if not pair:
         return rs[0], [rs[0]] * num_steps
@@ -537,7 +541,7 @@ def prepare(prior, op, y, sigma_y: float, *, method="sde", potential=None, eta=0
         if method == "ode" and corrector == "song" and corrector_steps:
             raise ValueError("corrector='song' averages its step size over each image's particles, which a "
                              "particle-parallel run does not gather; use corrector='split'")
-    K = check_int("num_steps", num_steps, 1)
+    K = check_int("num_steps", num_steps, 1, MAX_STEPS, STEPS_WHY)
     check_int("corrector_steps", corrector_steps, 0)
     check_choice("corrector", corrector, CORRECTORS)
     if dtype not in (torch.float32, torch.float64):
@@ -1195,7 +1199,7 @@ def sample_prior(prior, num_samples: int, *, num_steps: int = 100, method: str =
     n = check_int("num_samples", num_samples, 1)
     sched = prior.schedule
     if timesteps is None:
-        t_list = sched.timesteps(check_int("num_steps", num_steps, 1)).tolist()
+        t_list = sched.timesteps(check_int("num_steps", num_steps, 1, MAX_STEPS, STEPS_WHY)).tolist()
     else:
         t_list = [float(t) for t in timesteps]
         if len(t_list) < 2 or any(b >= a for a, b in zip(t_list, t_list[1:])):

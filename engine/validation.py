@@ -34,15 +34,25 @@ def _number(value):
     return value
 
 
-def check_int(name: str, value, minimum: int) -> int:
-    """``value`` as an int if it is an integer ``>= minimum`` (not a bool; ``16.0`` and 0-d tensors are accepted),
-    else ``ValueError``."""
+def check_int(name: str, value, minimum: int, maximum: int | None = None, why: str = "") -> int:
+    """``value`` as an int if it is an integer ``>= minimum`` (and ``<= maximum``; not a bool; ``16.0`` and 0-d
+    tensors are accepted), else ``ValueError`` (with ``why``, the reason for ``maximum``)."""
     value = _number(value)
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
-        and int(value) == value and value >= minimum
+        and int(value) == value and value >= minimum and (maximum is None or value <= maximum)
     if not ok:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        most = "" if maximum is None else f" and <= {maximum}{why}"
+        raise ValueError(f"{name} must be an integer >= {minimum}{most}, got {value!r}")
     return int(value)
+
+
+# The most steps a run takes: its plan holds a few numbers per step (a billion steps ran out of memory with an empty
+# MemoryError building the step list); the paper's runs take 100-1000.
+MAX_STEPS = 1_000_000
+STEPS_WHY = " (a run's plan holds every step's numbers; the paper's runs take 100-1000)"
+# sigma_y's smallest value: 1 / sigma_y^2 (the likelihood's precision) must be a finite float32 (below about 5e-20 it
+# overflows, and 1e-300 squared is 0 in float64: a ZeroDivisionError deep in a step).
+MIN_SIGMA_Y = 1e-18
 
 
 def check_seed(seed, name: str = "seed"):
@@ -115,6 +125,9 @@ def check_problem(prior, op, y, sigma_y, schedule_needs=SAMPLER_SCHEDULE):
     ``afdps.sample`` converts NumPy and CuPy arrays before it gets here).
     """
     sigma_y = check_real("sigma_y", sigma_y, positive=True)
+    if sigma_y < MIN_SIGMA_Y:
+        raise ValueError(f"sigma_y must be at least {MIN_SIGMA_Y:g} (1 / sigma_y^2, the likelihood's precision, "
+                         f"overflows float32 below about 5e-20), got {sigma_y!r}")
     for what, obj, needs in (("prior", prior, ("score", "event_shape", "schedule")),
                              ("op", op, ("A", "A_adjoint", "input_shape", "output_shape"))):
         missing = [n for n in needs if not hasattr(obj, n)]

@@ -430,3 +430,36 @@ def test_the_runner_forwards_markdown_made_absolute(tmp_path, monkeypatch):
     assert run.main(["sampler", "resample", "--smoke", "--markdown", "out.md"]) == 0
     for cmd in calls:
         assert cmd[cmd.index("--markdown") + 1] == str(tmp_path / "out.md"), cmd
+
+
+def test_compare_eval_takes_a_timed_rerun_marks_fewer_images_and_names_what_it_cannot_write(tmp_path, capsys):
+    """A rerun whose rows differ only in their timings is the same run (it was refused as differing); the summary
+    marks a row over fewer images than the others ("(1 of 2 images)"; rows of different counts sat side by side
+    unmarked) and refuses a task's rows measured with another seed; --out that is a folder, or under a file, is
+    one line (a traceback after the report before); a per_image.csv row that is not afdps eval's is named."""
+    sys.path.insert(0, str(ROOT))
+    from bench import compare_eval
+    per = [{"task": "box", "method": m, "image": i, "psnr_mean": 15.0 + i, "seconds": 1.0, "device": "cpu"}
+           for m in ("fk", "dps") for i in range(2)]
+    a = _eval_folder(tmp_path / "a", [_summary_row("box", "fk", 0.0)], per)
+    b = _eval_folder(tmp_path / "b", [_summary_row("box", "fk", 0.0)],
+                     [dict(r, seconds=9.0, device="cuda") for r in per])
+    assert compare_eval.main([a, b, "--a", "fk", "--b", "dps"]) == 0
+    capsys.readouterr()
+    fewer = _eval_folder(tmp_path / "fewer", [dict(_summary_row("box", "dps", 1.0), images=1)])
+    table = compare_eval.summary_table([a, fewer])
+    assert "| box | dps (1 of 2 images) |" in table and "| box | fk |" in table
+    assert "cover different numbers of images" in capsys.readouterr().err
+    seeded = _eval_folder(tmp_path / "seeded", [dict(_summary_row("box", "fk", 0.0), seed=0)])
+    other = _eval_folder(tmp_path / "other", [dict(_summary_row("box", "dps", 0.0), seed=1)])
+    with pytest.raises(ValueError, match="box: .*seeded and .*other measured its images otherwise \\(seed 0 against 1"):
+        compare_eval.summary_table([seeded, other])
+    with pytest.raises(SystemExit, match="was not written to .*: .* is a folder"):
+        compare_eval.main([a, "--a", "fk", "--b", "dps", "--out", str(tmp_path)])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match="was not written to .*file/x.md"):
+        compare_eval.main([a, "--a", "fk", "--b", "dps", "--out", str(tmp_path / "file" / "x.md")])
+    text = (tmp_path / "a" / "per_image.csv").read_text().splitlines()
+    (tmp_path / "a" / "per_image.csv").write_text("\n".join([text[0], text[1].replace(",0,", ",zero,", 1)]) + "\n")
+    with pytest.raises(SystemExit, match="per_image.csv, line 2: not a row afdps eval writes"):
+        compare_eval.main([a, "--a", "fk", "--b", "dps"])

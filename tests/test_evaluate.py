@@ -662,7 +662,16 @@ def test_eval_scores_with_a_classifier_the_user_trained(tmp_path, capsys):
     rows = [next(csv.DictReader(open(tmp_path / o / "results.csv"))) for o in ("a", "b")]
     assert rows[0]["accuracy_best"] == rows[1]["accuracy_best"] != ""  # the same bytes: the same scores
     assert f"by the classifier {mine}" in (tmp_path / "a" / "results.md").read_text()
-    settings = json.loads((tmp_path / "a" / "settings.json").read_text())
+    # the shipped classifier's bytes under another path are the shipped classifier: a resume of a run made with the
+    # default takes them (it was refused as another classifier); other bytes are recorded by path and digest
+    assert json.loads((tmp_path / "a" / "settings.json").read_text())["classifier"] == "mnist"
+    assert cli.main(["eval", *opts, "--classifier", str(mine), "--out", str(tmp_path / "b"), "--resume"]) == 0
+    state = torch.load(mine, weights_only=False)
+    first = next(iter(state["state_dict"]))
+    state["state_dict"][first] = state["state_dict"][first] * 1.01
+    torch.save(state, mine)
+    assert cli.main(["eval", *opts, "--classifier", str(mine), "--out", str(tmp_path / "e")]) == 0
+    settings = json.loads((tmp_path / "e" / "settings.json").read_text())
     assert settings["classifier"].startswith(str(mine.resolve())) and " sha256 " in settings["classifier"]
     assert cli.main(["eval", *opts, "--out", str(tmp_path / "c"), "--images", str(tmp_path), "--classifier",
                      str(mine)]) == 2
@@ -670,3 +679,40 @@ def test_eval_scores_with_a_classifier_the_user_trained(tmp_path, capsys):
     prior_file = data_path("mnist_prior.pt")  # a prior given as the classifier is named as one
     assert cli.main(["eval", *opts, "--out", str(tmp_path / "d"), "--classifier", str(prior_file)]) == 2
     assert "(a diffusion prior's, from train-prior?)" in capsys.readouterr().err
+
+
+def test_resume_names_settings_as_the_options_take_them_and_a_foreign_row(tmp_path, capsys):
+    """A default left out of settings.json was shown as None ("ess_threshold: 0.3 there, None here", where 0.5
+    runs), and corrector_snr as a tuple's text; a per_image.csv row that is not afdps eval's gave a bare comparison
+    error, a binary file a codec error, neither naming the file."""
+    base = EVAL[:5] + ["--num-images", "1", "--no-progress"]
+    out = tmp_path / "o"
+    assert cli.main(base + ["--methods", "afdps-ode", "--corrector-snr", "0.1,0.3", "--ess-threshold", "0.3",
+                            "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.main(base + ["--methods", "afdps-ode", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "corrector_snr: '0.1,0.3' there, '0.1,0.2' here" in err and "ess_threshold: 0.3 there, 0.5 here" in err
+    rows = (out / "per_image.csv").read_text().splitlines()
+    (out / "per_image.csv").write_text("\n".join([rows[0], rows[1].replace(",0,", ",x,", 1)]) + "\n")
+    common = base + ["--methods", "afdps-ode", "--corrector-snr", "0.1,0.3", "--ess-threshold", "0.3", "--out",
+                     str(out), "--resume"]
+    assert cli.main(common) == 2
+    assert "per_image.csv', line 2: not a row afdps eval writes" in capsys.readouterr().err
+    (out / "per_image.csv").write_bytes(bytes(range(128, 256)))
+    assert cli.main(common) == 2
+    assert "per_image.csv' is not the per-image CSV afdps eval writes ('utf-8' codec" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--steps", "1000001", "--steps: must be an integer in [1, 1000000]"),
+    ("--sigma-y", "1e-300", "--sigma-y: must be a number >= 1e-18"),
+    ("--corrector-snr", "0.1,1e300", "--corrector-snr: must be a positive number r or a pair r_early,r_late of "
+                                     "positive numbers, each at most 100"),
+])
+def test_eval_bounds_what_the_sampler_cannot_run_in_its_own_words(option, value, says, capsys):
+    """A billion steps ran out of memory with an empty message, sigma_y 1e-300 divided by zero, r 1e300
+    overflowed, each after the prior had loaded and under the API's names; argparse now refuses them."""
+    with pytest.raises(SystemExit):
+        cli.main(EVAL + [option, value, "--out", "unused"])
+    assert says in capsys.readouterr().err

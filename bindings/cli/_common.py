@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 
 from ..engine.io import content_digest
-from ..engine.sampler import CORRECTORS, RESAMPLINGS
+from ..engine.sampler import CORRECTORS, MAX_SNR, RESAMPLINGS
+from ..engine.validation import MAX_STEPS, MIN_SIGMA_Y
 from ..shipped import SHIPPED_PRIORS, data_path, shipped_file
 
 __all__ = ["command_line", "resolve_device", "threads_text", "add_sampler_extras", "positive_int", "nonneg_int",
-           "seed_int", "positive_float", "nonneg_float", "snr_schedule", "format_snr", "unit_float", "fraction_float", "open_fraction_float",
+           "seed_int", "positive_float", "nonneg_float", "snr_schedule", "steps_int", "sigma_float", "format_snr", "unit_float", "fraction_float", "open_fraction_float",
            "power_float", "DEFAULT_THREADS", "HelpFormatter", "prior_digest", "is_shipped_prior"]
 
 # Default torch CPU threads of the commands: half the cores, at most 8. Measured on this project's 2-core
@@ -73,17 +74,21 @@ unit_float = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 fraction_float = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 open_fraction_float = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 power_float = _number(float, lambda v: v >= 1, "a number >= 1")
+# the sampler's own bounds, in the CLI's words (it named num_steps and corrector_snr, after loading the prior)
+steps_int = _number(int, lambda v: 1 <= v <= MAX_STEPS, f"an integer in [1, {MAX_STEPS}]")
+sigma_float = _number(float, lambda v: v >= MIN_SIGMA_Y, f"a number >= {MIN_SIGMA_Y:g} (1 / sigma_y^2 must be a "
+                      "finite float32)")
 
 
 def snr_schedule(text: str):
     """``--corrector-snr``: ``r`` (a float) or ``r_early,r_late`` (a pair: the first half of the steps, the rest)."""
-    allowed = "a positive number r or a pair r_early,r_late of positive numbers"
+    allowed = f"a positive number r or a pair r_early,r_late of positive numbers, each at most {MAX_SNR:g}"
     parts = text.split(",")
     try:
         values = tuple(float(p) for p in parts)
     except ValueError:
         values = ()
-    if len(parts) > 2 or not values or not all(math.isfinite(v) and v > 0 for v in values):
+    if len(parts) > 2 or not values or not all(math.isfinite(v) and 0 < v <= MAX_SNR for v in values):
         raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
     return values[0] if len(values) == 1 else values
 

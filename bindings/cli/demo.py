@@ -6,7 +6,7 @@ import argparse
 import torch
 
 from ..engine.demo import run_demo
-from ._common import DEFAULT_THREADS, nonneg_float, positive_float, positive_int, resolve_device, seed_int
+from ._common import DEFAULT_THREADS, nonneg_float, positive_int, resolve_device, seed_int, sigma_float, steps_int
 
 HELP = "restore a bundled photo with the bundled prior"
 
@@ -14,7 +14,7 @@ HELP = "restore a bundled photo with the bundled prior"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--particles", type=positive_int, default=64, help="particles (default: 64)")
-    p.add_argument("--steps", type=positive_int, default=60, help="time steps (default: 60)")
+    p.add_argument("--steps", type=steps_int, default=60, help="time steps (default: 60)")
     p.add_argument("--method", choices=("sde", "ode"), default="sde", help="sampler (default: sde)")
     p.add_argument("--eta", type=nonneg_float, default=None,
                    help="guidance weight of the SDE, >= 0 (default: 1, AFDPS-SDE; the ODE has none)")
@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="lam schedule: the likelihood's weight grows from 0 to 1 along the run (linear) or is 1 "
                    "throughout (none) (default: linear)")
     p.add_argument("--size", type=positive_int, default=256, help="image side, 64 to 300 (default: 256)")
-    p.add_argument("--sigma-y", type=positive_float, default=0.05, help="measurement noise on [-1, 1] (default: 0.05)")
+    p.add_argument("--sigma-y", type=sigma_float, default=0.05, help="measurement noise on [-1, 1] (default: 0.05)")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default: 0)")
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                    help="CPU threads for torch (default: half the cores, at most 8; here %(default)s)")

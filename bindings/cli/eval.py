@@ -6,6 +6,7 @@ the images, and rewrites ``results.md``, ``results.csv`` and ``per_image.csv`` a
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import sys
@@ -23,9 +24,10 @@ from ..engine.evaluate import (DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate
 from ..engine.loading import arch_record, same_arch
 from ..engine.io import checkpoint_changed, content_digest, output_folder, write_json, write_text
 from ..engine.potentials import POTENTIALS
+from ..shipped import SHIPPED_CLASSIFIERS, data_path
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS, default_potential
 from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, format_snr, nonneg_float,
-                      is_shipped_prior, open_fraction_float, nonneg_int, positive_float, positive_int, power_float, prior_digest,
+                      is_shipped_prior, open_fraction_float, nonneg_int, positive_int, power_float, sigma_float, steps_int, prior_digest,
                       resolve_device, seed_int, snr_schedule, threads_text)
 
 HELP = "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"
@@ -83,8 +85,8 @@ def add_arguments(p) -> None:
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {', '.join(METHODS)}")
     p.add_argument("--num-images", type=positive_int, default=100, help="images to restore (the first ones)")
     p.add_argument("--particles", type=positive_int, default=16, help="particles per image")
-    p.add_argument("--steps", type=positive_int, default=100, help="time steps")
-    p.add_argument("--sigma-y", type=positive_float, default=0.05, help="measurement noise on [-1, 1]")
+    p.add_argument("--steps", type=steps_int, default=100, help="time steps")
+    p.add_argument("--sigma-y", type=sigma_float, default=0.05, help="measurement noise on [-1, 1]")
     p.add_argument("--tempering", choices=TEMPERINGS, default="linear", help="lam schedule of the particle methods")
     p.add_argument("--tempering-ess", type=open_fraction_float, default=0.5,
                    help="ESS target of --tempering adaptive / adaptive-linear, in (0, 1) (default: 0.5)")
@@ -95,7 +97,7 @@ def add_arguments(p) -> None:
     p.add_argument("--dps-zeta", type=nonneg_float, default=None,
                    help=f"DPS step size (default: {MNIST_ZETA:g} for the shipped mnist prior, chosen on its "
                    f"development digits; {PAPER_ZETA:g} for other priors, as in the DPS paper)")
-    p.add_argument("--dps-steps", type=positive_int, default=None, help="DPS steps (default: --steps)")
+    p.add_argument("--dps-steps", type=steps_int, default=None, help="DPS steps (default: --steps)")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step of afdps-ode")
     p.add_argument("--corrector-snr", type=snr_schedule, default=DEFAULT_CORRECTOR_SNR,
                    help="Langevin step-size parameter r of afdps-ode (spec section 2), or r_early,r_late: the first "
@@ -160,11 +162,37 @@ def _read_settings(path: Path) -> dict:
     return settings
 
 
+def _held_rows(path: Path) -> list[dict]:
+    """The per-image rows a run in ``--out`` wrote, for ``--resume``; a file that is not such is named (a binary or
+    hand-edited file gave a bare codec or comparison error)."""
+    try:
+        rows = read_csv_rows(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"--resume: {str(path)!r} is not the per-image CSV afdps eval writes ({exc}); choose another "
+                         "--out") from None
+    bad = [n for n, r in enumerate(rows, 2) if not isinstance(r.get("image"), int) or r["image"] < 0
+           or not isinstance(r.get("task"), str) or not isinstance(r.get("method"), str)]
+    if bad:
+        raise ValueError(f"--resume: {str(path)!r}, line {bad[0]}: not a row afdps eval writes (a task, a method and "
+                         "an image index >= 0); choose another --out, or remove the line to run its image again")
+    return rows
+
+
 def _defaults() -> dict:
     """The options' defaults, as argparse gives them."""
     p = argparse.ArgumentParser()
     add_arguments(p)
     return vars(p.parse_args([]))
+
+
+def _shown(key: str, value) -> str:
+    """A setting of settings.json as its option takes it (``corrector_snr`` ``0.1,0.2``, not a tuple's text)."""
+    if key == "corrector_snr" and isinstance(value, str) and value.startswith("("):
+        try:
+            return repr(format_snr(tuple(float(v) for v in value.strip("()").split(","))))
+        except ValueError:
+            pass
+    return repr(value)
 
 
 def _text(value) -> str:
@@ -194,6 +222,9 @@ def _differ(old: dict, new: dict, methods, shape) -> list[tuple]:
                            {t.strip() for t in str(task).split(",") if t.strip()})
         for key in ("command", "debug"):  # (argparse's, in settings.json files before 2026-12-06)
             c.pop(key, None)
+        c.setdefault("ess_threshold", 0.5)  # (left out of settings.json at its default)
+        if not str(c.get("tempering", "linear")).startswith("adaptive"):
+            c.pop("tempering_ess", None)  # (left out where unused; a changed --tempering is named itself)
         if not set(PARTICLE_METHODS) & set(methods):  # DPS alone: its steps are all that --steps can mean
             c["dps_steps"] = c.get("steps") if c.get("dps_steps") is None else c["dps_steps"]
             c.pop("steps", None)
@@ -262,8 +293,12 @@ def run(args) -> int:
     if args.ess_threshold == 0.5:
         settings.pop("ess_threshold")  # the default: runs from before the option resume as they were
     settings["ssim"] = SSIM
-    if args.classifier != "mnist":  # (its bytes: one retrained in place scores otherwise)
-        settings["classifier"] = f"{Path(args.classifier).resolve()} sha256 {content_digest(args.classifier)}"
+    if args.classifier != "mnist":  # (its bytes: one retrained in place scores otherwise; the shipped one's, by
+        # any path, is the shipped classifier)
+        bytes_of = content_digest(args.classifier)
+        shipped = data_path(SHIPPED_CLASSIFIERS["mnist"])
+        settings["classifier"] = ("mnist" if shipped.is_file() and bytes_of == content_digest(shipped) else
+                                  f"{Path(args.classifier).resolve()} sha256 {bytes_of}")
     settings["arch"] = arch_record(args.arch)  # (a JSON config file: its path and its contents' digest)
     held = [f for f in ("results.csv", "per_image.csv") if (out / f).exists()]
     if held:
@@ -299,7 +334,7 @@ def run(args) -> int:
             old["arch"] = settings["arch"]  # the same config (its digest, or for runs before 2026-12-07 its path)
         old = {**{k: v for k, v in ADDED_LATER.items() if k in settings}, **old}  # runs from before an option was
         # added ran as its default does
-        rows = read_csv_rows(out / "per_image.csv")
+        rows = _held_rows(out / "per_image.csv")
         differ = _differ(old, settings, methods, shape)
         if [k for k, _, _ in differ] == ["num_images"] and isinstance(old["num_images"], int):
             top = 1 + max((r["image"] for r in rows), default=-1)  # the images the run holds rows of
@@ -315,7 +350,7 @@ def run(args) -> int:
             why = (" (SSIM is taken on [0, 1] since 2026-12-07; the run's rows took it on [-1, 1]: finish it with the "
                    "code it began with, or start it again)" if "ssim" in [k for k, _, _ in differ] else "")
             raise ValueError(f"--resume: the settings differ from those of the run in {str(out)!r} ("
-                             + "; ".join(f"{k}: {a!r} there, {b!r} here" for k, a, b in differ)
+                             + "; ".join(f"{k}: {_shown(k, a)} there, {_shown(k, b)} here" for k, a, b in differ)
                              + f"; only --num-images may change){why}")
         previous = (read_csv_rows(out / "results.csv") if (out / "results.csv").exists() else [], rows)
         timed_on = {(r["task"], r["method"]): r.get("device", "") for r in previous[0]}

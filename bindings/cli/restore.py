@@ -31,8 +31,9 @@ from ..engine.lpips import load_lpips
 from ..engine.potentials import POTENTIALS
 from ..engine.restore import BLUR_TASKS, BOUNDARIES, RESTORE_TASKS, Interrupted, jobs_from_inputs, jobs_from_manifest, restore
 from ..engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS
+from ..engine.validation import MIN_SIGMA_Y
 from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, nonneg_int, open_fraction_float,
-                      positive_float, positive_int, power_float, prior_digest, resolve_device, seed_int, snr_schedule)
+                      positive_int, power_float, sigma_float, steps_int, prior_digest, resolve_device, seed_int, snr_schedule)
 
 HELP = "restore your own measured images (files, folders, globs or a manifest) with AFDPS"
 
@@ -51,7 +52,7 @@ def _or_auto(parse, what: str):
     return convert
 
 
-_sigma = _or_auto(positive_float, "a positive number")
+_sigma = _or_auto(sigma_float, f"a number >= {MIN_SIGMA_Y:g}")
 _batch = _or_auto(positive_int, "a positive integer")
 
 
@@ -106,7 +107,7 @@ def add_arguments(p) -> None:
     p.add_argument("--lpips", default=None, help="LPIPS weights (a saved lpips.LPIPS(net='alex').state_dict(); "
                    "nothing is downloaded) to score against --reference too")
     p.add_argument("--particles", type=positive_int, default=16, help="particles per image")
-    p.add_argument("--steps", type=positive_int, default=100, help="time steps")
+    p.add_argument("--steps", type=steps_int, default=100, help="time steps")
     p.add_argument("--method", choices=("sde", "ode"), default="sde", help="sampler")
     p.add_argument("--eta", type=float, default=0.5, help="guidance weight of the SDE (0.5: FK; 1: AFDPS-SDE)")
     p.add_argument("--potential", choices=("auto",) + POTENTIALS, default="auto",
