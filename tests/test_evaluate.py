@@ -716,3 +716,13 @@ def test_eval_bounds_what_the_sampler_cannot_run_in_its_own_words(option, value,
     with pytest.raises(SystemExit):
         cli.main(EVAL + [option, value, "--out", "unused"])
     assert says in capsys.readouterr().err
+
+
+def test_a_memory_refusal_names_the_cli_options(tmp_path, capsys):
+    """The sampler's memory refusal says "lower num_particles ... the prior's batch_size" (the API's names); the CLI
+    adds its own options' names."""
+    assert cli.main(EVAL[:1] + ["--particles", "20000000", "--steps", "2", "--task", "box", "--num-images", "1",
+                                "--no-progress", "--methods", "fk", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "lower num_particles" in err and "(in afdps eval: num_particles is --particles, the images per call " \
+        "--batch-size)" in err

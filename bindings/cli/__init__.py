@@ -47,7 +47,9 @@ def _run(args, debug: bool) -> int:
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, MemoryError, ImportError) as exc:
         if debug:
             traceback.print_exc()
-        print(f"afdps {args.command}: error: {exc}", file=sys.stderr)
+        words = getattr(COMMANDS[args.command], "MEMORY_OPTIONS", "")
+        said = f" ({words})" if "lower num_particles" in str(exc) and words else ""  # (the API's names)
+        print(f"afdps {args.command}: error: {exc}{said}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"afdps {args.command}: interrupted", file=sys.stderr)

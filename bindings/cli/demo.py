@@ -9,6 +9,7 @@ from ..engine.demo import run_demo
 from ._common import DEFAULT_THREADS, nonneg_float, positive_int, resolve_device, seed_int, sigma_float, steps_int
 
 HELP = "restore a bundled photo with the bundled prior"
+MEMORY_OPTIONS = "in afdps demo: num_particles is --particles"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

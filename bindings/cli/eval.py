@@ -31,6 +31,7 @@ from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, for
                       resolve_device, seed_int, snr_schedule, threads_text)
 
 HELP = "benchmark AFDPS, FK and DPS on restoration tasks (PSNR, SSIM, accuracy, ESS, time)"
+MEMORY_OPTIONS = "in afdps eval: num_particles is --particles, the images per call --batch-size"
 
 
 

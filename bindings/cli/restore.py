@@ -36,6 +36,8 @@ from ._common import (DEFAULT_THREADS, add_fast_network, add_sampler_extras, non
                       positive_int, power_float, sigma_float, steps_int, prior_digest, resolve_device, seed_int, snr_schedule)
 
 HELP = "restore your own measured images (files, folders, globs or a manifest) with AFDPS"
+MEMORY_OPTIONS = ("in afdps restore: num_particles is --particles, the prior's batch_size --network-batch; one "
+                  "image per call")
 
 
 def _or_auto(parse, what: str):
