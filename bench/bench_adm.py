@@ -61,6 +61,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` and ``afdps`` i
 
 from afdps.cli._common import nonneg_int, positive_int  # noqa: E402
 from afdps.engine.models import ADM_PRESETS, ADMUNet  # noqa: E402
+from bench.runner import device_arg, markdown_arg  # noqa: E402
 
 TINY = {
     "image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2,2",
@@ -321,14 +322,14 @@ def parse_args(argv=None):
     parser.add_argument("--configs", default="adm-ffhq256", help=f"comma-separated, of {', '.join(sorted(CONFIGS))}")
     parser.add_argument("--batches", default="64", help="comma-separated batch sizes")
     parser.add_argument("--variants", default="autocast,fast,fast-cl", help="comma-separated (module docstring)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=device_arg, default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--iters", type=positive_int, default=10, help="timed forwards per variant")
     parser.add_argument("--warmup", type=nonneg_int, default=3, help="untimed forwards first (after the first call)")
     parser.add_argument("--no-parity", action="store_true", help="skip the float64 reference forward")
     parser.add_argument("--profile", default=None, help="variant whose kernels to profile (e.g. best+cudnn)")
     parser.add_argument("--profile-out", default=None,
                         help="markdown file the profile is appended to (default: --markdown's file; else printed only)")
-    parser.add_argument("--markdown", default=None, help="markdown file the table is appended to")
+    parser.add_argument("--markdown", type=markdown_arg, default=None, help="markdown file the table is appended to")
     parser.add_argument("--best-out", default=None, help="file to write the fastest plain variant's name to")
     parser.add_argument("--csv", action="store_true", help="append rows to bench/results/adm.csv")
     parser.add_argument("--header", action="store_true", help="print the table header first")
@@ -348,7 +349,11 @@ def parse_args(argv=None):
         for c in args.configs:
             if c not in CONFIGS:
                 raise ValueError(f"config {c!r} is not one of {', '.join(sorted(CONFIGS))}")
-        args.batches = [int(b) for b in str(args.batches).split(",")]
+        try:
+            args.batches = [int(b) for b in str(args.batches).split(",")]
+        except ValueError:
+            raise ValueError(f"--batches must be comma-separated integers >= 1, e.g. 16,64,256; got "
+                             f"{args.batches!r}") from None
         args.variants = [v.strip() for v in args.variants.split(",")]
         for v in args.variants + ([args.profile] if args.profile else []):
             parse_variant(v)

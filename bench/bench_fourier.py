@@ -79,6 +79,9 @@ def main(argv=None) -> list[dict]:
     event = (3, 16, 16) if args.smoke else EVENT_FULL
     ksize = args.kernel_size or (5 if args.smoke else KERNEL_FULL)
     C, Hh, W = event
+    if ksize > min(Hh, W):  # (Blur's ValueError, as a traceback)
+        raise SystemExit(f"bench_fourier: --kernel-size {ksize} is larger than the {Hh}x{W} image"
+                         + (" of --smoke" if args.smoke else "") + f"; at most {min(Hh, W) - (min(Hh, W) + 1) % 2}")
     D = C * Hh * W
     op = Blur(gaussian_kernel(ksize, ksize / 6.0), event)
     k32 = op.kernel.to(device=device, dtype=torch.float32)

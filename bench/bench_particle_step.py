@@ -43,6 +43,13 @@ def _randn_rows(keys, num_particles, D, x, row0=0):
     return torch.randn(x.shape[0], D, device=x.device)
 
 
+def _power_of_two(text: str) -> int:
+    v = runner.positive_int(text)
+    if v < 4 or v & (v - 1):  # (the kernel refused it with a traceback)
+        raise argparse.ArgumentTypeError(f"must be a power of two >= 4, got {text!r}")
+    return v
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     runner.add_common_args(parser, variants=("torch_unfused", "torch_randn", "torch_compile", "triton_fused",
@@ -50,7 +57,8 @@ def parse_args(argv=None):
     parser.add_argument("--rows", type=runner.particle_rows(PARTICLES), nargs="*", default=None, help="B*N values (default: 16 64 256 1024)")
     parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"], choices=("float32", "bfloat16"),
                         help="storage dtypes (default: both)")
-    parser.add_argument("--block", type=runner.positive_int, default=None, help="pixels per program of the fused kernel (tuning)")
+    parser.add_argument("--block", type=_power_of_two, default=None,
+                        help="pixels per program of the fused kernel, a power of two >= 4 (tuning)")
     parser.add_argument("--warps", type=runner.positive_int, default=None, help="num_warps of the fused kernel (tuning)")
     return parser.parse_args(argv)
 

@@ -61,9 +61,11 @@ def parse_args(argv=None):
                    help="images per network call: a positive integer, or auto (default)")
     p.add_argument("--cuda-graph", action="store_true")
     p.add_argument("--whole-graph", action="store_true")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", type=runner.device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cuda or cpu")
     p.add_argument("--header", action="store_true")
-    p.add_argument("--markdown", default=None, help="markdown file the row (and header) is appended to")
+    p.add_argument("--markdown", type=runner.markdown_arg, default=None,
+                   help="markdown file the row (and header) is appended to")
     p.add_argument("--kernel-profile", default=None, metavar="FILE",
                    help="also profile the run's device kernels per step into FILE (markdown, appended)")
     p.add_argument("--gn-chunk-bytes", type=positive_int, default=None, help="afdps.kernels.groupnorm.CHUNK_BYTES")
@@ -76,6 +78,8 @@ def parse_args(argv=None):
         args.config, args.particles, args.steps, args.device = "tiny", 4, 3, "cpu"
     if (args.cuda_graph or args.whole_graph) and not args.device.startswith("cuda"):
         p.error("--cuda-graph and --whole-graph need --device cuda")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():  # (an AssertionError deep in torch)
+        p.error(f"--device {args.device} asked for but CUDA is not available")
     if args.whole_graph and args.potential == "tweedie":
         p.error("--whole-graph cannot capture the Tweedie potential's VJP; use --potential scaled")
     return args

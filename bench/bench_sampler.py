@@ -14,6 +14,7 @@ each part, averaged over ``--steps`` steps after one warm-up run.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -94,6 +95,9 @@ def main(argv=None) -> int:
     args.steps = args.steps or (2 if small else 10)
     if args.size < 16:
         p.error(f"--size must be at least 16 (its blur kernel is about half the side, at most 61), got {args.size}")
+    if args.backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        p.error(f"--backend triton runs on CUDA devices (or under TRITON_INTERPRET=1); got device {device}: use "
+                "--backend torch or auto")
     if args.cuda_graph and (device.type != "cuda" or args.backend == "torch"):
         p.error(f"--cuda-graph needs --device cuda and --backend triton or auto (CUDA graphs replay the Triton "
                 f"kernels); got device {device} and backend {args.backend}")

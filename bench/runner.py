@@ -33,7 +33,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from afdps.cli._common import nonneg_int, positive_int  # noqa: F401  (the scripts' argument types)
+from afdps.cli._common import nonneg_int, positive_float, positive_int  # noqa: F401  (the scripts' argument types)
 from afdps.engine.io import markdown_table as io_table
 from afdps.kernels._triton import HAS_TRITON, triton
 from afdps.kernels.backend import triton_available
@@ -276,9 +276,11 @@ def append_csv(name: str, rows: Iterable[dict]) -> Path:
             header = next(csv.reader(fh), None)
         if header:
             fields = header + [f for f in fields if f not in header and any(f in r for r in rows)]
-            if fields != header:  # a new column: rewrite the header line, keep the old rows
+            if fields != header:  # a new column: rewrite the header line, keep the old rows (atomically: a kill
+                # in a plain write lost the whole file)
+                from afdps.engine.io import write_text
                 old = path.read_text().splitlines()[1:]
-                path.write_text(",".join(fields) + "\n" + ("\n".join(old) + "\n" if old else ""))
+                write_text(path, ",".join(fields) + "\n" + ("\n".join(old) + "\n" if old else ""))
     with path.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         if new:
@@ -334,6 +336,28 @@ def print_report(text: str, out=None) -> None:
             raise SystemExit(f"the report above was not written to {out}: {exc}") from None
 
 
+def device_arg(text: str) -> str:
+    """An argparse type for ``--device``: a torch device's name (``bogus`` gave torch's traceback after the
+    parse)."""
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be a torch device (cpu, cuda, cuda:1), got {text!r}") from None
+    return text
+
+
+def markdown_arg(text: str) -> str:
+    """An argparse type for ``--markdown``: a file to append to, not a folder and not under a file (either failed
+    with a traceback after the measurements)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; --markdown names the file the tables are appended to")
+    above = next((q for q in path.parents if q.exists()), None)
+    if above is not None and not above.is_dir():
+        raise argparse.ArgumentTypeError(f"{above} is a file, so {text} cannot be made")
+    return text
+
+
 def add_common_args(parser: argparse.ArgumentParser, *, variants: tuple = (),
                     compiled: bool = True) -> argparse.ArgumentParser:
     """The options every benchmark shares; ``--rep`` and ``--variants`` (checked against ``variants``, every name
@@ -341,14 +365,16 @@ def add_common_args(parser: argparse.ArgumentParser, *, variants: tuple = (),
     A named variant that a case does not build (a CUDA-graph one on the CPU) is left out of that case."""
     parser.add_argument("--smoke", action="store_true",
                         help=f"tiny shapes on the CPU (checks that the script runs; CSV rows only into ${RESULTS_ENV})")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--device", type=device_arg, default=None, help="cuda or cpu (default: cuda when available)")
     if variants:
-        parser.add_argument("--rep", type=float, default=100.0, help="milliseconds of timed repetitions per variant")
+        parser.add_argument("--rep", type=positive_float, default=100.0,
+                            help="milliseconds of timed repetitions per variant")
         parser.add_argument("--variants", nargs="*", default=None, choices=variants, metavar="VARIANT",
                             help=f"time only these variants, of {', '.join(variants)}")
     parser.add_argument("--no-csv", action="store_true",
                         help=f"do not append rows to bench/results/<name>.csv (or ${RESULTS_ENV}/<name>.csv)")
-    parser.add_argument("--markdown", default=None, help="also append the tables to this markdown file")
+    parser.add_argument("--markdown", type=markdown_arg, default=None,
+                        help="also append the tables to this markdown file")
     if compiled:
         parser.add_argument("--no-compile", action="store_true", help="skip the torch_compile variants")
     return parser
@@ -389,6 +415,8 @@ def row_shapes(args, rows_full, event_full) -> tuple[tuple, tuple, int]:
 
 def resolve_device(args) -> torch.device:
     if args.smoke:
+        if args.device not in (None, "cpu"):  # (it was overridden silently)
+            print(f"bench: --smoke runs on the CPU; --device {args.device} is not used", file=sys.stderr)
         return torch.device("cpu")
     dev = torch.device(args.device) if args.device else default_device()
     if dev.type == "cuda" and not torch.cuda.is_available():

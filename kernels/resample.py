@@ -198,8 +198,10 @@ def gather_rows(x: torch.Tensor, ancestors: torch.Tensor) -> torch.Tensor:
 
     Safe in place because a stable arrangement never reads a slot it writes.
 
-    Bytes moved: ``2 * M * row_bytes`` for the ``M`` rows that move (read the ancestor, write the slot);
-    rows that keep their particle are not touched.
+    Bytes moved: ``(S + M) * row_bytes`` of DRAM traffic for the ``M`` rows that move from ``S`` distinct
+    ancestors (each read once, each slot written; ``S = M`` when the weights are balanced, 1 when degenerate,
+    where the other reads hit L2); rows that keep their particle are not touched. (bench/bench_resample.py counts
+    the same; its rows before 2026-12-07 counted ``2 * M``.)
     """
     return _copy_moved(x, _moved_rows(ancestors))
 

@@ -339,11 +339,15 @@ def test_smoke_rows_stay_out_of_the_results_and_unknown_variants_are_named(monke
 
 def test_throughput_names_the_failure_of_its_child(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), AFDPS_BENCH_RESULTS=str(tmp_path))
-    out = subprocess.run([sys.executable, "-m", "bench.bench_throughput", "--particles", "2", "--steps", "1",
-                          "--potentials", "bogus", "--device", "cpu"], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "bench.bench_throughput", "--particles", "2", "--steps", "2",
+                          "--potentials", "scaled", "--device", "bogus"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
-    assert "potential bogus, N = 2 failed: ValueError: potential='bogus' is not one of" in out.stderr, out.stderr
+    assert "potential scaled, N = 2 failed: " in out.stderr and "'bogus'" in out.stderr, out.stderr
+    # what argparse can tell is refused before any child runs (a bogus potential failed in the child before)
+    out = subprocess.run([sys.executable, "-m", "bench.bench_throughput", "--potentials", "bogus", "--steps", "1"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "argument --potentials: invalid choice: 'bogus'" in out.stderr, out.stderr
 
 
 def test_compare_eval_names_what_it_leaves_out_and_refuses_other_measurements(tmp_path, capsys):
@@ -463,3 +467,24 @@ def test_compare_eval_takes_a_timed_rerun_marks_fewer_images_and_names_what_it_c
     (tmp_path / "a" / "per_image.csv").write_text("\n".join([text[0], text[1].replace(",0,", ",zero,", 1)]) + "\n")
     with pytest.raises(SystemExit, match="per_image.csv, line 2: not a row afdps eval writes"):
         compare_eval.main([a, "--a", "fk", "--b", "dps"])
+
+
+@pytest.mark.parametrize("module, argv, says", [
+    ("bench_particle_step", ["--device", "bogus"], "argument --device: must be a torch device (cpu, cuda, cuda:1)"),
+    ("bench_particle_step", ["--smoke", "--block", "100"], "argument --block: must be a power of two >= 4"),
+    ("bench_particle_step", ["--smoke", "--rep", "0"], "argument --rep: must be a positive number"),
+    ("bench_langevin", ["--smoke", "--markdown", "."], "--markdown: . is a folder"),
+    ("bench_adm", ["--device", "bogus"], "argument --device: must be a torch device"),
+    ("bench_adm", ["--batches", "2,,4"], "--batches must be comma-separated integers >= 1"),
+    ("bench_sampler", ["--device", "cpu", "--backend", "triton"], "--backend triton runs on CUDA devices"),
+    ("bench_fourier", ["--smoke", "--kernel-size", "61", "--no-csv"], "--kernel-size 61 is larger than the 16x16"),
+])
+def test_bench_scripts_refuse_bad_options_in_one_line(module, argv, says, capsys, monkeypatch):
+    """Each of these was a traceback, most after the measurements had run (audit, 2026-12-07)."""
+    sys.path.insert(0, str(ROOT))
+    import importlib
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    mod = importlib.import_module(f"bench.{module}")
+    with pytest.raises(SystemExit) as exc:
+        mod.main(argv)
+    assert says in capsys.readouterr().err + str(exc.value)
