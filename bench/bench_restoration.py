@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from afdps.cli._common import positive_int  # noqa: E402
+from afdps.cli._common import positive_int, steps_int  # noqa: E402
 import afdps
 from afdps.engine.models import ADM_PRESETS
 from afdps.priors import EpsilonModel
@@ -53,7 +53,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", choices=sorted(CONFIGS), default="adm-ffhq256")
     p.add_argument("--particles", type=positive_int, default=256)
-    p.add_argument("--steps", type=positive_int, default=100)
+    p.add_argument("--steps", type=steps_int, default=100, help="time steps")
     p.add_argument("--potential", default="scaled", choices=("scaled", "tweedie", "noisy"))
     p.add_argument("--network", choices=BASES, default="fp32", help="how the network runs (bench.bench_adm's bases)")
     p.add_argument("--cudnn", action="store_true", help="torch.backends.cudnn.benchmark = True")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from afdps.cli._common import positive_int  # noqa: E402
-from bench.runner import print_report
+from bench.runner import device_arg, print_report
 
 
 def _rss_kib(field: str) -> int:
@@ -41,6 +41,7 @@ def _two_or_more(text: str) -> int:
 
 def one(N: int, potential: str, steps: int, device: str) -> dict:
     import torch
+    cuda = torch.device(device).type == "cuda"  # (cuda:0 too: it was timed unsynchronised, its peak from the RSS)
 
     import afdps
     from afdps.engine.evaluate import make_operator
@@ -55,16 +56,16 @@ def one(N: int, potential: str, steps: int, device: str) -> dict:
     afdps.sample(prior, op, y, 0.05, num_particles=N, num_steps=1, seed=0, potential=pot, progress=False)  # warm-up
 
     def timed(n: int):
-        if device == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         res = afdps.sample(prior, op, y, 0.05, num_particles=N, num_steps=n, seed=0, potential=pot, progress=False)
-        if device == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         return res, time.perf_counter() - t0
 
     _, wall_1 = timed(1)  # the set-up and a last step (peak memory: the longer run's, below)
-    if device == "cuda":
+    if cuda:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     try:  # reset the high-water mark to the current resident size, so the earlier runs' peaks do not count
@@ -74,9 +75,12 @@ def one(N: int, potential: str, steps: int, device: str) -> dict:
         pass
     base_rss = _rss_kib("VmRSS")
     res, wall = timed(steps)
-    peak = (torch.cuda.max_memory_allocated() - base) if device == "cuda" else (_rss_kib("VmHWM") - base_rss) * 1024
+    peak = (torch.cuda.max_memory_allocated() - base) if cuda else (_rss_kib("VmHWM") - base_rss) * 1024
     est, _ = memory_estimate(prior, y, N)
     step = (wall - wall_1) / (steps - 1)  # a step other than the last
+    if step <= 0:  # (the 1-step run's noise exceeded the steps between: a negative time per step)
+        raise SystemExit(f"bench_throughput: {steps} steps took {wall:.3f} s and 1 step {wall_1:.3f} s: the timing noise "
+                         "exceeds the steps between; time more --steps")
     per_image_100 = wall_1 + 99 * step
     return {"N": N, "potential": res.potential, "steps_timed": steps, "s_per_step": step, "s_one_step_run": wall_1,
             "s_per_image_100_steps": per_image_100, "images_per_hour": 3600 / per_image_100,
@@ -91,7 +95,7 @@ def main(argv=None) -> int:
                    choices=("default", "scaled", "noisy", "inflated"),
                    help="default: the sampler's (FK's Tweedie potential)")
     p.add_argument("--steps", type=_two_or_more, default=10, help="steps of the longer timed run, >= 2")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda")
     p.add_argument("--out", default=None, help="markdown file the table is written to")
     p.add_argument("--one", nargs=2, default=None, help=argparse.SUPPRESS)
     p.add_argument("--smoke", action="store_true", help="4 particles, 2 steps, the default potential only")

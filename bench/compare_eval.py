@@ -68,7 +68,8 @@ _TIMING = ("seconds", "device")
 
 
 def _measured(rows: dict) -> dict:
-    return {i: {k: v for k, v in r.items() if k not in _TIMING} for i, r in rows.items()}
+    """The rows without their timings, as text (a NaN metric equals itself as text, not as a number)."""
+    return {i: {k: str(v) for k, v in r.items() if k not in _TIMING} for i, r in rows.items()}
 
 
 def _pick(per, spec: str, task: str):

@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from afdps.cli._common import nonneg_int, positive_int  # noqa: E402
+from afdps.cli._common import nonneg_int, positive_int, sigma_float, steps_int  # noqa: E402
 from afdps import load_classifier, load_mnist_test, load_prior  # noqa: E402
 from afdps.engine.baselines import dps  # noqa: E402
 from afdps.engine.evaluate import csv_text, make_operator, mean_se, measurements, plus_minus  # noqa: E402
@@ -50,8 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--offset", type=nonneg_int, default=0, help="skip this many digits first (to split a run)")
     p.add_argument("--task", default="box")
     p.add_argument("--particles", type=positive_int, default=16)
-    p.add_argument("--steps", type=positive_int, default=100)
-    p.add_argument("--sigma-y", type=float, default=0.05)
+    p.add_argument("--steps", type=steps_int, default=100)
+    p.add_argument("--sigma-y", type=sigma_float, default=0.05)
     p.add_argument("--dps-zeta", type=float, default=3.0)
     p.add_argument("--variants", default=",".join([DPS, *VARIANTS]),
                    help=f"comma-separated, from: {DPS} (N independent runs per image), {', '.join(VARIANTS)}")

@@ -24,7 +24,7 @@ from afdps import VESchedule, load_classifier, load_mnist_test, load_prior  # no
 from afdps.engine.evaluate import METHODS, TASKS, csv_text, evaluate  # noqa: E402
 from afdps.engine.potentials import POTENTIALS  # noqa: E402
 from afdps.engine.sampler import DEFAULT_CORRECTOR_SNR, TEMPERINGS  # noqa: E402
-from afdps.cli._common import format_snr, snr_schedule  # noqa: E402
+from afdps.cli._common import format_snr, snr_schedule, steps_int  # noqa: E402
 from afdps.engine.io import markdown_table, write_text  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def parse_args(argv=None):
                    help="vp: the network's own VP coordinates; ve-edm: VE coordinates with sigma_max 80 and the EDM "
                         "rho = 7 grid, as the AFDPS authors ran VP networks")
     p.add_argument("--particles", type=int, default=16)
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=steps_int, default=100)
     p.add_argument("--dps", action="store_true", help="also run DPS once per task")
     p.add_argument("--dps-zeta", type=float, default=3.0)
     p.add_argument("--corrector-snr", type=snr_schedule, default=DEFAULT_CORRECTOR_SNR,

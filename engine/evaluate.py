@@ -181,7 +181,7 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                     prepare(prior, op, y, sigma_y, **sampler_options(
                         method, seeds=[seed + i for i in range(y.shape[0])], **options))
                 except (ValueError, MemoryError) as exc:  # (a MemoryError may carry no text: say what it is)
-                    raise type(exc)(f"{method} on {task}: {exc or type(exc).__name__}") from None
+                    raise type(exc)(f"{method} on {task}: {str(exc) or type(exc).__name__}") from None
     if hasattr(prior, "auto_batch"):
         prior.auto_batch = chosen
     bar = progress_bar(len(tasks) * len(methods) * math.ceil(n / batch_size), "eval (batches)", progress, lines=True)

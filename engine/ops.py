@@ -122,8 +122,9 @@ def solve_cg(apply: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, eve
             worst = float((rn / goal.clamp_min(1e-300) * tol)[active].max())
             raise CGError(f"{what}: conjugate gradients reached a relative residual of {worst:.3g} after {maxiter} "
                           f"iterations, not {tol:g} (raise the operator's cg_maxiter"
-                          + (", or run in float64: a float32 solve can stall above 1e-5 on a very stiff system, as "
-                             "at h * kappa = 1e6 on a valid blur)" if b.dtype == torch.float32 else ")"))
+                          + (", or run in float64, dtype=torch.float64 from Python: a float32 solve can stall above "
+                             "1e-5 on a very stiff system, as at h * kappa = 1e6 on a valid blur)"
+                             if b.dtype == torch.float32 else ")"))
         Mp = apply(p)
         pMp = _dot(p, Mp, dims)
         alpha = torch.where(active & (pMp > 0), rz / torch.where(pMp > 0, pMp, 1.0), 0.0)
@@ -365,15 +366,15 @@ def _provides(op, name: str) -> bool:
     return _implements(op, name) or (name in DERIVED and _implements(op, DERIVED[name]))
 
 
-# The adjoint test: for PROBES independent Gaussian pairs (x_k, y_k) per image, in the run's dtype,
+# The adjoint test: for PROBES independent Gaussian pairs (x_k, y_k), the same for every image, in the run's dtype,
 #   gap = sqrt(sum_k (<A x_k, y_k> - <x_k, A_adjoint(y_k)>)^2 / sum_k <A x_k, y_k>^2),
 # the largest over the images. For Gaussian probes E <B x, y>^2 = ||B||_F^2, so gap^2 estimates
 # ||A_adjoint^T - A||_F^2 / ||A||_F^2: the adjoint's error relative to A, in proportion to its size (an adjoint scaled
 # by 1.01 gives 0.01 exactly). The test it replaced, ||A x||^2 against <x, A_adjoint(A x)>, saw an error antisymmetric
 # to A (a kernel not flipped) only squared: an unflipped 5x5 kernel 6% off passed it at 1.4e-3.
 # Measured 2026-12-07 (this CPU; tests/test_ops.py::test_adjoint_gap_*): the shipped operators (every eval
-# task at 1x28x28 and 3x256x256, a valid blur, a dense 5x3, the identity) give at most 4.5e-7 in float32 and 1e-15 in
-# float64; TF32 (inputs of A's and A^T's products rounded to 10 mantissa bits, emulated on a dense 5x3) at most 8.8e-4
+# task at 1x28x28 and 3x256x256, a valid blur, a dense 5x3, the identity) give at most 4.6e-7 in float32 and 1e-15 in
+# float64; TF32 (inputs of A's and A^T's products rounded to 10 mantissa bits, emulated on a dense 5x3) at most 5.6e-4
 # over 20 matrices; an adjoint scaled by 1.001 1e-3; a kernel not flipped 0.048 (a 5x5 Gaussian with one tap 0.012
 # higher), 0.21 (a 9x9 motion kernel), 0.60 (61x61). An operator computing in float32 inside a float64 run passes.
 ADJOINT_RTOL = 5e-3
@@ -414,16 +415,21 @@ def adjoint_gap(op, dtype=torch.float64, device=None, batch: int = 1, generator=
     """The adjoint test's ``gap`` (see ``ADJOINT_RTOL``) for ``op``: ``ADJOINT_PROBES`` pairs per image as particles;
     0 where ``A`` observes nothing and ``A_adjoint`` returns 0 too, infinite where only ``A`` does."""
     name, gen = type(op).__name__, generator or torch.Generator().manual_seed(0)
-    x = torch.randn((batch, ADJOINT_PROBES, *op.input_shape), generator=gen, dtype=torch.float64)
-    y = torch.randn((batch, ADJOINT_PROBES, *op.output_shape), generator=gen, dtype=torch.float64)
-    xs, ys = x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
+    if batch < 1:
+        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
+    # the same pairs for every image: an operator alike for all images gets the same gap at any batch (the largest of
+    # independent draws grew with the batch: a 2e-3 error passed alone and was refused among 256 images)
+    def probes(shape):  # (in the run's dtype and device: 8 particles' worth per image, no float64 copies)
+        v = torch.randn((1, ADJOINT_PROBES, *shape), generator=gen, dtype=torch.float64)
+        return v.to(device=device, dtype=dtype).expand(batch, *v.shape[1:]).contiguous()
+    xs, ys = probes(op.input_shape), probes(op.output_shape)
     Ax, Aty = _call(name, "A", op.A, xs), _call(name, "A_adjoint", op.A_adjoint, ys)
     _check_output(name, "A", Ax, (batch, ADJOINT_PROBES, *op.output_shape), "output_shape", xs)
     _check_output(name, "A_adjoint", Aty, (batch, ADJOINT_PROBES, *op.input_shape), "input_shape", ys)
-    Ax, Aty = Ax.detach().double().cpu(), Aty.detach().double().cpu()
-    x, y = x.to(dtype).double(), y.to(dtype).double()  # the probes as the operator saw them
-    lhs = (Ax * y).flatten(2).sum(-1)  # (batch, probes)
-    rhs = (x * Aty).flatten(2).sum(-1)
+    # each product in the run's dtype (its rounding, 6e-8 relative in float32, is far below the tolerance), each sum in
+    # float64
+    lhs = (Ax.detach() * ys).flatten(2).sum(-1, dtype=torch.float64).cpu()  # (batch, probes)
+    rhs = (xs * Aty.detach()).flatten(2).sum(-1, dtype=torch.float64).cpu()
     num, den = (lhs - rhs).square().sum(1), lhs.square().sum(1)
     gaps = torch.where(den > 0, (num / den.clamp_min(torch.finfo(torch.float64).tiny)).sqrt(),
                        torch.where(num > 0, torch.inf, 0.0))

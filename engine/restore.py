@@ -64,6 +64,7 @@ from .lpips import MIN_SIZE
 from .metrics import psnr, ssim
 from .plots import ess_plot
 from .sampler import EnsembleDied, UnusedOptionsWarning, default_potential, prepare, sample
+from .validation import MIN_SIGMA_Y
 
 __all__ = ["RESTORE_TASKS", "BOUNDARIES", "Job", "read_image", "read_kernel", "read_mask", "jobs_from_inputs", "jobs_from_manifest",
            "estimate_sigma", "build_operator", "restore", "Interrupted", "seed_of"]
@@ -290,8 +291,8 @@ def _manifest_sigma(value, where: str):
         v = float(value) if not isinstance(value, bool) else float("nan")
     except (TypeError, ValueError):
         v = float("nan")
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{where}: sigma_y must be a positive number or 'auto', got {value!r}")
+    if not (math.isfinite(v) and v >= MIN_SIGMA_Y):  # (the sampler's floor: a smaller one was refused mid-run)
+        raise ValueError(f"{where}: sigma_y must be a number >= {MIN_SIGMA_Y:g} or 'auto', got {value!r}")
     return v
 
 
@@ -769,8 +770,8 @@ def _append_journal(path: Path, record: dict) -> None:
 def _job_sigma(job: Job, y: torch.Tensor) -> float:
     """The job's noise level: its number, or estimated from its measurement ``y`` for ``"auto"``."""
     sigma_y = estimate_sigma(y) if job.sigma_y == "auto" else float(job.sigma_y)
-    if not (sigma_y > 0 and math.isfinite(sigma_y)):
-        raise ValueError(f"{job.name}: sigma_y must be positive, got {sigma_y!r}"
+    if not (sigma_y >= MIN_SIGMA_Y and math.isfinite(sigma_y)):  # (the sampler's floor, checked before any image)
+        raise ValueError(f"{job.name}: sigma_y must be at least {MIN_SIGMA_Y:g}, got {sigma_y!r}"
                          + (" (estimated: pass a number with --sigma-y)" if job.sigma_y == "auto" else ""))
     return sigma_y
 
@@ -834,7 +835,8 @@ def _everywhere(fn, together: bool, world: int, device, group) -> tuple[list, Ex
     try:
         answer, error = fn(), None
     except Exception as exc:  # noqa: BLE001  (handed back, to be raised after every rank has been told)
-        answer, error = _Raised(type(exc).__name__, str(exc), isinstance(exc, ValueError)), exc
+        # (never an empty text: a refusal without one would read as a pass)
+        answer, error = _Raised(type(exc).__name__, str(exc) or type(exc).__name__, isinstance(exc, ValueError)), exc
     return (_gather(answer, world, device, group) if together else [answer]), error
 
 

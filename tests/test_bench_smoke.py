@@ -339,11 +339,11 @@ def test_smoke_rows_stay_out_of_the_results_and_unknown_variants_are_named(monke
 
 def test_throughput_names_the_failure_of_its_child(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), AFDPS_BENCH_RESULTS=str(tmp_path))
-    out = subprocess.run([sys.executable, "-m", "bench.bench_throughput", "--particles", "2", "--steps", "2",
-                          "--potentials", "scaled", "--device", "bogus"], cwd=ROOT, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "bench.bench_throughput", "--particles", "20000000", "--steps", "2",
+                          "--potentials", "scaled", "--device", "cpu"], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
-    assert "potential scaled, N = 2 failed: " in out.stderr and "'bogus'" in out.stderr, out.stderr
+    assert "potential scaled, N = 20000000 failed: MemoryError: " in out.stderr, out.stderr
     # what argparse can tell is refused before any child runs (a bogus potential failed in the child before)
     out = subprocess.run([sys.executable, "-m", "bench.bench_throughput", "--potentials", "bogus", "--steps", "1"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -726,3 +726,18 @@ def test_a_memory_refusal_names_the_cli_options(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "lower num_particles" in err and "(in afdps eval: num_particles is --particles, the images per call " \
         "--batch-size)" in err
+
+
+def test_resume_takes_a_run_that_recorded_the_shipped_classifier_by_path(tmp_path):
+    """Before 2026-12-07 --classifier at the shipped file's path was recorded as "PATH sha256 DIGEST"; such a run
+    resumes with the default --classifier (now recorded as "mnist")."""
+    from afdps.engine.io import content_digest
+    from afdps.shipped import SHIPPED_CLASSIFIERS, data_path
+    out = tmp_path / "o"
+    opts = EVAL[:5] + ["--num-images", "1", "--methods", "dps", "--out", str(out)]
+    assert cli.main(opts) == 0
+    settings = json.loads((out / "settings.json").read_text())
+    shipped = data_path(SHIPPED_CLASSIFIERS["mnist"])
+    settings["classifier"] = f"{shipped} sha256 {content_digest(shipped)}"
+    (out / "settings.json").write_text(json.dumps(settings))
+    assert cli.main(opts + ["--resume"]) == 0

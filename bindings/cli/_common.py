@@ -76,8 +76,8 @@ open_fraction_float = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 power_float = _number(float, lambda v: v >= 1, "a number >= 1")
 # the sampler's own bounds, in the CLI's words (it named num_steps and corrector_snr, after loading the prior)
 steps_int = _number(int, lambda v: 1 <= v <= MAX_STEPS, f"an integer in [1, {MAX_STEPS}]")
-sigma_float = _number(float, lambda v: v >= MIN_SIGMA_Y, f"a number >= {MIN_SIGMA_Y:g} (1 / sigma_y^2 must be a "
-                      "finite float32)")
+sigma_float = _number(float, lambda v: v >= MIN_SIGMA_Y, f"a number >= {MIN_SIGMA_Y:g} (below, 1 / sigma_y^2 nears "
+                      "float32's largest number)")
 
 
 def snr_schedule(text: str):

@@ -54,7 +54,7 @@ def _or_auto(parse, what: str):
     return convert
 
 
-_sigma = _or_auto(sigma_float, f"a number >= {MIN_SIGMA_Y:g}")
+_sigma = _or_auto(sigma_float, f"a number >= {MIN_SIGMA_Y:g} (below, 1 / sigma_y^2 nears float32's largest number)")
 _batch = _or_auto(positive_int, "a positive integer")
 
 
