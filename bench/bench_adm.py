@@ -71,7 +71,11 @@ TINY = {
 CONFIGS = {**ADM_PRESETS, "tiny": TINY}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Dense tensor-core peaks (TFLOP/s) from the vendors' data sheets, without sparsity: (bf16/fp16, tf32).
-PEAKS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0)}
+# dense bf16 and TF32 TFLOP/s from NVIDIA's data sheets (half the "with sparsity" figures), the first key contained
+# in the device's name wins: the PCIe and NVL parts are slower than the SXM ones (an H100 PCIe at 989 put its
+# "% of peak" 1.3x low)
+PEAKS = {"H200 NVL": (835.0, 418.0), "H200": (989.0, 494.0), "H100 PCIe": (756.0, 378.0), "H100 NVL": (835.0, 418.0),
+         "H100": (989.0, 494.0), "A100": (312.0, 156.0)}
 BASES = ("fp32", "autocast", "autocast-fused", "fast", "fast-cl", "fast-cl-noconvin", "fast-cl-nostats",
          "fast-cl-unfused")
 MODIFIERS = ("cudnn", "graph", "compile")

@@ -488,3 +488,14 @@ def test_bench_scripts_refuse_bad_options_in_one_line(module, argv, says, capsys
     with pytest.raises(SystemExit) as exc:
         mod.main(argv)
     assert says in capsys.readouterr().err + str(exc.value)
+
+
+def test_bench_adm_peaks_tell_the_h100_parts_apart():
+    """Any name with "H100" took the SXM part's 989 TFLOP/s; the PCIe and NVL parts are slower."""
+    sys.path.insert(0, str(ROOT))
+    from bench.bench_adm import peak_tflops
+    assert peak_tflops("NVIDIA H100 80GB HBM3", True) == 989.0
+    assert peak_tflops("NVIDIA H100 PCIe", True) == 756.0 and peak_tflops("NVIDIA H100 PCIe", False) == 378.0
+    assert peak_tflops("NVIDIA H100 NVL", True) == 835.0
+    assert peak_tflops("NVIDIA H200", True) == 989.0 and peak_tflops("NVIDIA H200 NVL", True) == 835.0
+    assert peak_tflops("NVIDIA L4", True) is None
