@@ -196,7 +196,11 @@ def run_case(bench: str, case: str, shape: str, dtype: str, nbytes: int, variant
     """
     device = torch.device(device)
     if only:  # (names checked by the script's parser; one a case does not build is left out of it)
+        built = variants
         variants = {k: v for k, v in variants.items() if k in set(only)}
+        if not variants:  # (an empty table, exit 0, said nothing)
+            print(f"bench: {bench} {case}: none of --variants {' '.join(only)} is built here (this case builds "
+                  f"{', '.join(built)} on {device})", file=sys.stderr, flush=True)
     env = env or environment(device)
     copy = copy_bandwidth(device)
     rows = []
