@@ -137,7 +137,8 @@ def test_solve_cg_raises_when_it_cannot_converge():
     b = torch.ones(2, 50, dtype=torch.float64)
     with pytest.raises(CGError, match=r"after 3 iterations, not 1e-10 \(raise the operator's cg_maxiter\)"):
         solve_cg(lambda v: v @ M, b, 1, maxiter=3)
-    with pytest.raises(CGError, match=r"\(raise the operator's cg_maxiter, or run in float64: a float32 solve"):
+    with pytest.raises(CGError, match=r"\(raise the operator's cg_maxiter, or run in float64, dtype=torch.float64 "
+                                      r"from Python: a float32"):
         solve_cg(lambda v: v @ M.float(), b.float(), 1, maxiter=3)  # (float32: the hint that helps when it stalls)
     x = solve_cg(lambda v: v @ M, b, 1, maxiter=500)
     torch.testing.assert_close(x @ M, b, rtol=0, atol=1e-6)
