@@ -27,13 +27,8 @@ demo: $(VENV)/.base
 
 # The whole suite; Triton kernels run under TRITON_INTERPRET=1 when there is no GPU (tests/conftest.py).
 # One pytest-xdist worker per core (each test process runs one intra-op thread, tests/conftest.py): on the
-# 2-core CPU 4 min 41 s (1126 tests, 2026-12-07 18:24 UTC at e0d28ba, a clean clone); 4 min 49 s (1107 tests at 0b31d08,
-# 15:37 UTC, the machine 1.6-2.2x faster than at 12:47, when 1042 tests at 8b78a31 took 10 min 26 s: over the
-# 10-minute budget); 10 min 13 s and
-# 10 min 6 s (1037 tests, 2026-12-07 at 8227b8f, a clean clone; --durations=15 names the
-# slowest); 9 min 48 s and 10 min 8 s from two clean clones (1022 tests, at 51d25fc and f2123f8; 9 min 53 s for 1005 at 5e93e83, an AMD EPYC
-# with AVX2 running about 25% slower than the day before, when 946 tests took 7 min 57 s; warm Triton compile cache; a
-# cold one adds about 57 s; 4 min 52 s for 823 tests on 2026-12-04's faster CPU; one process took 18 min 7 s for 670 tests on 2026-12-02).
+# 2-core CPU 4 min 30 s (1152 tests, 2026-12-07 21:25 UTC at 77bdeeb, a clean clone; --durations=15 names the
+# slowest); the history, and how much this machine's speed varies (1.6-2.2x within a day), in docs/testing.md.
 # TEST_WORKERS=0 runs in one process. (--dist worksteal measured no better: 10 min 36 s; handing the slow-marked
 # tests out first, worse: 11 min 11 s.)
 TEST_WORKERS ?= auto
