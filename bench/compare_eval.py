@@ -21,12 +21,11 @@ table of runs made one task or one method at a time. A row over fewer images tha
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
 
-from afdps.engine.evaluate import METHODS, markdown_table, mean_se, plus_minus, read_csv_rows
+from afdps.engine.evaluate import METHODS, NotEvalRows, markdown_table, mean_se, plus_minus, read_eval_rows
 from bench.runner import print_report
 
 
@@ -43,15 +42,11 @@ def _rows(folder, name) -> list[dict]:
     CSV is named."""
     path = _eval_file(folder, name)
     try:
-        rows = read_csv_rows(path)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise SystemExit(f"compare_eval: {path} is not the CSV afdps eval writes ({exc})") from None
-    bad = [i for i, r in enumerate(rows, 2) if not {"task", "method"} <= set(r)
-           or (name == "per_image.csv" and not isinstance(r.get("image"), int))]
-    if bad:
-        raise SystemExit(f"compare_eval: {path}, line {bad[0]}: not a row afdps eval writes (a task, a method"
-                         + (" and an integer image index)" if name == "per_image.csv" else ")"))
-    return rows
+        return read_eval_rows(path, per_image=name == "per_image.csv")
+    except NotEvalRows as exc:
+        if exc.line is None:
+            raise SystemExit(f"compare_eval: {path} is not the CSV afdps eval writes ({exc.reason})") from None
+        raise SystemExit(f"compare_eval: {path}, line {exc.line}: {exc.reason}") from None
 
 
 def _per_image(folders) -> dict:

@@ -43,7 +43,7 @@ from .models import classify
 from .sampler import DEFAULT_CORRECTOR_SNR, EnsembleDied, prepare, sample
 
 __all__ = ["TASKS", "METHODS", "DEFAULT_TASKS", "make_operator", "run_method", "evaluate", "markdown_table",
-           "csv_text", "read_csv_rows", "mean_se", "plus_minus", "measurements", "sampler_options"]
+           "csv_text", "read_csv_rows", "read_eval_rows", "NotEvalRows", "mean_se", "plus_minus", "measurements", "sampler_options"]
 
 TASKS = ("gaussian-blur", "motion-blur", "sr4", "box", "random70")
 DEFAULT_TASKS = {28: ("gaussian-blur", "sr4", "box", "random70"), 256: ("gaussian-blur", "motion-blur", "sr4", "box")}
@@ -374,6 +374,32 @@ def read_csv_rows(path) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)
                 if None not in row and None not in row.values()]
+
+
+class NotEvalRows(ValueError):
+    """A file that is not a CSV ``afdps eval`` writes: ``line`` is the first bad row's line (``None`` where the file
+    itself does not read as CSV text) and ``reason`` says what is wrong, without the path (each caller names the file
+    in its own words)."""
+
+    def __init__(self, line, reason: str):
+        super().__init__(reason if line is None else f"line {line}: {reason}")
+        self.line, self.reason = line, reason
+
+
+def read_eval_rows(path, per_image: bool = True) -> list[dict]:
+    """:func:`read_csv_rows` of a ``results.csv`` or (``per_image``) ``per_image.csv`` of ``afdps eval``, checked:
+    every row has a task and a method, and a per-image row an image index >= 0. Raises :class:`NotEvalRows` for a file
+    that is not such (a binary or hand-edited file gave a bare codec or comparison error further on)."""
+    try:
+        rows = read_csv_rows(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise NotEvalRows(None, str(exc)) from None
+    for line, r in enumerate(rows, 2):
+        if not isinstance(r.get("task"), str) or not isinstance(r.get("method"), str) or (
+                per_image and (not isinstance(r.get("image"), int) or r["image"] < 0)):
+            raise NotEvalRows(line, "not a row afdps eval writes (a task, a method"
+                              + (" and an image index >= 0)" if per_image else ")"))
+    return rows
 
 
 def csv_text(rows: list[dict], digits: int = 6) -> str:

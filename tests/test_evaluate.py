@@ -702,6 +702,31 @@ def test_resume_names_settings_as_the_options_take_them_and_a_foreign_row(tmp_pa
     (out / "per_image.csv").write_bytes(bytes(range(128, 256)))
     assert cli.main(common) == 2
     assert "per_image.csv' is not the per-image CSV afdps eval writes ('utf-8' codec" in capsys.readouterr().err
+    (out / "per_image.csv").write_text("\n".join(rows) + "\n")
+    (out / "results.csv").write_bytes(bytes(range(128, 256)))
+    assert cli.main(common) == 2
+    assert "results.csv' is not the summary CSV afdps eval writes ('utf-8' codec" in capsys.readouterr().err
+
+
+def test_read_eval_rows_names_the_first_row_afdps_eval_does_not_write(tmp_path):
+    from afdps.engine.evaluate import NotEvalRows, read_eval_rows
+    path = tmp_path / "rows.csv"
+    path.write_text("task,method,image,psnr\nbox,fk,0,12.5\nbox,fk,1,13\n")
+    assert [r["image"] for r in read_eval_rows(path)] == [0, 1]
+    for text, line in [("task,method,image\nbox,fk,0\nbox,fk,-1\n", 3), ("task,method,image\nbox,fk,0.5\n", 2),
+                       ("task,image\nbox,0\n", 2), ("task,method,image\n7,fk,0\n", 2)]:
+        path.write_text(text)
+        with pytest.raises(NotEvalRows, match=f"line {line}: not a row afdps eval writes") as info:
+            read_eval_rows(path)
+        assert info.value.line == line
+    path.write_text("task,method\nbox,fk\n")
+    assert read_eval_rows(path, per_image=False) == [{"task": "box", "method": "fk"}]
+    with pytest.raises(NotEvalRows, match="image index >= 0"):
+        read_eval_rows(path)
+    path.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(NotEvalRows, match="'utf-8' codec") as info:
+        read_eval_rows(path, per_image=False)
+    assert info.value.line is None
 
 
 @pytest.mark.parametrize("option, value, says", [

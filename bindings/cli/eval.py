@@ -6,7 +6,6 @@ the images, and rewrites ``results.md``, ``results.csv`` and ``per_image.csv`` a
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import sys
@@ -19,8 +18,8 @@ import torch
 from ..api import load_classifier, load_mnist_test, load_prior
 from ..engine.data import image_files, load_image_folder
 from ..engine.distributed import env_world
-from ..engine.evaluate import (DEFAULT_TASKS, METHODS, TASKS, csv_text, evaluate, markdown_table, read_csv_rows,
-                               sampler_options)
+from ..engine.evaluate import (DEFAULT_TASKS, METHODS, TASKS, NotEvalRows, csv_text, evaluate, markdown_table,
+                               read_eval_rows, sampler_options)
 from ..engine.loading import arch_record, same_arch
 from ..engine.io import checkpoint_changed, content_digest, output_folder, write_json, write_text
 from ..engine.potentials import POTENTIALS
@@ -163,20 +162,16 @@ def _read_settings(path: Path) -> dict:
     return settings
 
 
-def _held_rows(path: Path) -> list[dict]:
-    """The per-image rows a run in ``--out`` wrote, for ``--resume``; a file that is not such is named (a binary or
-    hand-edited file gave a bare codec or comparison error)."""
+def _held_rows(path: Path, per_image: bool = True) -> list[dict]:
+    """The per-image (or summary) rows a run in ``--out`` wrote, for ``--resume``; a file that is not such is named."""
     try:
-        rows = read_csv_rows(path)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"--resume: {str(path)!r} is not the per-image CSV afdps eval writes ({exc}); choose another "
-                         "--out") from None
-    bad = [n for n, r in enumerate(rows, 2) if not isinstance(r.get("image"), int) or r["image"] < 0
-           or not isinstance(r.get("task"), str) or not isinstance(r.get("method"), str)]
-    if bad:
-        raise ValueError(f"--resume: {str(path)!r}, line {bad[0]}: not a row afdps eval writes (a task, a method and "
-                         "an image index >= 0); choose another --out, or remove the line to run its image again")
-    return rows
+        return read_eval_rows(path, per_image)
+    except NotEvalRows as exc:
+        if exc.line is None:
+            raise ValueError(f"--resume: {str(path)!r} is not the {'per-image' if per_image else 'summary'} CSV "
+                             f"afdps eval writes ({exc.reason}); choose another --out") from None
+        raise ValueError(f"--resume: {str(path)!r}, line {exc.line}: {exc.reason}; choose another --out, or remove "
+                         "the line to run its image again") from None
 
 
 def _defaults() -> dict:
@@ -359,7 +354,7 @@ def run(args) -> int:
             raise ValueError(f"--resume: the settings differ from those of the run in {str(out)!r} ("
                              + "; ".join(f"{k}: {_shown(k, a)} there, {_shown(k, b)} here" for k, a, b in differ)
                              + f"; only --num-images may change){why}")
-        previous = (read_csv_rows(out / "results.csv") if (out / "results.csv").exists() else [], rows)
+        previous = (_held_rows(out / "results.csv", per_image=False) if (out / "results.csv").exists() else [], rows)
         timed_on = {(r["task"], r["method"]): r.get("device", "") for r in previous[0]}
         for r in rows:  # rows written before per-image rows named their device: their pair's summary's
             if r.get("device", "") == "":
