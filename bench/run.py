@@ -2,7 +2,8 @@
 
 Every ``bench/bench_<name>.py`` is a benchmark; each runs in its own process (``python -m
 bench.bench_<name>``), so one that fails or runs out of memory does not stop the others. ``--smoke``
-(tiny shapes on the CPU) is passed to all of them; ``--markdown PATH`` (made absolute: the benchmarks run in
+(tiny shapes on the CPU) is passed to all of them; without it and without CUDA, ``--all`` leaves out the benchmarks
+whose default is the FFHQ-size network (``GPU_SIZED``: hours on a CPU) and says so (name them to run them); ``--markdown PATH`` (made absolute: the benchmarks run in
 the repository's root) to those that write markdown, ``--rep`` to the kernel benchmarks. Exit status: 0 when every benchmark ran,
 1 otherwise.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RUNNER_BASED = ("particle_step", "langevin", "resample", "fourier")  # --rep: their timed variants
+GPU_SIZED = ("adm", "restoration")  # default: the 93.6M-parameter FFHQ-configuration ADM at 256x256
 MARKDOWN = RUNNER_BASED + ("sampler", "adm", "restoration")  # --markdown: the scripts that take it
 
 
@@ -51,8 +54,43 @@ def parse_args(argv=None):
     return args
 
 
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _run(cmd, *, cwd, env, timeout):
+    """The exit status of ``cmd``, or ``"timeout"``: its whole process group is killed at ``timeout`` (a benchmark's
+    own worker processes too: ``bench_throughput`` runs each case in a child, which a kill of its parent alone left
+    running)."""
+    posix = os.name == "posix"
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=posix)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    finally:  # a timeout, Ctrl-C (the new session no longer gets the terminal's signal), or workers left behind
+        if posix:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):  # (the group had already gone)
+                pass
+        elif proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.all and not args.smoke and not _cuda():
+        left = [n for n in args.names if n in GPU_SIZED]
+        args.names = [n for n in args.names if n not in GPU_SIZED]
+        print(f"bench.run: no CUDA device: leaving out {', '.join(f'bench_{n}' for n in left)} (their default is the "
+              f"FFHQ-size network: hours on a CPU); run them by name (python -m bench.run {' '.join(left)}) or with "
+              "--smoke", flush=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     failed = []
@@ -66,10 +104,7 @@ def main(argv=None) -> int:
             cmd += ["--rep", str(args.rep)]
         print(f"$ {' '.join(cmd)}", flush=True)
         t0 = time.perf_counter()
-        try:
-            rc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=args.timeout).returncode
-        except subprocess.TimeoutExpired:
-            rc = "timeout"
+        rc = _run(cmd, cwd=ROOT, env=env, timeout=args.timeout)
         print(f"# bench_{name}: {'ok' if rc == 0 else f'FAILED ({rc})'} in {time.perf_counter() - t0:.1f} s",
               flush=True)
         if rc != 0:

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -429,11 +430,62 @@ def test_the_runner_forwards_markdown_made_absolute(tmp_path, monkeypatch):
     finally:
         sys.path.remove(str(ROOT))
     calls = []
-    monkeypatch.setattr(run.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    monkeypatch.setattr(run, "_run", lambda cmd, **kw: calls.append(cmd) or 0)
     monkeypatch.chdir(tmp_path)
     assert run.main(["sampler", "resample", "--smoke", "--markdown", "out.md"]) == 0
     for cmd in calls:
         assert cmd[cmd.index("--markdown") + 1] == str(tmp_path / "out.md"), cmd
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc to see the worker gone")
+def test_the_runner_kills_a_benchmark_s_workers_at_its_timeout(tmp_path):
+    """--timeout killed only the benchmark's own process: a worker it had started (bench_throughput runs each case in
+    a child) went on running."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench import run
+    finally:
+        sys.path.remove(str(ROOT))
+    pid_file = tmp_path / "worker.pid"
+    parent = ("import subprocess, sys, time; w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              f"open({str(pid_file)!r}, 'w').write(str(w.pid)); time.sleep(60)")
+    t0 = time.perf_counter()
+    assert run._run([sys.executable, "-c", parent], cwd=tmp_path, env=dict(os.environ), timeout=3) == "timeout"
+    assert time.perf_counter() - t0 < 30
+    worker = int(pid_file.read_text())
+    for _ in range(50):  # (killed: gone, or a zombie until init reaps it)
+        try:
+            state = Path(f"/proc/{worker}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, 9)
+        raise AssertionError(f"the worker {worker} outlived the timeout")
+    assert run._run([sys.executable, "-c", "raise SystemExit(3)"], cwd=tmp_path, env=dict(os.environ), timeout=30) == 3
+
+
+def test_run_all_leaves_out_the_network_benchmarks_without_cuda(monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from bench import run
+    finally:
+        sys.path.remove(str(ROOT))
+    calls = []
+    monkeypatch.setattr(run, "_run", lambda cmd, **kw: calls.append(cmd[2]) or 0)
+    monkeypatch.setattr(run, "_cuda", lambda: False)
+    assert run.main(["--all"]) == 0
+    assert calls and not {"bench.bench_adm", "bench.bench_restoration"} & set(calls)
+    assert "leaving out bench_adm, bench_restoration" in capsys.readouterr().out
+    calls.clear()
+    assert run.main(["adm"]) == 0 and calls == ["bench.bench_adm"]  # (named: run)
+    calls.clear()
+    assert run.main(["--all", "--smoke"]) == 0 and "bench.bench_adm" in calls
+    monkeypatch.setattr(run, "_cuda", lambda: True)
+    calls.clear()
+    assert run.main(["--all"]) == 0 and "bench.bench_adm" in calls
 
 
 def test_compare_eval_takes_a_timed_rerun_marks_fewer_images_and_names_what_it_cannot_write(tmp_path, capsys):
