@@ -5,7 +5,8 @@ write x_new, ``4 * R * D * itemsize``; the kernel reads score and grad_mu twice 
 update: ``6 * R * D * itemsize`` in all) and regenerates the noise instead of storing it. Variants:
 ``torch_unfused`` (:func:`langevin_step_ref`, eager), ``triton_fused`` (:func:`langevin_step_triton`,
 three launches) and, on CUDA, ``triton_graph`` (the launches replayed as a CUDA graph). ``rel err``:
-max |x_new - float64 reference| / max |reference|.
+max |out - float64 reference| / max |reference| of ``x_new`` and of the step sizes, the larger (rows before
+2026-12-07: ``x_new``'s only).
 
     python -m bench.bench_langevin            # full sizes, CUDA
     python -m bench.bench_langevin --smoke    # tiny, CPU (Triton under the interpreter)
@@ -51,11 +52,11 @@ def main(argv=None) -> list[dict]:
         x, s, g = (torch.randn(R, D, device=device, generator=gen) for _ in range(3))
         keys = torch.arange(B, dtype=torch.int64, device=device) * 7919 + 1
         kw = dict(num_particles=N, **STEP)
-        oracle = lv.langevin_step_ref(x.double(), s.double(), g.double(), keys, **kw)[0]
-        err = runner.rel_err(lv.langevin_step_ref(x, s, g, keys, **kw)[0], oracle)
+        oracle = lv.langevin_step_ref(x.double(), s.double(), g.double(), keys, **kw)
+        err = runner.rel_err(lv.langevin_step_ref(x, s, g, keys, **kw), oracle)
         variants = {"torch_unfused": runner.Variant(lambda: lv.langevin_step_ref(x, s, g, keys, **kw), error=err)}
         if triton_ok:
-            err = runner.rel_err(lv.langevin_step_triton(x, s, g, keys, **kw)[0], oracle)
+            err = runner.rel_err(lv.langevin_step_triton(x, s, g, keys, **kw), oracle)
             variants["triton_fused"] = runner.Variant(lambda: lv.langevin_step_triton(x, s, g, keys, **kw), error=err)
             if device.type == "cuda":
                 params = lv.langevin_step_params(**STEP, device=device)

@@ -7,8 +7,8 @@ operations, most of its time), ``torch_randn`` (the same reference with ``torch.
 the eager step without that emulation, the fairer eager baseline), ``torch_compile`` (the same function
 under ``torch.compile(dynamic=True)``), ``triton_fused`` (:func:`particle_step_triton`, including the
 upload of the step scalars) and, on CUDA, ``triton_graph`` (:func:`particle_step_launch` replayed as a
-CUDA graph: the kernel time without Python launch overhead). ``rel err``: max |x_new - float64
-reference| / max |reference|.
+CUDA graph: the kernel time without Python launch overhead). ``rel err``: max |out - float64
+reference| / max |reference| of ``x_new`` and of ``dlogw``, the larger (rows before 2026-12-07: ``x_new``'s only).
 
 Measured on an NVIDIA H200 (bench/results/gpu_check-20261128-*): ``triton_fused`` at B*N = 256 float32
 in 0.219-0.244 ms, 78-87 % of copy bandwidth, 61-68x faster than ``torch_unfused`` (mostly its Philox emulation;
@@ -91,9 +91,9 @@ def main(argv=None) -> list[dict]:
             g = torch.randn(R, D, device=device, generator=gen).to(dtype)
             keys = torch.arange(B, dtype=torch.int64, device=device) * 7919 + 1
             kw = dict(num_particles=N, **STEP)
-            oracle = ps.particle_step_ref(x.double(), s.double(), g.double(), keys, **kw)[0]
+            oracle = ps.particle_step_ref(x.double(), s.double(), g.double(), keys, **kw)
             variants = {}
-            err = runner.rel_err(ps.particle_step_ref(x, s, g, keys, **kw)[0], oracle)
+            err = runner.rel_err(ps.particle_step_ref(x, s, g, keys, **kw), oracle)
             variants["torch_unfused"] = runner.Variant(lambda: ps.particle_step_ref(x, s, g, keys, **kw), error=err)
 
             def with_randn():  # the reference's arithmetic, its noise from torch.randn
@@ -102,7 +102,7 @@ def main(argv=None) -> list[dict]:
             variants["torch_randn"] = runner.Variant(with_randn, note="torch.randn noise: other random numbers")
             if compiled is not None:
                 try:
-                    err = runner.rel_err(compiled(x, s, g, keys, **kw)[0], oracle)
+                    err = runner.rel_err(compiled(x, s, g, keys, **kw), oracle)
                     variants["torch_compile"] = runner.Variant(lambda: compiled(x, s, g, keys, **kw), error=err,
                                                                note=runner.compile_note(device))
                 except Exception as exc:  # reported in the table, the other variants still run
@@ -116,7 +116,7 @@ def main(argv=None) -> list[dict]:
                 else:
                     def fused():
                         return ps.particle_step_triton(x, s, g, keys, **kw)
-                err = runner.rel_err(fused()[0], oracle)
+                err = runner.rel_err(fused(), oracle)
                 tuned = (f"block {args.block or 'default'}, {args.warps or 'default'} warps" if args.block or args.warps
                          else "")  # (a tuning sweep's rows told apart)
                 variants["triton_fused"] = runner.Variant(fused, error=err, note=tuned)

@@ -163,8 +163,13 @@ def copy_bandwidth(device, nbytes: int | None = None) -> float:
     return _COPY_GBPS[key]
 
 
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    """``max|out - ref| / max|ref|`` in float64."""
+def rel_err(out, ref) -> float:
+    """``max|out - ref| / max|ref|`` in float64; for tuples of outputs (a step's ``x_new`` and ``dlogw``), the largest
+    of each output's own."""
+    if isinstance(ref, (tuple, list)):
+        if len(out) != len(ref):
+            raise ValueError(f"{len(out)} outputs against {len(ref)} of the reference")
+        return max(rel_err(o, r) for o, r in zip(out, ref))
     ref = ref.to(torch.float64)
     num = (out.to(device=ref.device, dtype=torch.float64) - ref).abs().max().item()
     den = ref.abs().max().item()
