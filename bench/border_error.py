@@ -3,7 +3,7 @@
 A measured photo is the valid part of a larger scene's blur. Each bundled photo is loaded at 316x316
 (the scene), blurred by the paper's 61x61 std-3 Gaussian kernel without wrap-around and cropped to the
 256x256 part the kernel saw whole, plus noise ``sigma_y = 0.05`` on [-1, 1]. It is restored under the
-demo's stationary Gaussian prior (fitted on the other photos at 400x400) by the exact posterior mean of two models:
+demo's stationary Gaussian prior (fitted on chelsea, coffee and rocket at 400x400: held out only for astronaut) by the exact posterior mean of two models:
 
 - circular (before): the 256x256 measurement taken as a wrap-around blur of a 256x256 image;
 - valid (after): the measurement as ``crop(blur(x))`` of the 316x316 scene (conjugate gradients).
