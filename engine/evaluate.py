@@ -78,12 +78,14 @@ def run_method(method: str, prior, op, y, sigma_y: float, *, particles: int, ste
                potential: str | None = None,
                time_power: float = 2.0, dps_zeta: float = 1.0, dps_steps: int | None = None, corrector_steps: int = 1,
                corrector_snr: float | tuple = DEFAULT_CORRECTOR_SNR, corrector: str = "split", backend=None, tempering_ess: float = 0.5,
-               ess_threshold: float = 0.5):
+               ess_threshold: float = 0.5, dps_time_power: float = 1.0):
     """Restore measurements ``y (B, ...)`` with one method; returns an :class:`afdps.Result`.
     ``ess_threshold``: the particle methods resample an image when its normalised ESS falls below it (0:
-    never)."""
+    never). ``time_power`` is the particle methods' time grid, ``dps_time_power`` DPS's (1: uniform, as the DPS
+    paper's)."""
     if method == "dps":
-        return dps(prior, op, y, sigma_y, num_steps=dps_steps or steps, zeta=dps_zeta, seed=seeds, progress=False)
+        return dps(prior, op, y, sigma_y, num_steps=dps_steps or steps, zeta=dps_zeta, seed=seeds, progress=False,
+                   time_power=dps_time_power)
     return sample(prior, op, y, sigma_y, progress=False, **sampler_options(
         method, particles=particles, steps=steps, seeds=seeds, tempering=tempering, potential=potential,
         time_power=time_power, corrector_steps=corrector_steps, corrector_snr=corrector_snr, corrector=corrector,
@@ -118,7 +120,7 @@ def _batches(n: int, size: int):
 def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, steps: int, sigma_y: float = 0.05,
              labels: torch.Tensor | None = None, classifier=None, seed: int = 0, batch_size: int = 10,
              tempering: str = "linear", potential: str | None = None, time_power: float = 2.0, dps_zeta: float = 1.0,
-             dps_steps: int | None = None,
+             dps_steps: int | None = None, dps_time_power: float = 1.0,
              corrector_steps: int = 1, corrector_snr: float | tuple = DEFAULT_CORRECTOR_SNR, corrector: str = "split", device=None, backend=None,
              progress=None, on_result=None, previous=None, tempering_ess: float = 0.5,
              ess_threshold: float = 0.5, names: list[str] | None = None) -> tuple[list[dict], list[dict]]:
@@ -213,7 +215,8 @@ def evaluate(prior, images: torch.Tensor, *, tasks, methods, particles: int, ste
                         res = run_method(method, prior, op, y, sigma_y, particles=particles, steps=steps,
                                          seeds=[seed + i for i in range(a, b)], tempering=tempering,
                                          potential=potential, time_power=time_power, dps_zeta=dps_zeta,
-                                         dps_steps=dps_steps, corrector_steps=corrector_steps,
+                                         dps_steps=dps_steps, dps_time_power=dps_time_power,
+                                         corrector_steps=corrector_steps,
                                          corrector_snr=corrector_snr, corrector=corrector, backend=backend,
                                          tempering_ess=tempering_ess, ess_threshold=ess_threshold)
                     except EnsembleDied as exc:  # the image of this evaluation's list, not of the batch

@@ -417,6 +417,27 @@ def test_option_combinations_are_checked_before_any_pair_runs(tmp_path, capsys):
         assert "a number in (0, 1)" in capsys.readouterr().err
 
 
+def test_dps_takes_its_own_time_grid(tmp_path, capsys):
+    """DPS ran on the uniform grid whatever was asked (--time-power is the particle methods'); --dps-time-power sets
+    it, is recorded in its rows and settings, and a run from before the option resumes as the uniform grid it ran."""
+    argv = EVAL + ["--num-images", "1", "--methods", "dps", "--steps", "4"]
+    assert cli.main(argv + ["--out", str(tmp_path / "p1")]) == 0
+    assert cli.main(argv + ["--dps-time-power", "2", "--out", str(tmp_path / "p2")]) == 0
+    rows = [next(csv.DictReader(open(tmp_path / f / "results.csv"))) for f in ("p1", "p2")]
+    assert [r["dps_time_power"] for r in rows] == ["1", "2"]
+    assert rows[0]["psnr_mean"] != rows[1]["psnr_mean"]  # (another grid: another restoration)
+    assert "time grid power 2" in (tmp_path / "p2" / "results.md").read_text()
+    capsys.readouterr()
+    assert cli.main(argv + ["--num-images", "2", "--resume", "--out", str(tmp_path / "p2")]) == 2
+    assert "dps_time_power: 2.0 there, 1.0 here" in capsys.readouterr().err
+    settings = json.loads((tmp_path / "p1" / "settings.json").read_text())
+    assert settings.pop("dps_time_power") == 1.0
+    (tmp_path / "p1" / "settings.json").write_text(json.dumps(settings))  # (as written before the option)
+    assert cli.main(argv + ["--num-images", "2", "--resume", "--out", str(tmp_path / "p1")]) == 0
+    assert cli.main(argv + ["--num-images", "3", "--resume", "--dps-time-power", "2", "--out",
+                            str(tmp_path / "p1")]) == 2
+
+
 def test_rows_record_what_ran_and_where(tmp_path, capsys):
     """DPS rows carried the particle methods' tempering and time grid, which DPS does not use; one image has no
     standard error (it printed 0); a resumed run relabelled the rows it kept with the resuming device."""

@@ -49,8 +49,8 @@ def method_settings(args, methods) -> str:
         parts.append(f"afdps-ode: {args.corrector_steps} Langevin step(s), rule {args.corrector}, r = "
                      f"{format_snr(args.corrector_snr)}")
     if "dps" in methods:
-        parts.append(f"{'dps' if parts else 'DPS'}: zeta = {args.dps_zeta:g}, one sample per image, no weights "
-                     "(best = mean)")
+        parts.append(f"{'dps' if parts else 'DPS'}: zeta = {args.dps_zeta:g}, time grid power "
+                     f"{args.dps_time_power:g}, one sample per image, no weights (best = mean)")
     return "; ".join(parts)
 
 def _auto_potential(method: str, tempering: str) -> str:
@@ -98,6 +98,9 @@ def add_arguments(p) -> None:
                    help=f"DPS step size (default: {MNIST_ZETA:g} for the shipped mnist prior, chosen on its "
                    f"development digits; {PAPER_ZETA:g} for other priors, as in the DPS paper)")
     p.add_argument("--dps-steps", type=steps_int, default=None, help="DPS steps (default: --steps)")
+    p.add_argument("--dps-time-power", type=power_float, default=1.0,
+                   help="DPS's time grid power (default 1: uniform, as in the DPS paper; --time-power is the particle "
+                   "methods')")
     p.add_argument("--corrector-steps", type=nonneg_int, default=1, help="Langevin steps per step of afdps-ode")
     p.add_argument("--corrector-snr", type=snr_schedule, default=DEFAULT_CORRECTOR_SNR,
                    help="Langevin step-size parameter r of afdps-ode (spec section 2), or r_early,r_late: the first "
@@ -126,7 +129,7 @@ PARTICLE_METHODS = ("afdps-sde", "afdps-ode", "fk")
 USED_BY = {**{k: PARTICLE_METHODS for k in ("particles", "tempering", "tempering_ess", "potential", "time_power",
                                             "ess_threshold", "backend")},
            **{k: ("afdps-ode",) for k in ("corrector_steps", "corrector_snr", "corrector")},
-           **{k: ("dps",) for k in ("dps_zeta", "dps_steps")}}
+           **{k: ("dps",) for k in ("dps_zeta", "dps_steps", "dps_time_power")}}
 
 
 def unused_options(args, methods, defaults: dict) -> list[str]:
@@ -219,6 +222,7 @@ def _differ(old: dict, new: dict, methods, shape) -> list[tuple]:
         for key in ("command", "debug"):  # (argparse's, in settings.json files before 2026-12-06)
             c.pop(key, None)
         c.setdefault("ess_threshold", 0.5)  # (left out of settings.json at its default)
+        c.setdefault("dps_time_power", 1.0)  # (settings.json before 2026-12-07: DPS always ran on the uniform grid)
         if not str(c.get("tempering", "linear")).startswith("adaptive"):
             c.pop("tempering_ess", None)  # (left out where unused; a changed --tempering is named itself)
         if not set(PARTICLE_METHODS) & set(methods):  # DPS alone: its steps are all that --steps can mean
@@ -386,7 +390,7 @@ def run(args) -> int:
                     mixed[(r["task"], r["method"])] = r["device"]
             r.update({"sigma_y": args.sigma_y, "seed": args.seed, "prior": settings["prior"]})
             if r["method"] == "dps":  # its own grid and step size: the particle methods' settings are not its
-                r["dps_zeta"] = args.dps_zeta
+                r.update(dps_zeta=args.dps_zeta, dps_time_power=args.dps_time_power)
             else:
                 r.update({"tempering": args.tempering, "time_power": args.time_power,
                           "ess_threshold": args.ess_threshold,
@@ -419,6 +423,7 @@ def run(args) -> int:
         prior, images, tasks=tasks, methods=methods, particles=args.particles, steps=args.steps,
         sigma_y=args.sigma_y, labels=labels, classifier=classifier, seed=args.seed, batch_size=args.batch_size,
         tempering=args.tempering, potential=None if args.potential == "auto" else args.potential, time_power=args.time_power, dps_zeta=args.dps_zeta, dps_steps=args.dps_steps,
+        dps_time_power=args.dps_time_power,
         corrector_steps=args.corrector_steps, corrector_snr=args.corrector_snr, corrector=args.corrector, device=device, backend=args.backend,
         progress=False if args.no_progress else None, on_result=write, previous=previous,
         tempering_ess=args.tempering_ess, ess_threshold=args.ess_threshold, names=names)
