@@ -43,7 +43,8 @@ from .models import classify
 from .sampler import DEFAULT_CORRECTOR_SNR, EnsembleDied, prepare, sample
 
 __all__ = ["TASKS", "METHODS", "DEFAULT_TASKS", "make_operator", "run_method", "evaluate", "markdown_table",
-           "csv_text", "read_csv_rows", "read_eval_rows", "NotEvalRows", "mean_se", "plus_minus", "measurements", "sampler_options"]
+           "csv_text", "read_csv_rows", "read_eval_rows", "NotEvalRows", "mean_se", "plus_minus", "measurements",
+           "sampler_options"]
 
 TASKS = ("gaussian-blur", "motion-blur", "sr4", "box", "random70")
 DEFAULT_TASKS = {28: ("gaussian-blur", "sr4", "box", "random70"), 256: ("gaussian-blur", "motion-blur", "sr4", "box")}
