@@ -99,8 +99,9 @@ def test_the_settings_line_describes_the_methods_that_ran():
     from afdps.cli.eval import method_settings
 
     args = SimpleNamespace(tempering="adaptive", tempering_ess=0.3, potential="auto", time_power=2.0, ess_threshold=0.5,
-                           corrector_steps=1, corrector="split", corrector_snr=0.2, dps_zeta=3.0)
-    assert method_settings(args, ["dps"]) == "DPS: zeta = 3, one sample per image, no weights (best = mean)"
+                           corrector_steps=1, corrector="split", corrector_snr=0.2, dps_zeta=3.0, dps_time_power=1.0)
+    assert method_settings(args, ["dps"]) == ("DPS: zeta = 3, time grid power 1, one sample per image, no weights "
+                                              "(best = mean)")
     line = method_settings(args, ["fk"])
     assert line.startswith("Particle methods: tempering adaptive (ESS target 0.3), potential auto")
     assert "Langevin" not in line and "zeta" not in line
