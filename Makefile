@@ -27,7 +27,7 @@ demo: $(VENV)/.base
 
 # The whole suite; Triton kernels run under TRITON_INTERPRET=1 when there is no GPU (tests/conftest.py).
 # One pytest-xdist worker per core (each test process runs one intra-op thread, tests/conftest.py): on the
-# 2-core CPU 4 min 30 s (1152 tests, 2026-12-07 21:25 UTC at 77bdeeb, a clean clone; --durations=15 names the
+# 2-core CPU 5 min 3 s (1156 tests, 2026-12-08 00:13 UTC at 482237b, a clean clone; --durations=15 names the
 # slowest); the history, and how much this machine's speed varies (1.6-2.2x within a day), in docs/testing.md.
 # TEST_WORKERS=0 runs in one process. (--dist worksteal measured no better: 10 min 36 s; handing the slow-marked
 # tests out first, worse: 11 min 11 s.)
