@@ -3,9 +3,10 @@
 Every ``bench/bench_<name>.py`` is a benchmark; each runs in its own process (``python -m
 bench.bench_<name>``), so one that fails or runs out of memory does not stop the others. ``--smoke``
 (tiny shapes on the CPU) is passed to all of them; without it and without CUDA, ``--all`` leaves out the benchmarks
-whose default is the FFHQ-size network (``GPU_SIZED``: hours on a CPU) and says so (name them to run them); ``--markdown PATH`` (made absolute: the benchmarks run in
-the repository's root) to those that write markdown, ``--rep`` to the kernel benchmarks. Exit status: 0 when every benchmark ran,
-1 otherwise.
+whose default is the FFHQ-size network (``GPU_SIZED``: hours on a CPU) and says so (name them to run them);
+``--markdown PATH`` (made absolute: the benchmarks run in the repository's root) to those that write markdown,
+``--rep`` to the kernel benchmarks. ``--timeout S`` kills a benchmark's whole process group after S seconds.
+Exit status: 0 when every benchmark ran, 1 otherwise.
 """
 from __future__ import annotations
 
