@@ -60,8 +60,8 @@ fi  # else: done on 2026-12-04 (bench/results/sweep_mnist_gpu-20261204-152748/):
 # (bench/results/fk_inflated_dev100/, ode_inflated_dev100/, ode_noisy_dev100/)
 run 100 $SWEEP --methods afdps-sde,afdps-ode --potentials scaled --temperings adaptive --out $SWEEP_OUT/adaptive
 run 70 $SWEEP --methods fk --potentials tweedie --temperings adaptive --out $SWEEP_OUT/adaptive_fk
-# (on the uniform grid the SDE ran on 100 digits on the CPU, bench/results/sde_p1_dev100/; FK and the ODE on box
-# only, bench/results/fk_p1_dev100/box/, ode_p1_dev100/box/: the GPU runs them on all five tasks alike)
+# (the stages below all ran on the CPU on the 100 digits of every task by 2026-12-08: bench/results/{sde,fk,ode}_p1_dev100/,
+# ode_r0.1-0.3_dev100/, fk_ess0_dev100/; the GPU reruns them after the adaptive stages, one run of other random draws)
 run 70 $SWEEP --methods afdps-ode --potentials scaled --time-powers 1 --out $SWEEP_OUT/power1
 run 70 $SWEEP --methods fk --potentials tweedie --time-powers 1 --out $SWEEP_OUT/power1_fk
 run 70 $SWEEP --methods afdps-ode --potentials scaled --corrector-snr 0.1,0.3 --out $SWEEP_OUT/ode_r0.1-0.3
